@@ -1,0 +1,124 @@
+//! StationRegistry: station key → the address of its live session.
+//!
+//! The newest connection wins: a registration from a session with a higher id replaces the current
+//! one, which is told to close; a late `Unregister` from a replaced session finds another session id
+//! and changes nothing.
+
+use super::station_session::{CloseSession, StationSession};
+use super::{DisconnectReason, SessionId, StationKey};
+use actix::prelude::*;
+use std::collections::HashMap;
+
+/// Routes to stations' live sessions.
+#[derive(Default)]
+pub struct StationRegistry {
+    sessions: HashMap<StationKey, (SessionId, Addr<StationSession>)>,
+}
+
+impl Actor for StationRegistry {
+    type Context = Context<Self>;
+}
+
+impl Supervised for StationRegistry {}
+
+/// A session has started and wants to receive the station's commands.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Register {
+    pub key: StationKey,
+    pub session_id: SessionId,
+    pub addr: Addr<StationSession>,
+}
+
+/// A session has stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unregister {
+    pub key: StationKey,
+    pub session_id: SessionId,
+}
+
+/// The live session of a station, if any.
+#[derive(Message)]
+#[rtype(result = "Option<Addr<StationSession>>")]
+pub struct Lookup {
+    pub key: StationKey,
+}
+
+/// Closes the station's session, if it has one; answers whether it had.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct CloseStation {
+    pub key: StationKey,
+    pub reason: DisconnectReason,
+}
+
+/// Closes every session (graceful shutdown); answers how many there were.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CloseAll;
+
+impl Handler<Register> for StationRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Register, _: &mut Context<Self>) {
+        match self.sessions.get(&msg.key) {
+            Some((current, _)) if *current > msg.session_id => {
+                // An older connection registering late: the newer one keeps the station.
+                msg.addr.do_send(CloseSession { reason: DisconnectReason::Replaced });
+            }
+            _ => {
+                if let Some((old_id, old)) = self.sessions.insert(msg.key.clone(), (msg.session_id, msg.addr)) {
+                    if old_id != msg.session_id {
+                        tracing::info!(station = %msg.key, old_session = old_id, new_session = msg.session_id, "newer connection replaces the current one");
+                        old.do_send(CloseSession { reason: DisconnectReason::Replaced });
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Handler<Unregister> for StationRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unregister, _: &mut Context<Self>) {
+        if matches!(self.sessions.get(&msg.key), Some((id, _)) if *id == msg.session_id) {
+            self.sessions.remove(&msg.key);
+        }
+    }
+}
+
+impl Handler<Lookup> for StationRegistry {
+    type Result = Option<Addr<StationSession>>;
+
+    fn handle(&mut self, msg: Lookup, _: &mut Context<Self>) -> Self::Result {
+        self.sessions.get(&msg.key).map(|(_, addr)| addr.clone())
+    }
+}
+
+impl Handler<CloseStation> for StationRegistry {
+    type Result = bool;
+
+    fn handle(&mut self, msg: CloseStation, _: &mut Context<Self>) -> bool {
+        match self.sessions.remove(&msg.key) {
+            Some((_, addr)) => {
+                addr.do_send(CloseSession { reason: msg.reason });
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Handler<CloseAll> for StationRegistry {
+    type Result = usize;
+
+    fn handle(&mut self, _: CloseAll, _: &mut Context<Self>) -> usize {
+        let n = self.sessions.len();
+        for (_, (_, addr)) in self.sessions.drain() {
+            addr.do_send(CloseSession { reason: DisconnectReason::Shutdown });
+        }
+        n
+    }
+}

@@ -1,0 +1,458 @@
+//! StationSession: the actor of one station's WebSocket connection.
+//!
+//! It consumes the actix-ws message stream, decodes each text frame ([`crate::ocpp::rpc`]), hands CALLs
+//! to the version's handlers one at a time (a CALLRESULT goes out only once the handler's writes are
+//! durable), and correlates the answers to the commands it sends. Central-system commands go out one
+//! at a time, as OCPP-J asks: the next waits until the previous is answered or has timed out.
+//! Outgoing frames are written by a small task fed through a channel, so the actor never waits on the
+//! socket.
+
+use super::account::{self, AccountRegistry, StationConnected, StationDisconnected, StationNotice};
+use super::station_registry::{Register, StationRegistry, Unregister};
+use super::{DisconnectReason, SessionId, StationKey};
+use crate::metrics as m;
+use crate::model::Registration;
+use crate::ocpp::rpc::{Call, CallError, ErrorCode, Frame};
+use crate::ocpp::schema::{self, Direction};
+use crate::ocpp::v16::{self, HandlerSettings, Reply, StationContext};
+use crate::store::Store;
+use actix::prelude::*;
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Why a command got no CALLRESULT.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommandError {
+    /// The station answered with a CALLERROR.
+    CallError { code: String, description: String, details: Value },
+    /// No answer before the deadline.
+    Timeout,
+    /// The session ended before the answer came.
+    Disconnected,
+}
+
+/// The station's CALLRESULT payload, or why there is none.
+pub type CommandResult = Result<Value, CommandError>;
+
+/// Sends a command (a CSMS-initiated CALL) to the station. The payload must already be validated.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SendCommand {
+    pub action: String,
+    pub payload: Value,
+    /// After this instant the command is not sent, or its answer no longer awaited.
+    pub deadline: Instant,
+    pub responder: oneshot::Sender<CommandResult>,
+}
+
+/// Closes the session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseSession {
+    pub reason: DisconnectReason,
+}
+
+/// What the writer task sends on the socket.
+enum Outbound {
+    Text(String),
+    Ping,
+    Pong(actix_web::web::Bytes),
+    Close(CloseReason),
+}
+
+/// Everything a session needs, given by the WebSocket endpoint.
+pub struct SessionSetup {
+    pub key: StationKey,
+    pub protocol: &'static str,
+    pub registration: Registration,
+    pub store: Arc<dyn Store>,
+    pub handler_settings: Arc<HandlerSettings>,
+    pub stations: Addr<StationRegistry>,
+    pub accounts: Addr<AccountRegistry>,
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+}
+
+struct QueuedCommand {
+    action: String,
+    payload: Value,
+    deadline: Instant,
+    responder: oneshot::Sender<CommandResult>,
+}
+
+struct InFlight {
+    unique_id: String,
+    action: String,
+    sent_at: Instant,
+    responder: oneshot::Sender<CommandResult>,
+    timer: SpawnHandle,
+}
+
+pub struct StationSession {
+    id: SessionId,
+    setup: SessionSetup,
+    registration: Registration,
+    out: mpsc::UnboundedSender<Outbound>,
+    last_activity: Instant,
+    in_flight: Option<InFlight>,
+    queue: VecDeque<QueuedCommand>,
+    close_reason: Option<DisconnectReason>,
+}
+
+impl StationSession {
+    /// Starts the session actor on the current arbiter, consuming the station's message stream and
+    /// writing through `ws`.
+    pub fn start(
+        setup: SessionSetup,
+        ws: actix_ws::Session,
+        stream: actix_ws::AggregatedMessageStream,
+    ) -> Addr<StationSession> {
+        let (out, rx) = mpsc::unbounded_channel();
+        actix_rt::spawn(write_loop(ws, rx));
+        StationSession::create(move |ctx| {
+            ctx.add_stream(stream);
+            StationSession {
+                id: super::next_session_id(),
+                registration: setup.registration,
+                setup,
+                out,
+                last_activity: Instant::now(),
+                in_flight: None,
+                queue: VecDeque::new(),
+                close_reason: None,
+            }
+        })
+    }
+
+    fn send_frame(&self, frame: &Frame) {
+        // A closed channel means the writer has ended with the connection; the stream's end stops us.
+        let _ = self.out.send(Outbound::Text(frame.to_text()));
+    }
+
+    fn close(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
+        if self.close_reason.is_some() {
+            return;
+        }
+        self.close_reason = Some(reason);
+        let (code, description) = match reason {
+            DisconnectReason::Replaced => (CloseCode::Policy, "replaced by a newer connection"),
+            DisconnectReason::Deleted => (CloseCode::Policy, "station removed or blocked"),
+            DisconnectReason::IdleTimeout => (CloseCode::Away, "idle timeout"),
+            DisconnectReason::ProtocolError => (CloseCode::Protocol, "protocol error"),
+            DisconnectReason::FrameTooBig => (CloseCode::Size, "message too big"),
+            DisconnectReason::Shutdown => (CloseCode::Restart, "server shutting down"),
+            DisconnectReason::ClosedByStation => (CloseCode::Normal, "closed"),
+        };
+        let _ = self.out.send(Outbound::Close(CloseReason { code, description: Some(description.to_string()) }));
+        ctx.stop();
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+        match Frame::parse(text) {
+            Ok(Frame::Call(call)) => self.on_call(call, ctx),
+            Ok(Frame::CallResult(result)) => self.on_answer(&result.unique_id, Ok(result.payload), ctx),
+            Ok(Frame::CallError(e)) => {
+                let unique_id = e.unique_id.clone();
+                let error = CommandError::CallError { code: e.code, description: e.description, details: e.details };
+                self.on_answer(&unique_id, Err(error), ctx)
+            }
+            Err(e) => {
+                tracing::debug!(station = %self.setup.key, code = %e.code, error = %e.description, "undecodable frame");
+                metrics::counter!(m::MESSAGES, "action" => "unknown", "direction" => "in", "result" => "error")
+                    .increment(1);
+                self.reply_error(e.to_call_error());
+            }
+        }
+    }
+
+    fn reply_error(&self, error: CallError) {
+        metrics::counter!(m::CALL_ERRORS, "code" => error_code_label(&error.code)).increment(1);
+        self.send_frame(&Frame::CallError(error));
+    }
+
+    /// Handles a station's CALL. `ctx.wait` holds every other event of this session until the reply
+    /// is sent, so a station's messages are applied in the order it sent them.
+    fn on_call(&mut self, call: Call, ctx: &mut Context<Self>) {
+        let started = Instant::now();
+        let store = self.setup.store.clone();
+        let settings = self.setup.handler_settings.clone();
+        let key = self.setup.key.clone();
+        let registration = self.registration;
+        let fut = async move {
+            let ctx = StationContext {
+                store: store.as_ref(),
+                account_id: &key.account_id,
+                station_id: &key.station_id,
+                registration,
+                settings: &settings,
+            };
+            let reply = v16::handle_call(&ctx, &call).await;
+            (call, reply)
+        };
+        ctx.wait(fut.into_actor(self).map(move |(call, reply), act, _ctx| {
+            let action = action_label(&call.action);
+            metrics::histogram!(m::CALL_DURATION, "action" => action).record(started.elapsed().as_secs_f64());
+            match reply {
+                Reply::Result { payload, notice } => {
+                    metrics::counter!(m::MESSAGES, "action" => action, "direction" => "in", "result" => "ok")
+                        .increment(1);
+                    if let Some(v16::Notice::Booted { registration }) = &notice {
+                        act.registration = *registration;
+                    }
+                    act.send_frame(&Frame::CallResult(crate::ocpp::rpc::CallResult {
+                        unique_id: call.unique_id,
+                        payload,
+                    }));
+                    let msg = StationNotice {
+                        station_id: act.setup.key.station_id.clone(),
+                        session_id: act.id,
+                        notice,
+                    };
+                    act.tell_account(msg);
+                }
+                Reply::Error(error) => {
+                    metrics::counter!(m::MESSAGES, "action" => action, "direction" => "in", "result" => "error")
+                        .increment(1);
+                    tracing::debug!(station = %act.setup.key, action = %call.action, code = %error.code, error = %error.description, "CALL refused");
+                    act.reply_error(error);
+                }
+            }
+        }));
+    }
+
+    fn tell_account<M>(&self, msg: M)
+    where
+        M: Message + Send + Clone + 'static,
+        M::Result: Send,
+        super::AccountActor: Handler<M>,
+    {
+        let accounts = self.setup.accounts.clone();
+        let account_id = self.setup.key.account_id.clone();
+        actix_rt::spawn(async move {
+            account::tell(&accounts, &account_id, msg).await;
+        });
+    }
+
+    fn on_answer(&mut self, unique_id: &str, result: CommandResult, ctx: &mut Context<Self>) {
+        match self.in_flight.take() {
+            Some(flight) if flight.unique_id == unique_id => {
+                ctx.cancel_future(flight.timer);
+                metrics::gauge!(m::PENDING_COMMANDS).decrement(1.0);
+                let action = action_label(&flight.action);
+                metrics::histogram!(m::COMMAND_DURATION, "action" => action).record(flight.sent_at.elapsed().as_secs_f64());
+                let label = if result.is_ok() { "ok" } else { "error" };
+                metrics::counter!(m::MESSAGES, "action" => action, "direction" => "out", "result" => label).increment(1);
+                if let Ok(payload) = &result {
+                    if let Some(Err(v)) = schema::v16().validate(&flight.action, Direction::Response, payload) {
+                        tracing::warn!(station = %self.setup.key, action = %flight.action, violation = %v, "station answer does not match its schema");
+                    }
+                }
+                let _ = flight.responder.send(result);
+                self.send_next(ctx);
+            }
+            other => {
+                self.in_flight = other;
+                tracing::warn!(station = %self.setup.key, unique_id, "answer to no pending command ignored");
+            }
+        }
+    }
+
+    /// Sends the next queued command if none is in flight.
+    fn send_next(&mut self, ctx: &mut Context<Self>) {
+        if self.in_flight.is_some() {
+            return;
+        }
+        while let Some(cmd) = self.queue.pop_front() {
+            let now = Instant::now();
+            if cmd.responder.is_closed() {
+                continue;
+            }
+            if cmd.deadline <= now {
+                let _ = cmd.responder.send(Err(CommandError::Timeout));
+                continue;
+            }
+            let unique_id = uuid::Uuid::new_v4().simple().to_string();
+            let call = Call { unique_id: unique_id.clone(), action: cmd.action.clone(), payload: cmd.payload };
+            self.send_frame(&Frame::Call(call));
+            let timer_id = unique_id.clone();
+            let timer = ctx.run_later(cmd.deadline - now, move |act, ctx| act.on_timeout(&timer_id, ctx));
+            metrics::gauge!(m::PENDING_COMMANDS).increment(1.0);
+            self.in_flight =
+                Some(InFlight { unique_id, action: cmd.action, sent_at: now, responder: cmd.responder, timer });
+            return;
+        }
+    }
+
+    fn on_timeout(&mut self, unique_id: &str, ctx: &mut Context<Self>) {
+        if matches!(&self.in_flight, Some(f) if f.unique_id == unique_id) {
+            if let Some(flight) = self.in_flight.take() {
+                metrics::gauge!(m::PENDING_COMMANDS).decrement(1.0);
+                let action = action_label(&flight.action);
+                metrics::counter!(m::MESSAGES, "action" => action, "direction" => "out", "result" => "timeout")
+                    .increment(1);
+                tracing::info!(station = %self.setup.key, action = %flight.action, "command timed out");
+                let _ = flight.responder.send(Err(CommandError::Timeout));
+            }
+            self.send_next(ctx);
+        }
+    }
+}
+
+impl Actor for StationSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let protocol = self.setup.protocol;
+        metrics::gauge!(m::CONNECTIONS, "protocol" => protocol).increment(1.0);
+        metrics::counter!(m::CONNECTS).increment(1);
+        tracing::info!(station = %self.setup.key, session = self.id, protocol, "station connected");
+        self.setup.stations.do_send(Register { key: self.setup.key.clone(), session_id: self.id, addr: ctx.address() });
+        self.tell_account(StationConnected {
+            station_id: self.setup.key.station_id.clone(),
+            session_id: self.id,
+            protocol: protocol.to_string(),
+        });
+        let store = self.setup.store.clone();
+        let key = self.setup.key.clone();
+        actix_rt::spawn(async move {
+            let r = store
+                .update_station(&key.account_id, &key.station_id, &|s| s.protocol = Some(protocol.to_string()))
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(station = %key, error = %e, "could not record the station's protocol");
+            }
+        });
+        ctx.run_interval(self.setup.ping_interval, |act, ctx| {
+            if act.last_activity.elapsed() >= act.setup.idle_timeout {
+                tracing::info!(station = %act.setup.key, "no traffic within the idle timeout, closing");
+                act.close(DisconnectReason::IdleTimeout, ctx);
+            } else {
+                let _ = act.out.send(Outbound::Ping);
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        let reason = self.close_reason.unwrap_or(DisconnectReason::ClosedByStation);
+        metrics::gauge!(m::CONNECTIONS, "protocol" => self.setup.protocol).decrement(1.0);
+        metrics::counter!(m::DISCONNECTS, "reason" => reason.as_str()).increment(1);
+        tracing::info!(station = %self.setup.key, session = self.id, reason = reason.as_str(), "station disconnected");
+        self.setup.stations.do_send(Unregister { key: self.setup.key.clone(), session_id: self.id });
+        self.tell_account(StationDisconnected { station_id: self.setup.key.station_id.clone(), session_id: self.id });
+        if let Some(flight) = self.in_flight.take() {
+            metrics::gauge!(m::PENDING_COMMANDS).decrement(1.0);
+            let _ = flight.responder.send(Err(CommandError::Disconnected));
+        }
+        for cmd in self.queue.drain(..) {
+            let _ = cmd.responder.send(Err(CommandError::Disconnected));
+        }
+    }
+}
+
+impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for StationSession {
+    fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Context<Self>) {
+        self.last_activity = Instant::now();
+        match item {
+            Ok(AggregatedMessage::Text(text)) => self.on_text(&text, ctx),
+            Ok(AggregatedMessage::Binary(_)) => {
+                // OCPP-J is text only; the frame cannot be parsed for a unique id.
+                self.reply_error(CallError::new(
+                    crate::ocpp::rpc::UNKNOWN_UNIQUE_ID,
+                    ErrorCode::FormationViolation,
+                    "binary frames are not OCPP-J",
+                ));
+            }
+            Ok(AggregatedMessage::Ping(bytes)) => {
+                let _ = self.out.send(Outbound::Pong(bytes));
+            }
+            Ok(AggregatedMessage::Pong(_)) => {}
+            Ok(AggregatedMessage::Close(reason)) => {
+                tracing::debug!(station = %self.setup.key, ?reason, "station closed the connection");
+                self.close(DisconnectReason::ClosedByStation, ctx);
+            }
+            Err(ProtocolError::Overflow) => {
+                tracing::warn!(station = %self.setup.key, "message over the size limit, closing");
+                self.close(DisconnectReason::FrameTooBig, ctx);
+            }
+            Err(e) => {
+                tracing::warn!(station = %self.setup.key, error = %e, "WebSocket protocol error, closing");
+                self.close(DisconnectReason::ProtocolError, ctx);
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<SendCommand> for StationSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: SendCommand, ctx: &mut Context<Self>) {
+        if self.close_reason.is_some() {
+            let _ = msg.responder.send(Err(CommandError::Disconnected));
+            return;
+        }
+        self.queue.push_back(QueuedCommand {
+            action: msg.action,
+            payload: msg.payload,
+            deadline: msg.deadline,
+            responder: msg.responder,
+        });
+        self.send_next(ctx);
+    }
+}
+
+impl Handler<CloseSession> for StationSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: CloseSession, ctx: &mut Context<Self>) {
+        self.close(msg.reason, ctx);
+    }
+}
+
+async fn write_loop(mut ws: actix_ws::Session, mut rx: mpsc::UnboundedReceiver<Outbound>) {
+    while let Some(out) = rx.recv().await {
+        let sent = match out {
+            Outbound::Text(text) => ws.text(text).await,
+            Outbound::Ping => ws.ping(b"").await,
+            Outbound::Pong(bytes) => ws.pong(&bytes).await,
+            Outbound::Close(reason) => {
+                let _ = ws.close(Some(reason)).await;
+                return;
+            }
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+    // The actor is gone without an explicit close (it always sends one first; this is a safeguard).
+    let _ = ws.close(None).await;
+}
+
+/// The action as a metric label: only actions OCPP 1.6 defines, so station input cannot create
+/// unbounded label values.
+fn action_label(action: &str) -> &'static str {
+    schema::V16_ACTIONS.iter().find(|(a, _, _)| *a == action).map(|(a, _, _)| *a).unwrap_or("unknown")
+}
+
+fn error_code_label(code: &str) -> &'static str {
+    const CODES: &[&str] = &[
+        "NotImplemented",
+        "NotSupported",
+        "InternalError",
+        "ProtocolError",
+        "SecurityError",
+        "FormationViolation",
+        "PropertyConstraintViolation",
+        "OccurenceConstraintViolation",
+        "TypeConstraintViolation",
+        "GenericError",
+    ];
+    CODES.iter().find(|c| **c == code).copied().unwrap_or("other")
+}

@@ -1,0 +1,125 @@
+//! The API's one error type: every failure answers a stable JSON body `{code, message}` (plus
+//! `details` where there is more to say) with the status its kind maps to.
+
+use crate::store::StoreError;
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::{json, Value};
+use std::fmt;
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// The request is malformed or a field is invalid.
+    Invalid { code: &'static str, message: String },
+    /// A command payload does not match its OCPP schema.
+    InvalidPayload { message: String, ocpp_error: String },
+    /// Missing, unknown or expired bearer token, or wrong credentials.
+    Unauthorized(String),
+    /// The resource does not exist (or belongs to another tenant).
+    NotFound(String),
+    /// A unique field is already taken.
+    Conflict(String),
+    /// The station has no live connection.
+    StationNotConnected(String),
+    /// The station answered the command with a CALLERROR.
+    StationCallError { code: String, description: String, details: Value },
+    /// The station did not answer in time.
+    StationTimeout(String),
+    /// The station connection ended before it answered.
+    StationDisconnected(String),
+    /// Something broke on our side; the message is logged, not shown.
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::Invalid { code, message: message.into() }
+    }
+
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Invalid { code, .. } => code,
+            ApiError::InvalidPayload { .. } => "invalid_payload",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::StationNotConnected(_) => "station_not_connected",
+            ApiError::StationCallError { .. } => "station_call_error",
+            ApiError::StationTimeout(_) => "station_timeout",
+            ApiError::StationDisconnected(_) => "station_disconnected",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ApiError::Invalid { message, .. }
+            | ApiError::InvalidPayload { message, .. }
+            | ApiError::Unauthorized(message)
+            | ApiError::NotFound(message)
+            | ApiError::Conflict(message)
+            | ApiError::StationNotConnected(message)
+            | ApiError::StationTimeout(message)
+            | ApiError::StationDisconnected(message) => message.clone(),
+            ApiError::StationCallError { code, description, .. } => {
+                format!("the station answered with CALLERROR {code}: {description}")
+            }
+            ApiError::Internal(_) => "internal error".to_string(),
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code(), self.message())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Invalid { .. } | ApiError::InvalidPayload { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) | ApiError::StationNotConnected(_) => StatusCode::CONFLICT,
+            ApiError::StationCallError { .. } | ApiError::StationDisconnected(_) => StatusCode::BAD_GATEWAY,
+            ApiError::StationTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ApiError::Internal(detail) = self {
+            tracing::error!(error = %detail, "internal error answering an API request");
+        }
+        let mut body = json!({"code": self.code(), "message": self.message()});
+        match self {
+            ApiError::InvalidPayload { ocpp_error, .. } => body["details"] = json!({"ocpp_error_code": ocpp_error}),
+            ApiError::StationCallError { code, description, details } => {
+                body["details"] = json!({"error_code": code, "error_description": description, "error_details": details})
+            }
+            _ => {}
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::Unauthorized(_)) {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        response.json(body)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(field) => ApiError::Conflict(format!("{field} is already taken")),
+            StoreError::Backend(detail) => ApiError::Internal(detail),
+        }
+    }
+}
+
+impl From<actix::MailboxError> for ApiError {
+    fn from(e: actix::MailboxError) -> Self {
+        ApiError::Internal(format!("actor mailbox: {e}"))
+    }
+}

@@ -1,0 +1,111 @@
+//! The multi-tenant REST API under `/api/v1`.
+//!
+//! Every tenant-scoped route takes a [`Tenant`], resolved from the bearer token; another tenant's
+//! stations, tags and transactions are simply not found (404). Errors are [`ApiError`]s.
+
+mod accounts;
+mod commands;
+pub mod error;
+mod id_tags;
+mod stations;
+mod transactions;
+
+pub use error::ApiError;
+
+use crate::auth;
+use crate::model::Account;
+use crate::startup::AppState;
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use futures_util::future::LocalBoxFuture;
+
+/// The OpenAPI document of this API, served at `/api/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Registers the API routes under the current scope (`/api/v1`).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::JsonConfig::default().limit(256 * 1024).error_handler(|err, _| {
+        ApiError::invalid("invalid_json", format!("request body is not the expected JSON: {err}")).into()
+    }))
+    .app_data(web::PathConfig::default().error_handler(|err, _| ApiError::NotFound(err.to_string()).into()))
+    .app_data(web::QueryConfig::default().error_handler(|err, _| ApiError::invalid("invalid_query", err.to_string()).into()))
+    .route("/openapi.json", web::get().to(openapi))
+    .route("/accounts", web::post().to(accounts::create))
+    .route("/sessions", web::post().to(accounts::login))
+    .route("/account", web::get().to(accounts::me))
+    .route("/stations", web::post().to(stations::create))
+    .route("/stations", web::get().to(stations::list))
+    .route("/stations/{id}", web::get().to(stations::get))
+    .route("/stations/{id}", web::patch().to(stations::update))
+    .route("/stations/{id}", web::delete().to(stations::delete))
+    .route("/stations/{id}/commands/{action}", web::post().to(commands::send))
+    .route("/id-tags", web::get().to(id_tags::list))
+    .route("/id-tags/{id_tag}", web::put().to(id_tags::put))
+    .route("/id-tags/{id_tag}", web::get().to(id_tags::get))
+    .route("/id-tags/{id_tag}", web::delete().to(id_tags::delete))
+    .route("/transactions", web::get().to(transactions::list))
+    .route("/transactions/{id}", web::get().to(transactions::get));
+}
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(OPENAPI)
+}
+
+/// The account a request acts for, from its `Authorization: Bearer <token>` header.
+pub struct Tenant(pub Account);
+
+impl FromRequest for Tenant {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let token = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_string());
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::Internal("application state missing".into()))?;
+            let token = token.ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
+            let record = state
+                .store
+                .token(&auth::token_hash(&token))
+                .await?
+                .filter(|t| t.expires_at > chrono::Utc::now())
+                .ok_or_else(|| ApiError::Unauthorized("unknown or expired token".into()))?;
+            let account = state
+                .store
+                .account(&record.account_id)
+                .await?
+                .ok_or_else(|| ApiError::Unauthorized("unknown or expired token".into()))?;
+            Ok(Tenant(account))
+        })
+    }
+}
+
+/// Checks a field's length in characters and that it holds only printable ASCII.
+fn check_printable(field: &str, value: &str, min: usize, max: usize) -> Result<(), ApiError> {
+    let n = value.chars().count();
+    if n < min || n > max {
+        return Err(ApiError::invalid("invalid_field", format!("{field} must be {min} to {max} characters long")));
+    }
+    if !value.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(ApiError::invalid("invalid_field", format!("{field} must be printable ASCII without spaces")));
+    }
+    Ok(())
+}
+
+/// Station ids appear in URLs and in the store's keys: letters, digits, '.', '_' and '-', 1 to 48.
+fn check_station_id(id: &str) -> Result<(), ApiError> {
+    let ok = (1..=48).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "invalid_field",
+            "station id must be 1 to 48 characters of letters, digits, '.', '_' and '-'",
+        ))
+    }
+}

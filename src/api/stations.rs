@@ -1,0 +1,167 @@
+//! Stations: provisioning, their live and stored state, removal.
+
+use super::accounts::hash;
+use super::{check_printable, check_station_id, ApiError, Tenant};
+use crate::actors::account::{self, GetLiveView, LiveStation};
+use crate::actors::station_registry::CloseStation;
+use crate::actors::{DisconnectReason, StationKey};
+use crate::auth;
+use crate::model::{Account, Registration, Station};
+use crate::startup::AppState;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewStation {
+    id: String,
+    password: Option<String>,
+    registration: Option<Registration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StationChange {
+    registration: Registration,
+}
+
+/// The URL a station connects to: the configured public URL, or the API request's own host.
+fn ocpp_url(state: &AppState, req: &HttpRequest, account: &Account, station_id: &str) -> String {
+    let base = if state.settings.server.public_url.is_empty() {
+        let info = req.connection_info();
+        let scheme = if info.scheme() == "https" { "wss" } else { "ws" };
+        format!("{scheme}://{}", info.host())
+    } else {
+        state.settings.server.public_url.trim_end_matches('/').to_string()
+    };
+    format!("{base}/ocpp/{}/{station_id}", account.slug)
+}
+
+fn view(state: &AppState, req: &HttpRequest, account: &Account, s: &Station, live: Option<&LiveStation>) -> Value {
+    let last_seen = match (s.last_seen, live.map(|l| l.last_message_at)) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    json!({
+        "id": s.id,
+        "ocpp_url": ocpp_url(state, req, account, &s.id),
+        "registration": s.registration,
+        "connected": live.is_some(),
+        "protocol": live.map(|l| l.protocol.clone()).or_else(|| s.protocol.clone()),
+        "connected_at": live.map(|l| l.connected_at),
+        "last_seen": last_seen,
+        "boot": s.boot,
+        "connectors": s.connectors,
+        "open_transactions": live.map(|l| l.open_transactions.clone()).unwrap_or_else(BTreeMap::new),
+        "firmware_status": s.firmware_status,
+        "diagnostics_status": s.diagnostics_status,
+        "created_at": s.created_at,
+    })
+}
+
+async fn live_view(state: &AppState, account_id: &str) -> HashMap<String, LiveStation> {
+    account::tell(&state.accounts, account_id, GetLiveView).await.unwrap_or_default()
+}
+
+async fn find(state: &AppState, account: &Account, id: &str) -> Result<Station, ApiError> {
+    state.store.station(&account.id, id).await?.ok_or_else(|| ApiError::NotFound(format!("no station {id}")))
+}
+
+pub async fn create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    Tenant(account): Tenant,
+    body: web::Json<NewStation>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    check_station_id(&body.id)?;
+    // OCPP security profile 1 asks for 16 to 40 characters.
+    let password = match body.password {
+        Some(p) => {
+            check_printable("password", &p, 16, 40)?;
+            p
+        }
+        None => auth::random_secret(32),
+    };
+    let registration = body.registration.unwrap_or(if state.settings.ocpp.auto_accept_stations {
+        Registration::Accepted
+    } else {
+        Registration::Pending
+    });
+    let station = Station {
+        account_id: account.id.clone(),
+        id: body.id,
+        password_hash: hash(password.clone()).await?,
+        registration,
+        created_at: Utc::now(),
+        boot: None,
+        connectors: BTreeMap::new(),
+        last_seen: None,
+        protocol: None,
+        firmware_status: None,
+        diagnostics_status: None,
+    };
+    state.store.create_station(&station).await?;
+    state.store.flush().await?;
+    tracing::info!(account = %account.id, station = %station.id, "station provisioned");
+    Ok(HttpResponse::Created().json(json!({
+        "id": station.id,
+        "ocpp_url": ocpp_url(&state, &req, &account, &station.id),
+        "username": station.id,
+        "password": password,
+        "registration": station.registration,
+    })))
+}
+
+pub async fn list(state: web::Data<AppState>, req: HttpRequest, Tenant(account): Tenant) -> Result<HttpResponse, ApiError> {
+    let stations = state.store.stations(&account.id).await?;
+    let live = live_view(&state, &account.id).await;
+    let views: Vec<Value> = stations.iter().map(|s| view(&state, &req, &account, s, live.get(&s.id))).collect();
+    Ok(HttpResponse::Ok().json(views))
+}
+
+pub async fn get(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    Tenant(account): Tenant,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let station = find(&state, &account, &path).await?;
+    let live = live_view(&state, &account.id).await;
+    Ok(HttpResponse::Ok().json(view(&state, &req, &account, &station, live.get(&station.id))))
+}
+
+pub async fn update(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    Tenant(account): Tenant,
+    path: web::Path<String>,
+    body: web::Json<StationChange>,
+) -> Result<HttpResponse, ApiError> {
+    let registration = body.registration;
+    let station = state
+        .store
+        .update_station(&account.id, &path, &|s| s.registration = registration)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no station {}", path.as_str())))?;
+    state.store.flush().await?;
+    if registration == Registration::Blocked {
+        let key = StationKey { account_id: account.id.clone(), station_id: station.id.clone() };
+        state.stations.send(CloseStation { key, reason: DisconnectReason::Deleted }).await?;
+    }
+    let live = live_view(&state, &account.id).await;
+    Ok(HttpResponse::Ok().json(view(&state, &req, &account, &station, live.get(&station.id))))
+}
+
+pub async fn delete(state: web::Data<AppState>, Tenant(account): Tenant, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    if !state.store.delete_station(&account.id, &path).await? {
+        return Err(ApiError::NotFound(format!("no station {}", path.as_str())));
+    }
+    state.store.flush().await?;
+    let key = StationKey { account_id: account.id.clone(), station_id: path.into_inner() };
+    state.stations.send(CloseStation { key, reason: DisconnectReason::Deleted }).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

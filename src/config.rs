@@ -1,0 +1,121 @@
+//! Layered settings: `config/default.toml` (compiled in), then the file given by `--config`, then
+//! `OCPP_CSS__SECTION__KEY` environment variables.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The commented default configuration, the first layer of every configuration.
+pub const DEFAULT_CONFIG: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub storage: StorageSettings,
+    pub ocpp: OcppSettings,
+    pub api: ApiSettings,
+    pub accounts: AccountSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    pub workers: usize,
+    pub max_connections_per_worker: usize,
+    pub backlog: u32,
+    pub public_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StorageSettings {
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct OcppSettings {
+    pub heartbeat_interval_secs: u64,
+    pub boot_retry_interval_secs: u64,
+    pub command_timeout_secs: u64,
+    pub max_frame_bytes: usize,
+    pub auto_accept_stations: bool,
+    pub ping_interval_secs: u64,
+    pub idle_timeout_secs: u64,
+}
+
+impl OcppSettings {
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_secs(self.command_timeout_secs)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiSettings {
+    pub token_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AccountSettings {
+    pub idle_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Settings {
+    /// Loads the layers: defaults, then `file` when given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Settings, config::ConfigError> {
+        let mut builder =
+            config::Config::builder().add_source(config::File::from_str(DEFAULT_CONFIG, config::FileFormat::Toml));
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        builder
+            .add_source(
+                config::Environment::with_prefix("OCPP_CSS").prefix_separator("__").separator("__").try_parsing(true),
+            )
+            .build()?
+            .try_deserialize()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_config_loads() {
+        let s = Settings::load(None).expect("default config");
+        assert_eq!(s.server.port, 8180);
+        assert_eq!(s.ocpp.heartbeat_interval_secs, 300);
+        assert_eq!(s.log.format, LogFormat::Text);
+        assert!(s.ocpp.auto_accept_stations);
+    }
+
+    #[test]
+    fn a_config_file_overrides_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[ocpp]\nheartbeat_interval_secs = 42\n[log]\nformat = \"json\"\n").unwrap();
+        let s = Settings::load(Some(&path)).unwrap();
+        assert_eq!(s.ocpp.heartbeat_interval_secs, 42);
+        assert_eq!(s.log.format, LogFormat::Json);
+        assert_eq!(s.server.port, 8180, "untouched keys keep their defaults");
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        assert!(Settings::load(Some(Path::new("/nonexistent/ocpp-css.toml"))).is_err());
+    }
+}

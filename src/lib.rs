@@ -1,0 +1,24 @@
+//! ocpp-css: an OCPP Central System offered as a service.
+//!
+//! - [`ocpp`]: protocol code without actors — OCPP-J framing, OCA schema validation, one handler per action.
+//! - [`actors`]: the `StationSession` actor per connection, the `StationRegistry`, and the per-tenant
+//!   `AccountActor` with its `AccountRegistry`.
+//! - [`ws`]: the WebSocket endpoint `/ocpp/{tenant}/{station_id}`: subprotocol, Basic auth, session start.
+//! - [`api`]: the multi-tenant REST API under `/api/v1`, its errors and OpenAPI document.
+//! - [`store`]: the system of record behind the `Store` trait; [`store::SledStore`] is the embedded default.
+//! - [`model`]: the records kept.
+//! - [`auth`]: password hashing and tokens.
+//! - [`config`]: layered settings; [`startup`]: builds and binds the application; [`telemetry`]: logs;
+//!   [`metrics`]: metric names and the Prometheus recorder.
+
+pub mod actors;
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod metrics;
+pub mod model;
+pub mod ocpp;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod ws;

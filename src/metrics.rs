@@ -1,0 +1,77 @@
+//! Every metric name, in one place, and the Prometheus recorder behind `/metrics`.
+//!
+//! Labels never carry station or account ids: their values come from small fixed sets (protocol,
+//! action, direction, result, reason, error code).
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+/// Gauge: open station WebSocket sessions, by `protocol`.
+pub const CONNECTIONS: &str = "ocpp_connections";
+/// Counter: accepted station connections.
+pub const CONNECTS: &str = "ocpp_connects_total";
+/// Counter: ended station sessions, by `reason` (closed_by_station, replaced, deleted, idle_timeout,
+/// protocol_error, frame_too_big, shutdown).
+pub const DISCONNECTS: &str = "ocpp_disconnects_total";
+/// Counter: refused station connections, by `reason` (unknown_tenant, unknown_station, bad_password,
+/// missing_credentials, unsupported_subprotocol).
+pub const AUTH_FAILURES: &str = "ocpp_auth_failures_total";
+/// Counter: OCPP messages, by `action`, `direction` (in = from station, out = to station) and `result`
+/// (ok, error, timeout).
+pub const MESSAGES: &str = "ocpp_messages_total";
+/// Counter: CALLERRORs sent to stations, by `code`.
+pub const CALL_ERRORS: &str = "ocpp_call_errors_total";
+/// Histogram (seconds): time to handle a station's CALL, durable write included, by `action`.
+pub const CALL_DURATION: &str = "ocpp_call_duration_seconds";
+/// Histogram (seconds): time from sending a command to the station's answer, by `action`.
+pub const COMMAND_DURATION: &str = "ocpp_command_duration_seconds";
+/// Gauge: commands sent to stations and not yet answered.
+pub const PENDING_COMMANDS: &str = "ocpp_pending_commands";
+/// Histogram (seconds): time to make a batch of writes durable (flush).
+pub const STORE_FLUSH_DURATION: &str = "ocpp_store_flush_duration_seconds";
+/// Counter: API requests answered, by `status` class (2xx, 4xx, 5xx).
+pub const API_REQUESTS: &str = "ocpp_api_requests_total";
+/// Gauge: live account actors.
+pub const ACCOUNT_ACTORS: &str = "ocpp_account_actors";
+
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// The process-wide recorder. Installed once: every application built in this process (tests build
+/// several) renders the same registry.
+pub fn handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                // The bucket list above is a non-empty constant, the only thing this can reject.
+                .expect("latency buckets are valid");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Fails only when another recorder was installed first, in which case ours stays unused
+            // and /metrics renders an empty registry: logged rather than fatal.
+            if let Err(e) = metrics::set_global_recorder(recorder) {
+                tracing::error!(error = %e, "a metrics recorder was already installed");
+            }
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(CONNECTIONS, "Open station WebSocket sessions");
+    describe_counter!(CONNECTS, "Accepted station connections");
+    describe_counter!(DISCONNECTS, "Ended station sessions by reason");
+    describe_counter!(AUTH_FAILURES, "Refused station connections by reason");
+    describe_counter!(MESSAGES, "OCPP messages by action, direction and result");
+    describe_counter!(CALL_ERRORS, "CALLERRORs sent to stations by code");
+    describe_histogram!(CALL_DURATION, Unit::Seconds, "Time to handle a station's CALL, durable write included");
+    describe_histogram!(COMMAND_DURATION, Unit::Seconds, "Time from sending a command to the station's answer");
+    describe_gauge!(PENDING_COMMANDS, "Commands sent to stations and not yet answered");
+    describe_histogram!(STORE_FLUSH_DURATION, Unit::Seconds, "Time to flush writes to disk");
+    describe_counter!(API_REQUESTS, "API requests by status class");
+    describe_gauge!(ACCOUNT_ACTORS, "Live account actors");
+}

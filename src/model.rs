@@ -1,0 +1,206 @@
+//! The records the system keeps: accounts (tenants), stations, id tags, transactions, meter values.
+//!
+//! These are the shapes stored by [`crate::store::Store`] and, minus secrets, shown by the API.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A tenant: a charging-network operator with its own stations, id tags and transactions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Account {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    /// Short name used in station URLs: `/ocpp/{slug}/{station_id}`.
+    pub slug: String,
+    /// argon2 PHC string.
+    pub password_hash: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An API bearer token, stored under the SHA-256 of the token so a copy of the store reveals none.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiToken {
+    pub account_id: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Whether a station's BootNotification is accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Registration {
+    /// Boot answered Accepted; the station may send anything.
+    Accepted,
+    /// Boot answered Pending: the operator has not accepted the station yet.
+    Pending,
+    /// Boot answered Rejected: the operator has blocked the station.
+    Blocked,
+}
+
+/// What the station said about itself in its last BootNotification.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BootInfo {
+    pub charge_point_vendor: String,
+    pub charge_point_model: String,
+    pub charge_point_serial_number: Option<String>,
+    pub charge_box_serial_number: Option<String>,
+    pub firmware_version: Option<String>,
+    pub iccid: Option<String>,
+    pub imsi: Option<String>,
+    pub meter_type: Option<String>,
+    pub meter_serial_number: Option<String>,
+    pub booted_at: DateTime<Utc>,
+}
+
+/// The last StatusNotification for one connector (0 = the station as a whole).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConnectorStatus {
+    pub status: String,
+    pub error_code: String,
+    pub info: Option<String>,
+    pub vendor_id: Option<String>,
+    pub vendor_error_code: Option<String>,
+    /// When the station says the status changed (its clock), if it said.
+    pub timestamp: Option<DateTime<Utc>>,
+    /// When the central system received it.
+    pub received_at: DateTime<Utc>,
+}
+
+/// A firmware or diagnostics status report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StatusReport {
+    pub status: String,
+    pub received_at: DateTime<Utc>,
+}
+
+/// A charge point provisioned by a tenant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Station {
+    pub account_id: String,
+    pub id: String,
+    /// argon2 PHC string of the Basic-auth password.
+    pub password_hash: String,
+    pub registration: Registration,
+    pub created_at: DateTime<Utc>,
+    pub boot: Option<BootInfo>,
+    pub connectors: BTreeMap<u32, ConnectorStatus>,
+    /// The last time a message from this station was received and persisted.
+    pub last_seen: Option<DateTime<Utc>>,
+    /// The subprotocol of its last connection.
+    pub protocol: Option<String>,
+    pub firmware_status: Option<StatusReport>,
+    pub diagnostics_status: Option<StatusReport>,
+}
+
+/// The authorization status of an id tag (OCPP 1.6 AuthorizationStatus, as stored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TagStatus {
+    Accepted,
+    Blocked,
+    Expired,
+    Invalid,
+}
+
+/// An RFID card or other token a tenant's drivers use.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IdTag {
+    pub id_tag: String,
+    pub status: TagStatus,
+    pub expiry_date: Option<DateTime<Utc>>,
+    pub parent_id_tag: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One sampled value of a meter reading, as the station sent it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SampledValue {
+    pub value: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub measurand: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+}
+
+/// A meter reading: every sampled value taken at one instant.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MeterValue {
+    pub timestamp: DateTime<Utc>,
+    pub sampled_value: Vec<SampledValue>,
+}
+
+/// A stored meter reading with where it came from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MeterRecord {
+    pub station_id: String,
+    pub connector_id: u32,
+    pub transaction_id: Option<i32>,
+    pub meter_value: MeterValue,
+}
+
+/// The end of a transaction.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TransactionStop {
+    pub meter_stop: i64,
+    pub timestamp: DateTime<Utc>,
+    pub reason: Option<String>,
+    pub id_tag: Option<String>,
+    pub received_at: DateTime<Utc>,
+}
+
+/// A charging session, from StartTransaction to StopTransaction.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Transaction {
+    pub id: i32,
+    pub account_id: String,
+    pub station_id: String,
+    pub connector_id: u32,
+    pub id_tag: String,
+    /// The authorization answer given at start.
+    pub id_tag_status: TagStatus,
+    pub meter_start: i64,
+    pub start_timestamp: DateTime<Utc>,
+    pub reservation_id: Option<i64>,
+    pub stop: Option<TransactionStop>,
+    pub started_received_at: DateTime<Utc>,
+}
+
+impl Transaction {
+    /// Energy delivered in Wh: meterStop - meterStart, once stopped.
+    pub fn energy_wh(&self) -> Option<i64> {
+        self.stop.as_ref().map(|s| s.meter_stop - self.meter_start)
+    }
+}
+
+/// What a StartTransaction asks to record.
+#[derive(Debug, Clone)]
+pub struct NewTransaction {
+    pub account_id: String,
+    pub station_id: String,
+    pub connector_id: u32,
+    pub id_tag: String,
+    pub id_tag_status: TagStatus,
+    pub meter_start: i64,
+    pub start_timestamp: DateTime<Utc>,
+    pub reservation_id: Option<i64>,
+}
+
+/// A message kept for the record that changes no other state (DataTransfer, security events, ...).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StationEvent {
+    pub station_id: String,
+    pub action: String,
+    pub payload: serde_json::Value,
+    pub received_at: DateTime<Utc>,
+}

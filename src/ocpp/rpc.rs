@@ -1,0 +1,312 @@
+//! OCPP-J RPC framing: the three message types (CALL, CALLRESULT, CALLERROR) as typed values.
+//!
+//! Every way a text frame can be wrong maps to exactly one [`ErrorCode`], so the session can answer
+//! with the CALLERROR the OCPP-J specification names. The unique-id length limit lives here too; the
+//! frame-size limit is enforced by the WebSocket codec before a frame ever reaches [`Frame::parse`].
+
+use serde_json::{json, Value};
+use std::fmt;
+
+/// OCPP-J: "The maximum length of the unique id is 36 characters".
+pub const MAX_UNIQUE_ID_LEN: usize = 36;
+
+/// The unique id used in a CALLERROR when the offending frame's own id could not be read
+/// (the convention OCPP 2.0.1 writes down and most 1.6 implementations follow).
+pub const UNKNOWN_UNIQUE_ID: &str = "-1";
+
+const CALL: u64 = 2;
+const CALL_RESULT: u64 = 3;
+const CALL_ERROR: u64 = 4;
+
+/// CALLERROR codes of OCPP-J 1.6 (section 4.2.3). The 1.6 spelling "OccurenceConstraintViolation" is
+/// the one on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// Requested Action is not known by receiver.
+    NotImplemented,
+    /// Requested Action is recognized but not supported by the receiver.
+    NotSupported,
+    /// An internal error occurred and the receiver was not able to process the requested Action.
+    InternalError,
+    /// Payload for Action is incomplete.
+    ProtocolError,
+    /// During the processing of Action a security issue occurred preventing the receiver from completing it.
+    SecurityError,
+    /// Payload for Action is syntactically incorrect or not conform the PDU structure for Action.
+    FormationViolation,
+    /// Payload is syntactically correct but at least one field contains an invalid value.
+    PropertyConstraintViolation,
+    /// Payload is syntactically correct but at least one field violates occurrence constraints.
+    OccurenceConstraintViolation,
+    /// Payload is syntactically correct but at least one field violates data type constraints.
+    TypeConstraintViolation,
+    /// Any other error not covered by the previous ones.
+    GenericError,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::NotImplemented => "NotImplemented",
+            ErrorCode::NotSupported => "NotSupported",
+            ErrorCode::InternalError => "InternalError",
+            ErrorCode::ProtocolError => "ProtocolError",
+            ErrorCode::SecurityError => "SecurityError",
+            ErrorCode::FormationViolation => "FormationViolation",
+            ErrorCode::PropertyConstraintViolation => "PropertyConstraintViolation",
+            ErrorCode::OccurenceConstraintViolation => "OccurenceConstraintViolation",
+            ErrorCode::TypeConstraintViolation => "TypeConstraintViolation",
+            ErrorCode::GenericError => "GenericError",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A CALL: `[2, "<uniqueId>", "<Action>", {<payload>}]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub unique_id: String,
+    pub action: String,
+    pub payload: Value,
+}
+
+/// A CALLRESULT: `[3, "<uniqueId>", {<payload>}]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallResult {
+    pub unique_id: String,
+    pub payload: Value,
+}
+
+/// A CALLERROR: `[4, "<uniqueId>", "<errorCode>", "<errorDescription>", {<errorDetails>}]`.
+///
+/// The error code is kept as the string received, since a peer may send codes of another version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallError {
+    pub unique_id: String,
+    pub code: String,
+    pub description: String,
+    pub details: Value,
+}
+
+/// One decoded OCPP-J message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    Call(Call),
+    CallResult(CallResult),
+    CallError(CallError),
+}
+
+/// Why a text frame could not be decoded, with the unique id to answer to when it could be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameError {
+    pub unique_id: Option<String>,
+    pub code: ErrorCode,
+    pub description: String,
+}
+
+impl FrameError {
+    fn new(unique_id: Option<String>, code: ErrorCode, description: impl Into<String>) -> Self {
+        Self { unique_id, code, description: description.into() }
+    }
+
+    /// The CALLERROR that answers this frame.
+    pub fn to_call_error(&self) -> CallError {
+        CallError {
+            unique_id: self.unique_id.clone().unwrap_or_else(|| UNKNOWN_UNIQUE_ID.to_string()),
+            code: self.code.as_str().to_string(),
+            description: self.description.clone(),
+            details: json!({}),
+        }
+    }
+}
+
+impl Frame {
+    /// Decode one text frame.
+    pub fn parse(text: &str) -> Result<Frame, FrameError> {
+        let value: Value = serde_json::from_str(text).map_err(|e| {
+            FrameError::new(None, ErrorCode::FormationViolation, format!("frame is not valid JSON: {e}"))
+        })?;
+        let Value::Array(items) = value else {
+            return Err(FrameError::new(None, ErrorCode::FormationViolation, "frame is not a JSON array"));
+        };
+        // Read the unique id first, so every later error can be answered to the right call.
+        let unique_id = match items.get(1) {
+            Some(Value::String(id)) if id.is_empty() => {
+                return Err(FrameError::new(None, ErrorCode::FormationViolation, "unique id is empty"))
+            }
+            Some(Value::String(id)) if id.chars().count() > MAX_UNIQUE_ID_LEN => {
+                return Err(FrameError::new(
+                    None,
+                    ErrorCode::FormationViolation,
+                    format!("unique id is longer than {MAX_UNIQUE_ID_LEN} characters"),
+                ))
+            }
+            Some(Value::String(id)) => id.clone(),
+            Some(_) => {
+                return Err(FrameError::new(None, ErrorCode::FormationViolation, "unique id is not a string"))
+            }
+            None => return Err(FrameError::new(None, ErrorCode::FormationViolation, "frame has no unique id")),
+        };
+        let id = Some(unique_id.clone());
+        let type_id = match items.first() {
+            Some(Value::Number(n)) => n.as_u64(),
+            _ => None,
+        };
+        let Some(type_id) = type_id else {
+            return Err(FrameError::new(id, ErrorCode::FormationViolation, "message type id is not a number"));
+        };
+        match type_id {
+            CALL => {
+                if items.len() != 4 {
+                    return Err(FrameError::new(
+                        id,
+                        ErrorCode::FormationViolation,
+                        format!("a CALL has 4 elements, this frame has {}", items.len()),
+                    ));
+                }
+                let action = match &items[2] {
+                    Value::String(a) if !a.is_empty() => a.clone(),
+                    _ => {
+                        return Err(FrameError::new(id, ErrorCode::FormationViolation, "action is not a non-empty string"))
+                    }
+                };
+                let payload = items[3].clone();
+                if !payload.is_object() {
+                    return Err(FrameError::new(id, ErrorCode::FormationViolation, "CALL payload is not a JSON object"));
+                }
+                Ok(Frame::Call(Call { unique_id, action, payload }))
+            }
+            CALL_RESULT => {
+                if items.len() != 3 {
+                    return Err(FrameError::new(
+                        id,
+                        ErrorCode::FormationViolation,
+                        format!("a CALLRESULT has 3 elements, this frame has {}", items.len()),
+                    ));
+                }
+                let payload = items[2].clone();
+                if !payload.is_object() {
+                    return Err(FrameError::new(
+                        id,
+                        ErrorCode::FormationViolation,
+                        "CALLRESULT payload is not a JSON object",
+                    ));
+                }
+                Ok(Frame::CallResult(CallResult { unique_id, payload }))
+            }
+            CALL_ERROR => {
+                if items.len() != 5 {
+                    return Err(FrameError::new(
+                        id,
+                        ErrorCode::FormationViolation,
+                        format!("a CALLERROR has 5 elements, this frame has {}", items.len()),
+                    ));
+                }
+                let (Value::String(code), Value::String(description)) = (&items[2], &items[3]) else {
+                    return Err(FrameError::new(
+                        id,
+                        ErrorCode::FormationViolation,
+                        "CALLERROR code and description must be strings",
+                    ));
+                };
+                Ok(Frame::CallError(CallError {
+                    unique_id,
+                    code: code.clone(),
+                    description: description.clone(),
+                    details: items[4].clone(),
+                }))
+            }
+            other => Err(FrameError::new(id, ErrorCode::ProtocolError, format!("unknown message type id {other}"))),
+        }
+    }
+
+    /// Encode to the text sent on the wire.
+    pub fn to_text(&self) -> String {
+        let value = match self {
+            Frame::Call(c) => json!([CALL, c.unique_id, c.action, c.payload]),
+            Frame::CallResult(r) => json!([CALL_RESULT, r.unique_id, r.payload]),
+            Frame::CallError(e) => json!([CALL_ERROR, e.unique_id, e.code, e.description, e.details]),
+        };
+        value.to_string()
+    }
+
+    pub fn unique_id(&self) -> &str {
+        match self {
+            Frame::Call(c) => &c.unique_id,
+            Frame::CallResult(r) => &r.unique_id,
+            Frame::CallError(e) => &e.unique_id,
+        }
+    }
+}
+
+impl CallError {
+    pub fn new(unique_id: impl Into<String>, code: ErrorCode, description: impl Into<String>) -> Self {
+        Self { unique_id: unique_id.into(), code: code.as_str().to_string(), description: description.into(), details: json!({}) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> FrameError {
+        Frame::parse(text).expect_err("frame should be rejected")
+    }
+
+    #[test]
+    fn decodes_each_message_type() {
+        let call = Frame::parse(r#"[2,"a1","Heartbeat",{}]"#).unwrap();
+        assert_eq!(call, Frame::Call(Call { unique_id: "a1".into(), action: "Heartbeat".into(), payload: json!({}) }));
+        let res = Frame::parse(r#"[3,"a2",{"status":"Accepted"}]"#).unwrap();
+        assert_eq!(res, Frame::CallResult(CallResult { unique_id: "a2".into(), payload: json!({"status":"Accepted"}) }));
+        let e = Frame::parse(r#"[4,"a3","NotImplemented","nope",{}]"#).unwrap();
+        assert!(matches!(e, Frame::CallError(CallError { ref code, .. }) if code == "NotImplemented"));
+    }
+
+    #[test]
+    fn round_trips_through_text() {
+        let f = Frame::Call(Call { unique_id: "x".into(), action: "Reset".into(), payload: json!({"type":"Soft"}) });
+        assert_eq!(Frame::parse(&f.to_text()).unwrap(), f);
+    }
+
+    #[test]
+    fn garbage_is_a_formation_violation_without_id() {
+        for text in ["", "hello", "{}", "42", r#"{"a":1}"#, "[", "[2]"] {
+            let e = err(text);
+            assert_eq!(e.code, ErrorCode::FormationViolation, "{text}");
+            assert_eq!(e.to_call_error().unique_id, UNKNOWN_UNIQUE_ID);
+        }
+    }
+
+    #[test]
+    fn structural_errors_keep_the_unique_id() {
+        let e = err(r#"[2,"id7","Heartbeat"]"#);
+        assert_eq!((e.code, e.unique_id.as_deref()), (ErrorCode::FormationViolation, Some("id7")));
+        let e = err(r#"[2,"id8","Heartbeat",[]]"#);
+        assert_eq!(e.code, ErrorCode::FormationViolation);
+        let e = err(r#"[2,"id9",17,{}]"#);
+        assert_eq!(e.code, ErrorCode::FormationViolation);
+        let e = err(r#"["2","id10","Heartbeat",{}]"#);
+        assert_eq!((e.code, e.unique_id.as_deref()), (ErrorCode::FormationViolation, Some("id10")));
+    }
+
+    #[test]
+    fn unknown_message_type_is_a_protocol_error() {
+        let e = err(r#"[7,"id1","Heartbeat",{}]"#);
+        assert_eq!((e.code, e.unique_id.as_deref()), (ErrorCode::ProtocolError, Some("id1")));
+    }
+
+    #[test]
+    fn unique_id_longer_than_36_is_refused() {
+        let long = "x".repeat(37);
+        let e = err(&format!(r#"[2,"{long}","Heartbeat",{{}}]"#));
+        assert_eq!(e.code, ErrorCode::FormationViolation);
+        let ok = "x".repeat(36);
+        assert!(Frame::parse(&format!(r#"[2,"{ok}","Heartbeat",{{}}]"#)).is_ok());
+    }
+}

@@ -1,0 +1,167 @@
+//! Builds the application: store, registries, HTTP server bound to its listener (port 0 works;
+//! [`Application::port`] tells the port chosen).
+
+use crate::actors::station_registry::CloseAll;
+use crate::actors::{AccountRegistry, StationRegistry};
+use crate::api::{self, ApiError};
+use crate::config::Settings;
+use crate::metrics as m;
+use crate::ocpp::v16::HandlerSettings;
+use crate::store::{SledStore, Store};
+use crate::ws;
+use actix::prelude::*;
+use actix_web::dev::{Server, Service};
+use actix_web::{web, App, HttpResponse, HttpServer};
+use anyhow::Context as _;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What every request handler shares.
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub settings: Arc<Settings>,
+    pub stations: Addr<StationRegistry>,
+    pub accounts: Addr<AccountRegistry>,
+    pub handler_settings: Arc<HandlerSettings>,
+    pub metrics: PrometheusHandle,
+}
+
+/// A built, bound, not yet running application.
+pub struct Application {
+    port: u16,
+    server: Server,
+    stations: Addr<StationRegistry>,
+}
+
+impl Application {
+    /// Opens the embedded store in the configured data directory and builds on it.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let dir = &settings.storage.data_dir;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+        let store = SledStore::open(dir).with_context(|| format!("opening the store in {}", dir.display()))?;
+        Self::build_with_store(settings, Arc::new(store)).await
+    }
+
+    /// Builds on a given store. Must run inside an actix system (the registries are actors).
+    pub async fn build_with_store(settings: Settings, store: Arc<dyn Store>) -> anyhow::Result<Application> {
+        let address = format!("{}:{}", settings.server.host, settings.server.port);
+        let listener = TcpListener::bind(&address).with_context(|| format!("binding {address}"))?;
+        let port = listener.local_addr()?.port();
+        let stations = StationRegistry::default().start();
+        let accounts = AccountRegistry::new(Duration::from_secs(settings.accounts.idle_secs)).start();
+        let handler_settings = Arc::new(HandlerSettings {
+            heartbeat_interval: Duration::from_secs(settings.ocpp.heartbeat_interval_secs),
+            boot_retry_interval: Duration::from_secs(settings.ocpp.boot_retry_interval_secs),
+        });
+        let state = web::Data::new(AppState {
+            store,
+            settings: Arc::new(settings.clone()),
+            stations: stations.clone(),
+            accounts,
+            handler_settings,
+            metrics: m::handle(),
+        });
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap_fn(|req, srv| {
+                    let started = Instant::now();
+                    let method = req.method().clone();
+                    let path = req.path().to_string();
+                    let fut = srv.call(req);
+                    async move {
+                        let res = fut.await?;
+                        let status = res.status();
+                        if !path.starts_with("/ocpp/") {
+                            let class = match status.as_u16() {
+                                200..=299 => "2xx",
+                                300..=399 => "3xx",
+                                400..=499 => "4xx",
+                                _ => "5xx",
+                            };
+                            metrics::counter!(m::API_REQUESTS, "status" => class).increment(1);
+                        }
+                        tracing::debug!(%method, %path, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+                        Ok(res)
+                    }
+                })
+                .route("/healthz", web::get().to(healthz))
+                .route("/readyz", web::get().to(readyz))
+                .route("/metrics", web::get().to(metrics_endpoint))
+                .route("/ocpp/{tenant}/{station_id}", web::get().to(ws::ocpp_endpoint))
+                .service(web::scope("/api/v1").configure(api::configure))
+                .default_service(web::to(|| async {
+                    Err::<HttpResponse, ApiError>(ApiError::NotFound("no such route".into()))
+                }))
+        })
+        .backlog(settings.server.backlog)
+        .max_connections(settings.server.max_connections_per_worker)
+        .shutdown_timeout(10)
+        .listen(listener)?;
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        tracing::info!(address = %address, port, "listening");
+        Ok(Application { port, server: server.run(), stations })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until the process is told to stop (SIGINT/SIGTERM), then closes every station session
+    /// with a "server restarting" close code before the workers stop.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let stations = self.stations.clone();
+        actix_rt::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: closing station sessions");
+            if let Ok(n) = stations.send(CloseAll).await {
+                tracing::info!(sessions = n, "station sessions closed");
+            }
+            handle.stop(true).await;
+        });
+        self.server.await
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// Ready when the store answers.
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    match state.store.account("readiness-probe").await {
+        Ok(_) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
+        Err(e) => HttpResponse::ServiceUnavailable().json(serde_json::json!({"code": "store_unavailable", "message": e.to_string()})),
+    }
+}
+
+async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
+}

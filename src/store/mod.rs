@@ -1,0 +1,100 @@
+//! The system of record behind a trait, so the embedded sled store and (in cluster mode) a shared
+//! store serve the same contract.
+
+mod sled_store;
+
+pub use sled_store::SledStore;
+
+use crate::model::{
+    Account, ApiToken, IdTag, MeterRecord, NewTransaction, Station, StationEvent, Transaction, TransactionStop,
+};
+use async_trait::async_trait;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique field is taken; the string names the field.
+    #[error("{0} is already taken")]
+    Conflict(&'static str),
+    /// The backend failed; the message is for logs.
+    #[error("storage backend error: {0}")]
+    Backend(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The outcome of a StopTransaction.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StopOutcome {
+    /// The transaction was open and is now closed.
+    Stopped(Transaction),
+    /// The transaction was closed already (a retried StopTransaction): nothing changed.
+    AlreadyStopped(Transaction),
+    /// No such transaction for this station.
+    Unknown,
+}
+
+/// Changes a station record in place.
+pub type StationUpdate<'a> = &'a (dyn Fn(&mut Station) + Send + Sync);
+
+/// The system of record. Writes are applied when the call returns; [`Store::flush`] makes every write
+/// before it durable, and a station's message is acknowledged only after that.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn create_account(&self, account: &Account) -> StoreResult<()>;
+    async fn account(&self, id: &str) -> StoreResult<Option<Account>>;
+    async fn account_by_email(&self, email: &str) -> StoreResult<Option<Account>>;
+    async fn account_by_slug(&self, slug: &str) -> StoreResult<Option<Account>>;
+
+    /// Stores a token under the hash of its secret.
+    async fn put_token(&self, token_hash: &str, token: &ApiToken) -> StoreResult<()>;
+    async fn token(&self, token_hash: &str) -> StoreResult<Option<ApiToken>>;
+
+    async fn create_station(&self, station: &Station) -> StoreResult<()>;
+    async fn station(&self, account_id: &str, station_id: &str) -> StoreResult<Option<Station>>;
+    async fn stations(&self, account_id: &str) -> StoreResult<Vec<Station>>;
+    /// Applies `update` to the station and returns the new record; `None` when there is no such station.
+    async fn update_station(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        update: StationUpdate<'_>,
+    ) -> StoreResult<Option<Station>>;
+    /// Removes the station; false when there was none.
+    async fn delete_station(&self, account_id: &str, station_id: &str) -> StoreResult<bool>;
+
+    /// Creates or replaces an id tag; true when it was created.
+    async fn put_id_tag(&self, account_id: &str, tag: &IdTag) -> StoreResult<bool>;
+    async fn id_tag(&self, account_id: &str, id_tag: &str) -> StoreResult<Option<IdTag>>;
+    async fn id_tags(&self, account_id: &str) -> StoreResult<Vec<IdTag>>;
+    async fn delete_id_tag(&self, account_id: &str, id_tag: &str) -> StoreResult<bool>;
+
+    /// Records a started transaction with a new unique id. A retry of the same start (same station,
+    /// connector, meterStart and timestamp) returns the transaction recorded the first time, with `false`.
+    async fn start_transaction(&self, tx: &NewTransaction) -> StoreResult<(Transaction, bool)>;
+    async fn stop_transaction(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        transaction_id: i32,
+        stop: &TransactionStop,
+    ) -> StoreResult<StopOutcome>;
+    async fn transaction(&self, account_id: &str, transaction_id: i32) -> StoreResult<Option<Transaction>>;
+    /// The account's transactions, newest first, optionally for one station.
+    async fn transactions(&self, account_id: &str, station_id: Option<&str>) -> StoreResult<Vec<Transaction>>;
+
+    async fn add_meter_values(&self, account_id: &str, records: &[MeterRecord]) -> StoreResult<()>;
+    /// Meter readings of one transaction, oldest first.
+    async fn transaction_meter_values(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        transaction_id: i32,
+    ) -> StoreResult<Vec<MeterRecord>>;
+
+    async fn add_event(&self, account_id: &str, event: &StationEvent) -> StoreResult<()>;
+    async fn events(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<StationEvent>>;
+
+    /// Makes every write that returned before this call durable.
+    async fn flush(&self) -> StoreResult<()>;
+}

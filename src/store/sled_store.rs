@@ -1,0 +1,350 @@
+//! The embedded store: one sled database in the configured data directory.
+//!
+//! Keys are the parts of a record's identity joined by a NUL byte (ids never contain one: the API and
+//! the WebSocket endpoint refuse them), so a tenant's records share a prefix and list with one scan.
+
+use super::{StationUpdate, StopOutcome, Store, StoreError, StoreResult};
+use crate::model::{
+    Account, ApiToken, IdTag, MeterRecord, NewTransaction, Station, StationEvent, Transaction, TransactionStop,
+};
+use async_trait::async_trait;
+use serde::{de::DeserializeOwned, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use std::path::Path;
+
+const SEP: u8 = 0;
+const TX_SEQ_KEY: &[u8] = b"transaction_seq";
+
+/// The sled-backed [`Store`].
+#[derive(Clone)]
+pub struct SledStore {
+    db: sled::Db,
+    accounts: sled::Tree,
+    accounts_by_email: sled::Tree,
+    accounts_by_slug: sled::Tree,
+    tokens: sled::Tree,
+    stations: sled::Tree,
+    id_tags: sled::Tree,
+    transactions: sled::Tree,
+    transaction_starts: sled::Tree,
+    meter_values: sled::Tree,
+    events: sled::Tree,
+    meta: sled::Tree,
+}
+
+fn key(parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(SEP);
+        }
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+fn prefix(parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = key(parts);
+    k.push(SEP);
+    k
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(value).map_err(backend)
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(backend)
+}
+
+fn get<T: DeserializeOwned>(tree: &sled::Tree, k: &[u8]) -> StoreResult<Option<T>> {
+    tree.get(k).map_err(backend)?.map(|v| decode(&v)).transpose()
+}
+
+fn scan<T: DeserializeOwned>(tree: &sled::Tree, p: &[u8]) -> StoreResult<Vec<T>> {
+    tree.scan_prefix(p).map(|item| item.map_err(backend).and_then(|(_, v)| decode(&v))).collect()
+}
+
+/// Unwraps a sled transaction result whose abort value is a `StoreError`.
+fn transactional<T>(r: Result<T, TransactionError<StoreError>>) -> StoreResult<T> {
+    r.map_err(|e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => backend(e),
+    })
+}
+
+fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+impl SledStore {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path) -> StoreResult<Self> {
+        let db = sled::Config::new().path(dir).open().map_err(backend)?;
+        Self::from_db(db)
+    }
+
+    fn from_db(db: sled::Db) -> StoreResult<Self> {
+        let tree = |name: &str| db.open_tree(name).map_err(backend);
+        Ok(Self {
+            accounts: tree("accounts")?,
+            accounts_by_email: tree("accounts_by_email")?,
+            accounts_by_slug: tree("accounts_by_slug")?,
+            tokens: tree("tokens")?,
+            stations: tree("stations")?,
+            id_tags: tree("id_tags")?,
+            transactions: tree("transactions")?,
+            transaction_starts: tree("transaction_starts")?,
+            meter_values: tree("meter_values")?,
+            events: tree("events")?,
+            meta: tree("meta")?,
+            db,
+        })
+    }
+
+    fn account_by_index(&self, index: &sled::Tree, k: &str) -> StoreResult<Option<Account>> {
+        match index.get(k.as_bytes()).map_err(backend)? {
+            Some(id) => get(&self.accounts, &id),
+            None => Ok(None),
+        }
+    }
+
+    fn transaction_key(account_id: &str, id: i32) -> Vec<u8> {
+        key(&[account_id.as_bytes(), &id.to_be_bytes()])
+    }
+}
+
+#[async_trait]
+impl Store for SledStore {
+    async fn create_account(&self, account: &Account) -> StoreResult<()> {
+        let value = encode(account)?;
+        let r = (&self.accounts, &self.accounts_by_email, &self.accounts_by_slug).transaction(|(a, e, s)| {
+            if e.get(account.email.as_bytes())?.is_some() {
+                return Err(abort(StoreError::Conflict("email")));
+            }
+            if s.get(account.slug.as_bytes())?.is_some() {
+                return Err(abort(StoreError::Conflict("slug")));
+            }
+            e.insert(account.email.as_bytes(), account.id.as_bytes())?;
+            s.insert(account.slug.as_bytes(), account.id.as_bytes())?;
+            a.insert(account.id.as_bytes(), value.as_slice())?;
+            Ok(())
+        });
+        transactional(r)
+    }
+
+    async fn account(&self, id: &str) -> StoreResult<Option<Account>> {
+        get(&self.accounts, id.as_bytes())
+    }
+
+    async fn account_by_email(&self, email: &str) -> StoreResult<Option<Account>> {
+        self.account_by_index(&self.accounts_by_email, email)
+    }
+
+    async fn account_by_slug(&self, slug: &str) -> StoreResult<Option<Account>> {
+        self.account_by_index(&self.accounts_by_slug, slug)
+    }
+
+    async fn put_token(&self, token_hash: &str, token: &ApiToken) -> StoreResult<()> {
+        self.tokens.insert(token_hash.as_bytes(), encode(token)?).map_err(backend)?;
+        Ok(())
+    }
+
+    async fn token(&self, token_hash: &str) -> StoreResult<Option<ApiToken>> {
+        get(&self.tokens, token_hash.as_bytes())
+    }
+
+    async fn create_station(&self, station: &Station) -> StoreResult<()> {
+        let k = key(&[station.account_id.as_bytes(), station.id.as_bytes()]);
+        let swapped = self.stations.compare_and_swap(k, None as Option<&[u8]>, Some(encode(station)?)).map_err(backend)?;
+        swapped.map_err(|_| StoreError::Conflict("station id"))
+    }
+
+    async fn station(&self, account_id: &str, station_id: &str) -> StoreResult<Option<Station>> {
+        get(&self.stations, &key(&[account_id.as_bytes(), station_id.as_bytes()]))
+    }
+
+    async fn stations(&self, account_id: &str) -> StoreResult<Vec<Station>> {
+        scan(&self.stations, &prefix(&[account_id.as_bytes()]))
+    }
+
+    async fn update_station(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        update: StationUpdate<'_>,
+    ) -> StoreResult<Option<Station>> {
+        let k = key(&[account_id.as_bytes(), station_id.as_bytes()]);
+        let mut failure = None;
+        let new = self
+            .stations
+            .update_and_fetch(&k, |old| {
+                let old = old?;
+                match decode::<Station>(old) {
+                    Ok(mut station) => {
+                        update(&mut station);
+                        match encode(&station) {
+                            Ok(bytes) => Some(bytes),
+                            Err(e) => {
+                                failure = Some(e);
+                                Some(old.to_vec())
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        Some(old.to_vec())
+                    }
+                }
+            })
+            .map_err(backend)?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        new.map(|v| decode(&v)).transpose()
+    }
+
+    async fn delete_station(&self, account_id: &str, station_id: &str) -> StoreResult<bool> {
+        let k = key(&[account_id.as_bytes(), station_id.as_bytes()]);
+        Ok(self.stations.remove(k).map_err(backend)?.is_some())
+    }
+
+    async fn put_id_tag(&self, account_id: &str, tag: &IdTag) -> StoreResult<bool> {
+        let k = key(&[account_id.as_bytes(), tag.id_tag.as_bytes()]);
+        Ok(self.id_tags.insert(k, encode(tag)?).map_err(backend)?.is_none())
+    }
+
+    async fn id_tag(&self, account_id: &str, id_tag: &str) -> StoreResult<Option<IdTag>> {
+        get(&self.id_tags, &key(&[account_id.as_bytes(), id_tag.as_bytes()]))
+    }
+
+    async fn id_tags(&self, account_id: &str) -> StoreResult<Vec<IdTag>> {
+        scan(&self.id_tags, &prefix(&[account_id.as_bytes()]))
+    }
+
+    async fn delete_id_tag(&self, account_id: &str, id_tag: &str) -> StoreResult<bool> {
+        let k = key(&[account_id.as_bytes(), id_tag.as_bytes()]);
+        Ok(self.id_tags.remove(k).map_err(backend)?.is_some())
+    }
+
+    async fn start_transaction(&self, tx: &NewTransaction) -> StoreResult<(Transaction, bool)> {
+        let start_key = key(&[
+            tx.account_id.as_bytes(),
+            tx.station_id.as_bytes(),
+            &tx.connector_id.to_be_bytes(),
+            tx.start_timestamp.to_rfc3339().as_bytes(),
+            &tx.meter_start.to_be_bytes(),
+        ]);
+        let received_at = chrono::Utc::now();
+        let r = (&self.transactions, &self.transaction_starts, &self.meta).transaction(|(txs, starts, meta)| {
+            if let Some(id) = starts.get(&start_key)? {
+                let id = i32::from_be_bytes(id.as_ref().try_into().map_err(|_| abort(backend("bad start index")))?);
+                let existing = txs.get(Self::transaction_key(&tx.account_id, id))?;
+                let existing = existing.ok_or_else(|| abort(backend("start index names a missing transaction")))?;
+                let existing: Transaction = decode(&existing).map_err(abort)?;
+                return Ok((existing, false));
+            }
+            let next = match meta.get(TX_SEQ_KEY)? {
+                Some(v) => i32::from_be_bytes(v.as_ref().try_into().map_err(|_| abort(backend("bad sequence")))?),
+                None => 0,
+            }
+            .checked_add(1)
+            .ok_or_else(|| abort(backend("transaction ids exhausted")))?;
+            meta.insert(TX_SEQ_KEY, &next.to_be_bytes())?;
+            let record = Transaction {
+                id: next,
+                account_id: tx.account_id.clone(),
+                station_id: tx.station_id.clone(),
+                connector_id: tx.connector_id,
+                id_tag: tx.id_tag.clone(),
+                id_tag_status: tx.id_tag_status,
+                meter_start: tx.meter_start,
+                start_timestamp: tx.start_timestamp,
+                reservation_id: tx.reservation_id,
+                stop: None,
+                started_received_at: received_at,
+            };
+            txs.insert(Self::transaction_key(&tx.account_id, next), encode(&record).map_err(abort)?)?;
+            starts.insert(start_key.as_slice(), &next.to_be_bytes())?;
+            Ok((record, true))
+        });
+        transactional(r)
+    }
+
+    async fn stop_transaction(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        transaction_id: i32,
+        stop: &TransactionStop,
+    ) -> StoreResult<StopOutcome> {
+        let k = Self::transaction_key(account_id, transaction_id);
+        let r = self.transactions.transaction(|txs| {
+            let Some(bytes) = txs.get(&k)? else { return Ok(StopOutcome::Unknown) };
+            let mut record: Transaction = decode(&bytes).map_err(abort)?;
+            if record.station_id != station_id {
+                return Ok(StopOutcome::Unknown);
+            }
+            if record.stop.is_some() {
+                return Ok(StopOutcome::AlreadyStopped(record));
+            }
+            record.stop = Some(stop.clone());
+            txs.insert(k.as_slice(), encode(&record).map_err(abort)?)?;
+            Ok(StopOutcome::Stopped(record))
+        });
+        transactional(r)
+    }
+
+    async fn transaction(&self, account_id: &str, transaction_id: i32) -> StoreResult<Option<Transaction>> {
+        get(&self.transactions, &Self::transaction_key(account_id, transaction_id))
+    }
+
+    async fn transactions(&self, account_id: &str, station_id: Option<&str>) -> StoreResult<Vec<Transaction>> {
+        let mut all: Vec<Transaction> = scan(&self.transactions, &prefix(&[account_id.as_bytes()]))?;
+        if let Some(station) = station_id {
+            all.retain(|t| t.station_id == station);
+        }
+        all.reverse();
+        Ok(all)
+    }
+
+    async fn add_meter_values(&self, account_id: &str, records: &[MeterRecord]) -> StoreResult<()> {
+        let mut batch = sled::Batch::default();
+        for record in records {
+            let seq = self.db.generate_id().map_err(backend)?;
+            let tx = record.transaction_id.unwrap_or(0);
+            let k = key(&[account_id.as_bytes(), record.station_id.as_bytes(), &tx.to_be_bytes(), &seq.to_be_bytes()]);
+            batch.insert(k, encode(record)?);
+        }
+        self.meter_values.apply_batch(batch).map_err(backend)
+    }
+
+    async fn transaction_meter_values(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        transaction_id: i32,
+    ) -> StoreResult<Vec<MeterRecord>> {
+        scan(&self.meter_values, &prefix(&[account_id.as_bytes(), station_id.as_bytes(), &transaction_id.to_be_bytes()]))
+    }
+
+    async fn add_event(&self, account_id: &str, event: &StationEvent) -> StoreResult<()> {
+        let seq = self.db.generate_id().map_err(backend)?;
+        let k = key(&[account_id.as_bytes(), event.station_id.as_bytes(), &seq.to_be_bytes()]);
+        self.events.insert(k, encode(event)?).map_err(backend)?;
+        Ok(())
+    }
+
+    async fn events(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<StationEvent>> {
+        scan(&self.events, &prefix(&[account_id.as_bytes(), station_id.as_bytes()]))
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        self.db.flush_async().await.map_err(backend)?;
+        Ok(())
+    }
+}

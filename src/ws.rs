@@ -1,0 +1,132 @@
+//! The station endpoint `GET /ocpp/{tenant}/{station_id}`: subprotocol negotiation, HTTP Basic auth
+//! (OCPP security profile 1), then a [`StationSession`] for the connection.
+
+use crate::actors::station_session::SessionSetup;
+use crate::actors::{StationKey, StationSession};
+use crate::auth;
+use crate::metrics as m;
+use crate::ocpp::v16;
+use crate::startup::AppState;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine;
+use serde_json::json;
+use std::time::Duration;
+
+/// Subprotocols this server speaks, in order of preference.
+pub const SUBPROTOCOLS: &[&str] = &[v16::SUBPROTOCOL];
+
+/// Why a connection was refused; the `reason` label of the auth-failure counter.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    UnsupportedSubprotocol,
+    MissingCredentials,
+    UnknownTenant,
+    UnknownStation,
+    BadPassword,
+}
+
+impl Refusal {
+    fn as_str(self) -> &'static str {
+        match self {
+            Refusal::UnsupportedSubprotocol => "unsupported_subprotocol",
+            Refusal::MissingCredentials => "missing_credentials",
+            Refusal::UnknownTenant => "unknown_tenant",
+            Refusal::UnknownStation => "unknown_station",
+            Refusal::BadPassword => "bad_password",
+        }
+    }
+}
+
+fn refuse(req: &HttpRequest, reason: Refusal, offered: &[String]) -> HttpResponse {
+    metrics::counter!(m::AUTH_FAILURES, "reason" => reason.as_str()).increment(1);
+    let peer = req.connection_info().peer_addr().unwrap_or("unknown").to_string();
+    tracing::warn!(path = %req.path(), %peer, reason = reason.as_str(), "station connection refused");
+    match reason {
+        Refusal::UnsupportedSubprotocol => HttpResponse::BadRequest().json(json!({
+            "code": "unsupported_subprotocol",
+            "message": format!("offered subprotocols {offered:?}; this server speaks {SUBPROTOCOLS:?}"),
+        })),
+        // One answer for every credential problem, so a caller cannot probe which stations exist.
+        _ => HttpResponse::Unauthorized()
+            .insert_header((header::WWW_AUTHENTICATE, "Basic realm=\"ocpp-css\", charset=\"UTF-8\""))
+            .json(json!({"code": "unauthorized", "message": "station authentication failed"})),
+    }
+}
+
+/// The subprotocols the client offered, trimmed, in its order.
+fn offered_subprotocols(req: &HttpRequest) -> Vec<String> {
+    req.headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+pub async fn ocpp_endpoint(
+    req: HttpRequest,
+    body: web::Payload,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let (tenant, station_id) = path.into_inner();
+    let offered = offered_subprotocols(&req);
+    // A station that offers no subprotocol at all is taken to speak 1.6, as many deployed 1.6 chargers
+    // do; one that offers only versions this server does not speak is refused.
+    let protocol = if offered.is_empty() {
+        v16::SUBPROTOCOL
+    } else {
+        match SUBPROTOCOLS.iter().find(|p| offered.iter().any(|o| o == *p)) {
+            Some(p) => p,
+            None => return Ok(refuse(&req, Refusal::UnsupportedSubprotocol, &offered)),
+        }
+    };
+    let Some((user, password)) = basic_credentials(&req) else {
+        return Ok(refuse(&req, Refusal::MissingCredentials, &offered));
+    };
+    let store_err = |e: crate::store::StoreError| actix_web::error::ErrorServiceUnavailable(e.to_string());
+    let Some(account) = state.store.account_by_slug(&tenant).await.map_err(store_err)? else {
+        return Ok(refuse(&req, Refusal::UnknownTenant, &offered));
+    };
+    let station = state.store.station(&account.id, &station_id).await.map_err(store_err)?;
+    let Some(station) = station.filter(|_| user == station_id) else {
+        return Ok(refuse(&req, Refusal::UnknownStation, &offered));
+    };
+    let phc = station.password_hash.clone();
+    let verified = web::block(move || auth::verify_password(&password, &phc)).await?;
+    if !verified {
+        return Ok(refuse(&req, Refusal::BadPassword, &offered));
+    }
+
+    let (response, session, stream) = actix_ws::handle_with_protocols(&req, body, &[protocol])?;
+    let max = state.settings.ocpp.max_frame_bytes;
+    let stream = stream.max_frame_size(max).aggregate_continuations().max_continuation_size(max);
+    let ocpp = &state.settings.ocpp;
+    let setup = SessionSetup {
+        key: StationKey { account_id: account.id, station_id },
+        protocol,
+        registration: station.registration,
+        store: state.store.clone(),
+        handler_settings: state.handler_settings.clone(),
+        stations: state.stations.clone(),
+        accounts: state.accounts.clone(),
+        ping_interval: Duration::from_secs(ocpp.ping_interval_secs.max(1)),
+        idle_timeout: Duration::from_secs(ocpp.idle_timeout_secs.max(1)),
+    };
+    StationSession::start(setup, session, stream);
+    Ok(response)
+}
