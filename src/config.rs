@@ -76,14 +76,19 @@ pub enum LogFormat {
 impl Settings {
     /// Loads the layers: defaults, then `file` when given, then the environment.
     pub fn load(file: Option<&Path>) -> Result<Settings, config::ConfigError> {
-        let mut builder =
-            config::Config::builder().add_source(config::File::from_str(DEFAULT_CONFIG, config::FileFormat::Toml));
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_CONFIG,
+            config::FileFormat::Toml,
+        ));
         if let Some(path) = file {
             builder = builder.add_source(config::File::from(path).required(true));
         }
         builder
             .add_source(
-                config::Environment::with_prefix("OCPP_CSS").prefix_separator("__").separator("__").try_parsing(true),
+                config::Environment::with_prefix("OCPP_CSS")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
             )
             .build()?
             .try_deserialize()
@@ -107,7 +112,11 @@ mod tests {
     fn a_config_file_overrides_the_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "[ocpp]\nheartbeat_interval_secs = 42\n[log]\nformat = \"json\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "[ocpp]\nheartbeat_interval_secs = 42\n[log]\nformat = \"json\"\n",
+        )
+        .unwrap();
         let s = Settings::load(Some(&path)).unwrap();
         assert_eq!(s.ocpp.heartbeat_interval_secs, 42);
         assert_eq!(s.log.format, LogFormat::Json);

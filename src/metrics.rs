@@ -34,8 +34,9 @@ pub const API_REQUESTS: &str = "ocpp_api_requests_total";
 /// Gauge: live account actors.
 pub const ACCOUNT_ACTORS: &str = "ocpp_account_actors";
 
-const LATENCY_BUCKETS: &[f64] =
-    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 /// The process-wide recorder. Installed once: every application built in this process (tests build
 /// several) renders the same registry.
@@ -68,10 +69,25 @@ fn describe() {
     describe_counter!(AUTH_FAILURES, "Refused station connections by reason");
     describe_counter!(MESSAGES, "OCPP messages by action, direction and result");
     describe_counter!(CALL_ERRORS, "CALLERRORs sent to stations by code");
-    describe_histogram!(CALL_DURATION, Unit::Seconds, "Time to handle a station's CALL, durable write included");
-    describe_histogram!(COMMAND_DURATION, Unit::Seconds, "Time from sending a command to the station's answer");
-    describe_gauge!(PENDING_COMMANDS, "Commands sent to stations and not yet answered");
-    describe_histogram!(STORE_FLUSH_DURATION, Unit::Seconds, "Time to flush writes to disk");
+    describe_histogram!(
+        CALL_DURATION,
+        Unit::Seconds,
+        "Time to handle a station's CALL, durable write included"
+    );
+    describe_histogram!(
+        COMMAND_DURATION,
+        Unit::Seconds,
+        "Time from sending a command to the station's answer"
+    );
+    describe_gauge!(
+        PENDING_COMMANDS,
+        "Commands sent to stations and not yet answered"
+    );
+    describe_histogram!(
+        STORE_FLUSH_DURATION,
+        Unit::Seconds,
+        "Time to flush writes to disk"
+    );
     describe_counter!(API_REQUESTS, "API requests by status class");
     describe_gauge!(ACCOUNT_ACTORS, "Live account actors");
 }

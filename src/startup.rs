@@ -39,18 +39,24 @@ impl Application {
     /// Opens the embedded store in the configured data directory and builds on it.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let dir = &settings.storage.data_dir;
-        std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
-        let store = SledStore::open(dir).with_context(|| format!("opening the store in {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating data dir {}", dir.display()))?;
+        let store = SledStore::open(dir)
+            .with_context(|| format!("opening the store in {}", dir.display()))?;
         Self::build_with_store(settings, Arc::new(store)).await
     }
 
     /// Builds on a given store. Must run inside an actix system (the registries are actors).
-    pub async fn build_with_store(settings: Settings, store: Arc<dyn Store>) -> anyhow::Result<Application> {
+    pub async fn build_with_store(
+        settings: Settings,
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<Application> {
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&address).with_context(|| format!("binding {address}"))?;
         let port = listener.local_addr()?.port();
         let stations = StationRegistry::default().start();
-        let accounts = AccountRegistry::new(Duration::from_secs(settings.accounts.idle_secs)).start();
+        let accounts =
+            AccountRegistry::new(Duration::from_secs(settings.accounts.idle_secs)).start();
         let handler_settings = Arc::new(HandlerSettings {
             heartbeat_interval: Duration::from_secs(settings.ocpp.heartbeat_interval_secs),
             boot_retry_interval: Duration::from_secs(settings.ocpp.boot_retry_interval_secs),
@@ -104,7 +110,11 @@ impl Application {
             server = server.workers(settings.server.workers);
         }
         tracing::info!(address = %address, port, "listening");
-        Ok(Application { port, server: server.run(), stations })
+        Ok(Application {
+            port,
+            server: server.run(),
+            stations,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -158,10 +168,13 @@ async fn healthz() -> HttpResponse {
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.store.account("readiness-probe").await {
         Ok(_) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
-        Err(e) => HttpResponse::ServiceUnavailable().json(serde_json::json!({"code": "store_unavailable", "message": e.to_string()})),
+        Err(e) => HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"code": "store_unavailable", "message": e.to_string()})),
     }
 }
 
 async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
 }

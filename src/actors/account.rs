@@ -47,7 +47,10 @@ impl Actor for AccountActor {
 
     fn stopped(&mut self, ctx: &mut Context<Self>) {
         metrics::gauge!(m::ACCOUNT_ACTORS).decrement(1.0);
-        self.registry.do_send(AccountStopped { account_id: self.account_id.clone(), addr: ctx.address() });
+        self.registry.do_send(AccountStopped {
+            account_id: self.account_id.clone(),
+            addr: ctx.address(),
+        });
     }
 }
 
@@ -129,13 +132,18 @@ impl Handler<StationNotice> for AccountActor {
 
     fn handle(&mut self, msg: StationNotice, _: &mut Context<Self>) {
         self.touch();
-        let Some(live) = self.stations.get_mut(&msg.station_id) else { return };
+        let Some(live) = self.stations.get_mut(&msg.station_id) else {
+            return;
+        };
         if live.session_id != msg.session_id {
             return;
         }
         live.last_message_at = Utc::now();
         match msg.notice {
-            Some(Notice::TransactionStarted { transaction_id, connector_id }) => {
+            Some(Notice::TransactionStarted {
+                transaction_id,
+                connector_id,
+            }) => {
                 live.open_transactions.insert(connector_id, transaction_id);
             }
             Some(Notice::TransactionStopped { transaction_id }) => {
@@ -163,7 +171,10 @@ pub struct AccountRegistry {
 
 impl AccountRegistry {
     pub fn new(idle_after: Duration) -> Self {
-        Self { accounts: HashMap::new(), idle_after }
+        Self {
+            accounts: HashMap::new(),
+            idle_after,
+        }
     }
 }
 
@@ -219,14 +230,23 @@ impl Handler<AccountStopped> for AccountRegistry {
 }
 
 /// Sends a message to the account's actor, starting it again if it stopped in between.
-pub async fn tell<M>(registry: &Addr<AccountRegistry>, account_id: &str, msg: M) -> Option<M::Result>
+pub async fn tell<M>(
+    registry: &Addr<AccountRegistry>,
+    account_id: &str,
+    msg: M,
+) -> Option<M::Result>
 where
     M: Message + Send + Clone + 'static,
     M::Result: Send,
     AccountActor: Handler<M>,
 {
     for _ in 0..2 {
-        let addr = registry.send(GetAccount { account_id: account_id.to_string() }).await.ok()?;
+        let addr = registry
+            .send(GetAccount {
+                account_id: account_id.to_string(),
+            })
+            .await
+            .ok()?;
         if let Ok(r) = addr.send(msg.clone()).await {
             return Some(r);
         }

@@ -65,13 +65,20 @@ impl Handler<Register> for StationRegistry {
         match self.sessions.get(&msg.key) {
             Some((current, _)) if *current > msg.session_id => {
                 // An older connection registering late: the newer one keeps the station.
-                msg.addr.do_send(CloseSession { reason: DisconnectReason::Replaced });
+                msg.addr.do_send(CloseSession {
+                    reason: DisconnectReason::Replaced,
+                });
             }
             _ => {
-                if let Some((old_id, old)) = self.sessions.insert(msg.key.clone(), (msg.session_id, msg.addr)) {
+                if let Some((old_id, old)) = self
+                    .sessions
+                    .insert(msg.key.clone(), (msg.session_id, msg.addr))
+                {
                     if old_id != msg.session_id {
                         tracing::info!(station = %msg.key, old_session = old_id, new_session = msg.session_id, "newer connection replaces the current one");
-                        old.do_send(CloseSession { reason: DisconnectReason::Replaced });
+                        old.do_send(CloseSession {
+                            reason: DisconnectReason::Replaced,
+                        });
                     }
                 }
             }
@@ -117,7 +124,9 @@ impl Handler<CloseAll> for StationRegistry {
     fn handle(&mut self, _: CloseAll, _: &mut Context<Self>) -> usize {
         let n = self.sessions.len();
         for (_, (_, addr)) in self.sessions.drain() {
-            addr.do_send(CloseSession { reason: DisconnectReason::Shutdown });
+            addr.do_send(CloseSession {
+                reason: DisconnectReason::Shutdown,
+            });
         }
         n
     }

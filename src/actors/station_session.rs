@@ -28,7 +28,11 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Debug, Clone, PartialEq)]
 pub enum CommandError {
     /// The station answered with a CALLERROR.
-    CallError { code: String, description: String, details: Value },
+    CallError {
+        code: String,
+        description: String,
+        details: Value,
+    },
     /// No answer before the deadline.
     Timeout,
     /// The session ended before the answer came.
@@ -147,17 +151,26 @@ impl StationSession {
             DisconnectReason::Shutdown => (CloseCode::Restart, "server shutting down"),
             DisconnectReason::ClosedByStation => (CloseCode::Normal, "closed"),
         };
-        let _ = self.out.send(Outbound::Close(CloseReason { code, description: Some(description.to_string()) }));
+        let _ = self.out.send(Outbound::Close(CloseReason {
+            code,
+            description: Some(description.to_string()),
+        }));
         ctx.stop();
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
         match Frame::parse(text) {
             Ok(Frame::Call(call)) => self.on_call(call, ctx),
-            Ok(Frame::CallResult(result)) => self.on_answer(&result.unique_id, Ok(result.payload), ctx),
+            Ok(Frame::CallResult(result)) => {
+                self.on_answer(&result.unique_id, Ok(result.payload), ctx)
+            }
             Ok(Frame::CallError(e)) => {
                 let unique_id = e.unique_id.clone();
-                let error = CommandError::CallError { code: e.code, description: e.description, details: e.details };
+                let error = CommandError::CallError {
+                    code: e.code,
+                    description: e.description,
+                    details: e.details,
+                };
                 self.on_answer(&unique_id, Err(error), ctx)
             }
             Err(e) => {
@@ -243,11 +256,14 @@ impl StationSession {
                 ctx.cancel_future(flight.timer);
                 metrics::gauge!(m::PENDING_COMMANDS).decrement(1.0);
                 let action = action_label(&flight.action);
-                metrics::histogram!(m::COMMAND_DURATION, "action" => action).record(flight.sent_at.elapsed().as_secs_f64());
+                metrics::histogram!(m::COMMAND_DURATION, "action" => action)
+                    .record(flight.sent_at.elapsed().as_secs_f64());
                 let label = if result.is_ok() { "ok" } else { "error" };
                 metrics::counter!(m::MESSAGES, "action" => action, "direction" => "out", "result" => label).increment(1);
                 if let Ok(payload) = &result {
-                    if let Some(Err(v)) = schema::v16().validate(&flight.action, Direction::Response, payload) {
+                    if let Some(Err(v)) =
+                        schema::v16().validate(&flight.action, Direction::Response, payload)
+                    {
                         tracing::warn!(station = %self.setup.key, action = %flight.action, violation = %v, "station answer does not match its schema");
                     }
                 }
@@ -276,13 +292,24 @@ impl StationSession {
                 continue;
             }
             let unique_id = uuid::Uuid::new_v4().simple().to_string();
-            let call = Call { unique_id: unique_id.clone(), action: cmd.action.clone(), payload: cmd.payload };
+            let call = Call {
+                unique_id: unique_id.clone(),
+                action: cmd.action.clone(),
+                payload: cmd.payload,
+            };
             self.send_frame(&Frame::Call(call));
             let timer_id = unique_id.clone();
-            let timer = ctx.run_later(cmd.deadline - now, move |act, ctx| act.on_timeout(&timer_id, ctx));
+            let timer = ctx.run_later(cmd.deadline - now, move |act, ctx| {
+                act.on_timeout(&timer_id, ctx)
+            });
             metrics::gauge!(m::PENDING_COMMANDS).increment(1.0);
-            self.in_flight =
-                Some(InFlight { unique_id, action: cmd.action, sent_at: now, responder: cmd.responder, timer });
+            self.in_flight = Some(InFlight {
+                unique_id,
+                action: cmd.action,
+                sent_at: now,
+                responder: cmd.responder,
+                timer,
+            });
             return;
         }
     }
@@ -310,7 +337,11 @@ impl Actor for StationSession {
         metrics::gauge!(m::CONNECTIONS, "protocol" => protocol).increment(1.0);
         metrics::counter!(m::CONNECTS).increment(1);
         tracing::info!(station = %self.setup.key, session = self.id, protocol, "station connected");
-        self.setup.stations.do_send(Register { key: self.setup.key.clone(), session_id: self.id, addr: ctx.address() });
+        self.setup.stations.do_send(Register {
+            key: self.setup.key.clone(),
+            session_id: self.id,
+            addr: ctx.address(),
+        });
         self.tell_account(StationConnected {
             station_id: self.setup.key.station_id.clone(),
             session_id: self.id,
@@ -320,7 +351,9 @@ impl Actor for StationSession {
         let key = self.setup.key.clone();
         actix_rt::spawn(async move {
             let r = store
-                .update_station(&key.account_id, &key.station_id, &|s| s.protocol = Some(protocol.to_string()))
+                .update_station(&key.account_id, &key.station_id, &|s| {
+                    s.protocol = Some(protocol.to_string())
+                })
                 .await;
             if let Err(e) = r {
                 tracing::warn!(station = %key, error = %e, "could not record the station's protocol");
@@ -337,12 +370,20 @@ impl Actor for StationSession {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        let reason = self.close_reason.unwrap_or(DisconnectReason::ClosedByStation);
+        let reason = self
+            .close_reason
+            .unwrap_or(DisconnectReason::ClosedByStation);
         metrics::gauge!(m::CONNECTIONS, "protocol" => self.setup.protocol).decrement(1.0);
         metrics::counter!(m::DISCONNECTS, "reason" => reason.as_str()).increment(1);
         tracing::info!(station = %self.setup.key, session = self.id, reason = reason.as_str(), "station disconnected");
-        self.setup.stations.do_send(Unregister { key: self.setup.key.clone(), session_id: self.id });
-        self.tell_account(StationDisconnected { station_id: self.setup.key.station_id.clone(), session_id: self.id });
+        self.setup.stations.do_send(Unregister {
+            key: self.setup.key.clone(),
+            session_id: self.id,
+        });
+        self.tell_account(StationDisconnected {
+            station_id: self.setup.key.station_id.clone(),
+            session_id: self.id,
+        });
         if let Some(flight) = self.in_flight.take() {
             metrics::gauge!(m::PENDING_COMMANDS).decrement(1.0);
             let _ = flight.responder.send(Err(CommandError::Disconnected));
@@ -377,6 +418,11 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for StationSession 
             Err(ProtocolError::Overflow) => {
                 tracing::warn!(station = %self.setup.key, "message over the size limit, closing");
                 self.close(DisconnectReason::FrameTooBig, ctx);
+            }
+            Err(ProtocolError::Io(e)) => {
+                // The TCP connection dropped without a close frame: a station losing its network.
+                tracing::debug!(station = %self.setup.key, error = %e, "connection dropped");
+                self.close(DisconnectReason::ClosedByStation, ctx);
             }
             Err(e) => {
                 tracing::warn!(station = %self.setup.key, error = %e, "WebSocket protocol error, closing");
@@ -438,7 +484,11 @@ async fn write_loop(mut ws: actix_ws::Session, mut rx: mpsc::UnboundedReceiver<O
 /// The action as a metric label: only actions OCPP 1.6 defines, so station input cannot create
 /// unbounded label values.
 fn action_label(action: &str) -> &'static str {
-    schema::V16_ACTIONS.iter().find(|(a, _, _)| *a == action).map(|(a, _, _)| *a).unwrap_or("unknown")
+    schema::V16_ACTIONS
+        .iter()
+        .find(|(a, _, _)| *a == action)
+        .map(|(a, _, _)| *a)
+        .unwrap_or("unknown")
 }
 
 fn error_code_label(code: &str) -> &'static str {
@@ -454,5 +504,9 @@ fn error_code_label(code: &str) -> &'static str {
         "TypeConstraintViolation",
         "GenericError",
     ];
-    CODES.iter().find(|c| **c == code).copied().unwrap_or("other")
+    CODES
+        .iter()
+        .find(|c| **c == code)
+        .copied()
+        .unwrap_or("other")
 }

@@ -36,7 +36,12 @@ pub async fn send(
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let (station_id, action) = path.into_inner();
-    if state.store.station(&account.id, &station_id).await?.is_none() {
+    if state
+        .store
+        .station(&account.id, &station_id)
+        .await?
+        .is_none()
+    {
         return Err(ApiError::NotFound(format!("no station {station_id}")));
     }
     if !COMMAND_ACTIONS.contains(&action.as_str()) {
@@ -52,34 +57,59 @@ pub async fn send(
             ocpp_error: v.code.as_str().to_string(),
         });
     }
-    let key = StationKey { account_id: account.id.clone(), station_id: station_id.clone() };
-    let session = state
-        .stations
-        .send(Lookup { key })
-        .await?
-        .ok_or_else(|| ApiError::StationNotConnected(format!("station {station_id} is not connected")))?;
+    let key = StationKey {
+        account_id: account.id.clone(),
+        station_id: station_id.clone(),
+    };
+    let session = state.stations.send(Lookup { key }).await?.ok_or_else(|| {
+        ApiError::StationNotConnected(format!("station {station_id} is not connected"))
+    })?;
     let timeout = state.settings.ocpp.command_timeout();
     let (responder, answer) = oneshot::channel();
     session
-        .send(SendCommand { action: action.clone(), payload, deadline: Instant::now() + timeout, responder })
+        .send(SendCommand {
+            action: action.clone(),
+            payload,
+            deadline: Instant::now() + timeout,
+            responder,
+        })
         .await
-        .map_err(|_| ApiError::StationNotConnected(format!("station {station_id} is not connected")))?;
+        .map_err(|_| {
+            ApiError::StationNotConnected(format!("station {station_id} is not connected"))
+        })?;
     // The session answers Timeout itself at the deadline; the extra second only guards against a
     // session that vanished without answering.
     let result = tokio::time::timeout(timeout + std::time::Duration::from_secs(1), answer).await;
-    let timed_out = || ApiError::StationTimeout(format!("station {station_id} did not answer {action} within {}s", timeout.as_secs()));
+    let timed_out = || {
+        ApiError::StationTimeout(format!(
+            "station {station_id} did not answer {action} within {}s",
+            timeout.as_secs()
+        ))
+    };
     match result {
         Err(_) => Err(timed_out()),
-        Ok(Err(_)) => Err(ApiError::StationDisconnected(format!("station {station_id} disconnected before answering"))),
+        Ok(Err(_)) => Err(ApiError::StationDisconnected(format!(
+            "station {station_id} disconnected before answering"
+        ))),
         Ok(Ok(Err(CommandError::Timeout))) => Err(timed_out()),
-        Ok(Ok(Err(CommandError::Disconnected))) => {
-            Err(ApiError::StationDisconnected(format!("station {station_id} disconnected before answering")))
-        }
-        Ok(Ok(Err(CommandError::CallError { code, description, details }))) => {
-            Err(ApiError::StationCallError { code, description, details })
-        }
+        Ok(Ok(Err(CommandError::Disconnected))) => Err(ApiError::StationDisconnected(format!(
+            "station {station_id} disconnected before answering"
+        ))),
+        Ok(Ok(Err(CommandError::CallError {
+            code,
+            description,
+            details,
+        }))) => Err(ApiError::StationCallError {
+            code,
+            description,
+            details,
+        }),
         Ok(Ok(Ok(response))) => {
-            let status = response.get("status").and_then(Value::as_str).map(snake).unwrap_or_else(|| "answered".into());
+            let status = response
+                .get("status")
+                .and_then(Value::as_str)
+                .map(snake)
+                .unwrap_or_else(|| "answered".into());
             Ok(HttpResponse::Ok().json(json!({"status": status, "response": response})))
         }
     }

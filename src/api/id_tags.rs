@@ -40,20 +40,36 @@ pub async fn put(
     };
     let created = state.store.put_id_tag(&account.id, &tag).await?;
     state.store.flush().await?;
-    Ok(if created { HttpResponse::Created() } else { HttpResponse::Ok() }.json(tag))
+    Ok(if created {
+        HttpResponse::Created()
+    } else {
+        HttpResponse::Ok()
+    }
+    .json(tag))
 }
 
-pub async fn get(state: web::Data<AppState>, Tenant(account): Tenant, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    state: web::Data<AppState>,
+    Tenant(account): Tenant,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let tag = state.store.id_tag(&account.id, &path).await?;
     let tag = tag.ok_or_else(|| ApiError::NotFound(format!("no id tag {}", path.as_str())))?;
     Ok(HttpResponse::Ok().json(tag))
 }
 
-pub async fn list(state: web::Data<AppState>, Tenant(account): Tenant) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    state: web::Data<AppState>,
+    Tenant(account): Tenant,
+) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.store.id_tags(&account.id).await?))
 }
 
-pub async fn delete(state: web::Data<AppState>, Tenant(account): Tenant, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn delete(
+    state: web::Data<AppState>,
+    Tenant(account): Tenant,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     if !state.store.delete_id_tag(&account.id, &path).await? {
         return Err(ApiError::NotFound(format!("no id tag {}", path.as_str())));
     }

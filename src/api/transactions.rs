@@ -32,16 +32,30 @@ fn view(tx: &Transaction) -> Value {
     })
 }
 
-pub async fn list(state: web::Data<AppState>, Tenant(account): Tenant, q: web::Query<Filter>) -> Result<HttpResponse, ApiError> {
-    let txs = state.store.transactions(&account.id, q.station.as_deref()).await?;
+pub async fn list(
+    state: web::Data<AppState>,
+    Tenant(account): Tenant,
+    q: web::Query<Filter>,
+) -> Result<HttpResponse, ApiError> {
+    let txs = state
+        .store
+        .transactions(&account.id, q.station.as_deref())
+        .await?;
     Ok(HttpResponse::Ok().json(txs.iter().map(view).collect::<Vec<_>>()))
 }
 
-pub async fn get(state: web::Data<AppState>, Tenant(account): Tenant, path: web::Path<i32>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    state: web::Data<AppState>,
+    Tenant(account): Tenant,
+    path: web::Path<i32>,
+) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     let tx = state.store.transaction(&account.id, id).await?;
     let tx = tx.ok_or_else(|| ApiError::NotFound(format!("no transaction {id}")))?;
-    let meter_values = state.store.transaction_meter_values(&account.id, &tx.station_id, tx.id).await?;
+    let meter_values = state
+        .store
+        .transaction_meter_values(&account.id, &tx.station_id, tx.id)
+        .await?;
     let mut body = view(&tx);
     body["meter_values"] = json!(meter_values
         .iter()

@@ -6,7 +6,8 @@ mod sled_store;
 pub use sled_store::SledStore;
 
 use crate::model::{
-    Account, ApiToken, IdTag, MeterRecord, NewTransaction, Station, StationEvent, Transaction, TransactionStop,
+    Account, ApiToken, IdTag, MeterRecord, NewTransaction, Station, StationEvent, Transaction,
+    TransactionStop,
 };
 use async_trait::async_trait;
 
@@ -79,9 +80,17 @@ pub trait Store: Send + Sync + 'static {
         transaction_id: i32,
         stop: &TransactionStop,
     ) -> StoreResult<StopOutcome>;
-    async fn transaction(&self, account_id: &str, transaction_id: i32) -> StoreResult<Option<Transaction>>;
+    async fn transaction(
+        &self,
+        account_id: &str,
+        transaction_id: i32,
+    ) -> StoreResult<Option<Transaction>>;
     /// The account's transactions, newest first, optionally for one station.
-    async fn transactions(&self, account_id: &str, station_id: Option<&str>) -> StoreResult<Vec<Transaction>>;
+    async fn transactions(
+        &self,
+        account_id: &str,
+        station_id: Option<&str>,
+    ) -> StoreResult<Vec<Transaction>>;
 
     async fn add_meter_values(&self, account_id: &str, records: &[MeterRecord]) -> StoreResult<()>;
     /// Meter readings of one transaction, oldest first.

@@ -5,7 +5,8 @@
 
 use super::{StationUpdate, StopOutcome, Store, StoreError, StoreResult};
 use crate::model::{
-    Account, ApiToken, IdTag, MeterRecord, NewTransaction, Station, StationEvent, Transaction, TransactionStop,
+    Account, ApiToken, IdTag, MeterRecord, NewTransaction, Station, StationEvent, Transaction,
+    TransactionStop,
 };
 use async_trait::async_trait;
 use serde::{de::DeserializeOwned, Serialize};
@@ -62,11 +63,16 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
 }
 
 fn get<T: DeserializeOwned>(tree: &sled::Tree, k: &[u8]) -> StoreResult<Option<T>> {
-    tree.get(k).map_err(backend)?.map(|v| decode(&v)).transpose()
+    tree.get(k)
+        .map_err(backend)?
+        .map(|v| decode(&v))
+        .transpose()
 }
 
 fn scan<T: DeserializeOwned>(tree: &sled::Tree, p: &[u8]) -> StoreResult<Vec<T>> {
-    tree.scan_prefix(p).map(|item| item.map_err(backend).and_then(|(_, v)| decode(&v))).collect()
+    tree.scan_prefix(p)
+        .map(|item| item.map_err(backend).and_then(|(_, v)| decode(&v)))
+        .collect()
 }
 
 /// Unwraps a sled transaction result whose abort value is a `StoreError`.
@@ -122,18 +128,23 @@ impl SledStore {
 impl Store for SledStore {
     async fn create_account(&self, account: &Account) -> StoreResult<()> {
         let value = encode(account)?;
-        let r = (&self.accounts, &self.accounts_by_email, &self.accounts_by_slug).transaction(|(a, e, s)| {
-            if e.get(account.email.as_bytes())?.is_some() {
-                return Err(abort(StoreError::Conflict("email")));
-            }
-            if s.get(account.slug.as_bytes())?.is_some() {
-                return Err(abort(StoreError::Conflict("slug")));
-            }
-            e.insert(account.email.as_bytes(), account.id.as_bytes())?;
-            s.insert(account.slug.as_bytes(), account.id.as_bytes())?;
-            a.insert(account.id.as_bytes(), value.as_slice())?;
-            Ok(())
-        });
+        let r = (
+            &self.accounts,
+            &self.accounts_by_email,
+            &self.accounts_by_slug,
+        )
+            .transaction(|(a, e, s)| {
+                if e.get(account.email.as_bytes())?.is_some() {
+                    return Err(abort(StoreError::Conflict("email")));
+                }
+                if s.get(account.slug.as_bytes())?.is_some() {
+                    return Err(abort(StoreError::Conflict("slug")));
+                }
+                e.insert(account.email.as_bytes(), account.id.as_bytes())?;
+                s.insert(account.slug.as_bytes(), account.id.as_bytes())?;
+                a.insert(account.id.as_bytes(), value.as_slice())?;
+                Ok(())
+            });
         transactional(r)
     }
 
@@ -150,7 +161,9 @@ impl Store for SledStore {
     }
 
     async fn put_token(&self, token_hash: &str, token: &ApiToken) -> StoreResult<()> {
-        self.tokens.insert(token_hash.as_bytes(), encode(token)?).map_err(backend)?;
+        self.tokens
+            .insert(token_hash.as_bytes(), encode(token)?)
+            .map_err(backend)?;
         Ok(())
     }
 
@@ -160,12 +173,18 @@ impl Store for SledStore {
 
     async fn create_station(&self, station: &Station) -> StoreResult<()> {
         let k = key(&[station.account_id.as_bytes(), station.id.as_bytes()]);
-        let swapped = self.stations.compare_and_swap(k, None as Option<&[u8]>, Some(encode(station)?)).map_err(backend)?;
+        let swapped = self
+            .stations
+            .compare_and_swap(k, None as Option<&[u8]>, Some(encode(station)?))
+            .map_err(backend)?;
         swapped.map_err(|_| StoreError::Conflict("station id"))
     }
 
     async fn station(&self, account_id: &str, station_id: &str) -> StoreResult<Option<Station>> {
-        get(&self.stations, &key(&[account_id.as_bytes(), station_id.as_bytes()]))
+        get(
+            &self.stations,
+            &key(&[account_id.as_bytes(), station_id.as_bytes()]),
+        )
     }
 
     async fn stations(&self, account_id: &str) -> StoreResult<Vec<Station>> {
@@ -215,11 +234,18 @@ impl Store for SledStore {
 
     async fn put_id_tag(&self, account_id: &str, tag: &IdTag) -> StoreResult<bool> {
         let k = key(&[account_id.as_bytes(), tag.id_tag.as_bytes()]);
-        Ok(self.id_tags.insert(k, encode(tag)?).map_err(backend)?.is_none())
+        Ok(self
+            .id_tags
+            .insert(k, encode(tag)?)
+            .map_err(backend)?
+            .is_none())
     }
 
     async fn id_tag(&self, account_id: &str, id_tag: &str) -> StoreResult<Option<IdTag>> {
-        get(&self.id_tags, &key(&[account_id.as_bytes(), id_tag.as_bytes()]))
+        get(
+            &self.id_tags,
+            &key(&[account_id.as_bytes(), id_tag.as_bytes()]),
+        )
     }
 
     async fn id_tags(&self, account_id: &str) -> StoreResult<Vec<IdTag>> {
@@ -240,38 +266,52 @@ impl Store for SledStore {
             &tx.meter_start.to_be_bytes(),
         ]);
         let received_at = chrono::Utc::now();
-        let r = (&self.transactions, &self.transaction_starts, &self.meta).transaction(|(txs, starts, meta)| {
-            if let Some(id) = starts.get(&start_key)? {
-                let id = i32::from_be_bytes(id.as_ref().try_into().map_err(|_| abort(backend("bad start index")))?);
-                let existing = txs.get(Self::transaction_key(&tx.account_id, id))?;
-                let existing = existing.ok_or_else(|| abort(backend("start index names a missing transaction")))?;
-                let existing: Transaction = decode(&existing).map_err(abort)?;
-                return Ok((existing, false));
-            }
-            let next = match meta.get(TX_SEQ_KEY)? {
-                Some(v) => i32::from_be_bytes(v.as_ref().try_into().map_err(|_| abort(backend("bad sequence")))?),
-                None => 0,
-            }
-            .checked_add(1)
-            .ok_or_else(|| abort(backend("transaction ids exhausted")))?;
-            meta.insert(TX_SEQ_KEY, &next.to_be_bytes())?;
-            let record = Transaction {
-                id: next,
-                account_id: tx.account_id.clone(),
-                station_id: tx.station_id.clone(),
-                connector_id: tx.connector_id,
-                id_tag: tx.id_tag.clone(),
-                id_tag_status: tx.id_tag_status,
-                meter_start: tx.meter_start,
-                start_timestamp: tx.start_timestamp,
-                reservation_id: tx.reservation_id,
-                stop: None,
-                started_received_at: received_at,
-            };
-            txs.insert(Self::transaction_key(&tx.account_id, next), encode(&record).map_err(abort)?)?;
-            starts.insert(start_key.as_slice(), &next.to_be_bytes())?;
-            Ok((record, true))
-        });
+        let r = (&self.transactions, &self.transaction_starts, &self.meta).transaction(
+            |(txs, starts, meta)| {
+                if let Some(id) = starts.get(&start_key)? {
+                    let id = i32::from_be_bytes(
+                        id.as_ref()
+                            .try_into()
+                            .map_err(|_| abort(backend("bad start index")))?,
+                    );
+                    let existing = txs.get(Self::transaction_key(&tx.account_id, id))?;
+                    let existing = existing
+                        .ok_or_else(|| abort(backend("start index names a missing transaction")))?;
+                    let existing: Transaction = decode(&existing).map_err(abort)?;
+                    return Ok((existing, false));
+                }
+                let next = match meta.get(TX_SEQ_KEY)? {
+                    Some(v) => i32::from_be_bytes(
+                        v.as_ref()
+                            .try_into()
+                            .map_err(|_| abort(backend("bad sequence")))?,
+                    ),
+                    None => 0,
+                }
+                .checked_add(1)
+                .ok_or_else(|| abort(backend("transaction ids exhausted")))?;
+                meta.insert(TX_SEQ_KEY, &next.to_be_bytes())?;
+                let record = Transaction {
+                    id: next,
+                    account_id: tx.account_id.clone(),
+                    station_id: tx.station_id.clone(),
+                    connector_id: tx.connector_id,
+                    id_tag: tx.id_tag.clone(),
+                    id_tag_status: tx.id_tag_status,
+                    meter_start: tx.meter_start,
+                    start_timestamp: tx.start_timestamp,
+                    reservation_id: tx.reservation_id,
+                    stop: None,
+                    started_received_at: received_at,
+                };
+                txs.insert(
+                    Self::transaction_key(&tx.account_id, next),
+                    encode(&record).map_err(abort)?,
+                )?;
+                starts.insert(start_key.as_slice(), &next.to_be_bytes())?;
+                Ok((record, true))
+            },
+        );
         transactional(r)
     }
 
@@ -284,7 +324,9 @@ impl Store for SledStore {
     ) -> StoreResult<StopOutcome> {
         let k = Self::transaction_key(account_id, transaction_id);
         let r = self.transactions.transaction(|txs| {
-            let Some(bytes) = txs.get(&k)? else { return Ok(StopOutcome::Unknown) };
+            let Some(bytes) = txs.get(&k)? else {
+                return Ok(StopOutcome::Unknown);
+            };
             let mut record: Transaction = decode(&bytes).map_err(abort)?;
             if record.station_id != station_id {
                 return Ok(StopOutcome::Unknown);
@@ -299,12 +341,24 @@ impl Store for SledStore {
         transactional(r)
     }
 
-    async fn transaction(&self, account_id: &str, transaction_id: i32) -> StoreResult<Option<Transaction>> {
-        get(&self.transactions, &Self::transaction_key(account_id, transaction_id))
+    async fn transaction(
+        &self,
+        account_id: &str,
+        transaction_id: i32,
+    ) -> StoreResult<Option<Transaction>> {
+        get(
+            &self.transactions,
+            &Self::transaction_key(account_id, transaction_id),
+        )
     }
 
-    async fn transactions(&self, account_id: &str, station_id: Option<&str>) -> StoreResult<Vec<Transaction>> {
-        let mut all: Vec<Transaction> = scan(&self.transactions, &prefix(&[account_id.as_bytes()]))?;
+    async fn transactions(
+        &self,
+        account_id: &str,
+        station_id: Option<&str>,
+    ) -> StoreResult<Vec<Transaction>> {
+        let mut all: Vec<Transaction> =
+            scan(&self.transactions, &prefix(&[account_id.as_bytes()]))?;
         if let Some(station) = station_id {
             all.retain(|t| t.station_id == station);
         }
@@ -317,7 +371,12 @@ impl Store for SledStore {
         for record in records {
             let seq = self.db.generate_id().map_err(backend)?;
             let tx = record.transaction_id.unwrap_or(0);
-            let k = key(&[account_id.as_bytes(), record.station_id.as_bytes(), &tx.to_be_bytes(), &seq.to_be_bytes()]);
+            let k = key(&[
+                account_id.as_bytes(),
+                record.station_id.as_bytes(),
+                &tx.to_be_bytes(),
+                &seq.to_be_bytes(),
+            ]);
             batch.insert(k, encode(record)?);
         }
         self.meter_values.apply_batch(batch).map_err(backend)
@@ -329,18 +388,32 @@ impl Store for SledStore {
         station_id: &str,
         transaction_id: i32,
     ) -> StoreResult<Vec<MeterRecord>> {
-        scan(&self.meter_values, &prefix(&[account_id.as_bytes(), station_id.as_bytes(), &transaction_id.to_be_bytes()]))
+        scan(
+            &self.meter_values,
+            &prefix(&[
+                account_id.as_bytes(),
+                station_id.as_bytes(),
+                &transaction_id.to_be_bytes(),
+            ]),
+        )
     }
 
     async fn add_event(&self, account_id: &str, event: &StationEvent) -> StoreResult<()> {
         let seq = self.db.generate_id().map_err(backend)?;
-        let k = key(&[account_id.as_bytes(), event.station_id.as_bytes(), &seq.to_be_bytes()]);
+        let k = key(&[
+            account_id.as_bytes(),
+            event.station_id.as_bytes(),
+            &seq.to_be_bytes(),
+        ]);
         self.events.insert(k, encode(event)?).map_err(backend)?;
         Ok(())
     }
 
     async fn events(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<StationEvent>> {
-        scan(&self.events, &prefix(&[account_id.as_bytes(), station_id.as_bytes()]))
+        scan(
+            &self.events,
+            &prefix(&[account_id.as_bytes(), station_id.as_bytes()]),
+        )
     }
 
     async fn flush(&self) -> StoreResult<()> {

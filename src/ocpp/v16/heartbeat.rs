@@ -14,10 +14,15 @@ pub struct Response {
     pub current_time: DateTime<Utc>,
 }
 
-pub async fn handle(ctx: &StationContext<'_>, _req: Request) -> Result<Handled<Response>, HandlerError> {
+pub async fn handle(
+    ctx: &StationContext<'_>,
+    _req: Request,
+) -> Result<Handled<Response>, HandlerError> {
     let now = Utc::now();
     // last_seen is informational: it is written but not flushed for a heartbeat.
-    ctx.store.update_station(ctx.account_id, ctx.station_id, &|s| s.last_seen = Some(now)).await?;
+    ctx.store
+        .update_station(ctx.account_id, ctx.station_id, &|s| s.last_seen = Some(now))
+        .await?;
     Ok(Handled::reply(Response { current_time: now }))
 }
 
@@ -34,7 +39,14 @@ mod tests {
         let r = f.ok("Heartbeat", json!({})).await;
         let t: chrono::DateTime<chrono::Utc> = r["currentTime"].as_str().unwrap().parse().unwrap();
         assert!(t >= before - chrono::Duration::seconds(1));
-        let seen = f.store.station(ACCOUNT, STATION).await.unwrap().unwrap().last_seen.unwrap();
+        let seen = f
+            .store
+            .station(ACCOUNT, STATION)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_seen
+            .unwrap();
         assert!(seen >= before);
     }
 }

@@ -20,7 +20,10 @@ pub struct Request {
 #[derive(Debug, Serialize)]
 pub struct Response {}
 
-pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
+pub async fn handle(
+    ctx: &StationContext<'_>,
+    req: Request,
+) -> Result<Handled<Response>, HandlerError> {
     let now = Utc::now();
     let connector_id = req.connector_id;
     let status = ConnectorStatus {
@@ -38,7 +41,13 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
             s.last_seen = Some(now);
         })
         .await?;
-    Ok(Handled::with_notice(Response {}, Notice::ConnectorStatus { connector_id, status: req.status }))
+    Ok(Handled::with_notice(
+        Response {},
+        Notice::ConnectorStatus {
+            connector_id,
+            status: req.status,
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -63,7 +72,14 @@ mod tests {
         let s = f.store.station(ACCOUNT, STATION).await.unwrap().unwrap();
         assert_eq!(s.connectors.len(), 3);
         let c1 = &s.connectors[&1];
-        assert_eq!((c1.status.as_str(), c1.error_code.as_str(), c1.info.as_deref()), ("Faulted", "GroundFailure", Some("RCD tripped")));
+        assert_eq!(
+            (
+                c1.status.as_str(),
+                c1.error_code.as_str(),
+                c1.info.as_deref()
+            ),
+            ("Faulted", "GroundFailure", Some("RCD tripped"))
+        );
         assert_eq!(s.connectors[&2].status, "Available");
     }
 }

@@ -25,7 +25,10 @@ pub struct Response {
     pub id_tag_info: Option<IdTagInfo>,
 }
 
-pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
+pub async fn handle(
+    ctx: &StationContext<'_>,
+    req: Request,
+) -> Result<Handled<Response>, HandlerError> {
     let id_tag_info = match &req.id_tag {
         Some(tag) => Some(IdTagInfo::lookup(ctx.store, ctx.account_id, tag).await?),
         None => None,
@@ -37,7 +40,10 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
         id_tag: req.id_tag.clone(),
         received_at: Utc::now(),
     };
-    let outcome = ctx.store.stop_transaction(ctx.account_id, ctx.station_id, req.transaction_id, &stop).await?;
+    let outcome = ctx
+        .store
+        .stop_transaction(ctx.account_id, ctx.station_id, req.transaction_id, &stop)
+        .await?;
     let notice = match &outcome {
         StopOutcome::Stopped(tx) => {
             let records: Vec<MeterRecord> = req
@@ -53,16 +59,26 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
             if !records.is_empty() {
                 ctx.store.add_meter_values(ctx.account_id, &records).await?;
             }
-            Some(Notice::TransactionStopped { transaction_id: tx.id })
+            Some(Notice::TransactionStopped {
+                transaction_id: tx.id,
+            })
         }
         StopOutcome::AlreadyStopped(tx) => {
-            tracing::info!(station = ctx.station_id, transaction_id = tx.id, "retried StopTransaction changed nothing");
+            tracing::info!(
+                station = ctx.station_id,
+                transaction_id = tx.id,
+                "retried StopTransaction changed nothing"
+            );
             None
         }
         StopOutcome::Unknown => {
             // The station must be able to clear the transaction from its queue, so it is answered; the
             // message is kept so that the meter reading is not lost.
-            tracing::warn!(station = ctx.station_id, transaction_id = req.transaction_id, "StopTransaction for an unknown transaction");
+            tracing::warn!(
+                station = ctx.station_id,
+                transaction_id = req.transaction_id,
+                "StopTransaction for an unknown transaction"
+            );
             let payload = serde_json::json!({
                 "transactionId": req.transaction_id, "meterStop": req.meter_stop,
                 "timestamp": req.timestamp, "idTag": req.id_tag, "reason": req.reason,
@@ -71,7 +87,10 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
             None
         }
     };
-    Ok(Handled { response: Response { id_tag_info }, notice })
+    Ok(Handled {
+        response: Response { id_tag_info },
+        notice,
+    })
 }
 
 #[cfg(test)]
@@ -99,10 +118,19 @@ mod tests {
         let id = started(&f).await;
         let r = f.ok("StopTransaction", stop(id, 9000)).await;
         assert_eq!(r["idTagInfo"]["status"], "Invalid");
-        let tx = f.store.transaction(ACCOUNT, id as i32).await.unwrap().unwrap();
+        let tx = f
+            .store
+            .transaction(ACCOUNT, id as i32)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(tx.energy_wh(), Some(7500));
         assert_eq!(tx.stop.as_ref().unwrap().reason.as_deref(), Some("Local"));
-        let mv = f.store.transaction_meter_values(ACCOUNT, STATION, id as i32).await.unwrap();
+        let mv = f
+            .store
+            .transaction_meter_values(ACCOUNT, STATION, id as i32)
+            .await
+            .unwrap();
         assert_eq!(mv.len(), 1);
         assert_eq!(mv[0].meter_value.sampled_value[0].value, "9000");
     }
@@ -113,9 +141,21 @@ mod tests {
         let id = started(&f).await;
         f.ok("StopTransaction", stop(id, 9000)).await;
         f.ok("StopTransaction", stop(id, 12000)).await;
-        let tx = f.store.transaction(ACCOUNT, id as i32).await.unwrap().unwrap();
+        let tx = f
+            .store
+            .transaction(ACCOUNT, id as i32)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(tx.energy_wh(), Some(7500));
-        assert_eq!(f.store.transaction_meter_values(ACCOUNT, STATION, id as i32).await.unwrap().len(), 1);
+        assert_eq!(
+            f.store
+                .transaction_meter_values(ACCOUNT, STATION, id as i32)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[tokio::test]

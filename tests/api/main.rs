@@ -1,0 +1,11 @@
+//! Integration tests: the application on port 0 with a temporary data dir, driven through its HTTP
+//! API and real OCPP-J WebSocket clients.
+
+mod accounts;
+mod commands;
+mod frames;
+mod helpers;
+mod ocpp_flow;
+mod restart;
+mod station_auth;
+mod tenancy;
