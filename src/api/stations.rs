@@ -70,7 +70,7 @@ fn view(
         "last_seen": last_seen,
         "boot": s.boot,
         "connectors": s.connectors,
-        "open_transactions": live.map(|l| l.open_transactions.clone()).unwrap_or_else(BTreeMap::new),
+        "open_transactions": live.map(|l| l.open_transactions.clone()).unwrap_or_default(),
         "firmware_status": s.firmware_status,
         "diagnostics_status": s.diagnostics_status,
         "created_at": s.created_at,
