@@ -105,6 +105,8 @@ pub struct StationSession {
     in_flight: Option<InFlight>,
     queue: VecDeque<QueuedCommand>,
     close_reason: Option<DisconnectReason>,
+    /// The tenant's actor, once looked up.
+    account: Option<Addr<super::AccountActor>>,
 }
 
 impl StationSession {
@@ -128,6 +130,7 @@ impl StationSession {
                 in_flight: None,
                 queue: VecDeque::new(),
                 close_reason: None,
+                account: None,
             }
         })
     }
@@ -206,7 +209,7 @@ impl StationSession {
             let reply = v16::handle_call(&ctx, &call).await;
             (call, reply)
         };
-        ctx.wait(fut.into_actor(self).map(move |(call, reply), act, _ctx| {
+        ctx.wait(fut.into_actor(self).map(move |(call, reply), act, ctx| {
             let action = action_label(&call.action);
             metrics::histogram!(m::CALL_DURATION, "action" => action).record(started.elapsed().as_secs_f64());
             match reply {
@@ -225,7 +228,7 @@ impl StationSession {
                         session_id: act.id,
                         notice,
                     };
-                    act.tell_account(msg);
+                    act.tell_account(msg, ctx);
                 }
                 Reply::Error(error) => {
                     metrics::counter!(m::MESSAGES, "action" => action, "direction" => "in", "result" => "error")
@@ -237,17 +240,41 @@ impl StationSession {
         }));
     }
 
-    fn tell_account<M>(&self, msg: M)
+    /// Tells the tenant's actor. The address is cached after the first lookup, so a session's
+    /// messages do not pass through the (global) account registry; a stopped actor is looked up again.
+    fn tell_account<M>(&mut self, msg: M, ctx: &mut Context<Self>)
     where
         M: Message + Send + Clone + 'static,
         M::Result: Send,
         super::AccountActor: Handler<M>,
     {
+        if let Some(addr) = self.account.as_ref().filter(|a| a.connected()) {
+            addr.do_send(msg);
+            return;
+        }
         let accounts = self.setup.accounts.clone();
         let account_id = self.setup.key.account_id.clone();
-        actix_rt::spawn(async move {
-            account::tell(&accounts, &account_id, msg).await;
-        });
+        let lookup = async move {
+            let addr = accounts
+                .send(account::GetAccount {
+                    account_id: account_id.clone(),
+                })
+                .await
+                .ok()?;
+            match addr.send(msg.clone()).await {
+                Ok(_) => Some(addr),
+                // Stopped between lookup and send: `tell` looks it up once more.
+                Err(_) => {
+                    account::tell(&accounts, &account_id, msg).await;
+                    None
+                }
+            }
+        };
+        ctx.spawn(lookup.into_actor(self).map(|addr, act, _| {
+            if addr.is_some() {
+                act.account = addr;
+            }
+        }));
     }
 
     fn on_answer(&mut self, unique_id: &str, result: CommandResult, ctx: &mut Context<Self>) {
@@ -342,11 +369,27 @@ impl Actor for StationSession {
             session_id: self.id,
             addr: ctx.address(),
         });
-        self.tell_account(StationConnected {
+        let connected = StationConnected {
             station_id: self.setup.key.station_id.clone(),
             session_id: self.id,
             protocol: protocol.to_string(),
-        });
+        };
+        // Waited for, so the tenant's actor knows the station before any of its messages is handled.
+        let accounts = self.setup.accounts.clone();
+        let account_id = self.setup.key.account_id.clone();
+        let announce = async move {
+            let addr = accounts
+                .send(account::GetAccount { account_id })
+                .await
+                .ok()?;
+            addr.send(connected).await.ok()?;
+            Some(addr)
+        };
+        ctx.wait(
+            announce
+                .into_actor(self)
+                .map(|addr, act, _| act.account = addr),
+        );
         let store = self.setup.store.clone();
         let key = self.setup.key.clone();
         actix_rt::spawn(async move {
@@ -380,10 +423,21 @@ impl Actor for StationSession {
             key: self.setup.key.clone(),
             session_id: self.id,
         });
-        self.tell_account(StationDisconnected {
+        // The actor is stopping, so nothing can be spawned on its context any more.
+        let disconnected = StationDisconnected {
             station_id: self.setup.key.station_id.clone(),
             session_id: self.id,
-        });
+        };
+        match self.account.as_ref().filter(|a| a.connected()) {
+            Some(addr) => addr.do_send(disconnected),
+            None => {
+                let accounts = self.setup.accounts.clone();
+                let account_id = self.setup.key.account_id.clone();
+                actix_rt::spawn(async move {
+                    account::tell(&accounts, &account_id, disconnected).await;
+                });
+            }
+        }
         if let Some(flight) = self.in_flight.take() {
             metrics::gauge!(m::PENDING_COMMANDS).decrement(1.0);
             let _ = flight.responder.send(Err(CommandError::Disconnected));

@@ -145,7 +145,10 @@ async fn everything_acknowledged_survives_a_hard_kill_and_restart() {
         .await
         .unwrap()
         .status();
-    assert_eq!(old_token_works, 200, "a token issued before the kill still works");
+    assert_eq!(
+        old_token_works, 200,
+        "a token issued before the kill still works"
+    );
     let token = fresh["token"].as_str().unwrap();
 
     let tx: Value = http
