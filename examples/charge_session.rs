@@ -156,7 +156,7 @@ async fn main() -> Result<(), String> {
             {"value": "4200", "measurand": "Energy.Active.Import.Register", "unit": "Wh"}]}]}),
     )
     .await?;
-    call(&mut ws, n, "StopTransaction", json!({"transactionId": tx, "meterStop": 8500, "timestamp": now(), "idTag": id_tag, "reason": "Local"})).await?;
+    call(&mut ws, n, "StopTransaction", json!({"transactionId": tx, "meterStop": meter_stop, "timestamp": now(), "idTag": id_tag, "reason": "Local"})).await?;
     call(
         &mut ws,
         n,
@@ -164,7 +164,10 @@ async fn main() -> Result<(), String> {
         json!({"connectorId": 1, "errorCode": "NoError", "status": "Available"}),
     )
     .await?;
-    println!("transaction {tx} done: 7500 Wh");
+    println!(
+        "transaction {tx} done: {} Wh charged",
+        meter_stop - meter_start
+    );
 
     if stay {
         println!("staying connected; answering commands (Ctrl-C to quit)");
