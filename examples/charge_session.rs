@@ -133,11 +133,12 @@ async fn main() -> Result<(), String> {
     )
     .await?;
     call(&mut ws, n, "Authorize", json!({"idTag": id_tag})).await?;
+    let (meter_start, meter_stop) = (1000, 8500);
     let start = call(
         &mut ws,
         n,
         "StartTransaction",
-        json!({"connectorId": 1, "idTag": id_tag, "meterStart": 1000, "timestamp": now()}),
+        json!({"connectorId": 1, "idTag": id_tag, "meterStart": meter_start, "timestamp": now()}),
     )
     .await?;
     let tx = start["transactionId"].as_i64().ok_or("no transactionId")?;
