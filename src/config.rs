@@ -13,6 +13,7 @@ pub struct Settings {
     pub server: ServerSettings,
     pub storage: StorageSettings,
     pub ocpp: OcppSettings,
+    pub commands: CommandSettings,
     pub api: ApiSettings,
     pub accounts: AccountSettings,
     pub log: LogSettings,
@@ -31,6 +32,22 @@ pub struct ServerSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct StorageSettings {
     pub data_dir: PathBuf,
+    pub group_commit_window_us: u64,
+    pub flush_per_message: bool,
+}
+
+impl StorageSettings {
+    pub fn commit_policy(&self) -> crate::store::CommitPolicy {
+        crate::store::CommitPolicy {
+            window: Duration::from_micros(self.group_commit_window_us),
+            per_message: self.flush_per_message,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CommandSettings {
+    pub queue_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -40,6 +57,7 @@ pub struct OcppSettings {
     pub command_timeout_secs: u64,
     pub max_frame_bytes: usize,
     pub auto_accept_stations: bool,
+    pub shutdown_timeout_secs: u64,
     pub ping_interval_secs: u64,
     pub idle_timeout_secs: u64,
 }
@@ -76,19 +94,14 @@ pub enum LogFormat {
 impl Settings {
     /// Loads the layers: defaults, then `file` when given, then the environment.
     pub fn load(file: Option<&Path>) -> Result<Settings, config::ConfigError> {
-        let mut builder = config::Config::builder().add_source(config::File::from_str(
-            DEFAULT_CONFIG,
-            config::FileFormat::Toml,
-        ));
+        let mut builder =
+            config::Config::builder().add_source(config::File::from_str(DEFAULT_CONFIG, config::FileFormat::Toml));
         if let Some(path) = file {
             builder = builder.add_source(config::File::from(path).required(true));
         }
         builder
             .add_source(
-                config::Environment::with_prefix("OCPP_CSS")
-                    .prefix_separator("__")
-                    .separator("__")
-                    .try_parsing(true),
+                config::Environment::with_prefix("OCPP_CSS").prefix_separator("__").separator("__").try_parsing(true),
             )
             .build()?
             .try_deserialize()
@@ -112,11 +125,7 @@ mod tests {
     fn a_config_file_overrides_the_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(
-            &path,
-            "[ocpp]\nheartbeat_interval_secs = 42\n[log]\nformat = \"json\"\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "[ocpp]\nheartbeat_interval_secs = 42\n[log]\nformat = \"json\"\n").unwrap();
         let s = Settings::load(Some(&path)).unwrap();
         assert_eq!(s.ocpp.heartbeat_interval_secs, 42);
         assert_eq!(s.log.format, LogFormat::Json);

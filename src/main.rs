@@ -6,11 +6,7 @@ use ocpp_css::startup::Application;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(
-    name = "ocpp-css",
-    version,
-    about = "An OCPP Central System offered as a service"
-)]
+#[command(name = "ocpp-css", version, about = "An OCPP Central System offered as a service")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

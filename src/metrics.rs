@@ -29,14 +29,23 @@ pub const COMMAND_DURATION: &str = "ocpp_command_duration_seconds";
 pub const PENDING_COMMANDS: &str = "ocpp_pending_commands";
 /// Histogram (seconds): time to make a batch of writes durable (flush).
 pub const STORE_FLUSH_DURATION: &str = "ocpp_store_flush_duration_seconds";
+/// Histogram (seconds): time a write waits to become durable (group-commit window plus flush).
+pub const DURABLE_WAIT: &str = "ocpp_durable_wait_seconds";
+/// Histogram: writers sharing one flush.
+pub const GROUP_COMMIT_BATCH: &str = "ocpp_group_commit_batch_size";
+/// Gauge: commands queued for offline stations, not yet sent.
+pub const QUEUED_COMMANDS: &str = "ocpp_queued_commands";
+/// Counter: repeated CALLs (same unique id on a session) answered from the session's cache.
+pub const DUPLICATE_CALLS: &str = "ocpp_duplicate_calls_total";
 /// Counter: API requests answered, by `status` class (2xx, 4xx, 5xx).
 pub const API_REQUESTS: &str = "ocpp_api_requests_total";
 /// Gauge: live account actors.
 pub const ACCOUNT_ACTORS: &str = "ocpp_account_actors";
 
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
 
 /// The process-wide recorder. Installed once: every application built in this process (tests build
 /// several) renders the same registry.
@@ -46,8 +55,9 @@ pub fn handle() -> PrometheusHandle {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
-                // The bucket list above is a non-empty constant, the only thing this can reject.
-                .expect("latency buckets are valid");
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(GROUP_COMMIT_BATCH.into()), BATCH_BUCKETS))
+                // The bucket lists above are non-empty constants, the only thing this can reject.
+                .expect("histogram buckets are valid");
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             // Fails only when another recorder was installed first, in which case ours stays unused
@@ -69,25 +79,14 @@ fn describe() {
     describe_counter!(AUTH_FAILURES, "Refused station connections by reason");
     describe_counter!(MESSAGES, "OCPP messages by action, direction and result");
     describe_counter!(CALL_ERRORS, "CALLERRORs sent to stations by code");
-    describe_histogram!(
-        CALL_DURATION,
-        Unit::Seconds,
-        "Time to handle a station's CALL, durable write included"
-    );
-    describe_histogram!(
-        COMMAND_DURATION,
-        Unit::Seconds,
-        "Time from sending a command to the station's answer"
-    );
-    describe_gauge!(
-        PENDING_COMMANDS,
-        "Commands sent to stations and not yet answered"
-    );
-    describe_histogram!(
-        STORE_FLUSH_DURATION,
-        Unit::Seconds,
-        "Time to flush writes to disk"
-    );
+    describe_histogram!(CALL_DURATION, Unit::Seconds, "Time to handle a station's CALL, durable write included");
+    describe_histogram!(COMMAND_DURATION, Unit::Seconds, "Time from sending a command to the station's answer");
+    describe_gauge!(PENDING_COMMANDS, "Commands sent to stations and not yet answered");
+    describe_histogram!(STORE_FLUSH_DURATION, Unit::Seconds, "Time to flush writes to disk");
+    describe_histogram!(DURABLE_WAIT, Unit::Seconds, "Time a write waits to become durable");
+    describe_histogram!(GROUP_COMMIT_BATCH, "Writers sharing one flush");
+    describe_gauge!(QUEUED_COMMANDS, "Commands queued for offline stations, not yet sent");
+    describe_counter!(DUPLICATE_CALLS, "Repeated CALLs answered from the session's cache");
     describe_counter!(API_REQUESTS, "API requests by status class");
     describe_gauge!(ACCOUNT_ACTORS, "Live account actors");
 }

@@ -204,3 +204,45 @@ pub struct StationEvent {
     pub payload: serde_json::Value,
     pub received_at: DateTime<Utc>,
 }
+
+/// Where a queued command is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandStatus {
+    /// Waiting for the station to connect.
+    Queued,
+    /// Sent; the answer has not arrived yet.
+    Sent,
+    /// The station answered with a CALLRESULT (`response`).
+    Answered,
+    /// The station answered with a CALLERROR (`error`).
+    Rejected,
+    /// Not sent before its expiry.
+    Expired,
+    /// Sent, but no answer came (timeout or lost connection): the station may or may not have acted.
+    Unanswered,
+}
+
+/// A CALLERROR a station answered with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CommandFailure {
+    pub code: String,
+    pub description: String,
+}
+
+/// A command queued for a station that was offline when it was asked for.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CommandRecord {
+    pub id: String,
+    pub account_id: String,
+    pub station_id: String,
+    pub action: String,
+    pub payload: serde_json::Value,
+    pub status: CommandStatus,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub answered_at: Option<DateTime<Utc>>,
+    pub response: Option<serde_json::Value>,
+    pub error: Option<CommandFailure>,
+}

@@ -33,36 +33,35 @@ pub struct Application {
     port: u16,
     server: Server,
     stations: Addr<StationRegistry>,
+    store: Arc<dyn Store>,
+    shutdown_timeout: Duration,
 }
 
 impl Application {
     /// Opens the embedded store in the configured data directory and builds on it.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let dir = &settings.storage.data_dir;
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating data dir {}", dir.display()))?;
-        let store = SledStore::open(dir)
+        std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+        let store = SledStore::open(dir, settings.storage.commit_policy())
             .with_context(|| format!("opening the store in {}", dir.display()))?;
         Self::build_with_store(settings, Arc::new(store)).await
     }
 
     /// Builds on a given store. Must run inside an actix system (the registries are actors).
-    pub async fn build_with_store(
-        settings: Settings,
-        store: Arc<dyn Store>,
-    ) -> anyhow::Result<Application> {
+    pub async fn build_with_store(settings: Settings, store: Arc<dyn Store>) -> anyhow::Result<Application> {
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&address).with_context(|| format!("binding {address}"))?;
         let port = listener.local_addr()?.port();
+        let queued = store.queued_command_count().await.context("counting queued commands")?;
+        metrics::gauge!(m::QUEUED_COMMANDS).set(queued as f64);
         let stations = StationRegistry::default().start();
-        let accounts =
-            AccountRegistry::new(Duration::from_secs(settings.accounts.idle_secs)).start();
+        let accounts = AccountRegistry::new(Duration::from_secs(settings.accounts.idle_secs)).start();
         let handler_settings = Arc::new(HandlerSettings {
             heartbeat_interval: Duration::from_secs(settings.ocpp.heartbeat_interval_secs),
             boot_retry_interval: Duration::from_secs(settings.ocpp.boot_retry_interval_secs),
         });
         let state = web::Data::new(AppState {
-            store,
+            store: store.clone(),
             settings: Arc::new(settings.clone()),
             stations: stations.clone(),
             accounts,
@@ -104,33 +103,41 @@ impl Application {
         })
         .backlog(settings.server.backlog)
         .max_connections(settings.server.max_connections_per_worker)
-        .shutdown_timeout(10)
+        .shutdown_timeout(settings.ocpp.shutdown_timeout_secs)
+        // Signals are handled by `run_until_stopped`, which closes the station sessions first.
+        .disable_signals()
         .listen(listener)?;
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
         tracing::info!(address = %address, port, "listening");
-        Ok(Application {
-            port,
-            server: server.run(),
-            stations,
-        })
+        let shutdown_timeout = Duration::from_secs(settings.ocpp.shutdown_timeout_secs);
+        Ok(Application { port, server: server.run(), stations, store, shutdown_timeout })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// Serves until the process is told to stop (SIGINT/SIGTERM), then closes every station session
-    /// with a "server restarting" close code before the workers stop.
+    /// Serves until the process is told to stop (SIGTERM or SIGINT), then shuts down gracefully:
+    /// stops accepting connections, lets every session finish the message it is handling and closes
+    /// it with close code 1012 (service restart), flushes the store, and stops the workers.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let handle = self.server.handle();
-        let stations = self.stations.clone();
+        let (stations, store, timeout) = (self.stations.clone(), self.store.clone(), self.shutdown_timeout);
         actix_rt::spawn(async move {
             shutdown_signal().await;
-            tracing::info!("shutting down: closing station sessions");
-            if let Ok(n) = stations.send(CloseAll).await {
-                tracing::info!(sessions = n, "station sessions closed");
+            tracing::info!("shutting down: no new connections, closing station sessions");
+            handle.pause().await;
+            let sessions = stations.send(CloseAll).await.unwrap_or_default();
+            let deadline = Instant::now() + timeout;
+            while sessions.iter().any(|s| s.connected()) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let left = sessions.iter().filter(|s| s.connected()).count();
+            tracing::info!(sessions = sessions.len(), still_open = left, "station sessions closed");
+            if let Err(e) = store.flush().await {
+                tracing::error!(error = %e, "final flush failed");
             }
             handle.stop(true).await;
         });
@@ -174,7 +181,5 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render())
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
 }

@@ -40,11 +40,7 @@ impl Refusal {
 
 fn refuse(req: &HttpRequest, reason: Refusal, offered: &[String]) -> HttpResponse {
     metrics::counter!(m::AUTH_FAILURES, "reason" => reason.as_str()).increment(1);
-    let peer = req
-        .connection_info()
-        .peer_addr()
-        .unwrap_or("unknown")
-        .to_string();
+    let peer = req.connection_info().peer_addr().unwrap_or("unknown").to_string();
     tracing::warn!(path = %req.path(), %peer, reason = reason.as_str(), "station connection refused");
     match reason {
         Refusal::UnsupportedSubprotocol => HttpResponse::BadRequest().json(json!({
@@ -75,9 +71,7 @@ fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (user, password) = text.split_once(':')?;
     Some((user.to_string(), password.to_string()))
@@ -96,10 +90,7 @@ pub async fn ocpp_endpoint(
     let protocol = if offered.is_empty() {
         v16::SUBPROTOCOL
     } else {
-        match SUBPROTOCOLS
-            .iter()
-            .find(|p| offered.iter().any(|o| o == *p))
-        {
+        match SUBPROTOCOLS.iter().find(|p| offered.iter().any(|o| o == *p)) {
             Some(p) => p,
             None => return Ok(refuse(&req, Refusal::UnsupportedSubprotocol, &offered)),
         }
@@ -107,21 +98,11 @@ pub async fn ocpp_endpoint(
     let Some((user, password)) = basic_credentials(&req) else {
         return Ok(refuse(&req, Refusal::MissingCredentials, &offered));
     };
-    let store_err =
-        |e: crate::store::StoreError| actix_web::error::ErrorServiceUnavailable(e.to_string());
-    let Some(account) = state
-        .store
-        .account_by_slug(&tenant)
-        .await
-        .map_err(store_err)?
-    else {
+    let store_err = |e: crate::store::StoreError| actix_web::error::ErrorServiceUnavailable(e.to_string());
+    let Some(account) = state.store.account_by_slug(&tenant).await.map_err(store_err)? else {
         return Ok(refuse(&req, Refusal::UnknownTenant, &offered));
     };
-    let station = state
-        .store
-        .station(&account.id, &station_id)
-        .await
-        .map_err(store_err)?;
+    let station = state.store.station(&account.id, &station_id).await.map_err(store_err)?;
     let Some(station) = station.filter(|_| user == station_id) else {
         return Ok(refuse(&req, Refusal::UnknownStation, &offered));
     };
@@ -133,16 +114,10 @@ pub async fn ocpp_endpoint(
 
     let (response, session, stream) = actix_ws::handle_with_protocols(&req, body, &[protocol])?;
     let max = state.settings.ocpp.max_frame_bytes;
-    let stream = stream
-        .max_frame_size(max)
-        .aggregate_continuations()
-        .max_continuation_size(max);
+    let stream = stream.max_frame_size(max).aggregate_continuations().max_continuation_size(max);
     let ocpp = &state.settings.ocpp;
     let setup = SessionSetup {
-        key: StationKey {
-            account_id: account.id,
-            station_id,
-        },
+        key: StationKey { account_id: account.id, station_id },
         protocol,
         registration: station.registration,
         store: state.store.clone(),
@@ -151,6 +126,7 @@ pub async fn ocpp_endpoint(
         accounts: state.accounts.clone(),
         ping_interval: Duration::from_secs(ocpp.ping_interval_secs.max(1)),
         idle_timeout: Duration::from_secs(ocpp.idle_timeout_secs.max(1)),
+        command_timeout: ocpp.command_timeout(),
     };
     StationSession::start(setup, session, stream);
     Ok(response)

@@ -47,10 +47,7 @@ impl Actor for AccountActor {
 
     fn stopped(&mut self, ctx: &mut Context<Self>) {
         metrics::gauge!(m::ACCOUNT_ACTORS).decrement(1.0);
-        self.registry.do_send(AccountStopped {
-            account_id: self.account_id.clone(),
-            addr: ctx.address(),
-        });
+        self.registry.do_send(AccountStopped { account_id: self.account_id.clone(), addr: ctx.address() });
     }
 }
 
@@ -140,10 +137,7 @@ impl Handler<StationNotice> for AccountActor {
         }
         live.last_message_at = Utc::now();
         match msg.notice {
-            Some(Notice::TransactionStarted {
-                transaction_id,
-                connector_id,
-            }) => {
+            Some(Notice::TransactionStarted { transaction_id, connector_id }) => {
                 live.open_transactions.insert(connector_id, transaction_id);
             }
             Some(Notice::TransactionStopped { transaction_id }) => {
@@ -171,10 +165,7 @@ pub struct AccountRegistry {
 
 impl AccountRegistry {
     pub fn new(idle_after: Duration) -> Self {
-        Self {
-            accounts: HashMap::new(),
-            idle_after,
-        }
+        Self { accounts: HashMap::new(), idle_after }
     }
 }
 
@@ -230,23 +221,14 @@ impl Handler<AccountStopped> for AccountRegistry {
 }
 
 /// Sends a message to the account's actor, starting it again if it stopped in between.
-pub async fn tell<M>(
-    registry: &Addr<AccountRegistry>,
-    account_id: &str,
-    msg: M,
-) -> Option<M::Result>
+pub async fn tell<M>(registry: &Addr<AccountRegistry>, account_id: &str, msg: M) -> Option<M::Result>
 where
     M: Message + Send + Clone + 'static,
     M::Result: Send,
     AccountActor: Handler<M>,
 {
     for _ in 0..2 {
-        let addr = registry
-            .send(GetAccount {
-                account_id: account_id.to_string(),
-            })
-            .await
-            .ok()?;
+        let addr = registry.send(GetAccount { account_id: account_id.to_string() }).await.ok()?;
         if let Ok(r) = addr.send(msg.clone()).await {
             return Some(r);
         }

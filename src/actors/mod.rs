@@ -2,6 +2,7 @@
 //! [`StationRegistry`]; one [`AccountActor`] per tenant, started on demand by the [`AccountRegistry`].
 
 pub mod account;
+pub mod delivery;
 pub mod station_registry;
 pub mod station_session;
 

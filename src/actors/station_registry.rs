@@ -53,9 +53,9 @@ pub struct CloseStation {
     pub reason: DisconnectReason,
 }
 
-/// Closes every session (graceful shutdown); answers how many there were.
+/// Closes every session (graceful shutdown); answers their addresses, to wait for them to stop.
 #[derive(Message)]
-#[rtype(result = "usize")]
+#[rtype(result = "Vec<Addr<StationSession>>")]
 pub struct CloseAll;
 
 impl Handler<Register> for StationRegistry {
@@ -65,20 +65,13 @@ impl Handler<Register> for StationRegistry {
         match self.sessions.get(&msg.key) {
             Some((current, _)) if *current > msg.session_id => {
                 // An older connection registering late: the newer one keeps the station.
-                msg.addr.do_send(CloseSession {
-                    reason: DisconnectReason::Replaced,
-                });
+                msg.addr.do_send(CloseSession { reason: DisconnectReason::Replaced });
             }
             _ => {
-                if let Some((old_id, old)) = self
-                    .sessions
-                    .insert(msg.key.clone(), (msg.session_id, msg.addr))
-                {
+                if let Some((old_id, old)) = self.sessions.insert(msg.key.clone(), (msg.session_id, msg.addr)) {
                     if old_id != msg.session_id {
                         tracing::info!(station = %msg.key, old_session = old_id, new_session = msg.session_id, "newer connection replaces the current one");
-                        old.do_send(CloseSession {
-                            reason: DisconnectReason::Replaced,
-                        });
+                        old.do_send(CloseSession { reason: DisconnectReason::Replaced });
                     }
                 }
             }
@@ -119,15 +112,13 @@ impl Handler<CloseStation> for StationRegistry {
 }
 
 impl Handler<CloseAll> for StationRegistry {
-    type Result = usize;
+    type Result = MessageResult<CloseAll>;
 
-    fn handle(&mut self, _: CloseAll, _: &mut Context<Self>) -> usize {
-        let n = self.sessions.len();
-        for (_, (_, addr)) in self.sessions.drain() {
-            addr.do_send(CloseSession {
-                reason: DisconnectReason::Shutdown,
-            });
+    fn handle(&mut self, _: CloseAll, _: &mut Context<Self>) -> Self::Result {
+        let sessions: Vec<_> = self.sessions.drain().map(|(_, (_, addr))| addr).collect();
+        for addr in &sessions {
+            addr.do_send(CloseSession { reason: DisconnectReason::Shutdown });
         }
-        n
+        MessageResult(sessions)
     }
 }

@@ -28,15 +28,15 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Debug, Clone, PartialEq)]
 pub enum CommandError {
     /// The station answered with a CALLERROR.
-    CallError {
-        code: String,
-        description: String,
-        details: Value,
-    },
-    /// No answer before the deadline.
+    CallError { code: String, description: String, details: Value },
+    /// Sent, but no answer before the deadline.
     Timeout,
-    /// The session ended before the answer came.
+    /// Sent, but the session ended before the answer came.
     Disconnected,
+    /// The deadline passed before the command's turn to be sent came.
+    Expired,
+    /// The session ended before the command was sent.
+    NotSent,
 }
 
 /// The station's CALLRESULT payload, or why there is none.
@@ -52,6 +52,11 @@ pub struct SendCommand {
     pub deadline: Instant,
     pub responder: oneshot::Sender<CommandResult>,
 }
+
+/// The station has new queued commands: deliver them if delivery has begun on this session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeliverQueued;
 
 /// Closes the session.
 #[derive(Message)]
@@ -79,6 +84,8 @@ pub struct SessionSetup {
     pub accounts: Addr<AccountRegistry>,
     pub ping_interval: Duration,
     pub idle_timeout: Duration,
+    /// How long a delivered queued command waits for its answer.
+    pub command_timeout: Duration,
 }
 
 struct QueuedCommand {
@@ -107,6 +114,21 @@ pub struct StationSession {
     close_reason: Option<DisconnectReason>,
     /// The tenant's actor, once looked up.
     account: Option<Addr<super::AccountActor>>,
+    /// The answers to the latest CALLs, by unique id: a repeated CALL is answered again from here
+    /// and not applied twice.
+    recent_replies: VecDeque<(String, String)>,
+    /// Queued-command delivery: started after the first handled message of an accepted station.
+    delivery: Delivery,
+}
+
+/// How many answered CALLs a session remembers for repeats.
+const RECENT_REPLIES: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    NotStarted,
+    Running { again: bool },
+    Idle,
 }
 
 impl StationSession {
@@ -131,6 +153,8 @@ impl StationSession {
                 queue: VecDeque::new(),
                 close_reason: None,
                 account: None,
+                recent_replies: VecDeque::with_capacity(RECENT_REPLIES),
+                delivery: Delivery::NotStarted,
             }
         })
     }
@@ -154,26 +178,17 @@ impl StationSession {
             DisconnectReason::Shutdown => (CloseCode::Restart, "server shutting down"),
             DisconnectReason::ClosedByStation => (CloseCode::Normal, "closed"),
         };
-        let _ = self.out.send(Outbound::Close(CloseReason {
-            code,
-            description: Some(description.to_string()),
-        }));
+        let _ = self.out.send(Outbound::Close(CloseReason { code, description: Some(description.to_string()) }));
         ctx.stop();
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
         match Frame::parse(text) {
             Ok(Frame::Call(call)) => self.on_call(call, ctx),
-            Ok(Frame::CallResult(result)) => {
-                self.on_answer(&result.unique_id, Ok(result.payload), ctx)
-            }
+            Ok(Frame::CallResult(result)) => self.on_answer(&result.unique_id, Ok(result.payload), ctx),
             Ok(Frame::CallError(e)) => {
                 let unique_id = e.unique_id.clone();
-                let error = CommandError::CallError {
-                    code: e.code,
-                    description: e.description,
-                    details: e.details,
-                };
+                let error = CommandError::CallError { code: e.code, description: e.description, details: e.details };
                 self.on_answer(&unique_id, Err(error), ctx)
             }
             Err(e) => {
@@ -193,6 +208,12 @@ impl StationSession {
     /// Handles a station's CALL. `ctx.wait` holds every other event of this session until the reply
     /// is sent, so a station's messages are applied in the order it sent them.
     fn on_call(&mut self, call: Call, ctx: &mut Context<Self>) {
+        if let Some((_, reply)) = self.recent_replies.iter().find(|(id, _)| *id == call.unique_id) {
+            tracing::info!(station = %self.setup.key, unique_id = %call.unique_id, action = %call.action, "repeated CALL answered again, not applied");
+            metrics::counter!(m::DUPLICATE_CALLS).increment(1);
+            let _ = self.out.send(Outbound::Text(reply.clone()));
+            return;
+        }
         let started = Instant::now();
         let store = self.setup.store.clone();
         let settings = self.setup.handler_settings.clone();
@@ -219,23 +240,56 @@ impl StationSession {
                     if let Some(v16::Notice::Booted { registration }) = &notice {
                         act.registration = *registration;
                     }
-                    act.send_frame(&Frame::CallResult(crate::ocpp::rpc::CallResult {
-                        unique_id: call.unique_id,
-                        payload,
-                    }));
+                    let frame = Frame::CallResult(crate::ocpp::rpc::CallResult { unique_id: call.unique_id, payload });
+                    act.remember_reply(&frame);
+                    act.send_frame(&frame);
                     let msg = StationNotice {
                         station_id: act.setup.key.station_id.clone(),
                         session_id: act.id,
                         notice,
                     };
                     act.tell_account(msg, ctx);
+                    if act.registration == Registration::Accepted && act.delivery == Delivery::NotStarted {
+                        act.start_delivery(ctx);
+                    }
                 }
                 Reply::Error(error) => {
                     metrics::counter!(m::MESSAGES, "action" => action, "direction" => "in", "result" => "error")
                         .increment(1);
                     tracing::debug!(station = %act.setup.key, action = %call.action, code = %error.code, error = %error.description, "CALL refused");
+                    // A storage failure is worth retrying with the same id; anything else would be refused again.
+                    if error.code != ErrorCode::InternalError.as_str() {
+                        act.remember_reply(&Frame::CallError(error.clone()));
+                    }
                     act.reply_error(error);
                 }
+            }
+        }));
+    }
+
+    fn remember_reply(&mut self, frame: &Frame) {
+        if self.recent_replies.len() == RECENT_REPLIES {
+            self.recent_replies.pop_front();
+        }
+        self.recent_replies.push_back((frame.unique_id().to_string(), frame.to_text()));
+    }
+
+    /// Runs queued-command delivery until the queue is empty; a nudge while it runs makes it look again.
+    fn start_delivery(&mut self, ctx: &mut Context<Self>) {
+        self.delivery = Delivery::Running { again: false };
+        let run = super::delivery::deliver(
+            self.setup.store.clone(),
+            ctx.address(),
+            self.setup.key.clone(),
+            self.setup.command_timeout,
+        );
+        ctx.spawn(run.into_actor(self).map(|result, act, ctx| {
+            if let Err(e) = result {
+                tracing::error!(station = %act.setup.key, error = %e, "queued command delivery failed");
+            }
+            match act.delivery {
+                Delivery::Running { again: true } if act.close_reason.is_none() => act.start_delivery(ctx),
+                _ => act.delivery = Delivery::Idle,
             }
         }));
     }
@@ -255,12 +309,7 @@ impl StationSession {
         let accounts = self.setup.accounts.clone();
         let account_id = self.setup.key.account_id.clone();
         let lookup = async move {
-            let addr = accounts
-                .send(account::GetAccount {
-                    account_id: account_id.clone(),
-                })
-                .await
-                .ok()?;
+            let addr = accounts.send(account::GetAccount { account_id: account_id.clone() }).await.ok()?;
             match addr.send(msg.clone()).await {
                 Ok(_) => Some(addr),
                 // Stopped between lookup and send: `tell` looks it up once more.
@@ -286,11 +335,10 @@ impl StationSession {
                 metrics::histogram!(m::COMMAND_DURATION, "action" => action)
                     .record(flight.sent_at.elapsed().as_secs_f64());
                 let label = if result.is_ok() { "ok" } else { "error" };
-                metrics::counter!(m::MESSAGES, "action" => action, "direction" => "out", "result" => label).increment(1);
+                metrics::counter!(m::MESSAGES, "action" => action, "direction" => "out", "result" => label)
+                    .increment(1);
                 if let Ok(payload) = &result {
-                    if let Some(Err(v)) =
-                        schema::v16().validate(&flight.action, Direction::Response, payload)
-                    {
+                    if let Some(Err(v)) = schema::v16().validate(&flight.action, Direction::Response, payload) {
                         tracing::warn!(station = %self.setup.key, action = %flight.action, violation = %v, "station answer does not match its schema");
                     }
                 }
@@ -315,28 +363,17 @@ impl StationSession {
                 continue;
             }
             if cmd.deadline <= now {
-                let _ = cmd.responder.send(Err(CommandError::Timeout));
+                let _ = cmd.responder.send(Err(CommandError::Expired));
                 continue;
             }
             let unique_id = uuid::Uuid::new_v4().simple().to_string();
-            let call = Call {
-                unique_id: unique_id.clone(),
-                action: cmd.action.clone(),
-                payload: cmd.payload,
-            };
+            let call = Call { unique_id: unique_id.clone(), action: cmd.action.clone(), payload: cmd.payload };
             self.send_frame(&Frame::Call(call));
             let timer_id = unique_id.clone();
-            let timer = ctx.run_later(cmd.deadline - now, move |act, ctx| {
-                act.on_timeout(&timer_id, ctx)
-            });
+            let timer = ctx.run_later(cmd.deadline - now, move |act, ctx| act.on_timeout(&timer_id, ctx));
             metrics::gauge!(m::PENDING_COMMANDS).increment(1.0);
-            self.in_flight = Some(InFlight {
-                unique_id,
-                action: cmd.action,
-                sent_at: now,
-                responder: cmd.responder,
-                timer,
-            });
+            self.in_flight =
+                Some(InFlight { unique_id, action: cmd.action, sent_at: now, responder: cmd.responder, timer });
             return;
         }
     }
@@ -364,11 +401,7 @@ impl Actor for StationSession {
         metrics::gauge!(m::CONNECTIONS, "protocol" => protocol).increment(1.0);
         metrics::counter!(m::CONNECTS).increment(1);
         tracing::info!(station = %self.setup.key, session = self.id, protocol, "station connected");
-        self.setup.stations.do_send(Register {
-            key: self.setup.key.clone(),
-            session_id: self.id,
-            addr: ctx.address(),
-        });
+        self.setup.stations.do_send(Register { key: self.setup.key.clone(), session_id: self.id, addr: ctx.address() });
         let connected = StationConnected {
             station_id: self.setup.key.station_id.clone(),
             session_id: self.id,
@@ -378,25 +411,16 @@ impl Actor for StationSession {
         let accounts = self.setup.accounts.clone();
         let account_id = self.setup.key.account_id.clone();
         let announce = async move {
-            let addr = accounts
-                .send(account::GetAccount { account_id })
-                .await
-                .ok()?;
+            let addr = accounts.send(account::GetAccount { account_id }).await.ok()?;
             addr.send(connected).await.ok()?;
             Some(addr)
         };
-        ctx.wait(
-            announce
-                .into_actor(self)
-                .map(|addr, act, _| act.account = addr),
-        );
+        ctx.wait(announce.into_actor(self).map(|addr, act, _| act.account = addr));
         let store = self.setup.store.clone();
         let key = self.setup.key.clone();
         actix_rt::spawn(async move {
             let r = store
-                .update_station(&key.account_id, &key.station_id, &|s| {
-                    s.protocol = Some(protocol.to_string())
-                })
+                .update_station(&key.account_id, &key.station_id, &|s| s.protocol = Some(protocol.to_string()))
                 .await;
             if let Err(e) = r {
                 tracing::warn!(station = %key, error = %e, "could not record the station's protocol");
@@ -413,21 +437,13 @@ impl Actor for StationSession {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        let reason = self
-            .close_reason
-            .unwrap_or(DisconnectReason::ClosedByStation);
+        let reason = self.close_reason.unwrap_or(DisconnectReason::ClosedByStation);
         metrics::gauge!(m::CONNECTIONS, "protocol" => self.setup.protocol).decrement(1.0);
         metrics::counter!(m::DISCONNECTS, "reason" => reason.as_str()).increment(1);
         tracing::info!(station = %self.setup.key, session = self.id, reason = reason.as_str(), "station disconnected");
-        self.setup.stations.do_send(Unregister {
-            key: self.setup.key.clone(),
-            session_id: self.id,
-        });
+        self.setup.stations.do_send(Unregister { key: self.setup.key.clone(), session_id: self.id });
         // The actor is stopping, so nothing can be spawned on its context any more.
-        let disconnected = StationDisconnected {
-            station_id: self.setup.key.station_id.clone(),
-            session_id: self.id,
-        };
+        let disconnected = StationDisconnected { station_id: self.setup.key.station_id.clone(), session_id: self.id };
         match self.account.as_ref().filter(|a| a.connected()) {
             Some(addr) => addr.do_send(disconnected),
             None => {
@@ -443,7 +459,7 @@ impl Actor for StationSession {
             let _ = flight.responder.send(Err(CommandError::Disconnected));
         }
         for cmd in self.queue.drain(..) {
-            let _ = cmd.responder.send(Err(CommandError::Disconnected));
+            let _ = cmd.responder.send(Err(CommandError::NotSent));
         }
     }
 }
@@ -495,7 +511,7 @@ impl Handler<SendCommand> for StationSession {
 
     fn handle(&mut self, msg: SendCommand, ctx: &mut Context<Self>) {
         if self.close_reason.is_some() {
-            let _ = msg.responder.send(Err(CommandError::Disconnected));
+            let _ = msg.responder.send(Err(CommandError::NotSent));
             return;
         }
         self.queue.push_back(QueuedCommand {
@@ -505,6 +521,20 @@ impl Handler<SendCommand> for StationSession {
             responder: msg.responder,
         });
         self.send_next(ctx);
+    }
+}
+
+impl Handler<DeliverQueued> for StationSession {
+    type Result = ();
+
+    fn handle(&mut self, _: DeliverQueued, ctx: &mut Context<Self>) {
+        match self.delivery {
+            // Not accepted or not heard from yet: delivery starts after its first message.
+            Delivery::NotStarted => {}
+            Delivery::Running { .. } => self.delivery = Delivery::Running { again: true },
+            Delivery::Idle if self.close_reason.is_none() => self.start_delivery(ctx),
+            Delivery::Idle => {}
+        }
     }
 }
 
@@ -538,11 +568,7 @@ async fn write_loop(mut ws: actix_ws::Session, mut rx: mpsc::UnboundedReceiver<O
 /// The action as a metric label: only actions OCPP 1.6 defines, so station input cannot create
 /// unbounded label values.
 fn action_label(action: &str) -> &'static str {
-    schema::V16_ACTIONS
-        .iter()
-        .find(|(a, _, _)| *a == action)
-        .map(|(a, _, _)| *a)
-        .unwrap_or("unknown")
+    schema::V16_ACTIONS.iter().find(|(a, _, _)| *a == action).map(|(a, _, _)| *a).unwrap_or("unknown")
 }
 
 fn error_code_label(code: &str) -> &'static str {
@@ -558,9 +584,5 @@ fn error_code_label(code: &str) -> &'static str {
         "TypeConstraintViolation",
         "GenericError",
     ];
-    CODES
-        .iter()
-        .find(|c| **c == code)
-        .copied()
-        .unwrap_or("other")
+    CODES.iter().find(|c| **c == code).copied().unwrap_or("other")
 }

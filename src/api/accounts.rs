@@ -33,18 +33,13 @@ fn normalize_email(email: &str) -> Result<String, ApiError> {
     if valid {
         Ok(email)
     } else {
-        Err(ApiError::invalid(
-            "invalid_field",
-            "email is not a valid address",
-        ))
+        Err(ApiError::invalid("invalid_field", "email is not a valid address"))
     }
 }
 
 fn check_slug(slug: &str) -> Result<(), ApiError> {
     let ok = (2..=32).contains(&slug.len())
-        && slug
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && slug.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !slug.starts_with('-')
         && !slug.ends_with('-');
     if ok {
@@ -70,29 +65,18 @@ pub(crate) async fn hash(password: String) -> Result<String, ApiError> {
 }
 
 pub(crate) async fn verify(password: String, phc: String) -> Result<bool, ApiError> {
-    web::block(move || auth::verify_password(&password, &phc))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))
+    web::block(move || auth::verify_password(&password, &phc)).await.map_err(|e| ApiError::Internal(e.to_string()))
 }
 
-pub async fn create(
-    state: web::Data<AppState>,
-    body: web::Json<NewAccount>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn create(state: web::Data<AppState>, body: web::Json<NewAccount>) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let email = normalize_email(&body.email)?;
     if !(8..=128).contains(&body.password.chars().count()) {
-        return Err(ApiError::invalid(
-            "invalid_field",
-            "password must be 8 to 128 characters long",
-        ));
+        return Err(ApiError::invalid("invalid_field", "password must be 8 to 128 characters long"));
     }
     let name = body.name.trim().to_string();
     if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::invalid(
-            "invalid_field",
-            "name must be 1 to 100 characters long",
-        ));
+        return Err(ApiError::invalid("invalid_field", "name must be 1 to 100 characters long"));
     }
     check_slug(&body.slug)?;
     let account = Account {
@@ -109,37 +93,22 @@ pub async fn create(
     Ok(HttpResponse::Created().json(account_view(&account)))
 }
 
-pub async fn login(
-    state: web::Data<AppState>,
-    body: web::Json<Credentials>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn login(state: web::Data<AppState>, body: web::Json<Credentials>) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let refused = || ApiError::Unauthorized("invalid email or password".into());
     let email = normalize_email(&body.email).map_err(|_| refused())?;
-    let account = state
-        .store
-        .account_by_email(&email)
-        .await?
-        .ok_or_else(refused)?;
+    let account = state.store.account_by_email(&email).await?.ok_or_else(refused)?;
     if !verify(body.password, account.password_hash.clone()).await? {
         return Err(refused());
     }
     let token = auth::random_secret(43);
     let now = Utc::now();
     let ttl = chrono::Duration::seconds(state.settings.api.token_ttl_secs as i64);
-    let record = ApiToken {
-        account_id: account.id.clone(),
-        created_at: now,
-        expires_at: now + ttl,
-    };
-    state
-        .store
-        .put_token(&auth::token_hash(&token), &record)
-        .await?;
+    let record = ApiToken { account_id: account.id.clone(), created_at: now, expires_at: now + ttl };
+    state.store.put_token(&auth::token_hash(&token), &record).await?;
     state.store.flush().await?;
-    Ok(HttpResponse::Ok().json(
-        json!({"token": token, "expires_at": record.expires_at, "account": account_view(&account)}),
-    ))
+    Ok(HttpResponse::Ok()
+        .json(json!({"token": token, "expires_at": record.expires_at, "account": account_view(&account)})))
 }
 
 pub async fn me(Tenant(account): Tenant) -> HttpResponse {

@@ -3,12 +3,14 @@
 
 use super::{ApiError, Tenant};
 use crate::actors::station_registry::Lookup;
-use crate::actors::station_session::{CommandError, SendCommand};
+use crate::actors::station_session::{CommandError, DeliverQueued, SendCommand};
 use crate::actors::StationKey;
+use crate::model::{CommandRecord, CommandStatus};
 use crate::ocpp::schema::{self, Direction};
 use crate::ocpp::v16::COMMAND_ACTIONS;
 use crate::startup::AppState;
 use actix_web::{web, HttpResponse};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::Instant;
 use tokio::sync::oneshot;
@@ -29,19 +31,25 @@ fn snake(status: &str) -> String {
     out
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandOptions {
+    /// Queue the command when the station is offline instead of answering 409.
+    #[serde(default)]
+    queue: bool,
+    /// Seconds a queued command waits for the station before it expires.
+    expires_in: Option<u64>,
+}
+
 pub async fn send(
     state: web::Data<AppState>,
     Tenant(account): Tenant,
     path: web::Path<(String, String)>,
+    options: web::Query<CommandOptions>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let (station_id, action) = path.into_inner();
-    if state
-        .store
-        .station(&account.id, &station_id)
-        .await?
-        .is_none()
-    {
+    if state.store.station(&account.id, &station_id).await?.is_none() {
         return Err(ApiError::NotFound(format!("no station {station_id}")));
     }
     if !COMMAND_ACTIONS.contains(&action.as_str()) {
@@ -57,62 +65,113 @@ pub async fn send(
             ocpp_error: v.code.as_str().to_string(),
         });
     }
-    let key = StationKey {
-        account_id: account.id.clone(),
-        station_id: station_id.clone(),
+    let key = StationKey { account_id: account.id.clone(), station_id: station_id.clone() };
+    let session = match state.stations.send(Lookup { key: key.clone() }).await? {
+        Some(session) => session,
+        None if options.queue => return enqueue(&state, key, action, payload, options.expires_in).await,
+        None => {
+            return Err(ApiError::StationNotConnected(format!(
+                "station {station_id} is not connected; add ?queue=true to deliver the command when it connects"
+            )))
+        }
     };
-    let session = state.stations.send(Lookup { key }).await?.ok_or_else(|| {
-        ApiError::StationNotConnected(format!("station {station_id} is not connected"))
-    })?;
     let timeout = state.settings.ocpp.command_timeout();
     let (responder, answer) = oneshot::channel();
     session
-        .send(SendCommand {
-            action: action.clone(),
-            payload,
-            deadline: Instant::now() + timeout,
-            responder,
-        })
+        .send(SendCommand { action: action.clone(), payload, deadline: Instant::now() + timeout, responder })
         .await
-        .map_err(|_| {
-            ApiError::StationNotConnected(format!("station {station_id} is not connected"))
-        })?;
+        .map_err(|_| ApiError::StationNotConnected(format!("station {station_id} is not connected")))?;
     // The session answers Timeout itself at the deadline; the extra second only guards against a
     // session that vanished without answering.
     let result = tokio::time::timeout(timeout + std::time::Duration::from_secs(1), answer).await;
     let timed_out = || {
-        ApiError::StationTimeout(format!(
-            "station {station_id} did not answer {action} within {}s",
-            timeout.as_secs()
-        ))
+        ApiError::StationTimeout(format!("station {station_id} did not answer {action} within {}s", timeout.as_secs()))
     };
     match result {
         Err(_) => Err(timed_out()),
-        Ok(Err(_)) => Err(ApiError::StationDisconnected(format!(
-            "station {station_id} disconnected before answering"
-        ))),
-        Ok(Ok(Err(CommandError::Timeout))) => Err(timed_out()),
-        Ok(Ok(Err(CommandError::Disconnected))) => Err(ApiError::StationDisconnected(format!(
-            "station {station_id} disconnected before answering"
-        ))),
-        Ok(Ok(Err(CommandError::CallError {
-            code,
-            description,
-            details,
-        }))) => Err(ApiError::StationCallError {
-            code,
-            description,
-            details,
-        }),
+        Ok(Err(_)) => Err(ApiError::StationDisconnected(format!("station {station_id} disconnected before answering"))),
+        Ok(Ok(Err(CommandError::Timeout))) | Ok(Ok(Err(CommandError::Expired))) => Err(timed_out()),
+        Ok(Ok(Err(CommandError::Disconnected))) | Ok(Ok(Err(CommandError::NotSent))) => {
+            Err(ApiError::StationDisconnected(format!("station {station_id} disconnected before answering")))
+        }
+        Ok(Ok(Err(CommandError::CallError { code, description, details }))) => {
+            Err(ApiError::StationCallError { code, description, details })
+        }
         Ok(Ok(Ok(response))) => {
-            let status = response
-                .get("status")
-                .and_then(Value::as_str)
-                .map(snake)
-                .unwrap_or_else(|| "answered".into());
+            let status = response.get("status").and_then(Value::as_str).map(snake).unwrap_or_else(|| "answered".into());
             Ok(HttpResponse::Ok().json(json!({"status": status, "response": response})))
         }
     }
+}
+
+/// Queues a command for an offline station: 202 with the command's id.
+async fn enqueue(
+    state: &AppState,
+    key: StationKey,
+    action: String,
+    payload: Value,
+    expires_in: Option<u64>,
+) -> Result<HttpResponse, ApiError> {
+    let ttl = expires_in.unwrap_or(state.settings.commands.queue_ttl_secs);
+    if ttl == 0 || ttl > 365 * 86400 {
+        return Err(ApiError::invalid("invalid_query", "expires_in must be 1 to 31536000 seconds"));
+    }
+    let now = chrono::Utc::now();
+    let command = CommandRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        account_id: key.account_id.clone(),
+        station_id: key.station_id.clone(),
+        action,
+        payload,
+        status: CommandStatus::Queued,
+        created_at: now,
+        expires_at: now + chrono::Duration::seconds(ttl as i64),
+        sent_at: None,
+        answered_at: None,
+        response: None,
+        error: None,
+    };
+    state.store.enqueue_command(&command).await?;
+    state.store.flush().await?;
+    metrics::gauge!(crate::metrics::QUEUED_COMMANDS).increment(1.0);
+    tracing::info!(station = %key, command = %command.id, action = %command.action, "command queued for an offline station");
+    // The station may have connected since it was looked up: its session then delivers it now.
+    if let Some(session) = state.stations.send(Lookup { key: key.clone() }).await? {
+        session.do_send(DeliverQueued);
+    }
+    Ok(HttpResponse::Accepted()
+        .insert_header((
+            actix_web::http::header::LOCATION,
+            format!("/api/v1/stations/{}/commands/{}", key.station_id, command.id),
+        ))
+        .json(json!({"command_id": command.id, "status": command.status, "expires_at": command.expires_at})))
+}
+
+/// `GET /stations/{id}/commands/{command_id}`: a queued command's state and the station's answer.
+pub async fn get(
+    state: web::Data<AppState>,
+    Tenant(account): Tenant,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (station_id, command_id) = path.into_inner();
+    let command = state
+        .store
+        .command(&account.id, &station_id, &command_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no command {command_id} for station {station_id}")))?;
+    Ok(HttpResponse::Ok().json(json!({
+        "command_id": command.id,
+        "station_id": command.station_id,
+        "action": command.action,
+        "payload": command.payload,
+        "status": command.status,
+        "created_at": command.created_at,
+        "expires_at": command.expires_at,
+        "sent_at": command.sent_at,
+        "answered_at": command.answered_at,
+        "response": command.response,
+        "error": command.error,
+    })))
 }
 
 #[cfg(test)]

@@ -22,11 +22,7 @@ pub enum ApiError {
     /// The station has no live connection.
     StationNotConnected(String),
     /// The station answered the command with a CALLERROR.
-    StationCallError {
-        code: String,
-        description: String,
-        details: Value,
-    },
+    StationCallError { code: String, description: String, details: Value },
     /// The station did not answer in time.
     StationTimeout(String),
     /// The station connection ended before it answered.
@@ -37,10 +33,7 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::Invalid {
-            code,
-            message: message.into(),
-        }
+        ApiError::Invalid { code, message: message.into() }
     }
 
     /// The stable machine-readable code.
@@ -69,9 +62,7 @@ impl ApiError {
             | ApiError::StationNotConnected(message)
             | ApiError::StationTimeout(message)
             | ApiError::StationDisconnected(message) => message.clone(),
-            ApiError::StationCallError {
-                code, description, ..
-            } => {
+            ApiError::StationCallError { code, description, .. } => {
                 format!("the station answered with CALLERROR {code}: {description}")
             }
             ApiError::Internal(_) => "internal error".to_string(),
@@ -92,9 +83,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::StationNotConnected(_) => StatusCode::CONFLICT,
-            ApiError::StationCallError { .. } | ApiError::StationDisconnected(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            ApiError::StationCallError { .. } | ApiError::StationDisconnected(_) => StatusCode::BAD_GATEWAY,
             ApiError::StationTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -106,15 +95,10 @@ impl ResponseError for ApiError {
         }
         let mut body = json!({"code": self.code(), "message": self.message()});
         match self {
-            ApiError::InvalidPayload { ocpp_error, .. } => {
-                body["details"] = json!({"ocpp_error_code": ocpp_error})
-            }
-            ApiError::StationCallError {
-                code,
-                description,
-                details,
-            } => {
-                body["details"] = json!({"error_code": code, "error_description": description, "error_details": details})
+            ApiError::InvalidPayload { ocpp_error, .. } => body["details"] = json!({"ocpp_error_code": ocpp_error}),
+            ApiError::StationCallError { code, description, details } => {
+                body["details"] =
+                    json!({"error_code": code, "error_description": description, "error_details": details})
             }
             _ => {}
         }

@@ -40,12 +40,7 @@ pub async fn put(
     };
     let created = state.store.put_id_tag(&account.id, &tag).await?;
     state.store.flush().await?;
-    Ok(if created {
-        HttpResponse::Created()
-    } else {
-        HttpResponse::Ok()
-    }
-    .json(tag))
+    Ok(if created { HttpResponse::Created() } else { HttpResponse::Ok() }.json(tag))
 }
 
 pub async fn get(
@@ -58,10 +53,7 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(tag))
 }
 
-pub async fn list(
-    state: web::Data<AppState>,
-    Tenant(account): Tenant,
-) -> Result<HttpResponse, ApiError> {
+pub async fn list(state: web::Data<AppState>, Tenant(account): Tenant) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.store.id_tags(&account.id).await?))
 }
 

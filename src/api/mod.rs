@@ -24,24 +24,12 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Registers the API routes under the current scope (`/api/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(
-        web::JsonConfig::default()
-            .limit(256 * 1024)
-            .error_handler(|err, _| {
-                ApiError::invalid(
-                    "invalid_json",
-                    format!("request body is not the expected JSON: {err}"),
-                )
-                .into()
-            }),
-    )
+    cfg.app_data(web::JsonConfig::default().limit(256 * 1024).error_handler(|err, _| {
+        ApiError::invalid("invalid_json", format!("request body is not the expected JSON: {err}")).into()
+    }))
+    .app_data(web::PathConfig::default().error_handler(|err, _| ApiError::NotFound(err.to_string()).into()))
     .app_data(
-        web::PathConfig::default()
-            .error_handler(|err, _| ApiError::NotFound(err.to_string()).into()),
-    )
-    .app_data(
-        web::QueryConfig::default()
-            .error_handler(|err, _| ApiError::invalid("invalid_query", err.to_string()).into()),
+        web::QueryConfig::default().error_handler(|err, _| ApiError::invalid("invalid_query", err.to_string()).into()),
     )
     .route("/openapi.json", web::get().to(openapi))
     .route("/accounts", web::post().to(accounts::create))
@@ -52,10 +40,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/stations/{id}", web::get().to(stations::get))
     .route("/stations/{id}", web::patch().to(stations::update))
     .route("/stations/{id}", web::delete().to(stations::delete))
-    .route(
-        "/stations/{id}/commands/{action}",
-        web::post().to(commands::send),
-    )
+    .route("/stations/{id}/commands/{action}", web::post().to(commands::send))
+    .route("/stations/{id}/commands/{command_id}", web::get().to(commands::get))
     .route("/id-tags", web::get().to(id_tags::list))
     .route("/id-tags/{id_tag}", web::put().to(id_tags::put))
     .route("/id-tags/{id_tag}", web::get().to(id_tags::get))
@@ -65,9 +51,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 async fn openapi() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(OPENAPI)
+    HttpResponse::Ok().content_type("application/json").body(OPENAPI)
 }
 
 /// The account a request acts for, from its `Authorization: Bearer <token>` header.
@@ -86,10 +70,8 @@ impl FromRequest for Tenant {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(|t| t.trim().to_string());
         Box::pin(async move {
-            let state =
-                state.ok_or_else(|| ApiError::Internal("application state missing".into()))?;
-            let token =
-                token.ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
+            let state = state.ok_or_else(|| ApiError::Internal("application state missing".into()))?;
+            let token = token.ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
             let record = state
                 .store
                 .token(&auth::token_hash(&token))
@@ -110,26 +92,18 @@ impl FromRequest for Tenant {
 fn check_printable(field: &str, value: &str, min: usize, max: usize) -> Result<(), ApiError> {
     let n = value.chars().count();
     if n < min || n > max {
-        return Err(ApiError::invalid(
-            "invalid_field",
-            format!("{field} must be {min} to {max} characters long"),
-        ));
+        return Err(ApiError::invalid("invalid_field", format!("{field} must be {min} to {max} characters long")));
     }
     if !value.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(ApiError::invalid(
-            "invalid_field",
-            format!("{field} must be printable ASCII without spaces"),
-        ));
+        return Err(ApiError::invalid("invalid_field", format!("{field} must be printable ASCII without spaces")));
     }
     Ok(())
 }
 
 /// Station ids appear in URLs and in the store's keys: letters, digits, '.', '_' and '-', 1 to 48.
 fn check_station_id(id: &str) -> Result<(), ApiError> {
-    let ok = (1..=48).contains(&id.len())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    let ok =
+        (1..=48).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if ok {
         Ok(())
     } else {

@@ -32,30 +32,15 @@ pub struct StationChange {
 fn ocpp_url(state: &AppState, req: &HttpRequest, account: &Account, station_id: &str) -> String {
     let base = if state.settings.server.public_url.is_empty() {
         let info = req.connection_info();
-        let scheme = if info.scheme() == "https" {
-            "wss"
-        } else {
-            "ws"
-        };
+        let scheme = if info.scheme() == "https" { "wss" } else { "ws" };
         format!("{scheme}://{}", info.host())
     } else {
-        state
-            .settings
-            .server
-            .public_url
-            .trim_end_matches('/')
-            .to_string()
+        state.settings.server.public_url.trim_end_matches('/').to_string()
     };
     format!("{base}/ocpp/{}/{station_id}", account.slug)
 }
 
-fn view(
-    state: &AppState,
-    req: &HttpRequest,
-    account: &Account,
-    s: &Station,
-    live: Option<&LiveStation>,
-) -> Value {
+fn view(state: &AppState, req: &HttpRequest, account: &Account, s: &Station, live: Option<&LiveStation>) -> Value {
     let last_seen = match (s.last_seen, live.map(|l| l.last_message_at)) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
@@ -78,17 +63,11 @@ fn view(
 }
 
 async fn live_view(state: &AppState, account_id: &str) -> HashMap<String, LiveStation> {
-    account::tell(&state.accounts, account_id, GetLiveView)
-        .await
-        .unwrap_or_default()
+    account::tell(&state.accounts, account_id, GetLiveView).await.unwrap_or_default()
 }
 
 async fn find(state: &AppState, account: &Account, id: &str) -> Result<Station, ApiError> {
-    state
-        .store
-        .station(&account.id, id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no station {id}")))
+    state.store.station(&account.id, id).await?.ok_or_else(|| ApiError::NotFound(format!("no station {id}")))
 }
 
 pub async fn create(
@@ -107,13 +86,11 @@ pub async fn create(
         }
         None => auth::random_secret(32),
     };
-    let registration = body
-        .registration
-        .unwrap_or(if state.settings.ocpp.auto_accept_stations {
-            Registration::Accepted
-        } else {
-            Registration::Pending
-        });
+    let registration = body.registration.unwrap_or(if state.settings.ocpp.auto_accept_stations {
+        Registration::Accepted
+    } else {
+        Registration::Pending
+    });
     let station = Station {
         account_id: account.id.clone(),
         id: body.id,
@@ -146,10 +123,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let stations = state.store.stations(&account.id).await?;
     let live = live_view(&state, &account.id).await;
-    let views: Vec<Value> = stations
-        .iter()
-        .map(|s| view(&state, &req, &account, s, live.get(&s.id)))
-        .collect();
+    let views: Vec<Value> = stations.iter().map(|s| view(&state, &req, &account, s, live.get(&s.id))).collect();
     Ok(HttpResponse::Ok().json(views))
 }
 
@@ -161,13 +135,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let station = find(&state, &account, &path).await?;
     let live = live_view(&state, &account.id).await;
-    Ok(HttpResponse::Ok().json(view(
-        &state,
-        &req,
-        &account,
-        &station,
-        live.get(&station.id),
-    )))
+    Ok(HttpResponse::Ok().json(view(&state, &req, &account, &station, live.get(&station.id))))
 }
 
 pub async fn update(
@@ -185,26 +153,11 @@ pub async fn update(
         .ok_or_else(|| ApiError::NotFound(format!("no station {}", path.as_str())))?;
     state.store.flush().await?;
     if registration == Registration::Blocked {
-        let key = StationKey {
-            account_id: account.id.clone(),
-            station_id: station.id.clone(),
-        };
-        state
-            .stations
-            .send(CloseStation {
-                key,
-                reason: DisconnectReason::Deleted,
-            })
-            .await?;
+        let key = StationKey { account_id: account.id.clone(), station_id: station.id.clone() };
+        state.stations.send(CloseStation { key, reason: DisconnectReason::Deleted }).await?;
     }
     let live = live_view(&state, &account.id).await;
-    Ok(HttpResponse::Ok().json(view(
-        &state,
-        &req,
-        &account,
-        &station,
-        live.get(&station.id),
-    )))
+    Ok(HttpResponse::Ok().json(view(&state, &req, &account, &station, live.get(&station.id))))
 }
 
 pub async fn delete(
@@ -216,16 +169,7 @@ pub async fn delete(
         return Err(ApiError::NotFound(format!("no station {}", path.as_str())));
     }
     state.store.flush().await?;
-    let key = StationKey {
-        account_id: account.id.clone(),
-        station_id: path.into_inner(),
-    };
-    state
-        .stations
-        .send(CloseStation {
-            key,
-            reason: DisconnectReason::Deleted,
-        })
-        .await?;
+    let key = StationKey { account_id: account.id.clone(), station_id: path.into_inner() };
+    state.stations.send(CloseStation { key, reason: DisconnectReason::Deleted }).await?;
     Ok(HttpResponse::NoContent().finish())
 }

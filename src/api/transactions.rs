@@ -37,10 +37,7 @@ pub async fn list(
     Tenant(account): Tenant,
     q: web::Query<Filter>,
 ) -> Result<HttpResponse, ApiError> {
-    let txs = state
-        .store
-        .transactions(&account.id, q.station.as_deref())
-        .await?;
+    let txs = state.store.transactions(&account.id, q.station.as_deref()).await?;
     Ok(HttpResponse::Ok().json(txs.iter().map(view).collect::<Vec<_>>()))
 }
 
@@ -52,10 +49,7 @@ pub async fn get(
     let id = path.into_inner();
     let tx = state.store.transaction(&account.id, id).await?;
     let tx = tx.ok_or_else(|| ApiError::NotFound(format!("no transaction {id}")))?;
-    let meter_values = state
-        .store
-        .transaction_meter_values(&account.id, &tx.station_id, tx.id)
-        .await?;
+    let meter_values = state.store.transaction_meter_values(&account.id, &tx.station_id, tx.id).await?;
     let mut body = view(&tx);
     body["meter_values"] = json!(meter_values
         .iter()

@@ -111,20 +111,13 @@ pub struct FrameError {
 
 impl FrameError {
     fn new(unique_id: Option<String>, code: ErrorCode, description: impl Into<String>) -> Self {
-        Self {
-            unique_id,
-            code,
-            description: description.into(),
-        }
+        Self { unique_id, code, description: description.into() }
     }
 
     /// The CALLERROR that answers this frame.
     pub fn to_call_error(&self) -> CallError {
         CallError {
-            unique_id: self
-                .unique_id
-                .clone()
-                .unwrap_or_else(|| UNKNOWN_UNIQUE_ID.to_string()),
+            unique_id: self.unique_id.clone().unwrap_or_else(|| UNKNOWN_UNIQUE_ID.to_string()),
             code: self.code.as_str().to_string(),
             description: self.description.clone(),
             details: json!({}),
@@ -136,27 +129,15 @@ impl Frame {
     /// Decode one text frame.
     pub fn parse(text: &str) -> Result<Frame, FrameError> {
         let value: Value = serde_json::from_str(text).map_err(|e| {
-            FrameError::new(
-                None,
-                ErrorCode::FormationViolation,
-                format!("frame is not valid JSON: {e}"),
-            )
+            FrameError::new(None, ErrorCode::FormationViolation, format!("frame is not valid JSON: {e}"))
         })?;
         let Value::Array(items) = value else {
-            return Err(FrameError::new(
-                None,
-                ErrorCode::FormationViolation,
-                "frame is not a JSON array",
-            ));
+            return Err(FrameError::new(None, ErrorCode::FormationViolation, "frame is not a JSON array"));
         };
         // Read the unique id first, so every later error can be answered to the right call.
         let unique_id = match items.get(1) {
             Some(Value::String(id)) if id.is_empty() => {
-                return Err(FrameError::new(
-                    None,
-                    ErrorCode::FormationViolation,
-                    "unique id is empty",
-                ))
+                return Err(FrameError::new(None, ErrorCode::FormationViolation, "unique id is empty"))
             }
             Some(Value::String(id)) if id.chars().count() > MAX_UNIQUE_ID_LEN => {
                 return Err(FrameError::new(
@@ -166,20 +147,8 @@ impl Frame {
                 ))
             }
             Some(Value::String(id)) => id.clone(),
-            Some(_) => {
-                return Err(FrameError::new(
-                    None,
-                    ErrorCode::FormationViolation,
-                    "unique id is not a string",
-                ))
-            }
-            None => {
-                return Err(FrameError::new(
-                    None,
-                    ErrorCode::FormationViolation,
-                    "frame has no unique id",
-                ))
-            }
+            Some(_) => return Err(FrameError::new(None, ErrorCode::FormationViolation, "unique id is not a string")),
+            None => return Err(FrameError::new(None, ErrorCode::FormationViolation, "frame has no unique id")),
         };
         let id = Some(unique_id.clone());
         let type_id = match items.first() {
@@ -187,11 +156,7 @@ impl Frame {
             _ => None,
         };
         let Some(type_id) = type_id else {
-            return Err(FrameError::new(
-                id,
-                ErrorCode::FormationViolation,
-                "message type id is not a number",
-            ));
+            return Err(FrameError::new(id, ErrorCode::FormationViolation, "message type id is not a number"));
         };
         match type_id {
             CALL => {
@@ -220,21 +185,14 @@ impl Frame {
                         "CALL payload is not a JSON object",
                     ));
                 }
-                Ok(Frame::Call(Call {
-                    unique_id,
-                    action,
-                    payload,
-                }))
+                Ok(Frame::Call(Call { unique_id, action, payload }))
             }
             CALL_RESULT => {
                 if items.len() != 3 {
                     return Err(FrameError::new(
                         id,
                         ErrorCode::FormationViolation,
-                        format!(
-                            "a CALLRESULT has 3 elements, this frame has {}",
-                            items.len()
-                        ),
+                        format!("a CALLRESULT has 3 elements, this frame has {}", items.len()),
                     ));
                 }
                 let payload = items[2].clone();
@@ -255,8 +213,7 @@ impl Frame {
                         format!("a CALLERROR has 5 elements, this frame has {}", items.len()),
                     ));
                 }
-                let (Value::String(code), Value::String(description)) = (&items[2], &items[3])
-                else {
+                let (Value::String(code), Value::String(description)) = (&items[2], &items[3]) else {
                     return Err(FrameError::new(
                         id,
                         ErrorCode::FormationViolation,
@@ -270,11 +227,7 @@ impl Frame {
                     details: items[4].clone(),
                 }))
             }
-            other => Err(FrameError::new(
-                id,
-                ErrorCode::ProtocolError,
-                format!("unknown message type id {other}"),
-            )),
+            other => Err(FrameError::new(id, ErrorCode::ProtocolError, format!("unknown message type id {other}"))),
         }
     }
 
@@ -300,11 +253,7 @@ impl Frame {
 }
 
 impl CallError {
-    pub fn new(
-        unique_id: impl Into<String>,
-        code: ErrorCode,
-        description: impl Into<String>,
-    ) -> Self {
+    pub fn new(unique_id: impl Into<String>, code: ErrorCode, description: impl Into<String>) -> Self {
         Self {
             unique_id: unique_id.into(),
             code: code.as_str().to_string(),
@@ -325,35 +274,19 @@ mod tests {
     #[test]
     fn decodes_each_message_type() {
         let call = Frame::parse(r#"[2,"a1","Heartbeat",{}]"#).unwrap();
-        assert_eq!(
-            call,
-            Frame::Call(Call {
-                unique_id: "a1".into(),
-                action: "Heartbeat".into(),
-                payload: json!({})
-            })
-        );
+        assert_eq!(call, Frame::Call(Call { unique_id: "a1".into(), action: "Heartbeat".into(), payload: json!({}) }));
         let res = Frame::parse(r#"[3,"a2",{"status":"Accepted"}]"#).unwrap();
         assert_eq!(
             res,
-            Frame::CallResult(CallResult {
-                unique_id: "a2".into(),
-                payload: json!({"status":"Accepted"})
-            })
+            Frame::CallResult(CallResult { unique_id: "a2".into(), payload: json!({"status":"Accepted"}) })
         );
         let e = Frame::parse(r#"[4,"a3","NotImplemented","nope",{}]"#).unwrap();
-        assert!(
-            matches!(e, Frame::CallError(CallError { ref code, .. }) if code == "NotImplemented")
-        );
+        assert!(matches!(e, Frame::CallError(CallError { ref code, .. }) if code == "NotImplemented"));
     }
 
     #[test]
     fn round_trips_through_text() {
-        let f = Frame::Call(Call {
-            unique_id: "x".into(),
-            action: "Reset".into(),
-            payload: json!({"type":"Soft"}),
-        });
+        let f = Frame::Call(Call { unique_id: "x".into(), action: "Reset".into(), payload: json!({"type":"Soft"}) });
         assert_eq!(Frame::parse(&f.to_text()).unwrap(), f);
     }
 
@@ -369,28 +302,19 @@ mod tests {
     #[test]
     fn structural_errors_keep_the_unique_id() {
         let e = err(r#"[2,"id7","Heartbeat"]"#);
-        assert_eq!(
-            (e.code, e.unique_id.as_deref()),
-            (ErrorCode::FormationViolation, Some("id7"))
-        );
+        assert_eq!((e.code, e.unique_id.as_deref()), (ErrorCode::FormationViolation, Some("id7")));
         let e = err(r#"[2,"id8","Heartbeat",[]]"#);
         assert_eq!(e.code, ErrorCode::FormationViolation);
         let e = err(r#"[2,"id9",17,{}]"#);
         assert_eq!(e.code, ErrorCode::FormationViolation);
         let e = err(r#"["2","id10","Heartbeat",{}]"#);
-        assert_eq!(
-            (e.code, e.unique_id.as_deref()),
-            (ErrorCode::FormationViolation, Some("id10"))
-        );
+        assert_eq!((e.code, e.unique_id.as_deref()), (ErrorCode::FormationViolation, Some("id10")));
     }
 
     #[test]
     fn unknown_message_type_is_a_protocol_error() {
         let e = err(r#"[7,"id1","Heartbeat",{}]"#);
-        assert_eq!(
-            (e.code, e.unique_id.as_deref()),
-            (ErrorCode::ProtocolError, Some("id1"))
-        );
+        assert_eq!((e.code, e.unique_id.as_deref()), (ErrorCode::ProtocolError, Some("id1")));
     }
 
     #[test]

@@ -46,14 +46,10 @@ impl SchemaSet {
     fn compile(sources: &[(&'static str, &'static str, &'static str)]) -> Self {
         let mut validators = HashMap::new();
         for (action, request, response) in sources {
-            for (direction, text) in [
-                (Direction::Request, request),
-                (Direction::Response, response),
-            ] {
+            for (direction, text) in [(Direction::Request, request), (Direction::Response, response)] {
                 // The schemas are compiled into the binary and checked by the tests below, so a failure
                 // here is a build defect, not an input error.
-                let schema: Value =
-                    serde_json::from_str(text).expect("vendored OCPP schema is valid JSON");
+                let schema: Value = serde_json::from_str(text).expect("vendored OCPP schema is valid JSON");
                 let validator = jsonschema::draft4::options()
                     .should_validate_formats(true)
                     .build(&schema)
@@ -70,12 +66,7 @@ impl SchemaSet {
     }
 
     /// Check a payload. `None` when the action is unknown to this version.
-    pub fn validate(
-        &self,
-        action: &str,
-        direction: Direction,
-        payload: &Value,
-    ) -> Option<Result<(), SchemaViolation>> {
+    pub fn validate(&self, action: &str, direction: Direction, payload: &Value) -> Option<Result<(), SchemaViolation>> {
         let validator = self.validators.get(&(action, direction))?;
         Some(match validator.validate(payload) {
             Ok(()) => Ok(()),
@@ -98,16 +89,12 @@ impl SchemaSet {
 fn code_for(kind: &ValidationErrorKind) -> ErrorCode {
     use ValidationErrorKind as K;
     match kind {
-        K::Type { .. } | K::MaxLength { .. } | K::MinLength { .. } => {
-            ErrorCode::TypeConstraintViolation
-        }
+        K::Type { .. } | K::MaxLength { .. } | K::MinLength { .. } => ErrorCode::TypeConstraintViolation,
         K::Required { .. } => ErrorCode::ProtocolError,
-        K::MaxItems { .. } | K::MinItems { .. } | K::UniqueItems => {
-            ErrorCode::OccurenceConstraintViolation
+        K::MaxItems { .. } | K::MinItems { .. } | K::UniqueItems => ErrorCode::OccurenceConstraintViolation,
+        K::AdditionalProperties { .. } | K::AdditionalItems { .. } | K::UnevaluatedProperties { .. } => {
+            ErrorCode::FormationViolation
         }
-        K::AdditionalProperties { .. }
-        | K::AdditionalItems { .. }
-        | K::UnevaluatedProperties { .. } => ErrorCode::FormationViolation,
         _ => ErrorCode::PropertyConstraintViolation,
     }
 }
@@ -189,10 +176,7 @@ mod tests {
     use serde_json::json;
 
     fn violation(action: &str, payload: Value) -> SchemaViolation {
-        v16()
-            .validate(action, Direction::Request, &payload)
-            .expect("known action")
-            .expect_err("should be invalid")
+        v16().validate(action, Direction::Request, &payload).expect("known action").expect_err("should be invalid")
     }
 
     #[test]
@@ -212,9 +196,7 @@ mod tests {
 
     #[test]
     fn unknown_action_is_none() {
-        assert!(v16()
-            .validate("Teleport", Direction::Request, &json!({}))
-            .is_none());
+        assert!(v16().validate("Teleport", Direction::Request, &json!({})).is_none());
         assert!(!v16().knows("Teleport"));
     }
 
@@ -224,23 +206,15 @@ mod tests {
         assert_eq!(v.code, ErrorCode::ProtocolError);
         assert!(v.message.contains("chargePointModel"), "{v}");
 
-        let v = violation(
-            "BootNotification",
-            json!({"chargePointVendor": 5, "chargePointModel": "X"}),
-        );
+        let v = violation("BootNotification", json!({"chargePointVendor": 5, "chargePointModel": "X"}));
         assert_eq!(v.code, ErrorCode::TypeConstraintViolation);
         assert_eq!(v.path, "/chargePointVendor");
 
-        let v = violation(
-            "BootNotification",
-            json!({"chargePointVendor": "A".repeat(21), "chargePointModel": "X"}),
-        );
+        let v = violation("BootNotification", json!({"chargePointVendor": "A".repeat(21), "chargePointModel": "X"}));
         assert_eq!(v.code, ErrorCode::TypeConstraintViolation);
 
-        let v = violation(
-            "BootNotification",
-            json!({"chargePointVendor": "A", "chargePointModel": "X", "color": "red"}),
-        );
+        let v =
+            violation("BootNotification", json!({"chargePointVendor": "A", "chargePointModel": "X", "color": "red"}));
         assert_eq!(v.code, ErrorCode::FormationViolation);
 
         let v = violation("Reset", json!({"type": "Medium"}));

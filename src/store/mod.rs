@@ -1,12 +1,14 @@
 //! The system of record behind a trait, so the embedded sled store and (in cluster mode) a shared
 //! store serve the same contract.
 
+mod group_commit;
 mod sled_store;
 
+pub use group_commit::{CommitPolicy, GroupCommit};
 pub use sled_store::SledStore;
 
 use crate::model::{
-    Account, ApiToken, IdTag, MeterRecord, NewTransaction, Station, StationEvent, Transaction,
+    Account, ApiToken, CommandRecord, IdTag, MeterRecord, NewTransaction, Station, StationEvent, Transaction,
     TransactionStop,
 };
 use async_trait::async_trait;
@@ -80,20 +82,14 @@ pub trait Store: Send + Sync + 'static {
         transaction_id: i32,
         stop: &TransactionStop,
     ) -> StoreResult<StopOutcome>;
-    async fn transaction(
-        &self,
-        account_id: &str,
-        transaction_id: i32,
-    ) -> StoreResult<Option<Transaction>>;
+    async fn transaction(&self, account_id: &str, transaction_id: i32) -> StoreResult<Option<Transaction>>;
     /// The account's transactions, newest first, optionally for one station.
-    async fn transactions(
-        &self,
-        account_id: &str,
-        station_id: Option<&str>,
-    ) -> StoreResult<Vec<Transaction>>;
+    async fn transactions(&self, account_id: &str, station_id: Option<&str>) -> StoreResult<Vec<Transaction>>;
 
+    /// Keeps meter readings. A reading is identified by its station, connector, transaction, timestamp
+    /// and values, so a retried MeterValues stores nothing twice.
     async fn add_meter_values(&self, account_id: &str, records: &[MeterRecord]) -> StoreResult<()>;
-    /// Meter readings of one transaction, oldest first.
+    /// Meter readings of one transaction, by timestamp.
     async fn transaction_meter_values(
         &self,
         account_id: &str,
@@ -103,6 +99,17 @@ pub trait Store: Send + Sync + 'static {
 
     async fn add_event(&self, account_id: &str, event: &StationEvent) -> StoreResult<()>;
     async fn events(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<StationEvent>>;
+
+    /// Appends a command to its station's queue.
+    async fn enqueue_command(&self, command: &CommandRecord) -> StoreResult<()>;
+    /// Replaces a command's record; once it is no longer `Queued` it leaves its station's queue.
+    async fn update_command(&self, command: &CommandRecord) -> StoreResult<()>;
+    async fn command(&self, account_id: &str, station_id: &str, command_id: &str)
+        -> StoreResult<Option<CommandRecord>>;
+    /// The station's commands still `Queued`, in the order they were queued.
+    async fn queued_commands(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<CommandRecord>>;
+    /// Every queued command of every station, how many (for the queue gauge at start-up).
+    async fn queued_command_count(&self) -> StoreResult<usize>;
 
     /// Makes every write that returned before this call durable.
     async fn flush(&self) -> StoreResult<()>;

@@ -3,13 +3,15 @@
 //! Keys are the parts of a record's identity joined by a NUL byte (ids never contain one: the API and
 //! the WebSocket endpoint refuse them), so a tenant's records share a prefix and list with one scan.
 
+use super::group_commit::{CommitPolicy, GroupCommit};
 use super::{StationUpdate, StopOutcome, Store, StoreError, StoreResult};
 use crate::model::{
-    Account, ApiToken, IdTag, MeterRecord, NewTransaction, Station, StationEvent, Transaction,
-    TransactionStop,
+    Account, ApiToken, CommandRecord, CommandStatus, IdTag, MeterRecord, NewTransaction, Station, StationEvent,
+    Transaction, TransactionStop,
 };
 use async_trait::async_trait;
 use serde::{de::DeserializeOwned, Serialize};
+use sha2::{Digest, Sha256};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use std::path::Path;
 
@@ -30,7 +32,10 @@ pub struct SledStore {
     transaction_starts: sled::Tree,
     meter_values: sled::Tree,
     events: sled::Tree,
+    commands: sled::Tree,
+    command_queue: sled::Tree,
     meta: sled::Tree,
+    commit: GroupCommit,
 }
 
 fn key(parts: &[&[u8]]) -> Vec<u8> {
@@ -63,16 +68,11 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
 }
 
 fn get<T: DeserializeOwned>(tree: &sled::Tree, k: &[u8]) -> StoreResult<Option<T>> {
-    tree.get(k)
-        .map_err(backend)?
-        .map(|v| decode(&v))
-        .transpose()
+    tree.get(k).map_err(backend)?.map(|v| decode(&v)).transpose()
 }
 
 fn scan<T: DeserializeOwned>(tree: &sled::Tree, p: &[u8]) -> StoreResult<Vec<T>> {
-    tree.scan_prefix(p)
-        .map(|item| item.map_err(backend).and_then(|(_, v)| decode(&v)))
-        .collect()
+    tree.scan_prefix(p).map(|item| item.map_err(backend).and_then(|(_, v)| decode(&v))).collect()
 }
 
 /// Unwraps a sled transaction result whose abort value is a `StoreError`.
@@ -88,13 +88,10 @@ fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
 }
 
 impl SledStore {
-    /// Opens (or creates) the database in `dir`.
-    pub fn open(dir: &Path) -> StoreResult<Self> {
+    /// Opens (or creates) the database in `dir`; [`Store::flush`] follows `policy`.
+    pub fn open(dir: &Path, policy: CommitPolicy) -> StoreResult<Self> {
         let db = sled::Config::new().path(dir).open().map_err(backend)?;
-        Self::from_db(db)
-    }
-
-    fn from_db(db: sled::Db) -> StoreResult<Self> {
+        let commit = GroupCommit::start(db.clone(), policy).map_err(backend)?;
         let tree = |name: &str| db.open_tree(name).map_err(backend);
         Ok(Self {
             accounts: tree("accounts")?,
@@ -107,7 +104,10 @@ impl SledStore {
             transaction_starts: tree("transaction_starts")?,
             meter_values: tree("meter_values")?,
             events: tree("events")?,
+            commands: tree("commands")?,
+            command_queue: tree("command_queue")?,
             meta: tree("meta")?,
+            commit,
             db,
         })
     }
@@ -128,23 +128,18 @@ impl SledStore {
 impl Store for SledStore {
     async fn create_account(&self, account: &Account) -> StoreResult<()> {
         let value = encode(account)?;
-        let r = (
-            &self.accounts,
-            &self.accounts_by_email,
-            &self.accounts_by_slug,
-        )
-            .transaction(|(a, e, s)| {
-                if e.get(account.email.as_bytes())?.is_some() {
-                    return Err(abort(StoreError::Conflict("email")));
-                }
-                if s.get(account.slug.as_bytes())?.is_some() {
-                    return Err(abort(StoreError::Conflict("slug")));
-                }
-                e.insert(account.email.as_bytes(), account.id.as_bytes())?;
-                s.insert(account.slug.as_bytes(), account.id.as_bytes())?;
-                a.insert(account.id.as_bytes(), value.as_slice())?;
-                Ok(())
-            });
+        let r = (&self.accounts, &self.accounts_by_email, &self.accounts_by_slug).transaction(|(a, e, s)| {
+            if e.get(account.email.as_bytes())?.is_some() {
+                return Err(abort(StoreError::Conflict("email")));
+            }
+            if s.get(account.slug.as_bytes())?.is_some() {
+                return Err(abort(StoreError::Conflict("slug")));
+            }
+            e.insert(account.email.as_bytes(), account.id.as_bytes())?;
+            s.insert(account.slug.as_bytes(), account.id.as_bytes())?;
+            a.insert(account.id.as_bytes(), value.as_slice())?;
+            Ok(())
+        });
         transactional(r)
     }
 
@@ -161,9 +156,7 @@ impl Store for SledStore {
     }
 
     async fn put_token(&self, token_hash: &str, token: &ApiToken) -> StoreResult<()> {
-        self.tokens
-            .insert(token_hash.as_bytes(), encode(token)?)
-            .map_err(backend)?;
+        self.tokens.insert(token_hash.as_bytes(), encode(token)?).map_err(backend)?;
         Ok(())
     }
 
@@ -173,18 +166,13 @@ impl Store for SledStore {
 
     async fn create_station(&self, station: &Station) -> StoreResult<()> {
         let k = key(&[station.account_id.as_bytes(), station.id.as_bytes()]);
-        let swapped = self
-            .stations
-            .compare_and_swap(k, None as Option<&[u8]>, Some(encode(station)?))
-            .map_err(backend)?;
+        let swapped =
+            self.stations.compare_and_swap(k, None as Option<&[u8]>, Some(encode(station)?)).map_err(backend)?;
         swapped.map_err(|_| StoreError::Conflict("station id"))
     }
 
     async fn station(&self, account_id: &str, station_id: &str) -> StoreResult<Option<Station>> {
-        get(
-            &self.stations,
-            &key(&[account_id.as_bytes(), station_id.as_bytes()]),
-        )
+        get(&self.stations, &key(&[account_id.as_bytes(), station_id.as_bytes()]))
     }
 
     async fn stations(&self, account_id: &str) -> StoreResult<Vec<Station>> {
@@ -234,18 +222,11 @@ impl Store for SledStore {
 
     async fn put_id_tag(&self, account_id: &str, tag: &IdTag) -> StoreResult<bool> {
         let k = key(&[account_id.as_bytes(), tag.id_tag.as_bytes()]);
-        Ok(self
-            .id_tags
-            .insert(k, encode(tag)?)
-            .map_err(backend)?
-            .is_none())
+        Ok(self.id_tags.insert(k, encode(tag)?).map_err(backend)?.is_none())
     }
 
     async fn id_tag(&self, account_id: &str, id_tag: &str) -> StoreResult<Option<IdTag>> {
-        get(
-            &self.id_tags,
-            &key(&[account_id.as_bytes(), id_tag.as_bytes()]),
-        )
+        get(&self.id_tags, &key(&[account_id.as_bytes(), id_tag.as_bytes()]))
     }
 
     async fn id_tags(&self, account_id: &str) -> StoreResult<Vec<IdTag>> {
@@ -266,52 +247,38 @@ impl Store for SledStore {
             &tx.meter_start.to_be_bytes(),
         ]);
         let received_at = chrono::Utc::now();
-        let r = (&self.transactions, &self.transaction_starts, &self.meta).transaction(
-            |(txs, starts, meta)| {
-                if let Some(id) = starts.get(&start_key)? {
-                    let id = i32::from_be_bytes(
-                        id.as_ref()
-                            .try_into()
-                            .map_err(|_| abort(backend("bad start index")))?,
-                    );
-                    let existing = txs.get(Self::transaction_key(&tx.account_id, id))?;
-                    let existing = existing
-                        .ok_or_else(|| abort(backend("start index names a missing transaction")))?;
-                    let existing: Transaction = decode(&existing).map_err(abort)?;
-                    return Ok((existing, false));
-                }
-                let next = match meta.get(TX_SEQ_KEY)? {
-                    Some(v) => i32::from_be_bytes(
-                        v.as_ref()
-                            .try_into()
-                            .map_err(|_| abort(backend("bad sequence")))?,
-                    ),
-                    None => 0,
-                }
-                .checked_add(1)
-                .ok_or_else(|| abort(backend("transaction ids exhausted")))?;
-                meta.insert(TX_SEQ_KEY, &next.to_be_bytes())?;
-                let record = Transaction {
-                    id: next,
-                    account_id: tx.account_id.clone(),
-                    station_id: tx.station_id.clone(),
-                    connector_id: tx.connector_id,
-                    id_tag: tx.id_tag.clone(),
-                    id_tag_status: tx.id_tag_status,
-                    meter_start: tx.meter_start,
-                    start_timestamp: tx.start_timestamp,
-                    reservation_id: tx.reservation_id,
-                    stop: None,
-                    started_received_at: received_at,
-                };
-                txs.insert(
-                    Self::transaction_key(&tx.account_id, next),
-                    encode(&record).map_err(abort)?,
-                )?;
-                starts.insert(start_key.as_slice(), &next.to_be_bytes())?;
-                Ok((record, true))
-            },
-        );
+        let r = (&self.transactions, &self.transaction_starts, &self.meta).transaction(|(txs, starts, meta)| {
+            if let Some(id) = starts.get(&start_key)? {
+                let id = i32::from_be_bytes(id.as_ref().try_into().map_err(|_| abort(backend("bad start index")))?);
+                let existing = txs.get(Self::transaction_key(&tx.account_id, id))?;
+                let existing = existing.ok_or_else(|| abort(backend("start index names a missing transaction")))?;
+                let existing: Transaction = decode(&existing).map_err(abort)?;
+                return Ok((existing, false));
+            }
+            let next = match meta.get(TX_SEQ_KEY)? {
+                Some(v) => i32::from_be_bytes(v.as_ref().try_into().map_err(|_| abort(backend("bad sequence")))?),
+                None => 0,
+            }
+            .checked_add(1)
+            .ok_or_else(|| abort(backend("transaction ids exhausted")))?;
+            meta.insert(TX_SEQ_KEY, &next.to_be_bytes())?;
+            let record = Transaction {
+                id: next,
+                account_id: tx.account_id.clone(),
+                station_id: tx.station_id.clone(),
+                connector_id: tx.connector_id,
+                id_tag: tx.id_tag.clone(),
+                id_tag_status: tx.id_tag_status,
+                meter_start: tx.meter_start,
+                start_timestamp: tx.start_timestamp,
+                reservation_id: tx.reservation_id,
+                stop: None,
+                started_received_at: received_at,
+            };
+            txs.insert(Self::transaction_key(&tx.account_id, next), encode(&record).map_err(abort)?)?;
+            starts.insert(start_key.as_slice(), &next.to_be_bytes())?;
+            Ok((record, true))
+        });
         transactional(r)
     }
 
@@ -341,24 +308,12 @@ impl Store for SledStore {
         transactional(r)
     }
 
-    async fn transaction(
-        &self,
-        account_id: &str,
-        transaction_id: i32,
-    ) -> StoreResult<Option<Transaction>> {
-        get(
-            &self.transactions,
-            &Self::transaction_key(account_id, transaction_id),
-        )
+    async fn transaction(&self, account_id: &str, transaction_id: i32) -> StoreResult<Option<Transaction>> {
+        get(&self.transactions, &Self::transaction_key(account_id, transaction_id))
     }
 
-    async fn transactions(
-        &self,
-        account_id: &str,
-        station_id: Option<&str>,
-    ) -> StoreResult<Vec<Transaction>> {
-        let mut all: Vec<Transaction> =
-            scan(&self.transactions, &prefix(&[account_id.as_bytes()]))?;
+    async fn transactions(&self, account_id: &str, station_id: Option<&str>) -> StoreResult<Vec<Transaction>> {
+        let mut all: Vec<Transaction> = scan(&self.transactions, &prefix(&[account_id.as_bytes()]))?;
         if let Some(station) = station_id {
             all.retain(|t| t.station_id == station);
         }
@@ -369,15 +324,23 @@ impl Store for SledStore {
     async fn add_meter_values(&self, account_id: &str, records: &[MeterRecord]) -> StoreResult<()> {
         let mut batch = sled::Batch::default();
         for record in records {
-            let seq = self.db.generate_id().map_err(backend)?;
             let tx = record.transaction_id.unwrap_or(0);
+            let value = encode(record)?;
+            // Keyed by what the reading is, so the same reading sent twice is stored once, and a
+            // transaction's readings list in time order.
+            let fingerprint = Sha256::digest(&value);
+            let millis = record.meter_value.timestamp.timestamp_millis();
+            // Flip the sign bit so that negative (pre-1970) times still sort before positive ones.
+            let time = ((millis as u64) ^ (1 << 63)).to_be_bytes();
             let k = key(&[
                 account_id.as_bytes(),
                 record.station_id.as_bytes(),
                 &tx.to_be_bytes(),
-                &seq.to_be_bytes(),
+                &time,
+                &record.connector_id.to_be_bytes(),
+                &fingerprint[..8],
             ]);
-            batch.insert(k, encode(record)?);
+            batch.insert(k, value);
         }
         self.meter_values.apply_batch(batch).map_err(backend)
     }
@@ -390,34 +353,77 @@ impl Store for SledStore {
     ) -> StoreResult<Vec<MeterRecord>> {
         scan(
             &self.meter_values,
-            &prefix(&[
-                account_id.as_bytes(),
-                station_id.as_bytes(),
-                &transaction_id.to_be_bytes(),
-            ]),
+            &prefix(&[account_id.as_bytes(), station_id.as_bytes(), &transaction_id.to_be_bytes()]),
         )
     }
 
     async fn add_event(&self, account_id: &str, event: &StationEvent) -> StoreResult<()> {
         let seq = self.db.generate_id().map_err(backend)?;
-        let k = key(&[
-            account_id.as_bytes(),
-            event.station_id.as_bytes(),
-            &seq.to_be_bytes(),
-        ]);
+        let k = key(&[account_id.as_bytes(), event.station_id.as_bytes(), &seq.to_be_bytes()]);
         self.events.insert(k, encode(event)?).map_err(backend)?;
         Ok(())
     }
 
     async fn events(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<StationEvent>> {
-        scan(
-            &self.events,
-            &prefix(&[account_id.as_bytes(), station_id.as_bytes()]),
-        )
+        scan(&self.events, &prefix(&[account_id.as_bytes(), station_id.as_bytes()]))
+    }
+
+    async fn enqueue_command(&self, command: &CommandRecord) -> StoreResult<()> {
+        let record_key = key(&[command.account_id.as_bytes(), command.station_id.as_bytes(), command.id.as_bytes()]);
+        let seq = self.db.generate_id().map_err(backend)?;
+        let queue_key = key(&[command.account_id.as_bytes(), command.station_id.as_bytes(), &seq.to_be_bytes()]);
+        let value = encode(command)?;
+        let r = (&self.commands, &self.command_queue).transaction(|(commands, queue)| {
+            commands.insert(record_key.as_slice(), value.as_slice())?;
+            queue.insert(queue_key.as_slice(), command.id.as_bytes())?;
+            Ok(())
+        });
+        transactional(r)
+    }
+
+    async fn update_command(&self, command: &CommandRecord) -> StoreResult<()> {
+        let record_key = key(&[command.account_id.as_bytes(), command.station_id.as_bytes(), command.id.as_bytes()]);
+        self.commands.insert(record_key, encode(command)?).map_err(backend)?;
+        if command.status != CommandStatus::Queued {
+            let p = prefix(&[command.account_id.as_bytes(), command.station_id.as_bytes()]);
+            for item in self.command_queue.scan_prefix(p) {
+                let (k, id) = item.map_err(backend)?;
+                if id.as_ref() == command.id.as_bytes() {
+                    self.command_queue.remove(k).map_err(backend)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn command(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        command_id: &str,
+    ) -> StoreResult<Option<CommandRecord>> {
+        get(&self.commands, &key(&[account_id.as_bytes(), station_id.as_bytes(), command_id.as_bytes()]))
+    }
+
+    async fn queued_commands(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<CommandRecord>> {
+        let mut out = Vec::new();
+        for item in self.command_queue.scan_prefix(prefix(&[account_id.as_bytes(), station_id.as_bytes()])) {
+            let (_, id) = item.map_err(backend)?;
+            let k = key(&[account_id.as_bytes(), station_id.as_bytes(), &id]);
+            if let Some(record) = get::<CommandRecord>(&self.commands, &k)? {
+                if record.status == CommandStatus::Queued {
+                    out.push(record);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn queued_command_count(&self) -> StoreResult<usize> {
+        Ok(self.command_queue.len())
     }
 
     async fn flush(&self) -> StoreResult<()> {
-        self.db.flush_async().await.map_err(backend)?;
-        Ok(())
+        self.commit.durable().await.map_err(StoreError::Backend)
     }
 }

@@ -8,14 +8,8 @@ async fn an_account_signs_up_signs_in_and_sees_itself() {
     let t = app.tenant("acme").await;
     let (status, me) = app.get("/account", &t.token).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        (me["slug"].as_str(), me["email"].as_str()),
-        (Some("acme"), Some("ops@acme.example"))
-    );
-    assert!(
-        me.get("password_hash").is_none(),
-        "no secret leaves the API: {me}"
-    );
+    assert_eq!((me["slug"].as_str(), me["email"].as_str()), (Some("acme"), Some("ops@acme.example")));
+    assert!(me.get("password_hash").is_none(), "no secret leaves the API: {me}");
 }
 
 #[tokio::test]
@@ -23,26 +17,9 @@ async fn email_and_slug_are_unique() {
     let app = spawn_app().await;
     app.tenant("acme").await;
     let body = |email: &str, slug: &str| json!({"email": email, "password": "long-enough", "name": "N", "slug": slug});
-    let (status, err) = app
-        .request(
-            Method::POST,
-            "/accounts",
-            None,
-            Some(body("OPS@acme.example", "other")),
-        )
-        .await;
-    assert_eq!(
-        (status, err["code"].as_str()),
-        (StatusCode::CONFLICT, Some("conflict"))
-    );
-    let (status, _) = app
-        .request(
-            Method::POST,
-            "/accounts",
-            None,
-            Some(body("new@acme.example", "acme")),
-        )
-        .await;
+    let (status, err) = app.request(Method::POST, "/accounts", None, Some(body("OPS@acme.example", "other"))).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")));
+    let (status, _) = app.request(Method::POST, "/accounts", None, Some(body("new@acme.example", "acme"))).await;
     assert_eq!(status, StatusCode::CONFLICT);
 }
 
@@ -56,9 +33,7 @@ async fn bad_sign_up_input_is_refused_with_a_stable_error() {
         json!({"email": "a@b.example", "password": "long-enough", "name": "", "slug": "ok"}),
     ];
     for body in cases {
-        let (status, err) = app
-            .request(Method::POST, "/accounts", None, Some(body.clone()))
-            .await;
+        let (status, err) = app.request(Method::POST, "/accounts", None, Some(body.clone())).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(err["code"], "invalid_field", "{err}");
         assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()));
@@ -81,22 +56,11 @@ async fn wrong_password_and_missing_or_forged_tokens_are_unauthorized() {
     let app = spawn_app().await;
     app.tenant("acme").await;
     let (status, err) = app
-        .request(
-            Method::POST,
-            "/sessions",
-            None,
-            Some(json!({"email": "ops@acme.example", "password": "wrong-pass"})),
-        )
+        .request(Method::POST, "/sessions", None, Some(json!({"email": "ops@acme.example", "password": "wrong-pass"})))
         .await;
-    assert_eq!(
-        (status, err["code"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
-    );
+    assert_eq!((status, err["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
     let (status, err) = app.request(Method::GET, "/stations", None, None).await;
-    assert_eq!(
-        (status, err["code"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
-    );
+    assert_eq!((status, err["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
     let (status, _) = app.get("/stations", "forged-token").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
@@ -106,35 +70,17 @@ async fn unknown_routes_answer_json_404_and_health_endpoints_answer() {
     let app = spawn_app().await;
     let res = app.http.get(app.url("/nope")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
-    assert_eq!(
-        res.json::<serde_json::Value>().await.unwrap()["code"],
-        "not_found"
-    );
+    assert_eq!(res.json::<serde_json::Value>().await.unwrap()["code"], "not_found");
     for path in ["/healthz", "/readyz"] {
-        assert_eq!(
-            app.http.get(app.url(path)).send().await.unwrap().status(),
-            StatusCode::OK,
-            "{path}"
-        );
+        assert_eq!(app.http.get(app.url(path)).send().await.unwrap().status(), StatusCode::OK, "{path}");
     }
 }
 
 #[tokio::test]
 async fn the_openapi_document_lists_every_route() {
     let app = spawn_app().await;
-    let doc: serde_json::Value = app
-        .http
-        .get(app.api("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(
-        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
-        "{doc}"
-    );
+    let doc: serde_json::Value = app.http.get(app.api("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "{doc}");
     let paths = doc["paths"].as_object().expect("paths");
     for (path, method) in [
         ("/api/v1/accounts", "post"),
@@ -153,9 +99,6 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/v1/transactions", "get"),
         ("/api/v1/transactions/{id}", "get"),
     ] {
-        assert!(
-            paths.get(path).and_then(|p| p.get(method)).is_some(),
-            "OpenAPI lacks {method} {path}"
-        );
+        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "OpenAPI lacks {method} {path}");
     }
 }

@@ -44,19 +44,13 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings) + Send + 'static) 
     std::thread::spawn(move || {
         let system = actix_rt::System::new();
         system.block_on(async move {
-            let app = Application::build(settings)
-                .await
-                .expect("application builds");
+            let app = Application::build(settings).await.expect("application builds");
             let _ = tx.send(app.port());
             let _ = app.run_until_stopped().await;
         });
     });
     let port = rx.await.expect("application started");
-    TestApp {
-        port,
-        http: reqwest::Client::new(),
-        _data: data,
-    }
+    TestApp { port, http: reqwest::Client::new(), _data: data }
 }
 
 /// A signed-up tenant with a bearer token.
@@ -92,22 +86,17 @@ impl TestApp {
         let res = req.send().await.expect("request sent");
         let status = res.status();
         let text = res.text().await.expect("body read");
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
+        let body =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         (status, body)
     }
 
     pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
-        self.request(reqwest::Method::GET, path, Some(token), None)
-            .await
+        self.request(reqwest::Method::GET, path, Some(token), None).await
     }
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
-        self.request(reqwest::Method::POST, path, Some(token), Some(body))
-            .await
+        self.request(reqwest::Method::POST, path, Some(token), Some(body)).await
     }
 
     /// Creates an account with this slug and signs in.
@@ -118,32 +107,20 @@ impl TestApp {
                 reqwest::Method::POST,
                 "/accounts",
                 None,
-                Some(
-                    json!({"email": email, "password": "s3cret-pass", "name": slug, "slug": slug}),
-                ),
+                Some(json!({"email": email, "password": "s3cret-pass", "name": slug, "slug": slug})),
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         let (status, body) = self
-            .request(
-                reqwest::Method::POST,
-                "/sessions",
-                None,
-                Some(json!({"email": email, "password": "s3cret-pass"})),
-            )
+            .request(reqwest::Method::POST, "/sessions", None, Some(json!({"email": email, "password": "s3cret-pass"})))
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        Tenant {
-            token: body["token"].as_str().expect("token").to_string(),
-            slug: slug.to_string(),
-        }
+        Tenant { token: body["token"].as_str().expect("token").to_string(), slug: slug.to_string() }
     }
 
     /// Provisions a station and returns its password.
     pub async fn station(&self, tenant: &Tenant, id: &str) -> String {
-        let (status, body) = self
-            .post("/stations", &tenant.token, json!({"id": id}))
-            .await;
+        let (status, body) = self.post("/stations", &tenant.token, json!({"id": id})).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body["password"].as_str().expect("password").to_string()
     }
@@ -151,20 +128,11 @@ impl TestApp {
     /// Provisions a station and connects it.
     pub async fn connected_station(&self, tenant: &Tenant, id: &str) -> StationClient {
         let password = self.station(tenant, id).await;
-        StationClient::connect(self.port, &tenant.slug, id, &password)
-            .await
-            .expect("station connects")
+        StationClient::connect(self.port, &tenant.slug, id, &password).await.expect("station connects")
     }
 
     pub async fn metrics(&self) -> String {
-        self.http
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.http.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
     }
 }
 
@@ -182,34 +150,21 @@ pub async fn try_connect(
     auth: Option<(&str, &str)>,
     protocols: Option<&str>,
 ) -> Result<StationClient, String> {
-    let mut request = format!("ws://127.0.0.1:{port}/ocpp/{tenant}/{id}")
-        .into_client_request()
-        .map_err(|e| e.to_string())?;
+    let mut request =
+        format!("ws://127.0.0.1:{port}/ocpp/{tenant}/{id}").into_client_request().map_err(|e| e.to_string())?;
     if let Some(p) = protocols {
-        request
-            .headers_mut()
-            .insert("Sec-WebSocket-Protocol", HeaderValue::from_str(p).unwrap());
+        request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_str(p).unwrap());
     }
     if let Some((user, pass)) = auth {
         use base64::Engine;
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-        request.headers_mut().insert(
-            "Authorization",
-            HeaderValue::from_str(&format!("Basic {token}")).unwrap(),
-        );
+        request.headers_mut().insert("Authorization", HeaderValue::from_str(&format!("Basic {token}")).unwrap());
     }
     match tokio_tungstenite::connect_async(request).await {
         Ok((ws, response)) => {
             if protocols.is_some() {
-                let chosen = response
-                    .headers()
-                    .get("Sec-WebSocket-Protocol")
-                    .and_then(|v| v.to_str().ok());
-                assert_eq!(
-                    chosen,
-                    Some("ocpp1.6"),
-                    "server must confirm the subprotocol"
-                );
+                let chosen = response.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok());
+                assert_eq!(chosen, Some("ocpp1.6"), "server must confirm the subprotocol");
             }
             Ok(StationClient { ws, next_id: 1 })
         }
@@ -221,20 +176,12 @@ pub async fn try_connect(
 }
 
 impl StationClient {
-    pub async fn connect(
-        port: u16,
-        tenant: &str,
-        id: &str,
-        password: &str,
-    ) -> Result<StationClient, String> {
+    pub async fn connect(port: u16, tenant: &str, id: &str, password: &str) -> Result<StationClient, String> {
         try_connect(port, tenant, id, Some((id, password)), Some("ocpp1.6")).await
     }
 
     pub async fn send_text(&mut self, text: &str) {
-        self.ws
-            .send(Message::Text(text.to_string()))
-            .await
-            .expect("frame sent");
+        self.ws.send(Message::Text(text.to_string())).await.expect("frame sent");
     }
 
     /// The next OCPP-J frame from the server (pings are answered on the way).
@@ -263,14 +210,9 @@ impl StationClient {
     pub async fn call(&mut self, action: &str, payload: Value) -> Value {
         let id = format!("m{}", self.next_id);
         self.next_id += 1;
-        self.send_text(&json!([2, id, action, payload]).to_string())
-            .await;
+        self.send_text(&json!([2, id, action, payload]).to_string()).await;
         let answer = self.recv().await;
-        assert_eq!(
-            answer[1],
-            json!(id),
-            "answer correlates to the call: {answer}"
-        );
+        assert_eq!(answer[1], json!(id), "answer correlates to the call: {answer}");
         answer
     }
 
@@ -282,10 +224,6 @@ impl StationClient {
     }
 
     pub async fn boot(&mut self) -> Value {
-        self.ok(
-            "BootNotification",
-            json!({"chargePointVendor": "ACME", "chargePointModel": "Test-1"}),
-        )
-        .await
+        self.ok("BootNotification", json!({"chargePointVendor": "ACME", "chargePointModel": "Test-1"})).await
     }
 }

@@ -6,40 +6,26 @@ use serde_json::json;
 async fn a_charging_session_from_boot_to_stop_shows_in_the_api_with_its_energy() {
     let app = spawn_app().await;
     let t = app.tenant("acme").await;
-    let (status, _) = app
-        .request(
-            Method::PUT,
-            "/id-tags/RFID-1",
-            Some(&t.token),
-            Some(json!({"status": "Accepted"})),
-        )
-        .await;
+    let (status, _) =
+        app.request(Method::PUT, "/id-tags/RFID-1", Some(&t.token), Some(json!({"status": "Accepted"}))).await;
     assert_eq!(status, StatusCode::CREATED);
     let mut cp = app.connected_station(&t, "CP001").await;
 
     let boot = cp.boot().await;
-    assert_eq!(
-        (boot["status"].as_str(), boot["interval"].as_u64()),
-        (Some("Accepted"), Some(300))
-    );
+    assert_eq!((boot["status"].as_str(), boot["interval"].as_u64()), (Some("Accepted"), Some(300)));
     assert!(cp.ok("Heartbeat", json!({})).await["currentTime"].is_string());
-    cp.ok(
-        "StatusNotification",
-        json!({"connectorId": 1, "errorCode": "NoError", "status": "Preparing"}),
-    )
-    .await;
+    cp.ok("StatusNotification", json!({"connectorId": 1, "errorCode": "NoError", "status": "Preparing"})).await;
     let auth = cp.ok("Authorize", json!({"idTag": "RFID-1"})).await;
     assert_eq!(auth["idTagInfo"]["status"], "Accepted");
     let start = cp
-        .ok("StartTransaction", json!({"connectorId": 1, "idTag": "RFID-1", "meterStart": 12000, "timestamp": "2026-11-25T10:00:00Z"}))
+        .ok(
+            "StartTransaction",
+            json!({"connectorId": 1, "idTag": "RFID-1", "meterStart": 12000, "timestamp": "2026-11-25T10:00:00Z"}),
+        )
         .await;
     assert_eq!(start["idTagInfo"]["status"], "Accepted");
     let tx = start["transactionId"].as_i64().expect("transaction id");
-    cp.ok(
-        "StatusNotification",
-        json!({"connectorId": 1, "errorCode": "NoError", "status": "Charging"}),
-    )
-    .await;
+    cp.ok("StatusNotification", json!({"connectorId": 1, "errorCode": "NoError", "status": "Charging"})).await;
     cp.ok(
         "MeterValues",
         json!({"connectorId": 1, "transactionId": tx, "meterValue": [{"timestamp": "2026-11-25T10:15:00Z", "sampledValue": [
@@ -59,10 +45,7 @@ async fn a_charging_session_from_boot_to_stop_shows_in_the_api_with_its_energy()
     assert_eq!(station["open_transactions"]["1"], tx);
     assert_eq!(station["boot"]["charge_point_vendor"], "ACME");
     let (_, active) = app.get(&format!("/transactions/{tx}"), &t.token).await;
-    assert_eq!(
-        (active["status"].as_str(), active["energy_wh"].is_null()),
-        (Some("active"), true)
-    );
+    assert_eq!((active["status"].as_str(), active["energy_wh"].is_null()), (Some("active"), true));
 
     let stop = cp
         .ok("StopTransaction", json!({"transactionId": tx, "meterStop": 20500, "timestamp": "2026-11-25T11:00:00Z", "idTag": "RFID-1", "reason": "Local",
@@ -70,31 +53,18 @@ async fn a_charging_session_from_boot_to_stop_shows_in_the_api_with_its_energy()
         .await;
     assert_eq!(stop["idTagInfo"]["status"], "Accepted");
     // A retried StopTransaction (the answer was lost) changes nothing.
-    cp.ok(
-        "StopTransaction",
-        json!({"transactionId": tx, "meterStop": 99999, "timestamp": "2026-11-25T11:05:00Z"}),
-    )
-    .await;
+    cp.ok("StopTransaction", json!({"transactionId": tx, "meterStop": 99999, "timestamp": "2026-11-25T11:05:00Z"}))
+        .await;
 
     let (status, done) = app.get(&format!("/transactions/{tx}"), &t.token).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(done["status"], "completed");
     assert_eq!(done["energy_wh"], 8500);
-    assert_eq!(
-        (done["meter_start"].as_i64(), done["meter_stop"].as_i64()),
-        (Some(12000), Some(20500))
-    );
+    assert_eq!((done["meter_start"].as_i64(), done["meter_stop"].as_i64()), (Some(12000), Some(20500)));
     assert_eq!(done["stop_reason"], "Local");
     let mv = done["meter_values"].as_array().unwrap();
-    assert_eq!(
-        mv.len(),
-        2,
-        "periodic reading and transactionData are both kept: {done}"
-    );
-    assert_eq!(
-        mv[0]["sampled_value"][1]["measurand"],
-        "Power.Active.Import"
-    );
+    assert_eq!(mv.len(), 2, "periodic reading and transactionData are both kept: {done}");
+    assert_eq!(mv[0]["sampled_value"][1]["measurand"], "Power.Active.Import");
     assert_eq!(mv[1]["sampled_value"][0]["context"], "Transaction.End");
 
     let (_, list) = app.get("/transactions?station=CP001", &t.token).await;
@@ -104,15 +74,10 @@ async fn a_charging_session_from_boot_to_stop_shows_in_the_api_with_its_energy()
 
     let metrics = app.metrics().await;
     assert!(
-        metrics.contains(
-            "ocpp_messages_total{action=\"StartTransaction\",direction=\"in\",result=\"ok\"}"
-        ),
+        metrics.contains("ocpp_messages_total{action=\"StartTransaction\",direction=\"in\",result=\"ok\"}"),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("ocpp_call_duration_seconds_bucket{action=\"StopTransaction\""),
-        "latency histogram"
-    );
+    assert!(metrics.contains("ocpp_call_duration_seconds_bucket{action=\"StopTransaction\""), "latency histogram");
     assert!(metrics.contains("ocpp_connections{protocol=\"ocpp1.6\"}"));
 }
 
@@ -123,38 +88,15 @@ async fn id_tags_decide_authorize_answers_and_are_managed_through_the_api() {
     let put = |tag: &'static str, body: serde_json::Value| {
         let token = t.token.clone();
         let app = &app;
-        async move {
-            app.request(
-                Method::PUT,
-                &format!("/id-tags/{tag}"),
-                Some(&token),
-                Some(body),
-            )
-            .await
-        }
+        async move { app.request(Method::PUT, &format!("/id-tags/{tag}"), Some(&token), Some(body)).await }
     };
     put("BLOCKED", json!({"status": "Blocked"})).await;
-    put(
-        "OLD",
-        json!({"status": "Accepted", "expiry_date": "2020-01-01T00:00:00Z"}),
-    )
-    .await;
-    put(
-        "CHILD",
-        json!({"status": "Accepted", "parent_id_tag": "FLEET-7"}),
-    )
-    .await;
-    let (status, _) = put(
-        "CHILD",
-        json!({"status": "Accepted", "parent_id_tag": "FLEET-8"}),
-    )
-    .await;
+    put("OLD", json!({"status": "Accepted", "expiry_date": "2020-01-01T00:00:00Z"})).await;
+    put("CHILD", json!({"status": "Accepted", "parent_id_tag": "FLEET-7"})).await;
+    let (status, _) = put("CHILD", json!({"status": "Accepted", "parent_id_tag": "FLEET-8"})).await;
     assert_eq!(status, StatusCode::OK, "replacing a tag answers 200");
     let (status, err) = put("BAD", json!({"status": "Maybe"})).await;
-    assert_eq!(
-        (status, err["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_json"))
-    );
+    assert_eq!((status, err["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_json")));
     let (status, _) = app
         .request(
             Method::PUT,
@@ -163,46 +105,25 @@ async fn id_tags_decide_authorize_answers_and_are_managed_through_the_api() {
             Some(json!({"status": "Accepted"})),
         )
         .await;
-    assert_eq!(
-        status,
-        StatusCode::BAD_REQUEST,
-        "id tags are at most 20 characters"
-    );
+    assert_eq!(status, StatusCode::BAD_REQUEST, "id tags are at most 20 characters");
 
     let mut cp = app.connected_station(&t, "CP001").await;
     cp.boot().await;
     let status_of = |r: serde_json::Value| r["idTagInfo"]["status"].as_str().unwrap().to_string();
-    assert_eq!(
-        status_of(cp.ok("Authorize", json!({"idTag": "BLOCKED"})).await),
-        "Blocked"
-    );
-    assert_eq!(
-        status_of(cp.ok("Authorize", json!({"idTag": "OLD"})).await),
-        "Expired"
-    );
-    assert_eq!(
-        status_of(cp.ok("Authorize", json!({"idTag": "UNKNOWN"})).await),
-        "Invalid"
-    );
+    assert_eq!(status_of(cp.ok("Authorize", json!({"idTag": "BLOCKED"})).await), "Blocked");
+    assert_eq!(status_of(cp.ok("Authorize", json!({"idTag": "OLD"})).await), "Expired");
+    assert_eq!(status_of(cp.ok("Authorize", json!({"idTag": "UNKNOWN"})).await), "Invalid");
     let child = cp.ok("Authorize", json!({"idTag": "CHILD"})).await;
     assert_eq!(
-        (
-            child["idTagInfo"]["status"].as_str(),
-            child["idTagInfo"]["parentIdTag"].as_str()
-        ),
+        (child["idTagInfo"]["status"].as_str(), child["idTagInfo"]["parentIdTag"].as_str()),
         (Some("Accepted"), Some("FLEET-8"))
     );
 
     let (_, tags) = app.get("/id-tags", &t.token).await;
     assert_eq!(tags.as_array().map(Vec::len), Some(3));
-    let (status, _) = app
-        .request(Method::DELETE, "/id-tags/CHILD", Some(&t.token), None)
-        .await;
+    let (status, _) = app.request(Method::DELETE, "/id-tags/CHILD", Some(&t.token), None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_eq!(
-        status_of(cp.ok("Authorize", json!({"idTag": "CHILD"})).await),
-        "Invalid"
-    );
+    assert_eq!(status_of(cp.ok("Authorize", json!({"idTag": "CHILD"})).await), "Invalid");
     let (status, _) = app.get("/id-tags/CHILD", &t.token).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }

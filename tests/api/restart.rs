@@ -34,10 +34,7 @@ fn start(data: &std::path::Path) -> Server {
     let stdout = child.stdout.take().expect("stdout piped");
     let mut lines = BufReader::new(stdout).lines();
     let port = loop {
-        let line = lines
-            .next()
-            .expect("server logged before exiting")
-            .expect("log line");
+        let line = lines.next().expect("server logged before exiting").expect("log line");
         let Ok(v) = serde_json::from_str::<Value>(&line) else {
             continue;
         };
@@ -58,25 +55,10 @@ async fn everything_acknowledged_survives_a_hard_kill_and_restart() {
     let api = |port: u16, path: &str| format!("http://127.0.0.1:{port}/api/v1{path}");
 
     let account = json!({"email": "ops@acme.example", "password": "s3cret-pass", "name": "Acme", "slug": "acme"});
-    assert_eq!(
-        http.post(api(server.port, "/accounts"))
-            .json(&account)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        201
-    );
+    assert_eq!(http.post(api(server.port, "/accounts")).json(&account).send().await.unwrap().status(), 201);
     let login = json!({"email": "ops@acme.example", "password": "s3cret-pass"});
-    let token: Value = http
-        .post(api(server.port, "/sessions"))
-        .json(&login)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token: Value =
+        http.post(api(server.port, "/sessions")).json(&login).send().await.unwrap().json().await.unwrap();
     let token = token["token"].as_str().unwrap().to_string();
     let created: Value = http
         .post(api(server.port, "/stations"))
@@ -96,27 +78,24 @@ async fn everything_acknowledged_survives_a_hard_kill_and_restart() {
         .await
         .unwrap();
 
-    let mut cp = StationClient::connect(server.port, "acme", "CP001", &password)
-        .await
-        .unwrap();
+    let mut cp = StationClient::connect(server.port, "acme", "CP001", &password).await.unwrap();
     cp.boot().await;
-    cp.ok(
-        "StatusNotification",
-        json!({"connectorId": 1, "errorCode": "NoError", "status": "Charging"}),
-    )
-    .await;
+    cp.ok("StatusNotification", json!({"connectorId": 1, "errorCode": "NoError", "status": "Charging"})).await;
     let done = cp
-        .ok("StartTransaction", json!({"connectorId": 1, "idTag": "RFID-1", "meterStart": 100, "timestamp": "2026-11-25T10:00:00Z"}))
+        .ok(
+            "StartTransaction",
+            json!({"connectorId": 1, "idTag": "RFID-1", "meterStart": 100, "timestamp": "2026-11-25T10:00:00Z"}),
+        )
         .await["transactionId"]
         .as_i64()
         .unwrap();
-    cp.ok(
-        "StopTransaction",
-        json!({"transactionId": done, "meterStop": 1100, "timestamp": "2026-11-25T10:30:00Z"}),
-    )
-    .await;
+    cp.ok("StopTransaction", json!({"transactionId": done, "meterStop": 1100, "timestamp": "2026-11-25T10:30:00Z"}))
+        .await;
     let open = cp
-        .ok("StartTransaction", json!({"connectorId": 2, "idTag": "RFID-1", "meterStart": 50, "timestamp": "2026-11-25T10:40:00Z"}))
+        .ok(
+            "StartTransaction",
+            json!({"connectorId": 2, "idTag": "RFID-1", "meterStart": 50, "timestamp": "2026-11-25T10:40:00Z"}),
+        )
         .await["transactionId"]
         .as_i64()
         .unwrap();
@@ -129,26 +108,12 @@ async fn everything_acknowledged_survives_a_hard_kill_and_restart() {
 
     let server = start(data.path());
     let (status, fresh): (u16, Value) = {
-        let r = http
-            .post(api(server.port, "/sessions"))
-            .json(&login)
-            .send()
-            .await
-            .unwrap();
+        let r = http.post(api(server.port, "/sessions")).json(&login).send().await.unwrap();
         (r.status().as_u16(), r.json().await.unwrap())
     };
     assert_eq!(status, 200, "the account survived");
-    let old_token_works = http
-        .get(api(server.port, "/account"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(
-        old_token_works, 200,
-        "a token issued before the kill still works"
-    );
+    let old_token_works = http.get(api(server.port, "/account")).bearer_auth(&token).send().await.unwrap().status();
+    assert_eq!(old_token_works, 200, "a token issued before the kill still works");
     let token = fresh["token"].as_str().unwrap();
 
     let tx: Value = http
@@ -160,11 +125,7 @@ async fn everything_acknowledged_survives_a_hard_kill_and_restart() {
         .json()
         .await
         .unwrap();
-    assert_eq!(
-        (tx["status"].as_str(), tx["energy_wh"].as_i64()),
-        (Some("completed"), Some(1000)),
-        "{tx}"
-    );
+    assert_eq!((tx["status"].as_str(), tx["energy_wh"].as_i64()), (Some("completed"), Some(1000)), "{tx}");
     let tx: Value = http
         .get(api(server.port, &format!("/transactions/{open}")))
         .bearer_auth(token)
@@ -176,31 +137,22 @@ async fn everything_acknowledged_survives_a_hard_kill_and_restart() {
         .unwrap();
     assert_eq!(tx["status"], "active");
     assert_eq!(tx["meter_values"][0]["sampled_value"][0]["value"], "75");
-    let st: Value = http
-        .get(api(server.port, "/stations/CP001"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let st: Value =
+        http.get(api(server.port, "/stations/CP001")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
     assert_eq!(st["connectors"]["1"]["status"], "Charging");
     assert_eq!(st["boot"]["charge_point_vendor"], "ACME");
     assert_eq!(st["connected"], false);
 
     // The station reconnects with the same password, and transaction ids keep growing.
-    let mut cp = StationClient::connect(server.port, "acme", "CP001", &password)
-        .await
-        .unwrap();
+    let mut cp = StationClient::connect(server.port, "acme", "CP001", &password).await.unwrap();
     cp.boot().await;
     let next = cp
-        .ok("StartTransaction", json!({"connectorId": 1, "idTag": "RFID-1", "meterStart": 1100, "timestamp": "2026-11-25T11:00:00Z"}))
+        .ok(
+            "StartTransaction",
+            json!({"connectorId": 1, "idTag": "RFID-1", "meterStart": 1100, "timestamp": "2026-11-25T11:00:00Z"}),
+        )
         .await["transactionId"]
         .as_i64()
         .unwrap();
-    assert!(
-        next > open,
-        "transaction ids are never reused: {next} after {open}"
-    );
+    assert!(next > open, "transaction ids are never reused: {next} after {open}");
 }

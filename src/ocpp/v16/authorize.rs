@@ -15,10 +15,7 @@ pub struct Response {
     pub id_tag_info: IdTagInfo,
 }
 
-pub async fn handle(
-    ctx: &StationContext<'_>,
-    req: Request,
-) -> Result<Handled<Response>, HandlerError> {
+pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
     let id_tag_info = IdTagInfo::lookup(ctx.store, ctx.account_id, &req.id_tag).await?;
     Ok(Handled::reply(Response { id_tag_info }))
 }
@@ -53,32 +50,16 @@ mod tests {
         let f = Fixture::new().await;
         let future = Utc::now() + Duration::days(1);
         put(&f, "GOOD", TagStatus::Accepted, Some(future), Some("FLEET")).await;
-        put(
-            &f,
-            "OLD",
-            TagStatus::Accepted,
-            Some(Utc::now() - Duration::days(1)),
-            None,
-        )
-        .await;
+        put(&f, "OLD", TagStatus::Accepted, Some(Utc::now() - Duration::days(1)), None).await;
         put(&f, "BAD", TagStatus::Blocked, None, None).await;
 
         let r = f.ok("Authorize", json!({"idTag": "GOOD"})).await;
         assert_eq!(r["idTagInfo"]["status"], "Accepted");
         assert_eq!(r["idTagInfo"]["parentIdTag"], "FLEET");
         assert!(r["idTagInfo"]["expiryDate"].is_string());
-        assert_eq!(
-            f.ok("Authorize", json!({"idTag": "OLD"})).await["idTagInfo"]["status"],
-            "Expired"
-        );
-        assert_eq!(
-            f.ok("Authorize", json!({"idTag": "BAD"})).await["idTagInfo"]["status"],
-            "Blocked"
-        );
-        assert_eq!(
-            f.ok("Authorize", json!({"idTag": "NOBODY"})).await["idTagInfo"]["status"],
-            "Invalid"
-        );
+        assert_eq!(f.ok("Authorize", json!({"idTag": "OLD"})).await["idTagInfo"]["status"], "Expired");
+        assert_eq!(f.ok("Authorize", json!({"idTag": "BAD"})).await["idTagInfo"]["status"], "Blocked");
+        assert_eq!(f.ok("Authorize", json!({"idTag": "NOBODY"})).await["idTagInfo"]["status"], "Invalid");
     }
 
     #[tokio::test]
@@ -92,9 +73,6 @@ mod tests {
             updated_at: Utc::now(),
         };
         f.store.put_id_tag("other-account", &t).await.unwrap();
-        assert_eq!(
-            f.ok("Authorize", json!({"idTag": "THEIRS"})).await["idTagInfo"]["status"],
-            "Invalid"
-        );
+        assert_eq!(f.ok("Authorize", json!({"idTag": "THEIRS"})).await["idTagInfo"]["status"], "Invalid");
     }
 }

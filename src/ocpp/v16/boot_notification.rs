@@ -35,10 +35,7 @@ pub struct Response {
     pub interval: u64,
 }
 
-pub async fn handle(
-    ctx: &StationContext<'_>,
-    req: Request,
-) -> Result<Handled<Response>, HandlerError> {
+pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
     let now = Utc::now();
     let boot = BootInfo {
         charge_point_vendor: req.charge_point_vendor,
@@ -60,29 +57,14 @@ pub async fn handle(
         })
         .await?;
     // A station deleted while connected is treated as blocked; its session is being closed anyway.
-    let registration = updated
-        .map(|s| s.registration)
-        .unwrap_or(Registration::Blocked);
+    let registration = updated.map(|s| s.registration).unwrap_or(Registration::Blocked);
     let (status, interval) = match registration {
-        Registration::Accepted => (
-            RegistrationStatus::Accepted,
-            ctx.settings.heartbeat_interval,
-        ),
-        Registration::Pending => (
-            RegistrationStatus::Pending,
-            ctx.settings.boot_retry_interval,
-        ),
-        Registration::Blocked => (
-            RegistrationStatus::Rejected,
-            ctx.settings.boot_retry_interval,
-        ),
+        Registration::Accepted => (RegistrationStatus::Accepted, ctx.settings.heartbeat_interval),
+        Registration::Pending => (RegistrationStatus::Pending, ctx.settings.boot_retry_interval),
+        Registration::Blocked => (RegistrationStatus::Rejected, ctx.settings.boot_retry_interval),
     };
     Ok(Handled::with_notice(
-        Response {
-            status,
-            current_time: now,
-            interval: interval.as_secs(),
-        },
+        Response { status, current_time: now, interval: interval.as_secs() },
         Notice::Booted { registration },
     ))
 }
@@ -98,39 +80,25 @@ mod tests {
     async fn accepted_station_gets_the_heartbeat_interval_and_its_boot_info_is_kept() {
         let f = Fixture::new().await;
         let r = f
-            .ok("BootNotification", json!({"chargePointVendor": "ACME", "chargePointModel": "X1", "firmwareVersion": "1.2"}))
+            .ok(
+                "BootNotification",
+                json!({"chargePointVendor": "ACME", "chargePointModel": "X1", "firmwareVersion": "1.2"}),
+            )
             .await;
         assert_eq!(r["status"], "Accepted");
         assert_eq!(r["interval"], 300);
         assert!(r["currentTime"].as_str().unwrap().ends_with('Z'));
         let s = f.store.station(ACCOUNT, STATION).await.unwrap().unwrap();
         let boot = s.boot.unwrap();
-        assert_eq!(
-            (
-                boot.charge_point_vendor.as_str(),
-                boot.firmware_version.as_deref()
-            ),
-            ("ACME", Some("1.2"))
-        );
+        assert_eq!((boot.charge_point_vendor.as_str(), boot.firmware_version.as_deref()), ("ACME", Some("1.2")));
     }
 
     #[tokio::test]
     async fn pending_and_blocked_stations_are_told_to_retry_later() {
         let f = Fixture::new().await;
-        for (reg, status) in [
-            (Registration::Pending, "Pending"),
-            (Registration::Blocked, "Rejected"),
-        ] {
-            f.store
-                .update_station(ACCOUNT, STATION, &|s| s.registration = reg)
-                .await
-                .unwrap();
-            let r = f
-                .ok(
-                    "BootNotification",
-                    json!({"chargePointVendor": "A", "chargePointModel": "B"}),
-                )
-                .await;
+        for (reg, status) in [(Registration::Pending, "Pending"), (Registration::Blocked, "Rejected")] {
+            f.store.update_station(ACCOUNT, STATION, &|s| s.registration = reg).await.unwrap();
+            let r = f.ok("BootNotification", json!({"chargePointVendor": "A", "chargePointModel": "B"})).await;
             assert_eq!(r["status"], status);
             assert_eq!(r["interval"], 60);
         }

@@ -19,15 +19,10 @@ pub struct Response {
     pub status: &'static str,
 }
 
-pub async fn handle(
-    ctx: &StationContext<'_>,
-    req: Request,
-) -> Result<Handled<Response>, HandlerError> {
+pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
     let payload = serde_json::to_value(&req).unwrap_or_default();
     super::record_event(ctx, "DataTransfer", &payload).await?;
-    Ok(Handled::reply(Response {
-        status: "UnknownVendorId",
-    }))
+    Ok(Handled::reply(Response { status: "UnknownVendorId" }))
 }
 
 #[cfg(test)]
@@ -39,17 +34,9 @@ mod tests {
     #[tokio::test]
     async fn is_kept_and_answered_unknown_vendor() {
         let f = Fixture::new().await;
-        let r = f
-            .ok(
-                "DataTransfer",
-                json!({"vendorId": "com.acme", "messageId": "m", "data": "x"}),
-            )
-            .await;
+        let r = f.ok("DataTransfer", json!({"vendorId": "com.acme", "messageId": "m", "data": "x"})).await;
         assert_eq!(r, json!({"status": "UnknownVendorId"}));
         let ev = f.store.events(ACCOUNT, STATION).await.unwrap();
-        assert_eq!(
-            (ev[0].action.as_str(), &ev[0].payload["vendorId"]),
-            ("DataTransfer", &json!("com.acme"))
-        );
+        assert_eq!((ev[0].action.as_str(), &ev[0].payload["vendorId"]), ("DataTransfer", &json!("com.acme")));
     }
 }

@@ -12,18 +12,8 @@ pub struct Request {
 #[derive(Debug, Serialize)]
 pub struct Response {}
 
-pub async fn handle(
-    ctx: &StationContext<'_>,
-    req: Request,
-) -> Result<Handled<Response>, HandlerError> {
-    let report = StatusReport {
-        status: req.status,
-        received_at: chrono::Utc::now(),
-    };
-    ctx.store
-        .update_station(ctx.account_id, ctx.station_id, &|s| {
-            s.diagnostics_status = Some(report.clone())
-        })
-        .await?;
+pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
+    let report = StatusReport { status: req.status, received_at: chrono::Utc::now() };
+    ctx.store.update_station(ctx.account_id, ctx.station_id, &|s| s.diagnostics_status = Some(report.clone())).await?;
     Ok(Handled::reply(Response {}))
 }

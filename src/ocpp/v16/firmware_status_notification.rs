@@ -11,10 +11,7 @@ pub struct Request {
 #[derive(Debug, Serialize)]
 pub struct Response {}
 
-pub async fn handle(
-    ctx: &StationContext<'_>,
-    req: Request,
-) -> Result<Handled<Response>, HandlerError> {
+pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
     super::set_firmware_status(ctx, req.status).await?;
     Ok(Handled::reply(Response {}))
 }
@@ -28,22 +25,13 @@ mod tests {
     #[tokio::test]
     async fn firmware_and_diagnostics_progress_is_kept_on_the_station() {
         let f = Fixture::new().await;
-        f.ok(
-            "FirmwareStatusNotification",
-            json!({"status": "Installing"}),
-        )
-        .await;
-        f.ok(
-            "DiagnosticsStatusNotification",
-            json!({"status": "Uploaded"}),
-        )
-        .await;
+        f.ok("FirmwareStatusNotification", json!({"status": "Installing"})).await;
+        f.ok("DiagnosticsStatusNotification", json!({"status": "Uploaded"})).await;
         let s = f.store.station(ACCOUNT, STATION).await.unwrap().unwrap();
         assert_eq!(s.firmware_status.unwrap().status, "Installing");
         assert_eq!(s.diagnostics_status.unwrap().status, "Uploaded");
         assert_eq!(
-            f.error_code("FirmwareStatusNotification", json!({"status": "Exploded"}))
-                .await,
+            f.error_code("FirmwareStatusNotification", json!({"status": "Exploded"})).await,
             "PropertyConstraintViolation"
         );
     }

@@ -14,15 +14,10 @@ pub struct Response {
     pub current_time: DateTime<Utc>,
 }
 
-pub async fn handle(
-    ctx: &StationContext<'_>,
-    _req: Request,
-) -> Result<Handled<Response>, HandlerError> {
+pub async fn handle(ctx: &StationContext<'_>, _req: Request) -> Result<Handled<Response>, HandlerError> {
     let now = Utc::now();
     // last_seen is informational: it is written but not flushed for a heartbeat.
-    ctx.store
-        .update_station(ctx.account_id, ctx.station_id, &|s| s.last_seen = Some(now))
-        .await?;
+    ctx.store.update_station(ctx.account_id, ctx.station_id, &|s| s.last_seen = Some(now)).await?;
     Ok(Handled::reply(Response { current_time: now }))
 }
 
@@ -39,14 +34,7 @@ mod tests {
         let r = f.ok("Heartbeat", json!({})).await;
         let t: chrono::DateTime<chrono::Utc> = r["currentTime"].as_str().unwrap().parse().unwrap();
         assert!(t >= before - chrono::Duration::seconds(1));
-        let seen = f
-            .store
-            .station(ACCOUNT, STATION)
-            .await
-            .unwrap()
-            .unwrap()
-            .last_seen
-            .unwrap();
+        let seen = f.store.station(ACCOUNT, STATION).await.unwrap().unwrap().last_seen.unwrap();
         assert!(seen >= before);
     }
 }

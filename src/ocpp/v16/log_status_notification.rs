@@ -13,10 +13,7 @@ pub struct Request {
 #[derive(Debug, Serialize)]
 pub struct Response {}
 
-pub async fn handle(
-    ctx: &StationContext<'_>,
-    req: Request,
-) -> Result<Handled<Response>, HandlerError> {
+pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
     let payload = serde_json::json!({"status": req.status, "requestId": req.request_id});
     super::record_event(ctx, "LogStatusNotification", &payload).await?;
     Ok(Handled::reply(Response {}))

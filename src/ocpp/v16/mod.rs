@@ -104,20 +104,10 @@ pub struct StationContext<'a> {
 /// A change to the tenant's live view caused by a handled CALL.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Notice {
-    Booted {
-        registration: Registration,
-    },
-    ConnectorStatus {
-        connector_id: u32,
-        status: String,
-    },
-    TransactionStarted {
-        transaction_id: i32,
-        connector_id: u32,
-    },
-    TransactionStopped {
-        transaction_id: i32,
-    },
+    Booted { registration: Registration },
+    ConnectorStatus { connector_id: u32, status: String },
+    TransactionStarted { transaction_id: i32, connector_id: u32 },
+    TransactionStopped { transaction_id: i32 },
 }
 
 /// What a handler produced.
@@ -129,16 +119,10 @@ pub struct Handled<R> {
 
 impl<R> Handled<R> {
     pub fn reply(response: R) -> Self {
-        Self {
-            response,
-            notice: None,
-        }
+        Self { response, notice: None }
     }
     pub fn with_notice(response: R, notice: Notice) -> Self {
-        Self {
-            response,
-            notice: Some(notice),
-        }
+        Self { response, notice: Some(notice) }
     }
 }
 
@@ -148,52 +132,34 @@ pub enum HandlerError {
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error("{description}")]
-    Refused {
-        code: ErrorCode,
-        description: String,
-    },
+    Refused { code: ErrorCode, description: String },
 }
 
 /// The outcome of one CALL: the CALLRESULT payload (and live-view notice), or the CALLERROR.
 #[derive(Debug)]
 pub enum Reply {
-    Result {
-        payload: Value,
-        notice: Option<Notice>,
-    },
+    Result { payload: Value, notice: Option<Notice> },
     Error(CallError),
 }
 
 fn refused(code: ErrorCode, description: impl Into<String>) -> HandlerError {
-    HandlerError::Refused {
-        code,
-        description: description.into(),
-    }
+    HandlerError::Refused { code, description: description.into() }
 }
 
 fn decode<T: DeserializeOwned>(payload: &Value) -> Result<T, HandlerError> {
     // The payload passed the schema, so a failure here is a field the schema allows but this type does
     // not (an integer beyond 64 bits, say): the value is outside what can be processed.
-    serde_json::from_value(payload.clone())
-        .map_err(|e| refused(ErrorCode::PropertyConstraintViolation, e.to_string()))
+    serde_json::from_value(payload.clone()).map_err(|e| refused(ErrorCode::PropertyConstraintViolation, e.to_string()))
 }
 
 fn encode<R: Serialize>(handled: Handled<R>) -> Result<(Value, Option<Notice>), HandlerError> {
-    let payload = serde_json::to_value(handled.response).map_err(|e| {
-        refused(
-            ErrorCode::InternalError,
-            format!("response encoding failed: {e}"),
-        )
-    })?;
+    let payload = serde_json::to_value(handled.response)
+        .map_err(|e| refused(ErrorCode::InternalError, format!("response encoding failed: {e}")))?;
     Ok((payload, handled.notice))
 }
 
 /// Records a message kept only for the record.
-async fn record_event(
-    ctx: &StationContext<'_>,
-    action: &str,
-    payload: &Value,
-) -> Result<(), HandlerError> {
+async fn record_event(ctx: &StationContext<'_>, action: &str, payload: &Value) -> Result<(), HandlerError> {
     let event = StationEvent {
         station_id: ctx.station_id.to_string(),
         action: action.to_string(),
@@ -206,15 +172,8 @@ async fn record_event(
 
 /// Keeps the latest firmware-update progress on the station record.
 async fn set_firmware_status(ctx: &StationContext<'_>, status: String) -> Result<(), HandlerError> {
-    let report = crate::model::StatusReport {
-        status,
-        received_at: chrono::Utc::now(),
-    };
-    ctx.store
-        .update_station(ctx.account_id, ctx.station_id, &|s| {
-            s.firmware_status = Some(report.clone())
-        })
-        .await?;
+    let report = crate::model::StatusReport { status, received_at: chrono::Utc::now() };
+    ctx.store.update_station(ctx.account_id, ctx.station_id, &|s| s.firmware_status = Some(report.clone())).await?;
     Ok(())
 }
 
@@ -244,58 +203,37 @@ pub async fn handle_call(ctx: &StationContext<'_>, call: &Call) -> Reply {
     }
 }
 
-async fn dispatch(
-    ctx: &StationContext<'_>,
-    call: &Call,
-) -> Result<(Value, Option<Notice>), HandlerError> {
+async fn dispatch(ctx: &StationContext<'_>, call: &Call) -> Result<(Value, Option<Notice>), HandlerError> {
     let action = call.action.as_str();
     let schemas = schema::v16();
     if !schemas.knows(action) {
-        return Err(refused(
-            ErrorCode::NotImplemented,
-            format!("unknown action {action}"),
-        ));
+        return Err(refused(ErrorCode::NotImplemented, format!("unknown action {action}")));
     }
     if !STATION_ACTIONS.contains(&action) {
-        return Err(refused(
-            ErrorCode::NotSupported,
-            format!("{action} is sent by the central system, not to it"),
-        ));
+        return Err(refused(ErrorCode::NotSupported, format!("{action} is sent by the central system, not to it")));
     }
     if let Some(Err(violation)) = schemas.validate(action, Direction::Request, &call.payload) {
         return Err(refused(violation.code, violation.to_string()));
     }
     if ctx.registration != Registration::Accepted && action != "BootNotification" {
-        return Err(refused(
-            ErrorCode::SecurityError,
-            "station is not accepted: send a BootNotification first",
-        ));
+        return Err(refused(ErrorCode::SecurityError, "station is not accepted: send a BootNotification first"));
     }
     let ((payload, notice), durable) = match action {
         "Authorize" => (run!(authorize, ctx, call)?, false),
         "BootNotification" => (run!(boot_notification, ctx, call)?, true),
         "DataTransfer" => (run!(data_transfer, ctx, call)?, true),
-        "DiagnosticsStatusNotification" => {
-            (run!(diagnostics_status_notification, ctx, call)?, true)
-        }
+        "DiagnosticsStatusNotification" => (run!(diagnostics_status_notification, ctx, call)?, true),
         "FirmwareStatusNotification" => (run!(firmware_status_notification, ctx, call)?, true),
         "Heartbeat" => (run!(heartbeat, ctx, call)?, false),
         "LogStatusNotification" => (run!(log_status_notification, ctx, call)?, true),
         "MeterValues" => (run!(meter_values, ctx, call)?, true),
         "SecurityEventNotification" => (run!(security_event_notification, ctx, call)?, true),
         "SignCertificate" => (run!(sign_certificate, ctx, call)?, true),
-        "SignedFirmwareStatusNotification" => {
-            (run!(signed_firmware_status_notification, ctx, call)?, true)
-        }
+        "SignedFirmwareStatusNotification" => (run!(signed_firmware_status_notification, ctx, call)?, true),
         "StartTransaction" => (run!(start_transaction, ctx, call)?, true),
         "StatusNotification" => (run!(status_notification, ctx, call)?, true),
         "StopTransaction" => (run!(stop_transaction, ctx, call)?, true),
-        other => {
-            return Err(refused(
-                ErrorCode::NotSupported,
-                format!("{other} is not supported"),
-            ))
-        }
+        other => return Err(refused(ErrorCode::NotSupported, format!("{other} is not supported"))),
     };
     if durable {
         ctx.store.flush().await?;
@@ -323,7 +261,7 @@ pub(crate) mod test_support {
     impl Fixture {
         pub async fn new() -> Self {
             let dir = tempfile::tempdir().unwrap();
-            let store = SledStore::open(dir.path()).unwrap();
+            let store = SledStore::open(dir.path(), crate::store::CommitPolicy::default()).unwrap();
             let station = Station {
                 account_id: ACCOUNT.into(),
                 id: STATION.into(),
@@ -342,11 +280,7 @@ pub(crate) mod test_support {
                 heartbeat_interval: Duration::from_secs(300),
                 boot_retry_interval: Duration::from_secs(60),
             };
-            Self {
-                store,
-                settings,
-                _dir: dir,
-            }
+            Self { store, settings, _dir: dir }
         }
 
         pub fn ctx(&self) -> StationContext<'_> {
@@ -365,11 +299,7 @@ pub(crate) mod test_support {
 
         /// Sends one CALL through the dispatcher.
         pub async fn call(&self, action: &str, payload: Value) -> Reply {
-            let call = Call {
-                unique_id: "u1".into(),
-                action: action.into(),
-                payload,
-            };
+            let call = Call { unique_id: "u1".into(), action: action.into(), payload };
             handle_call(&self.ctx(), &call).await
         }
 
@@ -406,31 +336,18 @@ mod tests {
     #[tokio::test]
     async fn central_system_actions_sent_by_a_station_are_not_supported() {
         let f = Fixture::new().await;
-        assert_eq!(
-            f.error_code("Reset", json!({"type": "Soft"})).await,
-            "NotSupported"
-        );
+        assert_eq!(f.error_code("Reset", json!({"type": "Soft"})).await, "NotSupported");
     }
 
     #[tokio::test]
     async fn schema_violations_carry_their_error_codes() {
         let f = Fixture::new().await;
         assert_eq!(f.error_code("Authorize", json!({})).await, "ProtocolError");
+        assert_eq!(f.error_code("Authorize", json!({"idTag": 7})).await, "TypeConstraintViolation");
+        assert_eq!(f.error_code("Authorize", json!({"idTag": "A".repeat(21)})).await, "TypeConstraintViolation");
         assert_eq!(
-            f.error_code("Authorize", json!({"idTag": 7})).await,
-            "TypeConstraintViolation"
-        );
-        assert_eq!(
-            f.error_code("Authorize", json!({"idTag": "A".repeat(21)}))
+            f.error_code("StatusNotification", json!({"connectorId": 1, "errorCode": "NoError", "status": "Sleeping"}))
                 .await,
-            "TypeConstraintViolation"
-        );
-        assert_eq!(
-            f.error_code(
-                "StatusNotification",
-                json!({"connectorId": 1, "errorCode": "NoError", "status": "Sleeping"})
-            )
-            .await,
             "PropertyConstraintViolation"
         );
     }
@@ -438,11 +355,7 @@ mod tests {
     #[tokio::test]
     async fn a_station_not_accepted_may_only_boot() {
         let f = Fixture::new().await;
-        let call = Call {
-            unique_id: "x".into(),
-            action: "Heartbeat".into(),
-            payload: json!({}),
-        };
+        let call = Call { unique_id: "x".into(), action: "Heartbeat".into(), payload: json!({}) };
         match handle_call(&f.ctx_with(Registration::Pending), &call).await {
             Reply::Error(e) => assert_eq!(e.code, "SecurityError"),
             other => panic!("{other:?}"),
@@ -452,9 +365,6 @@ mod tests {
             action: "BootNotification".into(),
             payload: json!({"chargePointVendor": "V", "chargePointModel": "M"}),
         };
-        assert!(matches!(
-            handle_call(&f.ctx_with(Registration::Pending), &boot).await,
-            Reply::Result { .. }
-        ));
+        assert!(matches!(handle_call(&f.ctx_with(Registration::Pending), &boot).await, Reply::Result { .. }));
     }
 }

@@ -16,10 +16,7 @@ pub struct Request {
 #[derive(Debug, Serialize)]
 pub struct Response {}
 
-pub async fn handle(
-    ctx: &StationContext<'_>,
-    req: Request,
-) -> Result<Handled<Response>, HandlerError> {
+pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
     tracing::warn!(station = ctx.station_id, kind = %req.kind, "station security event");
     let payload = serde_json::json!({"type": req.kind, "timestamp": req.timestamp, "techInfo": req.tech_info});
     super::record_event(ctx, "SecurityEventNotification", &payload).await?;
@@ -40,17 +37,10 @@ mod tests {
             json!({"type": "TamperDetectionActivated", "timestamp": "2026-01-01T10:00:00Z"}),
         )
         .await;
-        f.ok(
-            "LogStatusNotification",
-            json!({"status": "Uploaded", "requestId": 3}),
-        )
-        .await;
+        f.ok("LogStatusNotification", json!({"status": "Uploaded", "requestId": 3})).await;
         let ev = f.store.events(ACCOUNT, STATION).await.unwrap();
         let actions: Vec<&str> = ev.iter().map(|e| e.action.as_str()).collect();
-        assert_eq!(
-            actions,
-            ["SecurityEventNotification", "LogStatusNotification"]
-        );
+        assert_eq!(actions, ["SecurityEventNotification", "LogStatusNotification"]);
         assert_eq!(ev[0].payload["type"], "TamperDetectionActivated");
     }
 }

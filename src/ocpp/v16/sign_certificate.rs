@@ -14,10 +14,7 @@ pub struct Response {
     pub status: &'static str,
 }
 
-pub async fn handle(
-    ctx: &StationContext<'_>,
-    req: Request,
-) -> Result<Handled<Response>, HandlerError> {
+pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
     super::record_event(ctx, "SignCertificate", &serde_json::json!({"csr": req.csr})).await?;
     Ok(Handled::reply(Response { status: "Rejected" }))
 }

@@ -13,10 +13,7 @@ pub struct Request {
 #[derive(Debug, Serialize)]
 pub struct Response {}
 
-pub async fn handle(
-    ctx: &StationContext<'_>,
-    req: Request,
-) -> Result<Handled<Response>, HandlerError> {
+pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
     tracing::debug!(station = ctx.station_id, request_id = ?req.request_id, status = %req.status, "signed firmware status");
     super::set_firmware_status(ctx, req.status).await?;
     Ok(Handled::reply(Response {}))

@@ -22,10 +22,7 @@ pub struct Response {
     pub transaction_id: i32,
 }
 
-pub async fn handle(
-    ctx: &StationContext<'_>,
-    req: Request,
-) -> Result<Handled<Response>, HandlerError> {
+pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
     let id_tag_info = IdTagInfo::lookup(ctx.store, ctx.account_id, &req.id_tag).await?;
     // The transaction is recorded whatever the tag's status: the station has started it and meters it;
     // a tag that is not Accepted tells the station to stop it.
@@ -49,16 +46,10 @@ pub async fn handle(
             "retried StartTransaction answered with its first id"
         );
     }
-    let response = Response {
-        id_tag_info,
-        transaction_id: tx.id,
-    };
+    let response = Response { id_tag_info, transaction_id: tx.id };
     Ok(Handled::with_notice(
         response,
-        Notice::TransactionStarted {
-            transaction_id: tx.id,
-            connector_id: tx.connector_id,
-        },
+        Notice::TransactionStarted { transaction_id: tx.id, connector_id: tx.connector_id },
     ))
 }
 
@@ -75,36 +66,19 @@ mod tests {
     #[tokio::test]
     async fn each_start_gets_a_new_id_and_is_stored() {
         let f = Fixture::new().await;
-        let a = f
-            .ok("StartTransaction", start(1, "2026-01-01T10:00:00Z"))
-            .await;
-        let b = f
-            .ok("StartTransaction", start(2, "2026-01-01T10:00:00Z"))
-            .await;
-        let (a, b) = (
-            a["transactionId"].as_i64().unwrap(),
-            b["transactionId"].as_i64().unwrap(),
-        );
+        let a = f.ok("StartTransaction", start(1, "2026-01-01T10:00:00Z")).await;
+        let b = f.ok("StartTransaction", start(2, "2026-01-01T10:00:00Z")).await;
+        let (a, b) = (a["transactionId"].as_i64().unwrap(), b["transactionId"].as_i64().unwrap());
         assert_ne!(a, b);
-        let tx = f
-            .store
-            .transaction(ACCOUNT, a as i32)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (tx.connector_id, tx.meter_start, tx.id_tag.as_str()),
-            (1, 1000, "TAG")
-        );
+        let tx = f.store.transaction(ACCOUNT, a as i32).await.unwrap().unwrap();
+        assert_eq!((tx.connector_id, tx.meter_start, tx.id_tag.as_str()), (1, 1000, "TAG"));
         assert!(tx.stop.is_none());
     }
 
     #[tokio::test]
     async fn unknown_tag_is_recorded_but_answered_invalid() {
         let f = Fixture::new().await;
-        let r = f
-            .ok("StartTransaction", start(1, "2026-01-01T10:00:00Z"))
-            .await;
+        let r = f.ok("StartTransaction", start(1, "2026-01-01T10:00:00Z")).await;
         assert_eq!(r["idTagInfo"]["status"], "Invalid");
         assert!(r["transactionId"].as_i64().unwrap() > 0);
     }
@@ -112,12 +86,8 @@ mod tests {
     #[tokio::test]
     async fn a_retried_start_gets_the_same_id() {
         let f = Fixture::new().await;
-        let a = f
-            .ok("StartTransaction", start(1, "2026-01-01T10:00:00Z"))
-            .await;
-        let b = f
-            .ok("StartTransaction", start(1, "2026-01-01T10:00:00Z"))
-            .await;
+        let a = f.ok("StartTransaction", start(1, "2026-01-01T10:00:00Z")).await;
+        let b = f.ok("StartTransaction", start(1, "2026-01-01T10:00:00Z")).await;
         assert_eq!(a["transactionId"], b["transactionId"]);
         assert_eq!(f.store.transactions(ACCOUNT, None).await.unwrap().len(), 1);
     }

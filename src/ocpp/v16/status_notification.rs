@@ -20,10 +20,7 @@ pub struct Request {
 #[derive(Debug, Serialize)]
 pub struct Response {}
 
-pub async fn handle(
-    ctx: &StationContext<'_>,
-    req: Request,
-) -> Result<Handled<Response>, HandlerError> {
+pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
     let now = Utc::now();
     let connector_id = req.connector_id;
     let status = ConnectorStatus {
@@ -41,13 +38,7 @@ pub async fn handle(
             s.last_seen = Some(now);
         })
         .await?;
-    Ok(Handled::with_notice(
-        Response {},
-        Notice::ConnectorStatus {
-            connector_id,
-            status: req.status,
-        },
-    ))
+    Ok(Handled::with_notice(Response {}, Notice::ConnectorStatus { connector_id, status: req.status }))
 }
 
 #[cfg(test)]
@@ -73,11 +64,7 @@ mod tests {
         assert_eq!(s.connectors.len(), 3);
         let c1 = &s.connectors[&1];
         assert_eq!(
-            (
-                c1.status.as_str(),
-                c1.error_code.as_str(),
-                c1.info.as_deref()
-            ),
+            (c1.status.as_str(), c1.error_code.as_str(), c1.info.as_deref()),
             ("Faulted", "GroundFailure", Some("RCD tripped"))
         );
         assert_eq!(s.connectors[&2].status, "Available");

@@ -25,10 +25,7 @@ pub struct Response {
     pub id_tag_info: Option<IdTagInfo>,
 }
 
-pub async fn handle(
-    ctx: &StationContext<'_>,
-    req: Request,
-) -> Result<Handled<Response>, HandlerError> {
+pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
     let id_tag_info = match &req.id_tag {
         Some(tag) => Some(IdTagInfo::lookup(ctx.store, ctx.account_id, tag).await?),
         None => None,
@@ -40,10 +37,7 @@ pub async fn handle(
         id_tag: req.id_tag.clone(),
         received_at: Utc::now(),
     };
-    let outcome = ctx
-        .store
-        .stop_transaction(ctx.account_id, ctx.station_id, req.transaction_id, &stop)
-        .await?;
+    let outcome = ctx.store.stop_transaction(ctx.account_id, ctx.station_id, req.transaction_id, &stop).await?;
     let notice = match &outcome {
         StopOutcome::Stopped(tx) => {
             let records: Vec<MeterRecord> = req
@@ -59,16 +53,10 @@ pub async fn handle(
             if !records.is_empty() {
                 ctx.store.add_meter_values(ctx.account_id, &records).await?;
             }
-            Some(Notice::TransactionStopped {
-                transaction_id: tx.id,
-            })
+            Some(Notice::TransactionStopped { transaction_id: tx.id })
         }
         StopOutcome::AlreadyStopped(tx) => {
-            tracing::info!(
-                station = ctx.station_id,
-                transaction_id = tx.id,
-                "retried StopTransaction changed nothing"
-            );
+            tracing::info!(station = ctx.station_id, transaction_id = tx.id, "retried StopTransaction changed nothing");
             None
         }
         StopOutcome::Unknown => {
@@ -87,10 +75,7 @@ pub async fn handle(
             None
         }
     };
-    Ok(Handled {
-        response: Response { id_tag_info },
-        notice,
-    })
+    Ok(Handled { response: Response { id_tag_info }, notice })
 }
 
 #[cfg(test)]
@@ -101,7 +86,10 @@ mod tests {
 
     async fn started(f: &Fixture) -> i64 {
         let r = f
-            .ok("StartTransaction", json!({"connectorId": 1, "idTag": "TAG", "meterStart": 1500, "timestamp": "2026-01-01T10:00:00Z"}))
+            .ok(
+                "StartTransaction",
+                json!({"connectorId": 1, "idTag": "TAG", "meterStart": 1500, "timestamp": "2026-01-01T10:00:00Z"}),
+            )
             .await;
         r["transactionId"].as_i64().unwrap()
     }
@@ -118,19 +106,10 @@ mod tests {
         let id = started(&f).await;
         let r = f.ok("StopTransaction", stop(id, 9000)).await;
         assert_eq!(r["idTagInfo"]["status"], "Invalid");
-        let tx = f
-            .store
-            .transaction(ACCOUNT, id as i32)
-            .await
-            .unwrap()
-            .unwrap();
+        let tx = f.store.transaction(ACCOUNT, id as i32).await.unwrap().unwrap();
         assert_eq!(tx.energy_wh(), Some(7500));
         assert_eq!(tx.stop.as_ref().unwrap().reason.as_deref(), Some("Local"));
-        let mv = f
-            .store
-            .transaction_meter_values(ACCOUNT, STATION, id as i32)
-            .await
-            .unwrap();
+        let mv = f.store.transaction_meter_values(ACCOUNT, STATION, id as i32).await.unwrap();
         assert_eq!(mv.len(), 1);
         assert_eq!(mv[0].meter_value.sampled_value[0].value, "9000");
     }
@@ -141,27 +120,17 @@ mod tests {
         let id = started(&f).await;
         f.ok("StopTransaction", stop(id, 9000)).await;
         f.ok("StopTransaction", stop(id, 12000)).await;
-        let tx = f
-            .store
-            .transaction(ACCOUNT, id as i32)
-            .await
-            .unwrap()
-            .unwrap();
+        let tx = f.store.transaction(ACCOUNT, id as i32).await.unwrap().unwrap();
         assert_eq!(tx.energy_wh(), Some(7500));
-        assert_eq!(
-            f.store
-                .transaction_meter_values(ACCOUNT, STATION, id as i32)
-                .await
-                .unwrap()
-                .len(),
-            1
-        );
+        assert_eq!(f.store.transaction_meter_values(ACCOUNT, STATION, id as i32).await.unwrap().len(), 1);
     }
 
     #[tokio::test]
     async fn an_unknown_transaction_is_answered_and_kept_as_an_event() {
         let f = Fixture::new().await;
-        let r = f.ok("StopTransaction", json!({"transactionId": 4242, "meterStop": 10, "timestamp": "2026-01-01T11:00:00Z"})).await;
+        let r = f
+            .ok("StopTransaction", json!({"transactionId": 4242, "meterStop": 10, "timestamp": "2026-01-01T11:00:00Z"}))
+            .await;
         assert_eq!(r, json!({}));
         let events = f.store.events(ACCOUNT, STATION).await.unwrap();
         assert_eq!(events.len(), 1);
