@@ -275,6 +275,8 @@ impl StationSession {
     }
 
     /// Runs queued-command delivery until the queue is empty; a nudge while it runs makes it look again.
+    /// It runs as a task of its own, not on this actor's context, so that the records of a command in
+    /// flight are still settled when the session ends.
     fn start_delivery(&mut self, ctx: &mut Context<Self>) {
         self.delivery = Delivery::Running { again: false };
         let run = super::delivery::deliver(
@@ -283,15 +285,13 @@ impl StationSession {
             self.setup.key.clone(),
             self.setup.command_timeout,
         );
-        ctx.spawn(run.into_actor(self).map(|result, act, ctx| {
-            if let Err(e) = result {
-                tracing::error!(station = %act.setup.key, error = %e, "queued command delivery failed");
+        let (session, key) = (ctx.address(), self.setup.key.clone());
+        actix_rt::spawn(async move {
+            if let Err(e) = run.await {
+                tracing::error!(station = %key, error = %e, "queued command delivery failed");
             }
-            match act.delivery {
-                Delivery::Running { again: true } if act.close_reason.is_none() => act.start_delivery(ctx),
-                _ => act.delivery = Delivery::Idle,
-            }
-        }));
+            session.do_send(DeliveryFinished);
+        });
     }
 
     /// Tells the tenant's actor. The address is cached after the first lookup, so a session's
@@ -521,6 +521,22 @@ impl Handler<SendCommand> for StationSession {
             responder: msg.responder,
         });
         self.send_next(ctx);
+    }
+}
+
+/// The delivery task has emptied the queue (or stopped on an error).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct DeliveryFinished;
+
+impl Handler<DeliveryFinished> for StationSession {
+    type Result = ();
+
+    fn handle(&mut self, _: DeliveryFinished, ctx: &mut Context<Self>) {
+        match self.delivery {
+            Delivery::Running { again: true } if self.close_reason.is_none() => self.start_delivery(ctx),
+            _ => self.delivery = Delivery::Idle,
+        }
     }
 }
 

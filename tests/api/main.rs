@@ -3,6 +3,7 @@
 
 mod accounts;
 mod commands;
+mod durability;
 mod frames;
 mod helpers;
 mod ocpp_flow;
