@@ -7,7 +7,8 @@
 //! behaviour group commit replaces, kept for comparison benchmarks).
 
 use crate::metrics as m;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -32,14 +33,22 @@ type Waiter = (Instant, oneshot::Sender<Result<(), String>>);
 #[derive(Clone)]
 pub struct GroupCommit {
     requests: mpsc::Sender<Waiter>,
+    flushes: Arc<AtomicU64>,
 }
 
 impl GroupCommit {
     /// Starts the committer for `db`.
     pub fn start(db: sled::Db, policy: CommitPolicy) -> std::io::Result<Self> {
         let (requests, rx) = mpsc::channel::<Waiter>();
-        std::thread::Builder::new().name("group-commit".into()).spawn(move || run(db, policy, rx))?;
-        Ok(Self { requests })
+        let flushes = Arc::new(AtomicU64::new(0));
+        let counter = flushes.clone();
+        std::thread::Builder::new().name("group-commit".into()).spawn(move || run(db, policy, rx, counter))?;
+        Ok(Self { requests, flushes })
+    }
+
+    /// Flushes completed so far.
+    pub fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::Acquire)
     }
 
     /// Resolves once every write made before the call is on disk.
@@ -50,7 +59,7 @@ impl GroupCommit {
     }
 }
 
-fn run(db: sled::Db, policy: CommitPolicy, rx: mpsc::Receiver<Waiter>) {
+fn run(db: sled::Db, policy: CommitPolicy, rx: mpsc::Receiver<Waiter>, flushes: Arc<AtomicU64>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         if !policy.per_message {
@@ -70,6 +79,7 @@ fn run(db: sled::Db, policy: CommitPolicy, rx: mpsc::Receiver<Waiter>) {
         let started = Instant::now();
         let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
         let done = Instant::now();
+        flushes.fetch_add(1, Ordering::Release);
         metrics::histogram!(m::STORE_FLUSH_DURATION).record((done - started).as_secs_f64());
         metrics::histogram!(m::GROUP_COMMIT_BATCH).record(batch.len() as f64);
         if let Err(e) = &result {
@@ -108,6 +118,24 @@ mod tests {
         // Fifty writers with a 20 ms window finish in a handful of windows, not fifty flushes' worth
         // of windows.
         assert!(started.elapsed() < Duration::from_millis(20 * 25), "{:?}", started.elapsed());
+        assert!(gc.flushes() < 25, "{} flushes for 50 writers", gc.flushes());
         assert_eq!(db.len(), 50);
+    }
+
+    #[tokio::test]
+    async fn per_message_policy_flushes_once_per_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let gc = GroupCommit::start(db, CommitPolicy { window: Duration::ZERO, per_message: true }).unwrap();
+        let writers: Vec<_> = (0..10)
+            .map(|_| {
+                let gc = gc.clone();
+                tokio::spawn(async move { gc.durable().await })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap().unwrap();
+        }
+        assert_eq!(gc.flushes(), 10);
     }
 }

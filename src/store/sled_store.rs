@@ -112,6 +112,11 @@ impl SledStore {
         })
     }
 
+    /// Flushes completed so far (tests check that acknowledgements wait for one).
+    pub fn flushes(&self) -> u64 {
+        self.commit.flushes()
+    }
+
     fn account_by_index(&self, index: &sled::Tree, k: &str) -> StoreResult<Option<Account>> {
         match index.get(k.as_bytes()).map_err(backend)? {
             Some(id) => get(&self.accounts, &id),

@@ -328,6 +328,37 @@ mod tests {
     use serde_json::json;
 
     #[tokio::test]
+    async fn state_changing_messages_are_flushed_before_they_are_answered() {
+        let f = Fixture::new().await;
+        let changes = [
+            ("BootNotification", json!({"chargePointVendor": "V", "chargePointModel": "M"})),
+            ("StatusNotification", json!({"connectorId": 1, "errorCode": "NoError", "status": "Available"})),
+            (
+                "StartTransaction",
+                json!({"connectorId": 1, "idTag": "T", "meterStart": 0, "timestamp": "2026-01-01T10:00:00Z"}),
+            ),
+            (
+                "MeterValues",
+                json!({"connectorId": 1, "transactionId": 1, "meterValue": [{"timestamp": "2026-01-01T10:01:00Z", "sampledValue": [{"value": "1"}]}]}),
+            ),
+            ("StopTransaction", json!({"transactionId": 1, "meterStop": 5, "timestamp": "2026-01-01T11:00:00Z"})),
+            ("DataTransfer", json!({"vendorId": "v"})),
+            ("FirmwareStatusNotification", json!({"status": "Idle"})),
+            ("DiagnosticsStatusNotification", json!({"status": "Idle"})),
+            ("SecurityEventNotification", json!({"type": "X", "timestamp": "2026-01-01T10:00:00Z"})),
+        ];
+        for (action, payload) in changes {
+            let before = f.store.flushes();
+            f.ok(action, payload).await;
+            assert!(f.store.flushes() > before, "{action} answered before a flush");
+        }
+        // Nothing to make durable: no flush is waited for.
+        let before = f.store.flushes();
+        f.ok("Authorize", json!({"idTag": "T"})).await;
+        assert_eq!(f.store.flushes(), before);
+    }
+
+    #[tokio::test]
     async fn unknown_actions_are_not_implemented() {
         let f = Fixture::new().await;
         assert_eq!(f.error_code("Teleport", json!({})).await, "NotImplemented");
