@@ -27,6 +27,21 @@ pub struct ServerSettings {
     pub max_connections_per_worker: usize,
     pub backlog: u32,
     pub public_url: String,
+    pub node_id: String,
+}
+
+impl ServerSettings {
+    /// This node's name in metrics and logs: `node_id`, or the host name when it is empty.
+    pub fn node_id(&self) -> String {
+        if !self.node_id.is_empty() {
+            return self.node_id.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "ocpp-css".to_string())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

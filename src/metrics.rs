@@ -37,6 +37,8 @@ pub const GROUP_COMMIT_BATCH: &str = "ocpp_group_commit_batch_size";
 pub const QUEUED_COMMANDS: &str = "ocpp_queued_commands";
 /// Counter: repeated CALLs (same unique id on a session) answered from the session's cache.
 pub const DUPLICATE_CALLS: &str = "ocpp_duplicate_calls_total";
+/// Gauge (seconds): age of the oldest command queued for an offline station, 0 when none.
+pub const QUEUED_OLDEST_AGE: &str = "ocpp_queued_command_oldest_age_seconds";
 /// Counter: API requests answered, by `status` class (2xx, 4xx, 5xx).
 pub const API_REQUESTS: &str = "ocpp_api_requests_total";
 /// Gauge: live account actors.
@@ -47,13 +49,15 @@ const LATENCY_BUCKETS: &[f64] =
 
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
 
-/// The process-wide recorder. Installed once: every application built in this process (tests build
-/// several) renders the same registry.
-pub fn handle() -> PrometheusHandle {
+/// The process-wide recorder, every series labelled `node` with this node's id. Installed once:
+/// every application built in this process (tests build several) renders the same registry, with
+/// the first node id given.
+pub fn handle(node_id: &str) -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
+                .add_global_label("node", node_id)
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(GROUP_COMMIT_BATCH.into()), BATCH_BUCKETS))
                 // The bucket lists above are non-empty constants, the only thing this can reject.
@@ -66,9 +70,22 @@ pub fn handle() -> PrometheusHandle {
                 tracing::error!(error = %e, "a metrics recorder was already installed");
             }
             describe();
+            process_collector().describe();
             handle
         })
         .clone()
+}
+
+/// Process metrics (RSS, open and max fds, CPU seconds, threads), read at each scrape.
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// The Prometheus text of every metric, process metrics freshly read.
+pub fn render(handle: &PrometheusHandle) -> String {
+    process_collector().collect();
+    handle.render()
 }
 
 fn describe() {
@@ -87,6 +104,7 @@ fn describe() {
     describe_histogram!(GROUP_COMMIT_BATCH, "Writers sharing one flush");
     describe_gauge!(QUEUED_COMMANDS, "Commands queued for offline stations, not yet sent");
     describe_counter!(DUPLICATE_CALLS, "Repeated CALLs answered from the session's cache");
+    describe_gauge!(QUEUED_OLDEST_AGE, Unit::Seconds, "Age of the oldest command queued for an offline station");
     describe_counter!(API_REQUESTS, "API requests by status class");
     describe_gauge!(ACCOUNT_ACTORS, "Live account actors");
 }

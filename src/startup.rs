@@ -17,6 +17,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// What every request handler shares.
 pub struct AppState {
@@ -66,20 +67,23 @@ impl Application {
             stations: stations.clone(),
             accounts,
             handler_settings,
-            metrics: m::handle(),
+            metrics: m::handle(&settings.server.node_id()),
         });
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .wrap_fn(|req, srv| {
+                    // Every request gets an id, in a span around its handling (so in every log line it
+                    // causes) and in the `x-request-id` response header.
                     let started = Instant::now();
-                    let method = req.method().clone();
-                    let path = req.path().to_string();
-                    let fut = srv.call(req);
+                    let request_id = uuid::Uuid::new_v4().simple().to_string();
+                    let span = tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.path());
+                    let is_station = req.path().starts_with("/ocpp/");
+                    let fut = { let _enter = span.enter(); srv.call(req) };
                     async move {
-                        let res = fut.await?;
+                        let mut res = fut.await?;
                         let status = res.status();
-                        if !path.starts_with("/ocpp/") {
+                        if !is_station {
                             let class = match status.as_u16() {
                                 200..=299 => "2xx",
                                 300..=399 => "3xx",
@@ -88,9 +92,13 @@ impl Application {
                             };
                             metrics::counter!(m::API_REQUESTS, "status" => class).increment(1);
                         }
-                        tracing::debug!(%method, %path, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+                        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&request_id) {
+                            res.headers_mut().insert(actix_web::http::header::HeaderName::from_static("x-request-id"), value);
+                        }
+                        tracing::debug!(status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
                         Ok(res)
                     }
+                    .instrument(span)
                 })
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
@@ -181,5 +189,12 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
+    match state.store.oldest_queued_command().await {
+        Ok(oldest) => {
+            let age = oldest.map(|t| (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0);
+            metrics::gauge!(m::QUEUED_OLDEST_AGE).set(age.unwrap_or(0.0));
+        }
+        Err(e) => tracing::warn!(error = %e, "could not read the command queue for metrics"),
+    }
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(m::render(&state.metrics))
 }

@@ -23,6 +23,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 /// Why a command got no CALLRESULT.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,6 +120,8 @@ pub struct StationSession {
     recent_replies: VecDeque<(String, String)>,
     /// Queued-command delivery: started after the first handled message of an accepted station.
     delivery: Delivery,
+    /// Carries the station and session ids into every log line of this session.
+    span: tracing::Span,
 }
 
 /// How many answered CALLs a session remembers for repeats.
@@ -143,8 +146,12 @@ impl StationSession {
         actix_rt::spawn(write_loop(ws, rx));
         StationSession::create(move |ctx| {
             ctx.add_stream(stream);
+            let id = super::next_session_id();
+            let span =
+                tracing::info_span!("station_session", station = %setup.key, session = id, protocol = setup.protocol);
             StationSession {
-                id: super::next_session_id(),
+                id,
+                span,
                 registration: setup.registration,
                 setup,
                 out,
@@ -230,7 +237,9 @@ impl StationSession {
             let reply = v16::handle_call(&ctx, &call).await;
             (call, reply)
         };
+        let fut = fut.instrument(self.span.clone());
         ctx.wait(fut.into_actor(self).map(move |(call, reply), act, ctx| {
+            let _enter = act.span.clone().entered();
             let action = action_label(&call.action);
             metrics::histogram!(m::CALL_DURATION, "action" => action).record(started.elapsed().as_secs_f64());
             match reply {
@@ -397,6 +406,7 @@ impl Actor for StationSession {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        let _enter = self.span.clone().entered();
         let protocol = self.setup.protocol;
         metrics::gauge!(m::CONNECTIONS, "protocol" => protocol).increment(1.0);
         metrics::counter!(m::CONNECTS).increment(1);
@@ -437,6 +447,7 @@ impl Actor for StationSession {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        let _enter = self.span.clone().entered();
         let reason = self.close_reason.unwrap_or(DisconnectReason::ClosedByStation);
         metrics::gauge!(m::CONNECTIONS, "protocol" => self.setup.protocol).decrement(1.0);
         metrics::counter!(m::DISCONNECTS, "reason" => reason.as_str()).increment(1);
@@ -466,6 +477,7 @@ impl Actor for StationSession {
 
 impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for StationSession {
     fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Context<Self>) {
+        let _enter = self.span.clone().entered();
         self.last_activity = Instant::now();
         match item {
             Ok(AggregatedMessage::Text(text)) => self.on_text(&text, ctx),

@@ -110,6 +110,8 @@ pub trait Store: Send + Sync + 'static {
     async fn queued_commands(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<CommandRecord>>;
     /// Every queued command of every station, how many (for the queue gauge at start-up).
     async fn queued_command_count(&self) -> StoreResult<usize>;
+    /// When the oldest command still queued was queued.
+    async fn oldest_queued_command(&self) -> StoreResult<Option<chrono::DateTime<chrono::Utc>>>;
 
     /// Makes every write that returned before this call durable.
     async fn flush(&self) -> StoreResult<()>;

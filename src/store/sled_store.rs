@@ -428,7 +428,82 @@ impl Store for SledStore {
         Ok(self.command_queue.len())
     }
 
+    async fn oldest_queued_command(&self) -> StoreResult<Option<chrono::DateTime<chrono::Utc>>> {
+        // The queue is keyed by station, then by order of queueing: each station's first entry is its
+        // oldest. Queues are short-lived, so a walk over them at scrape time is cheap.
+        let mut oldest: Option<chrono::DateTime<chrono::Utc>> = None;
+        for item in self.command_queue.iter() {
+            let (k, id) = item.map_err(backend)?;
+            // The key ends with the 8-byte queue sequence; what precedes it is "account\0station\0".
+            let Some(station_prefix) = k.len().checked_sub(8).map(|end| &k[..end]) else { continue };
+            let mut record_key = station_prefix.to_vec();
+            record_key.extend_from_slice(&id);
+            if let Some(record) = get::<CommandRecord>(&self.commands, &record_key)? {
+                oldest = Some(oldest.map_or(record.created_at, |o| o.min(record.created_at)));
+            }
+        }
+        Ok(oldest)
+    }
+
     async fn flush(&self) -> StoreResult<()> {
         self.commit.durable().await.map_err(StoreError::Backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, Utc};
+
+    fn command(station: &str, action: &str, age_secs: i64) -> CommandRecord {
+        let created = Utc::now() - Duration::seconds(age_secs);
+        CommandRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            account_id: "acct".into(),
+            station_id: station.into(),
+            action: action.into(),
+            payload: serde_json::json!({}),
+            status: CommandStatus::Queued,
+            created_at: created,
+            expires_at: created + Duration::hours(1),
+            sent_at: None,
+            answered_at: None,
+            response: None,
+            error: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn command_queues_keep_order_per_station_and_release_what_was_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), CommitPolicy::default()).unwrap();
+        // Enough commands that queue sequence numbers contain zero bytes.
+        let mut a = Vec::new();
+        for i in 0..300 {
+            let c = command("A", &format!("Cmd{i}"), 10);
+            store.enqueue_command(&c).await.unwrap();
+            a.push(c);
+        }
+        let oldest = command("B", "Old", 500);
+        store.enqueue_command(&oldest).await.unwrap();
+        store.enqueue_command(&command("AB", "Other", 5)).await.unwrap();
+
+        let queued = store.queued_commands("acct", "A").await.unwrap();
+        assert_eq!(queued.iter().map(|c| c.action.as_str()).take(3).collect::<Vec<_>>(), ["Cmd0", "Cmd1", "Cmd2"]);
+        assert_eq!(queued.len(), 300, "station A's queue holds none of B's or AB's");
+        assert_eq!(store.queued_command_count().await.unwrap(), 302);
+        assert_eq!(store.oldest_queued_command().await.unwrap(), Some(oldest.created_at));
+
+        let mut first = a[0].clone();
+        first.status = CommandStatus::Sent;
+        store.update_command(&first).await.unwrap();
+        assert_eq!(store.queued_commands("acct", "A").await.unwrap()[0].action, "Cmd1");
+        assert_eq!(store.command("acct", "A", &first.id).await.unwrap().unwrap().status, CommandStatus::Sent);
+        assert_eq!(store.queued_command_count().await.unwrap(), 301);
+
+        let mut old = oldest.clone();
+        old.status = CommandStatus::Expired;
+        store.update_command(&old).await.unwrap();
+        assert_ne!(store.oldest_queued_command().await.unwrap(), Some(oldest.created_at));
     }
 }

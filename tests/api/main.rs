@@ -3,6 +3,7 @@
 
 mod accounts;
 mod commands;
+mod dashboards;
 mod durability;
 mod frames;
 mod helpers;

@@ -1,0 +1,201 @@
+//! A real Prometheus scrapes a running node with a few stations, then every PromQL expression of the
+//! Grafana dashboards is evaluated through Prometheus's HTTP API: each must succeed and return series.
+
+use crate::helpers::{spawn_app, try_connect, StationClient};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Prometheus {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_prometheus(target_port: u16) -> Prometheus {
+    let binary = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("the prometheus binary is needed: scripts/test installs the Debian package `prometheus`");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: ocpp-css\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let child = Command::new(binary)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus starts");
+    Prometheus { child, port, _dir: dir }
+}
+
+impl Prometheus {
+    async fn query(&self, http: &reqwest::Client, expr: &str) -> Value {
+        let url = format!("http://127.0.0.1:{}/api/v1/query", self.port);
+        match http.get(url).query(&[("query", expr)]).send().await {
+            Ok(res) => res.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        }
+    }
+}
+
+/// Every `expr` in a dashboard (panel targets, also inside rows) and every query variable.
+fn expressions(dashboard: &Value, out: &mut Vec<String>) {
+    match dashboard {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("expr", Value::String(e)) if !e.is_empty() => out.push(e.clone()),
+                    ("templating", Value::Object(t)) => {
+                        for var in t.get("list").and_then(Value::as_array).into_iter().flatten() {
+                            let q = var
+                                .get("query")
+                                .and_then(|q| q.as_str().or_else(|| q.get("query").and_then(Value::as_str)));
+                            if let Some(q) = q.filter(|_| var["type"] == "query") {
+                                out.push(q.to_string());
+                            }
+                        }
+                    }
+                    _ => expressions(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| expressions(v, out)),
+        _ => {}
+    }
+}
+
+/// Grafana's own syntax, made plain PromQL: variables, and `label_values(m, l)` as the series it lists.
+fn to_promql(expr: &str) -> String {
+    let e = expr
+        .replace("$__rate_interval", "1m")
+        .replace("$__interval", "15s")
+        .replace("$__range", "5m")
+        .replace("$node", ".*");
+    match e.strip_prefix("label_values(").and_then(|r| r.strip_suffix(')')) {
+        Some(args) => args.split(',').next().unwrap_or("").trim().to_string(),
+        None => e,
+    }
+}
+
+fn dashboards() -> Vec<(PathBuf, Value)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("grafana/dashboards");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("grafana/dashboards exists") {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).expect("dashboard is JSON");
+            out.push((path, v));
+        }
+    }
+    out
+}
+
+/// Activity that makes every metric the dashboards use exist; returns the stations left connected.
+async fn exercise(app: &crate::helpers::TestApp) -> Vec<StationClient> {
+    let t = app.tenant("fleet").await;
+    let mut stations = Vec::new();
+    for i in 0..3 {
+        let mut cp = app.connected_station(&t, &format!("CP{i}")).await;
+        cp.boot().await;
+        cp.ok("StatusNotification", json!({"connectorId": 1, "errorCode": "NoError", "status": "Available"})).await;
+        let tx = cp
+            .ok(
+                "StartTransaction",
+                json!({"connectorId": 1, "idTag": "T", "meterStart": 0, "timestamp": "2026-11-25T10:00:00Z"}),
+            )
+            .await["transactionId"]
+            .clone();
+        cp.ok("MeterValues", json!({"connectorId": 1, "transactionId": tx, "meterValue": [{"timestamp": "2026-11-25T10:01:00Z", "sampledValue": [{"value": "5"}]}]})).await;
+        stations.push(cp);
+    }
+    // A CALLERROR, a repeated unique id, an auth failure.
+    stations[0].send_text("not json").await;
+    stations[0].recv().await;
+    for _ in 0..2 {
+        stations[0].send_text(r#"[2, "dup-1", "Heartbeat", {}]"#).await;
+        stations[0].recv().await;
+    }
+    assert!(try_connect(app.port, "fleet", "CP0", Some(("CP0", "wrong-password-123")), Some("ocpp1.6")).await.is_err());
+    // A command round trip.
+    let api = app.post("/stations/CP1/commands/ClearCache", &t.token, json!({}));
+    let station = async {
+        let call = stations[1].recv().await;
+        stations[1].send_text(&json!([3, call[1], {"status": "Accepted"}]).to_string()).await;
+    };
+    tokio::join!(api, station);
+    // A command queued for an offline station, and a disconnect.
+    app.station(&t, "OFFLINE").await;
+    app.post("/stations/OFFLINE/commands/ClearCache?queue=true", &t.token, json!({})).await;
+    stations.pop();
+    let (status, _) = app.get("/stations/NOPE", &t.token).await;
+    assert_eq!(status, 404);
+    stations
+}
+
+#[tokio::test]
+async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
+    let boards = dashboards();
+    assert!(!boards.is_empty(), "no dashboards in grafana/dashboards");
+    let mut exprs = Vec::new();
+    for (_, board) in &boards {
+        expressions(board, &mut exprs);
+    }
+    assert!(exprs.len() >= 10, "dashboards hold only {} queries", exprs.len());
+
+    let app = spawn_app().await;
+    let _connected = exercise(&app).await;
+    let prometheus = start_prometheus(app.port);
+    let http = reqwest::Client::new();
+    // Wait for the target to be scraped, then for enough samples for 1m rate windows.
+    let started = Instant::now();
+    loop {
+        let up = prometheus.query(&http, "up{job=\"ocpp-css\"}").await;
+        if up["data"]["result"][0]["value"][1] == "1" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "prometheus never scraped the node: {up}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let mut failures = Vec::new();
+    for expr in &exprs {
+        let promql = to_promql(expr);
+        let answer = prometheus.query(&http, &promql).await;
+        if answer["status"] != "success" {
+            failures.push(format!("{expr}\n    error: {}", answer["error"]));
+        } else if answer["data"]["result"].as_array().is_none_or(Vec::is_empty) {
+            failures.push(format!("{expr}\n    no series"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} dashboard queries failed:\n{}",
+        failures.len(),
+        exprs.len(),
+        failures.join("\n")
+    );
+}
