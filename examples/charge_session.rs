@@ -19,23 +19,16 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn call(ws: &mut Ws, n: &mut u32, action: &str, payload: Value) -> Result<Value, String> {
     *n += 1;
     let id = format!("cs-{n}");
     let frame = json!([2, id, action, payload]);
     println!("→ {frame}");
-    ws.send(Message::Text(frame.to_string()))
-        .await
-        .map_err(|e| e.to_string())?;
+    ws.send(Message::Text(frame.to_string())).await.map_err(|e| e.to_string())?;
     loop {
-        let msg = ws
-            .next()
-            .await
-            .ok_or("connection closed")?
-            .map_err(|e| e.to_string())?;
+        let msg = ws.next().await.ok_or("connection closed")?.map_err(|e| e.to_string())?;
         let Message::Text(text) = msg else { continue };
         let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
         println!("← {v}");
@@ -62,9 +55,7 @@ async fn answer_command(ws: &mut Ws, call: &Value) -> Result<(), String> {
     };
     let answer = json!([3, call[1], payload]);
     println!("→ {answer}");
-    ws.send(Message::Text(answer.to_string()))
-        .await
-        .map_err(|e| e.to_string())
+    ws.send(Message::Text(answer.to_string())).await.map_err(|e| e.to_string())
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -75,63 +66,29 @@ async fn main() -> Result<(), String> {
     let usage = "usage: charge_session (<ocpp_url> <password> | <station.json>) [id_tag] [--stay]";
     let first = args.first().ok_or(usage)?;
     let (url, password, rest) = if first.starts_with("ws://") || first.starts_with("wss://") {
-        (
-            first.to_string(),
-            args.get(1).ok_or(usage)?.to_string(),
-            &args[2..],
-        )
+        (first.to_string(), args.get(1).ok_or(usage)?.to_string(), &args[2..])
     } else {
         let text = std::fs::read_to_string(first).map_err(|e| format!("{first}: {e}"))?;
         let v: Value = serde_json::from_str(&text).map_err(|e| format!("{first}: {e}"))?;
-        let field = |k: &str| {
-            v[k].as_str()
-                .map(String::from)
-                .ok_or(format!("{first} has no {k}"))
-        };
+        let field = |k: &str| v[k].as_str().map(String::from).ok_or(format!("{first} has no {k}"));
         (field("ocpp_url")?, field("password")?, &args[1..])
     };
     let id_tag = rest.first().map(|s| s.as_str()).unwrap_or("RFID-0001");
-    let station_id = url
-        .rsplit('/')
-        .next()
-        .ok_or("the URL ends with the station id")?;
+    let station_id = url.rsplit('/').next().ok_or("the URL ends with the station id")?;
 
-    let mut request = url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| e.to_string())?;
-    let basic =
-        base64::engine::general_purpose::STANDARD.encode(format!("{station_id}:{password}"));
+    let mut request = url.as_str().into_client_request().map_err(|e| e.to_string())?;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{station_id}:{password}"));
     let headers = request.headers_mut();
-    headers.insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static("ocpp1.6"),
-    );
-    headers.insert(
-        "Authorization",
-        HeaderValue::from_str(&format!("Basic {basic}")).map_err(|e| e.to_string())?,
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .map_err(|e| format!("connect failed: {e}"))?;
+    headers.insert("Sec-WebSocket-Protocol", HeaderValue::from_static("ocpp1.6"));
+    headers.insert("Authorization", HeaderValue::from_str(&format!("Basic {basic}")).map_err(|e| e.to_string())?);
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| format!("connect failed: {e}"))?;
     println!("connected to {url}");
 
     let n = &mut 0;
     let now = || chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    call(
-        &mut ws,
-        n,
-        "BootNotification",
-        json!({"chargePointVendor": "Example", "chargePointModel": "Sim-1"}),
-    )
-    .await?;
-    call(
-        &mut ws,
-        n,
-        "StatusNotification",
-        json!({"connectorId": 1, "errorCode": "NoError", "status": "Preparing"}),
-    )
-    .await?;
+    call(&mut ws, n, "BootNotification", json!({"chargePointVendor": "Example", "chargePointModel": "Sim-1"})).await?;
+    call(&mut ws, n, "StatusNotification", json!({"connectorId": 1, "errorCode": "NoError", "status": "Preparing"}))
+        .await?;
     call(&mut ws, n, "Authorize", json!({"idTag": id_tag})).await?;
     let (meter_start, meter_stop) = (1000, 8500);
     let start = call(
@@ -142,13 +99,8 @@ async fn main() -> Result<(), String> {
     )
     .await?;
     let tx = start["transactionId"].as_i64().ok_or("no transactionId")?;
-    call(
-        &mut ws,
-        n,
-        "StatusNotification",
-        json!({"connectorId": 1, "errorCode": "NoError", "status": "Charging"}),
-    )
-    .await?;
+    call(&mut ws, n, "StatusNotification", json!({"connectorId": 1, "errorCode": "NoError", "status": "Charging"}))
+        .await?;
     call(
         &mut ws,
         n,
@@ -157,18 +109,16 @@ async fn main() -> Result<(), String> {
             {"value": "4200", "measurand": "Energy.Active.Import.Register", "unit": "Wh"}]}]}),
     )
     .await?;
-    call(&mut ws, n, "StopTransaction", json!({"transactionId": tx, "meterStop": meter_stop, "timestamp": now(), "idTag": id_tag, "reason": "Local"})).await?;
     call(
         &mut ws,
         n,
-        "StatusNotification",
-        json!({"connectorId": 1, "errorCode": "NoError", "status": "Available"}),
+        "StopTransaction",
+        json!({"transactionId": tx, "meterStop": meter_stop, "timestamp": now(), "idTag": id_tag, "reason": "Local"}),
     )
     .await?;
-    println!(
-        "transaction {tx} done: {} Wh charged",
-        meter_stop - meter_start
-    );
+    call(&mut ws, n, "StatusNotification", json!({"connectorId": 1, "errorCode": "NoError", "status": "Available"}))
+        .await?;
+    println!("transaction {tx} done: {} Wh charged", meter_stop - meter_start);
 
     if stay {
         println!("staying connected; answering commands (Ctrl-C to quit)");
