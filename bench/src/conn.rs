@@ -1,0 +1,244 @@
+//! One station's OCPP-J connection: connect with subprotocol and Basic auth, make calls, answer the
+//! central system's calls, close.
+
+use anyhow::{anyhow, bail, Context, Result};
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::{timeout_at, Instant};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+pub const SUBPROTOCOL: &str = "ocpp1.6";
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// Small buffers: a bench holds many connections whose messages are a few hundred bytes.
+/// (tungstenite 0.24 reads in fixed 4 KiB chunks; its read buffer size is not configurable.)
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig {
+        write_buffer_size: 0, // write each message out at once
+        max_write_buffer_size: 64 * 1024,
+        max_message_size: Some(1 << 20),
+        max_frame_size: Some(1 << 20),
+        ..WebSocketConfig::default()
+    }
+}
+
+/// Where and as whom a station connects.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub url: String,
+    pub id: String,
+    pub password: Option<String>,
+    pub source_ip: Option<IpAddr>,
+}
+
+/// How a call ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The CALLRESULT payload.
+    Result(Value),
+    CallError {
+        code: String,
+        description: String,
+    },
+    Timeout,
+    /// The connection is gone; the station must reconnect.
+    Closed(String),
+}
+
+/// An open OCPP-J connection.
+pub struct Conn {
+    ws: Ws,
+    next_id: u64,
+}
+
+/// Connects, offering `ocpp1.6` and HTTP Basic credentials; every step ends by `deadline`.
+pub async fn connect(ep: &Endpoint, deadline: Instant) -> Result<Conn> {
+    let mut request = ep.url.as_str().into_client_request().with_context(|| format!("bad URL {}", ep.url))?;
+    let headers = request.headers_mut();
+    headers.insert("Sec-WebSocket-Protocol", HeaderValue::from_static(SUBPROTOCOL));
+    if let Some(password) = &ep.password {
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:{password}", ep.id));
+        headers.insert("Authorization", HeaderValue::from_str(&format!("Basic {basic}"))?);
+    }
+    let uri = request.uri();
+    let host = uri
+        .host()
+        .ok_or_else(|| anyhow!("URL {} has no host", ep.url))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = uri.port_u16().unwrap_or(80);
+
+    let work = async {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .with_context(|| format!("cannot resolve {host}"))?
+            .collect();
+        let addr = addrs
+            .iter()
+            .copied()
+            .find(|a| ep.source_ip.is_none_or(|s| s.is_ipv4() == a.is_ipv4()))
+            .ok_or_else(|| anyhow!("{host} has no address of the source address' family"))?;
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        if let Some(ip) = ep.source_ip {
+            socket.bind(SocketAddr::new(ip, 0)).with_context(|| format!("cannot bind to source address {ip}"))?;
+        }
+        let stream = socket.connect(addr).await.with_context(|| format!("TCP connect to {addr}"))?;
+        stream.set_nodelay(true)?;
+        let (ws, response) = tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config()))
+            .await
+            .context("WebSocket handshake")?;
+        let agreed = response.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok()).map(str::trim);
+        if agreed != Some(SUBPROTOCOL) {
+            bail!("server did not agree on subprotocol {SUBPROTOCOL} (answered {agreed:?})");
+        }
+        Ok(Conn { ws, next_id: 0 })
+    };
+    timeout_at(deadline, work).await.map_err(|_| anyhow!("connect timed out"))?
+}
+
+/// What a received frame means to a station waiting for the answer to `waiting_for`.
+#[derive(Debug, PartialEq)]
+pub enum Incoming {
+    /// The CALLRESULT of the awaited call.
+    Result(Value),
+    /// The CALLERROR of the awaited call.
+    Error { code: String, description: String },
+    /// A call of the central system, with its answer.
+    ServerCall(String),
+    /// Anything else: a late answer to an earlier (timed-out) call, an unknown message type.
+    Ignored,
+}
+
+/// Classifies an OCPP-J text frame.
+pub fn classify(text: &str, waiting_for: Option<&str>) -> Incoming {
+    let Ok(Value::Array(frame)) = serde_json::from_str::<Value>(text) else {
+        return Incoming::Ignored;
+    };
+    let id = frame.get(1).and_then(Value::as_str);
+    match frame.first().and_then(Value::as_i64) {
+        Some(2) if id.is_some() => Incoming::ServerCall(json!([3, id, {"status": "Accepted"}]).to_string()),
+        Some(3) if id.is_some() && id == waiting_for => Incoming::Result(frame.get(2).cloned().unwrap_or(Value::Null)),
+        Some(4) if id.is_some() && id == waiting_for => Incoming::Error {
+            code: frame.get(2).and_then(Value::as_str).unwrap_or("?").to_string(),
+            description: frame.get(3).and_then(Value::as_str).unwrap_or("").to_string(),
+        },
+        _ => Incoming::Ignored,
+    }
+}
+
+impl Conn {
+    /// Sends one CALL and waits, answering the central system's own calls meanwhile, for its answer.
+    pub async fn call(&mut self, action: &str, payload: &Value, deadline: Instant) -> Outcome {
+        self.next_id += 1;
+        let id = self.next_id.to_string();
+        let frame = json!([2, id, action, payload]).to_string();
+        match timeout_at(deadline, self.ws.send(Message::Text(frame))).await {
+            Err(_) => return Outcome::Timeout,
+            Ok(Err(e)) => return Outcome::Closed(format!("send failed: {e}")),
+            Ok(Ok(())) => {}
+        }
+        loop {
+            let msg = match timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return Outcome::Timeout,
+                Ok(None) => return Outcome::Closed("connection closed".into()),
+                Ok(Some(Err(e))) => return Outcome::Closed(e.to_string()),
+                Ok(Some(Ok(m))) => m,
+            };
+            let text = match msg {
+                Message::Text(t) => t,
+                Message::Close(f) => return Outcome::Closed(format!("closed by server: {f:?}")),
+                _ => continue,
+            };
+            match classify(&text, Some(&id)) {
+                Incoming::Result(v) => return Outcome::Result(v),
+                Incoming::Error { code, description } => return Outcome::CallError { code, description },
+                Incoming::ServerCall(answer) => match timeout_at(deadline, self.ws.send(Message::Text(answer))).await {
+                    Err(_) => return Outcome::Timeout,
+                    Ok(Err(e)) => return Outcome::Closed(format!("send failed: {e}")),
+                    Ok(Ok(())) => {}
+                },
+                Incoming::Ignored => {}
+            }
+        }
+    }
+
+    /// Waits for `until` while answering the central system's calls; `Err` if the connection ends.
+    pub async fn serve_until<F: Future>(&mut self, until: F) -> Result<F::Output, String> {
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                out = &mut until => return Ok(out),
+                msg = self.ws.next() => match msg {
+                    None => return Err("connection closed".into()),
+                    Some(Err(e)) => return Err(e.to_string()),
+                    Some(Ok(Message::Close(f))) => return Err(format!("closed by server: {f:?}")),
+                    Some(Ok(Message::Text(text))) => {
+                        if let Incoming::ServerCall(answer) = classify(&text, None) {
+                            self.ws.send(Message::Text(answer)).await.map_err(|e| e.to_string())?;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                }
+            }
+        }
+    }
+
+    /// Closes with a normal close frame and waits (at most `wait`) for the server's close.
+    pub async fn close(mut self, wait: Duration) {
+        let _ = tokio::time::timeout(wait, async {
+            if self.ws.close(None).await.is_err() {
+                return;
+            }
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_answers_by_id() {
+        assert_eq!(
+            classify(r#"[3,"7",{"currentTime":"x"}]"#, Some("7")),
+            Incoming::Result(json!({"currentTime": "x"}))
+        );
+        assert_eq!(classify(r#"[3,"6",{}]"#, Some("7")), Incoming::Ignored);
+        assert_eq!(
+            classify(r#"[4,"7","FormationViolation","bad",{}]"#, Some("7")),
+            Incoming::Error { code: "FormationViolation".into(), description: "bad".into() }
+        );
+        assert_eq!(classify(r#"[4,"7","X","",{}]"#, None), Incoming::Ignored);
+        assert_eq!(classify("not json", Some("7")), Incoming::Ignored);
+        assert_eq!(classify(r#"{"a":1}"#, Some("7")), Incoming::Ignored);
+    }
+
+    #[test]
+    fn server_calls_are_accepted() {
+        let Incoming::ServerCall(answer) = classify(r#"[2,"srv-1","Reset",{"type":"Soft"}]"#, Some("7")) else {
+            panic!("not a server call");
+        };
+        let v: Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(v, json!([3, "srv-1", {"status": "Accepted"}]));
+    }
+
+    #[test]
+    fn config_is_valid_and_small() {
+        let c = ws_config();
+        assert!(c.max_write_buffer_size > c.write_buffer_size);
+        assert_eq!(c.write_buffer_size, 0);
+    }
+}
