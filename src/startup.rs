@@ -15,6 +15,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -27,6 +28,9 @@ pub struct AppState {
     pub accounts: Addr<AccountRegistry>,
     pub handler_settings: Arc<HandlerSettings>,
     pub metrics: PrometheusHandle,
+    /// Set when shutdown begins: station connections still being accepted are refused (503), so a
+    /// reconnect storm cannot outlive the shutdown.
+    pub shutting_down: Arc<AtomicBool>,
 }
 
 /// A built, bound, not yet running application.
@@ -36,6 +40,7 @@ pub struct Application {
     stations: Addr<StationRegistry>,
     store: Arc<dyn Store>,
     shutdown_timeout: Duration,
+    shutting_down: Arc<AtomicBool>,
 }
 
 impl Application {
@@ -61,7 +66,9 @@ impl Application {
             heartbeat_interval: Duration::from_secs(settings.ocpp.heartbeat_interval_secs),
             boot_retry_interval: Duration::from_secs(settings.ocpp.boot_retry_interval_secs),
         });
+        let shutting_down = Arc::new(AtomicBool::new(false));
         let state = web::Data::new(AppState {
+            shutting_down: shutting_down.clone(),
             store: store.clone(),
             settings: Arc::new(settings.clone()),
             stations: stations.clone(),
@@ -120,7 +127,7 @@ impl Application {
         }
         tracing::info!(address = %address, port, "listening");
         let shutdown_timeout = Duration::from_secs(settings.ocpp.shutdown_timeout_secs);
-        Ok(Application { port, server: server.run(), stations, store, shutdown_timeout })
+        Ok(Application { port, server: server.run(), stations, store, shutdown_timeout, shutting_down })
     }
 
     pub fn port(&self) -> u16 {
@@ -133,17 +140,26 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let handle = self.server.handle();
         let (stations, store, timeout) = (self.stations.clone(), self.store.clone(), self.shutdown_timeout);
+        let shutting_down = self.shutting_down.clone();
         actix_rt::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutting down: no new connections, closing station sessions");
+            shutting_down.store(true, Ordering::SeqCst);
             handle.pause().await;
-            let sessions = stations.send(CloseAll).await.unwrap_or_default();
             let deadline = Instant::now() + timeout;
-            while sessions.iter().any(|s| s.connected()) && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            let (mut closed, mut quiet_rounds) = (0, 0);
+            // Connections accepted just before the pause may still register sessions: close again
+            // until two rounds in a row find none.
+            while quiet_rounds < 2 && Instant::now() < deadline {
+                let sessions = stations.send(CloseAll).await.unwrap_or_default();
+                closed += sessions.len();
+                quiet_rounds = if sessions.is_empty() { quiet_rounds + 1 } else { 0 };
+                while sessions.iter().any(|s| s.connected()) && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            let left = sessions.iter().filter(|s| s.connected()).count();
-            tracing::info!(sessions = sessions.len(), still_open = left, "station sessions closed");
+            tracing::info!(sessions = closed, "station sessions closed");
             if let Err(e) = store.flush().await {
                 tracing::error!(error = %e, "final flush failed");
             }

@@ -84,6 +84,11 @@ pub async fn ocpp_endpoint(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let (tenant, station_id) = path.into_inner();
+    if state.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ok(HttpResponse::ServiceUnavailable()
+            .insert_header((header::RETRY_AFTER, "5"))
+            .json(json!({"code": "shutting_down", "message": "the server is restarting; reconnect shortly"})));
+    }
     let offered = offered_subprotocols(&req);
     // A station that offers no subprotocol at all is taken to speak 1.6, as many deployed 1.6 chargers
     // do; one that offers only versions this server does not speak is refused.

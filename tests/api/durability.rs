@@ -1,4 +1,4 @@
-use crate::helpers::{spawn_app, StationClient, TestApp};
+use crate::helpers::{series_value, spawn_app, StationClient, TestApp};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -27,6 +27,7 @@ async fn a_repeated_unique_id_is_answered_again_and_applied_once() {
     let t = app.tenant("acme").await;
     let mut cp = app.connected_station(&t, "CP001").await;
     cp.boot().await;
+    let duplicates_before = series_value(&app.metrics().await, "ocpp_duplicate_calls_total", &[]);
     let start = |meter: i64| {
         json!([2, "same-id", "StartTransaction", {"connectorId": 1, "idTag": "T", "meterStart": meter, "timestamp": "2026-11-25T10:00:00Z"}]).to_string()
     };
@@ -39,7 +40,7 @@ async fn a_repeated_unique_id_is_answered_again_and_applied_once() {
     let (_, txs) = app.get("/transactions", &t.token).await;
     assert_eq!(txs.as_array().map(Vec::len), Some(1), "{txs}");
     assert_eq!(txs[0]["meter_start"], 100);
-    assert!(app.metrics().await.contains("ocpp_duplicate_calls_total"));
+    assert!(series_value(&app.metrics().await, "ocpp_duplicate_calls_total", &[]) > duplicates_before);
 }
 
 #[tokio::test]
