@@ -54,11 +54,18 @@ pub struct BootInfo {
     pub booted_at: DateTime<Utc>,
 }
 
-/// The last StatusNotification for one connector (0 = the station as a whole).
+/// The last StatusNotification for one connector: in OCPP 1.6 connector 0 is the station as a whole;
+/// in 2.0.1 a connector belongs to an EVSE.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ConnectorStatus {
+    /// The EVSE (2.0.1); None for 1.6.
+    #[serde(default)]
+    pub evse_id: Option<u32>,
+    #[serde(default)]
+    pub connector_id: u32,
     pub status: String,
-    pub error_code: String,
+    /// The 1.6 error code; 2.0.1 reports none.
+    pub error_code: Option<String>,
     pub info: Option<String>,
     pub vendor_id: Option<String>,
     pub vendor_error_code: Option<String>,
@@ -85,13 +92,22 @@ pub struct Station {
     pub registration: Registration,
     pub created_at: DateTime<Utc>,
     pub boot: Option<BootInfo>,
-    pub connectors: BTreeMap<u32, ConnectorStatus>,
+    /// By [`connector_key`]: "1" for 1.6 connector 1, "1/2" for 2.0.1 EVSE 1 connector 2.
+    pub connectors: BTreeMap<String, ConnectorStatus>,
     /// The last time a message from this station was received and persisted.
     pub last_seen: Option<DateTime<Utc>>,
     /// The subprotocol of its last connection.
     pub protocol: Option<String>,
     pub firmware_status: Option<StatusReport>,
     pub diagnostics_status: Option<StatusReport>,
+}
+
+/// The key of a connector in [`Station::connectors`].
+pub fn connector_key(evse_id: Option<u32>, connector_id: u32) -> String {
+    match evse_id {
+        Some(evse) => format!("{evse}/{connector_id}"),
+        None => connector_id.to_string(),
+    }
 }
 
 /// The authorization status of an id tag (OCPP 1.6 AuthorizationStatus, as stored).
@@ -101,6 +117,17 @@ pub enum TagStatus {
     Blocked,
     Expired,
     Invalid,
+}
+
+impl TagStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TagStatus::Accepted => "Accepted",
+            TagStatus::Blocked => "Blocked",
+            TagStatus::Expired => "Expired",
+            TagStatus::Invalid => "Invalid",
+        }
+    }
 }
 
 /// An RFID card or other token a tenant's drivers use.
@@ -144,6 +171,9 @@ pub struct MeterValue {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct MeterRecord {
     pub station_id: String,
+    /// OCPP 2.0.1: the EVSE (then `connector_id` is 0).
+    #[serde(default)]
+    pub evse_id: Option<u32>,
     pub connector_id: u32,
     pub transaction_id: Option<i32>,
     pub meter_value: MeterValue,
@@ -152,7 +182,8 @@ pub struct MeterRecord {
 /// The end of a transaction.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TransactionStop {
-    pub meter_stop: i64,
+    /// Energy register at the end, Wh (2.0.1: from the Ended event's readings, when it had one).
+    pub meter_stop: Option<i64>,
     pub timestamp: DateTime<Utc>,
     pub reason: Option<String>,
     pub id_tag: Option<String>,
@@ -166,21 +197,49 @@ pub struct Transaction {
     pub account_id: String,
     pub station_id: String,
     pub connector_id: u32,
-    pub id_tag: String,
-    /// The authorization answer given at start.
-    pub id_tag_status: TagStatus,
-    pub meter_start: i64,
+    /// The id tag (1.6) or id token (2.0.1) that started it; 2.0.1 may start without one.
+    pub id_tag: Option<String>,
+    /// The authorization answer given for it.
+    pub id_tag_status: Option<String>,
+    /// Energy register at the start, Wh (2.0.1: from the earliest event with a reading).
+    pub meter_start: Option<i64>,
     pub start_timestamp: DateTime<Utc>,
     pub reservation_id: Option<i64>,
     pub stop: Option<TransactionStop>,
     pub started_received_at: DateTime<Utc>,
+    /// OCPP 2.0.1: the station's own transaction id.
+    #[serde(default)]
+    pub station_transaction_id: Option<String>,
+    /// OCPP 2.0.1: the EVSE.
+    #[serde(default)]
+    pub evse_id: Option<u32>,
+    /// OCPP 2.0.1: the latest charging state (Charging, SuspendedEV, ...).
+    #[serde(default)]
+    pub charging_state: Option<String>,
+    /// OCPP 2.0.1: every TransactionEvent applied, by seqNo.
+    #[serde(default)]
+    pub events: Vec<TransactionEventRecord>,
 }
 
 impl Transaction {
-    /// Energy delivered in Wh: meterStop - meterStart, once stopped.
+    /// Energy delivered in Wh: meter stop − meter start, once stopped and both are known.
     pub fn energy_wh(&self) -> Option<i64> {
-        self.stop.as_ref().map(|s| s.meter_stop - self.meter_start)
+        Some(self.stop.as_ref()?.meter_stop? - self.meter_start?)
     }
+}
+
+/// One applied OCPP 2.0.1 TransactionEvent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TransactionEventRecord {
+    pub seq_no: u64,
+    pub event_type: String,
+    pub trigger_reason: String,
+    pub timestamp: DateTime<Utc>,
+    /// Sent while the station was offline.
+    pub offline: bool,
+    /// The energy register (Wh) among its readings, if any.
+    pub energy_register_wh: Option<i64>,
+    pub received_at: DateTime<Utc>,
 }
 
 /// What a StartTransaction asks to record.
@@ -190,7 +249,7 @@ pub struct NewTransaction {
     pub station_id: String,
     pub connector_id: u32,
     pub id_tag: String,
-    pub id_tag_status: TagStatus,
+    pub id_tag_status: String,
     pub meter_start: i64,
     pub start_timestamp: DateTime<Utc>,
     pub reservation_id: Option<i64>,
@@ -203,6 +262,44 @@ pub struct StationEvent {
     pub action: String,
     pub payload: serde_json::Value,
     pub received_at: DateTime<Utc>,
+}
+
+/// A variable of a 2.0.1 station's device model, as reported by NotifyReport (and NotifyEvent).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeviceVariable {
+    pub component: String,
+    pub component_instance: Option<String>,
+    pub evse_id: Option<u32>,
+    pub connector_id: Option<u32>,
+    pub variable: String,
+    pub variable_instance: Option<String>,
+    /// Actual, Target, MinSet or MaxSet.
+    pub attribute_type: String,
+    pub value: Option<String>,
+    pub mutability: Option<String>,
+    pub persistent: Option<bool>,
+    pub constant: Option<bool>,
+    /// variableCharacteristics as reported (unit, dataType, limits, valuesList, ...).
+    pub characteristics: Option<serde_json::Value>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl DeviceVariable {
+    /// Identity of the attribute within the station's device model.
+    pub fn key(&self) -> String {
+        let opt = |o: &Option<String>| o.clone().unwrap_or_default();
+        let num = |o: Option<u32>| o.map(|n| n.to_string()).unwrap_or_default();
+        format!(
+            "{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}",
+            self.component,
+            opt(&self.component_instance),
+            num(self.evse_id),
+            num(self.connector_id),
+            self.variable,
+            opt(&self.variable_instance),
+            self.attribute_type
+        )
+    }
 }
 
 /// Where a queued command is in its life.
@@ -234,6 +331,9 @@ pub struct CommandFailure {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CommandRecord {
     pub id: String,
+    /// The subprotocol the payload was validated for; delivered only over the same.
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
     pub account_id: String,
     pub station_id: String,
     pub action: String,
@@ -245,4 +345,8 @@ pub struct CommandRecord {
     pub answered_at: Option<DateTime<Utc>>,
     pub response: Option<serde_json::Value>,
     pub error: Option<CommandFailure>,
+}
+
+fn default_protocol() -> String {
+    "ocpp1.6".to_string()
 }

@@ -5,16 +5,13 @@ use crate::actors::station_session::SessionSetup;
 use crate::actors::{StationKey, StationSession};
 use crate::auth;
 use crate::metrics as m;
-use crate::ocpp::v16;
+use crate::ocpp::Version;
 use crate::startup::AppState;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
 use serde_json::json;
 use std::time::Duration;
-
-/// Subprotocols this server speaks, in order of preference.
-pub const SUBPROTOCOLS: &[&str] = &[v16::SUBPROTOCOL];
 
 /// Why a connection was refused; the `reason` label of the auth-failure counter.
 #[derive(Debug, Clone, Copy)]
@@ -45,7 +42,10 @@ fn refuse(req: &HttpRequest, reason: Refusal, offered: &[String]) -> HttpRespons
     match reason {
         Refusal::UnsupportedSubprotocol => HttpResponse::BadRequest().json(json!({
             "code": "unsupported_subprotocol",
-            "message": format!("offered subprotocols {offered:?}; this server speaks {SUBPROTOCOLS:?}"),
+            "message": format!(
+                "offered subprotocols {offered:?}; this server speaks {:?}",
+                Version::ALL.map(Version::subprotocol)
+            ),
         })),
         // One answer for every credential problem, so a caller cannot probe which stations exist.
         _ => HttpResponse::Unauthorized()
@@ -92,11 +92,11 @@ pub async fn ocpp_endpoint(
     let offered = offered_subprotocols(&req);
     // A station that offers no subprotocol at all is taken to speak 1.6, as many deployed 1.6 chargers
     // do; one that offers only versions this server does not speak is refused.
-    let protocol = if offered.is_empty() {
-        v16::SUBPROTOCOL
+    let version = if offered.is_empty() {
+        Version::V16
     } else {
-        match SUBPROTOCOLS.iter().find(|p| offered.iter().any(|o| o == *p)) {
-            Some(p) => p,
+        match Version::ALL.into_iter().find(|v| offered.iter().any(|o| o == v.subprotocol())) {
+            Some(v) => v,
             None => return Ok(refuse(&req, Refusal::UnsupportedSubprotocol, &offered)),
         }
     };
@@ -117,13 +117,13 @@ pub async fn ocpp_endpoint(
         return Ok(refuse(&req, Refusal::BadPassword, &offered));
     }
 
-    let (response, session, stream) = actix_ws::handle_with_protocols(&req, body, &[protocol])?;
+    let (response, session, stream) = actix_ws::handle_with_protocols(&req, body, &[version.subprotocol()])?;
     let max = state.settings.ocpp.max_frame_bytes;
     let stream = stream.max_frame_size(max).aggregate_continuations().max_continuation_size(max);
     let ocpp = &state.settings.ocpp;
     let setup = SessionSetup {
         key: StationKey { account_id: account.id, station_id },
-        protocol,
+        version,
         registration: station.registration,
         store: state.store.clone(),
         handler_settings: state.handler_settings.clone(),

@@ -10,6 +10,7 @@ use super::station_session::{CommandError, SendCommand, StationSession};
 use super::StationKey;
 use crate::metrics as m;
 use crate::model::{CommandFailure, CommandRecord, CommandStatus};
+use crate::ocpp::Version;
 use crate::store::{Store, StoreResult};
 use actix::Addr;
 use chrono::Utc;
@@ -22,6 +23,7 @@ pub async fn deliver(
     store: Arc<dyn Store>,
     session: Addr<StationSession>,
     key: StationKey,
+    version: Version,
     answer_timeout: Duration,
 ) -> StoreResult<usize> {
     let mut sent = 0;
@@ -36,6 +38,22 @@ pub async fn deliver(
                 save(store.as_ref(), &command).await?;
                 metrics::gauge!(m::QUEUED_COMMANDS).decrement(1.0);
                 tracing::info!(station = %key, command = %command.id, "queued command expired unsent");
+                continue;
+            }
+            if command.protocol != version.subprotocol() {
+                // Validated for another version than the station now speaks: sending it would only
+                // earn a CALLERROR, or worse, be misread.
+                command.status = CommandStatus::Rejected;
+                command.error = Some(CommandFailure {
+                    code: "ProtocolMismatch".into(),
+                    description: format!(
+                        "queued for {}, but the station connected with {}",
+                        command.protocol,
+                        version.subprotocol()
+                    ),
+                });
+                save(store.as_ref(), &command).await?;
+                metrics::gauge!(m::QUEUED_COMMANDS).decrement(1.0);
                 continue;
             }
             command.status = CommandStatus::Sent;

@@ -6,13 +6,14 @@
 
 use super::station_session::{CloseSession, StationSession};
 use super::{DisconnectReason, SessionId, StationKey};
+use crate::ocpp::Version;
 use actix::prelude::*;
 use std::collections::HashMap;
 
 /// Routes to stations' live sessions.
 #[derive(Default)]
 pub struct StationRegistry {
-    sessions: HashMap<StationKey, (SessionId, Addr<StationSession>)>,
+    sessions: HashMap<StationKey, (SessionId, Addr<StationSession>, Version)>,
 }
 
 impl Actor for StationRegistry {
@@ -27,6 +28,8 @@ impl Supervised for StationRegistry {}
 pub struct Register {
     pub key: StationKey,
     pub session_id: SessionId,
+    /// The OCPP version the session speaks (commands are validated for it).
+    pub version: Version,
     pub addr: Addr<StationSession>,
 }
 
@@ -38,9 +41,9 @@ pub struct Unregister {
     pub session_id: SessionId,
 }
 
-/// The live session of a station, if any.
+/// The live session of a station, if any, and its OCPP version.
 #[derive(Message)]
-#[rtype(result = "Option<Addr<StationSession>>")]
+#[rtype(result = "Option<(Addr<StationSession>, Version)>")]
 pub struct Lookup {
     pub key: StationKey,
 }
@@ -63,12 +66,14 @@ impl Handler<Register> for StationRegistry {
 
     fn handle(&mut self, msg: Register, _: &mut Context<Self>) {
         match self.sessions.get(&msg.key) {
-            Some((current, _)) if *current > msg.session_id => {
+            Some((current, _, _)) if *current > msg.session_id => {
                 // An older connection registering late: the newer one keeps the station.
                 msg.addr.do_send(CloseSession { reason: DisconnectReason::Replaced });
             }
             _ => {
-                if let Some((old_id, old)) = self.sessions.insert(msg.key.clone(), (msg.session_id, msg.addr)) {
+                if let Some((old_id, old, _)) =
+                    self.sessions.insert(msg.key.clone(), (msg.session_id, msg.addr, msg.version))
+                {
                     if old_id != msg.session_id {
                         tracing::info!(station = %msg.key, old_session = old_id, new_session = msg.session_id, "newer connection replaces the current one");
                         old.do_send(CloseSession { reason: DisconnectReason::Replaced });
@@ -83,17 +88,17 @@ impl Handler<Unregister> for StationRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: Unregister, _: &mut Context<Self>) {
-        if matches!(self.sessions.get(&msg.key), Some((id, _)) if *id == msg.session_id) {
+        if matches!(self.sessions.get(&msg.key), Some((id, _, _)) if *id == msg.session_id) {
             self.sessions.remove(&msg.key);
         }
     }
 }
 
 impl Handler<Lookup> for StationRegistry {
-    type Result = Option<Addr<StationSession>>;
+    type Result = Option<(Addr<StationSession>, Version)>;
 
     fn handle(&mut self, msg: Lookup, _: &mut Context<Self>) -> Self::Result {
-        self.sessions.get(&msg.key).map(|(_, addr)| addr.clone())
+        self.sessions.get(&msg.key).map(|(_, addr, version)| (addr.clone(), *version))
     }
 }
 
@@ -102,7 +107,7 @@ impl Handler<CloseStation> for StationRegistry {
 
     fn handle(&mut self, msg: CloseStation, _: &mut Context<Self>) -> bool {
         match self.sessions.remove(&msg.key) {
-            Some((_, addr)) => {
+            Some((_, addr, _)) => {
                 addr.do_send(CloseSession { reason: msg.reason });
                 true
             }
@@ -115,7 +120,7 @@ impl Handler<CloseAll> for StationRegistry {
     type Result = MessageResult<CloseAll>;
 
     fn handle(&mut self, _: CloseAll, _: &mut Context<Self>) -> Self::Result {
-        let sessions: Vec<_> = self.sessions.drain().map(|(_, (_, addr))| addr).collect();
+        let sessions: Vec<_> = self.sessions.drain().map(|(_, (_, addr, _))| addr).collect();
         for addr in &sessions {
             addr.do_send(CloseSession { reason: DisconnectReason::Shutdown });
         }

@@ -12,9 +12,10 @@ use super::station_registry::{Register, StationRegistry, Unregister};
 use super::{DisconnectReason, SessionId, StationKey};
 use crate::metrics as m;
 use crate::model::Registration;
+use crate::ocpp::handler::{self, HandlerSettings, Notice, Reply, StationContext};
 use crate::ocpp::rpc::{Call, CallError, ErrorCode, Frame};
 use crate::ocpp::schema::{self, Direction};
-use crate::ocpp::v16::{self, HandlerSettings, Reply, StationContext};
+use crate::ocpp::Version;
 use crate::store::Store;
 use actix::prelude::*;
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
@@ -77,7 +78,7 @@ enum Outbound {
 /// Everything a session needs, given by the WebSocket endpoint.
 pub struct SessionSetup {
     pub key: StationKey,
-    pub protocol: &'static str,
+    pub version: Version,
     pub registration: Registration,
     pub store: Arc<dyn Store>,
     pub handler_settings: Arc<HandlerSettings>,
@@ -147,8 +148,7 @@ impl StationSession {
         StationSession::create(move |ctx| {
             ctx.add_stream(stream);
             let id = super::next_session_id();
-            let span =
-                tracing::info_span!("station_session", station = %setup.key, session = id, protocol = setup.protocol);
+            let span = tracing::info_span!("station_session", station = %setup.key, session = id, protocol = setup.version.subprotocol());
             StationSession {
                 id,
                 span,
@@ -202,7 +202,7 @@ impl StationSession {
                 tracing::debug!(station = %self.setup.key, code = %e.code, error = %e.description, "undecodable frame");
                 metrics::counter!(m::MESSAGES, "action" => "unknown", "direction" => "in", "result" => "error")
                     .increment(1);
-                self.reply_error(e.to_call_error());
+                self.reply_error(e.to_call_error(self.setup.version));
             }
         }
     }
@@ -226,15 +226,17 @@ impl StationSession {
         let settings = self.setup.handler_settings.clone();
         let key = self.setup.key.clone();
         let registration = self.registration;
+        let version = self.setup.version;
         let fut = async move {
             let ctx = StationContext {
+                version,
                 store: store.as_ref(),
                 account_id: &key.account_id,
                 station_id: &key.station_id,
                 registration,
                 settings: &settings,
             };
-            let reply = v16::handle_call(&ctx, &call).await;
+            let reply = handler::handle_call(&ctx, &call).await;
             (call, reply)
         };
         let fut = fut.instrument(self.span.clone());
@@ -246,7 +248,7 @@ impl StationSession {
                 Reply::Result { payload, notice } => {
                     metrics::counter!(m::MESSAGES, "action" => action, "direction" => "in", "result" => "ok")
                         .increment(1);
-                    if let Some(v16::Notice::Booted { registration }) = &notice {
+                    if let Some(Notice::Booted { registration }) = &notice {
                         act.registration = *registration;
                     }
                     let frame = Frame::CallResult(crate::ocpp::rpc::CallResult { unique_id: call.unique_id, payload });
@@ -292,6 +294,7 @@ impl StationSession {
             self.setup.store.clone(),
             ctx.address(),
             self.setup.key.clone(),
+            self.setup.version,
             self.setup.command_timeout,
         );
         let (session, key) = (ctx.address(), self.setup.key.clone());
@@ -347,7 +350,9 @@ impl StationSession {
                 metrics::counter!(m::MESSAGES, "action" => action, "direction" => "out", "result" => label)
                     .increment(1);
                 if let Ok(payload) = &result {
-                    if let Some(Err(v)) = schema::v16().validate(&flight.action, Direction::Response, payload) {
+                    if let Some(Err(v)) =
+                        self.setup.version.schemas().validate(&flight.action, Direction::Response, payload)
+                    {
                         tracing::warn!(station = %self.setup.key, action = %flight.action, violation = %v, "station answer does not match its schema");
                     }
                 }
@@ -407,11 +412,16 @@ impl Actor for StationSession {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let _enter = self.span.clone().entered();
-        let protocol = self.setup.protocol;
+        let protocol = self.setup.version.subprotocol();
         metrics::gauge!(m::CONNECTIONS, "protocol" => protocol).increment(1.0);
         metrics::counter!(m::CONNECTS).increment(1);
         tracing::info!(station = %self.setup.key, session = self.id, protocol, "station connected");
-        self.setup.stations.do_send(Register { key: self.setup.key.clone(), session_id: self.id, addr: ctx.address() });
+        self.setup.stations.do_send(Register {
+            key: self.setup.key.clone(),
+            session_id: self.id,
+            version: self.setup.version,
+            addr: ctx.address(),
+        });
         let connected = StationConnected {
             station_id: self.setup.key.station_id.clone(),
             session_id: self.id,
@@ -449,7 +459,7 @@ impl Actor for StationSession {
     fn stopped(&mut self, _: &mut Context<Self>) {
         let _enter = self.span.clone().entered();
         let reason = self.close_reason.unwrap_or(DisconnectReason::ClosedByStation);
-        metrics::gauge!(m::CONNECTIONS, "protocol" => self.setup.protocol).decrement(1.0);
+        metrics::gauge!(m::CONNECTIONS, "protocol" => self.setup.version.subprotocol()).decrement(1.0);
         metrics::counter!(m::DISCONNECTS, "reason" => reason.as_str()).increment(1);
         tracing::info!(station = %self.setup.key, session = self.id, reason = reason.as_str(), "station disconnected");
         self.setup.stations.do_send(Unregister { key: self.setup.key.clone(), session_id: self.id });
@@ -484,6 +494,7 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for StationSession 
             Ok(AggregatedMessage::Binary(_)) => {
                 // OCPP-J is text only; the frame cannot be parsed for a unique id.
                 self.reply_error(CallError::new(
+                    self.setup.version,
                     crate::ocpp::rpc::UNKNOWN_UNIQUE_ID,
                     ErrorCode::FormationViolation,
                     "binary frames are not OCPP-J",
@@ -593,10 +604,15 @@ async fn write_loop(mut ws: actix_ws::Session, mut rx: mpsc::UnboundedReceiver<O
     let _ = ws.close(None).await;
 }
 
-/// The action as a metric label: only actions OCPP 1.6 defines, so station input cannot create
-/// unbounded label values.
+/// The action as a metric label: only actions OCPP defines, so station input cannot create unbounded
+/// label values.
 fn action_label(action: &str) -> &'static str {
-    schema::V16_ACTIONS.iter().find(|(a, _, _)| *a == action).map(|(a, _, _)| *a).unwrap_or("unknown")
+    schema::V16_ACTIONS
+        .iter()
+        .chain(schema::V201_ACTIONS)
+        .find(|(a, _, _)| *a == action)
+        .map(|(a, _, _)| *a)
+        .unwrap_or("unknown")
 }
 
 fn error_code_label(code: &str) -> &'static str {
@@ -611,6 +627,10 @@ fn error_code_label(code: &str) -> &'static str {
         "OccurenceConstraintViolation",
         "TypeConstraintViolation",
         "GenericError",
+        "FormatViolation",
+        "OccurrenceConstraintViolation",
+        "RpcFrameworkError",
+        "MessageTypeNotSupported",
     ];
     CODES.iter().find(|c| **c == code).copied().unwrap_or("other")
 }

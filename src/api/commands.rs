@@ -6,8 +6,8 @@ use crate::actors::station_registry::Lookup;
 use crate::actors::station_session::{CommandError, DeliverQueued, SendCommand};
 use crate::actors::StationKey;
 use crate::model::{CommandRecord, CommandStatus};
-use crate::ocpp::schema::{self, Direction};
-use crate::ocpp::v16::COMMAND_ACTIONS;
+use crate::ocpp::schema::Direction;
+use crate::ocpp::Version;
 use crate::startup::AppState;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
@@ -49,26 +49,35 @@ pub async fn send(
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let (station_id, action) = path.into_inner();
-    if state.store.station(&account.id, &station_id).await?.is_none() {
+    let Some(station) = state.store.station(&account.id, &station_id).await? else {
         return Err(ApiError::NotFound(format!("no station {station_id}")));
-    }
-    if !COMMAND_ACTIONS.contains(&action.as_str()) {
+    };
+    let key = StationKey { account_id: account.id.clone(), station_id: station_id.clone() };
+    let live = state.stations.send(Lookup { key: key.clone() }).await?;
+    // The version of the live connection; for an offline station, that of its last connection (1.6
+    // for a station never connected).
+    let version = match &live {
+        Some((_, version)) => *version,
+        None => station.protocol.as_deref().and_then(Version::from_subprotocol).unwrap_or(Version::V16),
+    };
+    let commands = version.command_actions();
+    if !commands.contains(&action.as_str()) {
         return Err(ApiError::NotFound(format!(
-            "{action} is not an OCPP 1.6 command; commands are: {}",
-            COMMAND_ACTIONS.join(", ")
+            "{action} is not an {} command; commands are: {}",
+            version.subprotocol(),
+            commands.join(", ")
         )));
     }
     let payload = body.into_inner();
-    if let Some(Err(v)) = schema::v16().validate(&action, Direction::Request, &payload) {
+    if let Some(Err(v)) = version.schemas().validate(&action, Direction::Request, &payload) {
         return Err(ApiError::InvalidPayload {
-            message: format!("payload does not match the {action} schema: {v}"),
-            ocpp_error: v.code.as_str().to_string(),
+            message: format!("payload does not match the {} {action} schema: {v}", version.subprotocol()),
+            ocpp_error: v.code.name(version).to_string(),
         });
     }
-    let key = StationKey { account_id: account.id.clone(), station_id: station_id.clone() };
-    let session = match state.stations.send(Lookup { key: key.clone() }).await? {
-        Some(session) => session,
-        None if options.queue => return enqueue(&state, key, action, payload, options.expires_in).await,
+    let session = match live {
+        Some((session, _)) => session,
+        None if options.queue => return enqueue(&state, key, version, action, payload, options.expires_in).await,
         None => {
             return Err(ApiError::StationNotConnected(format!(
                 "station {station_id} is not connected; add ?queue=true to deliver the command when it connects"
@@ -108,6 +117,7 @@ pub async fn send(
 async fn enqueue(
     state: &AppState,
     key: StationKey,
+    version: Version,
     action: String,
     payload: Value,
     expires_in: Option<u64>,
@@ -119,6 +129,7 @@ async fn enqueue(
     let now = chrono::Utc::now();
     let command = CommandRecord {
         id: uuid::Uuid::new_v4().to_string(),
+        protocol: version.subprotocol().to_string(),
         account_id: key.account_id.clone(),
         station_id: key.station_id.clone(),
         action,
@@ -136,7 +147,7 @@ async fn enqueue(
     metrics::gauge!(crate::metrics::QUEUED_COMMANDS).increment(1.0);
     tracing::info!(station = %key, command = %command.id, action = %command.action, "command queued for an offline station");
     // The station may have connected since it was looked up: its session then delivers it now.
-    if let Some(session) = state.stations.send(Lookup { key: key.clone() }).await? {
+    if let Some((session, _)) = state.stations.send(Lookup { key: key.clone() }).await? {
         session.do_send(DeliverQueued);
     }
     Ok(HttpResponse::Accepted()

@@ -40,6 +40,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/stations/{id}", web::get().to(stations::get))
     .route("/stations/{id}", web::patch().to(stations::update))
     .route("/stations/{id}", web::delete().to(stations::delete))
+    .route("/stations/{id}/variables", web::get().to(stations::variables))
     .route("/stations/{id}/commands/{action}", web::post().to(commands::send))
     .route("/stations/{id}/commands/{command_id}", web::get().to(commands::get))
     .route("/id-tags", web::get().to(id_tags::list))

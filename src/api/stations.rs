@@ -173,3 +173,14 @@ pub async fn delete(
     state.stations.send(CloseStation { key, reason: DisconnectReason::Deleted }).await?;
     Ok(HttpResponse::NoContent().finish())
 }
+
+/// `GET /stations/{id}/variables`: the device model a 2.0.1 station reported (NotifyReport, NotifyEvent).
+pub async fn variables(
+    state: web::Data<AppState>,
+    Tenant(account): Tenant,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let station = find(&state, &account, &path).await?;
+    let variables = state.store.variables(&account.id, &station.id).await?;
+    Ok(HttpResponse::Ok().json(variables))
+}

@@ -29,6 +29,9 @@ fn view(tx: &Transaction) -> Value {
         "stop_reason": tx.stop.as_ref().and_then(|s| s.reason.clone()),
         "stop_id_tag": tx.stop.as_ref().and_then(|s| s.id_tag.clone()),
         "energy_wh": tx.energy_wh(),
+        "station_transaction_id": tx.station_transaction_id,
+        "evse_id": tx.evse_id,
+        "charging_state": tx.charging_state,
     })
 }
 
@@ -51,9 +54,15 @@ pub async fn get(
     let tx = tx.ok_or_else(|| ApiError::NotFound(format!("no transaction {id}")))?;
     let meter_values = state.store.transaction_meter_values(&account.id, &tx.station_id, tx.id).await?;
     let mut body = view(&tx);
+    body["events"] = json!(tx
+        .events
+        .iter()
+        .map(|e| json!({"seq_no": e.seq_no, "event_type": e.event_type, "trigger_reason": e.trigger_reason,
+            "timestamp": e.timestamp, "offline": e.offline, "received_at": e.received_at}))
+        .collect::<Vec<_>>());
     body["meter_values"] = json!(meter_values
         .iter()
-        .map(|r| json!({"connector_id": r.connector_id, "timestamp": r.meter_value.timestamp, "sampled_value": r.meter_value.sampled_value}))
+        .map(|r| json!({"connector_id": r.connector_id, "evse_id": r.evse_id, "timestamp": r.meter_value.timestamp, "sampled_value": r.meter_value.sampled_value}))
         .collect::<Vec<_>>());
     Ok(HttpResponse::Ok().json(body))
 }

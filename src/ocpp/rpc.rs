@@ -4,6 +4,7 @@
 //! with the CALLERROR the OCPP-J specification names. The unique-id length limit lives here too; the
 //! frame-size limit is enforced by the WebSocket codec before a frame ever reaches [`Frame::parse`].
 
+use super::Version;
 use serde_json::{json, Value};
 use std::fmt;
 
@@ -18,8 +19,8 @@ const CALL: u64 = 2;
 const CALL_RESULT: u64 = 3;
 const CALL_ERROR: u64 = 4;
 
-/// CALLERROR codes of OCPP-J 1.6 (section 4.2.3). The 1.6 spelling "OccurenceConstraintViolation" is
-/// the one on the wire.
+/// CALLERROR codes. Each is a kind of error; [`ErrorCode::name`] gives its spelling in a version:
+/// OCPP-J 1.6 (section 4.2.3) and OCPP 2.0.1 (part 4, section 4.3) name some kinds differently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     /// Requested Action is not known by receiver.
@@ -42,9 +43,28 @@ pub enum ErrorCode {
     TypeConstraintViolation,
     /// Any other error not covered by the previous ones.
     GenericError,
+    /// The frame is not a valid RPC message (e.g. its message id cannot be read). 2.0.1:
+    /// RpcFrameworkError; 1.6 has no such code and says FormationViolation.
+    RpcFrameworkError,
+    /// The message type id is unknown. 2.0.1: MessageTypeNotSupported; 1.6 says ProtocolError.
+    MessageTypeNotSupported,
 }
 
 impl ErrorCode {
+    /// The code as a version spells it on the wire.
+    pub fn name(self, version: Version) -> &'static str {
+        match (self, version) {
+            (ErrorCode::FormationViolation, Version::V201) => "FormatViolation",
+            (ErrorCode::OccurenceConstraintViolation, Version::V201) => "OccurrenceConstraintViolation",
+            (ErrorCode::RpcFrameworkError, Version::V201) => "RpcFrameworkError",
+            (ErrorCode::RpcFrameworkError, Version::V16) => "FormationViolation",
+            (ErrorCode::MessageTypeNotSupported, Version::V201) => "MessageTypeNotSupported",
+            (ErrorCode::MessageTypeNotSupported, Version::V16) => "ProtocolError",
+            (code, _) => code.as_str(),
+        }
+    }
+
+    /// The OCPP 1.6 spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::NotImplemented => "NotImplemented",
@@ -57,6 +77,8 @@ impl ErrorCode {
             ErrorCode::OccurenceConstraintViolation => "OccurenceConstraintViolation",
             ErrorCode::TypeConstraintViolation => "TypeConstraintViolation",
             ErrorCode::GenericError => "GenericError",
+            ErrorCode::RpcFrameworkError => "FormationViolation",
+            ErrorCode::MessageTypeNotSupported => "ProtocolError",
         }
     }
 }
@@ -114,11 +136,11 @@ impl FrameError {
         Self { unique_id, code, description: description.into() }
     }
 
-    /// The CALLERROR that answers this frame.
-    pub fn to_call_error(&self) -> CallError {
+    /// The CALLERROR that answers this frame in `version`.
+    pub fn to_call_error(&self, version: Version) -> CallError {
         CallError {
             unique_id: self.unique_id.clone().unwrap_or_else(|| UNKNOWN_UNIQUE_ID.to_string()),
-            code: self.code.as_str().to_string(),
+            code: self.code.name(version).to_string(),
             description: self.description.clone(),
             details: json!({}),
         }
@@ -129,26 +151,26 @@ impl Frame {
     /// Decode one text frame.
     pub fn parse(text: &str) -> Result<Frame, FrameError> {
         let value: Value = serde_json::from_str(text).map_err(|e| {
-            FrameError::new(None, ErrorCode::FormationViolation, format!("frame is not valid JSON: {e}"))
+            FrameError::new(None, ErrorCode::RpcFrameworkError, format!("frame is not valid JSON: {e}"))
         })?;
         let Value::Array(items) = value else {
-            return Err(FrameError::new(None, ErrorCode::FormationViolation, "frame is not a JSON array"));
+            return Err(FrameError::new(None, ErrorCode::RpcFrameworkError, "frame is not a JSON array"));
         };
         // Read the unique id first, so every later error can be answered to the right call.
         let unique_id = match items.get(1) {
             Some(Value::String(id)) if id.is_empty() => {
-                return Err(FrameError::new(None, ErrorCode::FormationViolation, "unique id is empty"))
+                return Err(FrameError::new(None, ErrorCode::RpcFrameworkError, "unique id is empty"))
             }
             Some(Value::String(id)) if id.chars().count() > MAX_UNIQUE_ID_LEN => {
                 return Err(FrameError::new(
                     None,
-                    ErrorCode::FormationViolation,
+                    ErrorCode::RpcFrameworkError,
                     format!("unique id is longer than {MAX_UNIQUE_ID_LEN} characters"),
                 ))
             }
             Some(Value::String(id)) => id.clone(),
-            Some(_) => return Err(FrameError::new(None, ErrorCode::FormationViolation, "unique id is not a string")),
-            None => return Err(FrameError::new(None, ErrorCode::FormationViolation, "frame has no unique id")),
+            Some(_) => return Err(FrameError::new(None, ErrorCode::RpcFrameworkError, "unique id is not a string")),
+            None => return Err(FrameError::new(None, ErrorCode::RpcFrameworkError, "frame has no unique id")),
         };
         let id = Some(unique_id.clone());
         let type_id = match items.first() {
@@ -156,14 +178,14 @@ impl Frame {
             _ => None,
         };
         let Some(type_id) = type_id else {
-            return Err(FrameError::new(id, ErrorCode::FormationViolation, "message type id is not a number"));
+            return Err(FrameError::new(id, ErrorCode::RpcFrameworkError, "message type id is not a number"));
         };
         match type_id {
             CALL => {
                 if items.len() != 4 {
                     return Err(FrameError::new(
                         id,
-                        ErrorCode::FormationViolation,
+                        ErrorCode::RpcFrameworkError,
                         format!("a CALL has 4 elements, this frame has {}", items.len()),
                     ));
                 }
@@ -172,18 +194,14 @@ impl Frame {
                     _ => {
                         return Err(FrameError::new(
                             id,
-                            ErrorCode::FormationViolation,
+                            ErrorCode::RpcFrameworkError,
                             "action is not a non-empty string",
                         ))
                     }
                 };
                 let payload = items[3].clone();
                 if !payload.is_object() {
-                    return Err(FrameError::new(
-                        id,
-                        ErrorCode::FormationViolation,
-                        "CALL payload is not a JSON object",
-                    ));
+                    return Err(FrameError::new(id, ErrorCode::RpcFrameworkError, "CALL payload is not a JSON object"));
                 }
                 Ok(Frame::Call(Call { unique_id, action, payload }))
             }
@@ -191,7 +209,7 @@ impl Frame {
                 if items.len() != 3 {
                     return Err(FrameError::new(
                         id,
-                        ErrorCode::FormationViolation,
+                        ErrorCode::RpcFrameworkError,
                         format!("a CALLRESULT has 3 elements, this frame has {}", items.len()),
                     ));
                 }
@@ -199,7 +217,7 @@ impl Frame {
                 if !payload.is_object() {
                     return Err(FrameError::new(
                         id,
-                        ErrorCode::FormationViolation,
+                        ErrorCode::RpcFrameworkError,
                         "CALLRESULT payload is not a JSON object",
                     ));
                 }
@@ -209,14 +227,14 @@ impl Frame {
                 if items.len() != 5 {
                     return Err(FrameError::new(
                         id,
-                        ErrorCode::FormationViolation,
+                        ErrorCode::RpcFrameworkError,
                         format!("a CALLERROR has 5 elements, this frame has {}", items.len()),
                     ));
                 }
                 let (Value::String(code), Value::String(description)) = (&items[2], &items[3]) else {
                     return Err(FrameError::new(
                         id,
-                        ErrorCode::FormationViolation,
+                        ErrorCode::RpcFrameworkError,
                         "CALLERROR code and description must be strings",
                     ));
                 };
@@ -227,7 +245,9 @@ impl Frame {
                     details: items[4].clone(),
                 }))
             }
-            other => Err(FrameError::new(id, ErrorCode::ProtocolError, format!("unknown message type id {other}"))),
+            other => {
+                Err(FrameError::new(id, ErrorCode::MessageTypeNotSupported, format!("unknown message type id {other}")))
+            }
         }
     }
 
@@ -253,10 +273,16 @@ impl Frame {
 }
 
 impl CallError {
-    pub fn new(unique_id: impl Into<String>, code: ErrorCode, description: impl Into<String>) -> Self {
+    /// A CALLERROR with the code spelled as `version` spells it.
+    pub fn new(
+        version: Version,
+        unique_id: impl Into<String>,
+        code: ErrorCode,
+        description: impl Into<String>,
+    ) -> Self {
         Self {
             unique_id: unique_id.into(),
-            code: code.as_str().to_string(),
+            code: code.name(version).to_string(),
             description: description.into(),
             details: json!({}),
         }
@@ -294,34 +320,38 @@ mod tests {
     fn garbage_is_a_formation_violation_without_id() {
         for text in ["", "hello", "{}", "42", r#"{"a":1}"#, "[", "[2]"] {
             let e = err(text);
-            assert_eq!(e.code, ErrorCode::FormationViolation, "{text}");
-            assert_eq!(e.to_call_error().unique_id, UNKNOWN_UNIQUE_ID);
+            assert_eq!(e.code, ErrorCode::RpcFrameworkError, "{text}");
+            assert_eq!(e.to_call_error(Version::V16).unique_id, UNKNOWN_UNIQUE_ID);
+            assert_eq!(e.to_call_error(Version::V16).code, "FormationViolation");
+            assert_eq!(e.to_call_error(Version::V201).code, "RpcFrameworkError");
         }
     }
 
     #[test]
     fn structural_errors_keep_the_unique_id() {
         let e = err(r#"[2,"id7","Heartbeat"]"#);
-        assert_eq!((e.code, e.unique_id.as_deref()), (ErrorCode::FormationViolation, Some("id7")));
+        assert_eq!((e.code, e.unique_id.as_deref()), (ErrorCode::RpcFrameworkError, Some("id7")));
         let e = err(r#"[2,"id8","Heartbeat",[]]"#);
-        assert_eq!(e.code, ErrorCode::FormationViolation);
+        assert_eq!(e.code, ErrorCode::RpcFrameworkError);
         let e = err(r#"[2,"id9",17,{}]"#);
-        assert_eq!(e.code, ErrorCode::FormationViolation);
+        assert_eq!(e.code, ErrorCode::RpcFrameworkError);
         let e = err(r#"["2","id10","Heartbeat",{}]"#);
-        assert_eq!((e.code, e.unique_id.as_deref()), (ErrorCode::FormationViolation, Some("id10")));
+        assert_eq!((e.code, e.unique_id.as_deref()), (ErrorCode::RpcFrameworkError, Some("id10")));
     }
 
     #[test]
-    fn unknown_message_type_is_a_protocol_error() {
+    fn unknown_message_type_is_a_protocol_error_in_16_and_message_type_not_supported_in_201() {
         let e = err(r#"[7,"id1","Heartbeat",{}]"#);
-        assert_eq!((e.code, e.unique_id.as_deref()), (ErrorCode::ProtocolError, Some("id1")));
+        assert_eq!(e.to_call_error(Version::V16).code, "ProtocolError");
+        assert_eq!(e.to_call_error(Version::V201).code, "MessageTypeNotSupported");
+        assert_eq!((e.code, e.unique_id.as_deref()), (ErrorCode::MessageTypeNotSupported, Some("id1")));
     }
 
     #[test]
     fn unique_id_longer_than_36_is_refused() {
         let long = "x".repeat(37);
         let e = err(&format!(r#"[2,"{long}","Heartbeat",{{}}]"#));
-        assert_eq!(e.code, ErrorCode::FormationViolation);
+        assert_eq!(e.code, ErrorCode::RpcFrameworkError);
         let ok = "x".repeat(36);
         assert!(Frame::parse(&format!(r#"[2,"{ok}","Heartbeat",{{}}]"#)).is_ok());
     }

@@ -50,7 +50,8 @@ impl SchemaSet {
                 // The schemas are compiled into the binary and checked by the tests below, so a failure
                 // here is a build defect, not an input error.
                 let schema: Value = serde_json::from_str(text).expect("vendored OCPP schema is valid JSON");
-                let validator = jsonschema::draft4::options()
+                // The draft comes from each schema's "$schema": draft-04 for 1.6, draft-06 for 2.0.1.
+                let validator = jsonschema::options()
                     .should_validate_formats(true)
                     .build(&schema)
                     .expect("vendored OCPP schema compiles");
@@ -164,6 +165,90 @@ pub const V16_ACTIONS: &[(&str, &str, &str)] = v16_sources![
     "UpdateFirmware",
 ];
 
+macro_rules! v201_sources {
+    ($($action:literal),* $(,)?) => {
+        &[$((
+            $action,
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/v201/", $action, "Request.json")),
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/v201/", $action, "Response.json")),
+        )),*]
+    };
+}
+
+/// Every action of OCPP 2.0.1.
+pub const V201_ACTIONS: &[(&str, &str, &str)] = v201_sources![
+    "Authorize",
+    "BootNotification",
+    "CancelReservation",
+    "CertificateSigned",
+    "ChangeAvailability",
+    "ClearCache",
+    "ClearChargingProfile",
+    "ClearDisplayMessage",
+    "ClearVariableMonitoring",
+    "ClearedChargingLimit",
+    "CostUpdated",
+    "CustomerInformation",
+    "DataTransfer",
+    "DeleteCertificate",
+    "FirmwareStatusNotification",
+    "Get15118EVCertificate",
+    "GetBaseReport",
+    "GetCertificateStatus",
+    "GetChargingProfiles",
+    "GetCompositeSchedule",
+    "GetDisplayMessages",
+    "GetInstalledCertificateIds",
+    "GetLocalListVersion",
+    "GetLog",
+    "GetMonitoringReport",
+    "GetReport",
+    "GetTransactionStatus",
+    "GetVariables",
+    "Heartbeat",
+    "InstallCertificate",
+    "LogStatusNotification",
+    "MeterValues",
+    "NotifyChargingLimit",
+    "NotifyCustomerInformation",
+    "NotifyDisplayMessages",
+    "NotifyEVChargingNeeds",
+    "NotifyEVChargingSchedule",
+    "NotifyEvent",
+    "NotifyMonitoringReport",
+    "NotifyReport",
+    "PublishFirmware",
+    "PublishFirmwareStatusNotification",
+    "ReportChargingProfiles",
+    "RequestStartTransaction",
+    "RequestStopTransaction",
+    "ReservationStatusUpdate",
+    "ReserveNow",
+    "Reset",
+    "SecurityEventNotification",
+    "SendLocalList",
+    "SetChargingProfile",
+    "SetDisplayMessage",
+    "SetMonitoringBase",
+    "SetMonitoringLevel",
+    "SetNetworkProfile",
+    "SetVariableMonitoring",
+    "SetVariables",
+    "SignCertificate",
+    "StatusNotification",
+    "TransactionEvent",
+    "TriggerMessage",
+    "UnlockConnector",
+    "UnpublishFirmware",
+    "UpdateFirmware",
+];
+
+/// The OCPP 2.0.1 schemas, compiled on first use.
+pub fn v201() -> &'static SchemaSet {
+    static SET: OnceLock<SchemaSet> = OnceLock::new();
+    SET.get_or_init(|| SchemaSet::compile(V201_ACTIONS))
+}
+
 /// The OCPP 1.6 schemas, compiled on first use.
 pub fn v16() -> &'static SchemaSet {
     static SET: OnceLock<SchemaSet> = OnceLock::new();
@@ -182,6 +267,20 @@ mod tests {
     #[test]
     fn every_vendored_schema_compiles() {
         assert_eq!(v16().validators.len(), V16_ACTIONS.len() * 2);
+        assert_eq!(v201().validators.len(), V201_ACTIONS.len() * 2);
+        assert_eq!(
+            V201_ACTIONS.len() * 2,
+            std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/v201")).unwrap().count()
+        );
+    }
+
+    #[test]
+    fn v201_schemas_check_their_definitions() {
+        let bad = json!({"chargingStation": {"model": "M", "vendorName": 5}, "reason": "PowerUp"});
+        let v = v201().validate("BootNotification", Direction::Request, &bad).unwrap().unwrap_err();
+        assert_eq!((v.code, v.path.as_str()), (ErrorCode::TypeConstraintViolation, "/chargingStation/vendorName"));
+        let ok = json!({"chargingStation": {"model": "M", "vendorName": "V"}, "reason": "PowerUp"});
+        assert_eq!(v201().validate("BootNotification", Direction::Request, &ok), Some(Ok(())));
     }
 
     #[test]

@@ -8,8 +8,8 @@ pub use group_commit::{CommitPolicy, GroupCommit};
 pub use sled_store::SledStore;
 
 use crate::model::{
-    Account, ApiToken, CommandRecord, IdTag, MeterRecord, NewTransaction, Station, StationEvent, Transaction,
-    TransactionStop,
+    Account, ApiToken, CommandRecord, DeviceVariable, IdTag, MeterRecord, NewTransaction, Station, StationEvent,
+    Transaction, TransactionStop,
 };
 use async_trait::async_trait;
 
@@ -36,6 +36,21 @@ pub enum StopOutcome {
     /// No such transaction for this station.
     Unknown,
 }
+
+/// The outcome of an OCPP 2.0.1 TransactionEvent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventOutcome {
+    pub transaction: Transaction,
+    /// False when an event with this seqNo was applied before: nothing changed.
+    pub applied: bool,
+    /// The event created the transaction (the first event the central system saw of it).
+    pub created: bool,
+}
+
+/// Builds a new transaction record around the id the store allocated.
+pub type NewTransactionFn<'a> = &'a (dyn Fn(i32) -> Transaction + Send + Sync);
+/// Applies an event to a transaction record.
+pub type TransactionUpdate<'a> = &'a (dyn Fn(&mut Transaction) + Send + Sync);
 
 /// Changes a station record in place.
 pub type StationUpdate<'a> = &'a (dyn Fn(&mut Station) + Send + Sync);
@@ -82,6 +97,19 @@ pub trait Store: Send + Sync + 'static {
         transaction_id: i32,
         stop: &TransactionStop,
     ) -> StoreResult<StopOutcome>;
+    /// Applies an OCPP 2.0.1 TransactionEvent to the transaction the station calls
+    /// `station_transaction_id`, creating it (with an id from the same sequence as 1.6 transactions)
+    /// if this is the first event seen of it. An event whose `seq_no` is among those already applied
+    /// changes nothing.
+    async fn apply_transaction_event(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        station_transaction_id: &str,
+        seq_no: u64,
+        create: NewTransactionFn<'_>,
+        apply: TransactionUpdate<'_>,
+    ) -> StoreResult<EventOutcome>;
     async fn transaction(&self, account_id: &str, transaction_id: i32) -> StoreResult<Option<Transaction>>;
     /// The account's transactions, newest first, optionally for one station.
     async fn transactions(&self, account_id: &str, station_id: Option<&str>) -> StoreResult<Vec<Transaction>>;
@@ -99,6 +127,11 @@ pub trait Store: Send + Sync + 'static {
 
     async fn add_event(&self, account_id: &str, event: &StationEvent) -> StoreResult<()>;
     async fn events(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<StationEvent>>;
+
+    /// Stores device-model variables of a station, replacing those with the same key.
+    async fn put_variables(&self, account_id: &str, station_id: &str, variables: &[DeviceVariable]) -> StoreResult<()>;
+    /// A station's device model, ordered by component, then variable.
+    async fn variables(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<DeviceVariable>>;
 
     /// Appends a command to its station's queue.
     async fn enqueue_command(&self, command: &CommandRecord) -> StoreResult<()>;

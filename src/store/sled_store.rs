@@ -4,10 +4,12 @@
 //! the WebSocket endpoint refuse them), so a tenant's records share a prefix and list with one scan.
 
 use super::group_commit::{CommitPolicy, GroupCommit};
-use super::{StationUpdate, StopOutcome, Store, StoreError, StoreResult};
+use super::{
+    EventOutcome, NewTransactionFn, StationUpdate, StopOutcome, Store, StoreError, StoreResult, TransactionUpdate,
+};
 use crate::model::{
-    Account, ApiToken, CommandRecord, CommandStatus, IdTag, MeterRecord, NewTransaction, Station, StationEvent,
-    Transaction, TransactionStop,
+    Account, ApiToken, CommandRecord, CommandStatus, DeviceVariable, IdTag, MeterRecord, NewTransaction, Station,
+    StationEvent, Transaction, TransactionStop,
 };
 use async_trait::async_trait;
 use serde::{de::DeserializeOwned, Serialize};
@@ -34,6 +36,8 @@ pub struct SledStore {
     events: sled::Tree,
     commands: sled::Tree,
     command_queue: sled::Tree,
+    transaction_refs: sled::Tree,
+    device_model: sled::Tree,
     meta: sled::Tree,
     commit: GroupCommit,
 }
@@ -105,6 +109,8 @@ impl SledStore {
             meter_values: tree("meter_values")?,
             events: tree("events")?,
             commands: tree("commands")?,
+            transaction_refs: tree("transaction_refs")?,
+            device_model: tree("device_model")?,
             command_queue: tree("command_queue")?,
             meta: tree("meta")?,
             commit,
@@ -272,13 +278,17 @@ impl Store for SledStore {
                 account_id: tx.account_id.clone(),
                 station_id: tx.station_id.clone(),
                 connector_id: tx.connector_id,
-                id_tag: tx.id_tag.clone(),
-                id_tag_status: tx.id_tag_status,
-                meter_start: tx.meter_start,
+                id_tag: Some(tx.id_tag.clone()),
+                id_tag_status: Some(tx.id_tag_status.clone()),
+                meter_start: Some(tx.meter_start),
                 start_timestamp: tx.start_timestamp,
                 reservation_id: tx.reservation_id,
                 stop: None,
                 started_received_at: received_at,
+                station_transaction_id: None,
+                evse_id: None,
+                charging_state: None,
+                events: Vec::new(),
             };
             txs.insert(Self::transaction_key(&tx.account_id, next), encode(&record).map_err(abort)?)?;
             starts.insert(start_key.as_slice(), &next.to_be_bytes())?;
@@ -311,6 +321,60 @@ impl Store for SledStore {
             Ok(StopOutcome::Stopped(record))
         });
         transactional(r)
+    }
+
+    async fn apply_transaction_event(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        station_transaction_id: &str,
+        seq_no: u64,
+        create: NewTransactionFn<'_>,
+        apply: TransactionUpdate<'_>,
+    ) -> StoreResult<EventOutcome> {
+        let ref_key = key(&[account_id.as_bytes(), station_id.as_bytes(), station_transaction_id.as_bytes()]);
+        let r = (&self.transactions, &self.transaction_refs, &self.meta).transaction(|(txs, refs, meta)| {
+            let (mut record, created) = match refs.get(&ref_key)? {
+                Some(id) => {
+                    let id = i32::from_be_bytes(id.as_ref().try_into().map_err(|_| abort(backend("bad reference")))?);
+                    let bytes = txs.get(Self::transaction_key(account_id, id))?;
+                    let bytes = bytes.ok_or_else(|| abort(backend("reference names a missing transaction")))?;
+                    (decode::<Transaction>(&bytes).map_err(abort)?, false)
+                }
+                None => {
+                    let id = match meta.get(TX_SEQ_KEY)? {
+                        Some(v) => {
+                            i32::from_be_bytes(v.as_ref().try_into().map_err(|_| abort(backend("bad sequence")))?)
+                        }
+                        None => 0,
+                    }
+                    .checked_add(1)
+                    .ok_or_else(|| abort(backend("transaction ids exhausted")))?;
+                    meta.insert(TX_SEQ_KEY, &id.to_be_bytes())?;
+                    refs.insert(ref_key.as_slice(), &id.to_be_bytes())?;
+                    (create(id), true)
+                }
+            };
+            if record.events.iter().any(|e| e.seq_no == seq_no) {
+                return Ok(EventOutcome { transaction: record, applied: false, created });
+            }
+            apply(&mut record);
+            txs.insert(Self::transaction_key(account_id, record.id), encode(&record).map_err(abort)?)?;
+            Ok(EventOutcome { transaction: record, applied: true, created })
+        });
+        transactional(r)
+    }
+
+    async fn put_variables(&self, account_id: &str, station_id: &str, variables: &[DeviceVariable]) -> StoreResult<()> {
+        let mut batch = sled::Batch::default();
+        for v in variables {
+            batch.insert(key(&[account_id.as_bytes(), station_id.as_bytes(), v.key().as_bytes()]), encode(v)?);
+        }
+        self.device_model.apply_batch(batch).map_err(backend)
+    }
+
+    async fn variables(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<DeviceVariable>> {
+        scan(&self.device_model, &prefix(&[account_id.as_bytes(), station_id.as_bytes()]))
     }
 
     async fn transaction(&self, account_id: &str, transaction_id: i32) -> StoreResult<Option<Transaction>> {
@@ -459,6 +523,7 @@ mod tests {
         let created = Utc::now() - Duration::seconds(age_secs);
         CommandRecord {
             id: uuid::Uuid::new_v4().to_string(),
+            protocol: "ocpp1.6".into(),
             account_id: "acct".into(),
             station_id: station.into(),
             action: action.into(),

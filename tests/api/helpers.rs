@@ -139,6 +139,8 @@ impl TestApp {
 /// A charge point speaking OCPP-J 1.6 over a real WebSocket.
 pub struct StationClient {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The subprotocol the server chose.
+    pub protocol: Option<String>,
     next_id: u64,
 }
 
@@ -162,11 +164,13 @@ pub async fn try_connect(
     }
     match tokio_tungstenite::connect_async(request).await {
         Ok((ws, response)) => {
-            if protocols.is_some() {
-                let chosen = response.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok());
-                assert_eq!(chosen, Some("ocpp1.6"), "server must confirm the subprotocol");
+            let chosen =
+                response.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok()).map(String::from);
+            if let Some(offered) = protocols {
+                let chosen = chosen.as_deref().expect("server must confirm a subprotocol");
+                assert!(offered.split(',').any(|p| p.trim() == chosen), "server chose {chosen}, not offered");
             }
-            Ok(StationClient { ws, next_id: 1 })
+            Ok(StationClient { ws, protocol: chosen, next_id: 1 })
         }
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             Err(format!("HTTP {}", response.status().as_u16()))
@@ -178,6 +182,20 @@ pub async fn try_connect(
 impl StationClient {
     pub async fn connect(port: u16, tenant: &str, id: &str, password: &str) -> Result<StationClient, String> {
         try_connect(port, tenant, id, Some((id, password)), Some("ocpp1.6")).await
+    }
+
+    /// Connects speaking OCPP 2.0.1.
+    pub async fn connect_201(port: u16, tenant: &str, id: &str, password: &str) -> Result<StationClient, String> {
+        try_connect(port, tenant, id, Some((id, password)), Some("ocpp2.0.1")).await
+    }
+
+    /// BootNotification in 2.0.1 form.
+    pub async fn boot_201(&mut self) -> Value {
+        self.ok(
+            "BootNotification",
+            json!({"chargingStation": {"model": "Test-2", "vendorName": "ACME", "serialNumber": "SN-1", "firmwareVersion": "2.0.1"}, "reason": "PowerUp"}),
+        )
+        .await
     }
 
     pub async fn send_text(&mut self, text: &str) {

@@ -7,6 +7,7 @@ mod dashboards;
 mod durability;
 mod frames;
 mod helpers;
+mod ocpp201;
 mod ocpp_flow;
 mod restart;
 mod station_auth;

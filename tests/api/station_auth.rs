@@ -69,12 +69,16 @@ async fn only_unsupported_subprotocols_are_refused_with_a_clear_error() {
     assert_eq!(err["code"], "unsupported_subprotocol");
     assert!(err["message"].as_str().unwrap().contains("ocpp1.6"), "{err}");
 
-    // Offering 1.6 among others, with spaces around the tokens, negotiates 1.6.
-    let res = handshake("ocpp2.0.1 ,  ocpp1.6 ").await.unwrap();
+    // Offering an unknown version and 1.6, with spaces around the tokens, negotiates 1.6.
+    let res = handshake("ocpp3.0 ,  ocpp1.6 ").await.unwrap();
     assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS);
     assert_eq!(res.headers()["sec-websocket-protocol"], "ocpp1.6");
+    // Offering both versions it speaks, it takes the newer.
+    let res = handshake("ocpp1.6, ocpp2.0.1").await.unwrap();
+    assert_eq!(res.headers()["sec-websocket-protocol"], "ocpp2.0.1");
     let mut s =
-        try_connect(app.port, "acme", "CP001", Some(("CP001", &password)), Some("ocpp2.0.1,ocpp1.6")).await.unwrap();
+        try_connect(app.port, "acme", "CP001", Some(("CP001", &password)), Some("ocpp3.0,ocpp1.6")).await.unwrap();
+    assert_eq!(s.protocol.as_deref(), Some("ocpp1.6"));
     assert_eq!(s.boot().await["status"], "Accepted");
 }
 

@@ -49,19 +49,11 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
         meter_serial_number: req.meter_serial_number,
         booted_at: now,
     };
-    let updated = ctx
-        .store
-        .update_station(ctx.account_id, ctx.station_id, &|s| {
-            s.boot = Some(boot.clone());
-            s.last_seen = Some(now);
-        })
-        .await?;
-    // A station deleted while connected is treated as blocked; its session is being closed anyway.
-    let registration = updated.map(|s| s.registration).unwrap_or(Registration::Blocked);
-    let (status, interval) = match registration {
-        Registration::Accepted => (RegistrationStatus::Accepted, ctx.settings.heartbeat_interval),
-        Registration::Pending => (RegistrationStatus::Pending, ctx.settings.boot_retry_interval),
-        Registration::Blocked => (RegistrationStatus::Rejected, ctx.settings.boot_retry_interval),
+    let (registration, interval) = crate::ocpp::handler::record_boot(ctx, boot).await?;
+    let status = match registration {
+        Registration::Accepted => RegistrationStatus::Accepted,
+        Registration::Pending => RegistrationStatus::Pending,
+        Registration::Blocked => RegistrationStatus::Rejected,
     };
     Ok(Handled::with_notice(
         Response { status, current_time: now, interval: interval.as_secs() },

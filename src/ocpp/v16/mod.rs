@@ -23,16 +23,9 @@ pub mod stop_transaction;
 
 pub use id_tag_info::IdTagInfo;
 
-use super::rpc::{Call, CallError, ErrorCode};
-use super::schema::{self, Direction};
-use crate::model::{Registration, StationEvent};
-use crate::store::{Store, StoreError};
-use serde::{de::DeserializeOwned, Serialize};
-use serde_json::Value;
-use std::time::Duration;
-
-/// The subprotocol name of this version.
-pub const SUBPROTOCOL: &str = "ocpp1.6";
+use super::handler::{decode, encode, record_event, refused, set_firmware_status, Dispatched};
+pub use super::handler::{handle_call, Handled, HandlerError, HandlerSettings, Notice, Reply, StationContext};
+use super::rpc::{Call, ErrorCode};
 
 /// Actions a station sends to the central system.
 pub const STATION_ACTIONS: &[&str] = &[
@@ -82,101 +75,6 @@ pub const COMMAND_ACTIONS: &[&str] = &[
     "UpdateFirmware",
 ];
 
-/// Settings the handlers need.
-#[derive(Debug, Clone)]
-pub struct HandlerSettings {
-    /// Heartbeat interval given to accepted stations.
-    pub heartbeat_interval: Duration,
-    /// Wait before the next BootNotification, given to pending or rejected stations.
-    pub boot_retry_interval: Duration,
-}
-
-/// Who sent the CALL, and what handlers need to act on it.
-pub struct StationContext<'a> {
-    pub store: &'a dyn Store,
-    pub account_id: &'a str,
-    pub station_id: &'a str,
-    /// The station's registration as the session knows it.
-    pub registration: Registration,
-    pub settings: &'a HandlerSettings,
-}
-
-/// A change to the tenant's live view caused by a handled CALL.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Notice {
-    Booted { registration: Registration },
-    ConnectorStatus { connector_id: u32, status: String },
-    TransactionStarted { transaction_id: i32, connector_id: u32 },
-    TransactionStopped { transaction_id: i32 },
-}
-
-/// What a handler produced.
-#[derive(Debug)]
-pub struct Handled<R> {
-    pub response: R,
-    pub notice: Option<Notice>,
-}
-
-impl<R> Handled<R> {
-    pub fn reply(response: R) -> Self {
-        Self { response, notice: None }
-    }
-    pub fn with_notice(response: R, notice: Notice) -> Self {
-        Self { response, notice: Some(notice) }
-    }
-}
-
-/// Why a CALL was not handled.
-#[derive(Debug, thiserror::Error)]
-pub enum HandlerError {
-    #[error("{0}")]
-    Store(#[from] StoreError),
-    #[error("{description}")]
-    Refused { code: ErrorCode, description: String },
-}
-
-/// The outcome of one CALL: the CALLRESULT payload (and live-view notice), or the CALLERROR.
-#[derive(Debug)]
-pub enum Reply {
-    Result { payload: Value, notice: Option<Notice> },
-    Error(CallError),
-}
-
-fn refused(code: ErrorCode, description: impl Into<String>) -> HandlerError {
-    HandlerError::Refused { code, description: description.into() }
-}
-
-fn decode<T: DeserializeOwned>(payload: &Value) -> Result<T, HandlerError> {
-    // The payload passed the schema, so a failure here is a field the schema allows but this type does
-    // not (an integer beyond 64 bits, say): the value is outside what can be processed.
-    serde_json::from_value(payload.clone()).map_err(|e| refused(ErrorCode::PropertyConstraintViolation, e.to_string()))
-}
-
-fn encode<R: Serialize>(handled: Handled<R>) -> Result<(Value, Option<Notice>), HandlerError> {
-    let payload = serde_json::to_value(handled.response)
-        .map_err(|e| refused(ErrorCode::InternalError, format!("response encoding failed: {e}")))?;
-    Ok((payload, handled.notice))
-}
-
-/// Records a message kept only for the record.
-async fn record_event(ctx: &StationContext<'_>, action: &str, payload: &Value) -> Result<(), HandlerError> {
-    let event = StationEvent {
-        station_id: ctx.station_id.to_string(),
-        action: action.to_string(),
-        payload: payload.clone(),
-        received_at: chrono::Utc::now(),
-    };
-    ctx.store.add_event(ctx.account_id, &event).await?;
-    Ok(())
-}
-
-/// Keeps the latest firmware-update progress on the station record.
-async fn set_firmware_status(ctx: &StationContext<'_>, status: String) -> Result<(), HandlerError> {
-    let report = crate::model::StatusReport { status, received_at: chrono::Utc::now() };
-    ctx.store.update_station(ctx.account_id, ctx.station_id, &|s| s.firmware_status = Some(report.clone())).await?;
-    Ok(())
-}
-
 macro_rules! run {
     ($module:ident, $ctx:expr, $call:expr) => {{
         let request: $module::Request = decode(&$call.payload)?;
@@ -184,40 +82,10 @@ macro_rules! run {
     }};
 }
 
-/// Handles one station-initiated CALL, from schema check to the durable effects. The reply is a
-/// CALLRESULT only once everything the CALL changed is flushed to disk.
-pub async fn handle_call(ctx: &StationContext<'_>, call: &Call) -> Reply {
-    match dispatch(ctx, call).await {
-        Ok((payload, notice)) => Reply::Result { payload, notice },
-        Err(HandlerError::Refused { code, description }) => {
-            Reply::Error(CallError::new(call.unique_id.clone(), code, description))
-        }
-        Err(HandlerError::Store(e)) => {
-            tracing::error!(error = %e, action = %call.action, station = ctx.station_id, "store failed while handling a CALL");
-            Reply::Error(CallError::new(
-                call.unique_id.clone(),
-                ErrorCode::InternalError,
-                "storage failure, retry later",
-            ))
-        }
-    }
-}
-
-async fn dispatch(ctx: &StationContext<'_>, call: &Call) -> Result<(Value, Option<Notice>), HandlerError> {
+/// Runs the 1.6 handler of an action that passed the common checks of [`crate::ocpp::handler`];
+/// answers its payload, notice, and whether it changed state that must be durable before the answer.
+pub(crate) async fn dispatch(ctx: &StationContext<'_>, call: &Call) -> Result<Dispatched, HandlerError> {
     let action = call.action.as_str();
-    let schemas = schema::v16();
-    if !schemas.knows(action) {
-        return Err(refused(ErrorCode::NotImplemented, format!("unknown action {action}")));
-    }
-    if !STATION_ACTIONS.contains(&action) {
-        return Err(refused(ErrorCode::NotSupported, format!("{action} is sent by the central system, not to it")));
-    }
-    if let Some(Err(violation)) = schemas.validate(action, Direction::Request, &call.payload) {
-        return Err(refused(violation.code, violation.to_string()));
-    }
-    if ctx.registration != Registration::Accepted && action != "BootNotification" {
-        return Err(refused(ErrorCode::SecurityError, "station is not accepted: send a BootNotification first"));
-    }
     let ((payload, notice), durable) = match action {
         "Authorize" => (run!(authorize, ctx, call)?, false),
         "BootNotification" => (run!(boot_notification, ctx, call)?, true),
@@ -235,23 +103,24 @@ async fn dispatch(ctx: &StationContext<'_>, call: &Call) -> Result<(Value, Optio
         "StopTransaction" => (run!(stop_transaction, ctx, call)?, true),
         other => return Err(refused(ErrorCode::NotSupported, format!("{other} is not supported"))),
     };
-    if durable {
-        ctx.store.flush().await?;
-    }
-    Ok((payload, notice))
+    Ok(Dispatched { payload, notice, durable })
 }
 
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::*;
-    use crate::model::Station;
+    use crate::model::{Registration, Station};
     use crate::store::SledStore;
+    use crate::store::Store;
+    use serde_json::Value;
     use std::collections::BTreeMap;
+    use std::time::Duration;
 
     /// A temporary store holding one account with one accepted station, `CP1`.
     pub struct Fixture {
         pub store: SledStore,
         pub settings: HandlerSettings,
+        pub version: crate::ocpp::Version,
         _dir: tempfile::TempDir,
     }
 
@@ -260,6 +129,10 @@ pub(crate) mod test_support {
 
     impl Fixture {
         pub async fn new() -> Self {
+            Self::with_version(crate::ocpp::Version::V16).await
+        }
+
+        pub async fn with_version(version: crate::ocpp::Version) -> Self {
             let dir = tempfile::tempdir().unwrap();
             let store = SledStore::open(dir.path(), crate::store::CommitPolicy::default()).unwrap();
             let station = Station {
@@ -280,7 +153,7 @@ pub(crate) mod test_support {
                 heartbeat_interval: Duration::from_secs(300),
                 boot_retry_interval: Duration::from_secs(60),
             };
-            Self { store, settings, _dir: dir }
+            Self { store, settings, version, _dir: dir }
         }
 
         pub fn ctx(&self) -> StationContext<'_> {
@@ -289,6 +162,7 @@ pub(crate) mod test_support {
 
         pub fn ctx_with(&self, registration: Registration) -> StationContext<'_> {
             StationContext {
+                version: self.version,
                 store: &self.store,
                 account_id: ACCOUNT,
                 station_id: STATION,
@@ -325,6 +199,7 @@ pub(crate) mod test_support {
 mod tests {
     use super::test_support::*;
     use super::*;
+    use crate::model::Registration;
     use serde_json::json;
 
     #[tokio::test]

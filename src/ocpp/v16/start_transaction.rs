@@ -33,7 +33,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
             station_id: ctx.station_id.to_string(),
             connector_id: req.connector_id,
             id_tag: req.id_tag,
-            id_tag_status: id_tag_info.status,
+            id_tag_status: id_tag_info.status.as_str().to_string(),
             meter_start: req.meter_start,
             start_timestamp: req.timestamp,
             reservation_id: req.reservation_id,
@@ -71,7 +71,7 @@ mod tests {
         let (a, b) = (a["transactionId"].as_i64().unwrap(), b["transactionId"].as_i64().unwrap());
         assert_ne!(a, b);
         let tx = f.store.transaction(ACCOUNT, a as i32).await.unwrap().unwrap();
-        assert_eq!((tx.connector_id, tx.meter_start, tx.id_tag.as_str()), (1, 1000, "TAG"));
+        assert_eq!((tx.connector_id, tx.meter_start, tx.id_tag.as_deref()), (1, Some(1000), Some("TAG")));
         assert!(tx.stop.is_none());
     }
 

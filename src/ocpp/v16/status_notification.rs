@@ -1,7 +1,7 @@
 //! StatusNotification: a connector's (or, for connector 0, the station's) status changed.
 
 use super::{Handled, HandlerError, Notice, StationContext};
-use crate::model::ConnectorStatus;
+use crate::model::{connector_key, ConnectorStatus};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -24,8 +24,10 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
     let now = Utc::now();
     let connector_id = req.connector_id;
     let status = ConnectorStatus {
+        evse_id: None,
+        connector_id,
         status: req.status.clone(),
-        error_code: req.error_code,
+        error_code: Some(req.error_code),
         info: req.info,
         vendor_id: req.vendor_id,
         vendor_error_code: req.vendor_error_code,
@@ -34,7 +36,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
     };
     ctx.store
         .update_station(ctx.account_id, ctx.station_id, &|s| {
-            s.connectors.insert(connector_id, status.clone());
+            s.connectors.insert(connector_key(None, connector_id), status.clone());
             s.last_seen = Some(now);
         })
         .await?;
@@ -62,11 +64,11 @@ mod tests {
         .await;
         let s = f.store.station(ACCOUNT, STATION).await.unwrap().unwrap();
         assert_eq!(s.connectors.len(), 3);
-        let c1 = &s.connectors[&1];
+        let c1 = &s.connectors["1"];
         assert_eq!(
-            (c1.status.as_str(), c1.error_code.as_str(), c1.info.as_deref()),
+            (c1.status.as_str(), c1.error_code.as_deref().unwrap(), c1.info.as_deref()),
             ("Faulted", "GroundFailure", Some("RCD tripped"))
         );
-        assert_eq!(s.connectors[&2].status, "Available");
+        assert_eq!(s.connectors["2"].status, "Available");
     }
 }

@@ -31,7 +31,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
         None => None,
     };
     let stop = TransactionStop {
-        meter_stop: req.meter_stop,
+        meter_stop: Some(req.meter_stop),
         timestamp: req.timestamp,
         reason: req.reason.clone(),
         id_tag: req.id_tag.clone(),
@@ -45,6 +45,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
                 .into_iter()
                 .map(|mv| MeterRecord {
                     station_id: ctx.station_id.to_string(),
+                    evse_id: None,
                     connector_id: tx.connector_id,
                     transaction_id: Some(tx.id),
                     meter_value: mv,

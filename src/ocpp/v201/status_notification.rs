@@ -1,0 +1,42 @@
+//! StatusNotification (2.0.1): a connector of an EVSE changed status.
+
+use crate::model::{connector_key, ConnectorStatus};
+use crate::ocpp::handler::{Handled, HandlerError, Notice, StationContext};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Request {
+    pub timestamp: DateTime<Utc>,
+    pub connector_status: String,
+    pub evse_id: u32,
+    pub connector_id: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Response {}
+
+pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
+    let now = Utc::now();
+    let status = ConnectorStatus {
+        evse_id: Some(req.evse_id),
+        connector_id: req.connector_id,
+        status: req.connector_status.clone(),
+        error_code: None,
+        info: None,
+        vendor_id: None,
+        vendor_error_code: None,
+        timestamp: Some(req.timestamp),
+        received_at: now,
+    };
+    let k = connector_key(Some(req.evse_id), req.connector_id);
+    ctx.store
+        .update_station(ctx.account_id, ctx.station_id, &|s| {
+            s.connectors.insert(k.clone(), status.clone());
+            s.last_seen = Some(now);
+        })
+        .await?;
+    let notice = Notice::ConnectorStatus { connector_id: req.connector_id, status: req.connector_status };
+    Ok(Handled::with_notice(Response {}, notice))
+}
