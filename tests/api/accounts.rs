@@ -91,6 +91,7 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/v1/stations/{id}", "get"),
         ("/api/v1/stations/{id}", "patch"),
         ("/api/v1/stations/{id}", "delete"),
+        ("/api/v1/stations/{id}/variables", "get"),
         ("/api/v1/stations/{id}/commands/{command}", "post"),
         ("/api/v1/stations/{id}/commands/{command}", "get"),
         ("/api/v1/id-tags", "get"),
