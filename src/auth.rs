@@ -1,9 +1,12 @@
 //! Secrets: argon2 password hashes, random station passwords and API bearer tokens.
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
-use rand::{distributions::Alphanumeric, Rng};
+use argon2::{Algorithm, Argon2, Params, Version};
+use hmac::{Hmac, Mac};
+use rand::{distributions::Alphanumeric, Rng, RngCore};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::RwLock;
 
 /// Hashes a password into an argon2id PHC string (salted, default parameters).
 pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
@@ -11,7 +14,18 @@ pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Er
     Ok(Argon2::default().hash_password(password.as_bytes(), &salt)?.to_string())
 }
 
-/// Checks a password against a stored PHC string. A malformed stored hash counts as a mismatch.
+/// Hashes with explicit argon2id cost parameters (memory in KiB, iterations).
+pub fn hash_password_with(
+    password: &str,
+    memory_kib: u32,
+    iterations: u32,
+) -> Result<String, argon2::password_hash::Error> {
+    let params = Params::new(memory_kib, iterations, 1, None)?;
+    let salt = SaltString::generate(&mut OsRng);
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params).hash_password(password.as_bytes(), &salt)?.to_string())
+}
+
+/// Checks a password against a stored PHC string (its own parameters are in it). A malformed stored hash counts as a mismatch.
 pub fn verify_password(password: &str, phc: &str) -> bool {
     match PasswordHash::new(phc) {
         Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
@@ -30,6 +44,53 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// Station credentials already verified with argon2, kept as a keyed hash so that a reconnecting
+/// station is checked in microseconds instead of an argon2 run: a reconnect storm of a whole fleet
+/// would otherwise take minutes of CPU. The key is random per process, so the cache is worthless
+/// outside it; an entry covers one (station, stored hash) pair, so a new password (a new hash)
+/// misses and goes through argon2 again.
+pub struct CredentialCache {
+    key: [u8; 32],
+    verified: RwLock<HashMap<String, [u8; 32]>>,
+}
+
+impl Default for CredentialCache {
+    fn default() -> Self {
+        let mut key = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut key);
+        Self { key, verified: RwLock::new(HashMap::new()) }
+    }
+}
+
+impl CredentialCache {
+    fn tag(&self, who: &str, password: &str, phc: &str) -> [u8; 32] {
+        // new_from_slice accepts keys of any length for HMAC; the key is 32 bytes.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes a 32-byte key");
+        for part in [who, phc, password] {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part.as_bytes());
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether this password was verified against this stored hash before.
+    pub fn contains(&self, who: &str, password: &str, phc: &str) -> bool {
+        let tag = self.tag(who, password, phc);
+        let verified = self.verified.read().unwrap_or_else(|e| e.into_inner());
+        // Both tags are HMAC outputs, so comparing them leaks nothing about the password.
+        verified.get(who).is_some_and(|t| *t == tag)
+    }
+
+    pub fn insert(&self, who: &str, password: &str, phc: &str) {
+        let tag = self.tag(who, password, phc);
+        self.verified.write().unwrap_or_else(|e| e.into_inner()).insert(who.to_string(), tag);
+    }
+
+    pub fn forget(&self, who: &str) {
+        self.verified.write().unwrap_or_else(|e| e.into_inner()).remove(who);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,6 +102,27 @@ mod tests {
         assert!(verify_password("correct horse", &h));
         assert!(!verify_password("correct horsf", &h));
         assert!(!verify_password("correct horse", "not a hash"));
+    }
+
+    #[test]
+    fn cheaper_parameters_still_verify_and_are_recorded_in_the_hash() {
+        let h = hash_password_with("a-station-secret", 4096, 1).unwrap();
+        assert!(h.contains("m=4096,t=1"), "{h}");
+        assert!(verify_password("a-station-secret", &h));
+        assert!(!verify_password("another-secret", &h));
+    }
+
+    #[test]
+    fn the_credential_cache_knows_only_what_it_was_told() {
+        let cache = CredentialCache::default();
+        assert!(!cache.contains("acct/CP1", "pw", "$hash1"));
+        cache.insert("acct/CP1", "pw", "$hash1");
+        assert!(cache.contains("acct/CP1", "pw", "$hash1"));
+        assert!(!cache.contains("acct/CP1", "pw2", "$hash1"), "another password");
+        assert!(!cache.contains("acct/CP1", "pw", "$hash2"), "a new stored hash");
+        assert!(!cache.contains("acct/CP2", "pw", "$hash1"), "another station");
+        cache.forget("acct/CP1");
+        assert!(!cache.contains("acct/CP1", "pw", "$hash1"));
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub struct OcppSettings {
     pub command_timeout_secs: u64,
     pub max_frame_bytes: usize,
     pub auto_accept_stations: bool,
+    pub station_hash_memory_kib: u32,
+    pub station_hash_iterations: u32,
     pub shutdown_timeout_secs: u64,
     pub ping_interval_secs: u64,
     pub idle_timeout_secs: u64,

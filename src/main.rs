@@ -29,6 +29,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve { config } => {
             let settings = Settings::load(config.as_deref())?;
             ocpp_css::telemetry::init(&settings.log);
+            // Every station holds a socket: take all the file descriptors the hard limit allows.
+            match rlimit::increase_nofile_limit(u64::MAX) {
+                Ok(limit) => tracing::info!(limit, "open files limit"),
+                Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+            }
             let app = Application::build(settings).await?;
             app.run_until_stopped().await?;
         }

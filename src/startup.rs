@@ -31,6 +31,8 @@ pub struct AppState {
     /// Set when shutdown begins: station connections still being accepted are refused (503), so a
     /// reconnect storm cannot outlive the shutdown.
     pub shutting_down: Arc<AtomicBool>,
+    /// Station passwords already checked with argon2 (see [`crate::auth::CredentialCache`]).
+    pub credentials: crate::auth::CredentialCache,
 }
 
 /// A built, bound, not yet running application.
@@ -69,6 +71,7 @@ impl Application {
         let shutting_down = Arc::new(AtomicBool::new(false));
         let state = web::Data::new(AppState {
             shutting_down: shutting_down.clone(),
+            credentials: crate::auth::CredentialCache::default(),
             store: store.clone(),
             settings: Arc::new(settings.clone()),
             stations: stations.clone(),

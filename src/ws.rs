@@ -111,10 +111,15 @@ pub async fn ocpp_endpoint(
     let Some(station) = station.filter(|_| user == station_id) else {
         return Ok(refuse(&req, Refusal::UnknownStation, &offered));
     };
+    let who = format!("{}/{}", account.id, station_id);
     let phc = station.password_hash.clone();
-    let verified = web::block(move || auth::verify_password(&password, &phc)).await?;
-    if !verified {
-        return Ok(refuse(&req, Refusal::BadPassword, &offered));
+    if !state.credentials.contains(&who, &password, &phc) {
+        let (pw, hash) = (password.clone(), phc.clone());
+        let verified = web::block(move || auth::verify_password(&pw, &hash)).await?;
+        if !verified {
+            return Ok(refuse(&req, Refusal::BadPassword, &offered));
+        }
+        state.credentials.insert(&who, &password, &phc);
     }
 
     let (response, session, stream) = actix_ws::handle_with_protocols(&req, body, &[version.subprotocol()])?;

@@ -111,6 +111,8 @@ pub struct StationSession {
     registration: Registration,
     out: mpsc::UnboundedSender<Outbound>,
     last_activity: Instant,
+    /// When the station's last message arrived.
+    last_heard: chrono::DateTime<chrono::Utc>,
     in_flight: Option<InFlight>,
     queue: VecDeque<QueuedCommand>,
     close_reason: Option<DisconnectReason>,
@@ -156,6 +158,7 @@ impl StationSession {
                 setup,
                 out,
                 last_activity: Instant::now(),
+                last_heard: chrono::Utc::now(),
                 in_flight: None,
                 queue: VecDeque::new(),
                 close_reason: None,
@@ -479,6 +482,18 @@ impl Actor for StationSession {
             metrics::gauge!(m::PENDING_COMMANDS).decrement(1.0);
             let _ = flight.responder.send(Err(CommandError::Disconnected));
         }
+        // Heartbeats write nothing; the last time the station was heard from is kept now.
+        let (store, key, seen) = (self.setup.store.clone(), self.setup.key.clone(), self.last_heard);
+        actix_rt::spawn(async move {
+            let r = store
+                .update_station(&key.account_id, &key.station_id, &|s| {
+                    s.last_seen = Some(s.last_seen.map_or(seen, |old| old.max(seen)))
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(station = %key, error = %e, "could not record when the station was last seen");
+            }
+        });
         for cmd in self.queue.drain(..) {
             let _ = cmd.responder.send(Err(CommandError::NotSent));
         }
@@ -489,6 +504,9 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for StationSession 
     fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Context<Self>) {
         let _enter = self.span.clone().entered();
         self.last_activity = Instant::now();
+        if matches!(item, Ok(AggregatedMessage::Text(_))) {
+            self.last_heard = chrono::Utc::now();
+        }
         match item {
             Ok(AggregatedMessage::Text(text)) => self.on_text(&text, ctx),
             Ok(AggregatedMessage::Binary(_)) => {

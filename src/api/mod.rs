@@ -37,6 +37,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/account", web::get().to(accounts::me))
     .route("/stations", web::post().to(stations::create))
     .route("/stations", web::get().to(stations::list))
+    .route("/stations/bulk", web::post().to(stations::create_bulk))
     .route("/stations/{id}", web::get().to(stations::get))
     .route("/stations/{id}", web::patch().to(stations::update))
     .route("/stations/{id}", web::delete().to(stations::delete))

@@ -1,6 +1,5 @@
 //! Stations: provisioning, their live and stored state, removal.
 
-use super::accounts::hash;
 use super::{check_printable, check_station_id, ApiError, Tenant};
 use crate::actors::account::{self, GetLiveView, LiveStation};
 use crate::actors::station_registry::CloseStation;
@@ -10,6 +9,7 @@ use crate::model::{Account, Registration, Station};
 use crate::startup::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -94,7 +94,7 @@ pub async fn create(
     let station = Station {
         account_id: account.id.clone(),
         id: body.id,
-        password_hash: hash(password.clone()).await?,
+        password_hash: hash_station_password(&state, password.clone()).await?,
         registration,
         created_at: Utc::now(),
         boot: None,
@@ -160,6 +160,88 @@ pub async fn update(
     Ok(HttpResponse::Ok().json(view(&state, &req, &account, &station, live.get(&station.id))))
 }
 
+/// Hashes a station password on the blocking pool with the configured (light) argon2 cost.
+async fn hash_station_password(state: &AppState, password: String) -> Result<String, ApiError> {
+    let (m, t) = (state.settings.ocpp.station_hash_memory_kib, state.settings.ocpp.station_hash_iterations);
+    web::block(move || auth::hash_password_with(&password, m, t))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// Most stations one bulk request may provision.
+const BULK_MAX: usize = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkStations {
+    stations: Vec<NewStation>,
+}
+
+/// `POST /stations/bulk`: provisions up to 1000 stations at once (for fleets and load tests). Stations
+/// that exist already are left as they are and counted; generated passwords are returned once.
+pub async fn create_bulk(
+    state: web::Data<AppState>,
+    Tenant(account): Tenant,
+    body: web::Json<BulkStations>,
+) -> Result<HttpResponse, ApiError> {
+    let items = body.into_inner().stations;
+    if items.is_empty() || items.len() > BULK_MAX {
+        return Err(ApiError::invalid("invalid_field", format!("stations must hold 1 to {BULK_MAX} entries")));
+    }
+    for item in &items {
+        check_station_id(&item.id)?;
+        if let Some(p) = &item.password {
+            check_printable("password", p, 16, 40)?;
+        }
+    }
+    let default_registration =
+        if state.settings.ocpp.auto_accept_stations { Registration::Accepted } else { Registration::Pending };
+    // Hash on the blocking pool, a few at a time: argon2 is the cost of provisioning.
+    let hashed: Vec<Result<(NewStation, String, String), ApiError>> = futures_util::stream::iter(items)
+        .map(|item| {
+            let state = state.clone();
+            async move {
+                let password = item.password.clone().unwrap_or_else(|| auth::random_secret(32));
+                let hash = hash_station_password(&state, password.clone()).await?;
+                Ok((item, password, hash))
+            }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    let (mut created, mut existing, mut generated) = (0usize, 0usize, Vec::new());
+    for entry in hashed {
+        let (item, password, password_hash) = entry?;
+        let station = Station {
+            account_id: account.id.clone(),
+            id: item.id.clone(),
+            password_hash,
+            registration: item.registration.unwrap_or(default_registration),
+            created_at: Utc::now(),
+            boot: None,
+            connectors: BTreeMap::new(),
+            last_seen: None,
+            protocol: None,
+            firmware_status: None,
+            diagnostics_status: None,
+        };
+        match state.store.create_station(&station).await {
+            Ok(()) => {
+                created += 1;
+                if item.password.is_none() {
+                    generated.push(json!({"id": item.id, "password": password}));
+                }
+            }
+            Err(crate::store::StoreError::Conflict(_)) => existing += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    state.store.flush().await?;
+    tracing::info!(account = %account.id, created, existing, "stations provisioned in bulk");
+    Ok(HttpResponse::Ok().json(json!({"created": created, "existing": existing, "generated": generated})))
+}
+
 pub async fn delete(
     state: web::Data<AppState>,
     Tenant(account): Tenant,
@@ -169,6 +251,7 @@ pub async fn delete(
         return Err(ApiError::NotFound(format!("no station {}", path.as_str())));
     }
     state.store.flush().await?;
+    state.credentials.forget(&format!("{}/{}", account.id, path.as_str()));
     let key = StationKey { account_id: account.id.clone(), station_id: path.into_inner() };
     state.stations.send(CloseStation { key, reason: DisconnectReason::Deleted }).await?;
     Ok(HttpResponse::NoContent().finish())

@@ -161,3 +161,55 @@ async fn a_pending_station_may_only_boot_until_the_operator_accepts_it() {
     assert_eq!((boot["status"].as_str(), boot["interval"].as_u64()), (Some("Accepted"), Some(300)));
     assert_eq!(s.call("Heartbeat", json!({})).await[0], 3);
 }
+
+#[tokio::test]
+async fn a_fleet_is_provisioned_in_bulk_and_each_station_connects_with_its_own_password() {
+    let app = spawn_app().await;
+    let t = app.tenant("acme").await;
+    let body = json!({"stations": [
+        {"id": "F-1", "password": "explicit-password-0001"},
+        {"id": "F-2"},
+        {"id": "F-3", "registration": "pending"},
+    ]});
+    let (status, res) = app.post("/stations/bulk", &t.token, body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{res}");
+    assert_eq!((res["created"].as_u64(), res["existing"].as_u64()), (Some(3), Some(0)));
+    let generated = res["generated"].as_array().unwrap();
+    assert_eq!(generated.len(), 2, "passwords are returned only for stations without one");
+    let (_, again) = app.post("/stations/bulk", &t.token, body).await;
+    assert_eq!((again["created"].as_u64(), again["existing"].as_u64()), (Some(0), Some(3)));
+
+    let f2 = generated.iter().find(|g| g["id"] == "F-2").unwrap()["password"].as_str().unwrap();
+    let mut cp = StationClient::connect(app.port, "acme", "F-2", f2).await.unwrap();
+    assert_eq!(cp.boot().await["status"], "Accepted");
+    let mut cp1 = StationClient::connect(app.port, "acme", "F-1", "explicit-password-0001").await.unwrap();
+    assert_eq!(cp1.boot().await["status"], "Accepted");
+    let (_, f3) = app.get("/stations/F-3", &t.token).await;
+    assert_eq!(f3["registration"], "pending");
+
+    let too_many: Vec<_> = (0..1001).map(|i| json!({"id": format!("X-{i}")})).collect();
+    let (status, _) = app.post("/stations/bulk", &t.token, json!({"stations": too_many})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = app.post("/stations/bulk", &t.token, json!({"stations": [{"id": "bad id"}]})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let other = app.tenant("other").await;
+    assert_eq!(app.get("/stations/F-1", &other.token).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_station_known_from_an_earlier_connection_is_still_refused_a_wrong_password() {
+    let app = spawn_app().await;
+    let t = app.tenant("acme").await;
+    let password = app.station(&t, "CP001").await;
+    for _ in 0..2 {
+        let mut cp = StationClient::connect(app.port, "acme", "CP001", &password).await.expect("right password");
+        cp.boot().await;
+    }
+    let wrong = StationClient::connect(app.port, "acme", "CP001", "wrong-password-12345").await;
+    assert_eq!(wrong.err().as_deref(), Some("HTTP 401"));
+    // Deleted and provisioned again: the old password no longer works, the new one does.
+    app.request(reqwest::Method::DELETE, "/stations/CP001", Some(&t.token), None).await;
+    let fresh = app.station(&t, "CP001").await;
+    assert_eq!(StationClient::connect(app.port, "acme", "CP001", &password).await.err().as_deref(), Some("HTTP 401"));
+    assert!(StationClient::connect(app.port, "acme", "CP001", &fresh).await.is_ok());
+}
