@@ -88,6 +88,7 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/v1/account", "get"),
         ("/api/v1/stations", "post"),
         ("/api/v1/stations", "get"),
+        ("/api/v1/stations/bulk", "post"),
         ("/api/v1/stations/{id}", "get"),
         ("/api/v1/stations/{id}", "patch"),
         ("/api/v1/stations/{id}", "delete"),
