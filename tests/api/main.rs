@@ -8,6 +8,8 @@ mod durability;
 mod frames;
 mod helpers;
 mod ocpp_flow;
+mod privacy;
 mod restart;
 mod station_auth;
 mod tenancy;
+mod tls;
