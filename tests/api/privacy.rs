@@ -364,7 +364,7 @@ async fn a_sign_in_from_a_new_network_waits_for_its_one_time_code() {
     // The network is known now.
     let (status, _) = app.request_with(&abroad, Method::POST, "/sessions", None, Some(sign_in)).await;
     assert_eq!(status, StatusCode::OK);
-    let (_, doc) = export(&app, &token).await;
+    let (_, doc) = export(app, &token).await;
     assert_eq!(doc["account"]["known_locations"], json!(["127.0.0.0/24", "127.0.1.0/24"]));
     let history: Vec<(&str, &str)> = doc["login_history"]
         .as_array()
