@@ -1,4 +1,4 @@
-use crate::helpers::{spawn_app, spawn_app_with, StationClient};
+use crate::helpers::{series_value, spawn_app, spawn_app_with, StationClient};
 use futures_util::SinkExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -20,6 +20,8 @@ async fn every_kind_of_bad_frame_gets_the_callerror_the_spec_names_and_the_sessi
     let mut cp = app.connected_station(&t, "CP001").await;
     cp.boot().await;
 
+    let formation_before =
+        series_value(&app.metrics().await, "ocpp_call_errors_total", &[("code", "FormationViolation")]);
     let cases: &[(&str, &str, &str)] = &[
         ("this is not json", "-1", "FormationViolation"),
         (r#"{"not": "an array"}"#, "-1", "FormationViolation"),
@@ -58,7 +60,9 @@ async fn every_kind_of_bad_frame_gets_the_callerror_the_spec_names_and_the_sessi
 
     // After all that garbage the session still works, and so does the server.
     assert_eq!(cp.call("Heartbeat", json!({})).await[0], 3);
-    assert!(app.metrics().await.contains("ocpp_call_errors_total{code=\"FormationViolation\"}"));
+    let formation_after =
+        series_value(&app.metrics().await, "ocpp_call_errors_total", &[("code", "FormationViolation")]);
+    assert!(formation_after >= formation_before + 6.0, "CALLERRORs counted by code");
 }
 
 #[tokio::test]

@@ -168,12 +168,6 @@ impl TestApp {
     }
 }
 
-/// Whether the metrics text counts a refused station connection for this reason (whatever other
-/// labels, such as `node`, the series carries).
-pub fn auth_failure_counted(metrics: &str, reason: &str) -> bool {
-    metrics.lines().any(|l| l.starts_with("ocpp_auth_failures_total{") && l.contains(&format!("reason=\"{reason}\"")))
-}
-
 /// A charge point speaking OCPP-J 1.6 over a real WebSocket.
 pub struct StationClient {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
@@ -274,4 +268,23 @@ impl StationClient {
     pub async fn boot(&mut self) -> Value {
         self.ok("BootNotification", json!({"chargePointVendor": "ACME", "chargePointModel": "Test-1"})).await
     }
+}
+
+/// The sum of every series of `name` (the name exactly: `_bucket` etc. are other names) whose labels
+/// include all of `labels`; 0 when there is none. Series of other test apps in this process count too
+/// (the recorder is process-wide), so tests compare values before and after their own activity.
+pub fn series_value(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let has_all = labels.iter().all(|(k, v)| rest.split(',').any(|pair| pair == format!("{k}=\"{v}\"")));
+            (metric == name && has_all).then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
 }

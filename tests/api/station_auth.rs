@@ -1,4 +1,4 @@
-use crate::helpers::{spawn_app, try_connect, StationClient};
+use crate::helpers::{series_value, spawn_app, try_connect, StationClient};
 use reqwest::StatusCode;
 use serde_json::json;
 use std::time::Duration;
@@ -17,6 +17,8 @@ async fn a_provisioned_station_connects_with_its_password_and_nothing_else() {
     assert!(password.len() >= 16);
 
     let p = app.port;
+    let failures = |m: &str, reason: &str| series_value(m, "ocpp_auth_failures_total", &[("reason", reason)]);
+    let before = app.metrics().await;
     assert_eq!(
         try_connect(p, "acme", "CP001", Some(("CP001", "wrong-password-123")), Some("ocpp1.6")).await.err().as_deref(),
         Some("HTTP 401")
@@ -41,7 +43,7 @@ async fn a_provisioned_station_connects_with_its_password_and_nothing_else() {
 
     let metrics = app.metrics().await;
     for reason in ["bad_password", "unknown_station", "unknown_tenant", "missing_credentials"] {
-        assert!(crate::helpers::auth_failure_counted(&metrics, reason), "{reason} not counted");
+        assert!(failures(&metrics, reason) > failures(&before, reason), "{reason} not counted");
     }
 }
 
