@@ -2,7 +2,7 @@
 //! `POST /sessions/confirm`, `DELETE /sessions/current`, `GET /account/tokens`,
 //! `DELETE /account/tokens/{id}`, and the test-only `GET /login-codes/{challenge_id}`.
 
-use super::accounts::{account_view, normalize_email, verify};
+use super::accounts::{account_view, hash, normalize_email, verify};
 use super::{client_ip, ApiError, SignedIn};
 use crate::auth;
 use crate::login::{location_prefix, ConfirmError};
@@ -26,6 +26,12 @@ pub struct Credentials {
 pub struct Confirmation {
     challenge_id: String,
     code: String,
+}
+
+/// A hash no password is known for, checked when the email has no account.
+async fn unknown_account_hash() -> Result<String, ApiError> {
+    static HASH: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    HASH.get_or_try_init(|| hash(auth::random_secret(32))).await.cloned()
 }
 
 /// Keeps a sign-in attempt in the account's history.
@@ -76,6 +82,9 @@ pub async fn login(
         return Err(ApiError::TooManyAttempts { retry_after });
     }
     let Some(mut account) = account else {
+        // Spend what checking a password costs, so the answer's timing does not tell which emails
+        // have accounts.
+        verify(body.password, unknown_account_hash().await?).await?;
         state.login.record_failure(None, ip);
         return Err(refused());
     };
