@@ -16,6 +16,8 @@ pub struct Settings {
     pub commands: CommandSettings,
     pub api: ApiSettings,
     pub accounts: AccountSettings,
+    pub login: LoginSettings,
+    pub tls: TlsSettings,
     pub log: LogSettings,
 }
 
@@ -88,6 +90,37 @@ impl OcppSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct ApiSettings {
     pub token_ttl_secs: u64,
+    /// Take the client address from the last `X-Forwarded-For` entry (set by a proxy in front).
+    pub trust_forwarded_for: bool,
+    /// Serve the one-time sign-in codes at `GET /api/v1/login-codes/{challenge_id}` (tests only).
+    pub expose_login_codes: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LoginSettings {
+    pub max_failures_per_account: usize,
+    pub max_failures_per_ip: usize,
+    pub failure_window_secs: u64,
+    pub challenge_ttl_secs: u64,
+    pub challenge_max_attempts: u32,
+    pub history_limit: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TlsSettings {
+    pub enabled: bool,
+    pub port: u16,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    pub client_ca_path: PathBuf,
+    pub public_url: String,
+}
+
+impl TlsSettings {
+    /// Whether station client certificates can be checked (security profile 3).
+    pub fn client_certificates(&self) -> bool {
+        self.enabled && !self.client_ca_path.as_os_str().is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -136,6 +169,7 @@ mod tests {
         assert_eq!(s.ocpp.heartbeat_interval_secs, 300);
         assert_eq!(s.log.format, LogFormat::Text);
         assert!(s.ocpp.auto_accept_stations);
+        assert!(!s.api.expose_login_codes && !s.api.trust_forwarded_for && !s.tls.enabled);
     }
 
     #[test]

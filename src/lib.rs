@@ -7,7 +7,9 @@
 //! - [`api`]: the multi-tenant REST API under `/api/v1`, its errors and OpenAPI document.
 //! - [`store`]: the system of record behind the `Store` trait; [`store::SledStore`] is the embedded default.
 //! - [`model`]: the records kept.
-//! - [`auth`]: password hashing and tokens.
+//! - [`auth`]: password hashing and tokens; [`login`]: sign-in failure limits, new-location
+//!   challenges and the notifier of their one-time codes.
+//! - [`tls`]: the TLS listener's configuration and station client certificates (security profiles 2, 3).
 //! - [`config`]: layered settings; [`startup`]: builds and binds the application; [`telemetry`]: logs;
 //!   [`metrics`]: metric names and the Prometheus recorder.
 
@@ -15,10 +17,12 @@ pub mod actors;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod login;
 pub mod metrics;
 pub mod model;
 pub mod ocpp;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod ws;

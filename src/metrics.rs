@@ -14,7 +14,8 @@ pub const CONNECTS: &str = "ocpp_connects_total";
 /// protocol_error, frame_too_big, shutdown).
 pub const DISCONNECTS: &str = "ocpp_disconnects_total";
 /// Counter: refused station connections, by `reason` (unknown_tenant, unknown_station, bad_password,
-/// missing_credentials, unsupported_subprotocol).
+/// missing_credentials, unsupported_subprotocol, tls_required, client_cert_required,
+/// client_cert_mismatch).
 pub const AUTH_FAILURES: &str = "ocpp_auth_failures_total";
 /// Counter: OCPP messages, by `action`, `direction` (in = from station, out = to station) and `result`
 /// (ok, error, timeout).

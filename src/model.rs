@@ -17,14 +17,71 @@ pub struct Account {
     /// argon2 PHC string.
     pub password_hash: String,
     pub created_at: DateTime<Utc>,
+    /// Network prefixes (IPv4 /24, IPv6 /48) the account has signed in from: a correct password from
+    /// any other prefix is refused until confirmed with a one-time code. Accounts stored before this
+    /// field existed have none, and register the prefix of their next sign-in.
+    #[serde(default)]
+    pub known_locations: Vec<String>,
 }
 
 /// An API bearer token, stored under the SHA-256 of the token so a copy of the store reveals none.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiToken {
+    /// Names the token in listings and revocations without revealing it. Tokens issued before ids
+    /// existed have an empty one and are refused (they could be neither listed nor revoked).
+    #[serde(default)]
+    pub id: String,
     pub account_id: String,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// When the token was last used, to within a minute (updating on every request would cost a
+    /// write per request).
+    #[serde(default)]
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// One choice an account holder made, and when.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consent {
+    pub granted: bool,
+    /// When `granted` last changed; None while it has never been set.
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// An account holder's choices about optional processing: all off until they turn one on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consents {
+    pub personalized_content: Consent,
+    pub personalized_offers: Consent,
+    pub marketing_emails: Consent,
+    pub non_essential_cookies: Consent,
+}
+
+/// How a sign-in attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoginOutcome {
+    /// Right password from a known location: a token was issued.
+    Success,
+    /// Wrong password.
+    BadPassword,
+    /// Right password from a location never seen: a one-time code was sent, no token issued.
+    NewLocation,
+    /// A one-time code confirmed a new location: a token was issued and the location is now known.
+    Confirmed,
+    /// A wrong one-time code.
+    BadCode,
+    /// Refused unchecked: too many failed attempts.
+    RateLimited,
+}
+
+/// One sign-in attempt on an account, kept so the holder can see who tried to use it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginEvent {
+    pub at: DateTime<Utc>,
+    /// The client's address, as the server saw it (or as a trusted proxy reported it).
+    pub ip: String,
+    pub outcome: LoginOutcome,
 }
 
 /// Whether a station's BootNotification is accepted.
@@ -82,6 +139,42 @@ pub struct StatusReport {
     pub received_at: DateTime<Utc>,
 }
 
+/// How a station must authenticate (OCPP 1.6 security whitepaper profiles).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub enum SecurityProfile {
+    /// Basic auth, over plain WebSocket or TLS.
+    #[default]
+    Basic,
+    /// Basic auth over TLS only.
+    TlsBasic,
+    /// A client certificate over TLS (mutual TLS); no password.
+    ClientCertificate,
+}
+
+impl TryFrom<u8> for SecurityProfile {
+    type Error = String;
+
+    fn try_from(n: u8) -> Result<Self, String> {
+        match n {
+            1 => Ok(SecurityProfile::Basic),
+            2 => Ok(SecurityProfile::TlsBasic),
+            3 => Ok(SecurityProfile::ClientCertificate),
+            other => Err(format!("security profile {other} does not exist (1, 2 or 3)")),
+        }
+    }
+}
+
+impl From<SecurityProfile> for u8 {
+    fn from(p: SecurityProfile) -> u8 {
+        match p {
+            SecurityProfile::Basic => 1,
+            SecurityProfile::TlsBasic => 2,
+            SecurityProfile::ClientCertificate => 3,
+        }
+    }
+}
+
 /// A charge point provisioned by a tenant.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Station {
@@ -89,6 +182,9 @@ pub struct Station {
     pub id: String,
     /// argon2 PHC string of the Basic-auth password.
     pub password_hash: String,
+    /// Stations stored before profiles existed use profile 1, which is what they did.
+    #[serde(default)]
+    pub security_profile: SecurityProfile,
     pub registration: Registration,
     pub created_at: DateTime<Utc>,
     pub boot: Option<BootInfo>,

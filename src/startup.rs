@@ -5,10 +5,11 @@ use crate::actors::station_registry::CloseAll;
 use crate::actors::{AccountRegistry, StationRegistry};
 use crate::api::{self, ApiError};
 use crate::config::Settings;
+use crate::login::{LogNotifier, LoginGuard, LoginNotifier};
 use crate::metrics as m;
 use crate::ocpp::v16::HandlerSettings;
 use crate::store::{SledStore, Store};
-use crate::ws;
+use crate::{tls, ws};
 use actix::prelude::*;
 use actix_web::dev::{Server, Service};
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -33,11 +34,18 @@ pub struct AppState {
     pub shutting_down: Arc<AtomicBool>,
     /// Station passwords already checked with argon2 (see [`crate::auth::CredentialCache`]).
     pub credentials: crate::auth::CredentialCache,
+    /// Failed sign-in counts and pending new-location challenges.
+    pub login: Arc<LoginGuard>,
+    /// Delivers new-location codes to account holders.
+    pub notifier: Arc<dyn LoginNotifier>,
+    /// The TLS listener's bound port, when it is enabled.
+    pub tls_port: Option<u16>,
 }
 
 /// A built, bound, not yet running application.
 pub struct Application {
     port: u16,
+    tls_port: Option<u16>,
     server: Server,
     stations: Addr<StationRegistry>,
     store: Arc<dyn Store>,
@@ -60,6 +68,15 @@ impl Application {
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&address).with_context(|| format!("binding {address}"))?;
         let port = listener.local_addr()?.port();
+        let tls = if settings.tls.enabled {
+            let config = tls::server_config(&settings.tls).context("configuring TLS")?;
+            let address = format!("{}:{}", settings.server.host, settings.tls.port);
+            let listener = TcpListener::bind(&address).with_context(|| format!("binding {address} (TLS)"))?;
+            Some((listener, config))
+        } else {
+            None
+        };
+        let tls_port = tls.as_ref().map(|(l, _)| l.local_addr().map(|a| a.port())).transpose()?;
         let queued = store.queued_command_count().await.context("counting queued commands")?;
         metrics::gauge!(m::QUEUED_COMMANDS).set(queued as f64);
         let stations = StationRegistry::default().start();
@@ -78,7 +95,11 @@ impl Application {
             accounts,
             handler_settings,
             metrics: m::handle(&settings.server.node_id()),
+            login: Arc::new(LoginGuard::new(settings.login.clone())),
+            notifier: Arc::new(LogNotifier),
+            tls_port,
         });
+        let expose_login_codes = settings.api.expose_login_codes;
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -114,7 +135,7 @@ impl Application {
                 .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics_endpoint))
                 .route("/ocpp/{tenant}/{station_id}", web::get().to(ws::ocpp_endpoint))
-                .service(web::scope("/api/v1").configure(api::configure))
+                .service(web::scope("/api/v1").configure(|cfg| api::configure(cfg, expose_login_codes)))
                 .default_service(web::to(|| async {
                     Err::<HttpResponse, ApiError>(ApiError::NotFound("no such route".into()))
                 }))
@@ -124,17 +145,27 @@ impl Application {
         .shutdown_timeout(settings.ocpp.shutdown_timeout_secs)
         // Signals are handled by `run_until_stopped`, which closes the station sessions first.
         .disable_signals()
+        // Must come before the listeners: it is captured when each is added.
+        .on_connect(tls::on_connect)
         .listen(listener)?;
+        if let Some((listener, config)) = tls {
+            server = server.listen_rustls_0_23(listener, config)?;
+        }
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
-        tracing::info!(address = %address, port, "listening");
+        tracing::info!(address = %address, port, tls_port, "listening");
         let shutdown_timeout = Duration::from_secs(settings.ocpp.shutdown_timeout_secs);
-        Ok(Application { port, server: server.run(), stations, store, shutdown_timeout, shutting_down })
+        Ok(Application { port, tls_port, server: server.run(), stations, store, shutdown_timeout, shutting_down })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The TLS listener's port, when `tls.enabled`.
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
     }
 
     /// Serves until the process is told to stop (SIGTERM or SIGINT), then shuts down gracefully:

@@ -1,12 +1,20 @@
-//! The station endpoint `GET /ocpp/{tenant}/{station_id}`: subprotocol negotiation, HTTP Basic auth
-//! (OCPP security profile 1), then a [`StationSession`] for the connection.
+//! The station endpoint `GET /ocpp/{tenant}/{station_id}`: subprotocol negotiation, authentication by
+//! the station's OCPP security profile, then a [`StationSession`] for the connection.
+//!
+//! | profile | channel | credentials |
+//! |---|---|---|
+//! | 1 | plain or TLS | HTTP Basic: station id and password |
+//! | 2 | TLS only | HTTP Basic |
+//! | 3 | TLS only | a client certificate (verified in the handshake) whose subject CN is the station id and O the tenant's slug |
 
 use crate::actors::station_session::SessionSetup;
 use crate::actors::{StationKey, StationSession};
 use crate::auth;
 use crate::metrics as m;
+use crate::model::SecurityProfile;
 use crate::ocpp::Version;
 use crate::startup::AppState;
+use crate::tls::{client_identity, TlsConnection};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
@@ -21,6 +29,12 @@ enum Refusal {
     UnknownTenant,
     UnknownStation,
     BadPassword,
+    /// A profile 2 or 3 station over a plain connection.
+    TlsRequired,
+    /// A profile 3 station without a client certificate.
+    ClientCertRequired,
+    /// A profile 3 station whose certificate names another station or tenant.
+    ClientCertMismatch,
 }
 
 impl Refusal {
@@ -31,6 +45,9 @@ impl Refusal {
             Refusal::UnknownTenant => "unknown_tenant",
             Refusal::UnknownStation => "unknown_station",
             Refusal::BadPassword => "bad_password",
+            Refusal::TlsRequired => "tls_required",
+            Refusal::ClientCertRequired => "client_cert_required",
+            Refusal::ClientCertMismatch => "client_cert_mismatch",
         }
     }
 }
@@ -100,26 +117,54 @@ pub async fn ocpp_endpoint(
             None => return Ok(refuse(&req, Refusal::UnsupportedSubprotocol, &offered)),
         }
     };
-    let Some((user, password)) = basic_credentials(&req) else {
-        return Ok(refuse(&req, Refusal::MissingCredentials, &offered));
-    };
     let store_err = |e: crate::store::StoreError| actix_web::error::ErrorServiceUnavailable(e.to_string());
     let Some(account) = state.store.account_by_slug(&tenant).await.map_err(store_err)? else {
         return Ok(refuse(&req, Refusal::UnknownTenant, &offered));
     };
-    let station = state.store.station(&account.id, &station_id).await.map_err(store_err)?;
-    let Some(station) = station.filter(|_| user == station_id) else {
+    let Some(station) = state.store.station(&account.id, &station_id).await.map_err(store_err)? else {
         return Ok(refuse(&req, Refusal::UnknownStation, &offered));
     };
-    let who = format!("{}/{}", account.id, station_id);
-    let phc = station.password_hash.clone();
-    if !state.credentials.contains(&who, &password, &phc) {
-        let (pw, hash) = (password.clone(), phc.clone());
-        let verified = web::block(move || auth::verify_password(&pw, &hash)).await?;
-        if !verified {
-            return Ok(refuse(&req, Refusal::BadPassword, &offered));
+    let tls = req.conn_data::<TlsConnection>();
+    match station.security_profile {
+        SecurityProfile::Basic | SecurityProfile::TlsBasic => {
+            if station.security_profile == SecurityProfile::TlsBasic && tls.is_none() {
+                return Ok(refuse(&req, Refusal::TlsRequired, &offered));
+            }
+            let Some((user, password)) = basic_credentials(&req) else {
+                return Ok(refuse(&req, Refusal::MissingCredentials, &offered));
+            };
+            if user != station_id {
+                return Ok(refuse(&req, Refusal::UnknownStation, &offered));
+            }
+            let who = format!("{}/{}", account.id, station_id);
+            let phc = station.password_hash.clone();
+            if !state.credentials.contains(&who, &password, &phc) {
+                let (pw, hash) = (password.clone(), phc.clone());
+                let verified = web::block(move || auth::verify_password(&pw, &hash)).await?;
+                if !verified {
+                    return Ok(refuse(&req, Refusal::BadPassword, &offered));
+                }
+                state.credentials.insert(&who, &password, &phc);
+            }
         }
-        state.credentials.insert(&who, &password, &phc);
+        SecurityProfile::ClientCertificate => {
+            let Some(tls) = tls else {
+                return Ok(refuse(&req, Refusal::TlsRequired, &offered));
+            };
+            // The handshake verified the chain against the client CA; what is left is whose it is.
+            let Some(leaf) = tls.client_chain.as_ref().and_then(|chain| chain.first()) else {
+                return Ok(refuse(&req, Refusal::ClientCertRequired, &offered));
+            };
+            // Station ids are unique only within a tenant, and one CA serves every tenant: the
+            // certificate must name both.
+            let names_station = client_identity(leaf).is_some_and(|id| {
+                id.common_name.as_deref() == Some(station_id.as_str())
+                    && id.organization.as_deref() == Some(account.slug.as_str())
+            });
+            if !names_station {
+                return Ok(refuse(&req, Refusal::ClientCertMismatch, &offered));
+            }
+        }
     }
 
     let (response, session, stream) = actix_ws::handle_with_protocols(&req, body, &[version.subprotocol()])?;

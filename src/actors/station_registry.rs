@@ -2,18 +2,22 @@
 //!
 //! The newest connection wins: a registration from a session with a higher id replaces the current
 //! one, which is told to close; a late `Unregister` from a replaced session finds another session id
-//! and changes nothing.
+//! and changes nothing. Sessions of an erased account are closed and, should one register late,
+//! refused.
 
 use super::station_session::{CloseSession, StationSession};
 use super::{DisconnectReason, SessionId, StationKey};
 use crate::ocpp::Version;
 use actix::prelude::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Routes to stations' live sessions.
 #[derive(Default)]
 pub struct StationRegistry {
     sessions: HashMap<StationKey, (SessionId, Addr<StationSession>, Version)>,
+    /// Accounts erased since start-up: a session that authenticated just before its account was
+    /// erased, and registers after, is closed rather than served. Ids only, which name nothing left.
+    erased: HashSet<String>,
 }
 
 impl Actor for StationRegistry {
@@ -56,6 +60,14 @@ pub struct CloseStation {
     pub reason: DisconnectReason,
 }
 
+/// Closes every session of an erased account and refuses its later ones; answers the closed
+/// sessions' addresses, to wait for them to stop.
+#[derive(Message)]
+#[rtype(result = "Vec<Addr<StationSession>>")]
+pub struct CloseAccount {
+    pub account_id: String,
+}
+
 /// Closes every session (graceful shutdown); answers their addresses, to wait for them to stop.
 #[derive(Message)]
 #[rtype(result = "Vec<Addr<StationSession>>")]
@@ -65,6 +77,10 @@ impl Handler<Register> for StationRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: Register, _: &mut Context<Self>) {
+        if self.erased.contains(&msg.key.account_id) {
+            msg.addr.do_send(CloseSession { reason: DisconnectReason::Deleted });
+            return;
+        }
         match self.sessions.get(&msg.key) {
             Some((current, _, _)) if *current > msg.session_id => {
                 // An older connection registering late: the newer one keeps the station.
@@ -113,6 +129,23 @@ impl Handler<CloseStation> for StationRegistry {
             }
             None => false,
         }
+    }
+}
+
+impl Handler<CloseAccount> for StationRegistry {
+    type Result = MessageResult<CloseAccount>;
+
+    fn handle(&mut self, msg: CloseAccount, _: &mut Context<Self>) -> Self::Result {
+        let keys: Vec<_> = self.sessions.keys().filter(|k| k.account_id == msg.account_id).cloned().collect();
+        let mut closed = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some((_, addr, _)) = self.sessions.remove(&key) {
+                addr.do_send(CloseSession { reason: DisconnectReason::Deleted });
+                closed.push(addr);
+            }
+        }
+        self.erased.insert(msg.account_id);
+        MessageResult(closed)
     }
 }
 

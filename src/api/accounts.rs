@@ -1,13 +1,18 @@
-//! Accounts and sign-in: `POST /accounts`, `POST /sessions`, `GET /account`.
+//! Accounts: sign-up (`POST /accounts`), the account itself (`GET`), rectification (`PATCH`) and
+//! erasure (`DELETE /account`).
 
-use super::{ApiError, Tenant};
+use super::{client_ip, ApiError, SignedIn, Tenant};
+use crate::actors::station_registry::CloseAccount;
 use crate::auth;
-use crate::model::{Account, ApiToken};
+use crate::login::location_prefix;
+use crate::metrics as m;
+use crate::model::Account;
 use crate::startup::AppState;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
+use std::time::{Duration, Instant};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,14 +23,24 @@ pub struct NewAccount {
     slug: String,
 }
 
+/// A rectification: any of name, email and password. Email and password need `current_password`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Credentials {
-    email: String,
+pub struct AccountChange {
+    name: Option<String>,
+    email: Option<String>,
+    password: Option<String>,
+    current_password: Option<String>,
+}
+
+/// Erasure re-authenticates: a stolen token alone must not be able to destroy the account.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Erasure {
     password: String,
 }
 
-fn normalize_email(email: &str) -> Result<String, ApiError> {
+pub(crate) fn normalize_email(email: &str) -> Result<String, ApiError> {
     let email = email.trim().to_lowercase();
     let valid = email.len() <= 254
         && matches!(email.split_once('@'), Some((user, domain)) if !user.is_empty() && domain.contains('.') && !domain.contains('@') && !domain.starts_with('.') && !domain.ends_with('.'))
@@ -52,7 +67,23 @@ fn check_slug(slug: &str) -> Result<(), ApiError> {
     }
 }
 
-fn account_view(a: &Account) -> serde_json::Value {
+fn check_password(password: &str) -> Result<(), ApiError> {
+    if (8..=128).contains(&password.chars().count()) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("invalid_field", "password must be 8 to 128 characters long"))
+    }
+}
+
+fn check_name(name: &str) -> Result<String, ApiError> {
+    let name = name.trim().to_string();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::invalid("invalid_field", "name must be 1 to 100 characters long"));
+    }
+    Ok(name)
+}
+
+pub(crate) fn account_view(a: &Account) -> serde_json::Value {
     json!({"id": a.id, "email": a.email, "name": a.name, "slug": a.slug, "created_at": a.created_at})
 }
 
@@ -68,17 +99,18 @@ pub(crate) async fn verify(password: String, phc: String) -> Result<bool, ApiErr
     web::block(move || auth::verify_password(&password, &phc)).await.map_err(|e| ApiError::Internal(e.to_string()))
 }
 
-pub async fn create(state: web::Data<AppState>, body: web::Json<NewAccount>) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<NewAccount>,
+) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let email = normalize_email(&body.email)?;
-    if !(8..=128).contains(&body.password.chars().count()) {
-        return Err(ApiError::invalid("invalid_field", "password must be 8 to 128 characters long"));
-    }
-    let name = body.name.trim().to_string();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::invalid("invalid_field", "name must be 1 to 100 characters long"));
-    }
+    check_password(&body.password)?;
+    let name = check_name(&body.name)?;
     check_slug(&body.slug)?;
+    // Signing up is the first sign-in: its network is the account's first known location.
+    let ip = client_ip(&req, state.settings.api.trust_forwarded_for);
     let account = Account {
         id: uuid::Uuid::new_v4().to_string(),
         email,
@@ -86,6 +118,7 @@ pub async fn create(state: web::Data<AppState>, body: web::Json<NewAccount>) -> 
         slug: body.slug,
         password_hash: hash(body.password).await?,
         created_at: Utc::now(),
+        known_locations: vec![location_prefix(ip)],
     };
     state.store.create_account(&account).await?;
     state.store.flush().await?;
@@ -93,24 +126,132 @@ pub async fn create(state: web::Data<AppState>, body: web::Json<NewAccount>) -> 
     Ok(HttpResponse::Created().json(account_view(&account)))
 }
 
-pub async fn login(state: web::Data<AppState>, body: web::Json<Credentials>) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
-    let refused = || ApiError::Unauthorized("invalid email or password".into());
-    let email = normalize_email(&body.email).map_err(|_| refused())?;
-    let account = state.store.account_by_email(&email).await?.ok_or_else(refused)?;
-    if !verify(body.password, account.password_hash.clone()).await? {
-        return Err(refused());
-    }
-    let token = auth::random_secret(43);
-    let now = Utc::now();
-    let ttl = chrono::Duration::seconds(state.settings.api.token_ttl_secs as i64);
-    let record = ApiToken { account_id: account.id.clone(), created_at: now, expires_at: now + ttl };
-    state.store.put_token(&auth::token_hash(&token), &record).await?;
-    state.store.flush().await?;
-    Ok(HttpResponse::Ok()
-        .json(json!({"token": token, "expires_at": record.expires_at, "account": account_view(&account)})))
-}
-
 pub async fn me(Tenant(account): Tenant) -> HttpResponse {
     HttpResponse::Ok().json(account_view(&account))
+}
+
+/// Checks the password of a signed-in holder before a change that needs it. Wrong passwords count
+/// as failed sign-ins, so a stolen token cannot be used to guess the password.
+async fn reauthenticate(
+    state: &AppState,
+    req: &HttpRequest,
+    account: &Account,
+    password: Option<String>,
+) -> Result<(), ApiError> {
+    let password = password.ok_or_else(|| {
+        ApiError::invalid("invalid_field", "current_password is required to change the email or password")
+    })?;
+    let ip = client_ip(req, state.settings.api.trust_forwarded_for);
+    if let Some(retry_after) = state.login.blocked(Some(&account.id), ip) {
+        return Err(ApiError::TooManyAttempts { retry_after });
+    }
+    if !verify(password, account.password_hash.clone()).await? {
+        state.login.record_failure(Some(&account.id), ip);
+        return Err(ApiError::InvalidCredentials("the password is wrong".into()));
+    }
+    Ok(())
+}
+
+pub async fn update(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    signed_in: SignedIn,
+    body: web::Json<AccountChange>,
+) -> Result<HttpResponse, ApiError> {
+    let SignedIn { account, token } = signed_in;
+    let body = body.into_inner();
+    if body.name.is_none() && body.email.is_none() && body.password.is_none() {
+        return Err(ApiError::invalid("invalid_field", "give at least one of name, email and password"));
+    }
+    let name = body.name.as_deref().map(check_name).transpose()?;
+    let email = body.email.as_deref().map(normalize_email).transpose()?;
+    if let Some(p) = &body.password {
+        check_password(p)?;
+    }
+    if email.is_some() || body.password.is_some() {
+        reauthenticate(&state, &req, &account, body.current_password).await?;
+    }
+    let password_hash = match body.password {
+        Some(p) => Some(hash(p).await?),
+        None => None,
+    };
+    let changed = state
+        .store
+        .update_account(&account.id, &|a| {
+            if let Some(name) = &name {
+                a.name = name.clone();
+            }
+            if let Some(email) = &email {
+                a.email = email.clone();
+            }
+            if let Some(h) = &password_hash {
+                a.password_hash = h.clone();
+            }
+        })
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("unknown or expired token".into()))?;
+    if password_hash.is_some() {
+        // Whoever knew the old password may hold a token: only the session that changed it stays.
+        let revoked = state.store.delete_tokens_except(&account.id, Some(&token.id)).await?;
+        tracing::info!(account = %account.id, revoked, "password changed; other tokens revoked");
+    }
+    state.store.flush().await?;
+    Ok(HttpResponse::Ok().json(account_view(&changed)))
+}
+
+/// How long erasure waits for the account's station sessions to finish the message they are handling.
+const SESSION_CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+pub async fn erase(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    Tenant(account): Tenant,
+    body: web::Json<Erasure>,
+) -> Result<HttpResponse, ApiError> {
+    reauthenticate(&state, &req, &account, Some(body.into_inner().password)).await?;
+    // The account record goes first, so its tokens, its password and its stations' credentials stop
+    // working at once; then its sessions are closed.
+    let mut report = state.store.erase_account(&account.id).await?;
+    state.store.flush().await?;
+    let sessions = state.stations.send(CloseAccount { account_id: account.id.clone() }).await?;
+    let deadline = Instant::now() + SESSION_CLOSE_WAIT;
+    while sessions.iter().any(|s| s.connected()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A session may have written while it finished its last message: sweep again once they are gone.
+    let late = state.store.erase_account(&account.id).await?;
+    state.store.flush().await?;
+    report.stations += late.stations;
+    report.id_tags += late.id_tags;
+    report.transactions += late.transactions;
+    report.meter_values += late.meter_values;
+    report.events += late.events;
+    report.commands += late.commands;
+    report.queued_commands += late.queued_commands;
+    report.tokens += late.tokens;
+    report.login_events += late.login_events;
+    report.consents += late.consents;
+    report.device_variables += late.device_variables;
+    metrics::gauge!(m::QUEUED_COMMANDS).decrement(report.queued_commands as f64);
+    state.login.forget_account(&account.id);
+    tracing::info!(account = %account.id, sessions = sessions.len(), "account erased");
+    Ok(HttpResponse::Ok().json(json!({
+        "erased": true,
+        "removed": report,
+        "retained": [
+            {
+                "data": "slug",
+                "value": account.slug,
+                "reason": "Reserved, linked to nothing else, so no new account can take it: station certificates \
+                           issued for this slug may still be valid and would otherwise authenticate as the new \
+                           account's stations.",
+            },
+            {
+                "data": "server logs",
+                "reason": "Log lines written before the erasure (account id, slug, station ids, client addresses) \
+                           stay in the operator's log storage until its rotation deletes them; they are not part \
+                           of the account's records and are never used to restore it.",
+            },
+        ],
+    })))
 }

@@ -6,6 +6,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{json, Value};
 use std::fmt;
+use std::time::Duration;
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -15,6 +16,13 @@ pub enum ApiError {
     InvalidPayload { message: String, ocpp_error: String },
     /// Missing, unknown or expired bearer token, or wrong credentials.
     Unauthorized(String),
+    /// A signed-in request that must re-authenticate gave the wrong password.
+    InvalidCredentials(String),
+    /// A correct password from a location the account has never signed in from: a one-time code was
+    /// sent, and `POST /sessions/confirm` with it and this challenge finishes the sign-in.
+    NewLocation { challenge_id: String, expires_at: chrono::DateTime<chrono::Utc> },
+    /// Too many failed attempts: try again after this long.
+    TooManyAttempts { retry_after: Duration },
     /// The resource does not exist (or belongs to another tenant).
     NotFound(String),
     /// A unique field is already taken.
@@ -42,6 +50,9 @@ impl ApiError {
             ApiError::Invalid { code, .. } => code,
             ApiError::InvalidPayload { .. } => "invalid_payload",
             ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::InvalidCredentials(_) => "invalid_credentials",
+            ApiError::NewLocation { .. } => "new_location",
+            ApiError::TooManyAttempts { .. } => "too_many_attempts",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::StationNotConnected(_) => "station_not_connected",
@@ -57,6 +68,7 @@ impl ApiError {
             ApiError::Invalid { message, .. }
             | ApiError::InvalidPayload { message, .. }
             | ApiError::Unauthorized(message)
+            | ApiError::InvalidCredentials(message)
             | ApiError::NotFound(message)
             | ApiError::Conflict(message)
             | ApiError::StationNotConnected(message)
@@ -64,6 +76,12 @@ impl ApiError {
             | ApiError::StationDisconnected(message) => message.clone(),
             ApiError::StationCallError { code, description, .. } => {
                 format!("the station answered with CALLERROR {code}: {description}")
+            }
+            ApiError::NewLocation { .. } => {
+                "sign-in from a new location: confirm it with the one-time code sent to the account holder".to_string()
+            }
+            ApiError::TooManyAttempts { retry_after } => {
+                format!("too many failed attempts; try again in {} s", retry_seconds(*retry_after))
             }
             ApiError::Internal(_) => "internal error".to_string(),
         }
@@ -81,6 +99,8 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Invalid { .. } | ApiError::InvalidPayload { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::InvalidCredentials(_) | ApiError::NewLocation { .. } => StatusCode::FORBIDDEN,
+            ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::StationNotConnected(_) => StatusCode::CONFLICT,
             ApiError::StationCallError { .. } | ApiError::StationDisconnected(_) => StatusCode::BAD_GATEWAY,
@@ -100,14 +120,31 @@ impl ResponseError for ApiError {
                 body["details"] =
                     json!({"error_code": code, "error_description": description, "error_details": details})
             }
+            ApiError::NewLocation { challenge_id, expires_at } => {
+                body["details"] = json!({"challenge_id": challenge_id, "expires_at": expires_at})
+            }
+            ApiError::TooManyAttempts { retry_after } => {
+                body["details"] = json!({"retry_after_secs": retry_seconds(*retry_after)})
+            }
             _ => {}
         }
         let mut response = HttpResponse::build(self.status_code());
-        if matches!(self, ApiError::Unauthorized(_)) {
-            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        match self {
+            ApiError::Unauthorized(_) => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            ApiError::TooManyAttempts { retry_after } => {
+                response.insert_header((header::RETRY_AFTER, retry_seconds(*retry_after).to_string()));
+            }
+            _ => {}
         }
         response.json(body)
     }
+}
+
+/// Whole seconds, rounded up, so a client waiting this long is not refused again.
+fn retry_seconds(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 impl From<StoreError> for ApiError {

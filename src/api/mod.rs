@@ -1,29 +1,37 @@
 //! The multi-tenant REST API under `/api/v1`.
 //!
-//! Every tenant-scoped route takes a [`Tenant`], resolved from the bearer token; another tenant's
-//! stations, tags and transactions are simply not found (404). Errors are [`ApiError`]s.
+//! Every tenant-scoped route takes a [`Tenant`] (or a [`SignedIn`], which also names the token),
+//! resolved from the bearer token; another tenant's stations, tags, transactions and tokens are
+//! simply not found (404). Errors are [`ApiError`]s.
 
 mod accounts;
 mod commands;
 pub mod error;
 mod id_tags;
+mod privacy;
+mod sessions;
 mod stations;
 mod transactions;
 
 pub use error::ApiError;
 
 use crate::auth;
-use crate::model::Account;
+use crate::model::{Account, ApiToken};
 use crate::startup::AppState;
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use futures_util::future::LocalBoxFuture;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// The OpenAPI document of this API, served at `/api/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-/// Registers the API routes under the current scope (`/api/v1`).
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// Registers the API routes under the current scope (`/api/v1`); the one-time-code route only when
+/// `expose_login_codes` is set.
+pub fn configure(cfg: &mut web::ServiceConfig, expose_login_codes: bool) {
+    if expose_login_codes {
+        cfg.route("/login-codes/{challenge_id}", web::get().to(sessions::login_code));
+    }
     cfg.app_data(web::JsonConfig::default().limit(256 * 1024).error_handler(|err, _| {
         ApiError::invalid("invalid_json", format!("request body is not the expected JSON: {err}")).into()
     }))
@@ -33,8 +41,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .route("/openapi.json", web::get().to(openapi))
     .route("/accounts", web::post().to(accounts::create))
-    .route("/sessions", web::post().to(accounts::login))
+    .route("/sessions", web::post().to(sessions::login))
+    .route("/sessions/confirm", web::post().to(sessions::confirm))
+    .route("/sessions/current", web::delete().to(sessions::logout))
     .route("/account", web::get().to(accounts::me))
+    .route("/account", web::patch().to(accounts::update))
+    .route("/account", web::delete().to(accounts::erase))
+    .route("/account/export", web::get().to(privacy::export))
+    .route("/account/consents", web::get().to(privacy::consents))
+    .route("/account/consents", web::put().to(privacy::put_consents))
+    .route("/account/tokens", web::get().to(sessions::tokens))
+    .route("/account/tokens/{token_id}", web::delete().to(sessions::revoke))
     .route("/stations", web::post().to(stations::create))
     .route("/stations", web::get().to(stations::list))
     .route("/stations/bulk", web::post().to(stations::create_bulk))
@@ -59,7 +76,16 @@ async fn openapi() -> HttpResponse {
 /// The account a request acts for, from its `Authorization: Bearer <token>` header.
 pub struct Tenant(pub Account);
 
-impl FromRequest for Tenant {
+/// The account a request acts for and the token it came with.
+pub struct SignedIn {
+    pub account: Account,
+    pub token: ApiToken,
+}
+
+/// How often a token's `last_used_at` is written: a write per request would be a cost for nothing.
+const LAST_USED_RESOLUTION_SECS: i64 = 60;
+
+impl FromRequest for SignedIn {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
@@ -74,20 +100,48 @@ impl FromRequest for Tenant {
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::Internal("application state missing".into()))?;
             let token = token.ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
-            let record = state
+            let hash = auth::token_hash(&token);
+            let now = chrono::Utc::now();
+            let mut record = state
                 .store
-                .token(&auth::token_hash(&token))
+                .token(&hash)
                 .await?
-                .filter(|t| t.expires_at > chrono::Utc::now())
+                .filter(|t| t.expires_at > now && !t.id.is_empty())
                 .ok_or_else(|| ApiError::Unauthorized("unknown or expired token".into()))?;
             let account = state
                 .store
                 .account(&record.account_id)
                 .await?
                 .ok_or_else(|| ApiError::Unauthorized("unknown or expired token".into()))?;
-            Ok(Tenant(account))
+            if record.last_used_at.is_none_or(|t| (now - t).num_seconds() >= LAST_USED_RESOLUTION_SECS) {
+                record.last_used_at = Some(now);
+                // Not flushed: losing a last-use time in a crash costs nothing.
+                state.store.put_token(&hash, &record).await?;
+            }
+            Ok(SignedIn { account, token: record })
         })
     }
+}
+
+impl FromRequest for Tenant {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let signed_in = SignedIn::from_request(req, payload);
+        Box::pin(async move { Ok(Tenant(signed_in.await?.account)) })
+    }
+}
+
+/// The client's address: the TCP peer, or, with `api.trust_forwarded_for`, the last
+/// `X-Forwarded-For` entry (the one the proxy in front appended; earlier ones are the client's say).
+fn client_ip(req: &HttpRequest, trust_forwarded_for: bool) -> IpAddr {
+    let forwarded = trust_forwarded_for
+        .then(|| req.headers().get_all("x-forwarded-for").filter_map(|v| v.to_str().ok()).last())
+        .flatten()
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|ip| ip.trim().parse().ok());
+    forwarded.or_else(|| req.peer_addr().map(|a| a.ip())).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
 /// Checks a field's length in characters and that it holds only printable ASCII.

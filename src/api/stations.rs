@@ -5,7 +5,7 @@ use crate::actors::account::{self, GetLiveView, LiveStation};
 use crate::actors::station_registry::CloseStation;
 use crate::actors::{DisconnectReason, StationKey};
 use crate::auth;
-use crate::model::{Account, Registration, Station};
+use crate::model::{Account, Registration, SecurityProfile, Station};
 use crate::startup::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
@@ -20,24 +20,57 @@ pub struct NewStation {
     id: String,
     password: Option<String>,
     registration: Option<Registration>,
+    security_profile: Option<SecurityProfile>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StationChange {
-    registration: Registration,
+    registration: Option<Registration>,
+    security_profile: Option<SecurityProfile>,
 }
 
-/// The URL a station connects to: the configured public URL, or the API request's own host.
-fn ocpp_url(state: &AppState, req: &HttpRequest, account: &Account, station_id: &str) -> String {
-    let base = if state.settings.server.public_url.is_empty() {
-        let info = req.connection_info();
-        let scheme = if info.scheme() == "https" { "wss" } else { "ws" };
-        format!("{scheme}://{}", info.host())
-    } else {
-        state.settings.server.public_url.trim_end_matches('/').to_string()
+/// Profiles 2 and 3 need the TLS listener, and 3 a client CA to check certificates against.
+fn check_profile(state: &AppState, profile: SecurityProfile) -> Result<(), ApiError> {
+    let tls = &state.settings.tls;
+    match profile {
+        SecurityProfile::Basic => Ok(()),
+        SecurityProfile::TlsBasic if tls.enabled => Ok(()),
+        SecurityProfile::ClientCertificate if tls.client_certificates() => Ok(()),
+        SecurityProfile::TlsBasic => {
+            Err(ApiError::invalid("invalid_field", "security profile 2 needs the TLS listener (tls.enabled)"))
+        }
+        SecurityProfile::ClientCertificate => Err(ApiError::invalid(
+            "invalid_field",
+            "security profile 3 needs the TLS listener with a client CA (tls.enabled, tls.client_ca_path)",
+        )),
+    }
+}
+
+/// The URL a station connects to. Profile 1: the configured public URL, or the API request's own
+/// host. Profiles 2 and 3: the TLS public URL, or wss:// on the request's host name and the TLS port.
+fn ocpp_url(state: &AppState, req: &HttpRequest, account: &Account, station: &Station) -> String {
+    let info = req.connection_info();
+    let base = match station.security_profile {
+        SecurityProfile::Basic if state.settings.server.public_url.is_empty() => {
+            let scheme = if info.scheme() == "https" { "wss" } else { "ws" };
+            format!("{scheme}://{}", info.host())
+        }
+        SecurityProfile::Basic => state.settings.server.public_url.trim_end_matches('/').to_string(),
+        SecurityProfile::TlsBasic | SecurityProfile::ClientCertificate if state.settings.tls.public_url.is_empty() => {
+            let host = info.host();
+            // Strip the port of the request's host (an IPv6 literal keeps its brackets).
+            let name = match host.rsplit_once(':') {
+                Some((name, port)) if !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+                _ => host,
+            };
+            format!("wss://{name}:{}", state.tls_port.unwrap_or(state.settings.tls.port))
+        }
+        SecurityProfile::TlsBasic | SecurityProfile::ClientCertificate => {
+            state.settings.tls.public_url.trim_end_matches('/').to_string()
+        }
     };
-    format!("{base}/ocpp/{}/{station_id}", account.slug)
+    format!("{base}/ocpp/{}/{}", account.slug, station.id)
 }
 
 fn view(state: &AppState, req: &HttpRequest, account: &Account, s: &Station, live: Option<&LiveStation>) -> Value {
@@ -47,7 +80,8 @@ fn view(state: &AppState, req: &HttpRequest, account: &Account, s: &Station, liv
     };
     json!({
         "id": s.id,
-        "ocpp_url": ocpp_url(state, req, account, &s.id),
+        "ocpp_url": ocpp_url(state, req, account, s),
+        "security_profile": s.security_profile,
         "registration": s.registration,
         "connected": live.is_some(),
         "protocol": live.map(|l| l.protocol.clone()).or_else(|| s.protocol.clone()),
@@ -86,6 +120,8 @@ pub async fn create(
         }
         None => auth::random_secret(32),
     };
+    let security_profile = body.security_profile.unwrap_or_default();
+    check_profile(&state, security_profile)?;
     let registration = body.registration.unwrap_or(if state.settings.ocpp.auto_accept_stations {
         Registration::Accepted
     } else {
@@ -95,6 +131,7 @@ pub async fn create(
         account_id: account.id.clone(),
         id: body.id,
         password_hash: hash_station_password(&state, password.clone()).await?,
+        security_profile,
         registration,
         created_at: Utc::now(),
         boot: None,
@@ -109,9 +146,10 @@ pub async fn create(
     tracing::info!(account = %account.id, station = %station.id, "station provisioned");
     Ok(HttpResponse::Created().json(json!({
         "id": station.id,
-        "ocpp_url": ocpp_url(&state, &req, &account, &station.id),
+        "ocpp_url": ocpp_url(&state, &req, &account, &station),
         "username": station.id,
         "password": password,
+        "security_profile": station.security_profile,
         "registration": station.registration,
     })))
 }
@@ -145,14 +183,30 @@ pub async fn update(
     path: web::Path<String>,
     body: web::Json<StationChange>,
 ) -> Result<HttpResponse, ApiError> {
-    let registration = body.registration;
+    let StationChange { registration, security_profile } = body.into_inner();
+    if registration.is_none() && security_profile.is_none() {
+        return Err(ApiError::invalid("invalid_field", "give registration, security_profile or both"));
+    }
+    if let Some(profile) = security_profile {
+        check_profile(&state, profile)?;
+    }
+    let before = find(&state, &account, &path).await?;
     let station = state
         .store
-        .update_station(&account.id, &path, &|s| s.registration = registration)
+        .update_station(&account.id, &path, &|s| {
+            if let Some(r) = registration {
+                s.registration = r;
+            }
+            if let Some(p) = security_profile {
+                s.security_profile = p;
+            }
+        })
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no station {}", path.as_str())))?;
     state.store.flush().await?;
-    if registration == Registration::Blocked {
+    // A blocked station loses its session; so does one whose profile changed, since its connection
+    // was authenticated under the old profile's rules.
+    if registration == Some(Registration::Blocked) || station.security_profile != before.security_profile {
         let key = StationKey { account_id: account.id.clone(), station_id: station.id.clone() };
         state.stations.send(CloseStation { key, reason: DisconnectReason::Deleted }).await?;
     }
@@ -194,6 +248,7 @@ pub async fn create_bulk(
         if let Some(p) = &item.password {
             check_printable("password", p, 16, 40)?;
         }
+        check_profile(&state, item.security_profile.unwrap_or_default())?;
     }
     let default_registration =
         if state.settings.ocpp.auto_accept_stations { Registration::Accepted } else { Registration::Pending };
@@ -218,6 +273,7 @@ pub async fn create_bulk(
             id: item.id.clone(),
             password_hash,
             registration: item.registration.unwrap_or(default_registration),
+            security_profile: item.security_profile.unwrap_or_default(),
             created_at: Utc::now(),
             boot: None,
             connectors: BTreeMap::new(),

@@ -13,7 +13,7 @@ pub struct Filter {
     station: Option<String>,
 }
 
-fn view(tx: &Transaction) -> Value {
+pub(crate) fn view(tx: &Transaction) -> Value {
     json!({
         "id": tx.id,
         "station_id": tx.station_id,

@@ -8,10 +8,11 @@ pub use group_commit::{CommitPolicy, GroupCommit};
 pub use sled_store::SledStore;
 
 use crate::model::{
-    Account, ApiToken, CommandRecord, DeviceVariable, IdTag, MeterRecord, NewTransaction, Station, StationEvent,
-    Transaction, TransactionStop,
+    Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, NewTransaction,
+    Station, StationEvent, Transaction, TransactionStop,
 };
 use async_trait::async_trait;
+use serde::Serialize;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +56,27 @@ pub type TransactionUpdate<'a> = &'a (dyn Fn(&mut Transaction) + Send + Sync);
 /// Changes a station record in place.
 pub type StationUpdate<'a> = &'a (dyn Fn(&mut Station) + Send + Sync);
 
+/// Changes an account record in place.
+pub type AccountUpdate<'a> = &'a (dyn Fn(&mut Account) + Send + Sync);
+
+/// How many records of each kind an erasure removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ErasureReport {
+    pub stations: usize,
+    pub id_tags: usize,
+    pub transactions: usize,
+    pub meter_values: usize,
+    pub events: usize,
+    pub commands: usize,
+    /// Of `commands`, how many were still waiting in a station's queue.
+    pub queued_commands: usize,
+    pub tokens: usize,
+    pub login_events: usize,
+    pub consents: usize,
+    /// Device-model variables reported by the account's 2.0.1 stations.
+    pub device_variables: usize,
+}
+
 /// The system of record. Writes are applied when the call returns; [`Store::flush`] makes every write
 /// before it durable, and a station's message is acknowledged only after that.
 #[async_trait]
@@ -64,9 +86,34 @@ pub trait Store: Send + Sync + 'static {
     async fn account_by_email(&self, email: &str) -> StoreResult<Option<Account>>;
     async fn account_by_slug(&self, slug: &str) -> StoreResult<Option<Account>>;
 
+    /// Applies `update` to the account and returns the new record; `None` when there is no such account.
+    /// A changed email or slug moves its index entry; one already taken is a `Conflict`.
+    async fn update_account(&self, id: &str, update: AccountUpdate<'_>) -> StoreResult<Option<Account>>;
+    /// Removes the account and everything held about it: its email and slug index entries, tokens,
+    /// stations, id tags, transactions, meter values, events, commands, consents and login history.
+    /// The slug stays reserved, linked to nothing: [`Store::create_account`] refuses it (station
+    /// certificates naming it may still be valid). An erasure interrupted by a crash is finished when
+    /// the store is next opened.
+    async fn erase_account(&self, account_id: &str) -> StoreResult<ErasureReport>;
+
     /// Stores a token under the hash of its secret.
     async fn put_token(&self, token_hash: &str, token: &ApiToken) -> StoreResult<()>;
     async fn token(&self, token_hash: &str) -> StoreResult<Option<ApiToken>>;
+    /// The account's tokens, expired ones included until they are removed.
+    async fn tokens(&self, account_id: &str) -> StoreResult<Vec<ApiToken>>;
+    /// Removes the account's token with this id; false when it has none.
+    async fn delete_token(&self, account_id: &str, token_id: &str) -> StoreResult<bool>;
+    /// Removes every token of the account except the one with id `keep`; returns how many went.
+    async fn delete_tokens_except(&self, account_id: &str, keep: Option<&str>) -> StoreResult<usize>;
+
+    /// The account's choices; all off when it never made any.
+    async fn consents(&self, account_id: &str) -> StoreResult<Consents>;
+    async fn put_consents(&self, account_id: &str, consents: &Consents) -> StoreResult<()>;
+
+    /// Appends a sign-in attempt to the account's history, keeping only the newest `keep`.
+    async fn add_login_event(&self, account_id: &str, event: &LoginEvent, keep: usize) -> StoreResult<()>;
+    /// The account's sign-in history, oldest first.
+    async fn login_events(&self, account_id: &str) -> StoreResult<Vec<LoginEvent>>;
 
     async fn create_station(&self, station: &Station) -> StoreResult<()>;
     async fn station(&self, account_id: &str, station_id: &str) -> StoreResult<Option<Station>>;
@@ -125,8 +172,13 @@ pub trait Store: Send + Sync + 'static {
         transaction_id: i32,
     ) -> StoreResult<Vec<MeterRecord>>;
 
+    /// Every meter reading of the account, with or without a transaction.
+    async fn account_meter_values(&self, account_id: &str) -> StoreResult<Vec<MeterRecord>>;
+
     async fn add_event(&self, account_id: &str, event: &StationEvent) -> StoreResult<()>;
     async fn events(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<StationEvent>>;
+    /// Every event of every station of the account.
+    async fn account_events(&self, account_id: &str) -> StoreResult<Vec<StationEvent>>;
 
     /// Stores device-model variables of a station, replacing those with the same key.
     async fn put_variables(&self, account_id: &str, station_id: &str, variables: &[DeviceVariable]) -> StoreResult<()>;
@@ -139,6 +191,8 @@ pub trait Store: Send + Sync + 'static {
     async fn update_command(&self, command: &CommandRecord) -> StoreResult<()>;
     async fn command(&self, account_id: &str, station_id: &str, command_id: &str)
         -> StoreResult<Option<CommandRecord>>;
+    /// Every command record of the account, whatever its status.
+    async fn account_commands(&self, account_id: &str) -> StoreResult<Vec<CommandRecord>>;
     /// The station's commands still `Queued`, in the order they were queued.
     async fn queued_commands(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<CommandRecord>>;
     /// Every queued command of every station, how many (for the queue gauge at start-up).

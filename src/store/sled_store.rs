@@ -5,11 +5,12 @@
 
 use super::group_commit::{CommitPolicy, GroupCommit};
 use super::{
-    EventOutcome, NewTransactionFn, StationUpdate, StopOutcome, Store, StoreError, StoreResult, TransactionUpdate,
+    AccountUpdate, ErasureReport, EventOutcome, NewTransactionFn, StationUpdate, StopOutcome, Store, StoreError,
+    StoreResult, TransactionUpdate,
 };
 use crate::model::{
-    Account, ApiToken, CommandRecord, CommandStatus, DeviceVariable, IdTag, MeterRecord, NewTransaction, Station,
-    StationEvent, Transaction, TransactionStop,
+    Account, ApiToken, CommandRecord, CommandStatus, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord,
+    NewTransaction, Station, StationEvent, Transaction, TransactionStop,
 };
 use async_trait::async_trait;
 use serde::{de::DeserializeOwned, Serialize};
@@ -19,6 +20,10 @@ use std::path::Path;
 
 const SEP: u8 = 0;
 const TX_SEQ_KEY: &[u8] = b"transaction_seq";
+/// Meta keys `erasing\0{account_id}` mark erasures begun and not finished.
+const ERASING: &[u8] = b"erasing";
+/// The value of a slug index entry that names no account: the slug of an erased account.
+const RESERVED_SLUG: &[u8] = b"";
 
 /// The sled-backed [`Store`].
 #[derive(Clone)]
@@ -28,6 +33,10 @@ pub struct SledStore {
     accounts_by_email: sled::Tree,
     accounts_by_slug: sled::Tree,
     tokens: sled::Tree,
+    /// account id, token id → token hash: lists and revokes an account's tokens.
+    account_tokens: sled::Tree,
+    consents: sled::Tree,
+    login_events: sled::Tree,
     stations: sled::Tree,
     id_tags: sled::Tree,
     transactions: sled::Tree,
@@ -97,11 +106,14 @@ impl SledStore {
         let db = sled::Config::new().path(dir).open().map_err(backend)?;
         let commit = GroupCommit::start(db.clone(), policy).map_err(backend)?;
         let tree = |name: &str| db.open_tree(name).map_err(backend);
-        Ok(Self {
+        let store = Self {
             accounts: tree("accounts")?,
             accounts_by_email: tree("accounts_by_email")?,
             accounts_by_slug: tree("accounts_by_slug")?,
             tokens: tree("tokens")?,
+            account_tokens: tree("account_tokens")?,
+            consents: tree("consents")?,
+            login_events: tree("login_events")?,
             stations: tree("stations")?,
             id_tags: tree("id_tags")?,
             transactions: tree("transactions")?,
@@ -115,7 +127,21 @@ impl SledStore {
             meta: tree("meta")?,
             commit,
             db,
-        })
+        };
+        store.finish_interrupted_erasures()?;
+        Ok(store)
+    }
+
+    /// Finishes erasures a crash interrupted: nothing of an erased account may outlive its erasure.
+    fn finish_interrupted_erasures(&self) -> StoreResult<()> {
+        for item in self.meta.scan_prefix(prefix(&[ERASING])) {
+            let (k, _) = item.map_err(backend)?;
+            let account_id = String::from_utf8_lossy(&k[ERASING.len() + 1..]).to_string();
+            tracing::warn!(account = %account_id, "finishing an interrupted account erasure");
+            self.erase(&account_id)?;
+        }
+        self.db.flush().map_err(backend)?;
+        Ok(())
     }
 
     /// Flushes completed so far (tests check that acknowledgements wait for one).
@@ -128,6 +154,54 @@ impl SledStore {
             Some(id) => get(&self.accounts, &id),
             None => Ok(None),
         }
+    }
+
+    /// Removes every record of the account (see [`Store::erase_account`]). Idempotent, so it can be
+    /// run again after a crash; the marker in `meta` is removed only once everything else is.
+    fn erase(&self, account_id: &str) -> StoreResult<ErasureReport> {
+        let marker = key(&[ERASING, account_id.as_bytes()]);
+        self.meta.insert(&marker, &[]).map_err(backend)?;
+        let mut report = ErasureReport::default();
+        let r = (&self.accounts, &self.accounts_by_email, &self.accounts_by_slug).transaction(|(a, e, s)| {
+            let Some(bytes) = a.remove(account_id.as_bytes())? else { return Ok(()) };
+            let account: Account = decode(&bytes).map_err(abort)?;
+            if e.get(account.email.as_bytes())?.is_some_and(|id| id.as_ref() == account_id.as_bytes()) {
+                e.remove(account.email.as_bytes())?;
+            }
+            s.insert(account.slug.as_bytes(), RESERVED_SLUG)?;
+            Ok(())
+        });
+        transactional(r)?;
+        let p = prefix(&[account_id.as_bytes()]);
+        for item in self.account_tokens.scan_prefix(&p) {
+            let (k, hash) = item.map_err(backend)?;
+            self.tokens.remove(hash).map_err(backend)?;
+            self.account_tokens.remove(k).map_err(backend)?;
+            report.tokens += 1;
+        }
+        let clear = |tree: &sled::Tree| -> StoreResult<usize> {
+            let mut n = 0;
+            for item in tree.scan_prefix(&p) {
+                let (k, _) = item.map_err(backend)?;
+                tree.remove(k).map_err(backend)?;
+                n += 1;
+            }
+            Ok(n)
+        };
+        report.stations = clear(&self.stations)?;
+        report.id_tags = clear(&self.id_tags)?;
+        report.transactions = clear(&self.transactions)?;
+        clear(&self.transaction_starts)?;
+        clear(&self.transaction_refs)?;
+        report.device_variables = clear(&self.device_model)?;
+        report.meter_values = clear(&self.meter_values)?;
+        report.events = clear(&self.events)?;
+        report.queued_commands = clear(&self.command_queue)?;
+        report.commands = clear(&self.commands)?;
+        report.login_events = clear(&self.login_events)?;
+        report.consents = usize::from(self.consents.remove(account_id.as_bytes()).map_err(backend)?.is_some());
+        self.meta.remove(&marker).map_err(backend)?;
+        Ok(report)
     }
 
     fn transaction_key(account_id: &str, id: i32) -> Vec<u8> {
@@ -166,13 +240,113 @@ impl Store for SledStore {
         self.account_by_index(&self.accounts_by_slug, slug)
     }
 
+    async fn update_account(&self, id: &str, update: AccountUpdate<'_>) -> StoreResult<Option<Account>> {
+        let r = (&self.accounts, &self.accounts_by_email, &self.accounts_by_slug).transaction(|(a, e, s)| {
+            let Some(bytes) = a.get(id.as_bytes())? else { return Ok(None) };
+            let old: Account = decode(&bytes).map_err(abort)?;
+            let mut new = old.clone();
+            update(&mut new);
+            new.id = old.id.clone();
+            if new.email != old.email {
+                if e.get(new.email.as_bytes())?.is_some() {
+                    return Err(abort(StoreError::Conflict("email")));
+                }
+                e.remove(old.email.as_bytes())?;
+                e.insert(new.email.as_bytes(), id.as_bytes())?;
+            }
+            if new.slug != old.slug {
+                if s.get(new.slug.as_bytes())?.is_some() {
+                    return Err(abort(StoreError::Conflict("slug")));
+                }
+                s.remove(old.slug.as_bytes())?;
+                s.insert(new.slug.as_bytes(), id.as_bytes())?;
+            }
+            a.insert(id.as_bytes(), encode(&new).map_err(abort)?)?;
+            Ok(Some(new))
+        });
+        transactional(r)
+    }
+
+    async fn erase_account(&self, account_id: &str) -> StoreResult<ErasureReport> {
+        self.erase(account_id)
+    }
+
     async fn put_token(&self, token_hash: &str, token: &ApiToken) -> StoreResult<()> {
-        self.tokens.insert(token_hash.as_bytes(), encode(token)?).map_err(backend)?;
-        Ok(())
+        let value = encode(token)?;
+        let index = key(&[token.account_id.as_bytes(), token.id.as_bytes()]);
+        let r = (&self.tokens, &self.account_tokens).transaction(|(tokens, index_tree)| {
+            tokens.insert(token_hash.as_bytes(), value.as_slice())?;
+            index_tree.insert(index.as_slice(), token_hash.as_bytes())?;
+            Ok(())
+        });
+        transactional(r)
     }
 
     async fn token(&self, token_hash: &str) -> StoreResult<Option<ApiToken>> {
         get(&self.tokens, token_hash.as_bytes())
+    }
+
+    async fn tokens(&self, account_id: &str) -> StoreResult<Vec<ApiToken>> {
+        let mut out = Vec::new();
+        for item in self.account_tokens.scan_prefix(prefix(&[account_id.as_bytes()])) {
+            let (_, hash) = item.map_err(backend)?;
+            if let Some(token) = get::<ApiToken>(&self.tokens, &hash)? {
+                out.push(token);
+            }
+        }
+        out.sort_by_key(|t| t.created_at);
+        Ok(out)
+    }
+
+    async fn delete_token(&self, account_id: &str, token_id: &str) -> StoreResult<bool> {
+        let index = key(&[account_id.as_bytes(), token_id.as_bytes()]);
+        let r = (&self.tokens, &self.account_tokens).transaction(|(tokens, index_tree)| {
+            let Some(hash) = index_tree.remove(index.as_slice())? else { return Ok(false) };
+            tokens.remove(hash)?;
+            Ok(true)
+        });
+        transactional(r)
+    }
+
+    async fn delete_tokens_except(&self, account_id: &str, keep: Option<&str>) -> StoreResult<usize> {
+        let mut removed = 0;
+        for item in self.account_tokens.scan_prefix(prefix(&[account_id.as_bytes()])) {
+            let (k, hash) = item.map_err(backend)?;
+            let token_id = &k[account_id.len() + 1..];
+            if keep.is_some_and(|keep| keep.as_bytes() == token_id) {
+                continue;
+            }
+            self.tokens.remove(hash).map_err(backend)?;
+            self.account_tokens.remove(k).map_err(backend)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    async fn consents(&self, account_id: &str) -> StoreResult<Consents> {
+        Ok(get(&self.consents, account_id.as_bytes())?.unwrap_or_default())
+    }
+
+    async fn put_consents(&self, account_id: &str, consents: &Consents) -> StoreResult<()> {
+        self.consents.insert(account_id.as_bytes(), encode(consents)?).map_err(backend)?;
+        Ok(())
+    }
+
+    async fn add_login_event(&self, account_id: &str, event: &LoginEvent, keep: usize) -> StoreResult<()> {
+        let seq = self.db.generate_id().map_err(backend)?;
+        let p = prefix(&[account_id.as_bytes()]);
+        self.login_events.insert(key(&[account_id.as_bytes(), &seq.to_be_bytes()]), encode(event)?).map_err(backend)?;
+        // Keys sort by sequence, so the oldest come first; drop what exceeds the limit.
+        let total = self.login_events.scan_prefix(&p).count();
+        for item in self.login_events.scan_prefix(&p).take(total.saturating_sub(keep)) {
+            let (k, _) = item.map_err(backend)?;
+            self.login_events.remove(k).map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    async fn login_events(&self, account_id: &str) -> StoreResult<Vec<LoginEvent>> {
+        scan(&self.login_events, &prefix(&[account_id.as_bytes()]))
     }
 
     async fn create_station(&self, station: &Station) -> StoreResult<()> {
@@ -426,6 +600,10 @@ impl Store for SledStore {
         )
     }
 
+    async fn account_meter_values(&self, account_id: &str) -> StoreResult<Vec<MeterRecord>> {
+        scan(&self.meter_values, &prefix(&[account_id.as_bytes()]))
+    }
+
     async fn add_event(&self, account_id: &str, event: &StationEvent) -> StoreResult<()> {
         let seq = self.db.generate_id().map_err(backend)?;
         let k = key(&[account_id.as_bytes(), event.station_id.as_bytes(), &seq.to_be_bytes()]);
@@ -435,6 +613,10 @@ impl Store for SledStore {
 
     async fn events(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<StationEvent>> {
         scan(&self.events, &prefix(&[account_id.as_bytes(), station_id.as_bytes()]))
+    }
+
+    async fn account_events(&self, account_id: &str) -> StoreResult<Vec<StationEvent>> {
+        scan(&self.events, &prefix(&[account_id.as_bytes()]))
     }
 
     async fn enqueue_command(&self, command: &CommandRecord) -> StoreResult<()> {
@@ -472,6 +654,10 @@ impl Store for SledStore {
         command_id: &str,
     ) -> StoreResult<Option<CommandRecord>> {
         get(&self.commands, &key(&[account_id.as_bytes(), station_id.as_bytes(), command_id.as_bytes()]))
+    }
+
+    async fn account_commands(&self, account_id: &str) -> StoreResult<Vec<CommandRecord>> {
+        scan(&self.commands, &prefix(&[account_id.as_bytes()]))
     }
 
     async fn queued_commands(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<CommandRecord>> {
@@ -570,5 +756,150 @@ mod tests {
         old.status = CommandStatus::Expired;
         store.update_command(&old).await.unwrap();
         assert_ne!(store.oldest_queued_command().await.unwrap(), Some(oldest.created_at));
+    }
+
+    fn account(id: &str, slug: &str) -> Account {
+        Account {
+            id: id.into(),
+            email: format!("ops@{slug}.example"),
+            name: slug.into(),
+            slug: slug.into(),
+            password_hash: String::new(),
+            created_at: Utc::now(),
+            known_locations: vec![],
+        }
+    }
+
+    /// Puts one record of every kind under the account.
+    async fn fill(store: &SledStore, account_id: &str) {
+        let token = ApiToken {
+            id: format!("tok-{account_id}"),
+            account_id: account_id.into(),
+            created_at: Utc::now(),
+            expires_at: Utc::now() + Duration::hours(1),
+            last_used_at: None,
+        };
+        store.put_token(&format!("hash-{account_id}"), &token).await.unwrap();
+        let station: Station = serde_json::from_value(serde_json::json!({
+            "account_id": account_id, "id": "CP1", "password_hash": "", "registration": "accepted",
+            "created_at": Utc::now(), "boot": null, "connectors": {}, "last_seen": null, "protocol": null,
+            "firmware_status": null, "diagnostics_status": null,
+        }))
+        .unwrap();
+        store.create_station(&station).await.unwrap();
+        let tag = IdTag {
+            id_tag: "T".into(),
+            status: crate::model::TagStatus::Accepted,
+            expiry_date: None,
+            parent_id_tag: None,
+            updated_at: Utc::now(),
+        };
+        store.put_id_tag(account_id, &tag).await.unwrap();
+        let (tx, _) = store
+            .start_transaction(&NewTransaction {
+                account_id: account_id.into(),
+                station_id: "CP1".into(),
+                connector_id: 1,
+                id_tag: "T".into(),
+                id_tag_status: "Accepted".into(),
+                meter_start: 0,
+                start_timestamp: Utc::now(),
+                reservation_id: None,
+            })
+            .await
+            .unwrap();
+        let reading = MeterRecord {
+            station_id: "CP1".into(),
+            evse_id: None,
+            connector_id: 1,
+            transaction_id: Some(tx.id),
+            meter_value: crate::model::MeterValue { timestamp: Utc::now(), sampled_value: vec![] },
+        };
+        store.add_meter_values(account_id, &[reading]).await.unwrap();
+        let event = StationEvent {
+            station_id: "CP1".into(),
+            action: "DataTransfer".into(),
+            payload: serde_json::json!({}),
+            received_at: Utc::now(),
+        };
+        store.add_event(account_id, &event).await.unwrap();
+        let mut c = command("CP1", "Reset", 1);
+        c.account_id = account_id.into();
+        store.enqueue_command(&c).await.unwrap();
+        store.put_consents(account_id, &Consents::default()).await.unwrap();
+        let login = LoginEvent { at: Utc::now(), ip: "127.0.0.1".into(), outcome: crate::model::LoginOutcome::Success };
+        store.add_login_event(account_id, &login, 10).await.unwrap();
+        // OCPP 2.0.1: a transaction known by the station's own id, and a device-model variable.
+        let mut v201 = tx.clone();
+        v201.station_transaction_id = Some("tx-201".into());
+        store
+            .apply_transaction_event(account_id, "CP1", "tx-201", 0, &|id| Transaction { id, ..v201.clone() }, &|_| {})
+            .await
+            .unwrap();
+        let variable: crate::model::DeviceVariable = serde_json::from_value(serde_json::json!({
+            "component": "OCPPCommCtrlr", "component_instance": null, "evse_id": null, "connector_id": null,
+            "variable": "HeartbeatInterval", "variable_instance": null, "attribute_type": "Actual", "value": "60",
+            "mutability": null, "persistent": null, "constant": null, "characteristics": null, "updated_at": Utc::now(),
+        }))
+        .unwrap();
+        store.put_variables(account_id, "CP1", &[variable]).await.unwrap();
+    }
+
+    /// Every key in every tree that starts with the account id.
+    fn keys_of(store: &SledStore, account_id: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for name in store.db.tree_names() {
+            let tree = store.db.open_tree(&name).unwrap();
+            for item in tree.iter() {
+                let (k, v) = item.unwrap();
+                if k.starts_with(account_id.as_bytes()) || v.as_ref() == account_id.as_bytes() {
+                    found.push(format!("{}: {}", String::from_utf8_lossy(&name), String::from_utf8_lossy(&k)));
+                }
+            }
+        }
+        found
+    }
+
+    #[tokio::test]
+    async fn erasure_leaves_no_record_of_the_account_and_reserves_its_slug() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), CommitPolicy::default()).unwrap();
+        for (id, slug) in [("acct-a", "alpha"), ("acct-b", "bravo")] {
+            store.create_account(&account(id, slug)).await.unwrap();
+            fill(&store, id).await;
+        }
+        assert!(keys_of(&store, "acct-a").len() >= 14, "every kind of record is there to erase");
+
+        let report = store.erase_account("acct-a").await.unwrap();
+        assert_eq!(report.device_variables, 1);
+        assert_eq!(
+            (report.stations, report.transactions, report.meter_values, report.tokens, report.queued_commands),
+            (1, 2, 1, 1, 1)
+        );
+        assert_eq!(keys_of(&store, "acct-a"), Vec::<String>::new());
+        assert!(store.account_by_email("ops@alpha.example").await.unwrap().is_none());
+        assert!(store.account_by_slug("alpha").await.unwrap().is_none());
+        assert!(matches!(store.create_account(&account("acct-c", "alpha")).await, Err(StoreError::Conflict("slug"))));
+        let mut reuse = account("acct-c", "charlie");
+        reuse.email = "ops@alpha.example".into();
+        store.create_account(&reuse).await.expect("the email is free again");
+
+        assert!(keys_of(&store, "acct-b").len() >= 14, "the other account is untouched");
+        assert_eq!(store.tokens("acct-b").await.unwrap().len(), 1);
+        assert_eq!(store.erase_account("acct-a").await.unwrap(), ErasureReport::default(), "erasing twice is harmless");
+    }
+
+    #[tokio::test]
+    async fn an_erasure_interrupted_by_a_crash_is_finished_on_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), CommitPolicy::default()).unwrap();
+        store.create_account(&account("acct-a", "alpha")).await.unwrap();
+        fill(&store, "acct-a").await;
+        // As if the process died right after marking the erasure; `open` runs this on start-up (the
+        // test cannot reopen: the group-commit thread holds the database until the process ends).
+        store.meta.insert(key(&[ERASING, b"acct-a"]), &[]).unwrap();
+        store.finish_interrupted_erasures().unwrap();
+        assert_eq!(keys_of(&store, "acct-a"), Vec::<String>::new());
+        assert!(store.meta.scan_prefix(prefix(&[ERASING])).next().is_none());
     }
 }

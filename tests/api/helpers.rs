@@ -15,6 +15,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub struct TestApp {
     pub port: u16,
+    /// The TLS listener's port, when the settings enabled it.
+    pub tls_port: Option<u16>,
     pub http: reqwest::Client,
     pub _data: tempfile::TempDir,
 }
@@ -27,6 +29,8 @@ pub fn test_settings(data: &std::path::Path) -> Settings {
     s.storage.data_dir = data.to_path_buf();
     s.ocpp.command_timeout_secs = 2;
     s.log.level = "warn".into();
+    // The tests read new-location codes here, standing in for the holder's mailbox.
+    s.api.expose_login_codes = true;
     s
 }
 
@@ -45,18 +49,28 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings) + Send + 'static) 
         let system = actix_rt::System::new();
         system.block_on(async move {
             let app = Application::build(settings).await.expect("application builds");
-            let _ = tx.send(app.port());
+            let _ = tx.send((app.port(), app.tls_port()));
             let _ = app.run_until_stopped().await;
         });
     });
-    let port = rx.await.expect("application started");
-    TestApp { port, http: reqwest::Client::new(), _data: data }
+    let (port, tls_port) = rx.await.expect("application started");
+    TestApp { port, tls_port, http: reqwest::Client::new(), _data: data }
 }
+
+/// An HTTP client whose requests come from `ip` (any 127.x.y.z is this machine on Linux), to sign in
+/// from another network than 127.0.0.0/24.
+pub fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder().local_address(Some(ip.parse().expect("an IP address"))).build().expect("client")
+}
+
+/// The password [`TestApp::tenant`] signs up with.
+pub const PASSWORD: &str = "s3cret-pass";
 
 /// A signed-up tenant with a bearer token.
 pub struct Tenant {
     pub token: String,
     pub slug: String,
+    pub email: String,
 }
 
 impl TestApp {
@@ -76,7 +90,19 @@ impl TestApp {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, self.api(path));
+        self.request_with(&self.http, method, path, token, body).await
+    }
+
+    /// [`TestApp::request`] through a given client (e.g. one from [`client_from`]).
+    pub async fn request_with(
+        &self,
+        client: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = client.request(method, self.api(path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -99,6 +125,12 @@ impl TestApp {
         self.request(reqwest::Method::POST, path, Some(token), Some(body)).await
     }
 
+    /// Signs in from the default client: the session answer, or the status and error.
+    pub async fn login(&self, email: &str, password: &str) -> (StatusCode, Value) {
+        self.request(reqwest::Method::POST, "/sessions", None, Some(json!({"email": email, "password": password})))
+            .await
+    }
+
     /// Creates an account with this slug and signs in.
     pub async fn tenant(&self, slug: &str) -> Tenant {
         let email = format!("ops@{slug}.example");
@@ -115,7 +147,7 @@ impl TestApp {
             .request(reqwest::Method::POST, "/sessions", None, Some(json!({"email": email, "password": "s3cret-pass"})))
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        Tenant { token: body["token"].as_str().expect("token").to_string(), slug: slug.to_string() }
+        Tenant { token: body["token"].as_str().expect("token").to_string(), slug: slug.to_string(), email }
     }
 
     /// Provisions a station and returns its password.
@@ -152,8 +184,17 @@ pub async fn try_connect(
     auth: Option<(&str, &str)>,
     protocols: Option<&str>,
 ) -> Result<StationClient, String> {
-    let mut request =
-        format!("ws://127.0.0.1:{port}/ocpp/{tenant}/{id}").into_client_request().map_err(|e| e.to_string())?;
+    try_connect_url(&format!("ws://127.0.0.1:{port}/ocpp/{tenant}/{id}"), auth, protocols, None).await
+}
+
+/// Like [`try_connect`], to any URL (ws:// or wss://), with a TLS client configuration for wss://.
+pub async fn try_connect_url(
+    url: &str,
+    auth: Option<(&str, &str)>,
+    protocols: Option<&str>,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> Result<StationClient, String> {
+    let mut request = url.into_client_request().map_err(|e| e.to_string())?;
     if let Some(p) = protocols {
         request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_str(p).unwrap());
     }
@@ -162,7 +203,8 @@ pub async fn try_connect(
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
         request.headers_mut().insert("Authorization", HeaderValue::from_str(&format!("Basic {token}")).unwrap());
     }
-    match tokio_tungstenite::connect_async(request).await {
+    let connector = tls.map(tokio_tungstenite::Connector::Rustls);
+    match tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector).await {
         Ok((ws, response)) => {
             let chosen =
                 response.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok()).map(String::from);

@@ -9,6 +9,8 @@ mod frames;
 mod helpers;
 mod ocpp201;
 mod ocpp_flow;
+mod privacy;
 mod restart;
 mod station_auth;
 mod tenancy;
+mod tls;

@@ -139,6 +139,7 @@ pub(crate) mod test_support {
                 account_id: ACCOUNT.into(),
                 id: STATION.into(),
                 password_hash: String::new(),
+                security_profile: Default::default(),
                 registration: Registration::Accepted,
                 created_at: chrono::Utc::now(),
                 boot: None,

@@ -1,0 +1,269 @@
+//! OCPP security profiles 2 (TLS + Basic auth) and 3 (mutual TLS), with certificates made here.
+
+use crate::helpers::{series_value, spawn_app, spawn_app_with, try_connect, try_connect_url, StationClient, TestApp};
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+};
+use reqwest::{Method, StatusCode};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use serde_json::json;
+use std::sync::Arc;
+use tokio_tungstenite::tungstenite::Message;
+
+struct Ca {
+    cert: Certificate,
+    key: KeyPair,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        Ca { cert: params.self_signed(&key).unwrap(), key }
+    }
+
+    /// A leaf certificate signed by this CA.
+    fn issue(
+        &self,
+        sans: &[&str],
+        cn: &str,
+        org: Option<&str>,
+        usage: ExtendedKeyUsagePurpose,
+    ) -> (Certificate, KeyPair) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        if let Some(o) = org {
+            params.distinguished_name.push(DnType::OrganizationName, o);
+        }
+        params.extended_key_usages = vec![usage];
+        (params.signed_by(&key, &self.cert, &self.key).unwrap(), key)
+    }
+
+    /// A station's client certificate chain and key, for rustls.
+    fn client(&self, cn: &str, org: &str) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let (cert, key) = self.issue(&[], cn, Some(org), ExtendedKeyUsagePurpose::ClientAuth);
+        (vec![cert.der().clone()], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())))
+    }
+}
+
+/// A server CA and certificate for 127.0.0.1 and localhost, and a separate CA for station certificates,
+/// written to a temp dir.
+struct Pki {
+    dir: tempfile::TempDir,
+    server_ca: Ca,
+    station_ca: Ca,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let server_ca = Ca::new("ocpp-css test server CA");
+        let station_ca = Ca::new("ocpp-css test station CA");
+        let (server, server_key) =
+            server_ca.issue(&["127.0.0.1", "localhost"], "ocpp-css", None, ExtendedKeyUsagePurpose::ServerAuth);
+        std::fs::write(dir.path().join("server.pem"), server.pem() + &server_ca.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("server.key"), server_key.serialize_pem()).unwrap();
+        std::fs::write(dir.path().join("stations-ca.pem"), station_ca.cert.pem()).unwrap();
+        Pki { dir, server_ca, station_ca }
+    }
+
+    async fn spawn(&self) -> TestApp {
+        let path = |f: &str| self.dir.path().join(f);
+        let (cert, key, ca) = (path("server.pem"), path("server.key"), path("stations-ca.pem"));
+        spawn_app_with(move |s| {
+            s.tls.enabled = true;
+            s.tls.port = 0;
+            s.tls.cert_path = cert;
+            s.tls.key_path = key;
+            s.tls.client_ca_path = ca;
+        })
+        .await
+    }
+
+    /// A client trusting the server CA, presenting `client` when given.
+    fn client_config(
+        &self,
+        client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    ) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.server_ca.cert.der().clone()).unwrap();
+        let builder = rustls::ClientConfig::builder_with_provider(ocpp_css::tls::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        Arc::new(match client {
+            Some((chain, key)) => builder.with_client_auth_cert(chain, key).unwrap(),
+            None => builder.with_no_client_auth(),
+        })
+    }
+}
+
+/// Refused station connections so far, for this reason (every test app of the process counts).
+fn failures(metrics: &str, reason: &str) -> f64 {
+    series_value(metrics, "ocpp_auth_failures_total", &[("reason", reason)])
+}
+
+fn wss(app: &TestApp, tenant: &str, station: &str) -> String {
+    format!("wss://127.0.0.1:{}/ocpp/{tenant}/{station}", app.tls_port.expect("TLS enabled"))
+}
+
+async fn provision(app: &TestApp, token: &str, id: &str, profile: u8) -> serde_json::Value {
+    let (status, body) = app.post("/stations", token, json!({"id": id, "security_profile": profile})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn a_profile_2_station_connects_over_tls_with_its_password_and_never_over_plain_websocket() {
+    let pki = Pki::new();
+    let app = pki.spawn().await;
+    let t = app.tenant("acme").await;
+    let created = provision(&app, &t.token, "CP2", 2).await;
+    assert_eq!(created["security_profile"], 2);
+    let url = created["ocpp_url"].as_str().unwrap();
+    assert_eq!(url, wss(&app, "acme", "CP2"), "profile 2 stations are handed the TLS listener's URL");
+    let password = created["password"].as_str().unwrap();
+    let tls = pki.client_config(None);
+    let before = app.metrics().await;
+
+    assert_eq!(StationClient::connect(app.port, "acme", "CP2", password).await.err().as_deref(), Some("HTTP 401"));
+    let wrong = try_connect_url(url, Some(("CP2", "wrong-password-1234")), Some("ocpp1.6"), Some(tls.clone())).await;
+    assert_eq!(wrong.err().as_deref(), Some("HTTP 401"));
+    let no_password = try_connect_url(url, None, Some("ocpp1.6"), Some(tls.clone())).await;
+    assert_eq!(no_password.err().as_deref(), Some("HTTP 401"));
+    let mut cp = try_connect_url(url, Some(("CP2", password)), Some("ocpp1.6"), Some(tls.clone())).await.unwrap();
+    assert_eq!(cp.boot().await["status"], "Accepted");
+    let (_, station) = app.get("/stations/CP2", &t.token).await;
+    assert_eq!((station["connected"].as_bool(), station["security_profile"].as_u64()), (Some(true), Some(2)));
+
+    // A profile 1 station may use either listener.
+    let basic = app.station(&t, "CP1").await;
+    let mut over_tls =
+        try_connect_url(&wss(&app, "acme", "CP1"), Some(("CP1", &basic)), Some("ocpp1.6"), Some(tls.clone()))
+            .await
+            .unwrap();
+    assert_eq!(over_tls.boot().await["status"], "Accepted");
+    assert!(failures(&app.metrics().await, "tls_required") > failures(&before, "tls_required"));
+}
+
+#[tokio::test]
+async fn raising_a_stations_profile_closes_its_plain_session_and_keeps_it_off_plain_websocket() {
+    let pki = Pki::new();
+    let app = pki.spawn().await;
+    let t = app.tenant("acme").await;
+    let password = app.station(&t, "CP1").await;
+    let mut plain = StationClient::connect(app.port, "acme", "CP1", &password).await.unwrap();
+    plain.boot().await;
+    let (status, station) =
+        app.request(Method::PATCH, "/stations/CP1", Some(&t.token), Some(json!({"security_profile": 2}))).await;
+    assert_eq!((status, station["security_profile"].as_u64()), (StatusCode::OK, Some(2)), "{station}");
+    assert!(station["ocpp_url"].as_str().unwrap().starts_with("wss://"));
+    assert!(matches!(plain.recv_message().await, Some(Message::Close(_)) | None));
+    assert_eq!(StationClient::connect(app.port, "acme", "CP1", &password).await.err().as_deref(), Some("HTTP 401"));
+    let url = wss(&app, "acme", "CP1");
+    let mut cp =
+        try_connect_url(&url, Some(("CP1", &password)), Some("ocpp1.6"), Some(pki.client_config(None))).await.unwrap();
+    assert_eq!(cp.boot().await["status"], "Accepted");
+
+    let (status, err) =
+        app.request(Method::PATCH, "/stations/CP1", Some(&t.token), Some(json!({"security_profile": 4}))).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_json")));
+}
+
+#[tokio::test]
+async fn a_profile_3_station_connects_with_its_client_certificate_and_nothing_else() {
+    let pki = Pki::new();
+    let app = pki.spawn().await;
+    let t = app.tenant("acme").await;
+    let other = app.tenant("other").await;
+    let created = provision(&app, &t.token, "CP3", 3).await;
+    provision(&app, &other.token, "CP3", 3).await;
+    let password = created["password"].as_str().unwrap().to_string();
+    let url = created["ocpp_url"].as_str().unwrap().to_string();
+    let connect = |client| {
+        let (url, config) = (url.clone(), pki.client_config(client));
+        async move { try_connect_url(&url, None, Some("ocpp1.6"), Some(config)).await }
+    };
+    let before = app.metrics().await;
+
+    // Its own certificate, without any password.
+    let mut cp = connect(Some(pki.station_ca.client("CP3", "acme"))).await.expect("the right certificate connects");
+    assert_eq!(cp.boot().await["status"], "Accepted");
+    assert_eq!(cp.call("Heartbeat", json!({})).await[0], 3);
+
+    assert_eq!(connect(None).await.err().as_deref(), Some("HTTP 401"), "no certificate");
+    let password_only =
+        try_connect_url(&url, Some(("CP3", &password)), Some("ocpp1.6"), Some(pki.client_config(None))).await;
+    assert_eq!(password_only.err().as_deref(), Some("HTTP 401"), "a password is not a certificate");
+    assert_eq!(
+        connect(Some(pki.station_ca.client("CP4", "acme"))).await.err().as_deref(),
+        Some("HTTP 401"),
+        "another station's certificate"
+    );
+    assert_eq!(
+        connect(Some(pki.station_ca.client("CP3", "other"))).await.err().as_deref(),
+        Some("HTTP 401"),
+        "another tenant's CP3"
+    );
+    let stranger = Ca::new("someone else's CA");
+    let refused = connect(Some(stranger.client("CP3", "acme"))).await;
+    assert!(refused.is_err(), "a certificate from an unknown CA fails the handshake");
+    assert_eq!(
+        try_connect(app.port, "acme", "CP3", Some(("CP3", &password)), Some("ocpp1.6")).await.err().as_deref(),
+        Some("HTTP 401"),
+        "plain WebSocket"
+    );
+
+    // The other tenant's CP3 connects with its own certificate, and alpha's is still up.
+    let mut other_cp = try_connect_url(
+        &wss(&app, "other", "CP3"),
+        None,
+        Some("ocpp1.6"),
+        Some(pki.client_config(Some(pki.station_ca.client("CP3", "other")))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(other_cp.boot().await["status"], "Accepted");
+    assert_eq!(cp.call("Heartbeat", json!({})).await[0], 3);
+
+    let metrics = app.metrics().await;
+    for reason in ["client_cert_required", "client_cert_mismatch", "tls_required"] {
+        assert!(failures(&metrics, reason) > failures(&before, reason), "{reason} not counted");
+    }
+}
+
+#[tokio::test]
+async fn an_erased_accounts_certificate_station_can_no_longer_connect() {
+    let pki = Pki::new();
+    let app = pki.spawn().await;
+    let t = app.tenant("acme").await;
+    provision(&app, &t.token, "CP3", 3).await;
+    let config = pki.client_config(Some(pki.station_ca.client("CP3", "acme")));
+    let url = wss(&app, "acme", "CP3");
+    let mut cp = try_connect_url(&url, None, Some("ocpp1.6"), Some(config.clone())).await.unwrap();
+    cp.boot().await;
+    let (status, _) = app
+        .request(Method::DELETE, "/account", Some(&t.token), Some(json!({"password": crate::helpers::PASSWORD})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(matches!(cp.recv_message().await, Some(Message::Close(_)) | None));
+    let again = try_connect_url(&url, None, Some("ocpp1.6"), Some(config)).await;
+    assert_eq!(again.err().as_deref(), Some("HTTP 401"), "its still-valid certificate no longer opens anything");
+}
+
+#[tokio::test]
+async fn profiles_2_and_3_are_refused_where_tls_is_not_configured() {
+    let app = spawn_app().await;
+    let t = app.tenant("acme").await;
+    for profile in [2, 3] {
+        let (status, err) = app.post("/stations", &t.token, json!({"id": "CP1", "security_profile": profile})).await;
+        assert_eq!((status, err["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_field")), "{err}");
+    }
+    let (status, created) = app.post("/stations", &t.token, json!({"id": "CP1"})).await;
+    assert_eq!((status, created["security_profile"].as_u64()), (StatusCode::CREATED, Some(1)));
+}
