@@ -127,8 +127,9 @@ pub struct StationSession {
     span: tracing::Span,
 }
 
-/// How many answered CALLs a session remembers for repeats.
-const RECENT_REPLIES: usize = 32;
+/// How many answered CALLs a session remembers for repeats: a station repeats the message it is
+/// waiting on, so a few suffice, and at fleet scale every remembered reply costs memory per session.
+const RECENT_REPLIES: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Delivery {
@@ -163,7 +164,7 @@ impl StationSession {
                 queue: VecDeque::new(),
                 close_reason: None,
                 account: None,
-                recent_replies: VecDeque::with_capacity(RECENT_REPLIES),
+                recent_replies: VecDeque::new(),
                 delivery: Delivery::NotStarted,
             }
         })
