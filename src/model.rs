@@ -206,6 +206,32 @@ pub fn connector_key(evse_id: Option<u32>, connector_id: u32) -> String {
     }
 }
 
+impl Station {
+    /// A newly provisioned station: never connected, nothing reported yet.
+    pub fn new(
+        account_id: &str,
+        id: &str,
+        password_hash: String,
+        registration: Registration,
+        security_profile: SecurityProfile,
+    ) -> Self {
+        Station {
+            account_id: account_id.to_string(),
+            id: id.to_string(),
+            password_hash,
+            security_profile,
+            registration,
+            created_at: Utc::now(),
+            boot: None,
+            connectors: BTreeMap::new(),
+            last_seen: None,
+            protocol: None,
+            firmware_status: None,
+            diagnostics_status: None,
+        }
+    }
+}
+
 /// The authorization status of an id tag (OCPP 1.6 AuthorizationStatus, as stored).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TagStatus {

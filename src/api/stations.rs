@@ -8,11 +8,10 @@ use crate::auth;
 use crate::model::{Account, Registration, SecurityProfile, Station};
 use crate::startup::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::Utc;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -127,20 +126,8 @@ pub async fn create(
     } else {
         Registration::Pending
     });
-    let station = Station {
-        account_id: account.id.clone(),
-        id: body.id,
-        password_hash: hash_station_password(&state, password.clone()).await?,
-        security_profile,
-        registration,
-        created_at: Utc::now(),
-        boot: None,
-        connectors: BTreeMap::new(),
-        last_seen: None,
-        protocol: None,
-        firmware_status: None,
-        diagnostics_status: None,
-    };
+    let password_hash = hash_station_password(&state, password.clone()).await?;
+    let station = Station::new(&account.id, &body.id, password_hash, registration, security_profile);
     state.store.create_station(&station).await?;
     state.store.flush().await?;
     tracing::info!(account = %account.id, station = %station.id, "station provisioned");
@@ -268,20 +255,9 @@ pub async fn create_bulk(
     let (mut created, mut existing, mut generated) = (0usize, 0usize, Vec::new());
     for entry in hashed {
         let (item, password, password_hash) = entry?;
-        let station = Station {
-            account_id: account.id.clone(),
-            id: item.id.clone(),
-            password_hash,
-            registration: item.registration.unwrap_or(default_registration),
-            security_profile: item.security_profile.unwrap_or_default(),
-            created_at: Utc::now(),
-            boot: None,
-            connectors: BTreeMap::new(),
-            last_seen: None,
-            protocol: None,
-            firmware_status: None,
-            diagnostics_status: None,
-        };
+        let registration = item.registration.unwrap_or(default_registration);
+        let profile = item.security_profile.unwrap_or_default();
+        let station = Station::new(&account.id, &item.id, password_hash, registration, profile);
         match state.store.create_station(&station).await {
             Ok(()) => {
                 created += 1;

@@ -113,7 +113,6 @@ pub(crate) mod test_support {
     use crate::store::SledStore;
     use crate::store::Store;
     use serde_json::Value;
-    use std::collections::BTreeMap;
     use std::time::Duration;
 
     /// A temporary store holding one account with one accepted station, `CP1`.
@@ -135,20 +134,7 @@ pub(crate) mod test_support {
         pub async fn with_version(version: crate::ocpp::Version) -> Self {
             let dir = tempfile::tempdir().unwrap();
             let store = SledStore::open(dir.path(), crate::store::CommitPolicy::default()).unwrap();
-            let station = Station {
-                account_id: ACCOUNT.into(),
-                id: STATION.into(),
-                password_hash: String::new(),
-                security_profile: Default::default(),
-                registration: Registration::Accepted,
-                created_at: chrono::Utc::now(),
-                boot: None,
-                connectors: BTreeMap::new(),
-                last_seen: None,
-                protocol: None,
-                firmware_status: None,
-                diagnostics_status: None,
-            };
+            let station = Station::new(ACCOUNT, STATION, String::new(), Registration::Accepted, Default::default());
             store.create_station(&station).await.unwrap();
             let settings = HandlerSettings {
                 heartbeat_interval: Duration::from_secs(300),
