@@ -19,6 +19,136 @@ pub enum Command {
     /// Durable-event throughput: every station boots, starts one transaction, then sends MeterValues
     /// (or StatusNotification) calls one after the other; reports events/s and ack latency.
     Events(EventsArgs),
+    /// Fleet: ramp N connections up at a set rate (connect, BootNotification, StatusNotification per
+    /// connector), hold them with open-loop Heartbeats and transactions, optionally drop them all
+    /// at once and measure the reconnect storm, then close cleanly. Reports connect/boot/per-action
+    /// latency, failures, and the server's RSS and CPU with --server-pid.
+    Fleet(FleetArgs),
+}
+
+/// How the storm drops its connections (neither sends a WebSocket close).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StormClose {
+    /// Abortive close: RST, as after a NAT or middlebox reset; leaves no TIME_WAIT behind.
+    Rst,
+    /// Orderly TCP close (FIN) without a WebSocket close frame.
+    Fin,
+}
+
+/// `--source-ips` as parsed: a list of addresses (ranges expanded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceIps(pub Vec<IpAddr>);
+
+fn parse_source_ips(s: &str) -> Result<SourceIps, String> {
+    crate::schedule::parse_source_ips(s).map(SourceIps)
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r >= 0.0 && r.is_finite() => Ok(r),
+        _ => Err(format!("{s:?} is not a rate (a number ≥ 0)")),
+    }
+}
+
+fn parse_positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
+        _ => Err(format!("{s:?} is not a positive number")),
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FleetArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// Number of stations, i.e. of connections held
+    #[arg(long, default_value_t = 1000, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub stations: u32,
+
+    /// Ramp: new connections per second (token-bucket schedule)
+    #[arg(long, default_value_t = 500.0, value_parser = parse_positive, value_name = "PER_SEC")]
+    pub connect_rate: f64,
+
+    /// Ramp: most stations connecting and booting at once
+    #[arg(long, default_value_t = 1000, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub connect_concurrency: u32,
+
+    /// Connectors per station: each gets one StatusNotification (Available) after the boot
+    #[arg(long, default_value_t = 1, value_name = "C", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub connectors: u32,
+
+    /// Also send a StatusNotification for connector 0 (the charge point itself)
+    #[arg(long)]
+    pub connector_zero: bool,
+
+    /// Hold: seconds all connections are held after the ramp (0: none)
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub hold: u64,
+
+    /// Hold: total Heartbeats per second over all stations, open loop (each station on a fixed
+    /// period with a random offset; latency from the scheduled time). 0: idle hold
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate, value_name = "MSGS_PER_SEC")]
+    pub heartbeat_rate: f64,
+
+    /// Hold: total transactions started per second over all stations, open loop; each is a
+    /// StartTransaction, --meter-values MeterValues and a StopTransaction, --meter-interval apart
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate, value_name = "TX_PER_SEC")]
+    pub transaction_rate: f64,
+
+    /// MeterValues per transaction
+    #[arg(long, default_value_t = 3, value_name = "K")]
+    pub meter_values: u32,
+
+    /// Seconds between the messages of one transaction
+    #[arg(long, default_value_t = 1.0, value_parser = parse_rate, value_name = "SECS")]
+    pub meter_interval: f64,
+
+    /// After the hold, drop every connection at once (no WebSocket close) and have every station
+    /// reconnect and boot again; measures the storm's rate, latency and failures
+    #[arg(long)]
+    pub storm: bool,
+
+    /// Storm: reconnects per second (token bucket) instead of all at once
+    #[arg(long, value_parser = parse_positive, value_name = "PER_SEC", requires = "storm")]
+    pub storm_rate: Option<f64>,
+
+    /// Storm: seconds between the drop and the first reconnect
+    #[arg(long, default_value_t = 1.0, value_parser = parse_rate, value_name = "SECS")]
+    pub storm_pause: f64,
+
+    /// Storm: how the connections are dropped
+    #[arg(long, value_enum, default_value_t = StormClose::Rst)]
+    pub storm_close: StormClose,
+
+    /// Storm: seconds from the first reconnect after which stations stop retrying
+    #[arg(long, default_value_t = 120, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub storm_timeout: u64,
+
+    /// Limit, seconds, on every wait: connect, each call's answer, close
+    #[arg(long, default_value_t = 10.0, value_name = "SECS", value_parser = parse_positive)]
+    pub timeout: f64,
+
+    /// Bind client sockets to these source addresses, round-robin: a list and/or ranges, e.g.
+    /// 127.0.0.1,127.0.0.2 or 127.0.0.1-127.0.0.8 (each address has ~28k ephemeral ports)
+    #[arg(long, value_parser = parse_source_ips, value_name = "IPS")]
+    pub source_ips: Option<SourceIps>,
+
+    /// Sample this process (the server) every second: RSS and CPU in the summary
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+
+    /// Seed of the stations' random schedule offsets
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Also write the summary as JSON to this file
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Runtime worker threads [default: one per core]
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 /// Which CALL the stations repeat during the run.
@@ -39,17 +169,13 @@ impl MessageKind {
     }
 }
 
+/// Which central system, which stations, and how they authenticate: shared by all scenarios.
 #[derive(Debug, Clone, Args)]
-pub struct EventsArgs {
+pub struct TargetArgs {
     /// Station WebSocket URL; `{id}` becomes the station id and `{tenant}` the --tenant slug
     /// [default: ws://127.0.0.1:8180/ocpp/{tenant}/{id}, or the --provision-api host]
     #[arg(long, value_name = "URL")]
     pub url_template: Option<String>,
-
-    /// Number of stations, i.e. of concurrent connections (each has one call in flight at a time)
-    #[arg(long, visible_alias = "concurrency", default_value_t = 50,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub stations: u32,
 
     /// Station ids are {prefix}{index:06}, index from 1 (unused with --credentials)
     #[arg(long, default_value = "BENCH")]
@@ -66,7 +192,8 @@ pub struct EventsArgs {
     pub credentials: Option<PathBuf>,
 
     /// ocpp-css only: create (or reuse) the --tenant account and the stations through this API
-    /// before the run, e.g. http://127.0.0.1:8180/api/v1
+    /// before the run, e.g. http://127.0.0.1:8180/api/v1 (uses POST /stations/bulk when the server
+    /// has it, else one POST /stations per station)
     #[arg(long, value_name = "URL")]
     pub provision_api: Option<String>,
 
@@ -85,6 +212,17 @@ pub struct EventsArgs {
     /// idTag of the StartTransaction (--provision-api registers it as Accepted)
     #[arg(long, default_value = "BENCH-TAG")]
     pub id_tag: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// Number of stations, i.e. of concurrent connections (each has one call in flight at a time)
+    #[arg(long, visible_alias = "concurrency", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub stations: u32,
 
     /// Measured time, seconds (after the warmup)
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
@@ -155,13 +293,66 @@ mod tests {
             "127.0.0.1,127.0.0.2",
         ])
         .unwrap();
-        let Command::Events(a) = cli.command;
+        let Command::Events(a) = cli.command else { panic!("not events") };
         assert_eq!(a.stations, 7);
         assert_eq!(a.message, MessageKind::Status);
         assert_eq!(a.rate, Some(100.0));
         assert_eq!(a.source_ips.len(), 2);
         assert_eq!(a.duration, 20);
         assert_eq!(a.warmup, 3);
+    }
+
+    #[test]
+    fn parses_a_fleet_command_line() {
+        let cli = Cli::try_parse_from([
+            "ocpp-bench",
+            "fleet",
+            "--provision-api",
+            "http://127.0.0.1:8180/api/v1",
+            "--stations",
+            "1000",
+            "--connect-rate",
+            "500",
+            "--hold",
+            "10",
+            "--heartbeat-rate",
+            "1000",
+            "--storm",
+            "--server-pid",
+            "42",
+            "--source-ips",
+            "127.0.0.1-127.0.0.4,127.0.0.9",
+        ])
+        .unwrap();
+        let Command::Fleet(a) = cli.command else { panic!("not fleet") };
+        assert_eq!(a.stations, 1000);
+        assert_eq!(a.connect_rate, 500.0);
+        assert_eq!(a.hold, 10);
+        assert_eq!(a.heartbeat_rate, 1000.0);
+        assert!(a.storm);
+        assert_eq!(a.storm_rate, None);
+        assert_eq!(a.storm_close, StormClose::Rst);
+        assert_eq!(a.server_pid, Some(42));
+        assert_eq!(a.source_ips.unwrap().0.len(), 5);
+        assert_eq!(a.connectors, 1);
+        assert_eq!(a.timeout, 10.0);
+        assert_eq!(a.target.provision_api.as_deref(), Some("http://127.0.0.1:8180/api/v1"));
+    }
+
+    #[test]
+    fn fleet_refuses_nonsense() {
+        let bad: &[&[&str]] = &[
+            &["--connect-rate", "0"],
+            &["--heartbeat-rate", "-1"],
+            &["--storm-rate", "100"], // without --storm
+            &["--source-ips", "127.0.0.9-127.0.0.1"],
+            &["--stations", "0"],
+            &["--timeout", "0"],
+        ];
+        for extra in bad {
+            let args = ["ocpp-bench", "fleet"].iter().chain(extra.iter());
+            assert!(Cli::try_parse_from(args).is_err(), "{extra:?} was accepted");
+        }
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! One station's OCPP-J connection: connect with subprotocol and Basic auth, make calls, answer the
 //! central system's calls, close.
 
-use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -13,7 +12,7 @@ use tokio::time::{timeout_at, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 pub const SUBPROTOCOL: &str = "ocpp1.6";
@@ -61,50 +60,154 @@ pub struct Conn {
     next_id: u64,
 }
 
+/// Why a connection attempt failed; [`ConnectError::kind`] is the label it is counted under.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// The URL cannot be used (no host, bad syntax, bad credentials header).
+    BadUrl(String),
+    /// Name resolution failed, or gave no address of the source address' family.
+    Resolve(String),
+    /// The local socket could not be created or bound to the source address.
+    Bind(String),
+    /// The kernel had no free local port (EADDRNOTAVAIL): too many connections per source address.
+    NoPort(String),
+    /// The server actively refused the TCP connection (RST to the SYN).
+    Refused,
+    /// Another TCP-level failure (reset, unreachable, …).
+    Tcp(String),
+    /// The server answered the WebSocket upgrade with this HTTP status instead of 101.
+    Http(u16),
+    /// The WebSocket handshake failed otherwise (connection closed, malformed answer).
+    Handshake(String),
+    /// The upgrade succeeded but the server did not select `ocpp1.6`.
+    Subprotocol(Option<String>),
+    /// Connect and handshake did not finish in time.
+    Timeout,
+}
+
+impl ConnectError {
+    /// A short stable label: `refused`, `http_401`, `timeout`, `no_port`, …
+    pub fn kind(&self) -> String {
+        match self {
+            ConnectError::BadUrl(_) => "bad_url".into(),
+            ConnectError::Resolve(_) => "resolve".into(),
+            ConnectError::Bind(_) => "bind".into(),
+            ConnectError::NoPort(_) => "no_port".into(),
+            ConnectError::Refused => "refused".into(),
+            ConnectError::Tcp(_) => "tcp_error".into(),
+            ConnectError::Http(code) => format!("http_{code}"),
+            ConnectError::Handshake(_) => "handshake".into(),
+            ConnectError::Subprotocol(_) => "subprotocol".into(),
+            ConnectError::Timeout => "timeout".into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::BadUrl(e) => write!(f, "bad URL: {e}"),
+            ConnectError::Resolve(e) => write!(f, "cannot resolve: {e}"),
+            ConnectError::Bind(e) => write!(f, "local socket: {e}"),
+            ConnectError::NoPort(e) => write!(f, "no free local port (add --source-ips): {e}"),
+            ConnectError::Refused => write!(f, "TCP connection refused"),
+            ConnectError::Tcp(e) => write!(f, "TCP connect: {e}"),
+            ConnectError::Http(code) => write!(f, "WebSocket upgrade answered HTTP {code}"),
+            ConnectError::Handshake(e) => write!(f, "WebSocket handshake: {e}"),
+            ConnectError::Subprotocol(agreed) => {
+                write!(f, "server did not agree on subprotocol {SUBPROTOCOL} (answered {agreed:?})")
+            }
+            ConnectError::Timeout => write!(f, "connect timed out"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// The failure of a TCP connect, by its OS error.
+fn tcp_error(e: std::io::Error) -> ConnectError {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => ConnectError::Refused,
+        std::io::ErrorKind::AddrNotAvailable => ConnectError::NoPort(e.to_string()),
+        _ => ConnectError::Tcp(e.to_string()),
+    }
+}
+
+/// Lets the kernel pick the local port at connect time rather than at bind time
+/// (`IP_BIND_ADDRESS_NO_PORT`): it then knows the destination, so a port in TIME_WAIT towards it can
+/// be reused (`net.ipv4.tcp_tw_reuse`), which a bind-time choice cannot do. Best effort.
+#[cfg(target_os = "linux")]
+fn bind_address_no_port(socket: &TcpSocket) {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor, a pointer to a live c_int and its size.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn bind_address_no_port(_socket: &TcpSocket) {}
+
 /// Connects, offering `ocpp1.6` and HTTP Basic credentials; every step ends by `deadline`.
-pub async fn connect(ep: &Endpoint, deadline: Instant) -> Result<Conn> {
-    let mut request = ep.url.as_str().into_client_request().with_context(|| format!("bad URL {}", ep.url))?;
+pub async fn connect(ep: &Endpoint, deadline: Instant) -> Result<Conn, ConnectError> {
+    let bad_url = |e: String| ConnectError::BadUrl(format!("{}: {e}", ep.url));
+    let mut request = ep.url.as_str().into_client_request().map_err(|e| bad_url(e.to_string()))?;
     let headers = request.headers_mut();
     headers.insert("Sec-WebSocket-Protocol", HeaderValue::from_static(SUBPROTOCOL));
     if let Some(password) = &ep.password {
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:{password}", ep.id));
-        headers.insert("Authorization", HeaderValue::from_str(&format!("Basic {basic}"))?);
+        let value = HeaderValue::from_str(&format!("Basic {basic}")).map_err(|e| bad_url(e.to_string()))?;
+        headers.insert("Authorization", value);
     }
     let uri = request.uri();
-    let host = uri
-        .host()
-        .ok_or_else(|| anyhow!("URL {} has no host", ep.url))?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
+    let host =
+        uri.host().ok_or_else(|| bad_url("no host".into()))?.trim_start_matches('[').trim_end_matches(']').to_string();
     let port = uri.port_u16().unwrap_or(80);
 
     let work = async {
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
             .await
-            .with_context(|| format!("cannot resolve {host}"))?
+            .map_err(|e| ConnectError::Resolve(format!("{host}: {e}")))?
             .collect();
         let addr = addrs
             .iter()
             .copied()
             .find(|a| ep.source_ip.is_none_or(|s| s.is_ipv4() == a.is_ipv4()))
-            .ok_or_else(|| anyhow!("{host} has no address of the source address' family"))?;
-        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            .ok_or_else(|| ConnectError::Resolve(format!("{host} has no address of the source address' family")))?;
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
+            .map_err(|e| ConnectError::Bind(e.to_string()))?;
         if let Some(ip) = ep.source_ip {
-            socket.bind(SocketAddr::new(ip, 0)).with_context(|| format!("cannot bind to source address {ip}"))?;
+            if ip.is_ipv4() {
+                bind_address_no_port(&socket);
+            }
+            // EADDRINUSE from bind(ip, 0) means no free port; EADDRNOTAVAIL, an address not on this host.
+            socket.bind(SocketAddr::new(ip, 0)).map_err(|e| match e.kind() {
+                std::io::ErrorKind::AddrInUse => ConnectError::NoPort(format!("source address {ip}: {e}")),
+                _ => ConnectError::Bind(format!("source address {ip}: {e}")),
+            })?;
         }
-        let stream = socket.connect(addr).await.with_context(|| format!("TCP connect to {addr}"))?;
-        stream.set_nodelay(true)?;
+        let stream = socket.connect(addr).await.map_err(tcp_error)?;
+        let _ = stream.set_nodelay(true);
         let (ws, response) = tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config()))
             .await
-            .context("WebSocket handshake")?;
+            .map_err(|e| match e {
+                WsError::Http(r) => ConnectError::Http(r.status().as_u16()),
+                other => ConnectError::Handshake(other.to_string()),
+            })?;
         let agreed = response.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok()).map(str::trim);
         if agreed != Some(SUBPROTOCOL) {
-            bail!("server did not agree on subprotocol {SUBPROTOCOL} (answered {agreed:?})");
+            return Err(ConnectError::Subprotocol(agreed.map(str::to_string)));
         }
         Ok(Conn { ws, next_id: 0 })
     };
-    timeout_at(deadline, work).await.map_err(|_| anyhow!("connect timed out"))?
+    timeout_at(deadline, work).await.map_err(|_| ConnectError::Timeout)?
 }
 
 /// What a received frame means to a station waiting for the answer to `waiting_for`.
@@ -194,15 +297,33 @@ impl Conn {
         }
     }
 
-    /// Closes with a normal close frame and waits (at most `wait`) for the server's close.
-    pub async fn close(mut self, wait: Duration) {
-        let _ = tokio::time::timeout(wait, async {
+    /// Closes with a normal close frame and waits (at most `wait`) for the server's close; true if
+    /// the closing handshake completed in time.
+    pub async fn close(mut self, wait: Duration) -> bool {
+        tokio::time::timeout(wait, async {
             if self.ws.close(None).await.is_err() {
-                return;
+                return false;
             }
-            while let Some(Ok(_)) = self.ws.next().await {}
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(_)) => {}
+                    // tungstenite ends the stream once the server's close frame came back.
+                    None | Some(Err(WsError::ConnectionClosed)) => return true,
+                    Some(Err(_)) => return false,
+                }
+            }
         })
-        .await;
+        .await
+        .unwrap_or(false)
+    }
+
+    /// Drops the connection without a WebSocket close, as a network failure would: with `reset`,
+    /// an abortive close (RST, no TIME_WAIT left behind), otherwise an orderly TCP FIN.
+    pub fn abandon(self, reset: bool) {
+        if reset {
+            let _ = self.ws.get_ref().set_zero_linger();
+        }
+        drop(self);
     }
 }
 

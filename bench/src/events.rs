@@ -5,11 +5,11 @@
 //! measured; no call is started after that, the ones in flight are awaited, then each station
 //! sends StopTransaction (unmeasured) and closes its connection.
 
-use crate::cli::{EventsArgs, MessageKind, DEFAULT_PROVISION_PASSWORD};
+use crate::cli::{EventsArgs, MessageKind};
 use crate::conn::{self, Conn, Endpoint, Outcome};
 use crate::messages::{self, UniqueClock};
 use crate::provision;
-use crate::stations::{self, StationCred};
+use crate::stations;
 use crate::stats::{self, RunInfo, Shared, Summary};
 use anyhow::{bail, Context, Result};
 use std::sync::atomic::Ordering::Relaxed;
@@ -64,7 +64,7 @@ async fn connect_and_boot(ctx: &Ctx, ep: &Endpoint) -> Result<Conn> {
 /// Connect, boot, start the transaction: returns the connection and the transaction id.
 async fn setup(ctx: &Ctx, ep: &Endpoint, meter_start: i64, clock: &mut UniqueClock) -> Result<(Conn, i64)> {
     let mut c = connect_and_boot(ctx, ep).await?;
-    let payload = messages::start_transaction(&ctx.id_tag, meter_start, &clock.next());
+    let payload = messages::start_transaction(1, &ctx.id_tag, meter_start, &clock.next());
     match c.call("StartTransaction", &payload, Instant::now() + ctx.timeout).await {
         Outcome::Result(v) => {
             let tx = v["transactionId"]
@@ -164,7 +164,7 @@ async fn run_station(ctx: Arc<Ctx>, index: usize, ep: Endpoint) {
         let (action, payload) = match ctx.message {
             MessageKind::MeterValues => {
                 energy += 7;
-                ("MeterValues", messages::meter_values(tx, energy, &ts))
+                ("MeterValues", messages::meter_values(1, tx, energy, &ts))
             }
             MessageKind::Status => ("StatusNotification", messages::status_notification(n, &ts)),
         };
@@ -255,49 +255,6 @@ async fn progress(
     }
 }
 
-/// The stations of the run, provisioning them first if asked.
-async fn stations_of(args: &EventsArgs) -> Result<(Vec<StationCred>, String, String)> {
-    let n = args.stations as usize;
-    let mut tenant = args.tenant.clone();
-    let creds = if let Some(path) = &args.credentials {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut all = stations::parse_credentials(&text).with_context(|| format!("{}", path.display()))?;
-        if all.len() < n {
-            bail!("{} lists {} stations, fewer than --stations {n}", path.display(), all.len());
-        }
-        all.truncate(n);
-        all
-    } else {
-        let ids = stations::station_ids(&args.id_prefix, n);
-        let password = match &args.provision_api {
-            Some(api) => {
-                let password = args.password.clone().unwrap_or_else(|| DEFAULT_PROVISION_PASSWORD.into());
-                let email = args.email.clone().unwrap_or_else(|| format!("bench@{}.example.com", args.tenant));
-                tenant = provision::provision(&provision::Plan {
-                    api,
-                    slug: &args.tenant,
-                    email: &email,
-                    account_password: &args.account_password,
-                    id_tag: &args.id_tag,
-                    station_password: &password,
-                    station_ids: &ids,
-                })
-                .await
-                .context("provisioning")?;
-                Some(password)
-            }
-            None => args.password.clone(),
-        };
-        ids.into_iter().map(|id| StationCred { id, password: password.clone() }).collect()
-    };
-    let template = match (&args.url_template, &args.provision_api) {
-        (Some(t), _) => t.clone(),
-        (None, Some(api)) => stations::template_from_api(api)?,
-        (None, None) => "ws://127.0.0.1:8180/ocpp/{tenant}/{id}".to_string(),
-    };
-    Ok((creds, template, tenant))
-}
-
 pub async fn run(args: EventsArgs) -> Result<Summary> {
     if !(args.timeout > 0.0 && args.timeout.is_finite()) {
         bail!("--timeout must be a positive number of seconds");
@@ -307,11 +264,7 @@ pub async fn run(args: EventsArgs) -> Result<Summary> {
             bail!("--rate must be a positive number of calls per second");
         }
     }
-    if let Some(t) = &args.url_template {
-        stations::check_template(t)?;
-    }
-    let (creds, template, tenant) = stations_of(&args).await?;
-    stations::check_template(&template)?;
+    let (creds, template, tenant) = provision::stations_of(&args.target, args.stations as usize).await?;
 
     let shared = Arc::new(Shared::default());
     let (go_tx, go_rx) = watch::channel(None::<Instant>);
@@ -323,7 +276,7 @@ pub async fn run(args: EventsArgs) -> Result<Summary> {
         timeout: Duration::from_secs_f64(args.timeout),
         warmup: Duration::from_secs(args.warmup),
         duration: Duration::from_secs(args.duration),
-        id_tag: args.id_tag.clone(),
+        id_tag: args.target.id_tag.clone(),
         stations: args.stations,
         shared: shared.clone(),
         handshakes: Semaphore::new(args.connect_concurrency as usize),

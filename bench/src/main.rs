@@ -2,56 +2,103 @@
 //!
 //! `ocpp-bench events` measures durable events per second and their ack latency: N stations each
 //! boot, start a transaction and then send MeterValues (or StatusNotification) calls, closed loop
-//! or at a fixed total rate (open loop). It speaks plain OCPP-J 1.6, so any central system can be
-//! the target; `--provision-api` also creates the account and stations on an ocpp-css server.
+//! or at a fixed total rate (open loop).
+//!
+//! `ocpp-bench fleet` holds a fleet of connections (up to 100k from one machine, over several
+//! source addresses): a ramp at a set connect rate, a hold with open-loop Heartbeats and
+//! transactions, an optional reconnect storm, and the server's RSS and CPU alongside.
+//!
+//! Both speak plain OCPP-J 1.6, so any central system can be the target; `--provision-api` also
+//! creates the account and stations on an ocpp-css server.
 
 mod cli;
 mod conn;
 mod events;
+mod fleet;
 mod messages;
 mod provision;
+mod report;
+mod schedule;
 mod stations;
 mod stats;
+mod sys;
 
 use clap::Parser;
 use cli::{Cli, Command};
+use serde::Serialize;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+fn runtime(threads: Option<usize>) -> Option<tokio::runtime::Runtime> {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        rt.worker_threads(n.max(1));
+    }
+    match rt.enable_all().build() {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("ocpp-bench: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
+/// Prints the table, writes the JSON; false if the JSON could not be written.
+fn report<S: Serialize>(table: String, summary: &S, json_path: Option<PathBuf>) -> bool {
+    // A closed stdout (`| head`) must not turn into a panic.
+    let _ = std::io::stdout().write_all(table.as_bytes());
+    if let Some(path) = json_path {
+        let text = serde_json::to_string_pretty(summary).expect("summary serializes");
+        if let Err(e) = std::fs::write(&path, text + "\n") {
+            eprintln!("ocpp-bench: writing {}: {e}", path.display());
+            return false;
+        }
+    }
+    true
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Command::Events(args) = cli.command;
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = args.threads {
-        rt.worker_threads(n.max(1));
-    }
-    let rt = match rt.enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("ocpp-bench: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+    match cli.command {
+        Command::Events(args) => {
+            let Some(rt) = runtime(args.threads) else { return ExitCode::FAILURE };
+            let json_path = args.json.clone();
+            let summary = match rt.block_on(events::run(args)) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("ocpp-bench: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if !report(stats::render_table(&summary), &summary, json_path) {
+                return ExitCode::FAILURE;
+            }
+            if summary.stations_ready == 0 {
+                eprintln!("ocpp-bench: no station got through setup");
+                return ExitCode::FAILURE;
+            }
         }
-    };
-    let json_path = args.json.clone();
-    let summary = match rt.block_on(events::run(args)) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("ocpp-bench: {e:#}");
-            return ExitCode::FAILURE;
+        Command::Fleet(args) => {
+            let Some(rt) = runtime(args.threads) else { return ExitCode::FAILURE };
+            let json_path = args.json.clone();
+            let summary = match rt.block_on(fleet::run(args)) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("ocpp-bench: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            // Station tasks were all joined or aborted; don't wait on stragglers at shutdown.
+            rt.shutdown_background();
+            if !report(report::render_table(&summary), &summary, json_path) {
+                return ExitCode::FAILURE;
+            }
+            if summary.ramp.booted == 0 {
+                eprintln!("ocpp-bench: no station booted");
+                return ExitCode::FAILURE;
+            }
         }
-    };
-    // A closed stdout (`| head`) must not turn into a panic.
-    let _ = std::io::stdout().write_all(stats::render_table(&summary).as_bytes());
-    if let Some(path) = json_path {
-        let text = serde_json::to_string_pretty(&summary).expect("summary serializes");
-        if let Err(e) = std::fs::write(&path, text + "\n") {
-            eprintln!("ocpp-bench: writing {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
-    }
-    if summary.stations_ready == 0 {
-        eprintln!("ocpp-bench: no station got through setup");
-        return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }

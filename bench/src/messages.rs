@@ -37,8 +37,17 @@ pub fn boot_notification() -> Value {
     })
 }
 
-pub fn start_transaction(id_tag: &str, meter_start: i64, timestamp: &str) -> Value {
-    json!({"connectorId": 1, "idTag": id_tag, "meterStart": meter_start, "timestamp": timestamp})
+pub fn start_transaction(connector: u32, id_tag: &str, meter_start: i64, timestamp: &str) -> Value {
+    json!({"connectorId": connector, "idTag": id_tag, "meterStart": meter_start, "timestamp": timestamp})
+}
+
+pub fn heartbeat() -> Value {
+    json!({})
+}
+
+/// A connector's state after the boot: Available, no error.
+pub fn status_available(connector: u32, timestamp: &str) -> Value {
+    json!({"connectorId": connector, "errorCode": "NoError", "status": "Available", "timestamp": timestamp})
 }
 
 /// The end of the bench's transaction (sent after the measured window).
@@ -48,9 +57,9 @@ pub fn stop_transaction(transaction_id: i64, id_tag: &str, meter_stop: i64, time
 }
 
 /// A periodic energy reading of the open transaction.
-pub fn meter_values(transaction_id: i64, energy_wh: i64, timestamp: &str) -> Value {
+pub fn meter_values(connector: u32, transaction_id: i64, energy_wh: i64, timestamp: &str) -> Value {
     json!({
-        "connectorId": 1,
+        "connectorId": connector,
         "transactionId": transaction_id,
         "meterValue": [{
             "timestamp": timestamp,
@@ -93,13 +102,22 @@ mod tests {
 
     #[test]
     fn meter_values_carry_the_transaction_and_reading() {
-        let v = meter_values(42, 1234, "2026-01-01T10:00:00.000Z");
+        let v = meter_values(1, 42, 1234, "2026-01-01T10:00:00.000Z");
+        assert_eq!(v["connectorId"], 1);
         assert_eq!(v["transactionId"], 42);
         let sv = &v["meterValue"][0]["sampledValue"][0];
         assert_eq!(sv["value"], "1234");
         assert_eq!(sv["measurand"], "Energy.Active.Import.Register");
         assert_eq!(sv["unit"], "Wh");
         assert_eq!(v["meterValue"][0]["timestamp"], "2026-01-01T10:00:00.000Z");
+    }
+
+    #[test]
+    fn fleet_payloads() {
+        assert_eq!(heartbeat(), json!({}));
+        let s = status_available(0, "t");
+        assert_eq!(s, json!({"connectorId": 0, "errorCode": "NoError", "status": "Available", "timestamp": "t"}));
+        assert_eq!(start_transaction(2, "TAG", 10, "t")["connectorId"], 2);
     }
 
     #[test]

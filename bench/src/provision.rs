@@ -1,8 +1,11 @@
 //! Provisioning on an ocpp-css server through its REST API: account, sign-in, id tag, stations.
 
+use crate::cli::{TargetArgs, DEFAULT_PROVISION_PASSWORD};
+use crate::stations::{self, StationCred};
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::StreamExt;
 use reqwest::{Client, StatusCode};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -17,8 +20,12 @@ pub struct Plan<'a> {
     pub station_ids: &'a [String],
 }
 
-/// Stations created in parallel; the server hashes each password with argon2.
+/// Stations created in parallel one by one; the server hashes each password with argon2.
 const PARALLEL_CREATES: usize = 4;
+/// Stations per `POST /stations/bulk` request (the endpoint takes at most 1000).
+pub const BULK_CHUNK: usize = 1000;
+/// Bulk requests in flight at once.
+const PARALLEL_BULK: usize = 3;
 
 async fn body_text(r: reqwest::Response) -> String {
     r.text().await.unwrap_or_default()
@@ -81,39 +88,188 @@ pub async fn provision(plan: &Plan<'_>) -> Result<String> {
         );
     }
 
-    let results: Vec<Result<bool>> = futures_util::stream::iter(plan.station_ids)
-        .map(|id| {
-            let (client, token) = (&client, &token);
-            async move {
-                let r = client
-                    .post(format!("{api}/stations"))
-                    .bearer_auth(token)
-                    .json(&json!({"id": id, "password": plan.station_password}))
-                    .send()
-                    .await
-                    .with_context(|| format!("POST {api}/stations ({id})"))?;
-                match r.status() {
-                    StatusCode::CREATED => Ok(true),
-                    StatusCode::CONFLICT => Ok(false),
-                    s => bail!("creating station {id} answered {s}: {}", body_text(r).await),
-                }
-            }
-        })
-        .buffer_unordered(PARALLEL_CREATES)
-        .collect()
-        .await;
-    let mut created = 0;
-    for r in results {
-        if r? {
-            created += 1;
-        }
-    }
+    let (created, existing, how) = create_stations(&client, api, &token, plan).await?;
     eprintln!(
-        "provisioned: account {} ({account}), id tag {}, {} stations ({created} created, {} existing)",
+        "provisioned: account {} ({account}), id tag {}, {} stations ({created} created, {existing} existing; {how})",
         plan.email,
         plan.id_tag,
         plan.station_ids.len(),
-        plan.station_ids.len() - created
     );
     Ok(slug)
+}
+
+/// The body of one `POST /stations/bulk` request.
+pub fn bulk_body(ids: &[String], password: &str) -> Value {
+    let stations: Vec<Value> = ids.iter().map(|id| json!({"id": id, "password": password})).collect();
+    json!({ "stations": stations })
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+pub struct BulkAnswer {
+    pub created: u64,
+    pub existing: u64,
+}
+
+/// What one bulk request gave: counts, or "the server has no bulk endpoint".
+enum Bulk {
+    Done(BulkAnswer),
+    Unsupported,
+}
+
+async fn post_bulk(client: &Client, api: &str, token: &str, ids: &[String], password: &str) -> Result<Bulk> {
+    let r = client
+        .post(format!("{api}/stations/bulk"))
+        .bearer_auth(token)
+        .json(&bulk_body(ids, password))
+        .send()
+        .await
+        .with_context(|| format!("POST {api}/stations/bulk"))?;
+    match r.status() {
+        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => Ok(Bulk::Unsupported),
+        s if s.is_success() => {
+            let answer: BulkAnswer = r.json().await.context("POST /stations/bulk answer")?;
+            Ok(Bulk::Done(answer))
+        }
+        s => bail!(
+            "POST {api}/stations/bulk ({} stations from {}) answered {s}: {}",
+            ids.len(),
+            ids[0],
+            body_text(r).await
+        ),
+    }
+}
+
+/// Prints provisioning progress for large fleets, about every tenth.
+fn progress(done: usize, total: usize, step: usize) {
+    if total >= 10 * step && done % (total / 10).max(step) < step {
+        eprintln!("provisioning: {done}/{total} stations");
+    }
+}
+
+/// Creates the stations: in bulk when the server offers `POST /stations/bulk`, else one by one.
+/// Returns (created, existing, method).
+async fn create_stations(client: &Client, api: &str, token: &str, plan: &Plan<'_>) -> Result<(u64, u64, &'static str)> {
+    let ids = plan.station_ids;
+    let Some(first) = ids.chunks(BULK_CHUNK).next() else {
+        return Ok((0, 0, "none asked"));
+    };
+    if let Bulk::Done(a) = post_bulk(client, api, token, first, plan.station_password).await? {
+        let (mut created, mut existing) = (a.created, a.existing);
+        let mut done = first.len();
+        let mut rest = futures_util::stream::iter(ids.chunks(BULK_CHUNK).skip(1))
+            .map(|chunk| async move {
+                match post_bulk(client, api, token, chunk, plan.station_password).await? {
+                    Bulk::Done(a) => Ok((chunk.len(), a)),
+                    Bulk::Unsupported => bail!("POST {api}/stations/bulk stopped being available"),
+                }
+            })
+            .buffer_unordered(PARALLEL_BULK);
+        while let Some(r) = rest.next().await {
+            let (n, a) = r?;
+            created += a.created;
+            existing += a.existing;
+            done += n;
+            progress(done, ids.len(), BULK_CHUNK);
+        }
+        return Ok((created, existing, "bulk"));
+    }
+    eprintln!("note: {api}/stations/bulk is not offered; creating the stations one by one");
+    let mut results = futures_util::stream::iter(ids)
+        .map(|id| async move {
+            let r = client
+                .post(format!("{api}/stations"))
+                .bearer_auth(token)
+                .json(&json!({"id": id, "password": plan.station_password}))
+                .send()
+                .await
+                .with_context(|| format!("POST {api}/stations ({id})"))?;
+            match r.status() {
+                StatusCode::CREATED => Ok(true),
+                StatusCode::CONFLICT => Ok(false),
+                s => bail!("creating station {id} answered {s}: {}", body_text(r).await),
+            }
+        })
+        .buffer_unordered(PARALLEL_CREATES);
+    let (mut created, mut done) = (0u64, 0usize);
+    while let Some(r) = results.next().await {
+        if r? {
+            created += 1;
+        }
+        done += 1;
+        progress(done, ids.len(), 1000);
+    }
+    Ok((created, ids.len() as u64 - created, "one by one"))
+}
+
+/// The stations of a run (`count` of them) and the URL template and tenant to connect with,
+/// provisioning them first when `--provision-api` is given.
+pub async fn stations_of(t: &TargetArgs, count: usize) -> Result<(Vec<StationCred>, String, String)> {
+    if let Some(tpl) = &t.url_template {
+        stations::check_template(tpl)?;
+    }
+    let mut tenant = t.tenant.clone();
+    let creds = if let Some(path) = &t.credentials {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut all = stations::parse_credentials(&text).with_context(|| format!("{}", path.display()))?;
+        if all.len() < count {
+            bail!("{} lists {} stations, fewer than --stations {count}", path.display(), all.len());
+        }
+        all.truncate(count);
+        all
+    } else {
+        let ids = stations::station_ids(&t.id_prefix, count);
+        let password = match &t.provision_api {
+            Some(api) => {
+                let password = t.password.clone().unwrap_or_else(|| DEFAULT_PROVISION_PASSWORD.into());
+                let email = t.email.clone().unwrap_or_else(|| format!("bench@{}.example.com", t.tenant));
+                tenant = provision(&Plan {
+                    api,
+                    slug: &t.tenant,
+                    email: &email,
+                    account_password: &t.account_password,
+                    id_tag: &t.id_tag,
+                    station_password: &password,
+                    station_ids: &ids,
+                })
+                .await
+                .context("provisioning")?;
+                Some(password)
+            }
+            None => t.password.clone(),
+        };
+        ids.into_iter().map(|id| StationCred { id, password: password.clone() }).collect()
+    };
+    let template = match (&t.url_template, &t.provision_api) {
+        (Some(tpl), _) => tpl.clone(),
+        (None, Some(api)) => stations::template_from_api(api)?,
+        (None, None) => "ws://127.0.0.1:8180/ocpp/{tenant}/{id}".to_string(),
+    };
+    stations::check_template(&template)?;
+    Ok((creds, template, tenant))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bulk_body_lists_ids_with_the_password() {
+        let ids = stations::station_ids("B", 3);
+        let v = bulk_body(&ids, "pw-0123456789abcdef");
+        assert_eq!(v["stations"].as_array().unwrap().len(), 3);
+        assert_eq!(v["stations"][2], json!({"id": "B000003", "password": "pw-0123456789abcdef"}));
+    }
+
+    #[test]
+    fn bulk_answer_parses() {
+        let a: BulkAnswer = serde_json::from_str(r#"{"created": 998, "existing": 2, "extra": true}"#).unwrap();
+        assert_eq!(a, BulkAnswer { created: 998, existing: 2 });
+    }
+
+    #[test]
+    fn a_hundred_thousand_stations_make_a_hundred_requests() {
+        let ids = stations::station_ids("B", 100_000);
+        assert_eq!(ids.chunks(BULK_CHUNK).count(), 100);
+        assert!(ids.chunks(BULK_CHUNK).all(|c| c.len() <= 1000));
+    }
 }

@@ -128,6 +128,7 @@ pub struct LatencyMs {
     pub mean: f64,
     pub p50: f64,
     pub p90: f64,
+    pub p95: f64,
     pub p99: f64,
     pub p99_9: f64,
     pub max: f64,
@@ -164,7 +165,7 @@ fn us_to_ms(us: f64) -> f64 {
 /// Latency percentiles of a µs histogram; all zero when it is empty.
 pub fn latency_ms(h: &Histogram<u64>) -> LatencyMs {
     if h.is_empty() {
-        return LatencyMs { samples: 0, mean: 0.0, p50: 0.0, p90: 0.0, p99: 0.0, p99_9: 0.0, max: 0.0 };
+        return LatencyMs { samples: 0, mean: 0.0, p50: 0.0, p90: 0.0, p95: 0.0, p99: 0.0, p99_9: 0.0, max: 0.0 };
     }
     let q = |q: f64| us_to_ms(h.value_at_quantile(q) as f64);
     LatencyMs {
@@ -172,6 +173,7 @@ pub fn latency_ms(h: &Histogram<u64>) -> LatencyMs {
         mean: us_to_ms(h.mean()),
         p50: q(0.50),
         p90: q(0.90),
+        p95: q(0.95),
         p99: q(0.99),
         p99_9: q(0.999),
         max: us_to_ms(h.max() as f64),
@@ -281,6 +283,7 @@ mod tests {
         let close = |got: f64, want: f64| (got - want).abs() <= want * 0.001 + 0.001;
         assert!(close(l.p50, 500.0), "p50 {}", l.p50);
         assert!(close(l.p90, 900.0), "p90 {}", l.p90);
+        assert!(close(l.p95, 950.0), "p95 {}", l.p95);
         assert!(close(l.p99, 990.0), "p99 {}", l.p99);
         assert!(close(l.p99_9, 999.0), "p99.9 {}", l.p99_9);
         assert!(close(l.max, 1000.0), "max {}", l.max);
