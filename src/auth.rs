@@ -33,6 +33,23 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
     }
 }
 
+/// Runs argon2 work (hashing or verifying) on the blocking pool, at most one job per CPU core at a
+/// time. Each job allocates its whole memory cost (MiBs); unbounded, a burst of first-time station
+/// connections would run hundreds at once and leave the allocator holding gigabytes.
+pub async fn argon2_job<T, F>(job: F) -> Result<T, actix_web::error::BlockingError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    let slots = SLOTS.get_or_init(|| {
+        tokio::sync::Semaphore::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+    });
+    // The semaphore is never closed, so acquiring fails only if it were; run unthrottled then.
+    let _permit = slots.acquire().await.ok();
+    actix_web::web::block(job).await
+}
+
 /// A random alphanumeric secret of `len` characters from the OS-seeded thread RNG.
 pub fn random_secret(len: usize) -> String {
     rand::thread_rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()

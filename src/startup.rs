@@ -66,12 +66,13 @@ impl Application {
     /// Builds on a given store. Must run inside an actix system (the registries are actors).
     pub async fn build_with_store(settings: Settings, store: Arc<dyn Store>) -> anyhow::Result<Application> {
         let address = format!("{}:{}", settings.server.host, settings.server.port);
-        let listener = TcpListener::bind(&address).with_context(|| format!("binding {address}"))?;
+        let backlog = settings.server.backlog;
+        let listener = bind(&address, backlog).with_context(|| format!("binding {address}"))?;
         let port = listener.local_addr()?.port();
         let tls = if settings.tls.enabled {
             let config = tls::server_config(&settings.tls).context("configuring TLS")?;
             let address = format!("{}:{}", settings.server.host, settings.tls.port);
-            let listener = TcpListener::bind(&address).with_context(|| format!("binding {address} (TLS)"))?;
+            let listener = bind(&address, backlog).with_context(|| format!("binding {address} (TLS)"))?;
             Some((listener, config))
         } else {
             None
@@ -201,6 +202,22 @@ impl Application {
         });
         self.server.await
     }
+}
+
+/// A listening socket with the configured backlog. (`std::net::TcpListener::bind` always asks for
+/// 128, too few for a reconnect storm: the kernel drops the overflow and clients retry a second later.)
+fn bind(address: &str, backlog: u32) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    use std::net::ToSocketAddrs;
+    let addr = address
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "address resolves to nothing"))?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok(socket.into())
 }
 
 async fn shutdown_signal() {

@@ -140,7 +140,7 @@ pub async fn ocpp_endpoint(
             let phc = station.password_hash.clone();
             if !state.credentials.contains(&who, &password, &phc) {
                 let (pw, hash) = (password.clone(), phc.clone());
-                let verified = web::block(move || auth::verify_password(&pw, &hash)).await?;
+                let verified = auth::argon2_job(move || auth::verify_password(&pw, &hash)).await?;
                 if !verified {
                     return Ok(refuse(&req, Refusal::BadPassword, &offered));
                 }

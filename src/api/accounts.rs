@@ -89,14 +89,16 @@ pub(crate) fn account_view(a: &Account) -> serde_json::Value {
 
 /// Hashes on the blocking pool: argon2 takes tens of milliseconds of CPU by design.
 pub(crate) async fn hash(password: String) -> Result<String, ApiError> {
-    web::block(move || auth::hash_password(&password))
+    auth::argon2_job(move || auth::hash_password(&password))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 pub(crate) async fn verify(password: String, phc: String) -> Result<bool, ApiError> {
-    web::block(move || auth::verify_password(&password, &phc)).await.map_err(|e| ApiError::Internal(e.to_string()))
+    auth::argon2_job(move || auth::verify_password(&password, &phc))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 pub async fn create(

@@ -204,7 +204,7 @@ pub async fn update(
 /// Hashes a station password on the blocking pool with the configured (light) argon2 cost.
 async fn hash_station_password(state: &AppState, password: String) -> Result<String, ApiError> {
     let (m, t) = (state.settings.ocpp.station_hash_memory_kib, state.settings.ocpp.station_hash_iterations);
-    web::block(move || auth::hash_password_with(&password, m, t))
+    auth::argon2_job(move || auth::hash_password_with(&password, m, t))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| ApiError::Internal(e.to_string()))
