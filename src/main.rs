@@ -22,8 +22,25 @@ enum Command {
     },
 }
 
+/// glibc raises its mmap threshold each time a large block is freed, after which blocks of several
+/// MiB (each argon2 password check allocates its memory cost) come from the heap and stay there:
+/// provisioning 5,000 stations left 600 MiB resident. A fixed 1 MiB threshold makes every large
+/// block an mmap that is returned on free (measured: 30 MiB after the same 5,000).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    // SAFETY: mallopt only sets an allocator parameter; it has no memory-safety preconditions.
+    let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
+    if ok != 1 {
+        tracing::warn!("could not fix the allocator's mmap threshold");
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
+    tune_allocator();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => {
