@@ -113,6 +113,8 @@ pub struct StationSession {
     last_activity: Instant,
     /// When the station's last message arrived.
     last_heard: chrono::DateTime<chrono::Utc>,
+    /// When the tenant's actor was last told this station is alive.
+    last_reported: Instant,
     in_flight: Option<InFlight>,
     queue: VecDeque<QueuedCommand>,
     close_reason: Option<DisconnectReason>,
@@ -126,6 +128,9 @@ pub struct StationSession {
     /// Carries the station and session ids into every log line of this session.
     span: tracing::Span,
 }
+
+/// How often at most the tenant's actor hears that a station is alive when nothing else changed.
+const LIVENESS_REPORT_EVERY: Duration = Duration::from_secs(5);
 
 /// How many answered CALLs a session remembers for repeats: a station repeats the message it is
 /// waiting on, so a few suffice, and at fleet scale every remembered reply costs memory per session.
@@ -160,6 +165,7 @@ impl StationSession {
                 out,
                 last_activity: Instant::now(),
                 last_heard: chrono::Utc::now(),
+                last_reported: Instant::now(),
                 in_flight: None,
                 queue: VecDeque::new(),
                 close_reason: None,
@@ -258,12 +264,18 @@ impl StationSession {
                     let frame = Frame::CallResult(crate::ocpp::rpc::CallResult { unique_id: call.unique_id, payload });
                     act.remember_reply(&frame);
                     act.send_frame(&frame);
-                    let msg = StationNotice {
-                        station_id: act.setup.key.station_id.clone(),
-                        session_id: act.id,
-                        notice,
-                    };
-                    act.tell_account(msg, ctx);
+                    // A notice changes the tenant's live view and always goes; a message that only
+                    // proves the station alive (most are heartbeats) is reported at most every few
+                    // seconds, so a fleet's heartbeats do not each cost an actor message.
+                    if notice.is_some() || act.last_reported.elapsed() >= LIVENESS_REPORT_EVERY {
+                        act.last_reported = Instant::now();
+                        let msg = StationNotice {
+                            station_id: act.setup.key.station_id.clone(),
+                            session_id: act.id,
+                            notice,
+                        };
+                        act.tell_account(msg, ctx);
+                    }
                     if act.registration == Registration::Accepted && act.delivery == Delivery::NotStarted {
                         act.start_delivery(ctx);
                     }
