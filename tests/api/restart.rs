@@ -90,26 +90,10 @@ async fn everything_acknowledged_survives_a_hard_kill_and_restart() {
     let data = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
     let server = start(data.path());
-    let api = |port: u16, path: &str| format!("http://127.0.0.1:{port}/api/v1{path}");
 
-    let account = json!({"email": "ops@acme.example", "password": "s3cret-pass", "name": "Acme", "slug": "acme"});
-    assert_eq!(http.post(api(server.port, "/accounts")).json(&account).send().await.unwrap().status(), 201);
-    let login = json!({"email": "ops@acme.example", "password": "s3cret-pass"});
-    let token: Value =
-        http.post(api(server.port, "/sessions")).json(&login).send().await.unwrap().json().await.unwrap();
-    let token = token["token"].as_str().unwrap().to_string();
-    let created: Value = http
-        .post(api(server.port, "/stations"))
-        .bearer_auth(&token)
-        .json(&json!({"id": "CP001"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let password = created["password"].as_str().unwrap().to_string();
-    http.put(api(server.port, "/id-tags/RFID-1"))
+    let token = server.sign_in(&http).await;
+    let password = server.station(&http, &token, "CP001").await;
+    http.put(server.api("/id-tags/RFID-1"))
         .bearer_auth(&token)
         .json(&json!({"status": "Accepted"}))
         .send()
@@ -145,38 +129,16 @@ async fn everything_acknowledged_survives_a_hard_kill_and_restart() {
     drop(server);
 
     let server = start(data.path());
-    let (status, fresh): (u16, Value) = {
-        let r = http.post(api(server.port, "/sessions")).json(&login).send().await.unwrap();
-        (r.status().as_u16(), r.json().await.unwrap())
-    };
-    assert_eq!(status, 200, "the account survived");
-    let old_token_works = http.get(api(server.port, "/account")).bearer_auth(&token).send().await.unwrap().status();
-    assert_eq!(old_token_works, 200, "a token issued before the kill still works");
-    let token = fresh["token"].as_str().unwrap();
+    let old_token_works = http.get(server.api("/account")).bearer_auth(&token).send().await.unwrap().status();
+    assert_eq!(old_token_works, 200, "the account and a token issued before the kill survived");
+    let token = server.sign_in(&http).await;
 
-    let tx: Value = http
-        .get(api(server.port, &format!("/transactions/{done}")))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tx = server.get(&http, &token, &format!("/transactions/{done}")).await;
     assert_eq!((tx["status"].as_str(), tx["energy_wh"].as_i64()), (Some("completed"), Some(1000)), "{tx}");
-    let tx: Value = http
-        .get(api(server.port, &format!("/transactions/{open}")))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tx = server.get(&http, &token, &format!("/transactions/{open}")).await;
     assert_eq!(tx["status"], "active");
     assert_eq!(tx["meter_values"][0]["sampled_value"][0]["value"], "75");
-    let st: Value =
-        http.get(api(server.port, "/stations/CP001")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    let st = server.get(&http, &token, "/stations/CP001").await;
     assert_eq!(st["connectors"]["1"]["status"], "Charging");
     assert_eq!(st["boot"]["charge_point_vendor"], "ACME");
     assert_eq!(st["connected"], false);
