@@ -1,4 +1,5 @@
-//! SignedFirmwareStatusNotification (security extension): progress of a SignedUpdateFirmware.
+//! SignedFirmwareStatusNotification (security extension): progress of a SignedUpdateFirmware. OCPP
+//! 2.0.1's FirmwareStatusNotification has the same fields and is handled here too.
 
 use super::{Handled, HandlerError, StationContext};
 use serde::{Deserialize, Serialize};

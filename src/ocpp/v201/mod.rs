@@ -7,7 +7,6 @@
 
 pub mod authorize;
 pub mod boot_notification;
-pub mod firmware_status_notification;
 pub mod meter_values;
 pub mod notify_event;
 pub mod notify_report;
@@ -18,7 +17,10 @@ mod types;
 
 use super::handler::{decode, encode, Dispatched, HandlerError, StationContext};
 use super::rpc::Call;
+// Same messages, same effect in both versions: Heartbeat, and 2.0.1's FirmwareStatusNotification,
+// which carries what 1.6's SignedFirmwareStatusNotification does (status, requestId).
 use super::v16::heartbeat;
+use super::v16::signed_firmware_status_notification as firmware_status_notification;
 
 /// Actions a station sends to the central system.
 pub const STATION_ACTIONS: &[&str] = &[
