@@ -142,6 +142,16 @@ pub(crate) async fn record_boot(
     Ok((registration, interval))
 }
 
+/// Decodes a CALL's payload into `$module::Request`, runs `$module::handle` and encodes its
+/// response: the body of every arm of a version's dispatch.
+macro_rules! run_handler {
+    ($module:ident, $ctx:expr, $call:expr) => {{
+        let request: $module::Request = $crate::ocpp::handler::decode(&$call.payload)?;
+        $crate::ocpp::handler::encode($module::handle($ctx, request).await?)
+    }};
+}
+pub(crate) use run_handler;
+
 /// What a version's dispatch produced for one CALL.
 pub(crate) struct Dispatched {
     pub payload: Value,

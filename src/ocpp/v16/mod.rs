@@ -23,8 +23,8 @@ pub mod stop_transaction;
 
 pub use id_tag_info::IdTagInfo;
 
-use super::handler::{decode, encode, record_event, refused, set_firmware_status, Dispatched};
 pub use super::handler::{handle_call, Handled, HandlerError, HandlerSettings, Notice, Reply, StationContext};
+use super::handler::{record_event, refused, run_handler, set_firmware_status, Dispatched};
 use super::rpc::{Call, ErrorCode};
 
 /// Actions a station sends to the central system.
@@ -75,32 +75,25 @@ pub const COMMAND_ACTIONS: &[&str] = &[
     "UpdateFirmware",
 ];
 
-macro_rules! run {
-    ($module:ident, $ctx:expr, $call:expr) => {{
-        let request: $module::Request = decode(&$call.payload)?;
-        encode($module::handle($ctx, request).await?)
-    }};
-}
-
 /// Runs the 1.6 handler of an action that passed the common checks of [`crate::ocpp::handler`];
 /// answers its payload, notice, and whether it changed state that must be durable before the answer.
 pub(crate) async fn dispatch(ctx: &StationContext<'_>, call: &Call) -> Result<Dispatched, HandlerError> {
     let action = call.action.as_str();
     let ((payload, notice), durable) = match action {
-        "Authorize" => (run!(authorize, ctx, call)?, false),
-        "BootNotification" => (run!(boot_notification, ctx, call)?, true),
-        "DataTransfer" => (run!(data_transfer, ctx, call)?, true),
-        "DiagnosticsStatusNotification" => (run!(diagnostics_status_notification, ctx, call)?, true),
-        "FirmwareStatusNotification" => (run!(firmware_status_notification, ctx, call)?, true),
-        "Heartbeat" => (run!(heartbeat, ctx, call)?, false),
-        "LogStatusNotification" => (run!(log_status_notification, ctx, call)?, true),
-        "MeterValues" => (run!(meter_values, ctx, call)?, true),
-        "SecurityEventNotification" => (run!(security_event_notification, ctx, call)?, true),
-        "SignCertificate" => (run!(sign_certificate, ctx, call)?, true),
-        "SignedFirmwareStatusNotification" => (run!(signed_firmware_status_notification, ctx, call)?, true),
-        "StartTransaction" => (run!(start_transaction, ctx, call)?, true),
-        "StatusNotification" => (run!(status_notification, ctx, call)?, true),
-        "StopTransaction" => (run!(stop_transaction, ctx, call)?, true),
+        "Authorize" => (run_handler!(authorize, ctx, call)?, false),
+        "BootNotification" => (run_handler!(boot_notification, ctx, call)?, true),
+        "DataTransfer" => (run_handler!(data_transfer, ctx, call)?, true),
+        "DiagnosticsStatusNotification" => (run_handler!(diagnostics_status_notification, ctx, call)?, true),
+        "FirmwareStatusNotification" => (run_handler!(firmware_status_notification, ctx, call)?, true),
+        "Heartbeat" => (run_handler!(heartbeat, ctx, call)?, false),
+        "LogStatusNotification" => (run_handler!(log_status_notification, ctx, call)?, true),
+        "MeterValues" => (run_handler!(meter_values, ctx, call)?, true),
+        "SecurityEventNotification" => (run_handler!(security_event_notification, ctx, call)?, true),
+        "SignCertificate" => (run_handler!(sign_certificate, ctx, call)?, true),
+        "SignedFirmwareStatusNotification" => (run_handler!(signed_firmware_status_notification, ctx, call)?, true),
+        "StartTransaction" => (run_handler!(start_transaction, ctx, call)?, true),
+        "StatusNotification" => (run_handler!(status_notification, ctx, call)?, true),
+        "StopTransaction" => (run_handler!(stop_transaction, ctx, call)?, true),
         other => return Err(refused(ErrorCode::NotSupported, format!("{other} is not supported"))),
     };
     Ok(Dispatched { payload, notice, durable })

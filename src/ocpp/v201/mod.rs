@@ -15,7 +15,7 @@ pub mod status_notification;
 pub mod transaction_event;
 mod types;
 
-use super::handler::{decode, encode, Dispatched, HandlerError, StationContext};
+use super::handler::{run_handler, Dispatched, HandlerError, StationContext};
 use super::rpc::Call;
 // Same messages, same effect in both versions: Heartbeat, and 2.0.1's FirmwareStatusNotification,
 // which carries what 1.6's SignedFirmwareStatusNotification does (status, requestId).
@@ -95,25 +95,18 @@ pub const COMMAND_ACTIONS: &[&str] = &[
     "UpdateFirmware",
 ];
 
-macro_rules! run {
-    ($module:ident, $ctx:expr, $call:expr) => {{
-        let request: $module::Request = decode(&$call.payload)?;
-        encode($module::handle($ctx, request).await?)
-    }};
-}
-
 /// Runs the 2.0.1 handler of an action that passed the common checks of [`crate::ocpp::handler`].
 pub(crate) async fn dispatch(ctx: &StationContext<'_>, call: &Call) -> Result<Dispatched, HandlerError> {
     let ((payload, notice), durable) = match call.action.as_str() {
-        "Authorize" => (run!(authorize, ctx, call)?, false),
-        "BootNotification" => (run!(boot_notification, ctx, call)?, true),
-        "FirmwareStatusNotification" => (run!(firmware_status_notification, ctx, call)?, true),
-        "Heartbeat" => (run!(heartbeat, ctx, call)?, false),
-        "MeterValues" => (run!(meter_values, ctx, call)?, true),
-        "NotifyEvent" => (run!(notify_event, ctx, call)?, true),
-        "NotifyReport" => (run!(notify_report, ctx, call)?, true),
-        "StatusNotification" => (run!(status_notification, ctx, call)?, true),
-        "TransactionEvent" => (run!(transaction_event, ctx, call)?, true),
+        "Authorize" => (run_handler!(authorize, ctx, call)?, false),
+        "BootNotification" => (run_handler!(boot_notification, ctx, call)?, true),
+        "FirmwareStatusNotification" => (run_handler!(firmware_status_notification, ctx, call)?, true),
+        "Heartbeat" => (run_handler!(heartbeat, ctx, call)?, false),
+        "MeterValues" => (run_handler!(meter_values, ctx, call)?, true),
+        "NotifyEvent" => (run_handler!(notify_event, ctx, call)?, true),
+        "NotifyReport" => (run_handler!(notify_report, ctx, call)?, true),
+        "StatusNotification" => (run_handler!(status_notification, ctx, call)?, true),
+        "TransactionEvent" => (run_handler!(transaction_event, ctx, call)?, true),
         other => (recorded::handle(ctx, other, &call.payload).await?, true),
     };
     Ok(Dispatched { payload, notice, durable })
