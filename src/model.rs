@@ -232,6 +232,46 @@ impl Station {
     }
 }
 
+/// A change a station's own messages make to its record. Data rather than a closure, so that in
+/// cluster mode it can wait in a node's write-ahead log and be applied to the shared store later.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum StationChange {
+    /// A BootNotification: what the station says about itself; it was seen when it booted.
+    Booted(BootInfo),
+    /// A StatusNotification for the connector under `key` ([`connector_key`]).
+    Connector {
+        key: String,
+        status: ConnectorStatus,
+    },
+    FirmwareStatus(StatusReport),
+    DiagnosticsStatus(StatusReport),
+    /// The subprotocol of the station's newest connection.
+    Protocol(String),
+    /// The station was heard from at this time (kept only if later than what is recorded).
+    Seen(DateTime<Utc>),
+}
+
+impl StationChange {
+    pub fn apply(&self, s: &mut Station) {
+        let seen = |s: &mut Station, at: DateTime<Utc>| s.last_seen = Some(s.last_seen.map_or(at, |old| old.max(at)));
+        match self {
+            StationChange::Booted(boot) => {
+                s.boot = Some(boot.clone());
+                seen(s, boot.booted_at);
+            }
+            StationChange::Connector { key, status } => {
+                s.connectors.insert(key.clone(), status.clone());
+                seen(s, status.received_at);
+            }
+            StationChange::FirmwareStatus(report) => s.firmware_status = Some(report.clone()),
+            StationChange::DiagnosticsStatus(report) => s.diagnostics_status = Some(report.clone()),
+            StationChange::Protocol(protocol) => s.protocol = Some(protocol.clone()),
+            StationChange::Seen(at) => seen(s, *at),
+        }
+    }
+}
+
 /// The authorization status of an id tag (OCPP 1.6 AuthorizationStatus, as stored).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TagStatus {
@@ -344,6 +384,42 @@ pub struct Transaction {
 }
 
 impl Transaction {
+    /// The record of a 1.6 StartTransaction given the id `id`.
+    pub fn started(tx: &NewTransaction, id: i32, received_at: DateTime<Utc>) -> Self {
+        Transaction {
+            id,
+            account_id: tx.account_id.clone(),
+            station_id: tx.station_id.clone(),
+            connector_id: tx.connector_id,
+            id_tag: Some(tx.id_tag.clone()),
+            id_tag_status: Some(tx.id_tag_status.clone()),
+            meter_start: Some(tx.meter_start),
+            start_timestamp: tx.start_timestamp,
+            reservation_id: tx.reservation_id,
+            stop: None,
+            started_received_at: received_at,
+            station_transaction_id: None,
+            evse_id: None,
+            charging_state: None,
+            events: Vec::new(),
+        }
+    }
+
+    /// What identifies a 1.6 transaction's start (station, connector, timestamp, meter start), so a
+    /// retried StartTransaction finds the transaction it started; None for a 2.0.1 transaction.
+    pub fn start_identity(&self) -> Option<StartIdentity> {
+        if self.station_transaction_id.is_some() {
+            return None;
+        }
+        Some(StartIdentity {
+            account_id: self.account_id.clone(),
+            station_id: self.station_id.clone(),
+            connector_id: self.connector_id,
+            start_timestamp: self.start_timestamp,
+            meter_start: self.meter_start?,
+        })
+    }
+
     /// Energy delivered in Wh: meter stop − meter start, once stopped and both are known.
     pub fn energy_wh(&self) -> Option<i64> {
         Some(self.stop.as_ref()?.meter_stop? - self.meter_start?)
@@ -375,6 +451,28 @@ pub struct NewTransaction {
     pub meter_start: i64,
     pub start_timestamp: DateTime<Utc>,
     pub reservation_id: Option<i64>,
+}
+
+/// The fields that identify a 1.6 transaction's start; see [`Transaction::start_identity`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartIdentity {
+    pub account_id: String,
+    pub station_id: String,
+    pub connector_id: u32,
+    pub start_timestamp: DateTime<Utc>,
+    pub meter_start: i64,
+}
+
+impl NewTransaction {
+    pub fn start_identity(&self) -> StartIdentity {
+        StartIdentity {
+            account_id: self.account_id.clone(),
+            station_id: self.station_id.clone(),
+            connector_id: self.connector_id,
+            start_timestamp: self.start_timestamp,
+            meter_start: self.meter_start,
+        }
+    }
 }
 
 /// A message kept for the record that changes no other state (DataTransfer, security events, ...).

@@ -11,7 +11,7 @@ use super::account::{self, AccountRegistry, StationConnected, StationDisconnecte
 use super::station_registry::{Register, StationRegistry, Unregister};
 use super::{DisconnectReason, SessionId, StationKey};
 use crate::metrics as m;
-use crate::model::Registration;
+use crate::model::{Registration, StationChange};
 use crate::ocpp::handler::{self, HandlerSettings, Notice, Reply, StationContext};
 use crate::ocpp::rpc::{Call, CallError, ErrorCode, Frame};
 use crate::ocpp::schema::{self, Direction};
@@ -455,9 +455,8 @@ impl Actor for StationSession {
         let store = self.setup.store.clone();
         let key = self.setup.key.clone();
         actix_rt::spawn(async move {
-            let r = store
-                .update_station(&key.account_id, &key.station_id, &|s| s.protocol = Some(protocol.to_string()))
-                .await;
+            let change = StationChange::Protocol(protocol.to_string());
+            let r = store.change_station(&key.account_id, &key.station_id, &change).await;
             if let Err(e) = r {
                 tracing::warn!(station = %key, error = %e, "could not record the station's protocol");
             }
@@ -498,11 +497,7 @@ impl Actor for StationSession {
         // Heartbeats write nothing; the last time the station was heard from is kept now.
         let (store, key, seen) = (self.setup.store.clone(), self.setup.key.clone(), self.last_heard);
         actix_rt::spawn(async move {
-            let r = store
-                .update_station(&key.account_id, &key.station_id, &|s| {
-                    s.last_seen = Some(s.last_seen.map_or(seen, |old| old.max(seen)))
-                })
-                .await;
+            let r = store.change_station(&key.account_id, &key.station_id, &StationChange::Seen(seen)).await;
             if let Err(e) = r {
                 tracing::warn!(station = %key, error = %e, "could not record when the station was last seen");
             }

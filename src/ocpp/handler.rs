@@ -5,7 +5,7 @@
 use super::rpc::{Call, CallError, ErrorCode};
 use super::schema::Direction;
 use super::{v16, v201, Version};
-use crate::model::{Registration, StationEvent};
+use crate::model::{Registration, StationChange, StationEvent};
 use crate::store::{Store, StoreError};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
@@ -115,7 +115,7 @@ pub(crate) async fn record_event(ctx: &StationContext<'_>, action: &str, payload
 /// Keeps the latest firmware-update progress on the station record.
 pub(crate) async fn set_firmware_status(ctx: &StationContext<'_>, status: String) -> Result<(), HandlerError> {
     let report = crate::model::StatusReport { status, received_at: chrono::Utc::now() };
-    ctx.store.update_station(ctx.account_id, ctx.station_id, &|s| s.firmware_status = Some(report.clone())).await?;
+    ctx.store.change_station(ctx.account_id, ctx.station_id, &StationChange::FirmwareStatus(report)).await?;
     Ok(())
 }
 
@@ -125,14 +125,7 @@ pub(crate) async fn record_boot(
     ctx: &StationContext<'_>,
     boot: crate::model::BootInfo,
 ) -> Result<(Registration, Duration), HandlerError> {
-    let now = boot.booted_at;
-    let updated = ctx
-        .store
-        .update_station(ctx.account_id, ctx.station_id, &|s| {
-            s.boot = Some(boot.clone());
-            s.last_seen = Some(now);
-        })
-        .await?;
+    let updated = ctx.store.change_station(ctx.account_id, ctx.station_id, &StationChange::Booted(boot)).await?;
     // A station deleted while connected is treated as blocked; its session is being closed anyway.
     let registration = updated.map(|s| s.registration).unwrap_or(Registration::Blocked);
     let interval = match registration {

@@ -9,7 +9,7 @@ pub use sled_store::SledStore;
 
 use crate::model::{
     Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, NewTransaction,
-    Station, StationEvent, Transaction, TransactionStop,
+    StartIdentity, Station, StationChange, StationEvent, Transaction, TransactionStop,
 };
 use async_trait::async_trait;
 use serde::Serialize;
@@ -125,6 +125,17 @@ pub trait Store: Send + Sync + 'static {
         station_id: &str,
         update: StationUpdate<'_>,
     ) -> StoreResult<Option<Station>>;
+    /// Applies a change the station's own messages made; returns the new record, `None` when there is
+    /// no such station. Unlike [`Store::update_station`] the change is data, so a cluster node can
+    /// keep it in its write-ahead log while the shared store is unreachable.
+    async fn change_station(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        change: &StationChange,
+    ) -> StoreResult<Option<Station>> {
+        self.update_station(account_id, station_id, &|s| change.apply(s)).await
+    }
     /// Removes the station; false when there was none.
     async fn delete_station(&self, account_id: &str, station_id: &str) -> StoreResult<bool>;
 
@@ -158,6 +169,23 @@ pub trait Store: Send + Sync + 'static {
         apply: TransactionUpdate<'_>,
     ) -> StoreResult<EventOutcome>;
     async fn transaction(&self, account_id: &str, transaction_id: i32) -> StoreResult<Option<Transaction>>;
+    /// The 1.6 transaction with this start (see [`Transaction::start_identity`]), if one was recorded.
+    async fn transaction_by_start(&self, start: &StartIdentity) -> StoreResult<Option<Transaction>>;
+    /// The 2.0.1 transaction the station calls `station_transaction_id`, if one was recorded.
+    async fn transaction_by_reference(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        station_transaction_id: &str,
+    ) -> StoreResult<Option<Transaction>>;
+    /// Stores a transaction record as it is, with what finds it again (its start for a 1.6
+    /// transaction, the station's reference for a 2.0.1 one), replacing any record with its id. This
+    /// is how a cluster node's write-ahead log reaches the shared store, so applying the same record
+    /// twice must change nothing.
+    async fn put_transaction(&self, tx: &Transaction) -> StoreResult<()>;
+    /// Takes `count` ids from the sequence transaction ids come from, for a cluster node to hand out
+    /// on its own (while the shared store is unreachable, too). No other caller gets them.
+    async fn reserve_transaction_ids(&self, count: u32) -> StoreResult<std::ops::Range<i32>>;
     /// The account's transactions, newest first, optionally for one station.
     async fn transactions(&self, account_id: &str, station_id: Option<&str>) -> StoreResult<Vec<Transaction>>;
 

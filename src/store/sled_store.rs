@@ -10,7 +10,7 @@ use super::{
 };
 use crate::model::{
     Account, ApiToken, CommandRecord, CommandStatus, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord,
-    NewTransaction, Station, StationEvent, Transaction, TransactionStop,
+    NewTransaction, StartIdentity, Station, StationEvent, Transaction, TransactionStop,
 };
 use async_trait::async_trait;
 use serde::{de::DeserializeOwned, Serialize};
@@ -100,6 +100,21 @@ fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
     ConflictableTransactionError::Abort(e)
 }
 
+/// Takes `count` ids from the transaction sequence inside a sled transaction; returns the first.
+fn take_ids(
+    meta: &sled::transaction::TransactionalTree,
+    count: u32,
+) -> Result<i32, ConflictableTransactionError<StoreError>> {
+    let last = match meta.get(TX_SEQ_KEY)? {
+        Some(v) => i32::from_be_bytes(v.as_ref().try_into().map_err(|_| abort(backend("bad sequence")))?),
+        None => 0,
+    };
+    let count = i32::try_from(count).map_err(|_| abort(backend("too many ids asked for")))?;
+    let end = last.checked_add(count).ok_or_else(|| abort(backend("transaction ids exhausted")))?;
+    meta.insert(TX_SEQ_KEY, &end.to_be_bytes())?;
+    Ok(last + 1)
+}
+
 impl SledStore {
     /// Opens (or creates) the database in `dir`; [`Store::flush`] follows `policy`.
     pub fn open(dir: &Path, policy: CommitPolicy) -> StoreResult<Self> {
@@ -147,6 +162,26 @@ impl SledStore {
     /// Flushes completed so far (tests check that acknowledgements wait for one).
     pub fn flushes(&self) -> u64 {
         self.commit.flushes()
+    }
+
+    /// Opens (or creates) a tree of this database beside the store's own, so what is kept there is
+    /// made durable by the same [`Store::flush`]. The name must not be one the store uses.
+    pub fn open_tree(&self, name: &str) -> StoreResult<sled::Tree> {
+        self.db.open_tree(name).map_err(backend)
+    }
+
+    fn start_key(start: &StartIdentity) -> Vec<u8> {
+        key(&[
+            start.account_id.as_bytes(),
+            start.station_id.as_bytes(),
+            &start.connector_id.to_be_bytes(),
+            start.start_timestamp.to_rfc3339().as_bytes(),
+            &start.meter_start.to_be_bytes(),
+        ])
+    }
+
+    fn reference_key(account_id: &str, station_id: &str, station_transaction_id: &str) -> Vec<u8> {
+        key(&[account_id.as_bytes(), station_id.as_bytes(), station_transaction_id.as_bytes()])
     }
 
     fn account_by_index(&self, index: &sled::Tree, k: &str) -> StoreResult<Option<Account>> {
@@ -424,13 +459,7 @@ impl Store for SledStore {
     }
 
     async fn start_transaction(&self, tx: &NewTransaction) -> StoreResult<(Transaction, bool)> {
-        let start_key = key(&[
-            tx.account_id.as_bytes(),
-            tx.station_id.as_bytes(),
-            &tx.connector_id.to_be_bytes(),
-            tx.start_timestamp.to_rfc3339().as_bytes(),
-            &tx.meter_start.to_be_bytes(),
-        ]);
+        let start_key = Self::start_key(&tx.start_identity());
         let received_at = chrono::Utc::now();
         let r = (&self.transactions, &self.transaction_starts, &self.meta).transaction(|(txs, starts, meta)| {
             if let Some(id) = starts.get(&start_key)? {
@@ -440,30 +469,8 @@ impl Store for SledStore {
                 let existing: Transaction = decode(&existing).map_err(abort)?;
                 return Ok((existing, false));
             }
-            let next = match meta.get(TX_SEQ_KEY)? {
-                Some(v) => i32::from_be_bytes(v.as_ref().try_into().map_err(|_| abort(backend("bad sequence")))?),
-                None => 0,
-            }
-            .checked_add(1)
-            .ok_or_else(|| abort(backend("transaction ids exhausted")))?;
-            meta.insert(TX_SEQ_KEY, &next.to_be_bytes())?;
-            let record = Transaction {
-                id: next,
-                account_id: tx.account_id.clone(),
-                station_id: tx.station_id.clone(),
-                connector_id: tx.connector_id,
-                id_tag: Some(tx.id_tag.clone()),
-                id_tag_status: Some(tx.id_tag_status.clone()),
-                meter_start: Some(tx.meter_start),
-                start_timestamp: tx.start_timestamp,
-                reservation_id: tx.reservation_id,
-                stop: None,
-                started_received_at: received_at,
-                station_transaction_id: None,
-                evse_id: None,
-                charging_state: None,
-                events: Vec::new(),
-            };
+            let next = take_ids(meta, 1)?;
+            let record = Transaction::started(tx, next, received_at);
             txs.insert(Self::transaction_key(&tx.account_id, next), encode(&record).map_err(abort)?)?;
             starts.insert(start_key.as_slice(), &next.to_be_bytes())?;
             Ok((record, true))
@@ -506,7 +513,7 @@ impl Store for SledStore {
         create: NewTransactionFn<'_>,
         apply: TransactionUpdate<'_>,
     ) -> StoreResult<EventOutcome> {
-        let ref_key = key(&[account_id.as_bytes(), station_id.as_bytes(), station_transaction_id.as_bytes()]);
+        let ref_key = Self::reference_key(account_id, station_id, station_transaction_id);
         let r = (&self.transactions, &self.transaction_refs, &self.meta).transaction(|(txs, refs, meta)| {
             let (mut record, created) = match refs.get(&ref_key)? {
                 Some(id) => {
@@ -516,15 +523,7 @@ impl Store for SledStore {
                     (decode::<Transaction>(&bytes).map_err(abort)?, false)
                 }
                 None => {
-                    let id = match meta.get(TX_SEQ_KEY)? {
-                        Some(v) => {
-                            i32::from_be_bytes(v.as_ref().try_into().map_err(|_| abort(backend("bad sequence")))?)
-                        }
-                        None => 0,
-                    }
-                    .checked_add(1)
-                    .ok_or_else(|| abort(backend("transaction ids exhausted")))?;
-                    meta.insert(TX_SEQ_KEY, &id.to_be_bytes())?;
+                    let id = take_ids(meta, 1)?;
                     refs.insert(ref_key.as_slice(), &id.to_be_bytes())?;
                     (create(id), true)
                 }
@@ -553,6 +552,54 @@ impl Store for SledStore {
 
     async fn transaction(&self, account_id: &str, transaction_id: i32) -> StoreResult<Option<Transaction>> {
         get(&self.transactions, &Self::transaction_key(account_id, transaction_id))
+    }
+
+    async fn transaction_by_start(&self, start: &StartIdentity) -> StoreResult<Option<Transaction>> {
+        let Some(id) = self.transaction_starts.get(Self::start_key(start)).map_err(backend)? else {
+            return Ok(None);
+        };
+        let id = i32::from_be_bytes(id.as_ref().try_into().map_err(|_| backend("bad start index"))?);
+        get(&self.transactions, &Self::transaction_key(&start.account_id, id))
+    }
+
+    async fn transaction_by_reference(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        station_transaction_id: &str,
+    ) -> StoreResult<Option<Transaction>> {
+        let k = Self::reference_key(account_id, station_id, station_transaction_id);
+        let Some(id) = self.transaction_refs.get(k).map_err(backend)? else {
+            return Ok(None);
+        };
+        let id = i32::from_be_bytes(id.as_ref().try_into().map_err(|_| backend("bad reference"))?);
+        get(&self.transactions, &Self::transaction_key(account_id, id))
+    }
+
+    async fn put_transaction(&self, tx: &Transaction) -> StoreResult<()> {
+        let value = encode(tx)?;
+        let id = tx.id.to_be_bytes();
+        let start_key = tx.start_identity().map(|s| Self::start_key(&s));
+        let ref_key =
+            tx.station_transaction_id.as_deref().map(|r| Self::reference_key(&tx.account_id, &tx.station_id, r));
+        let r = (&self.transactions, &self.transaction_starts, &self.transaction_refs).transaction(
+            |(txs, starts, refs)| {
+                txs.insert(Self::transaction_key(&tx.account_id, tx.id), value.as_slice())?;
+                if let Some(k) = &start_key {
+                    starts.insert(k.as_slice(), &id)?;
+                }
+                if let Some(k) = &ref_key {
+                    refs.insert(k.as_slice(), &id)?;
+                }
+                Ok(())
+            },
+        );
+        transactional(r)
+    }
+
+    async fn reserve_transaction_ids(&self, count: u32) -> StoreResult<std::ops::Range<i32>> {
+        let first = transactional(self.meta.transaction(|meta| take_ids(meta, count)))?;
+        Ok(first..first + count as i32)
     }
 
     async fn transactions(&self, account_id: &str, station_id: Option<&str>) -> StoreResult<Vec<Transaction>> {

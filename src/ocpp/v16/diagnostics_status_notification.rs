@@ -1,7 +1,7 @@
 //! DiagnosticsStatusNotification: progress of a diagnostics upload asked by GetDiagnostics.
 
 use super::{Handled, HandlerError, StationContext};
-use crate::model::StatusReport;
+use crate::model::{StationChange, StatusReport};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize)]
@@ -14,6 +14,6 @@ pub struct Response {}
 
 pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
     let report = StatusReport { status: req.status, received_at: chrono::Utc::now() };
-    ctx.store.update_station(ctx.account_id, ctx.station_id, &|s| s.diagnostics_status = Some(report.clone())).await?;
+    ctx.store.change_station(ctx.account_id, ctx.station_id, &StationChange::DiagnosticsStatus(report)).await?;
     Ok(Handled::reply(Response {}))
 }

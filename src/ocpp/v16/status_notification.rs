@@ -1,7 +1,7 @@
 //! StatusNotification: a connector's (or, for connector 0, the station's) status changed.
 
 use super::{Handled, HandlerError, Notice, StationContext};
-use crate::model::{connector_key, ConnectorStatus};
+use crate::model::{connector_key, ConnectorStatus, StationChange};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -34,12 +34,8 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
         timestamp: req.timestamp,
         received_at: now,
     };
-    ctx.store
-        .update_station(ctx.account_id, ctx.station_id, &|s| {
-            s.connectors.insert(connector_key(None, connector_id), status.clone());
-            s.last_seen = Some(now);
-        })
-        .await?;
+    let change = StationChange::Connector { key: connector_key(None, connector_id), status };
+    ctx.store.change_station(ctx.account_id, ctx.station_id, &change).await?;
     Ok(Handled::with_notice(Response {}, Notice::ConnectorStatus { connector_id, status: req.status }))
 }
 

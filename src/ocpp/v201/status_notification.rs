@@ -1,6 +1,6 @@
 //! StatusNotification (2.0.1): a connector of an EVSE changed status.
 
-use crate::model::{connector_key, ConnectorStatus};
+use crate::model::{connector_key, ConnectorStatus, StationChange};
 use crate::ocpp::handler::{Handled, HandlerError, Notice, StationContext};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -31,12 +31,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
         received_at: now,
     };
     let k = connector_key(Some(req.evse_id), req.connector_id);
-    ctx.store
-        .update_station(ctx.account_id, ctx.station_id, &|s| {
-            s.connectors.insert(k.clone(), status.clone());
-            s.last_seen = Some(now);
-        })
-        .await?;
+    ctx.store.change_station(ctx.account_id, ctx.station_id, &StationChange::Connector { key: k, status }).await?;
     let notice = Notice::ConnectorStatus { connector_id: req.connector_id, status: req.connector_status };
     Ok(Handled::with_notice(Response {}, notice))
 }
