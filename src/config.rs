@@ -18,6 +18,7 @@ pub struct Settings {
     pub accounts: AccountSettings,
     pub login: LoginSettings,
     pub tls: TlsSettings,
+    pub cluster: ClusterSettings,
     pub log: LogSettings,
 }
 
@@ -120,6 +121,28 @@ impl TlsSettings {
     /// Whether station client certificates can be checked (security profile 3).
     pub fn client_certificates(&self) -> bool {
         self.enabled && !self.client_ca_path.as_os_str().is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClusterSettings {
+    /// Redis URL of the shared store; empty means a single node with no Redis.
+    pub redis_url: String,
+    /// Prefix of every Redis key this cluster uses.
+    pub key_prefix: String,
+    /// Longest wait (milliseconds) for one Redis command before it counts as failed.
+    pub redis_timeout_ms: u64,
+    /// Transaction ids a node takes from the shared sequence at a time.
+    pub transaction_id_block: u32,
+}
+
+impl ClusterSettings {
+    pub fn enabled(&self) -> bool {
+        !self.redis_url.is_empty()
+    }
+
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
     }
 }
 
