@@ -6,6 +6,8 @@
 //! - [`ws`]: the WebSocket endpoint `/ocpp/{tenant}/{station_id}`: subprotocol, Basic auth, session start.
 //! - [`api`]: the multi-tenant REST API under `/api/v1`, its errors and OpenAPI document.
 //! - [`store`]: the system of record behind the `Store` trait; [`store::SledStore`] is the embedded default.
+//! - [`cluster`]: cluster mode: station presence, command routing and duplicate connections across
+//!   nodes through Redis.
 //! - [`model`]: the records kept.
 //! - [`auth`]: password hashing and tokens; [`login`]: sign-in failure limits, new-location
 //!   challenges and the notifier of their one-time codes.
@@ -16,6 +18,7 @@
 pub mod actors;
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod login;
 pub mod metrics;

@@ -42,6 +42,11 @@ pub const DUPLICATE_CALLS: &str = "ocpp_duplicate_calls_total";
 pub const QUEUED_OLDEST_AGE: &str = "ocpp_queued_command_oldest_age_seconds";
 /// Counter: API requests answered, by `status` class (2xx, 4xx, 5xx).
 pub const API_REQUESTS: &str = "ocpp_api_requests_total";
+/// Gauge (cluster mode): 1 while this node reaches Redis for presence and routing, 0 when not.
+pub const CLUSTER_REDIS_UP: &str = "ocpp_cluster_redis_up";
+/// Counter (cluster mode): API commands sent to a station on another node, by `result` (answered,
+/// error, timeout, not_connected, unreachable).
+pub const CLUSTER_ROUTED_COMMANDS: &str = "ocpp_cluster_routed_commands_total";
 /// Gauge: live account actors.
 pub const ACCOUNT_ACTORS: &str = "ocpp_account_actors";
 

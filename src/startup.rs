@@ -4,6 +4,7 @@
 use crate::actors::station_registry::CloseAll;
 use crate::actors::{AccountRegistry, StationRegistry};
 use crate::api::{self, ApiError};
+use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::login::{LogNotifier, LoginGuard, LoginNotifier};
 use crate::metrics as m;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub notifier: Arc<dyn LoginNotifier>,
     /// The TLS listener's bound port, when it is enabled.
     pub tls_port: Option<u16>,
+    /// Cluster mode: presence and routing across nodes; None on a single node.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// A built, bound, not yet running application.
@@ -51,20 +54,39 @@ pub struct Application {
     store: Arc<dyn Store>,
     shutdown_timeout: Duration,
     shutting_down: Arc<AtomicBool>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Application {
-    /// Opens the embedded store in the configured data directory and builds on it.
+    /// Opens the embedded store in the configured data directory and builds on it; in cluster mode
+    /// (`cluster.redis_url` set) the embedded store becomes this node's write-ahead log in front of
+    /// the shared store in Redis.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let dir = &settings.storage.data_dir;
         std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
-        let store = SledStore::open(dir, settings.storage.commit_policy())
+        let local = SledStore::open(dir, settings.storage.commit_policy())
             .with_context(|| format!("opening the store in {}", dir.display()))?;
-        Self::build_with_store(settings, Arc::new(store)).await
+        if !settings.cluster.enabled() {
+            return Self::build_with_store(settings, Arc::new(local), None).await;
+        }
+        if settings.server.node_id.is_empty() {
+            anyhow::bail!("cluster mode (cluster.redis_url) needs server.node_id: a name unique to each node");
+        }
+        let node_id = settings.server.node_id();
+        let presence_ttl = Duration::from_secs(2 * settings.ocpp.ping_interval_secs.max(1));
+        let cluster =
+            Cluster::new(&settings.cluster, node_id.clone(), presence_ttl).context("configuring the cluster")?;
+        let store = cluster_store(&settings, local).await?;
+        tracing::info!(node = %node_id, redis = %redact(&settings.cluster.redis_url), "cluster mode");
+        Self::build_with_store(settings, store, Some(cluster)).await
     }
 
     /// Builds on a given store. Must run inside an actix system (the registries are actors).
-    pub async fn build_with_store(settings: Settings, store: Arc<dyn Store>) -> anyhow::Result<Application> {
+    pub async fn build_with_store(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        cluster: Option<Arc<Cluster>>,
+    ) -> anyhow::Result<Application> {
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let backlog = settings.server.backlog;
         let listener = bind(&address, backlog).with_context(|| format!("binding {address}"))?;
@@ -80,7 +102,13 @@ impl Application {
         let tls_port = tls.as_ref().map(|(l, _)| l.local_addr().map(|a| a.port())).transpose()?;
         let queued = store.queued_command_count().await.context("counting queued commands")?;
         metrics::gauge!(m::QUEUED_COMMANDS).set(queued as f64);
-        let stations = StationRegistry::default().start();
+        let stations = match &cluster {
+            Some(cluster) => StationRegistry::clustered(cluster.clone()).start(),
+            None => StationRegistry::default().start(),
+        };
+        if let Some(cluster) = &cluster {
+            cluster.start(stations.clone(), store.clone());
+        }
         let accounts = AccountRegistry::new(Duration::from_secs(settings.accounts.idle_secs)).start();
         let handler_settings = Arc::new(HandlerSettings {
             heartbeat_interval: Duration::from_secs(settings.ocpp.heartbeat_interval_secs),
@@ -99,6 +127,7 @@ impl Application {
             login: Arc::new(LoginGuard::new(settings.login.clone())),
             notifier: Arc::new(LogNotifier),
             tls_port,
+            cluster: cluster.clone(),
         });
         let expose_login_codes = settings.api.expose_login_codes;
         let mut server = HttpServer::new(move || {
@@ -157,7 +186,16 @@ impl Application {
         }
         tracing::info!(address = %address, port, tls_port, "listening");
         let shutdown_timeout = Duration::from_secs(settings.ocpp.shutdown_timeout_secs);
-        Ok(Application { port, tls_port, server: server.run(), stations, store, shutdown_timeout, shutting_down })
+        Ok(Application {
+            port,
+            tls_port,
+            server: server.run(),
+            stations,
+            store,
+            shutdown_timeout,
+            shutting_down,
+            cluster,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -176,6 +214,7 @@ impl Application {
         let handle = self.server.handle();
         let (stations, store, timeout) = (self.stations.clone(), self.store.clone(), self.shutdown_timeout);
         let shutting_down = self.shutting_down.clone();
+        let cluster = self.cluster.clone();
         actix_rt::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutting down: no new connections, closing station sessions");
@@ -195,12 +234,29 @@ impl Application {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             tracing::info!(sessions = closed, "station sessions closed");
+            if let Some(cluster) = &cluster {
+                cluster.release_all().await;
+            }
             if let Err(e) = store.flush().await {
                 tracing::error!(error = %e, "final flush failed");
             }
             handle.stop(true).await;
         });
         self.server.await
+    }
+}
+
+/// The shared store in Redis behind this node's write-ahead log in `local`.
+async fn cluster_store(settings: &Settings, local: SledStore) -> anyhow::Result<Arc<dyn Store>> {
+    let _ = (settings, local);
+    anyhow::bail!("cluster store not built yet")
+}
+
+/// The URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &url[..scheme], &url[at..]),
+        _ => url.to_string(),
     }
 }
 

@@ -7,9 +7,11 @@
 
 use super::station_session::{CloseSession, StationSession};
 use super::{DisconnectReason, SessionId, StationKey};
+use crate::cluster::Cluster;
 use crate::ocpp::Version;
 use actix::prelude::*;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// Routes to stations' live sessions.
 #[derive(Default)]
@@ -18,6 +20,21 @@ pub struct StationRegistry {
     /// Accounts erased since start-up: a session that authenticated just before its account was
     /// erased, and registers after, is closed rather than served. Ids only, which name nothing left.
     erased: HashSet<String>,
+    /// In cluster mode: where this node tells the others which stations it holds.
+    cluster: Option<Arc<Cluster>>,
+}
+
+impl StationRegistry {
+    /// A registry that also keeps the stations' cluster-wide presence.
+    pub fn clustered(cluster: Arc<Cluster>) -> Self {
+        Self { cluster: Some(cluster), ..Self::default() }
+    }
+
+    fn released(&self, key: &StationKey, session_id: SessionId) {
+        if let Some(cluster) = &self.cluster {
+            cluster.release(key.clone(), session_id);
+        }
+    }
 }
 
 impl Actor for StationRegistry {
@@ -60,6 +77,15 @@ pub struct CloseStation {
     pub reason: DisconnectReason,
 }
 
+/// Closes the station's session if it is still this one (another node took the station).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseIfSession {
+    pub key: StationKey,
+    pub session_id: SessionId,
+    pub reason: DisconnectReason,
+}
+
 /// Closes every session of an erased account and refuses its later ones; answers the closed
 /// sessions' addresses, to wait for them to stop.
 #[derive(Message)]
@@ -87,6 +113,9 @@ impl Handler<Register> for StationRegistry {
                 msg.addr.do_send(CloseSession { reason: DisconnectReason::Replaced });
             }
             _ => {
+                if let Some(cluster) = &self.cluster {
+                    cluster.claim(msg.key.clone(), msg.session_id, msg.version.subprotocol());
+                }
                 if let Some((old_id, old, _)) =
                     self.sessions.insert(msg.key.clone(), (msg.session_id, msg.addr, msg.version))
                 {
@@ -106,6 +135,20 @@ impl Handler<Unregister> for StationRegistry {
     fn handle(&mut self, msg: Unregister, _: &mut Context<Self>) {
         if matches!(self.sessions.get(&msg.key), Some((id, _, _)) if *id == msg.session_id) {
             self.sessions.remove(&msg.key);
+            self.released(&msg.key, msg.session_id);
+        }
+    }
+}
+
+impl Handler<CloseIfSession> for StationRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: CloseIfSession, _: &mut Context<Self>) {
+        if matches!(self.sessions.get(&msg.key), Some((id, _, _)) if *id == msg.session_id) {
+            if let Some((id, addr, _)) = self.sessions.remove(&msg.key) {
+                self.released(&msg.key, id);
+                addr.do_send(CloseSession { reason: msg.reason });
+            }
         }
     }
 }
@@ -123,7 +166,8 @@ impl Handler<CloseStation> for StationRegistry {
 
     fn handle(&mut self, msg: CloseStation, _: &mut Context<Self>) -> bool {
         match self.sessions.remove(&msg.key) {
-            Some((_, addr, _)) => {
+            Some((id, addr, _)) => {
+                self.released(&msg.key, id);
                 addr.do_send(CloseSession { reason: msg.reason });
                 true
             }
@@ -139,7 +183,8 @@ impl Handler<CloseAccount> for StationRegistry {
         let keys: Vec<_> = self.sessions.keys().filter(|k| k.account_id == msg.account_id).cloned().collect();
         let mut closed = Vec::with_capacity(keys.len());
         for key in keys {
-            if let Some((_, addr, _)) = self.sessions.remove(&key) {
+            if let Some((id, addr, _)) = self.sessions.remove(&key) {
+                self.released(&key, id);
                 addr.do_send(CloseSession { reason: DisconnectReason::Deleted });
                 closed.push(addr);
             }
@@ -153,7 +198,11 @@ impl Handler<CloseAll> for StationRegistry {
     type Result = MessageResult<CloseAll>;
 
     fn handle(&mut self, _: CloseAll, _: &mut Context<Self>) -> Self::Result {
-        let sessions: Vec<_> = self.sessions.drain().map(|(_, (_, addr, _))| addr).collect();
+        let drained: Vec<_> = self.sessions.drain().collect();
+        for (key, (id, _, _)) in &drained {
+            self.released(key, *id);
+        }
+        let sessions: Vec<_> = drained.into_iter().map(|(_, (_, addr, _))| addr).collect();
         for addr in &sessions {
             addr.do_send(CloseSession { reason: DisconnectReason::Shutdown });
         }

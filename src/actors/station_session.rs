@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 /// Why a command got no CALLRESULT.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum CommandError {
     /// The station answered with a CALLERROR.
     CallError { code: String, description: String, details: Value },

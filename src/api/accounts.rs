@@ -216,6 +216,12 @@ pub async fn erase(
     let mut report = state.store.erase_account(&account.id).await?;
     state.store.flush().await?;
     let sessions = state.stations.send(CloseAccount { account_id: account.id.clone() }).await?;
+    if let Some(cluster) = &state.cluster {
+        // The other nodes close the account's sessions and sweep what they still hold of it.
+        if let Err(e) = cluster.close_account_everywhere(&account.id).await {
+            tracing::warn!(account = %account.id, error = %e, "could not tell the other nodes about the erasure");
+        }
+    }
     let deadline = Instant::now() + SESSION_CLOSE_WAIT;
     while sessions.iter().any(|s| s.connected()) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;

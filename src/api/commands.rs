@@ -5,6 +5,7 @@ use super::{ApiError, Tenant};
 use crate::actors::station_registry::Lookup;
 use crate::actors::station_session::{CommandError, DeliverQueued, SendCommand};
 use crate::actors::StationKey;
+use crate::cluster::RemoteOutcome;
 use crate::model::{CommandRecord, CommandStatus};
 use crate::ocpp::schema::Direction;
 use crate::ocpp::Version;
@@ -53,7 +54,10 @@ pub async fn send(
         return Err(ApiError::NotFound(format!("no station {station_id}")));
     };
     let key = StationKey { account_id: account.id.clone(), station_id: station_id.clone() };
-    let live = state.stations.send(Lookup { key: key.clone() }).await?;
+    let live = match state.stations.send(Lookup { key: key.clone() }).await? {
+        Some((session, version)) => Some((Route::Local(session), version)),
+        None => remote_route(&state, &key).await?,
+    };
     // The version of the live connection; for an offline station, that of its last connection (1.6
     // for a station never connected).
     let version = match &live {
@@ -75,8 +79,8 @@ pub async fn send(
             ocpp_error: v.code.name(version).to_string(),
         });
     }
-    let session = match live {
-        Some((session, _)) => session,
+    let route = match live {
+        Some((route, _)) => route,
         None if options.queue => return enqueue(&state, key, version, action, payload, options.expires_in).await,
         None => {
             return Err(ApiError::StationNotConnected(format!(
@@ -85,32 +89,74 @@ pub async fn send(
         }
     };
     let timeout = state.settings.ocpp.command_timeout();
-    let (responder, answer) = oneshot::channel();
-    session
-        .send(SendCommand { action: action.clone(), payload, deadline: Instant::now() + timeout, responder })
-        .await
-        .map_err(|_| ApiError::StationNotConnected(format!("station {station_id} is not connected")))?;
-    // The session answers Timeout itself at the deadline; the extra second only guards against a
-    // session that vanished without answering.
-    let result = tokio::time::timeout(timeout + std::time::Duration::from_secs(1), answer).await;
+    let not_connected = || ApiError::StationNotConnected(format!("station {station_id} is not connected"));
+    let disconnected = || ApiError::StationDisconnected(format!("station {station_id} disconnected before answering"));
+    let result = match route {
+        Route::Local(session) => {
+            let (responder, answer) = oneshot::channel();
+            session
+                .send(SendCommand { action: action.clone(), payload, deadline: Instant::now() + timeout, responder })
+                .await
+                .map_err(|_| not_connected())?;
+            // The session answers Timeout itself at the deadline; the extra second only guards against
+            // a session that vanished without answering.
+            match tokio::time::timeout(timeout + std::time::Duration::from_secs(1), answer).await {
+                Err(_) => Err(CommandError::Timeout),
+                Ok(Err(_)) => Err(CommandError::Disconnected),
+                Ok(Ok(result)) => result,
+            }
+        }
+        Route::Node(cluster, node) => {
+            let outcome = cluster.send_command(&node, &key, &action, payload, timeout).await;
+            let label = match &outcome {
+                Ok(RemoteOutcome::Done(Ok(_))) => "answered",
+                Ok(RemoteOutcome::Done(Err(CommandError::Timeout))) => "timeout",
+                Ok(RemoteOutcome::Done(Err(_))) => "error",
+                Ok(RemoteOutcome::NotConnected) => "not_connected",
+                Err(_) => "unreachable",
+            };
+            metrics::counter!(crate::metrics::CLUSTER_ROUTED_COMMANDS, "result" => label).increment(1);
+            match outcome {
+                Ok(RemoteOutcome::Done(result)) => result,
+                Ok(RemoteOutcome::NotConnected) => return Err(not_connected()),
+                Err(e) => return Err(ApiError::Unavailable(format!("cannot reach node {node}: {e}"))),
+            }
+        }
+    };
     let timed_out = || {
         ApiError::StationTimeout(format!("station {station_id} did not answer {action} within {}s", timeout.as_secs()))
     };
     match result {
-        Err(_) => Err(timed_out()),
-        Ok(Err(_)) => Err(ApiError::StationDisconnected(format!("station {station_id} disconnected before answering"))),
-        Ok(Ok(Err(CommandError::Timeout))) | Ok(Ok(Err(CommandError::Expired))) => Err(timed_out()),
-        Ok(Ok(Err(CommandError::Disconnected))) | Ok(Ok(Err(CommandError::NotSent))) => {
-            Err(ApiError::StationDisconnected(format!("station {station_id} disconnected before answering")))
-        }
-        Ok(Ok(Err(CommandError::CallError { code, description, details }))) => {
+        Err(CommandError::Timeout) | Err(CommandError::Expired) => Err(timed_out()),
+        Err(CommandError::Disconnected) | Err(CommandError::NotSent) => Err(disconnected()),
+        Err(CommandError::CallError { code, description, details }) => {
             Err(ApiError::StationCallError { code, description, details })
         }
-        Ok(Ok(Ok(response))) => {
+        Ok(response) => {
             let status = response.get("status").and_then(Value::as_str).map(snake).unwrap_or_else(|| "answered".into());
             Ok(HttpResponse::Ok().json(json!({"status": status, "response": response})))
         }
     }
+}
+
+/// Where a connected station's session is.
+enum Route {
+    Local(actix::Addr<crate::actors::StationSession>),
+    /// On another node of the cluster.
+    Node(std::sync::Arc<crate::cluster::Cluster>, String),
+}
+
+/// In cluster mode, the node another station is connected to, with the version it speaks.
+async fn remote_route(state: &AppState, key: &StationKey) -> Result<Option<(Route, Version)>, ApiError> {
+    let Some(cluster) = &state.cluster else { return Ok(None) };
+    let presence = cluster
+        .presence(key)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("cannot tell where the station is connected: {e}")))?;
+    Ok(presence.filter(|p| p.node != cluster.node_id()).map(|p| {
+        let version = Version::from_subprotocol(&p.protocol).unwrap_or(Version::V16);
+        (Route::Node(cluster.clone(), p.node), version)
+    }))
 }
 
 /// Queues a command for an offline station: 202 with the command's id.
@@ -149,6 +195,13 @@ async fn enqueue(
     // The station may have connected since it was looked up: its session then delivers it now.
     if let Some((session, _)) = state.stations.send(Lookup { key: key.clone() }).await? {
         session.do_send(DeliverQueued);
+    } else if let Some(cluster) = &state.cluster {
+        if let Ok(Some(p)) = cluster.presence(&key).await {
+            if let Err(e) = cluster.deliver_remote(&p.node, &key).await {
+                // Delivery begins anyway on the station's next connection.
+                tracing::warn!(station = %key, error = %e, "could not tell the station's node about its queued command");
+            }
+        }
     }
     Ok(HttpResponse::Accepted()
         .insert_header((

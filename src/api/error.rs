@@ -35,6 +35,8 @@ pub enum ApiError {
     StationTimeout(String),
     /// The station connection ended before it answered.
     StationDisconnected(String),
+    /// A service this request needs (in cluster mode: Redis, another node) cannot be reached now.
+    Unavailable(String),
     /// Something broke on our side; the message is logged, not shown.
     Internal(String),
 }
@@ -59,6 +61,7 @@ impl ApiError {
             ApiError::StationCallError { .. } => "station_call_error",
             ApiError::StationTimeout(_) => "station_timeout",
             ApiError::StationDisconnected(_) => "station_disconnected",
+            ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -73,7 +76,8 @@ impl ApiError {
             | ApiError::Conflict(message)
             | ApiError::StationNotConnected(message)
             | ApiError::StationTimeout(message)
-            | ApiError::StationDisconnected(message) => message.clone(),
+            | ApiError::StationDisconnected(message)
+            | ApiError::Unavailable(message) => message.clone(),
             ApiError::StationCallError { code, description, .. } => {
                 format!("the station answered with CALLERROR {code}: {description}")
             }
@@ -105,6 +109,7 @@ impl ResponseError for ApiError {
             ApiError::Conflict(_) | ApiError::StationNotConnected(_) => StatusCode::CONFLICT,
             ApiError::StationCallError { .. } | ApiError::StationDisconnected(_) => StatusCode::BAD_GATEWAY,
             ApiError::StationTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -136,6 +141,9 @@ impl ResponseError for ApiError {
             ApiError::TooManyAttempts { retry_after } => {
                 response.insert_header((header::RETRY_AFTER, retry_seconds(*retry_after).to_string()));
             }
+            ApiError::Unavailable(_) => {
+                response.insert_header((header::RETRY_AFTER, "1"));
+            }
             _ => {}
         }
         response.json(body)
@@ -152,6 +160,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict(field) => ApiError::Conflict(format!("{field} is already taken")),
             StoreError::Backend(detail) => ApiError::Internal(detail),
+            StoreError::Unavailable(detail) => ApiError::Unavailable(detail),
         }
     }
 }

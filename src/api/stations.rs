@@ -5,6 +5,7 @@ use crate::actors::account::{self, GetLiveView, LiveStation};
 use crate::actors::station_registry::CloseStation;
 use crate::actors::{DisconnectReason, StationKey};
 use crate::auth;
+use crate::cluster::Presence;
 use crate::model::{Account, Registration, SecurityProfile, Station};
 use crate::startup::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -72,19 +73,53 @@ fn ocpp_url(state: &AppState, req: &HttpRequest, account: &Account, station: &St
     format!("{base}/ocpp/{}/{}", account.slug, station.id)
 }
 
-fn view(state: &AppState, req: &HttpRequest, account: &Account, s: &Station, live: Option<&LiveStation>) -> Value {
+/// Where the account's stations are connected: this node's live view, and in cluster mode the
+/// presence of those connected to other nodes.
+struct Connections {
+    live: HashMap<String, LiveStation>,
+    elsewhere: HashMap<String, Presence>,
+}
+
+impl Connections {
+    async fn of(state: &AppState, account_id: &str, station_ids: &[String]) -> Connections {
+        let live = live_view(state, account_id).await;
+        let mut elsewhere = HashMap::new();
+        if let Some(cluster) = &state.cluster {
+            let others: Vec<String> = station_ids.iter().filter(|id| !live.contains_key(*id)).cloned().collect();
+            match cluster.presences(account_id, &others).await {
+                Ok(found) => elsewhere = found,
+                // Shown as this node knows them; the stations of other nodes as offline.
+                Err(e) => tracing::warn!(error = %e, "cannot read where stations are connected"),
+            }
+        }
+        Connections { live, elsewhere }
+    }
+}
+
+fn view(state: &AppState, req: &HttpRequest, account: &Account, s: &Station, conns: &Connections) -> Value {
+    let live = conns.live.get(&s.id);
+    let elsewhere = conns.elsewhere.get(&s.id);
     let last_seen = match (s.last_seen, live.map(|l| l.last_message_at)) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
+    };
+    let node = match (live, elsewhere) {
+        (Some(_), _) => Some(state.settings.server.node_id()),
+        (None, Some(p)) => Some(p.node.clone()),
+        (None, None) => None,
     };
     json!({
         "id": s.id,
         "ocpp_url": ocpp_url(state, req, account, s),
         "security_profile": s.security_profile,
         "registration": s.registration,
-        "connected": live.is_some(),
-        "protocol": live.map(|l| l.protocol.clone()).or_else(|| s.protocol.clone()),
-        "connected_at": live.map(|l| l.connected_at),
+        "connected": node.is_some(),
+        "node": node,
+        "protocol": live
+            .map(|l| l.protocol.clone())
+            .or_else(|| elsewhere.map(|p| p.protocol.clone()))
+            .or_else(|| s.protocol.clone()),
+        "connected_at": live.map(|l| l.connected_at).or_else(|| elsewhere.map(|p| p.connected_at)),
         "last_seen": last_seen,
         "boot": s.boot,
         "connectors": s.connectors,
@@ -147,8 +182,9 @@ pub async fn list(
     Tenant(account): Tenant,
 ) -> Result<HttpResponse, ApiError> {
     let stations = state.store.stations(&account.id).await?;
-    let live = live_view(&state, &account.id).await;
-    let views: Vec<Value> = stations.iter().map(|s| view(&state, &req, &account, s, live.get(&s.id))).collect();
+    let ids: Vec<String> = stations.iter().map(|s| s.id.clone()).collect();
+    let conns = Connections::of(&state, &account.id, &ids).await;
+    let views: Vec<Value> = stations.iter().map(|s| view(&state, &req, &account, s, &conns)).collect();
     Ok(HttpResponse::Ok().json(views))
 }
 
@@ -159,8 +195,8 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let station = find(&state, &account, &path).await?;
-    let live = live_view(&state, &account.id).await;
-    Ok(HttpResponse::Ok().json(view(&state, &req, &account, &station, live.get(&station.id))))
+    let conns = Connections::of(&state, &account.id, std::slice::from_ref(&station.id)).await;
+    Ok(HttpResponse::Ok().json(view(&state, &req, &account, &station, &conns)))
 }
 
 pub async fn update(
@@ -195,10 +231,27 @@ pub async fn update(
     // was authenticated under the old profile's rules.
     if registration == Some(Registration::Blocked) || station.security_profile != before.security_profile {
         let key = StationKey { account_id: account.id.clone(), station_id: station.id.clone() };
-        state.stations.send(CloseStation { key, reason: DisconnectReason::Deleted }).await?;
+        close_everywhere(&state, key).await?;
     }
-    let live = live_view(&state, &account.id).await;
-    Ok(HttpResponse::Ok().json(view(&state, &req, &account, &station, live.get(&station.id))))
+    let conns = Connections::of(&state, &account.id, std::slice::from_ref(&station.id)).await;
+    Ok(HttpResponse::Ok().json(view(&state, &req, &account, &station, &conns)))
+}
+
+/// Closes the station's session, on this node or (cluster mode) the node that holds it.
+async fn close_everywhere(state: &AppState, key: StationKey) -> Result<(), ApiError> {
+    if state.stations.send(CloseStation { key: key.clone(), reason: DisconnectReason::Deleted }).await? {
+        return Ok(());
+    }
+    let Some(cluster) = &state.cluster else { return Ok(()) };
+    let node = match cluster.presence(&key).await {
+        Ok(Some(p)) if p.node != cluster.node_id() => p.node,
+        Ok(_) => return Ok(()),
+        Err(e) => return Err(ApiError::Unavailable(format!("cannot reach the station's node to close it: {e}"))),
+    };
+    cluster
+        .close_remote(&node, &key)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("cannot reach node {node} to close the station's session: {e}")))
 }
 
 /// Hashes a station password on the blocking pool with the configured (light) argon2 cost.
@@ -285,7 +338,7 @@ pub async fn delete(
     state.store.flush().await?;
     state.credentials.forget(&format!("{}/{}", account.id, path.as_str()));
     let key = StationKey { account_id: account.id.clone(), station_id: path.into_inner() };
-    state.stations.send(CloseStation { key, reason: DisconnectReason::Deleted }).await?;
+    close_everywhere(&state, key).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

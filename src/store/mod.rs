@@ -23,6 +23,9 @@ pub enum StoreError {
     /// The backend failed; the message is for logs.
     #[error("storage backend error: {0}")]
     Backend(String),
+    /// The backend cannot be reached now (in cluster mode: Redis is down); retrying later may work.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

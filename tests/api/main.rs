@@ -2,6 +2,7 @@
 //! API and real OCPP-J WebSocket clients.
 
 mod accounts;
+mod cluster;
 mod commands;
 mod dashboards;
 mod durability;

@@ -9,9 +9,9 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
-struct Server {
-    child: Child,
-    port: u16,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
 }
 
 impl Server {
@@ -57,8 +57,14 @@ impl Drop for Server {
 
 /// Starts `ocpp-css serve` on port 0 with JSON logs and reads the bound port from its "listening" line.
 fn start(data: &std::path::Path) -> Server {
+    start_with(data, &[])
+}
+
+/// [`start`] with more settings, as `OCPP_CSS__…` environment variables.
+pub(crate) fn start_with(data: &std::path::Path, env: &[(&str, &str)]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ocpp-css"))
         .arg("serve")
+        .envs(env.iter().copied())
         .env("OCPP_CSS__SERVER__PORT", "0")
         .env("OCPP_CSS__SERVER__WORKERS", "1")
         .env("OCPP_CSS__STORAGE__DATA_DIR", data)

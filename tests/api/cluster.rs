@@ -1,0 +1,325 @@
+//! Cluster mode: real redis-server processes and several nodes sharing one, stations on real
+//! WebSockets: commands across nodes, duplicate connections across nodes, a killed node, and Redis
+//! killed and restarted while stations keep sending.
+
+use crate::helpers::{spawn_app_with, StationClient, TestApp};
+use crate::redis::RedisServer;
+use crate::restart::start_with;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Presence TTL of the test nodes: two ping intervals of one second.
+const TTL: Duration = Duration::from_secs(2);
+
+/// A node of the cluster on `redis`, in this process.
+async fn node(redis: &RedisServer, name: &str) -> TestApp {
+    let (url, name) = (redis.url(), name.to_string());
+    spawn_app_with(move |s| {
+        s.cluster.redis_url = url;
+        s.server.node_id = name;
+        s.ocpp.ping_interval_secs = 1;
+    })
+    .await
+}
+
+/// Polls `GET /stations/{id}` on `app` until `check` holds; panics with the last view after `within`.
+async fn wait_for_station(app: &TestApp, token: &str, id: &str, within: Duration, check: impl Fn(&Value) -> bool) {
+    let deadline = Instant::now() + within;
+    loop {
+        let (status, body) = app.get(&format!("/stations/{id}"), token).await;
+        if status == StatusCode::OK && check(&body) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "station {id} never matched; last view: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Answers the next CALL the station receives with `payload`; returns the CALL.
+async fn answer_next_call(cp: &mut StationClient, payload: Value) -> Value {
+    let call = cp.recv().await;
+    assert_eq!(call[0], 2, "expected a CALL from the server: {call}");
+    cp.send_text(&json!([3, call[1], payload]).to_string()).await;
+    call
+}
+
+#[tokio::test]
+async fn a_command_through_one_node_reaches_a_station_on_another_and_its_answer_returns() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (node(&redis, "node-a").await, node(&redis, "node-b").await);
+    let tenant = a.tenant("acme").await;
+    let password = a.station(&tenant, "CP1").await;
+    let mut cp = StationClient::connect(a.port, "acme", "CP1", &password).await.unwrap();
+    cp.boot().await;
+
+    // Any node knows where the station is.
+    wait_for_station(&b, &tenant.token, "CP1", Duration::from_secs(5), |v| {
+        v["connected"] == true && v["node"] == "node-a"
+    })
+    .await;
+    let (_, listed) = b.get("/stations", &tenant.token).await;
+    assert_eq!((listed[0]["connected"].clone(), listed[0]["node"].clone()), (json!(true), json!("node-a")));
+
+    // A command on B travels to A's session; the station's answer comes back to B's caller.
+    let reset = {
+        let (b_port, token) = (b.port, tenant.token.clone());
+        tokio::spawn(async move {
+            let res = reqwest::Client::new()
+                .post(format!("http://127.0.0.1:{b_port}/api/v1/stations/CP1/commands/Reset"))
+                .bearer_auth(token)
+                .json(&json!({"type": "Soft"}))
+                .send()
+                .await
+                .unwrap();
+            (res.status(), res.json::<Value>().await.unwrap())
+        })
+    };
+    let call = answer_next_call(&mut cp, json!({"status": "Accepted"})).await;
+    assert_eq!((call[2].as_str(), &call[3]), (Some("Reset"), &json!({"type": "Soft"})));
+    let (status, body) = reset.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "accepted");
+
+    // Unanswered, it times out on B as it would on A (command timeout 2 s): 504.
+    let started = Instant::now();
+    let unlock = {
+        let (b_port, token) = (b.port, tenant.token.clone());
+        tokio::spawn(async move {
+            let res = reqwest::Client::new()
+                .post(format!("http://127.0.0.1:{b_port}/api/v1/stations/CP1/commands/UnlockConnector"))
+                .bearer_auth(token)
+                .json(&json!({"connectorId": 1}))
+                .send()
+                .await
+                .unwrap();
+            (res.status(), res.json::<Value>().await.unwrap())
+        })
+    };
+    let call = cp.recv().await;
+    assert_eq!(call[2], "UnlockConnector");
+    let (status, body) = unlock.await.unwrap();
+    assert_eq!((status, body["code"].as_str()), (StatusCode::GATEWAY_TIMEOUT, Some("station_timeout")), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(6), "timed out after {:?}", started.elapsed());
+
+    // A CALLERROR answer is reported as on one node.
+    let trigger = {
+        let (b_port, token) = (b.port, tenant.token.clone());
+        tokio::spawn(async move {
+            let res = reqwest::Client::new()
+                .post(format!("http://127.0.0.1:{b_port}/api/v1/stations/CP1/commands/TriggerMessage"))
+                .bearer_auth(token)
+                .json(&json!({"requestedMessage": "Heartbeat"}))
+                .send()
+                .await
+                .unwrap();
+            (res.status(), res.json::<Value>().await.unwrap())
+        })
+    };
+    let call = cp.recv().await;
+    cp.send_text(&json!([4, call[1], "NotSupported", "no triggers here", {}]).to_string()).await;
+    let (status, body) = trigger.await.unwrap();
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(body["details"]["error_code"], "NotSupported");
+}
+
+#[tokio::test]
+async fn the_newer_connection_wins_across_nodes() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (node(&redis, "node-a").await, node(&redis, "node-b").await);
+    let tenant = a.tenant("acme").await;
+    let password = a.station(&tenant, "CP1").await;
+    let mut old = StationClient::connect(a.port, "acme", "CP1", &password).await.unwrap();
+    old.boot().await;
+    wait_for_station(&b, &tenant.token, "CP1", Duration::from_secs(5), |v| v["node"] == "node-a").await;
+
+    let mut new = StationClient::connect(b.port, "acme", "CP1", &password).await.unwrap();
+    new.boot().await;
+    // Node A closes the older session.
+    match old.recv_message().await {
+        None | Some(Message::Close(_)) => {}
+        Some(other) => panic!("the old connection should have been closed, got {other:?}"),
+    }
+    wait_for_station(&a, &tenant.token, "CP1", Duration::from_secs(5), |v| {
+        v["connected"] == true && v["node"] == "node-b"
+    })
+    .await;
+    // The newer one keeps working, and commands go to it.
+    new.ok("Heartbeat", json!({})).await;
+    let (a_port, token) = (a.port, tenant.token.clone());
+    let cmd = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{a_port}/api/v1/stations/CP1/commands/ClearCache"))
+            .bearer_auth(token)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    answer_next_call(&mut new, json!({"status": "Accepted"})).await;
+    assert_eq!(cmd.await.unwrap(), StatusCode::OK);
+    // The presence refresh on A never takes the station back.
+    tokio::time::sleep(TTL).await;
+    let (_, view) = b.get("/stations/CP1", &tenant.token).await;
+    assert_eq!(view["node"], "node-b", "{view}");
+}
+
+#[tokio::test]
+async fn a_command_queued_on_one_node_is_delivered_by_the_node_the_station_connects_to() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (node(&redis, "node-a").await, node(&redis, "node-b").await);
+    let tenant = a.tenant("acme").await;
+    let password = a.station(&tenant, "CP1").await;
+    let (status, queued) = a
+        .post(
+            "/stations/CP1/commands/ChangeAvailability?queue=true",
+            &tenant.token,
+            json!({"connectorId": 0, "type": "Inoperative"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+    let id = queued["command_id"].as_str().unwrap().to_string();
+
+    let mut cp = StationClient::connect(b.port, "acme", "CP1", &password).await.unwrap();
+    cp.boot().await;
+    let call = answer_next_call(&mut cp, json!({"status": "Accepted"})).await;
+    assert_eq!(call[2], "ChangeAvailability");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, command) = a.get(&format!("/stations/CP1/commands/{id}"), &tenant.token).await;
+        if command["status"] == "answered" {
+            assert_eq!(command["response"]["status"], "Accepted");
+            break;
+        }
+        assert!(Instant::now() < deadline, "command never answered: {command}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_killed_nodes_stations_show_offline_within_the_ttl_and_reconnect_to_another_node() {
+    let redis = RedisServer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let url = redis.url();
+    let mut a = start_with(
+        data.path(),
+        &[
+            ("OCPP_CSS__CLUSTER__REDIS_URL", url.as_str()),
+            ("OCPP_CSS__SERVER__NODE_ID", "node-a"),
+            ("OCPP_CSS__OCPP__PING_INTERVAL_SECS", "1"),
+        ],
+    );
+    let b = node(&redis, "node-b").await;
+    let tenant = b.tenant("acme").await;
+    let password = b.station(&tenant, "CP1").await;
+    let mut cp = StationClient::connect(a.port, "acme", "CP1", &password).await.unwrap();
+    cp.boot().await;
+    wait_for_station(&b, &tenant.token, "CP1", Duration::from_secs(5), |v| v["node"] == "node-a").await;
+
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let killed = Instant::now();
+    drop(cp);
+    wait_for_station(&b, &tenant.token, "CP1", TTL + Duration::from_secs(2), |v| v["connected"] == false).await;
+    let offline_after = killed.elapsed();
+    assert!(offline_after <= TTL + Duration::from_millis(500), "offline only after {offline_after:?}");
+
+    // The station comes back through another node.
+    let mut cp = StationClient::connect(b.port, "acme", "CP1", &password).await.unwrap();
+    cp.boot().await;
+    wait_for_station(&b, &tenant.token, "CP1", Duration::from_secs(5), |v| {
+        v["connected"] == true && v["node"] == "node-b"
+    })
+    .await;
+}
+
+/// Sends a CALL and returns its CALLRESULT payload, failing the test on anything else.
+async fn acked(cp: &mut StationClient, action: &str, payload: Value) -> Value {
+    let answer = cp.call(action, payload).await;
+    assert_eq!(answer[0], 3, "{action} was not acknowledged: {answer}");
+    answer[2].clone()
+}
+
+#[tokio::test]
+async fn redis_killed_and_restarted_loses_no_acknowledged_event() {
+    let mut redis = RedisServer::start().await;
+    let (a, b) = (node(&redis, "node-a").await, node(&redis, "node-b").await);
+    let tenant = a.tenant("acme").await;
+    let password = a.station(&tenant, "CP1").await;
+    let (status, _) = a
+        .request(reqwest::Method::PUT, "/id-tags/RFID-1", Some(&tenant.token), Some(json!({"status": "Accepted"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let mut cp = StationClient::connect(a.port, "acme", "CP1", &password).await.unwrap();
+    cp.boot().await;
+    let start = json!({"connectorId": 1, "idTag": "RFID-1", "meterStart": 1000, "timestamp": "2026-11-25T10:00:00Z"});
+    let before = acked(&mut cp, "StartTransaction", start).await;
+    assert_eq!(before["idTagInfo"]["status"], "Accepted");
+    let first = before["transactionId"].as_i64().unwrap();
+
+    redis.kill();
+
+    // The station keeps being answered: every message below is acknowledged while Redis is down.
+    for minute in 1..=20 {
+        let mv = json!({"connectorId": 1, "transactionId": first, "meterValue": [{
+            "timestamp": format!("2026-11-25T10:{minute:02}:00Z"),
+            "sampledValue": [{"value": (1000 + minute * 100).to_string(), "measurand": "Energy.Active.Import.Register"}]
+        }]});
+        acked(&mut cp, "MeterValues", mv).await;
+    }
+    acked(
+        &mut cp,
+        "StopTransaction",
+        json!({"transactionId": first, "meterStop": 3000, "timestamp": "2026-11-25T10:21:00Z"}),
+    )
+    .await;
+    acked(&mut cp, "StatusNotification", json!({"connectorId": 1, "errorCode": "NoError", "status": "Finishing"}))
+        .await;
+    let during = acked(
+        &mut cp,
+        "StartTransaction",
+        json!({"connectorId": 2, "idTag": "RFID-1", "meterStart": 500, "timestamp": "2026-11-25T10:30:00Z"}),
+    )
+    .await;
+    assert_eq!(during["idTagInfo"]["status"], "Accepted", "the tag is known from before the outage");
+    let second = during["transactionId"].as_i64().unwrap();
+    assert_ne!(second, first);
+    acked(&mut cp, "DataTransfer", json!({"vendorId": "ACME", "data": "while redis was down"})).await;
+
+    // The API cannot answer from the shared store meanwhile, and says so.
+    let (status, body) = b.get("/transactions", &tenant.token).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable")), "{body}");
+
+    redis.restart().await;
+
+    // Everything acknowledged drains to Redis and is visible from the other node.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, tx) = b.get(&format!("/transactions/{first}"), &tenant.token).await;
+        let (_, tx2) = b.get(&format!("/transactions/{second}"), &tenant.token).await;
+        if status == StatusCode::OK
+            && tx["status"] == "completed"
+            && tx["meter_values"].as_array().map(Vec::len) == Some(20)
+            && tx2["status"] == "active"
+        {
+            assert_eq!(tx["energy_wh"], 2000, "{tx}");
+            let values: Vec<&str> = tx["meter_values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["sampled_value"][0]["value"].as_str().unwrap())
+                .collect();
+            let expected: Vec<String> = (1..=20).map(|m| (1000 + m * 100).to_string()).collect();
+            assert_eq!(values, expected, "every reading, once, in order");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not drained: {status} {tx} / {tx2}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, station) = b.get("/stations/CP1", &tenant.token).await;
+    assert_eq!(station["connectors"]["1"]["status"], "Finishing", "{station}");
+    let (_, all) = b.get("/transactions", &tenant.token).await;
+    assert_eq!(all.as_array().unwrap().len(), 2, "no transaction twice: {all}");
+}
