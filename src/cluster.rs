@@ -110,13 +110,21 @@ pub struct Cluster {
     conn: ConnectionManager,
     ttl: Duration,
     timeout: Duration,
-    /// Stations whose session is on this node: key → the presence value this node set.
-    local: Mutex<HashMap<StationKey, String>>,
+    /// Stations whose session is on this node.
+    local: Mutex<HashMap<StationKey, Held>>,
     /// Commands sent through other nodes, by id, waiting for their answer.
     waiting: Mutex<HashMap<String, oneshot::Sender<RemoteOutcome>>>,
     registry: OnceLock<Addr<StationRegistry>>,
     store: OnceLock<Arc<dyn Store>>,
     up: AtomicBool,
+}
+
+/// A station whose session is on this node.
+struct Held {
+    /// The presence value (JSON) this node sets for it.
+    value: String,
+    /// Whether Redis has it: until then the refresh loop claims it again rather than extending it.
+    claimed: bool,
 }
 
 /// Sets the presence value and returns the one it replaced.
@@ -224,50 +232,60 @@ impl Cluster {
         let presence =
             Presence { node: self.node_id.clone(), session, protocol: protocol.to_string(), connected_at: Utc::now() };
         let Ok(value) = serde_json::to_string(&presence) else { return };
-        lock(&self.local).insert(key.clone(), value.clone());
+        lock(&self.local).insert(key.clone(), Held { value: value.clone(), claimed: false });
         let this = self.clone();
-        actix_rt::spawn(async move {
-            let k = this.presence_key(&key);
+        actix_rt::spawn(async move { this.try_claim(key, value).await });
+    }
+
+    /// Sets the station's presence to `value` and tells the node it replaces, if any, to close its
+    /// session. Failing (Redis down), the refresh loop tries again.
+    async fn try_claim(&self, key: StationKey, value: String) {
+        let k = self.presence_key(&key);
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(CLAIM).arg(1).arg(&k).arg(&value).arg(self.ttl_ms());
+        let old: Option<String> = match self.run(&cmd).await {
+            Ok(old) => old,
+            Err(e) => {
+                tracing::debug!(station = %key, error = %e, "could not record the station's presence yet");
+                return;
+            }
+        };
+        let still_ours = match lock(&self.local).get_mut(&key) {
+            Some(held) if held.value == value => {
+                held.claimed = true;
+                true
+            }
+            _ => false,
+        };
+        if !still_ours {
+            // The session ended while the claim was on its way: take the claim back.
             let mut cmd = redis::cmd("EVAL");
-            cmd.arg(CLAIM).arg(1).arg(&k).arg(&value).arg(this.ttl_ms());
-            let old: Option<String> = match this.run(&cmd).await {
-                Ok(old) => old,
-                Err(e) => {
-                    // The refresh loop sets it once Redis answers again.
-                    tracing::warn!(station = %key, error = %e, "could not record the station's presence");
-                    return;
-                }
+            cmd.arg(RELEASE).arg(1).arg(&k).arg(&value);
+            let _ = self.run::<i64>(&cmd).await;
+        }
+        let Some(old) = old.and_then(|o| serde_json::from_str::<Presence>(&o).ok()) else { return };
+        if old.node != self.node_id {
+            tracing::info!(station = %key, old_node = %old.node, "station connected here: closing its session on the other node");
+            let kick = Envelope::Kick {
+                account_id: key.account_id.clone(),
+                station_id: key.station_id.clone(),
+                session: old.session,
             };
-            // The session may have ended while the claim was on its way: take the claim back.
-            if lock(&this.local).get(&key) != Some(&value) {
-                let mut cmd = redis::cmd("EVAL");
-                cmd.arg(RELEASE).arg(1).arg(&k).arg(&value);
-                let _ = this.run::<i64>(&cmd).await;
+            if let Err(e) = self.publish(&self.inbox(&old.node), &kick).await {
+                tracing::warn!(station = %key, error = %e, "could not tell the other node to close its session");
             }
-            let Some(old) = old.and_then(|o| serde_json::from_str::<Presence>(&o).ok()) else { return };
-            if old.node != this.node_id {
-                tracing::info!(station = %key, old_node = %old.node, "station reconnected here: closing its session on the other node");
-                let kick = Envelope::Kick {
-                    account_id: key.account_id.clone(),
-                    station_id: key.station_id.clone(),
-                    session: old.session,
-                };
-                if let Err(e) = this.publish(&this.inbox(&old.node), &kick).await {
-                    tracing::warn!(station = %key, error = %e, "could not tell the other node to close its session");
-                }
-            }
-        });
+        }
     }
 
     /// A session of this node ended: drop the station's presence if it is still this session's.
     pub fn release(self: &Arc<Self>, key: StationKey, session: SessionId) {
         let value = {
             let mut local = lock(&self.local);
-            let ours = local.get(&key).and_then(|v| serde_json::from_str::<Presence>(v).ok()).map(|p| p.session);
+            let ours = local.get(&key).and_then(|h| serde_json::from_str::<Presence>(&h.value).ok()).map(|p| p.session);
             if ours != Some(session) {
                 return;
             }
-            local.remove(&key)
+            local.remove(&key).map(|h| h.value)
         };
         let Some(value) = value else { return };
         let this = self.clone();
@@ -489,8 +507,18 @@ impl Cluster {
             if self.run::<()>(&cmd).await.is_err() {
                 continue;
             }
-            let entries: Vec<(StationKey, String)> =
-                lock(&self.local).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let (mut entries, mut unclaimed) = (Vec::new(), Vec::new());
+            for (key, held) in lock(&self.local).iter() {
+                let entry = (key.clone(), held.value.clone());
+                if held.claimed {
+                    entries.push(entry);
+                } else {
+                    unclaimed.push(entry);
+                }
+            }
+            for (key, value) in unclaimed {
+                self.try_claim(key, value).await;
+            }
             for chunk in entries.chunks(REFRESH_BATCH) {
                 let script = redis::Script::new(REFRESH);
                 let mut pipe = redis::pipe();
@@ -531,7 +559,7 @@ impl Cluster {
     /// Clears the presence of every station connected here (graceful shutdown: they show offline
     /// at once rather than after the TTL).
     pub async fn release_all(&self) {
-        let entries: Vec<(StationKey, String)> = lock(&self.local).drain().collect();
+        let entries: Vec<(StationKey, String)> = lock(&self.local).drain().map(|(k, h)| (k, h.value)).collect();
         for chunk in entries.chunks(REFRESH_BATCH) {
             let script = redis::Script::new(RELEASE);
             let mut pipe = redis::pipe();
