@@ -49,6 +49,19 @@ pub const CLUSTER_REDIS_UP: &str = "ocpp_cluster_redis_up";
 pub const CLUSTER_ROUTED_COMMANDS: &str = "ocpp_cluster_routed_commands_total";
 /// Gauge: live account actors.
 pub const ACCOUNT_ACTORS: &str = "ocpp_account_actors";
+/// Gauge (cluster): entries in this node's write-ahead log, waiting to reach the shared store.
+pub const WAL_PENDING: &str = "ocpp_wal_pending";
+/// Gauge (cluster, seconds): age of the oldest entry waiting in the write-ahead log, 0 when none.
+pub const WAL_OLDEST_AGE: &str = "ocpp_wal_oldest_age_seconds";
+/// Counter (cluster): write-ahead entries applied to the shared store (or set aside).
+pub const WAL_DRAINED: &str = "ocpp_wal_drained_total";
+/// Counter (cluster): drain rounds that failed (the shared store or the local store refused).
+pub const WAL_DRAIN_ERRORS: &str = "ocpp_wal_drain_errors_total";
+/// Counter (cluster): write-ahead entries set aside instead of applied, by `reason` (undecodable,
+/// unknown_account): kept on the node's disk for an operator.
+pub const WAL_SET_ASIDE: &str = "ocpp_wal_set_aside_total";
+/// Gauge (cluster): 1 while the shared store (Redis) answers this node, 0 while it does not.
+pub const REDIS_UP: &str = "ocpp_redis_up";
 
 const LATENCY_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -113,4 +126,10 @@ fn describe() {
     describe_gauge!(QUEUED_OLDEST_AGE, Unit::Seconds, "Age of the oldest command queued for an offline station");
     describe_counter!(API_REQUESTS, "API requests by status class");
     describe_gauge!(ACCOUNT_ACTORS, "Live account actors");
+    describe_gauge!(WAL_PENDING, "Write-ahead entries waiting to reach the shared store");
+    describe_gauge!(WAL_OLDEST_AGE, Unit::Seconds, "Age of the oldest write-ahead entry waiting");
+    describe_counter!(WAL_DRAINED, "Write-ahead entries applied to the shared store");
+    describe_counter!(WAL_DRAIN_ERRORS, "Failed write-ahead drain rounds");
+    describe_counter!(WAL_SET_ASIDE, "Write-ahead entries set aside instead of applied, by reason");
+    describe_gauge!(REDIS_UP, "Whether the shared store answers this node (1) or not (0)");
 }

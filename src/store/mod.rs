@@ -1,9 +1,11 @@
 //! The system of record behind a trait, so the embedded sled store and (in cluster mode) a shared
 //! store serve the same contract.
 
+mod cluster_store;
 mod group_commit;
 mod sled_store;
 
+pub use cluster_store::{ClusterStore, ClusterStoreSettings};
 pub use group_commit::{CommitPolicy, GroupCommit};
 pub use sled_store::SledStore;
 
