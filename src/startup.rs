@@ -9,7 +9,7 @@ use crate::config::Settings;
 use crate::login::{LogNotifier, LoginGuard, LoginNotifier};
 use crate::metrics as m;
 use crate::ocpp::v16::HandlerSettings;
-use crate::store::{SledStore, Store};
+use crate::store::{ClusterStore, ClusterStoreSettings, RedisStore, SledStore, Store};
 use crate::{tls, ws};
 use actix::prelude::*;
 use actix_web::dev::{Server, Service};
@@ -43,6 +43,8 @@ pub struct AppState {
     pub tls_port: Option<u16>,
     /// Cluster mode: presence and routing across nodes; None on a single node.
     pub cluster: Option<Arc<Cluster>>,
+    /// Cluster mode: this node's write-ahead log in front of the shared store.
+    pub wal: Option<ClusterStore>,
 }
 
 /// A built, bound, not yet running application.
@@ -55,6 +57,7 @@ pub struct Application {
     shutdown_timeout: Duration,
     shutting_down: Arc<AtomicBool>,
     cluster: Option<Arc<Cluster>>,
+    wal: Option<ClusterStore>,
 }
 
 impl Application {
@@ -67,7 +70,7 @@ impl Application {
         let local = SledStore::open(dir, settings.storage.commit_policy())
             .with_context(|| format!("opening the store in {}", dir.display()))?;
         if !settings.cluster.enabled() {
-            return Self::build_with_store(settings, Arc::new(local), None).await;
+            return Self::build_with_store(settings, Arc::new(local), None, None).await;
         }
         if settings.server.node_id.is_empty() {
             anyhow::bail!("cluster mode (cluster.redis_url) needs server.node_id: a name unique to each node");
@@ -76,9 +79,17 @@ impl Application {
         let presence_ttl = Duration::from_secs(2 * settings.ocpp.ping_interval_secs.max(1));
         let cluster =
             Cluster::new(&settings.cluster, node_id.clone(), presence_ttl).context("configuring the cluster")?;
-        let store = cluster_store(&settings, local).await?;
-        tracing::info!(node = %node_id, redis = %redact(&settings.cluster.redis_url), "cluster mode");
-        Self::build_with_store(settings, store, Some(cluster)).await
+        let redis = RedisStore::connect(
+            &settings.cluster.redis_url,
+            &settings.cluster.key_prefix,
+            settings.cluster.redis_timeout(),
+        )
+        .await
+        .with_context(|| format!("connecting to Redis at {}", redact(&settings.cluster.redis_url)))?;
+        let wal = ClusterStore::open(local, Arc::new(redis), ClusterStoreSettings::from(&settings.cluster))
+            .context("opening the write-ahead log")?;
+        tracing::info!(node = %node_id, redis = %redact(&settings.cluster.redis_url), pending = wal.pending(), "cluster mode");
+        Self::build_with_store(settings, Arc::new(wal.clone()), Some(cluster), Some(wal)).await
     }
 
     /// Builds on a given store. Must run inside an actix system (the registries are actors).
@@ -86,6 +97,7 @@ impl Application {
         settings: Settings,
         store: Arc<dyn Store>,
         cluster: Option<Arc<Cluster>>,
+        wal: Option<ClusterStore>,
     ) -> anyhow::Result<Application> {
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let backlog = settings.server.backlog;
@@ -128,6 +140,7 @@ impl Application {
             notifier: Arc::new(LogNotifier),
             tls_port,
             cluster: cluster.clone(),
+            wal: wal.clone(),
         });
         let expose_login_codes = settings.api.expose_login_codes;
         let mut server = HttpServer::new(move || {
@@ -195,6 +208,7 @@ impl Application {
             shutdown_timeout,
             shutting_down,
             cluster,
+            wal,
         })
     }
 
@@ -214,7 +228,7 @@ impl Application {
         let handle = self.server.handle();
         let (stations, store, timeout) = (self.stations.clone(), self.store.clone(), self.shutdown_timeout);
         let shutting_down = self.shutting_down.clone();
-        let cluster = self.cluster.clone();
+        let (cluster, wal) = (self.cluster.clone(), self.wal.clone());
         actix_rt::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutting down: no new connections, closing station sessions");
@@ -240,16 +254,19 @@ impl Application {
             if let Err(e) = store.flush().await {
                 tracing::error!(error = %e, "final flush failed");
             }
+            if let Some(wal) = &wal {
+                // What is still in the write-ahead log is safe on disk and drains at the next start;
+                // while Redis answers, give it the rest of the shutdown time to drain now.
+                while wal.pending() > 0 && wal.remote_up() && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                tracing::info!(pending = wal.pending(), "write-ahead log at shutdown");
+                wal.shutdown().await;
+            }
             handle.stop(true).await;
         });
         self.server.await
     }
-}
-
-/// The shared store in Redis behind this node's write-ahead log in `local`.
-async fn cluster_store(settings: &Settings, local: SledStore) -> anyhow::Result<Arc<dyn Store>> {
-    let _ = (settings, local);
-    anyhow::bail!("cluster store not built yet")
 }
 
 /// The URL without its password, for logs.
@@ -302,8 +319,16 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-/// Ready when the store answers.
+/// Ready when the store answers. In cluster mode a node serves its stations while Redis is down
+/// (their messages wait in its write-ahead log), so it stays ready and says how Redis is.
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if let Some(wal) = &state.wal {
+        return HttpResponse::Ok().json(serde_json::json!({
+            "status": "ready",
+            "redis": if wal.remote_up() { "up" } else { "down" },
+            "wal_pending": wal.pending(),
+        }));
+    }
     match state.store.account("readiness-probe").await {
         Ok(_) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
         Err(e) => HttpResponse::ServiceUnavailable()

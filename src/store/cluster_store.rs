@@ -413,7 +413,7 @@ impl Inner {
 
     /// Passes a shared-store result on, noting a backend failure (a conflict is an answer).
     fn seen<T>(&self, r: StoreResult<T>) -> StoreResult<T> {
-        if let Err(e @ StoreError::Backend(_)) = &r {
+        if let Err(e @ (StoreError::Backend(_) | StoreError::Unavailable(_))) = &r {
             self.mark_down(e);
         }
         r
