@@ -2,9 +2,11 @@
 //! store serve the same contract.
 
 mod group_commit;
+mod redis_store;
 mod sled_store;
 
 pub use group_commit::{CommitPolicy, GroupCommit};
+pub use redis_store::RedisStore;
 pub use sled_store::SledStore;
 
 use crate::model::{
