@@ -3,10 +3,12 @@
 
 mod cluster_store;
 mod group_commit;
+mod redis_store;
 mod sled_store;
 
 pub use cluster_store::{ClusterStore, ClusterStoreSettings};
 pub use group_commit::{CommitPolicy, GroupCommit};
+pub use redis_store::RedisStore;
 pub use sled_store::SledStore;
 
 use crate::model::{

@@ -652,9 +652,17 @@ impl Store for SledStore {
     }
 
     async fn add_event(&self, account_id: &str, event: &StationEvent) -> StoreResult<()> {
-        let seq = self.db.generate_id().map_err(backend)?;
-        let k = key(&[account_id.as_bytes(), event.station_id.as_bytes(), &seq.to_be_bytes()]);
-        self.events.insert(k, encode(event)?).map_err(backend)?;
+        let value = encode(event)?;
+        // Keyed by when it was received and what it is, so the same event applied twice (a cluster
+        // node's write-ahead log may replay it) is stored once, and a station's events list in the
+        // order they were received. Events stored before were keyed by a sequence number, which
+        // sorts before any time key: they still list first.
+        let fingerprint = Sha256::digest(&value);
+        let micros = event.received_at.timestamp_micros();
+        // Flip the sign bit so that negative (pre-1970) times still sort before positive ones.
+        let time = ((micros as u64) ^ (1 << 63)).to_be_bytes();
+        let k = key(&[account_id.as_bytes(), event.station_id.as_bytes(), &time, &fingerprint[..8]]);
+        self.events.insert(k, value).map_err(backend)?;
         Ok(())
     }
 

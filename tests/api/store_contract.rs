@@ -1,0 +1,1066 @@
+//! The [`Store`] contract: one set of checks over `&dyn Store`, each run against a fresh
+//! [`SledStore`] (module `sled`) and a fresh [`RedisStore`] on its own redis-server (module `redis`).
+//! Then what only the Redis store has to show: it survives Redis restarting, fails fast while Redis
+//! is down, keeps to its key prefix, and finishes an interrupted erasure when it next connects.
+
+use crate::redis::RedisServer;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use ocpp_css::model::{
+    Account, ApiToken, BootInfo, CommandRecord, CommandStatus, ConnectorStatus, Consent, Consents, DeviceVariable,
+    IdTag, LoginEvent, LoginOutcome, MeterRecord, MeterValue, NewTransaction, Registration, SampledValue,
+    SecurityProfile, Station, StationChange, StationEvent, TagStatus, Transaction, TransactionEventRecord,
+    TransactionStop,
+};
+use ocpp_css::store::{CommitPolicy, ErasureReport, RedisStore, SledStore, StopOutcome, Store, StoreError};
+use std::sync::Arc;
+
+/// The longest a Redis call may take in these tests.
+const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A fresh store, and a second handle on the same data (another connection for Redis, as a second
+/// node would have; a clone for sled), with what keeps them alive.
+pub struct Subject {
+    store: Arc<dyn Store>,
+    other: Arc<dyn Store>,
+    /// The sled directory or the redis-server, removed or killed when the test ends.
+    _keep: Box<dyn std::any::Any + Send + Sync>,
+}
+
+async fn sled_subject() -> Subject {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SledStore::open(dir.path(), CommitPolicy::default()).expect("sled opens");
+    Subject { other: Arc::new(store.clone()), store: Arc::new(store), _keep: Box::new(dir) }
+}
+
+async fn redis_subject() -> Subject {
+    let server = RedisServer::start().await;
+    let store = RedisStore::connect(&server.url(), "contract", REDIS_TIMEOUT).await.expect("redis store connects");
+    let other = RedisStore::connect(&server.url(), "contract", REDIS_TIMEOUT).await.expect("second connection");
+    Subject { store: Arc::new(store), other: Arc::new(other), _keep: Box::new(server) }
+}
+
+/// Generates, for each check, one test against sled and one against Redis.
+macro_rules! contract {
+    ($($check:ident),* $(,)?) => {
+        mod sled {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    super::checks::$check(&super::sled_subject().await).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    super::checks::$check(&super::redis_subject().await).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    accounts_are_unique_by_email_and_by_slug,
+    updating_an_account_moves_its_email_and_slug_and_refuses_taken_ones,
+    concurrent_account_updates_from_two_handles_lose_nothing,
+    erasure_removes_everything_of_the_account_keeps_its_slug_reserved_and_spares_the_others,
+    tokens_are_found_by_hash_listed_by_age_and_revoked_per_account,
+    consents_are_all_off_until_set,
+    login_history_keeps_the_newest_n_oldest_first,
+    stations_are_created_once_listed_by_id_updated_and_deleted,
+    concurrent_station_changes_from_two_handles_lose_nothing,
+    id_tags_are_created_replaced_listed_and_deleted,
+    a_retried_start_finds_its_transaction_and_a_stop_applies_once,
+    two_handles_racing_the_same_start_get_the_same_transaction,
+    transaction_events_create_once_and_a_repeated_seq_no_changes_nothing,
+    put_transaction_is_idempotent_and_found_by_start_and_reference,
+    reserved_transaction_ids_are_never_handed_out_again,
+    meter_values_are_kept_once_in_timestamp_order,
+    station_events_are_kept_once_in_received_order,
+    command_queues_keep_order_per_station_and_release_what_left_them,
+    device_variables_are_replaced_by_key_and_ordered_by_component_then_variable,
+    flush_succeeds,
+);
+
+fn at(secs: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).single().expect("a valid time") + Duration::seconds(secs)
+}
+
+fn account(id: &str, slug: &str) -> Account {
+    Account {
+        id: id.into(),
+        email: format!("ops@{slug}.example"),
+        name: slug.into(),
+        slug: slug.into(),
+        password_hash: "hash".into(),
+        created_at: at(0),
+        known_locations: vec![],
+    }
+}
+
+fn station(account_id: &str, id: &str) -> Station {
+    Station::new(account_id, id, format!("hash-{id}"), Registration::Accepted, SecurityProfile::Basic)
+}
+
+fn tag(id: &str, status: TagStatus) -> IdTag {
+    IdTag { id_tag: id.into(), status, expiry_date: None, parent_id_tag: None, updated_at: at(0) }
+}
+
+fn token(account_id: &str, id: &str, created: i64) -> ApiToken {
+    ApiToken {
+        id: id.into(),
+        account_id: account_id.into(),
+        created_at: at(created),
+        expires_at: at(created + 3600),
+        last_used_at: None,
+    }
+}
+
+fn new_tx(account_id: &str, station_id: &str, connector_id: u32, meter_start: i64) -> NewTransaction {
+    NewTransaction {
+        account_id: account_id.into(),
+        station_id: station_id.into(),
+        connector_id,
+        id_tag: "TAG".into(),
+        id_tag_status: "Accepted".into(),
+        meter_start,
+        start_timestamp: at(100),
+        reservation_id: None,
+    }
+}
+
+fn stop(meter_stop: i64) -> TransactionStop {
+    TransactionStop {
+        meter_stop: Some(meter_stop),
+        timestamp: at(200),
+        reason: Some("Local".into()),
+        id_tag: None,
+        received_at: at(201),
+    }
+}
+
+fn reading(station_id: &str, tx: Option<i32>, secs: i64, wh: &str) -> MeterRecord {
+    MeterRecord {
+        station_id: station_id.into(),
+        evse_id: None,
+        connector_id: 1,
+        transaction_id: tx,
+        meter_value: MeterValue {
+            timestamp: at(secs),
+            sampled_value: vec![SampledValue {
+                value: wh.into(),
+                context: None,
+                format: None,
+                measurand: Some("Energy.Active.Import.Register".into()),
+                phase: None,
+                location: None,
+                unit: Some("Wh".into()),
+            }],
+        },
+    }
+}
+
+fn event(station_id: &str, action: &str, received: i64) -> StationEvent {
+    StationEvent {
+        station_id: station_id.into(),
+        action: action.into(),
+        payload: serde_json::json!({ "vendorId": "acme", "n": received }),
+        received_at: at(received) + Duration::nanoseconds(123_456_789),
+    }
+}
+
+fn command(account_id: &str, station_id: &str, action: &str, created: i64) -> CommandRecord {
+    CommandRecord {
+        id: format!("{station_id}-{action}-{created}"),
+        protocol: "ocpp1.6".into(),
+        account_id: account_id.into(),
+        station_id: station_id.into(),
+        action: action.into(),
+        payload: serde_json::json!({}),
+        status: CommandStatus::Queued,
+        // Nanoseconds, which the oldest-command answer must keep.
+        created_at: at(created) + Duration::nanoseconds(987_654_321),
+        expires_at: at(created + 3600),
+        sent_at: None,
+        answered_at: None,
+        response: None,
+        error: None,
+    }
+}
+
+fn variable(component: &str, name: &str, value: &str) -> DeviceVariable {
+    DeviceVariable {
+        component: component.into(),
+        component_instance: None,
+        evse_id: None,
+        connector_id: None,
+        variable: name.into(),
+        variable_instance: None,
+        attribute_type: "Actual".into(),
+        value: Some(value.into()),
+        mutability: Some("ReadWrite".into()),
+        persistent: None,
+        constant: None,
+        characteristics: None,
+        updated_at: at(0),
+    }
+}
+
+fn event_record(seq_no: u64, event_type: &str, energy: Option<i64>) -> TransactionEventRecord {
+    TransactionEventRecord {
+        seq_no,
+        event_type: event_type.into(),
+        trigger_reason: "Authorized".into(),
+        timestamp: at(100 + seq_no as i64),
+        offline: false,
+        energy_register_wh: energy,
+        received_at: at(100 + seq_no as i64),
+    }
+}
+
+/// A 2.0.1 transaction record as the TransactionEvent handler would build it.
+fn v201(account_id: &str, station_id: &str, reference: &str, id: i32) -> Transaction {
+    Transaction {
+        id,
+        account_id: account_id.into(),
+        station_id: station_id.into(),
+        connector_id: 1,
+        id_tag: None,
+        id_tag_status: None,
+        meter_start: None,
+        start_timestamp: at(100),
+        reservation_id: None,
+        stop: None,
+        started_received_at: at(100),
+        station_transaction_id: Some(reference.into()),
+        evse_id: Some(1),
+        charging_state: None,
+        events: vec![],
+    }
+}
+
+/// Puts one record of every kind under the account, on station CP1.
+async fn fill(store: &dyn Store, account_id: &str) {
+    store.put_token(&format!("hash-{account_id}"), &token(account_id, &format!("tok-{account_id}"), 0)).await.unwrap();
+    store.create_station(&station(account_id, "CP1")).await.unwrap();
+    store.put_id_tag(account_id, &tag("TAG", TagStatus::Accepted)).await.unwrap();
+    let (tx, _) = store.start_transaction(&new_tx(account_id, "CP1", 1, 0)).await.unwrap();
+    store.add_meter_values(account_id, &[reading("CP1", Some(tx.id), 150, "10")]).await.unwrap();
+    store.add_event(account_id, &event("CP1", "DataTransfer", 1)).await.unwrap();
+    store.enqueue_command(&command(account_id, "CP1", "Reset", 1)).await.unwrap();
+    let consents =
+        Consents { marketing_emails: Consent { granted: true, updated_at: Some(at(0)) }, ..Consents::default() };
+    store.put_consents(account_id, &consents).await.unwrap();
+    let login = LoginEvent { at: at(0), ip: "127.0.0.1".into(), outcome: LoginOutcome::Success };
+    store.add_login_event(account_id, &login, 10).await.unwrap();
+    store
+        .apply_transaction_event(account_id, "CP1", "tx-201", 0, &|id| v201(account_id, "CP1", "tx-201", id), &|t| {
+            t.events.push(event_record(0, "Started", None))
+        })
+        .await
+        .unwrap();
+    store.put_variables(account_id, "CP1", &[variable("OCPPCommCtrlr", "HeartbeatInterval", "60")]).await.unwrap();
+}
+
+/// Everything the store answers about an account, as text, to compare before and after.
+async fn everything_of(store: &dyn Store, account_id: &str) -> String {
+    let txs = store.transactions(account_id, None).await.unwrap();
+    let mut meter = Vec::new();
+    for tx in &txs {
+        meter.push(store.transaction_meter_values(account_id, &tx.station_id, tx.id).await.unwrap());
+    }
+    format!(
+        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+        store.account(account_id).await.unwrap(),
+        store.tokens(account_id).await.unwrap(),
+        store.consents(account_id).await.unwrap(),
+        store.login_events(account_id).await.unwrap(),
+        store.stations(account_id).await.unwrap(),
+        store.id_tags(account_id).await.unwrap(),
+        txs,
+        meter,
+        store.account_meter_values(account_id).await.unwrap(),
+        store.events(account_id, "CP1").await.unwrap(),
+        store.account_events(account_id).await.unwrap(),
+        store.account_commands(account_id).await.unwrap(),
+        store.queued_commands(account_id, "CP1").await.unwrap(),
+        store.variables(account_id, "CP1").await.unwrap(),
+        store.transaction_by_reference(account_id, "CP1", "tx-201").await.unwrap(),
+        store.transaction_by_start(&new_tx(account_id, "CP1", 1, 0).start_identity()).await.unwrap(),
+    )
+}
+
+mod checks {
+    use super::*;
+
+    pub async fn accounts_are_unique_by_email_and_by_slug(s: &Subject) {
+        let store = &*s.store;
+        let a = account("acct-a", "alpha");
+        store.create_account(&a).await.unwrap();
+        assert_eq!(store.account("acct-a").await.unwrap().unwrap().email, "ops@alpha.example");
+        assert_eq!(store.account_by_email("ops@alpha.example").await.unwrap().unwrap().id, "acct-a");
+        assert_eq!(store.account_by_slug("alpha").await.unwrap().unwrap().id, "acct-a");
+        assert!(store.account("nobody").await.unwrap().is_none());
+        assert!(store.account_by_email("nobody@example.com").await.unwrap().is_none());
+        assert!(store.account_by_slug("nobody").await.unwrap().is_none());
+
+        let mut same_email = account("acct-b", "bravo");
+        same_email.email = a.email.clone();
+        assert!(matches!(store.create_account(&same_email).await, Err(StoreError::Conflict("email"))));
+        let mut same_slug = account("acct-b", "bravo");
+        same_slug.slug = "alpha".into();
+        assert!(matches!(store.create_account(&same_slug).await, Err(StoreError::Conflict("slug"))));
+        assert!(store.account("acct-b").await.unwrap().is_none(), "a refused account is not stored");
+        assert!(store.account_by_email("ops@bravo.example").await.unwrap().is_none());
+        store.create_account(&account("acct-b", "bravo")).await.unwrap();
+        assert_eq!(store.account_by_slug("bravo").await.unwrap().unwrap().id, "acct-b");
+        // Ids with the characters a key layout might use stay apart.
+        store.create_account(&account("x:y%z", "colon:slug")).await.unwrap();
+        assert_eq!(store.account_by_slug("colon:slug").await.unwrap().unwrap().id, "x:y%z");
+        assert!(store.account("x").await.unwrap().is_none());
+    }
+
+    pub async fn updating_an_account_moves_its_email_and_slug_and_refuses_taken_ones(s: &Subject) {
+        let store = &*s.store;
+        store.create_account(&account("acct-a", "alpha")).await.unwrap();
+        store.create_account(&account("acct-b", "bravo")).await.unwrap();
+
+        let updated = store
+            .update_account("acct-a", &|a| {
+                a.email = "new@alpha.example".into();
+                a.name = "Alpha Renamed".into();
+                a.id = "hijack".into();
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((updated.id.as_str(), updated.name.as_str()), ("acct-a", "Alpha Renamed"), "the id cannot change");
+        assert!(store.account("hijack").await.unwrap().is_none());
+        assert!(store.account_by_email("ops@alpha.example").await.unwrap().is_none(), "the old email is free");
+        assert_eq!(store.account_by_email("new@alpha.example").await.unwrap().unwrap().name, "Alpha Renamed");
+
+        store.update_account("acct-a", &|a| a.slug = "alpha2".into()).await.unwrap().unwrap();
+        assert_eq!(store.account_by_slug("alpha2").await.unwrap().unwrap().id, "acct-a");
+        assert!(store.account_by_slug("alpha").await.unwrap().is_none());
+
+        let taken = store.update_account("acct-a", &|a| a.email = "ops@bravo.example".into()).await;
+        assert!(matches!(taken, Err(StoreError::Conflict("email"))), "{taken:?}");
+        let taken = store.update_account("acct-a", &|a| a.slug = "bravo".into()).await;
+        assert!(matches!(taken, Err(StoreError::Conflict("slug"))), "{taken:?}");
+        let a = store.account("acct-a").await.unwrap().unwrap();
+        assert_eq!(
+            (a.email.as_str(), a.slug.as_str()),
+            ("new@alpha.example", "alpha2"),
+            "a refused update changes nothing"
+        );
+        assert_eq!(store.account_by_email("ops@bravo.example").await.unwrap().unwrap().id, "acct-b");
+        assert_eq!(store.account_by_slug("bravo").await.unwrap().unwrap().id, "acct-b");
+
+        // The freed slug is free for a new account.
+        store.create_account(&account("acct-c", "alpha")).await.unwrap();
+        assert!(store.update_account("nobody", &|a| a.name = "x".into()).await.unwrap().is_none());
+    }
+
+    pub async fn concurrent_account_updates_from_two_handles_lose_nothing(s: &Subject) {
+        s.store.create_account(&account("acct-a", "alpha")).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let store = if i % 2 == 0 { s.store.clone() } else { s.other.clone() };
+            tasks.push(tokio::spawn(async move {
+                let location = format!("10.0.{i}.0/24");
+                store.update_account("acct-a", &|a| a.known_locations.push(location.clone())).await.unwrap().unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let a = s.store.account("acct-a").await.unwrap().unwrap();
+        assert_eq!(a.known_locations.len(), 16, "{:?}", a.known_locations);
+    }
+
+    pub async fn erasure_removes_everything_of_the_account_keeps_its_slug_reserved_and_spares_the_others(s: &Subject) {
+        let store = &*s.store;
+        for (id, slug) in [("acct-a", "alpha"), ("acct-b", "bravo")] {
+            store.create_account(&account(id, slug)).await.unwrap();
+            fill(store, id).await;
+        }
+        let b_before = everything_of(store, "acct-b").await;
+        assert_eq!(store.queued_command_count().await.unwrap(), 2);
+
+        let report = store.erase_account("acct-a").await.unwrap();
+        assert_eq!(
+            report,
+            ErasureReport {
+                stations: 1,
+                id_tags: 1,
+                transactions: 2,
+                meter_values: 1,
+                events: 1,
+                commands: 1,
+                queued_commands: 1,
+                tokens: 1,
+                login_events: 1,
+                consents: 1,
+                device_variables: 1,
+            }
+        );
+
+        assert!(store.account("acct-a").await.unwrap().is_none());
+        assert!(store.account_by_email("ops@alpha.example").await.unwrap().is_none());
+        assert!(store.account_by_slug("alpha").await.unwrap().is_none());
+        assert!(store.token("hash-acct-a").await.unwrap().is_none());
+        assert!(store.tokens("acct-a").await.unwrap().is_empty());
+        assert_eq!(store.consents("acct-a").await.unwrap(), Consents::default());
+        assert!(store.login_events("acct-a").await.unwrap().is_empty());
+        assert!(store.stations("acct-a").await.unwrap().is_empty());
+        assert!(store.station("acct-a", "CP1").await.unwrap().is_none());
+        assert!(store.id_tags("acct-a").await.unwrap().is_empty());
+        assert!(store.transactions("acct-a", None).await.unwrap().is_empty());
+        assert!(store.transaction_by_start(&new_tx("acct-a", "CP1", 1, 0).start_identity()).await.unwrap().is_none());
+        assert!(store.transaction_by_reference("acct-a", "CP1", "tx-201").await.unwrap().is_none());
+        assert!(store.account_meter_values("acct-a").await.unwrap().is_empty());
+        assert!(store.events("acct-a", "CP1").await.unwrap().is_empty());
+        assert!(store.account_events("acct-a").await.unwrap().is_empty());
+        assert!(store.account_commands("acct-a").await.unwrap().is_empty());
+        assert!(store.queued_commands("acct-a", "CP1").await.unwrap().is_empty());
+        assert!(store.variables("acct-a", "CP1").await.unwrap().is_empty());
+        assert_eq!(store.queued_command_count().await.unwrap(), 1, "only the other account's command is queued");
+        assert_eq!(store.oldest_queued_command().await.unwrap(), Some(command("acct-b", "CP1", "Reset", 1).created_at));
+
+        let slug_again = store.create_account(&account("acct-c", "alpha")).await;
+        assert!(matches!(slug_again, Err(StoreError::Conflict("slug"))), "the slug stays reserved: {slug_again:?}");
+        let mut same_email = account("acct-c", "charlie");
+        same_email.email = "ops@alpha.example".into();
+        store.create_account(&same_email).await.expect("the email is free again");
+
+        assert_eq!(everything_of(store, "acct-b").await, b_before, "the other account is untouched");
+        assert_eq!(store.erase_account("acct-a").await.unwrap(), ErasureReport::default(), "erasing twice is harmless");
+    }
+
+    pub async fn tokens_are_found_by_hash_listed_by_age_and_revoked_per_account(s: &Subject) {
+        let store = &*s.store;
+        store.put_token("h-new", &token("acct-a", "t-new", 60)).await.unwrap();
+        store.put_token("h-old", &token("acct-a", "t-old", 0)).await.unwrap();
+        store.put_token("h-mid", &token("acct-a", "t-mid", 30)).await.unwrap();
+        store.put_token("h-b", &token("acct-b", "t-b", 0)).await.unwrap();
+
+        assert_eq!(store.token("h-old").await.unwrap().unwrap().id, "t-old");
+        assert!(store.token("h-none").await.unwrap().is_none());
+        let ids = |tokens: Vec<ApiToken>| tokens.into_iter().map(|t| t.id).collect::<Vec<_>>();
+        assert_eq!(ids(store.tokens("acct-a").await.unwrap()), ["t-old", "t-mid", "t-new"], "oldest first");
+
+        assert!(!store.delete_token("acct-b", "t-old").await.unwrap(), "another account's token is not revoked");
+        assert!(store.delete_token("acct-a", "t-old").await.unwrap());
+        assert!(!store.delete_token("acct-a", "t-old").await.unwrap(), "once");
+        assert!(store.token("h-old").await.unwrap().is_none());
+
+        assert_eq!(store.delete_tokens_except("acct-a", Some("t-new")).await.unwrap(), 1);
+        assert_eq!(ids(store.tokens("acct-a").await.unwrap()), ["t-new"]);
+        assert!(store.token("h-mid").await.unwrap().is_none());
+        assert_eq!(store.delete_tokens_except("acct-a", None).await.unwrap(), 1);
+        assert!(store.tokens("acct-a").await.unwrap().is_empty());
+        assert_eq!(store.delete_tokens_except("acct-a", None).await.unwrap(), 0);
+        assert_eq!(ids(store.tokens("acct-b").await.unwrap()), ["t-b"], "the other account keeps its token");
+    }
+
+    pub async fn consents_are_all_off_until_set(s: &Subject) {
+        let store = &*s.store;
+        assert_eq!(store.consents("acct-a").await.unwrap(), Consents::default());
+        let mut c =
+            Consents { personalized_offers: Consent { granted: true, updated_at: Some(at(5)) }, ..Consents::default() };
+        store.put_consents("acct-a", &c).await.unwrap();
+        assert_eq!(store.consents("acct-a").await.unwrap(), c);
+        c.personalized_offers.granted = false;
+        store.put_consents("acct-a", &c).await.unwrap();
+        assert_eq!(store.consents("acct-a").await.unwrap(), c);
+        assert_eq!(store.consents("acct-b").await.unwrap(), Consents::default());
+    }
+
+    pub async fn login_history_keeps_the_newest_n_oldest_first(s: &Subject) {
+        let store = &*s.store;
+        let login = |i: i64| LoginEvent { at: at(i), ip: format!("192.0.2.{i}"), outcome: LoginOutcome::BadPassword };
+        for i in 1..=5 {
+            store.add_login_event("acct-a", &login(i), 3).await.unwrap();
+        }
+        store.add_login_event("acct-b", &login(9), 3).await.unwrap();
+        assert_eq!(store.login_events("acct-a").await.unwrap(), [login(3), login(4), login(5)]);
+        assert_eq!(store.login_events("acct-b").await.unwrap(), [login(9)]);
+        assert!(store.login_events("acct-c").await.unwrap().is_empty());
+    }
+
+    pub async fn stations_are_created_once_listed_by_id_updated_and_deleted(s: &Subject) {
+        let store = &*s.store;
+        for id in ["CP2", "CP1", "CP10"] {
+            store.create_station(&station("acct-a", id)).await.unwrap();
+        }
+        store.create_station(&station("acct-b", "CP1")).await.unwrap();
+        let again = store.create_station(&station("acct-a", "CP1")).await;
+        assert!(matches!(again, Err(StoreError::Conflict("station id"))), "{again:?}");
+        let ids = store.stations("acct-a").await.unwrap().into_iter().map(|s| s.id).collect::<Vec<_>>();
+        assert_eq!(ids, ["CP1", "CP10", "CP2"], "by id");
+        assert_eq!(store.station("acct-a", "CP1").await.unwrap().unwrap().password_hash, "hash-CP1");
+        assert!(store.station("acct-a", "CP3").await.unwrap().is_none());
+
+        let updated = store.update_station("acct-a", "CP1", &|s| s.registration = Registration::Blocked).await.unwrap();
+        assert_eq!(updated.unwrap().registration, Registration::Blocked);
+        assert_eq!(store.station("acct-a", "CP1").await.unwrap().unwrap().registration, Registration::Blocked);
+        assert_eq!(store.station("acct-b", "CP1").await.unwrap().unwrap().registration, Registration::Accepted);
+        assert!(store.update_station("acct-a", "CP3", &|s| s.protocol = Some("x".into())).await.unwrap().is_none());
+        assert!(store.station("acct-a", "CP3").await.unwrap().is_none(), "updating nothing creates nothing");
+
+        let boot = BootInfo {
+            charge_point_vendor: "Acme".into(),
+            charge_point_model: "One".into(),
+            charge_point_serial_number: None,
+            charge_box_serial_number: None,
+            firmware_version: Some("1.2".into()),
+            iccid: None,
+            imsi: None,
+            meter_type: None,
+            meter_serial_number: None,
+            booted_at: at(10),
+        };
+        store.change_station("acct-a", "CP2", &StationChange::Booted(boot.clone())).await.unwrap().unwrap();
+        let status = ConnectorStatus {
+            evse_id: None,
+            connector_id: 1,
+            status: "Charging".into(),
+            error_code: Some("NoError".into()),
+            info: None,
+            vendor_id: None,
+            vendor_error_code: None,
+            timestamp: None,
+            received_at: at(20),
+        };
+        store
+            .change_station("acct-a", "CP2", &StationChange::Connector { key: "1".into(), status: status.clone() })
+            .await
+            .unwrap();
+        let cp2 = store.change_station("acct-a", "CP2", &StationChange::Seen(at(15))).await.unwrap().unwrap();
+        assert_eq!(cp2.boot, Some(boot));
+        assert_eq!(cp2.connectors.get("1"), Some(&status));
+        assert_eq!(cp2.last_seen, Some(at(20)), "an earlier sighting does not move last_seen back");
+        assert_eq!(store.station("acct-a", "CP2").await.unwrap().unwrap().last_seen, Some(at(20)));
+        assert!(store.change_station("acct-a", "CP9", &StationChange::Seen(at(1))).await.unwrap().is_none());
+
+        assert!(store.delete_station("acct-a", "CP1").await.unwrap());
+        assert!(!store.delete_station("acct-a", "CP1").await.unwrap());
+        assert!(store.station("acct-a", "CP1").await.unwrap().is_none());
+        assert!(store.station("acct-b", "CP1").await.unwrap().is_some(), "the other tenant's CP1 stays");
+        store.create_station(&station("acct-a", "CP1")).await.expect("a deleted id can be provisioned again");
+    }
+
+    pub async fn concurrent_station_changes_from_two_handles_lose_nothing(s: &Subject) {
+        s.store.create_station(&station("acct-a", "CP1")).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..20u32 {
+            let store = if i % 2 == 0 { s.store.clone() } else { s.other.clone() };
+            tasks.push(tokio::spawn(async move {
+                let status = ConnectorStatus {
+                    evse_id: None,
+                    connector_id: i,
+                    status: "Available".into(),
+                    error_code: None,
+                    info: None,
+                    vendor_id: None,
+                    vendor_error_code: None,
+                    timestamp: None,
+                    received_at: at(i64::from(i)),
+                };
+                let change = StationChange::Connector { key: i.to_string(), status };
+                store.change_station("acct-a", "CP1", &change).await.unwrap().unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let cp1 = s.store.station("acct-a", "CP1").await.unwrap().unwrap();
+        assert_eq!(cp1.connectors.len(), 20, "{:?}", cp1.connectors.keys().collect::<Vec<_>>());
+        assert_eq!(cp1.last_seen, Some(at(19)));
+    }
+
+    pub async fn id_tags_are_created_replaced_listed_and_deleted(s: &Subject) {
+        let store = &*s.store;
+        assert!(store.put_id_tag("acct-a", &tag("TAG-B", TagStatus::Accepted)).await.unwrap(), "created");
+        assert!(store.put_id_tag("acct-a", &tag("TAG-A", TagStatus::Accepted)).await.unwrap());
+        assert!(!store.put_id_tag("acct-a", &tag("TAG-B", TagStatus::Blocked)).await.unwrap(), "replaced");
+        assert!(store.put_id_tag("acct-b", &tag("TAG-B", TagStatus::Expired)).await.unwrap(), "per account");
+        assert_eq!(store.id_tag("acct-a", "TAG-B").await.unwrap(), Some(tag("TAG-B", TagStatus::Blocked)));
+        assert_eq!(
+            store.id_tags("acct-a").await.unwrap(),
+            [tag("TAG-A", TagStatus::Accepted), tag("TAG-B", TagStatus::Blocked)]
+        );
+        assert!(store.delete_id_tag("acct-a", "TAG-B").await.unwrap());
+        assert!(!store.delete_id_tag("acct-a", "TAG-B").await.unwrap());
+        assert!(store.id_tag("acct-a", "TAG-B").await.unwrap().is_none());
+        assert_eq!(store.id_tag("acct-b", "TAG-B").await.unwrap().unwrap().status, TagStatus::Expired);
+    }
+
+    pub async fn a_retried_start_finds_its_transaction_and_a_stop_applies_once(s: &Subject) {
+        let store = &*s.store;
+        let (first, created) = store.start_transaction(&new_tx("acct-a", "CP1", 1, 1000)).await.unwrap();
+        assert!(created);
+        assert!(first.id > 0);
+        assert_eq!((first.meter_start, first.stop.as_ref()), (Some(1000), None));
+        let (retry, created) = store.start_transaction(&new_tx("acct-a", "CP1", 1, 1000)).await.unwrap();
+        assert!(!created, "a retried start creates nothing");
+        assert_eq!(retry, first);
+        let (second, created) = store.start_transaction(&new_tx("acct-a", "CP2", 1, 1000)).await.unwrap();
+        assert!(created);
+        assert!(second.id > first.id, "ids grow");
+        let (third, _) = store.start_transaction(&new_tx("acct-a", "CP1", 2, 1000)).await.unwrap();
+        assert_eq!(
+            store.transaction_by_start(&new_tx("acct-a", "CP1", 1, 1000).start_identity()).await.unwrap(),
+            Some(first.clone())
+        );
+        assert!(store.transaction_by_start(&new_tx("acct-a", "CP1", 1, 999).start_identity()).await.unwrap().is_none());
+        assert!(store
+            .transaction_by_start(&new_tx("acct-b", "CP1", 1, 1000).start_identity())
+            .await
+            .unwrap()
+            .is_none());
+
+        assert_eq!(
+            store.stop_transaction("acct-a", "CP2", first.id, &stop(1500)).await.unwrap(),
+            StopOutcome::Unknown,
+            "another station's"
+        );
+        assert_eq!(
+            store.stop_transaction("acct-b", "CP1", first.id, &stop(1500)).await.unwrap(),
+            StopOutcome::Unknown,
+            "another account's"
+        );
+        assert_eq!(store.stop_transaction("acct-a", "CP1", 999_999, &stop(1500)).await.unwrap(), StopOutcome::Unknown);
+        let StopOutcome::Stopped(stopped) =
+            store.stop_transaction("acct-a", "CP1", first.id, &stop(1500)).await.unwrap()
+        else {
+            panic!("the open transaction stops");
+        };
+        assert_eq!(stopped.energy_wh(), Some(500));
+        let again = store.stop_transaction("acct-a", "CP1", first.id, &stop(9999)).await.unwrap();
+        assert_eq!(again, StopOutcome::AlreadyStopped(stopped.clone()), "a retried stop changes nothing");
+        assert_eq!(store.transaction("acct-a", first.id).await.unwrap(), Some(stopped.clone()));
+        assert!(store.transaction("acct-b", first.id).await.unwrap().is_none());
+
+        let ids = |txs: Vec<Transaction>| txs.into_iter().map(|t| t.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(store.transactions("acct-a", None).await.unwrap()),
+            [third.id, second.id, first.id],
+            "newest first"
+        );
+        assert_eq!(ids(store.transactions("acct-a", Some("CP1")).await.unwrap()), [third.id, first.id]);
+        assert!(store.transactions("acct-a", Some("CP9")).await.unwrap().is_empty());
+        assert!(store.transactions("acct-b", None).await.unwrap().is_empty());
+    }
+
+    pub async fn two_handles_racing_the_same_start_get_the_same_transaction(s: &Subject) {
+        for round in 0..10 {
+            let tx = new_tx("acct-a", "CP1", 1, round);
+            let (a, b) = (s.store.clone(), s.other.clone());
+            let (ta, tb) = (tx.clone(), tx.clone());
+            let (ra, rb) = tokio::join!(
+                tokio::spawn(async move { a.start_transaction(&ta).await.unwrap() }),
+                tokio::spawn(async move { b.start_transaction(&tb).await.unwrap() }),
+            );
+            let ((ta, created_a), (tb, created_b)) = (ra.unwrap(), rb.unwrap());
+            assert_eq!(ta.id, tb.id, "round {round}");
+            assert!(created_a ^ created_b, "exactly one created it (round {round})");
+        }
+        assert_eq!(s.store.transactions("acct-a", None).await.unwrap().len(), 10);
+    }
+
+    pub async fn transaction_events_create_once_and_a_repeated_seq_no_changes_nothing(s: &Subject) {
+        let store = &*s.store;
+        let create = |id| v201("acct-a", "CP1", "ref-1", id);
+        let started = store
+            .apply_transaction_event("acct-a", "CP1", "ref-1", 0, &create, &|t| {
+                t.events.push(event_record(0, "Started", Some(100)));
+                t.meter_start = Some(100);
+            })
+            .await
+            .unwrap();
+        assert!(started.created && started.applied);
+        let id = started.transaction.id;
+        assert_eq!(started.transaction.events.len(), 1);
+
+        let repeated = store
+            .apply_transaction_event("acct-a", "CP1", "ref-1", 0, &create, &|t| {
+                t.events.push(event_record(0, "Started", Some(100)));
+                t.charging_state = Some("should not be set".into());
+            })
+            .await
+            .unwrap();
+        assert!(!repeated.created && !repeated.applied);
+        assert_eq!(repeated.transaction, started.transaction);
+
+        let updated = store
+            .apply_transaction_event("acct-a", "CP1", "ref-1", 1, &create, &|t| {
+                t.events.push(event_record(1, "Updated", Some(150)));
+                t.charging_state = Some("Charging".into());
+            })
+            .await
+            .unwrap();
+        assert!(updated.applied && !updated.created);
+        assert_eq!(updated.transaction.id, id);
+        assert_eq!(updated.transaction.events.iter().map(|e| e.seq_no).collect::<Vec<_>>(), [0, 1]);
+
+        let stored = store.transaction("acct-a", id).await.unwrap().unwrap();
+        assert_eq!(stored, updated.transaction);
+        assert_eq!(store.transaction_by_reference("acct-a", "CP1", "ref-1").await.unwrap(), Some(stored));
+        assert!(store.transaction_by_reference("acct-a", "CP2", "ref-1").await.unwrap().is_none());
+        assert!(store.transaction_by_reference("acct-b", "CP1", "ref-1").await.unwrap().is_none());
+
+        let other = store
+            .apply_transaction_event("acct-a", "CP2", "ref-1", 0, &|id| v201("acct-a", "CP2", "ref-1", id), &|_| {})
+            .await
+            .unwrap();
+        assert!(other.created, "the same reference on another station is another transaction");
+        assert_ne!(other.transaction.id, id);
+        let (v16, _) = store.start_transaction(&new_tx("acct-a", "CP3", 1, 0)).await.unwrap();
+        assert!(v16.id > other.transaction.id, "1.6 and 2.0.1 ids come from one sequence");
+    }
+
+    pub async fn put_transaction_is_idempotent_and_found_by_start_and_reference(s: &Subject) {
+        let store = &*s.store;
+        let ids = store.reserve_transaction_ids(2).await.unwrap();
+        let started = Transaction::started(&new_tx("acct-a", "CP1", 1, 500), ids.start, at(101));
+        store.put_transaction(&started).await.unwrap();
+        store.put_transaction(&started).await.unwrap();
+        assert_eq!(store.transactions("acct-a", None).await.unwrap(), std::slice::from_ref(&started), "stored once");
+        assert_eq!(
+            store.transaction_by_start(&new_tx("acct-a", "CP1", 1, 500).start_identity()).await.unwrap(),
+            Some(started.clone())
+        );
+        let (retried, created) = store.start_transaction(&new_tx("acct-a", "CP1", 1, 500)).await.unwrap();
+        assert_eq!((retried, created), (started.clone(), false), "a start put there is found by a retried start");
+
+        let mut stopped = started.clone();
+        stopped.stop = Some(stop(900));
+        store.put_transaction(&stopped).await.unwrap();
+        store.put_transaction(&stopped).await.unwrap();
+        assert_eq!(store.transaction("acct-a", started.id).await.unwrap(), Some(stopped.clone()), "replaced");
+        assert_eq!(store.transactions("acct-a", None).await.unwrap().len(), 1);
+
+        let mut v2 = v201("acct-a", "CP1", "ref-9", ids.start + 1);
+        v2.events.push(event_record(0, "Started", None));
+        store.put_transaction(&v2).await.unwrap();
+        store.put_transaction(&v2).await.unwrap();
+        assert_eq!(store.transaction_by_reference("acct-a", "CP1", "ref-9").await.unwrap(), Some(v2.clone()));
+        let next = store
+            .apply_transaction_event("acct-a", "CP1", "ref-9", 1, &|id| v201("acct-a", "CP1", "ref-9", id), &|t| {
+                t.events.push(event_record(1, "Updated", None))
+            })
+            .await
+            .unwrap();
+        assert!(!next.created && next.applied, "an event finds the transaction put there");
+        assert_eq!(next.transaction.id, v2.id);
+        let ids_listed =
+            store.transactions("acct-a", None).await.unwrap().into_iter().map(|t| t.id).collect::<Vec<_>>();
+        assert_eq!(ids_listed, [v2.id, started.id]);
+    }
+
+    pub async fn reserved_transaction_ids_are_never_handed_out_again(s: &Subject) {
+        let store = &*s.store;
+        let (before, _) = store.start_transaction(&new_tx("acct-a", "CP1", 1, 0)).await.unwrap();
+        let block = store.reserve_transaction_ids(10).await.unwrap();
+        assert_eq!(block.len(), 10);
+        assert!(block.start > before.id);
+        let other_block = s.other.reserve_transaction_ids(5).await.unwrap();
+        assert_eq!(other_block.len(), 5);
+        assert!(other_block.start >= block.end || other_block.end <= block.start, "{block:?} {other_block:?}");
+        let (after, _) = store.start_transaction(&new_tx("acct-a", "CP1", 1, 1)).await.unwrap();
+        let event = store
+            .apply_transaction_event("acct-a", "CP1", "r", 0, &|id| v201("acct-a", "CP1", "r", id), &|_| {})
+            .await
+            .unwrap();
+        for id in [before.id, after.id, event.transaction.id] {
+            assert!(!block.contains(&id) && !other_block.contains(&id), "{id} was reserved");
+        }
+        let empty = store.reserve_transaction_ids(0).await.unwrap();
+        assert!(empty.is_empty());
+    }
+
+    pub async fn meter_values_are_kept_once_in_timestamp_order(s: &Subject) {
+        let store = &*s.store;
+        let (r1, r2, r3) = (
+            reading("CP1", Some(7), 10, "100"),
+            reading("CP1", Some(7), 20, "200"),
+            reading("CP1", Some(7), 30, "300"),
+        );
+        let loose = reading("CP1", None, 5, "50");
+        let other_tx = reading("CP1", Some(8), 15, "999");
+        store.add_meter_values("acct-a", &[r3.clone(), r1.clone()]).await.unwrap();
+        store.add_meter_values("acct-a", &[r2.clone(), r1.clone(), loose.clone()]).await.unwrap();
+        store.add_meter_values("acct-a", &[r3.clone(), other_tx.clone()]).await.unwrap();
+        store.add_meter_values("acct-a", &[]).await.unwrap();
+        assert_eq!(
+            store.transaction_meter_values("acct-a", "CP1", 7).await.unwrap(),
+            [r1.clone(), r2.clone(), r3.clone()]
+        );
+        assert_eq!(store.transaction_meter_values("acct-a", "CP1", 8).await.unwrap(), std::slice::from_ref(&other_tx));
+        assert!(store.transaction_meter_values("acct-a", "CP2", 7).await.unwrap().is_empty());
+        assert!(store.transaction_meter_values("acct-b", "CP1", 7).await.unwrap().is_empty());
+        // A different value at the same instant is another reading.
+        let corrected = reading("CP1", Some(7), 20, "201");
+        store.add_meter_values("acct-a", std::slice::from_ref(&corrected)).await.unwrap();
+        assert_eq!(store.transaction_meter_values("acct-a", "CP1", 7).await.unwrap().len(), 4);
+
+        let mut all = store.account_meter_values("acct-a").await.unwrap();
+        assert_eq!(all.len(), 6, "every reading once, with or without a transaction");
+        let key =
+            |r: &MeterRecord| (r.transaction_id, r.meter_value.timestamp, r.meter_value.sampled_value[0].value.clone());
+        all.sort_by_key(key);
+        let mut expected = vec![r1, r2, r3, loose, other_tx, corrected];
+        expected.sort_by_key(key);
+        assert_eq!(all, expected);
+    }
+
+    pub async fn station_events_are_kept_once_in_received_order(s: &Subject) {
+        let store = &*s.store;
+        let (e1, e2, e3) = (
+            event("CP1", "DataTransfer", 1),
+            event("CP1", "SecurityEventNotification", 2),
+            event("CP1", "DataTransfer", 3),
+        );
+        let elsewhere = event("CP2", "DataTransfer", 0);
+        store.add_event("acct-a", &e1).await.unwrap();
+        store.add_event("acct-a", &e3).await.unwrap();
+        store.add_event("acct-a", &e2).await.unwrap();
+        store.add_event("acct-a", &e1).await.unwrap();
+        store.add_event("acct-a", &elsewhere).await.unwrap();
+        store.add_event("acct-b", &e1).await.unwrap();
+        assert_eq!(
+            store.events("acct-a", "CP1").await.unwrap(),
+            [e1.clone(), e2.clone(), e3.clone()],
+            "once, by received time"
+        );
+        assert_eq!(store.events("acct-a", "CP2").await.unwrap(), std::slice::from_ref(&elsewhere));
+        assert!(store.events("acct-a", "CP3").await.unwrap().is_empty());
+        assert_eq!(store.account_events("acct-a").await.unwrap(), [e1.clone(), e2, e3, elsewhere]);
+        assert_eq!(store.account_events("acct-b").await.unwrap(), [e1]);
+    }
+
+    pub async fn command_queues_keep_order_per_station_and_release_what_left_them(s: &Subject) {
+        let store = &*s.store;
+        assert_eq!(store.queued_command_count().await.unwrap(), 0);
+        assert_eq!(store.oldest_queued_command().await.unwrap(), None);
+        // Queued in this order; created_at does not decide the order of a station's queue.
+        let a1 = command("acct-a", "CP1", "Reset", 50);
+        let a2 = command("acct-a", "CP1", "UnlockConnector", 40);
+        let a3 = command("acct-a", "CP1", "TriggerMessage", 60);
+        let b1 = command("acct-a", "CP2", "Reset", 10);
+        let other = command("acct-b", "CP1", "Reset", 30);
+        for c in [&a1, &a2, &b1, &a3, &other] {
+            store.enqueue_command(c).await.unwrap();
+        }
+        let actions = |cs: Vec<CommandRecord>| cs.into_iter().map(|c| c.action).collect::<Vec<_>>();
+        assert_eq!(
+            actions(store.queued_commands("acct-a", "CP1").await.unwrap()),
+            ["Reset", "UnlockConnector", "TriggerMessage"]
+        );
+        assert_eq!(store.queued_commands("acct-a", "CP2").await.unwrap(), std::slice::from_ref(&b1));
+        assert_eq!(store.queued_commands("acct-b", "CP1").await.unwrap(), std::slice::from_ref(&other));
+        assert_eq!(store.queued_command_count().await.unwrap(), 5);
+        assert_eq!(store.oldest_queued_command().await.unwrap(), Some(b1.created_at));
+        assert_eq!(store.command("acct-a", "CP1", &a2.id).await.unwrap(), Some(a2.clone()));
+        assert!(store.command("acct-a", "CP2", &a2.id).await.unwrap().is_none());
+        assert!(store.command("acct-b", "CP1", &a2.id).await.unwrap().is_none());
+
+        let mut sent = a1.clone();
+        sent.status = CommandStatus::Sent;
+        sent.sent_at = Some(at(70));
+        store.update_command(&sent).await.unwrap();
+        assert_eq!(
+            actions(store.queued_commands("acct-a", "CP1").await.unwrap()),
+            ["UnlockConnector", "TriggerMessage"]
+        );
+        assert_eq!(store.command("acct-a", "CP1", &a1.id).await.unwrap(), Some(sent.clone()));
+        assert_eq!(store.queued_command_count().await.unwrap(), 4);
+        let mut answered = sent.clone();
+        answered.status = CommandStatus::Answered;
+        answered.response = Some(serde_json::json!({ "status": "Accepted" }));
+        store.update_command(&answered).await.unwrap();
+        assert_eq!(store.command("acct-a", "CP1", &a1.id).await.unwrap(), Some(answered));
+        assert_eq!(store.queued_command_count().await.unwrap(), 4);
+
+        let mut expired = b1.clone();
+        expired.status = CommandStatus::Expired;
+        store.update_command(&expired).await.unwrap();
+        assert!(store.queued_commands("acct-a", "CP2").await.unwrap().is_empty());
+        assert_eq!(store.oldest_queued_command().await.unwrap(), Some(other.created_at));
+        assert_eq!(store.queued_command_count().await.unwrap(), 3);
+
+        let mut all = store.account_commands("acct-a").await.unwrap();
+        all.sort_by(|x, y| x.id.cmp(&y.id));
+        let mut expected = vec![store.command("acct-a", "CP1", &a1.id).await.unwrap().unwrap(), a2, a3, expired];
+        expected.sort_by(|x, y| x.id.cmp(&y.id));
+        assert_eq!(all, expected, "every command of the account, whatever its status");
+    }
+
+    pub async fn device_variables_are_replaced_by_key_and_ordered_by_component_then_variable(s: &Subject) {
+        let store = &*s.store;
+        let mut evse = variable("EVSE", "Power", "11000");
+        evse.evse_id = Some(1);
+        let batch = [
+            variable("SecurityCtrlr", "OrganizationName", "Acme"),
+            evse.clone(),
+            variable("OCPPCommCtrlr", "WebSocketPingInterval", "30"),
+            variable("OCPPCommCtrlr", "HeartbeatInterval", "60"),
+        ];
+        store.put_variables("acct-a", "CP1", &batch).await.unwrap();
+        store.put_variables("acct-a", "CP1", &[]).await.unwrap();
+        let replaced = variable("OCPPCommCtrlr", "HeartbeatInterval", "120");
+        store.put_variables("acct-a", "CP1", std::slice::from_ref(&replaced)).await.unwrap();
+        let mut target = variable("OCPPCommCtrlr", "HeartbeatInterval", "90");
+        target.attribute_type = "Target".into();
+        store.put_variables("acct-a", "CP1", &[target.clone()]).await.unwrap();
+
+        let got = store.variables("acct-a", "CP1").await.unwrap();
+        assert_eq!(
+            got,
+            [
+                evse,
+                replaced,
+                target,
+                variable("OCPPCommCtrlr", "WebSocketPingInterval", "30"),
+                variable("SecurityCtrlr", "OrganizationName", "Acme"),
+            ]
+        );
+        let keys = got.iter().map(DeviceVariable::key).collect::<Vec<_>>();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted, "in key order");
+        assert!(store.variables("acct-a", "CP2").await.unwrap().is_empty());
+        assert!(store.variables("acct-b", "CP1").await.unwrap().is_empty());
+    }
+
+    pub async fn flush_succeeds(s: &Subject) {
+        s.store.create_account(&account("acct-a", "alpha")).await.unwrap();
+        s.store.flush().await.unwrap();
+        assert!(s.store.account("acct-a").await.unwrap().is_some());
+    }
+}
+
+/// Every key of a Redis database, with a client of the tests' own.
+async fn redis_keys(url: &str) -> Vec<String> {
+    let client = ::redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut keys: Vec<String> = ::redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn redis_store_works_again_after_redis_restarts_and_fails_fast_while_it_is_down() {
+    let mut server = RedisServer::start().await;
+    let store = RedisStore::connect(&server.url(), "restart", REDIS_TIMEOUT).await.unwrap();
+    store.create_account(&account("acct-a", "alpha")).await.unwrap();
+    store.create_station(&station("acct-a", "CP1")).await.unwrap();
+    let (tx, _) = store.start_transaction(&new_tx("acct-a", "CP1", 1, 0)).await.unwrap();
+
+    server.kill();
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let down = store.account("acct-a").await;
+        let waited = started.elapsed();
+        match down {
+            Err(StoreError::Unavailable(message)) => assert!(message.contains("redis"), "{message}"),
+            other => panic!("a call while Redis is down fails as unavailable, not {other:?}"),
+        }
+        assert!(waited < REDIS_TIMEOUT + std::time::Duration::from_secs(1), "it took {waited:?}");
+    }
+
+    let port = server.port();
+    server.restart().await;
+    assert_eq!(server.port(), port, "the same address: the store is not told of another");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let account = loop {
+        match store.account("acct-a").await {
+            Ok(found) => break found,
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "the store did not reconnect: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(account.map(|a| a.slug), Some("alpha".into()), "what was written before is still there");
+    assert!(store.station("acct-a", "CP1").await.unwrap().is_some());
+    let (next, created) = store.start_transaction(&new_tx("acct-a", "CP1", 2, 0)).await.unwrap();
+    assert!(created && next.id > tx.id, "the id sequence survived too");
+    // Scripts are gone from the restarted server: they are loaded again.
+    let updated = store.update_station("acct-a", "CP1", &|s| s.protocol = Some("ocpp1.6".into())).await.unwrap();
+    assert_eq!(updated.and_then(|s| s.protocol), Some("ocpp1.6".into()));
+}
+
+#[tokio::test]
+async fn connecting_to_a_redis_that_is_not_there_fails_as_unavailable() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let started = std::time::Instant::now();
+    let result = RedisStore::connect(&format!("redis://127.0.0.1:{port}/"), "nowhere", REDIS_TIMEOUT).await;
+    match result {
+        Err(StoreError::Unavailable(message)) => assert!(message.contains("redis"), "{message}"),
+        Err(e) => panic!("expected an unavailable error, got {e:?}"),
+        Ok(_) => panic!("nothing listens there"),
+    }
+    assert!(started.elapsed() < REDIS_TIMEOUT + std::time::Duration::from_secs(1));
+    let invalid = RedisStore::connect("not a url", "x", REDIS_TIMEOUT).await;
+    assert!(matches!(invalid, Err(StoreError::Backend(_))));
+}
+
+#[tokio::test]
+async fn redis_stores_keep_to_their_key_prefix_and_erasure_leaves_no_key_of_the_account() {
+    let server = RedisServer::start().await;
+    let one = RedisStore::connect(&server.url(), "one", REDIS_TIMEOUT).await.unwrap();
+    let two = RedisStore::connect(&server.url(), "two", REDIS_TIMEOUT).await.unwrap();
+    one.create_account(&account("acct-a", "alpha")).await.unwrap();
+    two.create_account(&account("acct-a", "alpha")).await.expect("another prefix is another store");
+    fill(&one, "acct-a").await;
+    one.create_account(&account("acct-b", "bravo")).await.unwrap();
+    fill(&one, "acct-b").await;
+    assert!(two.stations("acct-a").await.unwrap().is_empty());
+    let keys = redis_keys(&server.url()).await;
+    assert!(keys.iter().all(|k| k.starts_with("one:") || k.starts_with("two:")), "{keys:?}");
+    let of_a = |keys: &[String]| keys.iter().filter(|k| k.contains("acct-a") && k.starts_with("one:")).count();
+    assert!(of_a(&keys) >= 10, "{keys:?}");
+
+    one.erase_account("acct-a").await.unwrap();
+    let keys = redis_keys(&server.url()).await;
+    assert_eq!(of_a(&keys), 0, "{keys:?}");
+    // Nor a value naming it: the email index is gone, the slug index names no one, the queue of all
+    // commands holds only the other account's.
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let slug: String = ::redis::cmd("GET").arg("one:slug:alpha").query_async(&mut conn).await.unwrap();
+    assert_eq!(slug, "");
+    let email: Option<String> =
+        ::redis::cmd("GET").arg("one:email:ops@alpha.example").query_async(&mut conn).await.unwrap();
+    assert_eq!(email, None);
+    let queued: Vec<String> =
+        ::redis::cmd("ZRANGE").arg("one:queued").arg(0).arg(-1).query_async(&mut conn).await.unwrap();
+    assert_eq!(queued.len(), 1);
+    assert!(queued.iter().all(|m| !m.contains("acct-a")), "{queued:?}");
+    assert!(keys.iter().any(|k| k.contains("acct-b")), "the other account is still there");
+    assert!(two.account("acct-a").await.unwrap().is_some(), "the other prefix's account of that id stays");
+}
+
+#[tokio::test]
+async fn a_redis_erasure_interrupted_by_a_crash_is_finished_when_a_store_next_connects() {
+    let server = RedisServer::start().await;
+    let store = RedisStore::connect(&server.url(), "crash", REDIS_TIMEOUT).await.unwrap();
+    store.create_account(&account("acct-a", "alpha")).await.unwrap();
+    fill(&store, "acct-a").await;
+    // As if a node died right after marking the erasure begun.
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: i64 = ::redis::cmd("SADD").arg("crash:erasing").arg("acct-a").query_async(&mut conn).await.unwrap();
+
+    let next = RedisStore::connect(&server.url(), "crash", REDIS_TIMEOUT).await.unwrap();
+    assert!(next.account("acct-a").await.unwrap().is_none());
+    assert!(next.stations("acct-a").await.unwrap().is_empty());
+    assert!(next.transactions("acct-a", None).await.unwrap().is_empty());
+    assert!(matches!(next.create_account(&account("acct-c", "alpha")).await, Err(StoreError::Conflict("slug"))));
+    let keys = redis_keys(&server.url()).await;
+    assert!(keys.iter().all(|k| !k.contains("acct-a") && k != "crash:erasing"), "{keys:?}");
+}
