@@ -520,10 +520,11 @@ impl Cluster {
                 self.try_claim(key, value).await;
             }
             for chunk in entries.chunks(REFRESH_BATCH) {
-                let script = redis::Script::new(REFRESH);
+                // EVAL, not EVALSHA: a restarted Redis has no scripts cached, and a pipeline does not
+                // load them on demand.
                 let mut pipe = redis::pipe();
                 for (key, value) in chunk {
-                    pipe.invoke_script(script.key(self.presence_key(key)).arg(value).arg(self.ttl_ms()));
+                    pipe.cmd("EVAL").arg(REFRESH).arg(1).arg(self.presence_key(key)).arg(value).arg(self.ttl_ms());
                 }
                 let mut conn = self.conn.clone();
                 let r = tokio::time::timeout(self.timeout, pipe.query_async::<Vec<i64>>(&mut conn)).await;
@@ -561,10 +562,9 @@ impl Cluster {
     pub async fn release_all(&self) {
         let entries: Vec<(StationKey, String)> = lock(&self.local).drain().map(|(k, h)| (k, h.value)).collect();
         for chunk in entries.chunks(REFRESH_BATCH) {
-            let script = redis::Script::new(RELEASE);
             let mut pipe = redis::pipe();
             for (key, value) in chunk {
-                pipe.invoke_script(script.key(self.presence_key(key)).arg(value));
+                pipe.cmd("EVAL").arg(RELEASE).arg(1).arg(self.presence_key(key)).arg(value);
             }
             let mut conn = self.conn.clone();
             let _ = tokio::time::timeout(self.timeout, pipe.query_async::<Vec<i64>>(&mut conn)).await;

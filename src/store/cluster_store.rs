@@ -413,8 +413,10 @@ impl Inner {
 
     /// Passes a shared-store result on, noting a backend failure (a conflict is an answer).
     fn seen<T>(&self, r: StoreResult<T>) -> StoreResult<T> {
-        if let Err(e @ (StoreError::Backend(_) | StoreError::Unavailable(_))) = &r {
-            self.mark_down(e);
+        match &r {
+            Err(e @ (StoreError::Backend(_) | StoreError::Unavailable(_))) => self.mark_down(e),
+            // An answer: reachable (reads of the caches go to the shared store again at once).
+            _ => self.mark_up(),
         }
         r
     }
