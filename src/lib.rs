@@ -5,7 +5,9 @@
 //!   `AccountActor` with its `AccountRegistry`.
 //! - [`ws`]: the WebSocket endpoint `/ocpp/{tenant}/{station_id}`: subprotocol, Basic auth, session start.
 //! - [`api`]: the multi-tenant REST API under `/api/v1`, its errors and OpenAPI document.
-//! - [`store`]: the system of record behind the `Store` trait; [`store::SledStore`] is the embedded default.
+//! - [`store`]: the system of record behind the `Store` trait; [`store::SledStore`] is the embedded default,
+//!   [`store::RedisStore`] the shared store of a cluster, [`store::ClusterStore`] a cluster node's sled
+//!   write-ahead log in front of it.
 //! - [`cluster`]: cluster mode: station presence, command routing and duplicate connections across
 //!   nodes through Redis.
 //! - [`model`]: the records kept.

@@ -132,4 +132,6 @@ fn describe() {
     describe_counter!(WAL_DRAIN_ERRORS, "Failed write-ahead drain rounds");
     describe_counter!(WAL_SET_ASIDE, "Write-ahead entries set aside instead of applied, by reason");
     describe_gauge!(REDIS_UP, "Whether the shared store answers this node (1) or not (0)");
+    describe_gauge!(CLUSTER_REDIS_UP, "Whether Redis answers this node's presence and routing (1) or not (0)");
+    describe_counter!(CLUSTER_ROUTED_COMMANDS, "API commands sent to a station on another node, by result");
 }

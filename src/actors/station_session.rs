@@ -44,6 +44,9 @@ pub enum CommandError {
 /// The station's CALLRESULT payload, or why there is none.
 pub type CommandResult = Result<Value, CommandError>;
 
+/// Wait before queued-command delivery is tried again after the store could not be reached.
+const DELIVERY_RETRY: Duration = Duration::from_secs(2);
+
 /// Sends a command (a CSMS-initiated CALL) to the station. The payload must already be validated.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -315,10 +318,23 @@ impl StationSession {
         );
         let (session, key) = (ctx.address(), self.setup.key.clone());
         actix_rt::spawn(async move {
-            if let Err(e) = run.await {
-                tracing::error!(station = %key, error = %e, "queued command delivery failed");
-            }
+            let retry = match run.await {
+                Ok(_) => false,
+                // Cluster mode with Redis down: the queue is there again when Redis is.
+                Err(e @ crate::store::StoreError::Unavailable(_)) => {
+                    tracing::warn!(station = %key, error = %e, "queued commands cannot be read now; trying again shortly");
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(station = %key, error = %e, "queued command delivery failed");
+                    false
+                }
+            };
             session.do_send(DeliveryFinished);
+            if retry {
+                tokio::time::sleep(DELIVERY_RETRY).await;
+                session.do_send(DeliverQueued);
+            }
         });
     }
 

@@ -74,6 +74,7 @@ const WAL_TREE: &str = "cluster_wal";
 const SET_ASIDE_TREE: &str = "cluster_wal_set_aside";
 const STATIONS_TREE: &str = "cluster_stations";
 const ID_TAGS_TREE: &str = "cluster_id_tags";
+const ACCOUNTS_TREE: &str = "cluster_accounts_by_slug";
 const LEASE_TREE: &str = "cluster_lease";
 const LEASE_KEY: &[u8] = b"ranges";
 /// Station-path writes of one station are serialized by one of this many locks.
@@ -267,6 +268,8 @@ struct Inner {
     set_aside: sled::Tree,
     stations: sled::Tree,
     id_tags: sled::Tree,
+    /// slug → the account without its secrets, so stations can reconnect while Redis is down.
+    accounts_by_slug: sled::Tree,
     lease: sled::Tree,
     /// The next log key. Held while an entry is inserted, so keys become visible in order and a batch
     /// read by the drainer is always a prefix of the log.
@@ -338,6 +341,7 @@ impl ClusterStore {
         let inner = Arc::new(Inner {
             stations: local.open_tree(STATIONS_TREE)?,
             id_tags: local.open_tree(ID_TAGS_TREE)?,
+            accounts_by_slug: local.open_tree(ACCOUNTS_TREE)?,
             lease: local.open_tree(LEASE_TREE)?,
             wal,
             set_aside,
@@ -689,6 +693,12 @@ impl Inner {
                 self.set_aside.remove(k).map_err(backend)?;
             }
         }
+        for item in self.accounts_by_slug.iter() {
+            let (k, v) = item.map_err(backend)?;
+            if decode::<Account>(&v).map_or(true, |a| a.id == account_id) {
+                self.accounts_by_slug.remove(k).map_err(backend)?;
+            }
+        }
         let p = account_prefix(account_id);
         for tree in [&self.stations, &self.id_tags] {
             for item in tree.scan_prefix(&p) {
@@ -968,8 +978,27 @@ impl Store for ClusterStore {
         self.inner.seen(self.inner.remote.account_by_email(email).await)
     }
 
+    /// From the shared store while it answers; otherwise this node's copy, without the password hash
+    /// and known locations (a station connecting needs only the account's id), so stations can
+    /// reconnect while Redis is down.
     async fn account_by_slug(&self, slug: &str) -> StoreResult<Option<Account>> {
-        self.inner.seen(self.inner.remote.account_by_slug(slug).await)
+        let inner = &self.inner;
+        if inner.up() {
+            match inner.remote.account_by_slug(slug).await {
+                Ok(found) => {
+                    let kept = found.as_ref().map(|a| Account {
+                        password_hash: String::new(),
+                        known_locations: Vec::new(),
+                        ..a.clone()
+                    });
+                    inner.cache(&inner.accounts_by_slug, slug.as_bytes(), kept.as_ref());
+                    inner.mark_up();
+                    return Ok(found);
+                }
+                Err(e) => inner.mark_down(&e),
+            }
+        }
+        get(&inner.accounts_by_slug, slug.as_bytes())
     }
 
     async fn update_account(&self, id: &str, update: AccountUpdate<'_>) -> StoreResult<Option<Account>> {
@@ -1863,6 +1892,28 @@ mod tests {
         remote.set(true);
         drained(&store).await;
         assert_sessions_recorded(&remote, id16).await;
+        store.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_tenant_seen_before_redis_went_down_is_found_without_its_secrets() {
+        let remote = shared().await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = node(&remote, dir.path(), 1000).await;
+        remote.inner.update_account(ACCOUNT, &|a| a.password_hash = "$argon2id$stand-in".into()).await.unwrap();
+        let up = store.account_by_slug("acme").await.unwrap().expect("the tenant");
+        assert!(!up.password_hash.is_empty(), "while Redis answers, the whole record");
+
+        remote.set(false);
+        let down = store.account_by_slug("acme").await.unwrap().expect("still found: stations can reconnect");
+        assert_eq!((down.id.as_str(), down.slug.as_str()), (ACCOUNT, "acme"));
+        assert!(down.password_hash.is_empty() && down.known_locations.is_empty(), "no secret kept on the node");
+        assert!(store.account_by_slug("bravo").await.unwrap().is_none(), "never looked up: unknown");
+
+        remote.set(true);
+        store.erase_account(ACCOUNT).await.unwrap();
+        remote.set(false);
+        assert!(store.account_by_slug("acme").await.unwrap().is_none(), "an erased tenant is forgotten here too");
         store.shutdown().await;
     }
 
