@@ -65,6 +65,8 @@ impl Application {
     /// (`cluster.redis_url` set) the embedded store becomes this node's write-ahead log in front of
     /// the shared store in Redis.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        // The recorder first, so what the stores report while opening is kept.
+        m::handle(&settings.server.node_id());
         let dir = &settings.storage.data_dir;
         std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
         let local = SledStore::open(dir, settings.storage.commit_policy())

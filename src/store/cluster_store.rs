@@ -61,6 +61,7 @@ use crate::model::{
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -79,6 +80,8 @@ const LEASE_TREE: &str = "cluster_lease";
 const LEASE_KEY: &[u8] = b"ranges";
 /// Station-path writes of one station are serialized by one of this many locks.
 const LOCK_STRIPES: usize = 64;
+/// Stations whose log entries the drainer applies side by side.
+const DRAIN_CONCURRENCY: usize = 64;
 /// The account the drainer asks for to find out whether the shared store answers: no account has an
 /// empty id.
 const PROBE_ACCOUNT_ID: &str = "";
@@ -102,7 +105,7 @@ impl Default for ClusterStoreSettings {
             transaction_id_block: 1000,
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(2),
-            drain_batch: 256,
+            drain_batch: 1024,
         }
     }
 }
@@ -148,6 +151,21 @@ impl WalOp {
         }
     }
 
+    /// The station the entry is about: entries of one station are applied in log order, those of
+    /// different stations side by side.
+    fn station(&self) -> StationKey {
+        match self {
+            WalOp::PutTransaction(tx) => (tx.account_id.clone(), tx.station_id.clone()),
+            WalOp::MeterValues { account_id, records } => {
+                (account_id.clone(), records.first().map(|r| r.station_id.clone()).unwrap_or_default())
+            }
+            WalOp::Event { account_id, event } => (account_id.clone(), event.station_id.clone()),
+            WalOp::Variables { account_id, station_id, .. } | WalOp::StationChange { account_id, station_id, .. } => {
+                (account_id.clone(), station_id.clone())
+            }
+        }
+    }
+
     /// The station whose transaction records the entry changes, if it changes one. Meter values,
     /// events, device models and station changes leave transaction records alone, so they do not make
     /// the shared store's copy of a transaction stale.
@@ -157,6 +175,19 @@ impl WalOp {
             _ => None,
         }
     }
+}
+
+/// One call's worth of consecutive meter-value entries of one station.
+fn merged_readings(entries: &[(sled::IVec, WalOp)]) -> (String, Vec<MeterRecord>) {
+    let mut account = String::new();
+    let mut records = Vec::new();
+    for (_, op) in entries {
+        if let WalOp::MeterValues { account_id, records: r } = op {
+            account.clone_from(account_id);
+            records.extend(r.iter().cloned());
+        }
+    }
+    (account, records)
 }
 
 /// A log entry: the write and when it was made (for the age of the oldest waiting entry).
@@ -737,8 +768,35 @@ impl Inner {
         Ok(())
     }
 
-    /// Applies the oldest entries of the log to the shared store, in order; returns how many, and
-    /// whether more may be waiting.
+    /// Applies one station's entries in log order, meter readings that follow one another in one
+    /// call; stops at the first failure. Returns the entries applied, and the failure.
+    async fn apply_station(&self, entries: Vec<(sled::IVec, WalOp)>) -> (Vec<(sled::IVec, WalOp)>, Option<StoreError>) {
+        let mut applied = Vec::with_capacity(entries.len());
+        let mut readings: Vec<(sled::IVec, WalOp)> = Vec::new();
+        let mut entries = entries.into_iter().peekable();
+        while let Some((k, op)) = entries.next() {
+            if let WalOp::MeterValues { .. } = &op {
+                readings.push((k, op));
+                if matches!(entries.peek(), Some((_, WalOp::MeterValues { .. }))) {
+                    continue;
+                }
+                let (account_id, records) = merged_readings(&readings);
+                if let Err(e) = self.remote.add_meter_values(&account_id, &records).await {
+                    return (applied, Some(e));
+                }
+                applied.append(&mut readings);
+                continue;
+            }
+            if let Err(e) = self.apply(&op).await {
+                return (applied, Some(e));
+            }
+            applied.push((k, op));
+        }
+        (applied, None)
+    }
+
+    /// Applies the oldest entries of the log to the shared store: each station's in log order,
+    /// different stations' side by side; returns how many, and whether more may be waiting.
     async fn drain_batch(&self) -> Result<(usize, bool), DrainError> {
         let _gate = self.drain_gate.lock().await;
         let batch = self
@@ -755,8 +813,8 @@ impl Inner {
         // of this node could undo (an id used there but handed out again here, say).
         self.local.flush().await.map_err(DrainError::Local)?;
         let mut accounts: HashMap<String, bool> = HashMap::new();
-        let mut applied: Vec<(&sled::IVec, WalOp)> = Vec::new();
-        let mut failure = None;
+        let mut order: Vec<StationKey> = Vec::new();
+        let mut by_station: HashMap<StationKey, Vec<(sled::IVec, WalOp)>> = HashMap::new();
         for (k, v) in &batch {
             let entry = match decode::<WalEntry>(v) {
                 Ok(entry) => entry,
@@ -768,15 +826,8 @@ impl Inner {
             };
             let account_id = entry.op.account_id();
             let known = match accounts.get(account_id) {
-                Some(known) => Ok(*known),
-                None => self.remote.account(account_id).await.map(|a| a.is_some()),
-            };
-            let known = match known {
-                Ok(known) => known,
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
+                Some(known) => *known,
+                None => self.remote.account(account_id).await.map_err(DrainError::Remote)?.is_some(),
             };
             accounts.insert(account_id.to_string(), known);
             if !known {
@@ -790,11 +841,30 @@ impl Inner {
                 metrics::counter!(m::WAL_DRAINED).increment(1);
                 continue;
             }
-            if let Err(e) = self.apply(&entry.op).await {
-                failure = Some(e);
-                break;
+            let station = entry.op.station();
+            by_station
+                .entry(station.clone())
+                .or_insert_with(|| {
+                    order.push(station);
+                    Vec::new()
+                })
+                .push((k.clone(), entry.op));
+        }
+        let mut groups = Vec::with_capacity(order.len());
+        for station in order {
+            if let Some(entries) = by_station.remove(&station) {
+                groups.push(entries);
             }
-            applied.push((k, entry.op));
+        }
+        let results: Vec<_> = futures_util::stream::iter(groups.into_iter().map(|entries| self.apply_station(entries)))
+            .buffer_unordered(DRAIN_CONCURRENCY)
+            .collect()
+            .await;
+        let mut applied = Vec::new();
+        let mut failure = None;
+        for (done, error) in results {
+            applied.extend(done);
+            failure = failure.or(error);
         }
         let count = applied.len();
         if count > 0 {
