@@ -50,6 +50,7 @@
 //! - An entry the shared store keeps refusing blocks the log behind it (`ocpp_wal_drain_errors_total`
 //!   grows, `remote_up` stays false): nothing acknowledged is skipped.
 
+use super::sled_store::{backend, decode, encode, get};
 use super::{
     AccountUpdate, ErasureReport, EventOutcome, NewTransactionFn, SledStore, StationUpdate, StopOutcome, Store,
     StoreError, StoreResult, TransactionUpdate,
@@ -241,22 +242,6 @@ fn set_aside_key(wal_key: &[u8]) -> Vec<u8> {
     let mut k = now.to_be_bytes().to_vec();
     k.extend_from_slice(wal_key);
     k
-}
-
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
-
-fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
-    serde_json::to_vec(value).map_err(backend)
-}
-
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
-    serde_json::from_slice(bytes).map_err(backend)
-}
-
-fn get<T: DeserializeOwned>(tree: &sled::Tree, k: &[u8]) -> StoreResult<Option<T>> {
-    tree.get(k).map_err(backend)?.map(|v| decode(&v)).transpose()
 }
 
 /// A lock whose holder panicked still guards consistent data here (counters and a key sequence
