@@ -170,6 +170,10 @@ impl Cluster {
     pub fn start(self: &Arc<Self>, registry: Addr<StationRegistry>, store: Arc<dyn Store>) {
         let _ = self.registry.set(registry);
         let _ = self.store.set(store);
+        metrics::gauge!(crate::metrics::CLUSTER_REDIS_UP).set(1.0);
+        for result in ["answered", "error", "timeout", "not_connected", "unreachable"] {
+            metrics::counter!(crate::metrics::CLUSTER_ROUTED_COMMANDS, "result" => result).increment(0);
+        }
         let this = self.clone();
         actix_rt::spawn(async move { this.listen().await });
         let this = self.clone();

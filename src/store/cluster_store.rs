@@ -376,7 +376,14 @@ impl ClusterStore {
             settings,
         });
         metrics::gauge!(m::WAL_PENDING).set(pending as f64);
+        metrics::gauge!(m::WAL_OLDEST_AGE).set(0.0);
         metrics::gauge!(m::REDIS_UP).set(1.0);
+        // Counters exist from the start, at zero, so rates and alerts on them work before the first event.
+        metrics::counter!(m::WAL_DRAINED).increment(0);
+        metrics::counter!(m::WAL_DRAIN_ERRORS).increment(0);
+        for reason in ["undecodable", "unknown_account"] {
+            metrics::counter!(m::WAL_SET_ASIDE, "reason" => reason).increment(0);
+        }
         if pending > 0 {
             tracing::info!(pending, "write-ahead entries from before the restart are waiting to be drained");
         }

@@ -1,7 +1,8 @@
-//! A real Prometheus scrapes a running node with a few stations, then every PromQL expression of the
+//! A real Prometheus scrapes a running node (in cluster mode, on a real Redis) with a few stations, then every PromQL expression of the
 //! Grafana dashboards is evaluated through Prometheus's HTTP API: each must succeed and return series.
 
-use crate::helpers::{spawn_app, try_connect, StationClient};
+use crate::helpers::{spawn_app_with, try_connect, StationClient};
+use crate::redis::RedisServer;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -149,6 +150,11 @@ async fn exercise(app: &crate::helpers::TestApp) -> Vec<StationClient> {
     // A command queued for an offline station, and a disconnect.
     app.station(&t, "OFFLINE").await;
     app.post("/stations/OFFLINE/commands/ClearCache?queue=true", &t.token, json!({})).await;
+    // A station connecting again: its older connection is replaced.
+    let password = app.station(&t, "TWICE").await;
+    let mut first = crate::helpers::StationClient::connect(app.port, "fleet", "TWICE", &password).await.unwrap();
+    let _second = crate::helpers::StationClient::connect(app.port, "fleet", "TWICE", &password).await.unwrap();
+    assert!(first.recv_message().await.is_none_or(|m| m.is_close()), "the older connection is closed");
     stations.pop();
     let (status, _) = app.get("/stations/NOPE", &t.token).await;
     assert_eq!(status, 404);
@@ -165,7 +171,14 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
     }
     assert!(exprs.len() >= 10, "dashboards hold only {} queries", exprs.len());
 
-    let app = spawn_app().await;
+    // A node in cluster mode: it has every series a single node has, and the cluster ones.
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let app = spawn_app_with(move |s| {
+        s.cluster.redis_url = url;
+        s.server.node_id = "dash-node".into();
+    })
+    .await;
     let _connected = exercise(&app).await;
     let prometheus = start_prometheus(app.port);
     let http = reqwest::Client::new();
