@@ -333,3 +333,61 @@ async fn redis_killed_and_restarted_loses_no_acknowledged_event() {
     let (_, all) = b.get("/transactions", &tenant.token).await;
     assert_eq!(all.as_array().unwrap().len(), 2, "no transaction twice: {all}");
 }
+
+#[tokio::test]
+async fn an_erasure_through_one_node_closes_the_accounts_sessions_on_every_node() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (node(&redis, "node-a").await, node(&redis, "node-b").await);
+    let tenant = a.tenant("acme").await;
+    let other = a.tenant("other").await;
+    let password = a.station(&tenant, "CP1").await;
+    let other_password = a.station(&other, "CP1").await;
+    let mut cp = StationClient::connect(a.port, "acme", "CP1", &password).await.unwrap();
+    cp.boot().await;
+    acked(&mut cp, "StatusNotification", json!({"connectorId": 1, "errorCode": "NoError", "status": "Charging"})).await;
+    let mut other_cp = StationClient::connect(a.port, "other", "CP1", &other_password).await.unwrap();
+    other_cp.boot().await;
+
+    let (status, answer) = b
+        .request(reqwest::Method::DELETE, "/account", Some(&tenant.token), Some(json!({"password": "s3cret-pass"})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["removed"]["stations"], 1, "{answer}");
+
+    // Node A closes the erased account's session, and only that one.
+    assert!(matches!(cp.recv_message().await, None | Some(Message::Close(_))), "the session on node A is closed");
+    other_cp.ok("Heartbeat", json!({})).await;
+    // Nothing of it is served by either node, and its station cannot come back through A.
+    for app in [&a, &b] {
+        let (status, _) = app.get("/account", &tenant.token).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    assert!(StationClient::connect(a.port, "acme", "CP1", &password).await.is_err());
+    let (status, _) = b.get("/stations/CP1", &other.token).await;
+    assert_eq!(status, StatusCode::OK, "the other tenant is untouched");
+}
+
+#[tokio::test]
+async fn a_node_stopped_with_sigterm_hands_its_stations_over_at_once() {
+    let redis = RedisServer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let url = redis.url();
+    let mut a = start_with(
+        data.path(),
+        &[("OCPP_CSS__CLUSTER__REDIS_URL", url.as_str()), ("OCPP_CSS__SERVER__NODE_ID", "node-a")],
+    );
+    let b = node(&redis, "node-b").await;
+    let tenant = b.tenant("acme").await;
+    let password = b.station(&tenant, "CP1").await;
+    let mut cp = StationClient::connect(a.port, "acme", "CP1", &password).await.unwrap();
+    cp.boot().await;
+    wait_for_station(&b, &tenant.token, "CP1", Duration::from_secs(5), |v| v["node"] == "node-a").await;
+
+    let pid = a.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(matches!(cp.recv_message().await, None | Some(Message::Close(_))));
+    assert!(a.child.wait().unwrap().success(), "a clean exit");
+    // Not after the presence TTL (here 120 s: ping interval 60 s): at once.
+    let (_, view) = b.get("/stations/CP1", &tenant.token).await;
+    assert_eq!(view["connected"], false, "{view}");
+}
