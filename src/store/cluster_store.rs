@@ -178,6 +178,19 @@ impl WalOp {
     }
 }
 
+/// What this node's copy answers while the shared store is unreachable. A record it does not hold
+/// may exist all the same, so "none" would be a guess: the caller is told to try again later
+/// (a station connecting gets 503, an Authorize or StartTransaction a CALLERROR it retries, rather
+/// than a definite Invalid for a tag that may be valid).
+fn unknown_while_down<T>(cached: Option<T>) -> StoreResult<Option<T>> {
+    match cached {
+        Some(found) => Ok(Some(found)),
+        None => Err(StoreError::Unavailable(
+            "not known on this node, and the shared store cannot be reached to ask".to_string(),
+        )),
+    }
+}
+
 /// One call's worth of consecutive meter-value entries of one station.
 fn merged_readings(entries: &[(sled::IVec, WalOp)]) -> (String, Vec<MeterRecord>) {
     let mut account = String::new();
@@ -622,7 +635,7 @@ impl Inner {
                 Err(e) => self.mark_down(&e),
             }
         }
-        get(tree, &k)
+        unknown_while_down(get(tree, &k)?)
     }
 
     /// The transaction as it stands, `None` when there is none. The replica comes first while this
@@ -1060,7 +1073,7 @@ impl Store for ClusterStore {
                 Err(e) => inner.mark_down(&e),
             }
         }
-        get(&inner.accounts_by_slug, slug.as_bytes())
+        unknown_while_down(get(&inner.accounts_by_slug, slug.as_bytes())?)
     }
 
     async fn update_account(&self, id: &str, update: AccountUpdate<'_>) -> StoreResult<Option<Account>> {
@@ -1731,6 +1744,7 @@ mod tests {
             updated_at: Utc::now(),
         };
         inner.put_id_tag(ACCOUNT, &tag).await.unwrap();
+        inner.put_id_tag(OTHER, &tag).await.unwrap();
         Arc::new(Flaky {
             inner,
             on: AtomicBool::new(true),
@@ -1970,12 +1984,14 @@ mod tests {
         let down = store.account_by_slug("acme").await.unwrap().expect("still found: stations can reconnect");
         assert_eq!((down.id.as_str(), down.slug.as_str()), (ACCOUNT, "acme"));
         assert!(down.password_hash.is_empty() && down.known_locations.is_empty(), "no secret kept on the node");
-        assert!(store.account_by_slug("bravo").await.unwrap().is_none(), "never looked up: unknown");
+        let unknown = store.account_by_slug("bravo").await;
+        assert!(matches!(unknown, Err(StoreError::Unavailable(_))), "never looked up: ask again later, {unknown:?}");
 
         remote.set(true);
         store.erase_account(ACCOUNT).await.unwrap();
         remote.set(false);
-        assert!(store.account_by_slug("acme").await.unwrap().is_none(), "an erased tenant is forgotten here too");
+        let erased = store.account_by_slug("acme").await;
+        assert!(matches!(erased, Err(StoreError::Unavailable(_))), "an erased tenant is forgotten here too");
         store.shutdown().await;
     }
 
@@ -2113,7 +2129,8 @@ mod tests {
         assert!(store.erase_account(OTHER).await.is_err());
         assert_eq!(store.pending(), before - 2);
         assert!(!store.inner.station_has_pending(OTHER, CP_OTHER));
-        assert!(store.station(OTHER, CP_OTHER).await.unwrap().is_none(), "its cached station is dropped");
+        let dropped = store.station(OTHER, CP_OTHER).await;
+        assert!(matches!(dropped, Err(StoreError::Unavailable(_))), "its cached station is dropped: {dropped:?}");
 
         remote.set(true);
         drained(&store).await;
