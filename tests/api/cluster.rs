@@ -2,7 +2,7 @@
 //! WebSockets: commands across nodes, duplicate connections across nodes, a killed node, and Redis
 //! killed and restarted while stations keep sending.
 
-use crate::helpers::{spawn_app_with, StationClient, TestApp};
+use crate::helpers::{spawn_app_with, StationClient, Tenant, TestApp};
 use crate::redis::RedisServer;
 use crate::restart::start_with;
 use reqwest::StatusCode;
@@ -24,6 +24,26 @@ async fn node(redis: &RedisServer, name: &str) -> TestApp {
     .await
 }
 
+/// A Redis, two nodes on it, tenant "acme" and its station CP1 connected (and booted) to node A.
+struct Cluster {
+    redis: RedisServer,
+    a: TestApp,
+    b: TestApp,
+    tenant: Tenant,
+    password: String,
+    station: StationClient,
+}
+
+async fn two_nodes_and_a_station() -> Cluster {
+    let redis = RedisServer::start().await;
+    let (a, b) = (node(&redis, "node-a").await, node(&redis, "node-b").await);
+    let tenant = a.tenant("acme").await;
+    let password = a.station(&tenant, "CP1").await;
+    let mut station = StationClient::connect(a.port, "acme", "CP1", &password).await.unwrap();
+    station.boot().await;
+    Cluster { redis, a, b, tenant, password, station }
+}
+
 /// Polls `GET /stations/{id}` on `app` until `check` holds; panics with the last view after `within`.
 async fn wait_for_station(app: &TestApp, token: &str, id: &str, within: Duration, check: impl Fn(&Value) -> bool) {
     let deadline = Instant::now() + within;
@@ -37,6 +57,22 @@ async fn wait_for_station(app: &TestApp, token: &str, id: &str, within: Duration
     }
 }
 
+/// Sends `POST /stations/CP1/commands/{action}` to `app` in the background (it waits for the
+/// station's answer, which the test gives meanwhile); the handle yields the status and body.
+fn command_later(
+    app: &TestApp,
+    token: &str,
+    action: &str,
+    body: Value,
+) -> tokio::task::JoinHandle<(StatusCode, Value)> {
+    let url = app.api(&format!("/stations/CP1/commands/{action}"));
+    let token = token.to_string();
+    tokio::spawn(async move {
+        let res = reqwest::Client::new().post(url).bearer_auth(token).json(&body).send().await.unwrap();
+        (res.status(), res.json::<Value>().await.unwrap())
+    })
+}
+
 /// Answers the next CALL the station receives with `payload`; returns the CALL.
 async fn answer_next_call(cp: &mut StationClient, payload: Value) -> Value {
     let call = cp.recv().await;
@@ -47,12 +83,7 @@ async fn answer_next_call(cp: &mut StationClient, payload: Value) -> Value {
 
 #[tokio::test]
 async fn a_command_through_one_node_reaches_a_station_on_another_and_its_answer_returns() {
-    let redis = RedisServer::start().await;
-    let (a, b) = (node(&redis, "node-a").await, node(&redis, "node-b").await);
-    let tenant = a.tenant("acme").await;
-    let password = a.station(&tenant, "CP1").await;
-    let mut cp = StationClient::connect(a.port, "acme", "CP1", &password).await.unwrap();
-    cp.boot().await;
+    let Cluster { redis: _redis, a: _a, b, tenant, password: _, station: mut cp } = two_nodes_and_a_station().await;
 
     // Any node knows where the station is.
     wait_for_station(&b, &tenant.token, "CP1", Duration::from_secs(5), |v| {
@@ -63,19 +94,7 @@ async fn a_command_through_one_node_reaches_a_station_on_another_and_its_answer_
     assert_eq!((listed[0]["connected"].clone(), listed[0]["node"].clone()), (json!(true), json!("node-a")));
 
     // A command on B travels to A's session; the station's answer comes back to B's caller.
-    let reset = {
-        let (b_port, token) = (b.port, tenant.token.clone());
-        tokio::spawn(async move {
-            let res = reqwest::Client::new()
-                .post(format!("http://127.0.0.1:{b_port}/api/v1/stations/CP1/commands/Reset"))
-                .bearer_auth(token)
-                .json(&json!({"type": "Soft"}))
-                .send()
-                .await
-                .unwrap();
-            (res.status(), res.json::<Value>().await.unwrap())
-        })
-    };
+    let reset = command_later(&b, &tenant.token, "Reset", json!({"type": "Soft"}));
     let call = answer_next_call(&mut cp, json!({"status": "Accepted"})).await;
     assert_eq!((call[2].as_str(), &call[3]), (Some("Reset"), &json!({"type": "Soft"})));
     let (status, body) = reset.await.unwrap();
@@ -84,19 +103,7 @@ async fn a_command_through_one_node_reaches_a_station_on_another_and_its_answer_
 
     // Unanswered, it times out on B as it would on A (command timeout 2 s): 504.
     let started = Instant::now();
-    let unlock = {
-        let (b_port, token) = (b.port, tenant.token.clone());
-        tokio::spawn(async move {
-            let res = reqwest::Client::new()
-                .post(format!("http://127.0.0.1:{b_port}/api/v1/stations/CP1/commands/UnlockConnector"))
-                .bearer_auth(token)
-                .json(&json!({"connectorId": 1}))
-                .send()
-                .await
-                .unwrap();
-            (res.status(), res.json::<Value>().await.unwrap())
-        })
-    };
+    let unlock = command_later(&b, &tenant.token, "UnlockConnector", json!({"connectorId": 1}));
     let call = cp.recv().await;
     assert_eq!(call[2], "UnlockConnector");
     let (status, body) = unlock.await.unwrap();
@@ -104,19 +111,7 @@ async fn a_command_through_one_node_reaches_a_station_on_another_and_its_answer_
     assert!(started.elapsed() < Duration::from_secs(6), "timed out after {:?}", started.elapsed());
 
     // A CALLERROR answer is reported as on one node.
-    let trigger = {
-        let (b_port, token) = (b.port, tenant.token.clone());
-        tokio::spawn(async move {
-            let res = reqwest::Client::new()
-                .post(format!("http://127.0.0.1:{b_port}/api/v1/stations/CP1/commands/TriggerMessage"))
-                .bearer_auth(token)
-                .json(&json!({"requestedMessage": "Heartbeat"}))
-                .send()
-                .await
-                .unwrap();
-            (res.status(), res.json::<Value>().await.unwrap())
-        })
-    };
+    let trigger = command_later(&b, &tenant.token, "TriggerMessage", json!({"requestedMessage": "Heartbeat"}));
     let call = cp.recv().await;
     cp.send_text(&json!([4, call[1], "NotSupported", "no triggers here", {}]).to_string()).await;
     let (status, body) = trigger.await.unwrap();
@@ -126,12 +121,7 @@ async fn a_command_through_one_node_reaches_a_station_on_another_and_its_answer_
 
 #[tokio::test]
 async fn the_newer_connection_wins_across_nodes() {
-    let redis = RedisServer::start().await;
-    let (a, b) = (node(&redis, "node-a").await, node(&redis, "node-b").await);
-    let tenant = a.tenant("acme").await;
-    let password = a.station(&tenant, "CP1").await;
-    let mut old = StationClient::connect(a.port, "acme", "CP1", &password).await.unwrap();
-    old.boot().await;
+    let Cluster { redis: _redis, a, b, tenant, password, station: mut old } = two_nodes_and_a_station().await;
     wait_for_station(&b, &tenant.token, "CP1", Duration::from_secs(5), |v| v["node"] == "node-a").await;
 
     let mut new = StationClient::connect(b.port, "acme", "CP1", &password).await.unwrap();
@@ -147,19 +137,9 @@ async fn the_newer_connection_wins_across_nodes() {
     .await;
     // The newer one keeps working, and commands go to it.
     new.ok("Heartbeat", json!({})).await;
-    let (a_port, token) = (a.port, tenant.token.clone());
-    let cmd = tokio::spawn(async move {
-        reqwest::Client::new()
-            .post(format!("http://127.0.0.1:{a_port}/api/v1/stations/CP1/commands/ClearCache"))
-            .bearer_auth(token)
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap()
-            .status()
-    });
+    let cmd = command_later(&a, &tenant.token, "ClearCache", json!({}));
     answer_next_call(&mut new, json!({"status": "Accepted"})).await;
-    assert_eq!(cmd.await.unwrap(), StatusCode::OK);
+    assert_eq!(cmd.await.unwrap().0, StatusCode::OK);
     // The presence refresh on A never takes the station back.
     tokio::time::sleep(TTL).await;
     let (_, view) = b.get("/stations/CP1", &tenant.token).await;
