@@ -81,13 +81,14 @@ impl Application {
         let presence_ttl = Duration::from_secs(2 * settings.ocpp.ping_interval_secs.max(1));
         let cluster =
             Cluster::new(&settings.cluster, node_id.clone(), presence_ttl).context("configuring the cluster")?;
-        let redis = RedisStore::connect(
+        // Lazily: a node starts while Redis is down, and serves the stations it knows from its own
+        // copies, their messages waiting in its write-ahead log.
+        let redis = RedisStore::connect_lazy(
             &settings.cluster.redis_url,
             &settings.cluster.key_prefix,
             settings.cluster.redis_timeout(),
         )
-        .await
-        .with_context(|| format!("connecting to Redis at {}", redact(&settings.cluster.redis_url)))?;
+        .with_context(|| format!("configuring Redis at {}", redact(&settings.cluster.redis_url)))?;
         let wal = ClusterStore::open(local, Arc::new(redis), ClusterStoreSettings::from(&settings.cluster))
             .context("opening the write-ahead log")?;
         tracing::info!(node = %node_id, redis = %redact(&settings.cluster.redis_url), pending = wal.pending(), "cluster mode");
@@ -114,8 +115,14 @@ impl Application {
             None
         };
         let tls_port = tls.as_ref().map(|(l, _)| l.local_addr().map(|a| a.port())).transpose()?;
-        let queued = store.queued_command_count().await.context("counting queued commands")?;
-        metrics::gauge!(m::QUEUED_COMMANDS).set(queued as f64);
+        match store.queued_command_count().await {
+            Ok(queued) => metrics::gauge!(m::QUEUED_COMMANDS).set(queued as f64),
+            // Cluster mode with Redis down: the gauge starts from what this node queues.
+            Err(crate::store::StoreError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "cannot count the queued commands now")
+            }
+            Err(e) => return Err(e).context("counting queued commands"),
+        }
         let stations = match &cluster {
             Some(cluster) => StationRegistry::clustered(cluster.clone()).start(),
             None => StationRegistry::default().start(),
@@ -339,6 +346,13 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
+    if state.wal.is_some() {
+        // Cluster mode: the queue is the cluster's, shared in Redis; what this node added and sent
+        // would not add up to it.
+        if let Ok(queued) = state.store.queued_command_count().await {
+            metrics::gauge!(m::QUEUED_COMMANDS).set(queued as f64);
+        }
+    }
     match state.store.oldest_queued_command().await {
         Ok(oldest) => {
             let age = oldest.map(|t| (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0);

@@ -269,16 +269,7 @@ impl RedisStore {
     /// fails with [`StoreError::Unavailable`] and the next call tries to reconnect. Fails when Redis
     /// does not answer now. Finishes the erasures a crash interrupted.
     pub async fn connect(url: &str, key_prefix: &str, timeout: Duration) -> StoreResult<RedisStore> {
-        // The URL may hold a password: it is not repeated in errors.
-        let client = redis::Client::open(url).map_err(|e| backend(format!("invalid URL: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            // One quick retry per reconnection; while Redis stays down, each call fails fast and the
-            // next one tries again.
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(timeout);
+        let (client, config) = Self::client(url, timeout)?;
         let conn = match tokio::time::timeout(timeout, ConnectionManager::new_with_config(client, config)).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => return Err(failure("cannot connect", e)),
@@ -290,6 +281,44 @@ impl RedisStore {
         store.query::<String>("connect", &redis::cmd("PING")).await?;
         store.finish_interrupted_erasures().await?;
         Ok(store)
+    }
+
+    /// Like [`RedisStore::connect`], without needing Redis to answer now: calls fail as unavailable
+    /// until it does (a cluster node starts, and serves the stations it knows, while Redis is down).
+    /// Interrupted erasures are finished in the background once Redis answers. Must be called
+    /// inside a tokio runtime that lives as long as the store.
+    pub fn connect_lazy(url: &str, key_prefix: &str, timeout: Duration) -> StoreResult<RedisStore> {
+        let (client, config) = Self::client(url, timeout)?;
+        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| failure("configuring", e))?;
+        let store = RedisStore { conn, prefix: format!("{key_prefix}:").into(), timeout };
+        let background = store.clone();
+        tokio::spawn(async move {
+            loop {
+                match background.finish_interrupted_erasures().await {
+                    Ok(()) => break,
+                    Err(StoreError::Unavailable(_)) => tokio::time::sleep(Duration::from_secs(1)).await,
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not finish the interrupted erasures");
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(store)
+    }
+
+    fn client(url: &str, timeout: Duration) -> StoreResult<(redis::Client, ConnectionManagerConfig)> {
+        // The URL may hold a password: it is not repeated in errors.
+        let client = redis::Client::open(url).map_err(|e| backend(format!("invalid URL: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            // One quick retry per reconnection; while Redis stays down, each call fails fast and the
+            // next one tries again.
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(timeout);
+        Ok((client, config))
     }
 
     /// `{key_prefix}:{kind}:{parts…}`, parts escaped.

@@ -371,3 +371,76 @@ async fn a_node_stopped_with_sigterm_hands_its_stations_over_at_once() {
     let (_, view) = b.get("/stations/CP1", &tenant.token).await;
     assert_eq!(view["connected"], false, "{view}");
 }
+
+#[tokio::test]
+async fn a_node_restarted_while_redis_is_down_serves_the_stations_it_knows() {
+    let mut redis = RedisServer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let url = redis.url();
+    let env = [("OCPP_CSS__CLUSTER__REDIS_URL", url.as_str()), ("OCPP_CSS__SERVER__NODE_ID", "node-a")];
+    let mut a = start_with(data.path(), &env);
+    let http = reqwest::Client::new();
+    let api = |port: u16, path: &str| format!("http://127.0.0.1:{port}/api/v1{path}");
+    let account = json!({"email": "ops@acme.example", "password": "s3cret-pass", "name": "Acme", "slug": "acme"});
+    http.post(api(a.port, "/accounts")).json(&account).send().await.unwrap();
+    let login = json!({"email": "ops@acme.example", "password": "s3cret-pass"});
+    let session: Value = http.post(api(a.port, "/sessions")).json(&login).send().await.unwrap().json().await.unwrap();
+    let token = session["token"].as_str().unwrap().to_string();
+    let created: Value = http
+        .post(api(a.port, "/stations"))
+        .bearer_auth(&token)
+        .json(&json!({"id": "CP1"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let password = created["password"].as_str().unwrap().to_string();
+    http.put(api(a.port, "/id-tags/RFID-1"))
+        .bearer_auth(&token)
+        .json(&json!({"status": "Accepted"}))
+        .send()
+        .await
+        .unwrap();
+    let mut cp = StationClient::connect(a.port, "acme", "CP1", &password).await.unwrap();
+    cp.boot().await;
+    acked(&mut cp, "Authorize", json!({"idTag": "RFID-1"})).await;
+
+    // The node dies, then Redis; the node comes back while Redis is still down.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    drop(cp);
+    redis.kill();
+    let a = start_with(data.path(), &env);
+    let mut cp = StationClient::connect(a.port, "acme", "CP1", &password).await.expect("a known station reconnects");
+    cp.boot().await;
+    let start = json!({"connectorId": 1, "idTag": "RFID-1", "meterStart": 100, "timestamp": "2026-11-25T10:00:00Z"});
+    let started = acked(&mut cp, "StartTransaction", start).await;
+    assert_eq!(started["idTagInfo"]["status"], "Accepted");
+    let id = started["transactionId"].as_i64().unwrap();
+    acked(
+        &mut cp,
+        "StopTransaction",
+        json!({"transactionId": id, "meterStop": 600, "timestamp": "2026-11-25T10:20:00Z"}),
+    )
+    .await;
+    let ready: Value =
+        http.get(format!("http://127.0.0.1:{}/readyz", a.port)).send().await.unwrap().json().await.unwrap();
+    assert_eq!((ready["status"].as_str(), ready["redis"].as_str()), (Some("ready"), Some("down")), "{ready}");
+
+    redis.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let res = http.get(api(a.port, &format!("/transactions/{id}"))).bearer_auth(&token).send().await.unwrap();
+        if res.status() == StatusCode::OK {
+            let tx: Value = res.json().await.unwrap();
+            if tx["status"] == "completed" {
+                assert_eq!(tx["energy_wh"], 500, "{tx}");
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the transaction never reached Redis");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
