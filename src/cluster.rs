@@ -127,8 +127,6 @@ struct Held {
     claimed: bool,
 }
 
-/// Sets the presence value and returns the one it replaced.
-const CLAIM: &str = "return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'GET')";
 /// Deletes the key only if it still holds this value.
 const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 /// Extends the key if it holds this value or nothing (it expired); 0 when another session holds it.
@@ -245,8 +243,9 @@ impl Cluster {
     /// session. Failing (Redis down), the refresh loop tries again.
     async fn try_claim(&self, key: StationKey, value: String) {
         let k = self.presence_key(&key);
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(CLAIM).arg(1).arg(&k).arg(&value).arg(self.ttl_ms());
+        // SET … GET: the value it replaced comes back in the same step.
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(&k).arg(&value).arg("PX").arg(self.ttl_ms()).arg("GET");
         let old: Option<String> = match self.run(&cmd).await {
             Ok(old) => old,
             Err(e) => {
