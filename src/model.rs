@@ -420,6 +420,19 @@ impl Transaction {
         })
     }
 
+    /// OCPP 2.0.1: meter start and stop from the applied events, whatever order they arrived in (or
+    /// on which node they were applied): the meter start is the energy register of the earliest
+    /// event (by seqNo) that carried one, the meter stop that of the Ended event (or, if it had none,
+    /// of the latest event that had one).
+    pub fn recompute_energy(&mut self) {
+        self.events.sort_by_key(|e| e.seq_no);
+        self.meter_start = self.events.iter().find_map(|e| e.energy_register_wh);
+        if let Some(stop) = self.stop.as_mut() {
+            let ended = self.events.iter().find(|e| e.event_type == "Ended").and_then(|e| e.energy_register_wh);
+            stop.meter_stop = ended.or_else(|| self.events.iter().rev().find_map(|e| e.energy_register_wh));
+        }
+    }
+
     /// Energy delivered in Wh: meter stop − meter start, once stopped and both are known.
     pub fn energy_wh(&self) -> Option<i64> {
         Some(self.stop.as_ref()?.meter_stop? - self.meter_start?)

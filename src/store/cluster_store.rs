@@ -986,9 +986,8 @@ async fn drain_loop(store: Weak<Inner>, signals: Arc<Signals>) {
 /// - 1.6: a stopped transaction is final, the first stop recorded wins (as a retried StopTransaction
 ///   answers AlreadyStopped);
 /// - 2.0.1: events are kept by seqNo; when each side has events the other lacks, the record gets all
-///   of them and its energy is recomputed with the rule of [`crate::ocpp::v201::transaction_event`]
-///   (meter start from the earliest event with a register reading, meter stop from the Ended event's,
-///   else the latest reading).
+///   of them and its energy is recomputed ([`Transaction::recompute_energy`], the rule the
+///   TransactionEvent handler applies).
 fn reconcile(ours: &Transaction, theirs: Option<Transaction>) -> Option<Transaction> {
     let Some(theirs) = theirs else { return Some(ours.clone()) };
     if &theirs == ours {
@@ -1030,12 +1029,7 @@ fn reconcile(ours: &Transaction, theirs: Option<Transaction>) -> Option<Transact
     if latest(&theirs) > latest(ours) && theirs.charging_state.is_some() {
         merged.charging_state = theirs.charging_state.clone();
     }
-    merged.meter_start = merged.events.iter().find_map(|e| e.energy_register_wh);
-    let ended = merged.events.iter().find(|e| e.event_type == "Ended").and_then(|e| e.energy_register_wh);
-    let latest_reading = merged.events.iter().rev().find_map(|e| e.energy_register_wh);
-    if let Some(stop) = merged.stop.as_mut() {
-        stop.meter_stop = ended.or(latest_reading);
-    }
+    merged.recompute_energy();
     Some(merged)
 }
 

@@ -45,16 +45,6 @@ pub struct Response {
     pub id_token_info: Option<IdTokenInfo>,
 }
 
-/// Meter start and stop from the applied events, whatever order they arrived in.
-fn recompute_energy(tx: &mut Transaction) {
-    tx.events.sort_by_key(|e| e.seq_no);
-    tx.meter_start = tx.events.iter().find_map(|e| e.energy_register_wh);
-    if let Some(stop) = tx.stop.as_mut() {
-        let ended = tx.events.iter().find(|e| e.event_type == "Ended").and_then(|e| e.energy_register_wh);
-        stop.meter_stop = ended.or_else(|| tx.events.iter().rev().find_map(|e| e.energy_register_wh));
-    }
-}
-
 pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
     let id_token_info = match &req.id_token {
         Some(token) => Some(IdTokenInfo::lookup(ctx.store, ctx.account_id, token).await?),
@@ -120,7 +110,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
             });
         }
         tx.events.push(event.clone());
-        recompute_energy(tx);
+        tx.recompute_energy();
     };
     let outcome = ctx
         .store
