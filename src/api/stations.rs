@@ -76,6 +76,8 @@ fn ocpp_url(state: &AppState, req: &HttpRequest, account: &Account, station: &St
 /// Where the account's stations are connected: this node's live view, and in cluster mode the
 /// presence of those connected to other nodes.
 struct Connections {
+    /// This node's id (read once: without `server.node_id` it comes from the host name file).
+    here: String,
     live: HashMap<String, LiveStation>,
     elsewhere: HashMap<String, Presence>,
 }
@@ -92,7 +94,7 @@ impl Connections {
                 Err(e) => tracing::warn!(error = %e, "cannot read where stations are connected"),
             }
         }
-        Connections { live, elsewhere }
+        Connections { here: state.settings.server.node_id(), live, elsewhere }
     }
 }
 
@@ -104,7 +106,7 @@ fn view(state: &AppState, req: &HttpRequest, account: &Account, s: &Station, con
         (a, b) => a.or(b),
     };
     let node = match (live, elsewhere) {
-        (Some(_), _) => Some(state.settings.server.node_id()),
+        (Some(_), _) => Some(conns.here.clone()),
         (None, Some(p)) => Some(p.node.clone()),
         (None, None) => None,
     };
