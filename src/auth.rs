@@ -5,8 +5,9 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use hmac::{Hmac, Mac};
 use rand::{distributions::Alphanumeric, Rng, RngCore};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use std::sync::RwLock;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, OnceLock, RwLock};
+use tokio::sync::oneshot;
 
 /// Hashes a password into an argon2id PHC string (salted, default parameters).
 pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
@@ -33,6 +34,92 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
     }
 }
 
+/// Which queue an argon2 job waits in when every core is busy with one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Everyone without recent failures: sign-ups, sign-ins, provisioning, first-time station
+    /// connections.
+    Normal,
+    /// Password checks from an address or for a station with recent failures: they run only when
+    /// no normal job waits, and at most `max_waiting` of them wait at once.
+    Suspect { max_waiting: usize },
+}
+
+/// At most one argon2 job per core at a time, normal jobs first.
+struct Gate {
+    state: Mutex<GateState>,
+}
+
+struct GateState {
+    free: usize,
+    normal: VecDeque<oneshot::Sender<Permit>>,
+    suspect: VecDeque<oneshot::Sender<Permit>>,
+}
+
+/// A running job's slot; given to the next waiter when dropped.
+struct Permit(&'static Gate);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+impl Gate {
+    fn new(slots: usize) -> Gate {
+        Gate { state: Mutex::new(GateState { free: slots, normal: VecDeque::new(), suspect: VecDeque::new() }) }
+    }
+
+    /// The process's gate: one slot per core.
+    fn get() -> &'static Gate {
+        static GATE: OnceLock<Gate> = OnceLock::new();
+        GATE.get_or_init(|| Gate::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn release(&'static self) {
+        let mut state = self.lock();
+        while let Some(waiter) = state.normal.pop_front().or_else(|| state.suspect.pop_front()) {
+            match waiter.send(Permit(self)) {
+                Ok(()) => return,
+                // The waiter has gone (its client hung up): the slot goes to the next one. Dropping
+                // the permit here would release again, under the lock.
+                Err(permit) => std::mem::forget(permit),
+            }
+        }
+        state.free += 1;
+    }
+
+    /// A slot, after waiting in `lane`; None when the suspect lane is full.
+    async fn acquire(&'static self, lane: Lane) -> Option<Permit> {
+        let rx = {
+            let mut state = self.lock();
+            if state.free > 0 {
+                state.free -= 1;
+                return Some(Permit(self));
+            }
+            let (tx, rx) = oneshot::channel();
+            match lane {
+                Lane::Normal => state.normal.push_back(tx),
+                Lane::Suspect { max_waiting } => {
+                    if state.suspect.len() >= max_waiting {
+                        state.suspect.retain(|w| !w.is_closed());
+                    }
+                    if state.suspect.len() >= max_waiting {
+                        return None;
+                    }
+                    state.suspect.push_back(tx);
+                }
+            }
+            rx
+        };
+        rx.await.ok()
+    }
+}
+
 /// Runs argon2 work (hashing or verifying) on the blocking pool, at most one job per CPU core at a
 /// time. Each job allocates its whole memory cost (MiBs); unbounded, a burst of first-time station
 /// connections would run hundreds at once and leave the allocator holding gigabytes.
@@ -41,13 +128,24 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    let slots = SLOTS.get_or_init(|| {
-        tokio::sync::Semaphore::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
-    });
-    // The semaphore is never closed, so acquiring fails only if it were; run unthrottled then.
-    let _permit = slots.acquire().await.ok();
+    let _permit = Gate::get().acquire(Lane::Normal).await;
+    metrics::counter!(crate::metrics::ARGON2_JOBS, "lane" => "normal").increment(1);
     actix_web::web::block(job).await
+}
+
+/// [`argon2_job`] waiting in `lane`: None, without running it, when the suspect lane is full.
+pub async fn argon2_job_in<T, F>(lane: Lane, job: F) -> Result<Option<T>, actix_web::error::BlockingError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let Some(_permit) = Gate::get().acquire(lane).await else { return Ok(None) };
+    let label = match lane {
+        Lane::Normal => "normal",
+        Lane::Suspect { .. } => "suspect",
+    };
+    metrics::counter!(crate::metrics::ARGON2_JOBS, "lane" => label).increment(1);
+    actix_web::web::block(job).await.map(Some)
 }
 
 /// A random alphanumeric secret of `len` characters from the OS-seeded thread RNG.
@@ -140,6 +238,31 @@ mod tests {
         assert!(!cache.contains("acct/CP2", "pw", "$hash1"), "another station");
         cache.forget("acct/CP1");
         assert!(!cache.contains("acct/CP1", "pw", "$hash1"));
+    }
+
+    #[tokio::test]
+    async fn suspect_password_checks_wait_behind_normal_ones_and_their_queue_is_bounded() {
+        let gate: &'static Gate = Box::leak(Box::new(Gate::new(1)));
+        // Take the slot, so that everything after waits.
+        let held = gate.acquire(Lane::Normal).await;
+        let order = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let waiter = |lane: Lane, name: &'static str| {
+            let order = order.clone();
+            tokio::spawn(async move {
+                if let Some(_p) = gate.acquire(lane).await {
+                    order.lock().unwrap().push(name);
+                }
+            })
+        };
+        let suspect = waiter(Lane::Suspect { max_waiting: 1 }, "suspect");
+        tokio::task::yield_now().await;
+        assert!(gate.acquire(Lane::Suspect { max_waiting: 1 }).await.is_none(), "the suspect lane is full");
+        let normal = waiter(Lane::Normal, "normal");
+        tokio::task::yield_now().await;
+        drop(held);
+        suspect.await.unwrap();
+        normal.await.unwrap();
+        assert_eq!(*order.lock().unwrap(), ["normal", "suspect"]);
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub struct Settings {
     pub login: LoginSettings,
     pub tls: TlsSettings,
     pub cluster: ClusterSettings,
+    pub limits: LimitSettings,
     pub log: LogSettings,
 }
 
@@ -143,6 +144,51 @@ impl ClusterSettings {
 
     pub fn redis_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
+    }
+}
+
+/// Bounds on what outsiders' input may consume (`[limits]`; see `config/default.toml`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct LimitSettings {
+    pub outbound_queue_bytes: usize,
+    pub slow_consumer_secs: u64,
+    pub replay_cache_bytes: usize,
+    pub station_messages_per_sec: f64,
+    pub station_message_burst: u32,
+    pub station_event_bytes: u64,
+    pub station_event_window_secs: u64,
+    pub station_reconnects: u32,
+    pub station_reconnect_window_secs: u64,
+    pub header_timeout_ms: u64,
+    pub body_timeout_secs: u64,
+    pub keep_alive_secs: u64,
+    pub unauthenticated_connections_per_address: u32,
+    pub max_connections: usize,
+    pub fd_reserve: u64,
+    pub auth_failures_per_station: u32,
+    pub auth_failures_per_address: u32,
+    pub auth_failure_window_secs: u64,
+    pub auth_backoff_max_secs: u64,
+    pub auth_queue: usize,
+    pub signups_per_address: u32,
+    pub signup_window_secs: u64,
+    pub stations_per_tenant: usize,
+    pub session_warnings: u32,
+    pub log_summary_secs: u64,
+}
+
+impl LimitSettings {
+    pub fn slow_consumer(&self) -> Duration {
+        Duration::from_secs(self.slow_consumer_secs.max(1))
+    }
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms.max(1))
+    }
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout_secs.max(1))
+    }
+    pub fn keep_alive(&self) -> Duration {
+        Duration::from_secs(self.keep_alive_secs)
     }
 }
 

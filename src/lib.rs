@@ -13,6 +13,8 @@
 //! - [`model`]: the records kept.
 //! - [`auth`]: password hashing and tokens; [`login`]: sign-in failure limits, new-location
 //!   challenges and the notifier of their one-time codes.
+//! - [`limits`]: bounds on what one station, tenant or stranger can consume (frame sizes,
+//!   connections, authentication cost, quotas, log volume), each with its counter.
 //! - [`tls`]: the TLS listener's configuration and station client certificates (security profiles 2, 3).
 //! - [`config`]: layered settings; [`startup`]: builds and binds the application; [`telemetry`]: logs;
 //!   [`metrics`]: metric names and the Prometheus recorder.
@@ -22,6 +24,7 @@ pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod limits;
 pub mod login;
 pub mod metrics;
 pub mod model;

@@ -62,6 +62,18 @@ pub const WAL_DRAIN_ERRORS: &str = "ocpp_wal_drain_errors_total";
 pub const WAL_SET_ASIDE: &str = "ocpp_wal_set_aside_total";
 /// Gauge (cluster): 1 while the shared store (Redis) answers this node, 0 while it does not.
 pub const REDIS_UP: &str = "ocpp_redis_up";
+/// Counter: times a limit refused, slowed or cut off something an outsider sent, by `limit` (the
+/// names of [`crate::limits::Limit`]).
+pub const LIMIT_HITS: &str = "ocpp_limit_hits_total";
+/// Counter: CALLRESULTs and CALLERRORs from stations that answer no command in flight.
+pub const UNSOLICITED_ANSWERS: &str = "ocpp_unsolicited_answers_total";
+/// Counter: argon2 password checks and hashes run, by `lane` (normal, suspect).
+pub const ARGON2_JOBS: &str = "ocpp_argon2_jobs_total";
+/// Gauge: bytes of outgoing frames queued in station sessions and not yet taken by the socket.
+pub const OUTBOUND_QUEUED_BYTES: &str = "ocpp_outbound_queued_bytes";
+/// Gauge: open HTTP connections (API and station, before and after the WebSocket upgrade), by
+/// `state` (unauthenticated, authenticated).
+pub const HTTP_CONNECTIONS: &str = "ocpp_http_connections";
 
 const LATENCY_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -134,4 +146,9 @@ fn describe() {
     describe_gauge!(REDIS_UP, "Whether the shared store answers this node (1) or not (0)");
     describe_gauge!(CLUSTER_REDIS_UP, "Whether Redis answers this node's presence and routing (1) or not (0)");
     describe_counter!(CLUSTER_ROUTED_COMMANDS, "API commands sent to a station on another node, by result");
+    describe_counter!(LIMIT_HITS, "Times a limit refused, slowed or cut off an outsider's input, by limit");
+    describe_counter!(UNSOLICITED_ANSWERS, "Station answers to no command in flight");
+    describe_counter!(ARGON2_JOBS, "argon2 password checks and hashes run, by lane");
+    describe_gauge!(OUTBOUND_QUEUED_BYTES, "Bytes queued for stations and not yet taken by their sockets");
+    describe_gauge!(HTTP_CONNECTIONS, "Open HTTP connections by state (unauthenticated, authenticated)");
 }

@@ -6,6 +6,8 @@ use crate::actors::{AccountRegistry, StationRegistry};
 use crate::api::{self, ApiError};
 use crate::cluster::Cluster;
 use crate::config::Settings;
+use crate::limits::connections::ConnectionTable;
+use crate::limits::{self, Limits};
 use crate::login::{LogNotifier, LoginGuard, LoginNotifier};
 use crate::metrics as m;
 use crate::ocpp::v16::HandlerSettings;
@@ -45,6 +47,8 @@ pub struct AppState {
     pub cluster: Option<Arc<Cluster>>,
     /// Cluster mode: this node's write-ahead log in front of the shared store.
     pub wal: Option<ClusterStore>,
+    /// Bounds on what outsiders' input may consume, and their per-key counts.
+    pub limits: Arc<Limits>,
 }
 
 /// A built, bound, not yet running application.
@@ -136,7 +140,18 @@ impl Application {
             boot_retry_interval: Duration::from_secs(settings.ocpp.boot_retry_interval_secs),
         });
         let shutting_down = Arc::new(AtomicBool::new(false));
+        limits::register_metrics();
+        let capacity = match settings.limits.max_connections {
+            0 => ConnectionTable::capacity_for_fd_limit(settings.limits.fd_reserve),
+            n => n,
+        };
+        let limits = Arc::new(Limits::new(&settings.limits, capacity));
+        limits.connections.start_reaper();
+        tracing::info!(capacity, "connection capacity");
+        let connections = limits.connections.clone();
+        let body_timeout = settings.limits.body_timeout();
         let state = web::Data::new(AppState {
+            limits,
             shutting_down: shutting_down.clone(),
             credentials: crate::auth::CredentialCache::default(),
             store: store.clone(),
@@ -155,7 +170,9 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
-                .wrap_fn(|req, srv| {
+                .wrap_fn(move |mut req, srv| {
+                    // The connection is busy until the response is written; an API body has a deadline.
+                    let in_flight = limits::http::begin(&mut req, body_timeout);
                     // Every request gets an id, in a span around its handling (so in every log line it
                     // causes) and in the `x-request-id` response header.
                     let started = Instant::now();
@@ -179,7 +196,7 @@ impl Application {
                             res.headers_mut().insert(actix_web::http::header::HeaderName::from_static("x-request-id"), value);
                         }
                         tracing::debug!(status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
-                        Ok(res)
+                        Ok(res.map_body(|_, body| limits::http::Tracked::new(body, in_flight)))
                     }
                     .instrument(span)
                 })
@@ -194,11 +211,18 @@ impl Application {
         })
         .backlog(settings.server.backlog)
         .max_connections(settings.server.max_connections_per_worker)
+        // Headers are timed by the connection table's reaper, for every request (actix's own timer
+        // covers only a connection's first).
+        .client_request_timeout(Duration::ZERO)
+        .keep_alive(settings.limits.keep_alive())
         .shutdown_timeout(settings.ocpp.shutdown_timeout_secs)
         // Signals are handled by `run_until_stopped`, which closes the station sessions first.
         .disable_signals()
         // Must come before the listeners: it is captured when each is added.
-        .on_connect(tls::on_connect)
+        .on_connect(move |conn, data| {
+            tls::on_connect(conn, data);
+            connections.on_connect(conn, data);
+        })
         .listen(listener)?;
         if let Some((listener, config)) = tls {
             server = server.listen_rustls_0_23(listener, config)?;

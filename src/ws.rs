@@ -6,17 +6,26 @@
 //! | 1 | plain or TLS | HTTP Basic: station id and password |
 //! | 2 | TLS only | HTTP Basic |
 //! | 3 | TLS only | a client certificate (verified in the handshake) whose subject CN is the station id and O the tenant's slug |
+//!
+//! What an attempt may cost is bounded ([`crate::limits`]): a password check that needs argon2
+//! (one not verified before) is refused with 429 while its station or client address is backing
+//! off after failures, and waits behind clean attempts; an accepted station reconnecting more often
+//! than its window allows is refused with 429; the connection's bytes pass a [`FrameGuard`] that
+//! refuses an oversized message by its header.
 
 use crate::actors::station_session::SessionSetup;
 use crate::actors::{StationKey, StationSession};
 use crate::auth;
+use crate::limits::connections::{AddressKey, Connection};
+use crate::limits::frames::FrameGuard;
+use crate::limits::{self, Limit};
 use crate::metrics as m;
 use crate::model::SecurityProfile;
 use crate::ocpp::Version;
 use crate::startup::AppState;
 use crate::tls::{client_identity, TlsConnection};
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use base64::Engine;
 use serde_json::json;
 use std::time::Duration;
@@ -52,10 +61,12 @@ impl Refusal {
     }
 }
 
-fn refuse(req: &HttpRequest, reason: Refusal, offered: &[String]) -> HttpResponse {
+fn refuse(state: &AppState, req: &HttpRequest, reason: Refusal, offered: &[String]) -> HttpResponse {
     metrics::counter!(m::AUTH_FAILURES, "reason" => reason.as_str()).increment(1);
-    let peer = req.connection_info().peer_addr().unwrap_or("unknown").to_string();
-    tracing::warn!(path = %req.path(), %peer, reason = reason.as_str(), "station connection refused");
+    if state.limits.refusals_log.allow() {
+        let peer = req.connection_info().peer_addr().unwrap_or("unknown").to_string();
+        tracing::warn!(path = %req.path(), %peer, reason = reason.as_str(), "station connection refused");
+    }
     match reason {
         Refusal::UnsupportedSubprotocol => HttpResponse::BadRequest().json(json!({
             "code": "unsupported_subprotocol",
@@ -80,6 +91,15 @@ fn offered_subprotocols(req: &HttpRequest) -> Vec<String> {
         .map(|p| p.trim().to_string())
         .filter(|p| !p.is_empty())
         .collect()
+}
+
+/// 429 with Retry-After: a limit says "not now" (`code` tells which).
+fn too_many(limit: Limit, code: &str, message: &str, wait: Duration) -> HttpResponse {
+    limits::hit(limit);
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    HttpResponse::TooManyRequests()
+        .insert_header((header::RETRY_AFTER, secs.max(1).to_string()))
+        .json(json!({"code": code, "message": message, "details": {"retry_after_secs": secs.max(1)}}))
 }
 
 fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
@@ -114,46 +134,81 @@ pub async fn ocpp_endpoint(
     } else {
         match Version::ALL.into_iter().find(|v| offered.iter().any(|o| o == v.subprotocol())) {
             Some(v) => v,
-            None => return Ok(refuse(&req, Refusal::UnsupportedSubprotocol, &offered)),
+            None => return Ok(refuse(&state, &req, Refusal::UnsupportedSubprotocol, &offered)),
         }
     };
     let store_err = |e: crate::store::StoreError| actix_web::error::ErrorServiceUnavailable(e.to_string());
+    let probe = || {
+        let ip = crate::api::client_ip(&req, state.settings.api.trust_forwarded_for);
+        state.limits.address_auth.fail(&AddressKey::of(ip));
+    };
     let Some(account) = state.store.account_by_slug(&tenant).await.map_err(store_err)? else {
-        return Ok(refuse(&req, Refusal::UnknownTenant, &offered));
+        probe();
+        return Ok(refuse(&state, &req, Refusal::UnknownTenant, &offered));
     };
     let Some(station) = state.store.station(&account.id, &station_id).await.map_err(store_err)? else {
-        return Ok(refuse(&req, Refusal::UnknownStation, &offered));
+        probe();
+        return Ok(refuse(&state, &req, Refusal::UnknownStation, &offered));
     };
     let tls = req.conn_data::<TlsConnection>();
+    let address = AddressKey::of(crate::api::client_ip(&req, state.settings.api.trust_forwarded_for));
+    let station_key = limits::station_key(&account.id, &station_id);
+    let l = &state.limits;
     match station.security_profile {
         SecurityProfile::Basic | SecurityProfile::TlsBasic => {
             if station.security_profile == SecurityProfile::TlsBasic && tls.is_none() {
-                return Ok(refuse(&req, Refusal::TlsRequired, &offered));
+                return Ok(refuse(&state, &req, Refusal::TlsRequired, &offered));
             }
             let Some((user, password)) = basic_credentials(&req) else {
-                return Ok(refuse(&req, Refusal::MissingCredentials, &offered));
+                return Ok(refuse(&state, &req, Refusal::MissingCredentials, &offered));
             };
             if user != station_id {
-                return Ok(refuse(&req, Refusal::UnknownStation, &offered));
+                l.address_auth.fail(&address);
+                return Ok(refuse(&state, &req, Refusal::UnknownStation, &offered));
             }
-            let who = format!("{}/{}", account.id, station_id);
             let phc = station.password_hash.clone();
-            if !state.credentials.contains(&who, &password, &phc) {
-                let (pw, hash) = (password.clone(), phc.clone());
-                let verified = auth::argon2_job(move || auth::verify_password(&pw, &hash)).await?;
-                if !verified {
-                    return Ok(refuse(&req, Refusal::BadPassword, &offered));
+            // A password verified before is recognised without argon2, whatever the back-off: an
+            // attacker failing against a station's id does not lock the station out.
+            if !state.credentials.contains(&station_key, &password, &phc) {
+                let wait = l.station_auth.blocked(&station_key).max(l.address_auth.blocked(&address));
+                if let Some(wait) = wait {
+                    return Ok(too_many(
+                        Limit::AuthBackoff,
+                        "too_many_attempts",
+                        "too many failed authentications for this station or from this address",
+                        wait,
+                    ));
                 }
-                state.credentials.insert(&who, &password, &phc);
+                let lane = if l.station_auth.suspect(&station_key) || l.address_auth.suspect(&address) {
+                    auth::Lane::Suspect { max_waiting: l.settings.auth_queue }
+                } else {
+                    auth::Lane::Normal
+                };
+                let (pw, hash) = (password.clone(), phc.clone());
+                let Some(verified) = auth::argon2_job_in(lane, move || auth::verify_password(&pw, &hash)).await? else {
+                    return Ok(too_many(
+                        Limit::AuthQueue,
+                        "too_many_attempts",
+                        "too many password checks waiting",
+                        Duration::from_secs(1),
+                    ));
+                };
+                if !verified {
+                    l.station_auth.fail(&station_key);
+                    l.address_auth.fail(&address);
+                    return Ok(refuse(&state, &req, Refusal::BadPassword, &offered));
+                }
+                l.station_auth.clear(&station_key);
+                state.credentials.insert(&station_key, &password, &phc);
             }
         }
         SecurityProfile::ClientCertificate => {
             let Some(tls) = tls else {
-                return Ok(refuse(&req, Refusal::TlsRequired, &offered));
+                return Ok(refuse(&state, &req, Refusal::TlsRequired, &offered));
             };
             // The handshake verified the chain against the client CA; what is left is whose it is.
             let Some(leaf) = tls.client_chain.as_ref().and_then(|chain| chain.first()) else {
-                return Ok(refuse(&req, Refusal::ClientCertRequired, &offered));
+                return Ok(refuse(&state, &req, Refusal::ClientCertRequired, &offered));
             };
             // Station ids are unique only within a tenant, and one CA serves every tenant: the
             // certificate must name both.
@@ -162,13 +217,33 @@ pub async fn ocpp_endpoint(
                     && id.organization.as_deref() == Some(account.slug.as_str())
             });
             if !names_station {
-                return Ok(refuse(&req, Refusal::ClientCertMismatch, &offered));
+                return Ok(refuse(&state, &req, Refusal::ClientCertMismatch, &offered));
             }
         }
     }
 
-    let (response, session, stream) = actix_ws::handle_with_protocols(&req, body, &[version.subprotocol()])?;
+    // Authenticated. A station in a reconnect loop is refused before its session costs anything.
+    if let Err(wait) = l.reconnects.take(&station_key, 1) {
+        return Ok(too_many(
+            Limit::Reconnects,
+            "too_many_reconnects",
+            "this station reconnects too often; wait before the next attempt",
+            wait,
+        ));
+    }
+    let connection = req.conn_data::<Connection>().map(|c| {
+        c.authenticated();
+        c.upgraded();
+        c.handle()
+    });
     let max = state.settings.ocpp.max_frame_bytes;
+    // Every byte the station sends passes the guard first: a message too big is refused by its
+    // frame header, before the codec buffers it.
+    let guard: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>>>> =
+        Box::pin(FrameGuard::new(body.into_inner(), max));
+    let mut guarded = actix_web::dev::Payload::Stream { payload: guard };
+    let body = web::Payload::from_request(&req, &mut guarded).await?;
+    let (response, session, stream) = actix_ws::handle_with_protocols(&req, body, &[version.subprotocol()])?;
     let stream = stream.max_frame_size(max).aggregate_continuations().max_continuation_size(max);
     let ocpp = &state.settings.ocpp;
     let setup = SessionSetup {
@@ -182,6 +257,8 @@ pub async fn ocpp_endpoint(
         ping_interval: Duration::from_secs(ocpp.ping_interval_secs.max(1)),
         idle_timeout: Duration::from_secs(ocpp.idle_timeout_secs.max(1)),
         command_timeout: ocpp.command_timeout(),
+        limits: state.limits.clone(),
+        connection,
     };
     StationSession::start(setup, session, stream);
     Ok(response)

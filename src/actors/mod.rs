@@ -3,6 +3,8 @@
 
 pub mod account;
 pub mod delivery;
+pub mod outbox;
+pub mod replay;
 pub mod station_registry;
 pub mod station_session;
 
@@ -53,6 +55,11 @@ pub enum DisconnectReason {
     FrameTooBig,
     /// The server is shutting down.
     Shutdown,
+    /// A text message was not UTF-8.
+    InvalidUtf8,
+    /// The station did not read what the server sent it (its outgoing queue filled, or took
+    /// nothing for the slow-consumer time).
+    SlowConsumer,
 }
 
 impl DisconnectReason {
@@ -65,6 +72,8 @@ impl DisconnectReason {
             DisconnectReason::ProtocolError => "protocol_error",
             DisconnectReason::FrameTooBig => "frame_too_big",
             DisconnectReason::Shutdown => "shutdown",
+            DisconnectReason::InvalidUtf8 => "invalid_utf8",
+            DisconnectReason::SlowConsumer => "slow_consumer",
         }
     }
 }

@@ -4,12 +4,22 @@
 //! to the version's handlers one at a time (a CALLRESULT goes out only once the handler's writes are
 //! durable), and correlates the answers to the commands it sends. Central-system commands go out one
 //! at a time, as OCPP-J asks: the next waits until the previous is answered or has timed out.
-//! Outgoing frames are written by a small task fed through a channel, so the actor never waits on the
-//! socket.
+//! Outgoing frames go through the session's [`Outbox`], bounded in bytes, so the actor never waits on
+//! the socket and a station that stops reading is cut off as a slow consumer.
+//!
+//! What a station sends is bounded too: a message rate (past it the session stops reading the
+//! socket for a while), a replay cache bounded in bytes that answers only true repeats, and a
+//! budget of warnings per interval ([`crate::limits`]).
 
 use super::account::{self, AccountRegistry, StationConnected, StationDisconnected, StationNotice};
+use super::outbox::{Outbox, WriterEnd};
+use super::replay::{Fingerprint, ReplayCache};
 use super::station_registry::{Register, StationRegistry, Unregister};
 use super::{DisconnectReason, SessionId, StationKey};
+use crate::limits::connections::ConnectionHandle;
+use crate::limits::logs::LogBudget;
+use crate::limits::quota::TokenBucket;
+use crate::limits::{self, Limit, Limits};
 use crate::metrics as m;
 use crate::model::{Registration, StationChange};
 use crate::ocpp::handler::{self, HandlerSettings, Notice, Reply, StationContext};
@@ -23,7 +33,7 @@ use serde_json::Value;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::Instrument;
 
 /// Why a command got no CALLRESULT.
@@ -70,14 +80,6 @@ pub struct CloseSession {
     pub reason: DisconnectReason,
 }
 
-/// What the writer task sends on the socket.
-enum Outbound {
-    Text(String),
-    Ping,
-    Pong(actix_web::web::Bytes),
-    Close(CloseReason),
-}
-
 /// Everything a session needs, given by the WebSocket endpoint.
 pub struct SessionSetup {
     pub key: StationKey,
@@ -91,6 +93,10 @@ pub struct SessionSetup {
     pub idle_timeout: Duration,
     /// How long a delivered queued command waits for its answer.
     pub command_timeout: Duration,
+    /// The node's limits: their settings, and the per-station quotas handlers charge.
+    pub limits: Arc<Limits>,
+    /// The connection under the session, to cut it off when the station misbehaves.
+    pub connection: Option<ConnectionHandle>,
 }
 
 struct QueuedCommand {
@@ -112,7 +118,7 @@ pub struct StationSession {
     id: SessionId,
     setup: SessionSetup,
     registration: Registration,
-    out: mpsc::UnboundedSender<Outbound>,
+    out: Outbox,
     last_activity: Instant,
     /// When the station's last message arrived.
     last_heard: chrono::DateTime<chrono::Utc>,
@@ -123,9 +129,13 @@ pub struct StationSession {
     close_reason: Option<DisconnectReason>,
     /// The tenant's actor, once looked up.
     account: Option<Addr<super::AccountActor>>,
-    /// The answers to the latest CALLs, by unique id: a repeated CALL is answered again from here
-    /// and not applied twice.
-    recent_replies: VecDeque<(String, String)>,
+    /// The answers to the latest CALLs: a repeated CALL is answered again from here and not
+    /// applied twice.
+    recent_replies: ReplayCache,
+    /// The station's message rate.
+    rate: TokenBucket,
+    /// Warnings this session may still log in the current interval.
+    warnings: LogBudget,
     /// Queued-command delivery: started after the first handled message of an accepted station.
     delivery: Delivery,
     /// Carries the station and session ids into every log line of this session.
@@ -135,9 +145,17 @@ pub struct StationSession {
 /// How often at most the tenant's actor hears that a station is alive when nothing else changed.
 const LIVENESS_REPORT_EVERY: Duration = Duration::from_secs(5);
 
-/// How many answered CALLs a session remembers for repeats: a station repeats the message it is
-/// waiting on, so a few suffice, and at fleet scale every remembered reply costs memory per session.
-const RECENT_REPLIES: usize = 8;
+/// How long a closed session's connection may linger before it is reset: the station's part of the
+/// closing handshake, when the session ended normally...
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// ...and when it ended because the station broke the protocol or a limit (the close frame has
+/// been written by then; a peer still streaming is not read any further).
+const CLOSE_GRACE_VIOLATION: Duration = Duration::from_secs(1);
+
+/// A writer task that ended on a station that does not read.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct WriterStuck;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Delivery {
@@ -154,18 +172,29 @@ impl StationSession {
         ws: actix_ws::Session,
         stream: actix_ws::AggregatedMessageStream,
     ) -> Addr<StationSession> {
-        let (out, rx) = mpsc::unbounded_channel();
-        actix_rt::spawn(write_loop(ws, rx));
         StationSession::create(move |ctx| {
             ctx.add_stream(stream);
             let id = super::next_session_id();
             let span = tracing::info_span!("station_session", station = %setup.key, session = id, protocol = setup.version.subprotocol());
+            let session = ctx.address();
+            let l = &setup.limits.settings;
+            let out = Outbox::start(ws, l.outbound_queue_bytes, l.slow_consumer(), move |end| {
+                if end == WriterEnd::Stuck {
+                    session.do_send(WriterStuck);
+                }
+            });
+            let recent_replies = ReplayCache::new(l.replay_cache_bytes);
+            let rate = TokenBucket::new(l.station_messages_per_sec, l.station_message_burst);
+            let warnings = LogBudget::new(l.session_warnings, Duration::from_secs(l.log_summary_secs));
             StationSession {
                 id,
                 span,
                 registration: setup.registration,
                 setup,
                 out,
+                recent_replies,
+                rate,
+                warnings,
                 last_activity: Instant::now(),
                 last_heard: chrono::Utc::now(),
                 last_reported: Instant::now(),
@@ -173,15 +202,41 @@ impl StationSession {
                 queue: VecDeque::new(),
                 close_reason: None,
                 account: None,
-                recent_replies: VecDeque::new(),
                 delivery: Delivery::NotStarted,
             }
         })
     }
 
-    fn send_frame(&self, frame: &Frame) {
-        // A closed channel means the writer has ended with the connection; the stream's end stops us.
-        let _ = self.out.send(Outbound::Text(frame.to_text()));
+    fn send_frame(&mut self, frame: &Frame, ctx: &mut Context<Self>) {
+        self.send_text(frame.to_text(), ctx);
+    }
+
+    fn send_text(&mut self, text: String, ctx: &mut Context<Self>) {
+        if let Err(overflow) = self.out.text(text) {
+            if self.warnings.allow() {
+                tracing::warn!(station = %self.setup.key, queued = overflow.queued, "outgoing queue full: the station is not reading, cutting it off");
+            }
+            self.cut_off(Limit::OutboundQueue, ctx);
+        }
+    }
+
+    /// Ends a session whose station is not reading: the close frame would wait behind everything
+    /// else, so the connection is reset at once.
+    fn cut_off(&mut self, limit: Limit, ctx: &mut Context<Self>) {
+        let counted = self.setup.connection.as_ref().is_some_and(|c| c.abort(Some(limit)));
+        if !counted {
+            limits::hit(limit);
+        }
+        self.close(DisconnectReason::SlowConsumer, ctx);
+    }
+
+    /// A message the station may not send (too big, not UTF-8): the connection ends with the close
+    /// code that says why.
+    fn refuse_message(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
+        if self.warnings.allow() {
+            tracing::warn!(station = %self.setup.key, reason = reason.as_str(), "message refused, closing");
+        }
+        self.close(reason, ctx);
     }
 
     fn close(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
@@ -195,16 +250,36 @@ impl StationSession {
             DisconnectReason::IdleTimeout => (CloseCode::Away, "idle timeout"),
             DisconnectReason::ProtocolError => (CloseCode::Protocol, "protocol error"),
             DisconnectReason::FrameTooBig => (CloseCode::Size, "message too big"),
+            DisconnectReason::InvalidUtf8 => (CloseCode::Invalid, "text message is not UTF-8"),
+            DisconnectReason::SlowConsumer => (CloseCode::Policy, "not reading: slow consumer"),
             DisconnectReason::Shutdown => (CloseCode::Restart, "server shutting down"),
             DisconnectReason::ClosedByStation => (CloseCode::Normal, "closed"),
         };
-        let _ = self.out.send(Outbound::Close(CloseReason { code, description: Some(description.to_string()) }));
+        self.out.close(CloseReason { code, description: Some(description.to_string()) });
+        // The connection goes with the session: a peer that does not finish the closing handshake
+        // is reset after a grace period (actix would otherwise keep reading it for as long as it
+        // sends).
+        if let Some(connection) = self.setup.connection.clone() {
+            let grace = match reason {
+                DisconnectReason::ProtocolError | DisconnectReason::FrameTooBig | DisconnectReason::InvalidUtf8 => {
+                    CLOSE_GRACE_VIOLATION
+                }
+                _ => CLOSE_GRACE,
+            };
+            actix_rt::spawn(async move {
+                tokio::time::sleep(grace).await;
+                connection.abort(None);
+            });
+        }
         ctx.stop();
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
         match Frame::parse(text) {
-            Ok(Frame::Call(call)) => self.on_call(call, ctx),
+            Ok(Frame::Call(call)) => {
+                let fingerprint = self.recent_replies.fingerprint(text);
+                self.on_call(call, fingerprint, ctx)
+            }
             Ok(Frame::CallResult(result)) => self.on_answer(&result.unique_id, Ok(result.payload), ctx),
             Ok(Frame::CallError(e)) => {
                 let unique_id = e.unique_id.clone();
@@ -215,28 +290,30 @@ impl StationSession {
                 tracing::debug!(station = %self.setup.key, code = %e.code, error = %e.description, "undecodable frame");
                 metrics::counter!(m::MESSAGES, "action" => "unknown", "direction" => "in", "result" => "error")
                     .increment(1);
-                self.reply_error(e.to_call_error(self.setup.version));
+                self.reply_error(e.to_call_error(self.setup.version), ctx);
             }
         }
     }
 
-    fn reply_error(&self, error: CallError) {
+    fn reply_error(&mut self, error: CallError, ctx: &mut Context<Self>) {
         metrics::counter!(m::CALL_ERRORS, "code" => error_code_label(&error.code)).increment(1);
-        self.send_frame(&Frame::CallError(error));
+        self.send_frame(&Frame::CallError(error), ctx);
     }
 
     /// Handles a station's CALL. `ctx.wait` holds every other event of this session until the reply
     /// is sent, so a station's messages are applied in the order it sent them.
-    fn on_call(&mut self, call: Call, ctx: &mut Context<Self>) {
-        if let Some((_, reply)) = self.recent_replies.iter().find(|(id, _)| *id == call.unique_id) {
-            tracing::info!(station = %self.setup.key, unique_id = %call.unique_id, action = %call.action, "repeated CALL answered again, not applied");
+    fn on_call(&mut self, call: Call, fingerprint: Fingerprint, ctx: &mut Context<Self>) {
+        if let Some(reply) = self.recent_replies.answer(&call.unique_id, fingerprint) {
+            tracing::debug!(station = %self.setup.key, unique_id = %call.unique_id, action = %call.action, "repeated CALL answered again, not applied");
             metrics::counter!(m::DUPLICATE_CALLS).increment(1);
-            let _ = self.out.send(Outbound::Text(reply.clone()));
+            let reply = reply.to_string();
+            self.send_text(reply, ctx);
             return;
         }
         let started = Instant::now();
         let store = self.setup.store.clone();
         let settings = self.setup.handler_settings.clone();
+        let limits = self.setup.limits.clone();
         let key = self.setup.key.clone();
         let registration = self.registration;
         let version = self.setup.version;
@@ -248,6 +325,7 @@ impl StationSession {
                 station_id: &key.station_id,
                 registration,
                 settings: &settings,
+                event_quota: Some(&limits.event_bytes),
             };
             let reply = handler::handle_call(&ctx, &call).await;
             (call, reply)
@@ -265,8 +343,9 @@ impl StationSession {
                         act.registration = *registration;
                     }
                     let frame = Frame::CallResult(crate::ocpp::rpc::CallResult { unique_id: call.unique_id, payload });
-                    act.remember_reply(&frame);
-                    act.send_frame(&frame);
+                    let text = frame.to_text();
+                    act.recent_replies.remember(frame.unique_id(), fingerprint, text.clone());
+                    act.send_text(text, ctx);
                     // A notice changes the tenant's live view and always goes; a message that only
                     // proves the station alive (most are heartbeats) is reported at most every few
                     // seconds, so a fleet's heartbeats do not each cost an actor message.
@@ -288,20 +367,18 @@ impl StationSession {
                         .increment(1);
                     tracing::debug!(station = %act.setup.key, action = %call.action, code = %error.code, error = %error.description, "CALL refused");
                     // A storage failure is worth retrying with the same id; anything else would be refused again.
-                    if error.code != ErrorCode::InternalError.as_str() {
-                        act.remember_reply(&Frame::CallError(error.clone()));
+                    let frame = Frame::CallError(error);
+                    let text = frame.to_text();
+                    if let Frame::CallError(error) = &frame {
+                        if error.code != ErrorCode::InternalError.as_str() {
+                            act.recent_replies.remember(&error.unique_id, fingerprint, text.clone());
+                        }
+                        metrics::counter!(m::CALL_ERRORS, "code" => error_code_label(&error.code)).increment(1);
                     }
-                    act.reply_error(error);
+                    act.send_text(text, ctx);
                 }
             }
         }));
-    }
-
-    fn remember_reply(&mut self, frame: &Frame) {
-        if self.recent_replies.len() == RECENT_REPLIES {
-            self.recent_replies.pop_front();
-        }
-        self.recent_replies.push_back((frame.unique_id().to_string(), frame.to_text()));
     }
 
     /// Runs queued-command delivery until the queue is empty; a nudge while it runs makes it look again.
@@ -385,7 +462,9 @@ impl StationSession {
                     if let Some(Err(v)) =
                         self.setup.version.schemas().validate(&flight.action, Direction::Response, payload)
                     {
-                        tracing::warn!(station = %self.setup.key, action = %flight.action, violation = %v, "station answer does not match its schema");
+                        if self.warnings.allow() {
+                            tracing::warn!(station = %self.setup.key, action = %flight.action, violation = %v, "station answer does not match its schema");
+                        }
                     }
                 }
                 let _ = flight.responder.send(result);
@@ -393,7 +472,9 @@ impl StationSession {
             }
             other => {
                 self.in_flight = other;
-                tracing::warn!(station = %self.setup.key, unique_id, "answer to no pending command ignored");
+                // Counted, and not worth a warning: it costs the station nothing to send many.
+                metrics::counter!(m::UNSOLICITED_ANSWERS).increment(1);
+                tracing::debug!(station = %self.setup.key, unique_id, "answer to no pending command ignored");
             }
         }
     }
@@ -414,7 +495,7 @@ impl StationSession {
             }
             let unique_id = uuid::Uuid::new_v4().simple().to_string();
             let call = Call { unique_id: unique_id.clone(), action: cmd.action.clone(), payload: cmd.payload };
-            self.send_frame(&Frame::Call(call));
+            self.send_frame(&Frame::Call(call), ctx);
             let timer_id = unique_id.clone();
             let timer = ctx.run_later(cmd.deadline - now, move |act, ctx| act.on_timeout(&timer_id, ctx));
             metrics::gauge!(m::PENDING_COMMANDS).increment(1.0);
@@ -478,17 +559,20 @@ impl Actor for StationSession {
             }
         });
         ctx.run_interval(self.setup.ping_interval, |act, ctx| {
+            let _enter = act.span.clone().entered();
+            act.warnings.flush();
             if act.last_activity.elapsed() >= act.setup.idle_timeout {
                 tracing::info!(station = %act.setup.key, "no traffic within the idle timeout, closing");
                 act.close(DisconnectReason::IdleTimeout, ctx);
-            } else {
-                let _ = act.out.send(Outbound::Ping);
+            } else if act.out.ping().is_err() {
+                act.cut_off(Limit::OutboundQueue, ctx);
             }
         });
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         let _enter = self.span.clone().entered();
+        self.warnings.flush();
         let reason = self.close_reason.unwrap_or(DisconnectReason::ClosedByStation);
         metrics::gauge!(m::CONNECTIONS, "protocol" => self.setup.version.subprotocol()).decrement(1.0);
         metrics::counter!(m::DISCONNECTS, "reason" => reason.as_str()).increment(1);
@@ -535,24 +619,38 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for StationSession 
             Ok(AggregatedMessage::Text(text)) => self.on_text(&text, ctx),
             Ok(AggregatedMessage::Binary(_)) => {
                 // OCPP-J is text only; the frame cannot be parsed for a unique id.
-                self.reply_error(CallError::new(
-                    self.setup.version,
-                    crate::ocpp::rpc::UNKNOWN_UNIQUE_ID,
-                    ErrorCode::FormationViolation,
-                    "binary frames are not OCPP-J",
-                ));
+                self.reply_error(
+                    CallError::new(
+                        self.setup.version,
+                        crate::ocpp::rpc::UNKNOWN_UNIQUE_ID,
+                        ErrorCode::RpcFrameworkError,
+                        "binary frames are not OCPP-J",
+                    ),
+                    ctx,
+                );
             }
             Ok(AggregatedMessage::Ping(bytes)) => {
-                let _ = self.out.send(Outbound::Pong(bytes));
+                if self.out.pong(bytes).is_err() {
+                    self.cut_off(Limit::OutboundQueue, ctx);
+                }
             }
             Ok(AggregatedMessage::Pong(_)) => {}
             Ok(AggregatedMessage::Close(reason)) => {
                 tracing::debug!(station = %self.setup.key, ?reason, "station closed the connection");
                 self.close(DisconnectReason::ClosedByStation, ctx);
             }
-            Err(ProtocolError::Overflow) => {
-                tracing::warn!(station = %self.setup.key, "message over the size limit, closing");
-                self.close(DisconnectReason::FrameTooBig, ctx);
+            Err(ProtocolError::Overflow) => self.refuse_message(DisconnectReason::FrameTooBig, ctx),
+            Err(ProtocolError::Io(e)) if limits::frames::is_oversized(&e) => {
+                self.refuse_message(DisconnectReason::FrameTooBig, ctx)
+            }
+            Err(ProtocolError::Io(e)) if limits::frames::is_invalid_utf8(&e) => {
+                self.refuse_message(DisconnectReason::InvalidUtf8, ctx)
+            }
+            Err(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                if self.warnings.allow() {
+                    tracing::warn!(station = %self.setup.key, error = %e, "WebSocket protocol error, closing");
+                }
+                self.close(DisconnectReason::ProtocolError, ctx);
             }
             Err(ProtocolError::Io(e)) => {
                 // The TCP connection dropped without a close frame: a station losing its network.
@@ -560,8 +658,18 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for StationSession 
                 self.close(DisconnectReason::ClosedByStation, ctx);
             }
             Err(e) => {
-                tracing::warn!(station = %self.setup.key, error = %e, "WebSocket protocol error, closing");
+                if self.warnings.allow() {
+                    tracing::warn!(station = %self.setup.key, error = %e, "WebSocket protocol error, closing");
+                }
                 self.close(DisconnectReason::ProtocolError, ctx);
+            }
+        }
+        // Past its message rate the station waits: while this session waits, its stream is not
+        // polled, so its socket is not read and TCP slows the station down. Nothing is dropped.
+        if self.close_reason.is_none() {
+            if let Some(pause) = self.rate.take() {
+                limits::hit(Limit::MessageRate);
+                ctx.wait(actix::clock::sleep(pause).into_actor(self));
             }
         }
     }
@@ -627,23 +735,18 @@ impl Handler<CloseSession> for StationSession {
     }
 }
 
-async fn write_loop(mut ws: actix_ws::Session, mut rx: mpsc::UnboundedReceiver<Outbound>) {
-    while let Some(out) = rx.recv().await {
-        let sent = match out {
-            Outbound::Text(text) => ws.text(text).await,
-            Outbound::Ping => ws.ping(b"").await,
-            Outbound::Pong(bytes) => ws.pong(&bytes).await,
-            Outbound::Close(reason) => {
-                let _ = ws.close(Some(reason)).await;
-                return;
+impl Handler<WriterStuck> for StationSession {
+    type Result = ();
+
+    fn handle(&mut self, _: WriterStuck, ctx: &mut Context<Self>) {
+        let _enter = self.span.clone().entered();
+        if self.close_reason.is_none() {
+            if self.warnings.allow() {
+                tracing::warn!(station = %self.setup.key, queued = self.out.queued(), "the station took nothing it was sent for too long: slow consumer, cutting it off");
             }
-        };
-        if sent.is_err() {
-            return;
+            self.cut_off(Limit::SlowConsumer, ctx);
         }
     }
-    // The actor is gone without an explicit close (it always sends one first; this is a safeguard).
-    let _ = ws.close(None).await;
 }
 
 /// The action as a metric label: only actions OCPP defines, so station input cannot create unbounded

@@ -4,6 +4,8 @@
 use super::{client_ip, ApiError, SignedIn, Tenant};
 use crate::actors::station_registry::CloseAccount;
 use crate::auth;
+use crate::limits::connections::AddressKey;
+use crate::limits::{self, Limit};
 use crate::login::location_prefix;
 use crate::metrics as m;
 use crate::model::Account;
@@ -113,6 +115,14 @@ pub async fn create(
     check_slug(&body.slug)?;
     // Signing up is the first sign-in: its network is the account's first known location.
     let ip = client_ip(&req, state.settings.api.trust_forwarded_for);
+    // Each sign-up costs an argon2 run and a tenant: a few per address and window.
+    if let Err(retry_after) = state.limits.signups.take(&AddressKey::of(ip), 1) {
+        limits::hit(Limit::Signups);
+        return Err(ApiError::RateLimited {
+            retry_after,
+            message: "too many sign-ups from this address; try again later".into(),
+        });
+    }
     let account = Account {
         id: uuid::Uuid::new_v4().to_string(),
         email,

@@ -23,6 +23,12 @@ pub enum ApiError {
     NewLocation { challenge_id: String, expires_at: chrono::DateTime<chrono::Utc> },
     /// Too many failed attempts: try again after this long.
     TooManyAttempts { retry_after: Duration },
+    /// Too many requests of a kind (sign-ups from one address, say): try again after this long.
+    RateLimited { retry_after: Duration, message: String },
+    /// A quota of the account is used up (its stations, say).
+    QuotaExceeded { message: String, limit: usize },
+    /// The request's body did not arrive in time.
+    RequestTimeout,
     /// The resource does not exist (or belongs to another tenant).
     NotFound(String),
     /// A unique field is already taken.
@@ -55,6 +61,9 @@ impl ApiError {
             ApiError::InvalidCredentials(_) => "invalid_credentials",
             ApiError::NewLocation { .. } => "new_location",
             ApiError::TooManyAttempts { .. } => "too_many_attempts",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::QuotaExceeded { .. } => "quota_exceeded",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::StationNotConnected(_) => "station_not_connected",
@@ -77,7 +86,10 @@ impl ApiError {
             | ApiError::StationNotConnected(message)
             | ApiError::StationTimeout(message)
             | ApiError::StationDisconnected(message)
-            | ApiError::Unavailable(message) => message.clone(),
+            | ApiError::Unavailable(message)
+            | ApiError::RateLimited { message, .. }
+            | ApiError::QuotaExceeded { message, .. } => message.clone(),
+            ApiError::RequestTimeout => "the request body did not arrive in time".to_string(),
             ApiError::StationCallError { code, description, .. } => {
                 format!("the station answered with CALLERROR {code}: {description}")
             }
@@ -103,8 +115,11 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Invalid { .. } | ApiError::InvalidPayload { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::InvalidCredentials(_) | ApiError::NewLocation { .. } => StatusCode::FORBIDDEN,
-            ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::InvalidCredentials(_) | ApiError::NewLocation { .. } | ApiError::QuotaExceeded { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            ApiError::TooManyAttempts { .. } | ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::StationNotConnected(_) => StatusCode::CONFLICT,
             ApiError::StationCallError { .. } | ApiError::StationDisconnected(_) => StatusCode::BAD_GATEWAY,
@@ -128,9 +143,10 @@ impl ResponseError for ApiError {
             ApiError::NewLocation { challenge_id, expires_at } => {
                 body["details"] = json!({"challenge_id": challenge_id, "expires_at": expires_at})
             }
-            ApiError::TooManyAttempts { retry_after } => {
+            ApiError::TooManyAttempts { retry_after } | ApiError::RateLimited { retry_after, .. } => {
                 body["details"] = json!({"retry_after_secs": retry_seconds(*retry_after)})
             }
+            ApiError::QuotaExceeded { limit, .. } => body["details"] = json!({"limit": limit}),
             _ => {}
         }
         let mut response = HttpResponse::build(self.status_code());
@@ -138,8 +154,12 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_) => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
-            ApiError::TooManyAttempts { retry_after } => {
+            ApiError::TooManyAttempts { retry_after } | ApiError::RateLimited { retry_after, .. } => {
                 response.insert_header((header::RETRY_AFTER, retry_seconds(*retry_after).to_string()));
+            }
+            // The rest of the body may never come: the connection cannot carry another request.
+            ApiError::RequestTimeout => {
+                response.force_close();
             }
             ApiError::Unavailable(_) => {
                 response.insert_header((header::RETRY_AFTER, "1"));

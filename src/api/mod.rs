@@ -32,8 +32,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, expose_login_codes: bool) {
     if expose_login_codes {
         cfg.route("/login-codes/{challenge_id}", web::get().to(sessions::login_code));
     }
-    cfg.app_data(web::JsonConfig::default().limit(256 * 1024).error_handler(|err, _| {
-        ApiError::invalid("invalid_json", format!("request body is not the expected JSON: {err}")).into()
+    cfg.app_data(web::JsonConfig::default().limit(256 * 1024).error_handler(|err, _| match err {
+        actix_web::error::JsonPayloadError::Payload(e) if crate::limits::http::is_body_timeout(&e) => {
+            ApiError::RequestTimeout.into()
+        }
+        err => ApiError::invalid("invalid_json", format!("request body is not the expected JSON: {err}")).into(),
     }))
     .app_data(web::PathConfig::default().error_handler(|err, _| ApiError::NotFound(err.to_string()).into()))
     .app_data(
@@ -97,6 +100,7 @@ impl FromRequest for SignedIn {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(|t| t.trim().to_string());
+        let req = req.clone();
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::Internal("application state missing".into()))?;
             let token = token.ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
@@ -113,6 +117,10 @@ impl FromRequest for SignedIn {
                 .account(&record.account_id)
                 .await?
                 .ok_or_else(|| ApiError::Unauthorized("unknown or expired token".into()))?;
+            // The connection is a known tenant's from now on: it no longer counts against its address.
+            if let Some(connection) = req.conn_data::<crate::limits::connections::Connection>() {
+                connection.authenticated();
+            }
             if record.last_used_at.is_none_or(|t| (now - t).num_seconds() >= LAST_USED_RESOLUTION_SECS) {
                 record.last_used_at = Some(now);
                 // Not flushed: losing a last-use time in a crash costs nothing.
@@ -135,7 +143,7 @@ impl FromRequest for Tenant {
 
 /// The client's address: the TCP peer, or, with `api.trust_forwarded_for`, the last
 /// `X-Forwarded-For` entry (the one the proxy in front appended; earlier ones are the client's say).
-fn client_ip(req: &HttpRequest, trust_forwarded_for: bool) -> IpAddr {
+pub(crate) fn client_ip(req: &HttpRequest, trust_forwarded_for: bool) -> IpAddr {
     let forwarded = trust_forwarded_for
         .then(|| req.headers().get_all("x-forwarded-for").filter_map(|v| v.to_str().ok()).last())
         .flatten()

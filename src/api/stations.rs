@@ -6,6 +6,7 @@ use crate::actors::station_registry::CloseStation;
 use crate::actors::{DisconnectReason, StationKey};
 use crate::auth;
 use crate::cluster::Presence;
+use crate::limits::{self, Limit};
 use crate::model::{Account, Registration, SecurityProfile, Station};
 use crate::startup::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -163,6 +164,7 @@ pub async fn create(
     } else {
         Registration::Pending
     });
+    check_station_quota(&state, &account, 1).await?;
     let password_hash = hash_station_password(&state, password.clone()).await?;
     let station = Station::new(&account.id, &body.id, password_hash, registration, security_profile);
     state.store.create_station(&station).await?;
@@ -256,6 +258,22 @@ async fn close_everywhere(state: &AppState, key: StationKey) -> Result<(), ApiEr
         .map_err(|e| ApiError::Unavailable(format!("cannot reach node {node} to close the station's session: {e}")))
 }
 
+/// Refuses (403 quota_exceeded) provisioning that would take the tenant past
+/// `limits.stations_per_tenant`. Checked before the passwords are hashed; two requests racing at the
+/// edge may both pass.
+async fn check_station_quota(state: &AppState, account: &Account, adding: usize) -> Result<(), ApiError> {
+    let limit = state.limits.settings.stations_per_tenant;
+    let have = state.store.station_count(&account.id).await?;
+    if have + adding > limit {
+        limits::hit(Limit::StationsPerTenant);
+        return Err(ApiError::QuotaExceeded {
+            message: format!("a tenant may have {limit} stations; this one has {have}"),
+            limit,
+        });
+    }
+    Ok(())
+}
+
 /// Hashes a station password on the blocking pool with the configured (light) argon2 cost.
 async fn hash_station_password(state: &AppState, password: String) -> Result<String, ApiError> {
     let (m, t) = (state.settings.ocpp.station_hash_memory_kib, state.settings.ocpp.station_hash_iterations);
@@ -292,6 +310,14 @@ pub async fn create_bulk(
         }
         check_profile(&state, item.security_profile.unwrap_or_default())?;
     }
+    // Stations that exist already are not new: count only those the request would add.
+    let mut adding = 0;
+    for item in &items {
+        if state.store.station(&account.id, &item.id).await?.is_none() {
+            adding += 1;
+        }
+    }
+    check_station_quota(&state, &account, adding).await?;
     let default_registration =
         if state.settings.ocpp.auto_accept_stations { Registration::Accepted } else { Registration::Pending };
     // Hash on the blocking pool, a few at a time: argon2 is the cost of provisioning.

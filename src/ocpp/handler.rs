@@ -5,6 +5,8 @@
 use super::rpc::{Call, CallError, ErrorCode};
 use super::schema::Direction;
 use super::{v16, v201, Version};
+use crate::limits::quota::WindowQuota;
+use crate::limits::{self, Limit};
 use crate::model::{Registration, StationChange, StationEvent};
 use crate::store::{Store, StoreError};
 use serde::{de::DeserializeOwned, Serialize};
@@ -30,6 +32,33 @@ pub struct StationContext<'a> {
     /// The station's registration as the session knows it.
     pub registration: Registration,
     pub settings: &'a HandlerSettings,
+    /// Stored bytes of event-only messages per station (`limits.station_event_bytes`); None: no
+    /// limit.
+    pub event_quota: Option<&'a WindowQuota<String>>,
+}
+
+impl StationContext<'_> {
+    /// Takes what keeping `payload` costs from the station's event quota; false (and nothing
+    /// taken) when it does not fit, in which case the message must not be kept, nor acknowledged
+    /// as if it were.
+    pub(crate) fn charge_event(&self, payload: &impl Serialize) -> bool {
+        let Some(quota) = self.event_quota else { return true };
+        // What the store keeps: the payload and a record around it.
+        let bytes = serde_json::to_vec(payload).map(|v| v.len()).unwrap_or(0) as u64 + 128;
+        match quota.take(&limits::station_key(self.account_id, self.station_id), bytes) {
+            Ok(()) => true,
+            Err(_) => {
+                limits::hit(Limit::EventStorage);
+                crate::warn_limited!(station = self.station_id, "event storage quota of the station used up: not kept");
+                false
+            }
+        }
+    }
+}
+
+/// The CALLERROR for an event-only message the station's quota has no room for.
+pub(crate) fn over_event_quota() -> HandlerError {
+    refused(ErrorCode::GenericError, "event storage quota of this station used up; send it again later")
 }
 
 /// A change to the tenant's live view caused by a handled CALL.
@@ -100,8 +129,17 @@ pub(crate) fn encode<R: Serialize>(handled: Handled<R>) -> Result<(Value, Option
     Ok((payload, handled.notice))
 }
 
-/// Records a message kept only for the record.
+/// Records a message kept only for the record, within the station's event quota (a CALLERROR when
+/// it has no room: the station keeps the message and may send it again later).
 pub(crate) async fn record_event(ctx: &StationContext<'_>, action: &str, payload: &Value) -> Result<(), HandlerError> {
+    if !ctx.charge_event(payload) {
+        return Err(over_event_quota());
+    }
+    store_event(ctx, action, payload).await
+}
+
+/// Records a message kept only for the record, its quota already charged.
+pub(crate) async fn store_event(ctx: &StationContext<'_>, action: &str, payload: &Value) -> Result<(), HandlerError> {
     let event = StationEvent {
         station_id: ctx.station_id.to_string(),
         action: action.to_string(),
@@ -162,7 +200,7 @@ pub async fn handle_call(ctx: &StationContext<'_>, call: &Call) -> Reply {
             Reply::Error(CallError::new(ctx.version, call.unique_id.clone(), code, description))
         }
         Err(HandlerError::Store(e)) => {
-            tracing::error!(error = %e, action = %call.action, station = ctx.station_id, "store failed while handling a CALL");
+            crate::error_limited!(error = %e, action = %call.action, station = ctx.station_id, "store failed while handling a CALL");
             Reply::Error(CallError::new(
                 ctx.version,
                 call.unique_id.clone(),

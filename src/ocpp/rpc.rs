@@ -11,6 +11,20 @@ use std::fmt;
 /// OCPP-J: "The maximum length of the unique id is 36 characters".
 pub const MAX_UNIQUE_ID_LEN: usize = 36;
 
+/// OCPP 2.0.1 (part 4, 4.2.3): an errorDescription holds at most 255 characters. Ours are cut there
+/// in both versions: a description quoting the offending value must not echo a station's 64 KiB back.
+pub const MAX_ERROR_DESCRIPTION_CHARS: usize = 255;
+
+/// `description` cut to [`MAX_ERROR_DESCRIPTION_CHARS`] characters, ending with "…" when cut.
+fn bounded_description(description: String) -> String {
+    if description.chars().count() <= MAX_ERROR_DESCRIPTION_CHARS {
+        return description;
+    }
+    let mut cut: String = description.chars().take(MAX_ERROR_DESCRIPTION_CHARS - 1).collect();
+    cut.push('…');
+    cut
+}
+
 /// The unique id used in a CALLERROR when the offending frame's own id could not be read
 /// (the convention OCPP 2.0.1 writes down and most 1.6 implementations follow).
 pub const UNKNOWN_UNIQUE_ID: &str = "-1";
@@ -141,7 +155,7 @@ impl FrameError {
         CallError {
             unique_id: self.unique_id.clone().unwrap_or_else(|| UNKNOWN_UNIQUE_ID.to_string()),
             code: self.code.name(version).to_string(),
-            description: self.description.clone(),
+            description: bounded_description(self.description.clone()),
             details: json!({}),
         }
     }
@@ -283,7 +297,7 @@ impl CallError {
         Self {
             unique_id: unique_id.into(),
             code: code.name(version).to_string(),
-            description: description.into(),
+            description: bounded_description(description.into()),
             details: json!({}),
         }
     }
@@ -345,6 +359,16 @@ mod tests {
         assert_eq!(e.to_call_error(Version::V16).code, "ProtocolError");
         assert_eq!(e.to_call_error(Version::V201).code, "MessageTypeNotSupported");
         assert_eq!((e.code, e.unique_id.as_deref()), (ErrorCode::MessageTypeNotSupported, Some("id1")));
+    }
+
+    #[test]
+    fn error_descriptions_are_cut_to_255_characters() {
+        let long = CallError::new(Version::V16, "a", ErrorCode::TypeConstraintViolation, "é".repeat(70_000));
+        assert_eq!(long.description.chars().count(), MAX_ERROR_DESCRIPTION_CHARS);
+        assert!(long.description.ends_with('…'));
+        let exact = "x".repeat(MAX_ERROR_DESCRIPTION_CHARS);
+        assert_eq!(CallError::new(Version::V201, "a", ErrorCode::GenericError, exact.clone()).description, exact);
+        assert_eq!(CallError::new(Version::V201, "a", ErrorCode::GenericError, "short").description, "short");
     }
 
     #[test]

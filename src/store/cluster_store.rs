@@ -1138,6 +1138,10 @@ impl Store for ClusterStore {
         self.inner.seen(self.inner.remote.stations(account_id).await)
     }
 
+    async fn station_count(&self, account_id: &str) -> StoreResult<usize> {
+        self.inner.seen(self.inner.remote.station_count(account_id).await)
+    }
+
     async fn update_station(
         &self,
         account_id: &str,
@@ -1812,6 +1816,7 @@ mod tests {
             station_id,
             registration: Registration::Accepted,
             settings: &settings,
+            event_quota: None,
         };
         handle_call(&ctx, &Call { unique_id: "u1".into(), action: action.into(), payload }).await
     }

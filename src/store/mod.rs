@@ -125,6 +125,10 @@ pub trait Store: Send + Sync + 'static {
     async fn create_station(&self, station: &Station) -> StoreResult<()>;
     async fn station(&self, account_id: &str, station_id: &str) -> StoreResult<Option<Station>>;
     async fn stations(&self, account_id: &str) -> StoreResult<Vec<Station>>;
+    /// How many stations the account has (its quota is checked against this).
+    async fn station_count(&self, account_id: &str) -> StoreResult<usize> {
+        Ok(self.stations(account_id).await?.len())
+    }
     /// Applies `update` to the station and returns the new record; `None` when there is no such station.
     async fn update_station(
         &self,

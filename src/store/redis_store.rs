@@ -775,6 +775,10 @@ impl Store for RedisStore {
         self.hvalues("stations", &self.key("stations", &[account_id])).await
     }
 
+    async fn station_count(&self, account_id: &str) -> StoreResult<usize> {
+        self.query("station_count", redis::cmd("HLEN").arg(self.key("stations", &[account_id]))).await
+    }
+
     async fn update_station(
         &self,
         account_id: &str,

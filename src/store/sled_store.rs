@@ -399,6 +399,15 @@ impl Store for SledStore {
         scan(&self.stations, &prefix(&[account_id.as_bytes()]))
     }
 
+    async fn station_count(&self, account_id: &str) -> StoreResult<usize> {
+        let mut n = 0;
+        for item in self.stations.scan_prefix(prefix(&[account_id.as_bytes()])) {
+            item.map_err(backend)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     async fn update_station(
         &self,
         account_id: &str,

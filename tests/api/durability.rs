@@ -22,7 +22,7 @@ async fn settled(app: &TestApp, token: &str, id: &str) -> Value {
 }
 
 #[tokio::test]
-async fn a_repeated_unique_id_is_answered_again_and_applied_once() {
+async fn a_repeated_call_is_answered_again_and_applied_once_but_a_reused_id_is_a_new_call() {
     let app = spawn_app().await;
     let t = app.tenant("acme").await;
     let mut cp = app.connected_station(&t, "CP001").await;
@@ -33,14 +33,22 @@ async fn a_repeated_unique_id_is_answered_again_and_applied_once() {
     };
     cp.send_text(&start(100)).await;
     let first = cp.recv().await;
-    // The same unique id again (even with another body): the first answer, nothing new recorded.
-    cp.send_text(&start(200)).await;
+    // The very same frame again (its answer was lost): the first answer, nothing new recorded.
+    cp.send_text(&start(100)).await;
     let second = cp.recv().await;
     assert_eq!(first, second);
     let (_, txs) = app.get("/transactions", &t.token).await;
     assert_eq!(txs.as_array().map(Vec::len), Some(1), "{txs}");
     assert_eq!(txs[0]["meter_start"], 100);
     assert!(series_value(&app.metrics().await, "ocpp_duplicate_calls_total", &[]) > duplicates_before);
+    // The same id with another body is another message (a station that restarted its id counter):
+    // it is applied, and gets its own answer.
+    cp.send_text(&start(200)).await;
+    let third = cp.recv().await;
+    assert_eq!(third[0], 3, "{third}");
+    assert_ne!(third[2]["transactionId"], first[2]["transactionId"]);
+    let (_, txs) = app.get("/transactions", &t.token).await;
+    assert_eq!(txs.as_array().map(Vec::len), Some(2), "{txs}");
 }
 
 #[tokio::test]

@@ -15,12 +15,12 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    fn api(&self, path: &str) -> String {
+    pub(crate) fn api(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}/api/v1{path}", self.port)
     }
 
     /// A tenant "acme" (created unless it exists) and a fresh bearer token.
-    async fn sign_in(&self, http: &reqwest::Client) -> String {
+    pub(crate) async fn sign_in(&self, http: &reqwest::Client) -> String {
         let account = json!({"email": "ops@acme.example", "password": "s3cret-pass", "name": "Acme", "slug": "acme"});
         http.post(self.api("/accounts")).json(&account).send().await.unwrap();
         let login = json!({"email": "ops@acme.example", "password": "s3cret-pass"});
@@ -33,7 +33,7 @@ impl Server {
     }
 
     /// Provisions a station and returns its password.
-    async fn station(&self, http: &reqwest::Client, token: &str, id: &str) -> String {
+    pub(crate) async fn station(&self, http: &reqwest::Client, token: &str, id: &str) -> String {
         let created: Value = http
             .post(self.api("/stations"))
             .bearer_auth(token)
@@ -45,6 +45,14 @@ impl Server {
             .await
             .unwrap();
         created["password"].as_str().expect("password").to_string()
+    }
+}
+
+impl Server {
+    /// The server's /metrics text.
+    pub(crate) async fn metrics(&self, http: &reqwest::Client) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.port);
+        http.get(url).send().await.unwrap().text().await.unwrap()
     }
 }
 

@@ -500,6 +500,8 @@ mod checks {
         assert!(matches!(again, Err(StoreError::Conflict("station id"))), "{again:?}");
         let ids = store.stations("acct-a").await.unwrap().into_iter().map(|s| s.id).collect::<Vec<_>>();
         assert_eq!(ids, ["CP1", "CP10", "CP2"], "by id");
+        assert_eq!(store.station_count("acct-a").await.unwrap(), 3);
+        assert_eq!(store.station_count("acct-none").await.unwrap(), 0);
         assert_eq!(store.station("acct-a", "CP1").await.unwrap().unwrap().password_hash, "hash-CP1");
         assert!(store.station("acct-a", "CP3").await.unwrap().is_none());
 

@@ -1,5 +1,6 @@
 //! DataTransfer from a station: vendor-specific data. No vendor extensions are installed, so the
-//! answer is UnknownVendorId, and the message is kept for the record.
+//! answer is UnknownVendorId, and the message is kept for the record; past the station's event
+//! quota it is Rejected and not kept.
 
 use super::{Handled, HandlerError, StationContext};
 use serde::{Deserialize, Serialize};
@@ -21,7 +22,11 @@ pub struct Response {
 
 pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
     let payload = serde_json::to_value(&req).unwrap_or_default();
-    super::record_event(ctx, "DataTransfer", &payload).await?;
+    // Past the station's event quota: Rejected, and not kept.
+    if !ctx.charge_event(&payload) {
+        return Ok(Handled::reply(Response { status: "Rejected" }));
+    }
+    crate::ocpp::handler::store_event(ctx, "DataTransfer", &payload).await?;
     Ok(Handled::reply(Response { status: "UnknownVendorId" }))
 }
 

@@ -113,6 +113,8 @@ pub(crate) mod test_support {
         pub store: SledStore,
         pub settings: HandlerSettings,
         pub version: crate::ocpp::Version,
+        /// The station's event quota, when the test sets one.
+        pub event_quota: Option<crate::limits::quota::WindowQuota<String>>,
         _dir: tempfile::TempDir,
     }
 
@@ -133,7 +135,14 @@ pub(crate) mod test_support {
                 heartbeat_interval: Duration::from_secs(300),
                 boot_retry_interval: Duration::from_secs(60),
             };
-            Self { store, settings, version, _dir: dir }
+            Self { store, settings, version, event_quota: None, _dir: dir }
+        }
+
+        /// A fixture whose station may keep `bytes` of events.
+        pub async fn with_event_quota(version: crate::ocpp::Version, bytes: u64) -> Self {
+            let mut f = Self::with_version(version).await;
+            f.event_quota = Some(crate::limits::quota::WindowQuota::new(bytes, Duration::from_secs(3600)));
+            f
         }
 
         pub fn ctx(&self) -> StationContext<'_> {
@@ -148,6 +157,7 @@ pub(crate) mod test_support {
                 station_id: STATION,
                 registration,
                 settings: &self.settings,
+                event_quota: self.event_quota.as_ref(),
             }
         }
 
@@ -252,5 +262,19 @@ mod tests {
             payload: json!({"chargePointVendor": "V", "chargePointModel": "M"}),
         };
         assert!(matches!(handle_call(&f.ctx_with(Registration::Pending), &boot).await, Reply::Result { .. }));
+    }
+
+    #[tokio::test]
+    async fn past_the_event_quota_event_only_messages_are_refused_and_not_kept_and_billing_goes_on() {
+        use crate::store::Store;
+        let f = Fixture::with_event_quota(crate::ocpp::Version::V16, 1000).await;
+        let data = "x".repeat(600);
+        assert_eq!(f.ok("DataTransfer", json!({"vendorId": "v", "data": data})).await["status"], "UnknownVendorId");
+        assert_eq!(f.ok("DataTransfer", json!({"vendorId": "v", "data": data})).await["status"], "Rejected");
+        let security = json!({"type": "TamperDetectionActivated", "timestamp": "2026-01-01T10:00:00Z", "techInfo": "x".repeat(250)});
+        assert_eq!(f.error_code("SecurityEventNotification", security).await, "GenericError");
+        assert_eq!(f.store.events(ACCOUNT, STATION).await.unwrap().len(), 1, "only what was acknowledged is kept");
+        let start = json!({"connectorId": 1, "idTag": "T", "meterStart": 0, "timestamp": "2026-01-01T10:00:00Z"});
+        assert!(f.ok("StartTransaction", start).await["transactionId"].is_number(), "transactions do not count");
     }
 }

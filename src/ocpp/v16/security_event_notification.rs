@@ -17,9 +17,9 @@ pub struct Request {
 pub struct Response {}
 
 pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
-    tracing::warn!(station = ctx.station_id, kind = %req.kind, "station security event");
     let payload = serde_json::json!({"type": req.kind, "timestamp": req.timestamp, "techInfo": req.tech_info});
     super::record_event(ctx, "SecurityEventNotification", &payload).await?;
+    crate::warn_limited!(station = ctx.station_id, kind = %req.kind, "station security event");
     Ok(Handled::reply(Response {}))
 }
 

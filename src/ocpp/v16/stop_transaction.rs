@@ -63,7 +63,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
         StopOutcome::Unknown => {
             // The station must be able to clear the transaction from its queue, so it is answered; the
             // message is kept so that the meter reading is not lost.
-            tracing::warn!(
+            crate::warn_limited!(
                 station = ctx.station_id,
                 transaction_id = req.transaction_id,
                 "StopTransaction for an unknown transaction"

@@ -37,6 +37,10 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
             v
         })
         .collect();
+    // The device model a station reports counts against its event quota: the names are its own.
+    if !ctx.charge_event(&variables) {
+        return Err(crate::ocpp::handler::over_event_quota());
+    }
     ctx.store.put_variables(ctx.account_id, ctx.station_id, &variables).await?;
     for e in &req.event_data {
         let payload = serde_json::json!({

@@ -97,6 +97,10 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
         }
     }
     tracing::debug!(station = ctx.station_id, request_id = req.request_id, seq_no = req.seq_no, tbc = req.tbc, generated_at = %req.generated_at, variables = variables.len(), "device model report part");
+    // The device model a station reports counts against its event quota: the names are its own.
+    if !ctx.charge_event(&variables) {
+        return Err(crate::ocpp::handler::over_event_quota());
+    }
     ctx.store.put_variables(ctx.account_id, ctx.station_id, &variables).await?;
     Ok(Handled::reply(Response {}))
 }

@@ -4,7 +4,7 @@
 //! GetCertificateStatus), no smart-charging engine to act on an EV's needs (NotifyEVChargingNeeds),
 //! no vendor extensions (DataTransfer).
 
-use crate::ocpp::handler::{record_event, refused, HandlerError, Notice, StationContext};
+use crate::ocpp::handler::{record_event, refused, store_event, HandlerError, Notice, StationContext};
 use crate::ocpp::rpc::ErrorCode;
 use serde_json::{json, Value};
 
@@ -40,9 +40,17 @@ pub async fn handle(
     let Some(response) = answer(action) else {
         return Err(refused(ErrorCode::NotSupported, format!("{action} is not handled")));
     };
-    if action == "SecurityEventNotification" {
-        tracing::warn!(station = ctx.station_id, kind = %payload["type"], "station security event");
+    if action == "DataTransfer" {
+        // Past the station's event quota: Rejected, and not kept.
+        if !ctx.charge_event(payload) {
+            return Ok((json!({"status": "Rejected"}), None));
+        }
+        store_event(ctx, action, payload).await?;
+    } else {
+        record_event(ctx, action, payload).await?;
     }
-    record_event(ctx, action, payload).await?;
+    if action == "SecurityEventNotification" {
+        crate::warn_limited!(station = ctx.station_id, kind = %payload["type"], "station security event");
+    }
     Ok((response, None))
 }

@@ -1,0 +1,129 @@
+//! Log volume: what a station or a stranger can make the node write.
+//!
+//! A [`LogBudget`] lets the first few warnings of an interval through; the rest are counted
+//! (`ocpp_limit_hits_total{limit="log_lines"}`) and summed up in one line with their count when the
+//! interval is over (at the next warning, or when [`LogBudget::flush`] is called: a session does at
+//! its end and at its timer ticks). The summary is written in the caller's span, so it carries the
+//! station it is about.
+
+use super::{hit, Limit};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub struct LogBudget {
+    per_interval: u32,
+    interval: Duration,
+    started: Instant,
+    used: u32,
+    suppressed: u64,
+}
+
+impl LogBudget {
+    pub fn new(per_interval: u32, interval: Duration) -> Self {
+        Self {
+            per_interval,
+            interval: interval.max(Duration::from_secs(1)),
+            started: Instant::now(),
+            used: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether a warning may be written now. When the interval is over, first writes the summary
+    /// of what the last one held back.
+    pub fn allow(&mut self) -> bool {
+        if self.started.elapsed() >= self.interval {
+            self.flush();
+            self.started = Instant::now();
+            self.used = 0;
+        }
+        if self.used < self.per_interval {
+            self.used += 1;
+            return true;
+        }
+        self.suppressed += 1;
+        hit(Limit::LogLines);
+        false
+    }
+
+    /// Writes the summary of the warnings held back so far, if any.
+    pub fn flush(&mut self) {
+        if self.suppressed > 0 {
+            tracing::warn!(
+                suppressed = self.suppressed,
+                interval_secs = self.interval.as_secs(),
+                "more warnings like the above were not logged"
+            );
+            self.suppressed = 0;
+        }
+    }
+}
+
+/// A [`LogBudget`] shared by the threads of the node (connection refusals, say).
+#[derive(Debug)]
+pub struct SharedLogBudget(Mutex<LogBudget>);
+
+impl SharedLogBudget {
+    pub fn new(per_interval: u32, interval: Duration) -> Self {
+        Self(Mutex::new(LogBudget::new(per_interval, interval)))
+    }
+
+    pub fn allow(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).allow()
+    }
+}
+
+/// Lines one call site of [`warn_limited!`] / [`error_limited!`] writes per minute, node-wide.
+pub const PER_SITE_PER_MINUTE: u32 = 10;
+
+/// `tracing::warn!` within a budget of its own call site ([`PER_SITE_PER_MINUTE`] lines a minute for
+/// the whole node, then one summary line with the count): for warnings any station can cause at
+/// will.
+#[macro_export]
+macro_rules! warn_limited {
+    ($($arg:tt)+) => {{
+        static BUDGET: std::sync::OnceLock<$crate::limits::logs::SharedLogBudget> = std::sync::OnceLock::new();
+        let budget = BUDGET.get_or_init(|| {
+            $crate::limits::logs::SharedLogBudget::new(
+                $crate::limits::logs::PER_SITE_PER_MINUTE,
+                std::time::Duration::from_secs(60),
+            )
+        });
+        if budget.allow() {
+            tracing::warn!($($arg)+);
+        }
+    }};
+}
+
+/// [`warn_limited!`] at error level.
+#[macro_export]
+macro_rules! error_limited {
+    ($($arg:tt)+) => {{
+        static BUDGET: std::sync::OnceLock<$crate::limits::logs::SharedLogBudget> = std::sync::OnceLock::new();
+        let budget = BUDGET.get_or_init(|| {
+            $crate::limits::logs::SharedLogBudget::new(
+                $crate::limits::logs::PER_SITE_PER_MINUTE,
+                std::time::Duration::from_secs(60),
+            )
+        });
+        if budget.allow() {
+            tracing::error!($($arg)+);
+        }
+    }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_warnings_of_an_interval_pass_and_the_rest_are_held_back_until_it_ends() {
+        let mut budget = LogBudget::new(3, Duration::from_secs(1));
+        let passed = (0..10).filter(|_| budget.allow()).count();
+        assert_eq!((passed, budget.suppressed), (3, 7));
+        budget.started -= Duration::from_secs(1);
+        assert!(budget.allow(), "a new interval");
+        assert_eq!(budget.suppressed, 0, "the summary was written");
+    }
+}
