@@ -154,6 +154,15 @@ impl LoginGuard {
         by_ip.max(by_account)
     }
 
+    /// Whether the address or the account failed recently (within the window), though not enough
+    /// to be blocked: such sign-ins wait behind others for a password check.
+    pub fn suspect(&self, account_id: Option<&str>, ip: IpAddr) -> bool {
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let window = self.window();
+        let recent = |key: &str| failures.get(key).and_then(|l| l.back()).is_some_and(|t| t.elapsed() < window);
+        recent(&address_key(ip)) || account_id.is_some_and(|id| recent(&account_key(id)))
+    }
+
     /// Counts a failed attempt against the address and, when known, the account.
     pub fn record_failure(&self, account_id: Option<&str>, ip: IpAddr) {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
@@ -295,6 +304,8 @@ mod tests {
         assert!(guard.blocked(Some("d"), ip).is_some(), "five failures from one address block it");
         guard.clear_account("a");
         assert_eq!(guard.blocked(Some("a"), other_ip), None);
+        assert!(guard.suspect(None, ip), "the address failed recently");
+        assert!(!guard.suspect(Some("a"), other_ip), "the account's failures were cleared");
     }
 
     #[test]

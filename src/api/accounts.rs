@@ -98,9 +98,19 @@ pub(crate) async fn hash(password: String) -> Result<String, ApiError> {
 }
 
 pub(crate) async fn verify(password: String, phc: String) -> Result<bool, ApiError> {
-    auth::argon2_job(move || auth::verify_password(&password, &phc))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))
+    verify_in(auth::Lane::Normal, password, phc).await
+}
+
+/// [`verify`] waiting in `lane`; 429 when the suspect lane is full.
+pub(crate) async fn verify_in(lane: auth::Lane, password: String, phc: String) -> Result<bool, ApiError> {
+    match auth::argon2_job_in(lane, move || auth::verify_password(&password, &phc)).await {
+        Ok(Some(verified)) => Ok(verified),
+        Ok(None) => {
+            limits::hit(Limit::AuthQueue);
+            Err(ApiError::TooManyAttempts { retry_after: std::time::Duration::from_secs(1) })
+        }
+        Err(e) => Err(ApiError::Internal(e.to_string())),
+    }
 }
 
 pub async fn create(

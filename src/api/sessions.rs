@@ -2,7 +2,7 @@
 //! `POST /sessions/confirm`, `DELETE /sessions/current`, `GET /account/tokens`,
 //! `DELETE /account/tokens/{id}`, and the test-only `GET /login-codes/{challenge_id}`.
 
-use super::accounts::{account_view, hash, normalize_email, verify};
+use super::accounts::{account_view, hash, normalize_email, verify_in};
 use super::{client_ip, ApiError, SignedIn};
 use crate::auth;
 use crate::login::{location_prefix, ConfirmError};
@@ -81,14 +81,20 @@ pub async fn login(
         }
         return Err(ApiError::TooManyAttempts { retry_after });
     }
+    // After recent failures of this address or account, the password check waits behind others.
+    let lane = if state.login.suspect(account.as_ref().map(|a| a.id.as_str()), ip) {
+        auth::Lane::Suspect { max_waiting: state.limits.settings.auth_queue }
+    } else {
+        auth::Lane::Normal
+    };
     let Some(mut account) = account else {
         // Spend what checking a password costs, so the answer's timing does not tell which emails
         // have accounts.
-        verify(body.password, unknown_account_hash().await?).await?;
+        verify_in(lane, body.password, unknown_account_hash().await?).await?;
         state.login.record_failure(None, ip);
         return Err(refused());
     };
-    if !verify(body.password, account.password_hash.clone()).await? {
+    if !verify_in(lane, body.password, account.password_hash.clone()).await? {
         state.login.record_failure(Some(&account.id), ip);
         record(&state, &account.id, ip, LoginOutcome::BadPassword).await?;
         return Err(refused());
