@@ -100,7 +100,6 @@ impl FromRequest for SignedIn {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(|t| t.trim().to_string());
-        let req = req.clone();
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::Internal("application state missing".into()))?;
             let token = token.ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
@@ -117,10 +116,6 @@ impl FromRequest for SignedIn {
                 .account(&record.account_id)
                 .await?
                 .ok_or_else(|| ApiError::Unauthorized("unknown or expired token".into()))?;
-            // The connection is a known tenant's from now on: it no longer counts against its address.
-            if let Some(connection) = req.conn_data::<crate::limits::connections::Connection>() {
-                connection.authenticated();
-            }
             if record.last_used_at.is_none_or(|t| (now - t).num_seconds() >= LAST_USED_RESOLUTION_SECS) {
                 record.last_used_at = Some(now);
                 // Not flushed: losing a last-use time in a crash costs nothing.

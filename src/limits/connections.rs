@@ -5,9 +5,12 @@
 //! stops reading, and at the open-files limit its accept loop pauses. The [`ConnectionTable`]
 //! knows each connection from the moment it is accepted ([`ConnectionTable::on_connect`]) until
 //! actix drops it ([`Connection`]'s drop), and bounds them:
-//! - connections not yet authenticated, per client address;
-//! - connections in all, below the open-files limit: at capacity the oldest unauthenticated one
-//!   makes room, so accepting goes on and a legitimate client is not locked out by a flood;
+//! - connections that are not station sessions, per client address (a station's accepted
+//!   WebSocket handshake authenticates its connection; an API token authenticates a request, not
+//!   the connection, so API connections keep counting);
+//! - connections in all, below the open-files limit: at capacity the oldest connection that is
+//!   not a station session makes room (an idle one first), so accepting goes on and a legitimate
+//!   client is not locked out by a flood;
 //! - a connection that is neither handling a request nor upgraded must have sent its next request's
 //!   headers within the header timeout (plus keep-alive after a response), or it is closed (the
 //!   reaper). This is the only header timeout: actix's own, which would cover the first request
@@ -188,8 +191,13 @@ impl ConnectionTable {
             return Err(Limit::ConnectionsPerAddress);
         }
         if table.entries.len() >= self.limits.capacity {
-            let oldest = table.unauthenticated.iter().next().and_then(|id| table.entries.get(id));
-            match oldest.filter(|e| e.state.accepted.elapsed() >= EVICTION_MIN_AGE) {
+            // The oldest idle one, else the oldest busy one (a body that is not coming, say).
+            let old_enough = |e: &&Entry| e.state.accepted.elapsed() >= EVICTION_MIN_AGE;
+            let candidates = || table.unauthenticated.iter().filter_map(|id| table.entries.get(id)).filter(old_enough);
+            let victim = candidates()
+                .find(|e| e.state.busy.load(Ordering::Relaxed) == 0)
+                .or_else(|| candidates().next());
+            match victim {
                 Some(victim) => {
                     hit(Limit::ConnectionEvicted);
                     victim.state.aborted.store(true, Ordering::Relaxed);
@@ -337,8 +345,8 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// The connection has authenticated (a station's handshake, a valid API token): it no longer
-    /// counts against its address, and is not evicted to make room.
+    /// The connection has authenticated as a station (its WebSocket handshake was accepted): it no
+    /// longer counts against its address, and is not evicted to make room.
     pub fn authenticated(&self) {
         if !self.state.authenticated.swap(true, Ordering::Relaxed) {
             self.table.authenticate(self.state.id);
