@@ -343,9 +343,7 @@ impl StationSession {
                         act.registration = *registration;
                     }
                     let frame = Frame::CallResult(crate::ocpp::rpc::CallResult { unique_id: call.unique_id, payload });
-                    let text = frame.to_text();
-                    act.recent_replies.remember(frame.unique_id(), fingerprint, text.clone());
-                    act.send_text(text, ctx);
+                    act.answer_call(frame, fingerprint, true, ctx);
                     // A notice changes the tenant's live view and always goes; a message that only
                     // proves the station alive (most are heartbeats) is reported at most every few
                     // seconds, so a fleet's heartbeats do not each cost an actor message.
@@ -366,19 +364,22 @@ impl StationSession {
                     metrics::counter!(m::MESSAGES, "action" => action, "direction" => "in", "result" => "error")
                         .increment(1);
                     tracing::debug!(station = %act.setup.key, action = %call.action, code = %error.code, error = %error.description, "CALL refused");
+                    metrics::counter!(m::CALL_ERRORS, "code" => error_code_label(&error.code)).increment(1);
                     // A storage failure is worth retrying with the same id; anything else would be refused again.
-                    let frame = Frame::CallError(error);
-                    let text = frame.to_text();
-                    if let Frame::CallError(error) = &frame {
-                        if error.code != ErrorCode::InternalError.as_str() {
-                            act.recent_replies.remember(&error.unique_id, fingerprint, text.clone());
-                        }
-                        metrics::counter!(m::CALL_ERRORS, "code" => error_code_label(&error.code)).increment(1);
-                    }
-                    act.send_text(text, ctx);
+                    let remember = error.code != ErrorCode::InternalError.as_str();
+                    act.answer_call(Frame::CallError(error), fingerprint, remember, ctx);
                 }
             }
         }));
+    }
+
+    /// Sends the answer to a CALL, remembered (when `remember`) for a repeat of the very same frame.
+    fn answer_call(&mut self, frame: Frame, fingerprint: Fingerprint, remember: bool, ctx: &mut Context<Self>) {
+        let text = frame.to_text();
+        if remember {
+            self.recent_replies.remember(frame.unique_id(), fingerprint, text.clone());
+        }
+        self.send_text(text, ctx);
     }
 
     /// Runs queued-command delivery until the queue is empty; a nudge while it runs makes it look again.

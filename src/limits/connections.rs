@@ -194,9 +194,8 @@ impl ConnectionTable {
             // The oldest idle one, else the oldest busy one (a body that is not coming, say).
             let old_enough = |e: &&Entry| e.state.accepted.elapsed() >= EVICTION_MIN_AGE;
             let candidates = || table.unauthenticated.iter().filter_map(|id| table.entries.get(id)).filter(old_enough);
-            let victim = candidates()
-                .find(|e| e.state.busy.load(Ordering::Relaxed) == 0)
-                .or_else(|| candidates().next());
+            let victim =
+                candidates().find(|e| e.state.busy.load(Ordering::Relaxed) == 0).or_else(|| candidates().next());
             match victim {
                 Some(victim) => {
                     hit(Limit::ConnectionEvicted);
