@@ -468,6 +468,10 @@ async fn flood_opener(ctx: Arc<Ctx>, permits: Arc<Semaphore>, head: Option<Arc<V
             Ok(Err(_)) => break,
             Err(_) => continue,
         };
+        // Permits come free in a rush at the end, as the held connections let go.
+        if ctx.over() {
+            break;
+        }
         ctx.stats.attempts.fetch_add(1, Relaxed);
         let mut stream = match rawws::tcp_connect(ctx.plan.api_at.addr, ctx.opts(None), ctx.until(connect_wait)).await {
             Ok(s) => s,

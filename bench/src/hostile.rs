@@ -183,6 +183,12 @@ impl Default for PhaseStats {
 }
 
 impl PhaseStats {
+    /// A Heartbeat overdue by more than --timeout before it could be sent.
+    fn unsent(&self) {
+        self.unsent.fetch_add(1, Relaxed);
+        self.failures.add("unsent");
+    }
+
     fn report(&self, secs: f64) -> LegitPhase {
         let ok = self.ok.load(Relaxed);
         LegitPhase {
@@ -278,7 +284,7 @@ async fn legit_station(legit: Arc<Legit>, index: u32, ep: Endpoint, conn: Conn) 
                 while due < ph.end {
                     if let Some(s) = legit.at(due) {
                         s.scheduled.fetch_add(1, Relaxed);
-                        s.unsent.fetch_add(1, Relaxed);
+                        s.unsent();
                     }
                     due += period;
                 }
@@ -301,7 +307,7 @@ async fn legit_station(legit: Arc<Legit>, index: u32, ep: Endpoint, conn: Conn) 
             if conn.is_none() {
                 if Instant::now() > due + legit.timeout {
                     stats.scheduled.fetch_add(1, Relaxed);
-                    stats.unsent.fetch_add(1, Relaxed);
+                    stats.unsent();
                     due += period;
                 } else {
                     sleep_until(next_reconnect.min(due + legit.timeout + Duration::from_millis(1))).await;
@@ -322,8 +328,7 @@ async fn legit_station(legit: Arc<Legit>, index: u32, ep: Endpoint, conn: Conn) 
         stats.scheduled.fetch_add(1, Relaxed);
         let now = Instant::now();
         if now > due + legit.timeout {
-            stats.unsent.fetch_add(1, Relaxed);
-            stats.failures.add("unsent");
+            stats.unsent();
             due += period;
             continue;
         }
@@ -1093,6 +1098,41 @@ mod tests {
         assert!(check(&args(&["--attack", "signup-flood", "--api", "https://h/api/v1"])).is_err());
         let same = args(&["--attack", "big-frame", "--tenant", "x", "--attacker-tenant", "x"]);
         assert!(check(&same).unwrap_err().to_string().contains("--attacker-tenant"));
+    }
+
+    #[test]
+    fn phase_stats_report_what_was_counted() {
+        let s = PhaseStats::default();
+        for _ in 0..4 {
+            s.scheduled.fetch_add(1, Relaxed);
+        }
+        s.ok.fetch_add(2, Relaxed);
+        record(&s.hist, Duration::from_millis(3));
+        record(&s.hist, Duration::from_millis(5));
+        s.unsent();
+        s.timeouts.fetch_add(1, Relaxed);
+        s.failures.add("timeout");
+        let r = s.report(2.0);
+        assert_eq!((r.scheduled, r.ok, r.unsent, r.timeouts, r.ok_per_sec), (4, 2, 1, 1, 1.0));
+        assert_eq!(r.failures_by_kind, BTreeMap::from([("timeout".into(), 1), ("unsent".into(), 1)]));
+        assert_eq!(r.latency_ms.samples, 2);
+        assert!((r.latency_ms.max - 5.0).abs() < 0.01, "{}", r.latency_ms.max);
+    }
+
+    #[tokio::test]
+    async fn an_early_stop_keeps_its_first_reason_and_ends_the_waits() {
+        let stop = Stop::default();
+        assert!(!stop.is_set() && stop.when().is_none());
+        stop.set("rss".into());
+        stop.set("later".into());
+        assert!(stop.is_set());
+        assert_eq!(stop.when().map(|(_, why)| why).as_deref(), Some("rss"));
+        let t0 = Instant::now();
+        wait_until(t0 + Duration::from_secs(30), &stop).await;
+        assert!(t0.elapsed() < Duration::from_secs(1), "the wait ignored the stop");
+        let running = Stop::default();
+        wait_until(Instant::now() + Duration::from_millis(150), &running).await;
+        assert!(t0.elapsed() >= Duration::from_millis(150), "returned before its time");
     }
 
     #[test]
