@@ -24,6 +24,11 @@ pub enum Command {
     /// at once and measure the reconnect storm, then close cleanly. Reports connect/boot/per-action
     /// latency, failures, and the server's RSS and CPU with --server-pid.
     Fleet(FleetArgs),
+    /// Hostile: a small legitimate fleet sends open-loop Heartbeats through a quiet phase and then
+    /// through an attack (--attack), while the server's RSS, open files and CPU are sampled. Reports
+    /// the legitimate latency of both phases, probes of sign-in/connect/API latency, and what the
+    /// server did to the attack (close codes, HTTP statuses, resets), counted by kind.
+    Hostile(HostileArgs),
 }
 
 /// How the storm drops its connections (neither sends a WebSocket close).
@@ -54,6 +59,223 @@ fn parse_positive(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
         _ => Err(format!("{s:?} is not a positive number")),
+    }
+}
+
+/// What the hostile scenario does to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum AttackKind {
+    /// Authenticated WebSocket, then a text frame declaring 2^40 bytes, streamed as fast as possible.
+    BigFrame,
+    /// Authenticated WebSocket, then a text message that never ends: continuation frames of 16 KiB.
+    Fragments,
+    /// Authenticated WebSocket with a 4 KiB receive buffer that is never read; Heartbeats flat out.
+    NoRead,
+    /// One Authorize with a ~65,000-character idTag, id "A", then `[2,"A","Authorize",{}]` flat out,
+    /// never reading.
+    ReplayAmplify,
+    /// `POST /api/v1/sessions` with Content-Length 100000 and no body, as many as possible, held.
+    StalledBody,
+    /// Plain TCP connections that send nothing, as many as possible, held.
+    ConnFlood,
+    /// DataTransfer CALLs just under the frame limit, each sent once the previous is answered.
+    EventFlood,
+    /// WebSocket handshakes for an existing station with a fresh wrong password each time.
+    AuthBrute,
+    /// `POST /api/v1/accounts` with fresh e-mails and slugs.
+    SignupFlood,
+    /// One station connecting, booting and disconnecting in a tight loop.
+    ReconnectLoop,
+    /// CALLRESULTs `[3,"<random id>",{}]` for calls the server never made.
+    Unsolicited,
+}
+
+/// The legitimate probes an attack is measured with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ProbeKind {
+    /// `GET /api/v1/account` with the legitimate tenant's token, on a new connection.
+    ApiAccount,
+    /// A station of the legitimate tenant that never connected before: connect and BootNotification.
+    NewStation,
+    /// `POST /api/v1/sessions` of the legitimate account.
+    SignIn,
+}
+
+impl ProbeKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProbeKind::ApiAccount => "api_get_account",
+            ProbeKind::NewStation => "new_station_connect",
+            ProbeKind::SignIn => "sign_in",
+        }
+    }
+}
+
+impl AttackKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttackKind::BigFrame => "big-frame",
+            AttackKind::Fragments => "fragments",
+            AttackKind::NoRead => "no-read",
+            AttackKind::ReplayAmplify => "replay-amplify",
+            AttackKind::StalledBody => "stalled-body",
+            AttackKind::ConnFlood => "conn-flood",
+            AttackKind::EventFlood => "event-flood",
+            AttackKind::AuthBrute => "auth-brute",
+            AttackKind::SignupFlood => "signup-flood",
+            AttackKind::ReconnectLoop => "reconnect-loop",
+            AttackKind::Unsolicited => "unsolicited",
+        }
+    }
+
+    /// Parallel attack clients when --attackers is not given: one for the reconnect loop (one
+    /// station), eight otherwise.
+    pub fn default_attackers(self) -> u32 {
+        match self {
+            AttackKind::ReconnectLoop => 1,
+            _ => 8,
+        }
+    }
+
+    /// Which probes run beside the attack, and how often (milliseconds).
+    pub fn probes(self) -> &'static [(ProbeKind, u64)] {
+        match self {
+            AttackKind::StalledBody | AttackKind::ConnFlood => {
+                &[(ProbeKind::ApiAccount, 1000), (ProbeKind::NewStation, 1000)]
+            }
+            AttackKind::AuthBrute | AttackKind::SignupFlood => {
+                &[(ProbeKind::NewStation, 500), (ProbeKind::SignIn, 2000)]
+            }
+            _ => &[],
+        }
+    }
+
+    /// Holds thousands of connections (sized by --max-conns).
+    pub fn floods_connections(self) -> bool {
+        matches!(self, AttackKind::StalledBody | AttackKind::ConnFlood)
+    }
+
+    /// Needs the account API (not only the station endpoint).
+    pub fn needs_api(self) -> bool {
+        matches!(self, AttackKind::SignupFlood)
+    }
+
+    /// Connects as attacker-tenant stations (one per attack client).
+    pub fn uses_stations(self) -> bool {
+        !matches!(self, AttackKind::StalledBody | AttackKind::ConnFlood | AttackKind::SignupFlood)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HostileArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// The attack
+    #[arg(long, value_enum)]
+    pub attack: AttackKind,
+
+    /// Seconds the attack runs (after the quiet phase)
+    #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub duration: u64,
+
+    /// Seconds of legitimate traffic alone before the attack: the baseline
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub quiet: u64,
+
+    /// Legitimate stations: connected and booted first, then open-loop Heartbeats through both phases
+    #[arg(long, default_value_t = 200, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub legit_stations: u32,
+
+    /// Legitimate Heartbeats per second, all stations together (open loop; latency counts from the
+    /// scheduled send)
+    #[arg(long, default_value_t = 200.0, value_parser = parse_rate, value_name = "MSGS_PER_SEC")]
+    pub legit_rate: f64,
+
+    /// Parallel attack clients [default: 1 for reconnect-loop, else 8]; the connection floods run
+    /// 32 connects in flight per client
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub attackers: Option<u32>,
+
+    /// Slug of the attacker's own tenant (--provision-api creates it, with one station per attacker)
+    #[arg(long, default_value = "hostile", value_name = "SLUG")]
+    pub attacker_tenant: String,
+
+    /// Attacker station ids are {prefix}{index:06}
+    #[arg(long, default_value = "EVIL", value_name = "PREFIX")]
+    pub attacker_prefix: String,
+
+    /// Password of the attacker's stations [default with --provision-api: bench-password-0001]
+    #[arg(long)]
+    pub attacker_password: Option<String>,
+
+    /// API base for the API attacks and probes, e.g. http://127.0.0.1:8180/api/v1 [default: --provision-api]
+    #[arg(long, value_name = "URL")]
+    pub api: Option<String>,
+
+    /// Bind the legitimate fleet's and the probes' sockets to these addresses, round-robin
+    #[arg(long, value_parser = parse_source_ips, value_name = "IPS")]
+    pub source_ips: Option<SourceIps>,
+
+    /// Bind the attack's sockets to these addresses, round-robin, e.g. 127.0.0.2-127.0.0.9
+    #[arg(long, value_parser = parse_source_ips, value_name = "IPS")]
+    pub attack_source_ips: Option<SourceIps>,
+
+    /// stalled-body, conn-flood: most attack connections held at once (also capped by the harness's
+    /// own open-file limit)
+    #[arg(long, default_value_t = 19_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_conns: u64,
+
+    /// event-flood: the server's largest message, bytes; DataTransfer frames are made just under it
+    #[arg(long, default_value_t = 65_536, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(256..=1_048_000))]
+    pub frame_limit: u64,
+
+    /// Worker threads of the attack's own runtime, apart from the legitimate fleet's
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub attack_threads: u32,
+
+    /// Sample this process (the server) every second: RSS, open files, CPU
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+
+    /// End the run early when the server's RSS passes this many MiB, before it takes the machine
+    /// down with it (0: no limit)
+    #[arg(long, default_value_t = 8192, value_name = "MIB")]
+    pub server_rss_limit: u64,
+
+    /// The server's log file: report how much it grew during the attack
+    #[arg(long, value_name = "FILE")]
+    pub server_log: Option<PathBuf>,
+
+    /// The server's data directory: report how much it grew during the attack
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Limit, seconds, on every wait: connect, each call's answer, a stalled write
+    #[arg(long, default_value_t = 10.0, value_name = "SECS", value_parser = parse_positive)]
+    pub timeout: f64,
+
+    /// Seed of the legitimate stations' random schedule offsets
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Also write the summary as JSON to this file
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Worker threads of the legitimate fleet's runtime [default: one per core]
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+impl HostileArgs {
+    pub fn attackers(&self) -> u32 {
+        self.attackers.unwrap_or_else(|| self.attack.default_attackers())
+    }
+
+    /// The API base: --api, else --provision-api.
+    pub fn api(&self) -> Option<&str> {
+        self.api.as_deref().or(self.target.provision_api.as_deref())
     }
 }
 
@@ -353,6 +575,89 @@ mod tests {
             let args = ["ocpp-bench", "fleet"].iter().chain(extra.iter());
             assert!(Cli::try_parse_from(args).is_err(), "{extra:?} was accepted");
         }
+    }
+
+    fn hostile(extra: &[&str]) -> Result<HostileArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["ocpp-bench", "hostile"].iter().chain(extra))?;
+        let Command::Hostile(a) = cli.command else { panic!("not hostile") };
+        Ok(a)
+    }
+
+    #[test]
+    fn parses_a_hostile_command_line() {
+        let a = hostile(&[
+            "--attack",
+            "big-frame",
+            "--duration",
+            "30",
+            "--provision-api",
+            "http://127.0.0.1:8190/api/v1",
+            "--server-pid",
+            "42",
+            "--server-log",
+            "/tmp/s.log",
+            "--data-dir",
+            "/tmp/d",
+            "--attack-source-ips",
+            "127.0.0.2-127.0.0.9",
+            "--source-ips",
+            "127.0.0.1",
+            "--json",
+            "out.json",
+        ])
+        .unwrap();
+        assert_eq!(a.attack, AttackKind::BigFrame);
+        assert_eq!((a.duration, a.quiet, a.legit_stations, a.legit_rate), (30, 10, 200, 200.0));
+        assert_eq!(a.attackers(), 8);
+        assert_eq!(a.attack_source_ips.as_ref().unwrap().0.len(), 8);
+        assert_eq!(a.api(), Some("http://127.0.0.1:8190/api/v1"));
+        assert_eq!(a.max_conns, 19_000);
+        assert_eq!(a.frame_limit, 65_536);
+        assert_eq!(a.attacker_tenant, "hostile");
+        assert_eq!(a.server_log.as_deref(), Some(std::path::Path::new("/tmp/s.log")));
+        let r = hostile(&["--attack", "reconnect-loop"]).unwrap();
+        assert_eq!(r.attackers(), 1, "one station by default");
+        let r = hostile(&["--attack", "reconnect-loop", "--attackers", "3", "--api", "http://h:1/api/v1"]).unwrap();
+        assert_eq!((r.attackers(), r.api()), (3, Some("http://h:1/api/v1")));
+    }
+
+    #[test]
+    fn every_attack_has_a_name_clap_accepts() {
+        for kind in AttackKind::value_variants() {
+            let a = hostile(&["--attack", kind.name()]).unwrap();
+            assert_eq!(a.attack, *kind);
+        }
+        assert_eq!(AttackKind::value_variants().len(), 11);
+    }
+
+    #[test]
+    fn hostile_refuses_nonsense() {
+        let bad: &[&[&str]] = &[
+            &[],                       // no --attack
+            &["--attack", "teardrop"], // unknown attack
+            &["--attack", "big-frame", "--duration", "0"],
+            &["--attack", "big-frame", "--attackers", "0"],
+            &["--attack", "big-frame", "--legit-stations", "0"],
+            &["--attack", "big-frame", "--legit-rate", "-5"],
+            &["--attack", "conn-flood", "--max-conns", "0"],
+            &["--attack", "event-flood", "--frame-limit", "100"],
+            &["--attack", "big-frame", "--attack-source-ips", "127.0.0.9-127.0.0.2"],
+            &["--attack", "big-frame", "--timeout", "0"],
+            &["--attack", "big-frame", "--attack-threads", "0"],
+        ];
+        for extra in bad {
+            assert!(hostile(extra).is_err(), "{extra:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn probes_follow_the_attack() {
+        assert_eq!(AttackKind::StalledBody.probes(), &[(ProbeKind::ApiAccount, 1000), (ProbeKind::NewStation, 1000)]);
+        assert_eq!(AttackKind::AuthBrute.probes(), &[(ProbeKind::NewStation, 500), (ProbeKind::SignIn, 2000)]);
+        assert_eq!(AttackKind::SignupFlood.probes(), AttackKind::AuthBrute.probes());
+        assert!(AttackKind::BigFrame.probes().is_empty());
+        assert!(AttackKind::ConnFlood.floods_connections() && !AttackKind::AuthBrute.floods_connections());
+        assert!(!AttackKind::ConnFlood.uses_stations() && AttackKind::Unsolicited.uses_stations());
     }
 
     #[test]

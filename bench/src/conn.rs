@@ -24,7 +24,9 @@ type Ws = WebSocketStream<TcpStream>;
 fn ws_config() -> WebSocketConfig {
     WebSocketConfig {
         write_buffer_size: 0, // write each message out at once
-        max_write_buffer_size: 64 * 1024,
+        // Room for one message of the largest size (1 MiB) and its frame header while the socket is
+        // backed up; nothing is allocated up front.
+        max_write_buffer_size: (1 << 20) + 64,
         max_message_size: Some(1 << 20),
         max_frame_size: Some(1 << 20),
         ..WebSocketConfig::default()
@@ -58,6 +60,8 @@ pub enum Outcome {
 pub struct Conn {
     ws: Ws,
     next_id: u64,
+    /// How the connection ended, once it did: see [`end_kind`].
+    end: Option<String>,
 }
 
 /// Why a connection attempt failed; [`ConnectError::kind`] is the label it is counted under.
@@ -137,7 +141,7 @@ fn tcp_error(e: std::io::Error) -> ConnectError {
 /// (`IP_BIND_ADDRESS_NO_PORT`): it then knows the destination, so a port in TIME_WAIT towards it can
 /// be reused (`net.ipv4.tcp_tw_reuse`), which a bind-time choice cannot do. Best effort.
 #[cfg(target_os = "linux")]
-fn bind_address_no_port(socket: &TcpSocket) {
+pub fn bind_address_no_port(socket: &TcpSocket) {
     use std::os::fd::AsRawFd;
     let one: libc::c_int = 1;
     // SAFETY: a valid socket descriptor, a pointer to a live c_int and its size.
@@ -153,7 +157,7 @@ fn bind_address_no_port(socket: &TcpSocket) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn bind_address_no_port(_socket: &TcpSocket) {}
+pub fn bind_address_no_port(_socket: &TcpSocket) {}
 
 /// Connects, offering `ocpp1.6` and HTTP Basic credentials; every step ends by `deadline`.
 pub async fn connect(ep: &Endpoint, deadline: Instant) -> Result<Conn, ConnectError> {
@@ -205,9 +209,39 @@ pub async fn connect(ep: &Endpoint, deadline: Instant) -> Result<Conn, ConnectEr
         if agreed != Some(SUBPROTOCOL) {
             return Err(ConnectError::Subprotocol(agreed.map(str::to_string)));
         }
-        Ok(Conn { ws, next_id: 0 })
+        Ok(Conn { ws, next_id: 0, end: None })
     };
     timeout_at(deadline, work).await.map_err(|_| ConnectError::Timeout)?
+}
+
+/// A short stable label for how a WebSocket ended: `close_1009` (a close frame with that code),
+/// `close_no_code`, `eof` (TCP closed without a close frame), `reset`, `io_error`, `protocol_error`.
+pub fn end_kind(close: Option<Option<u16>>, error: Option<&WsError>) -> String {
+    if let Some(code) = close {
+        return match code {
+            Some(c) => format!("close_{c}"),
+            None => "close_no_code".into(),
+        };
+    }
+    match error {
+        None | Some(WsError::ConnectionClosed | WsError::AlreadyClosed) => "eof".into(),
+        Some(WsError::Protocol(tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake)) => {
+            "eof".into()
+        }
+        Some(WsError::Io(e)) => match e.kind() {
+            std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::ConnectionAborted => "reset".into(),
+            std::io::ErrorKind::UnexpectedEof => "eof".into(),
+            _ => "io_error".into(),
+        },
+        Some(WsError::Capacity(_)) => "too_big".into(),
+        Some(_) => "protocol_error".into(),
+    }
+}
+
+fn close_code(frame: &Option<tokio_tungstenite::tungstenite::protocol::CloseFrame<'_>>) -> Option<Option<u16>> {
+    Some(frame.as_ref().map(|f| u16::from(f.code)))
 }
 
 /// What a received frame means to a station waiting for the answer to `waiting_for`.
@@ -243,24 +277,41 @@ pub fn classify(text: &str, waiting_for: Option<&str>) -> Incoming {
 impl Conn {
     /// Sends one CALL and waits, answering the central system's own calls meanwhile, for its answer.
     pub async fn call(&mut self, action: &str, payload: &Value, deadline: Instant) -> Outcome {
+        self.call_json(action, &payload.to_string(), deadline).await
+    }
+
+    /// [`Conn::call`] with the payload already serialized (`payload_json` must be a JSON object).
+    pub async fn call_json(&mut self, action: &str, payload_json: &str, deadline: Instant) -> Outcome {
         self.next_id += 1;
         let id = self.next_id.to_string();
-        let frame = json!([2, id, action, payload]).to_string();
+        let frame = format!("[2,{},{},{payload_json}]", Value::from(id.as_str()), Value::from(action));
         match timeout_at(deadline, self.ws.send(Message::Text(frame))).await {
             Err(_) => return Outcome::Timeout,
-            Ok(Err(e)) => return Outcome::Closed(format!("send failed: {e}")),
+            Ok(Err(e)) => {
+                self.end = Some(end_kind(None, Some(&e)));
+                return Outcome::Closed(format!("send failed: {e}"));
+            }
             Ok(Ok(())) => {}
         }
         loop {
             let msg = match timeout_at(deadline, self.ws.next()).await {
                 Err(_) => return Outcome::Timeout,
-                Ok(None) => return Outcome::Closed("connection closed".into()),
-                Ok(Some(Err(e))) => return Outcome::Closed(e.to_string()),
+                Ok(None) => {
+                    self.end = Some(end_kind(None, None));
+                    return Outcome::Closed("connection closed".into());
+                }
+                Ok(Some(Err(e))) => {
+                    self.end = Some(end_kind(None, Some(&e)));
+                    return Outcome::Closed(e.to_string());
+                }
                 Ok(Some(Ok(m))) => m,
             };
             let text = match msg {
                 Message::Text(t) => t,
-                Message::Close(f) => return Outcome::Closed(format!("closed by server: {f:?}")),
+                Message::Close(f) => {
+                    self.end = Some(end_kind(close_code(&f), None));
+                    return Outcome::Closed(format!("closed by server: {f:?}"));
+                }
                 _ => continue,
             };
             match classify(&text, Some(&id)) {
@@ -283,9 +334,18 @@ impl Conn {
             tokio::select! {
                 out = &mut until => return Ok(out),
                 msg = self.ws.next() => match msg {
-                    None => return Err("connection closed".into()),
-                    Some(Err(e)) => return Err(e.to_string()),
-                    Some(Ok(Message::Close(f))) => return Err(format!("closed by server: {f:?}")),
+                    None => {
+                        self.end = Some(end_kind(None, None));
+                        return Err("connection closed".into());
+                    }
+                    Some(Err(e)) => {
+                        self.end = Some(end_kind(None, Some(&e)));
+                        return Err(e.to_string());
+                    }
+                    Some(Ok(Message::Close(f))) => {
+                        self.end = Some(end_kind(close_code(&f), None));
+                        return Err(format!("closed by server: {f:?}"));
+                    }
                     Some(Ok(Message::Text(text))) => {
                         if let Incoming::ServerCall(answer) = classify(&text, None) {
                             self.ws.send(Message::Text(answer)).await.map_err(|e| e.to_string())?;
@@ -295,6 +355,24 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// How the connection ended (`close_1009`, `eof`, `reset`, …), once a call or a wait saw it end.
+    pub fn end_kind(&self) -> Option<&str> {
+        self.end.as_deref()
+    }
+
+    /// An OCPP-J connection over a stream whose WebSocket upgrade was done elsewhere (by hand);
+    /// `read_ahead` holds the bytes read past the upgrade answer.
+    pub async fn from_upgraded(stream: TcpStream, read_ahead: Vec<u8>) -> Conn {
+        let ws = WebSocketStream::from_partially_read(
+            stream,
+            read_ahead,
+            tokio_tungstenite::tungstenite::protocol::Role::Client,
+            Some(ws_config()),
+        )
+        .await;
+        Conn { ws, next_id: 0, end: None }
     }
 
     /// Closes with a normal close frame and waits (at most `wait`) for the server's close; true if
@@ -315,6 +393,12 @@ impl Conn {
         })
         .await
         .unwrap_or(false)
+    }
+
+    /// Sends a close frame (waiting at most `wait` to get it out) and drops the connection at once,
+    /// without waiting for the server's answer.
+    pub async fn hang_up(mut self, wait: Duration) {
+        let _ = tokio::time::timeout(wait, self.ws.close(None)).await;
     }
 
     /// Drops the connection without a WebSocket close, as a network failure would: with `reset`,
@@ -354,6 +438,24 @@ mod tests {
         };
         let v: Value = serde_json::from_str(&answer).unwrap();
         assert_eq!(v, json!([3, "srv-1", {"status": "Accepted"}]));
+    }
+
+    #[test]
+    fn ends_are_labelled() {
+        use std::io::{Error, ErrorKind};
+        use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
+        assert_eq!(end_kind(Some(Some(1009)), None), "close_1009");
+        // A close frame wins over the error that followed it.
+        assert_eq!(end_kind(Some(None), Some(&WsError::ConnectionClosed)), "close_no_code");
+        assert_eq!(end_kind(None, None), "eof");
+        assert_eq!(end_kind(None, Some(&WsError::Io(Error::from(ErrorKind::ConnectionReset)))), "reset");
+        assert_eq!(end_kind(None, Some(&WsError::Io(Error::from(ErrorKind::BrokenPipe)))), "reset");
+        assert_eq!(end_kind(None, Some(&WsError::Io(Error::from(ErrorKind::PermissionDenied)))), "io_error");
+        let reset = WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake);
+        assert_eq!(end_kind(None, Some(&reset)), "eof");
+        let big = WsError::Capacity(CapacityError::MessageTooLong { size: 2, max_size: 1 });
+        assert_eq!(end_kind(None, Some(&big)), "too_big");
+        assert_eq!(end_kind(None, Some(&WsError::Utf8)), "protocol_error");
     }
 
     #[test]

@@ -8,15 +8,25 @@
 //! source addresses): a ramp at a set connect rate, a hold with open-loop Heartbeats and
 //! transactions, an optional reconnect storm, and the server's RSS and CPU alongside.
 //!
-//! Both speak plain OCPP-J 1.6, so any central system can be the target; `--provision-api` also
+//! `ocpp-bench hostile` attacks the central system the way a hostile user would (huge or endless
+//! frames, sockets never read, held connections, floods of events, sign-ups and wrong passwords,
+//! reconnect loops, unsolicited answers) while a small legitimate fleet beside it measures the
+//! latency, and the server's RSS, open files and CPU are sampled.
+//!
+//! All speak plain OCPP-J 1.6, so any central system can be the target; `--provision-api` also
 //! creates the account and stations on an ocpp-css server.
 
+mod attacks;
 mod cli;
 mod conn;
 mod events;
 mod fleet;
+mod hostile;
+mod hostile_report;
 mod messages;
+mod outcomes;
 mod provision;
+mod rawws;
 mod report;
 mod schedule;
 mod stations;
@@ -96,6 +106,22 @@ fn main() -> ExitCode {
             }
             if summary.ramp.booted == 0 {
                 eprintln!("ocpp-bench: no station booted");
+                return ExitCode::FAILURE;
+            }
+        }
+        Command::Hostile(args) => {
+            let Some(rt) = runtime(args.threads) else { return ExitCode::FAILURE };
+            let json_path = args.json.clone();
+            let summary = match rt.block_on(hostile::run(args)) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("ocpp-bench: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            // Every task was joined or aborted; don't wait on stragglers at shutdown.
+            rt.shutdown_background();
+            if !report(hostile_report::render_table(&summary), &summary, json_path) {
                 return ExitCode::FAILURE;
             }
         }

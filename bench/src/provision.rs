@@ -31,9 +31,18 @@ async fn body_text(r: reqwest::Response) -> String {
     r.text().await.unwrap_or_default()
 }
 
-/// Makes sure the account, its Accepted id tag and the stations exist; returns the account's slug.
-/// Stations that exist already (409) are assumed to have `station_password`.
-pub async fn provision(plan: &Plan<'_>) -> Result<String> {
+/// What provisioning leaves behind.
+#[derive(Debug, Clone)]
+pub struct Provisioned {
+    /// The account's slug (the one asked for, unless the account existed with another).
+    pub slug: String,
+    /// A bearer token of the account.
+    pub token: String,
+}
+
+/// Makes sure the account, its Accepted id tag and the stations exist; returns the account's slug
+/// and a token. Stations that exist already (409) are assumed to have `station_password`.
+pub async fn provision(plan: &Plan<'_>) -> Result<Provisioned> {
     let api = plan.api.trim_end_matches('/');
     let client = Client::builder().timeout(Duration::from_secs(60)).build()?;
 
@@ -95,7 +104,25 @@ pub async fn provision(plan: &Plan<'_>) -> Result<String> {
         plan.id_tag,
         plan.station_ids.len(),
     );
-    Ok(slug)
+    Ok(Provisioned { slug, token })
+}
+
+/// Signs in to the account API; the bearer token.
+pub async fn token_of(api: &str, email: &str, password: &str) -> Result<String> {
+    let api = api.trim_end_matches('/');
+    let client = Client::builder().timeout(Duration::from_secs(60)).build()?;
+    let r = client
+        .post(format!("{api}/sessions"))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .with_context(|| format!("POST {api}/sessions"))?;
+    if !r.status().is_success() {
+        let s = r.status();
+        bail!("signing in as {email} answered {s}: {}", body_text(r).await);
+    }
+    let session: Value = r.json().await.context("sign-in answer")?;
+    session["token"].as_str().map(str::to_string).ok_or_else(|| anyhow!("sign-in answer has no token: {session}"))
 }
 
 /// The body of one `POST /stations/bulk` request.
@@ -232,7 +259,8 @@ pub async fn stations_of(t: &TargetArgs, count: usize) -> Result<(Vec<StationCre
                     station_ids: &ids,
                 })
                 .await
-                .context("provisioning")?;
+                .context("provisioning")?
+                .slug;
                 Some(password)
             }
             None => t.password.clone(),

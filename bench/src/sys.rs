@@ -85,6 +85,41 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
     })
 }
 
+/// Open file descriptors of `pid` (entries of `/proc/PID/fd`); `None` if unreadable.
+pub fn count_fds(pid: u32) -> Option<u64> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}
+
+/// Sum of the sizes of the regular files under `path` (recursively, symbolic links not followed);
+/// a file that vanishes while it is read counts as empty. `None` if `path` itself is unreadable.
+pub fn dir_size(path: &std::path::Path) -> Option<u64> {
+    let mut total = 0u64;
+    let mut todo = vec![path.to_path_buf()];
+    let mut first = true;
+    while let Some(dir) = todo.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(_) if !first => continue,
+            Err(_) => return None,
+        };
+        first = false;
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                todo.push(entry.path());
+            } else if meta.is_file() {
+                total += meta.len();
+            }
+        }
+    }
+    Some(total)
+}
+
+/// Size of one file, bytes; `None` if it cannot be read.
+pub fn file_size(path: &std::path::Path) -> Option<u64> {
+    std::fs::metadata(path).ok().map(|m| m.len())
+}
+
 /// This process's RSS, KiB.
 pub fn self_rss_kib() -> Option<u64> {
     parse_vm_rss_kib(&std::fs::read_to_string("/proc/self/status").ok()?)
@@ -172,6 +207,30 @@ mod tests {
         let b = ProcSample { at: t0 + Duration::from_secs(2), rss_kib: 0, cpu_ticks: 1300 };
         assert_eq!(cpu_percent(&a, &b, 100), 150.0); // 3 s of CPU in 2 s
         assert_eq!(cpu_percent(&a, &a, 100), 0.0);
+    }
+
+    #[test]
+    fn sizes_of_files_and_directories() {
+        let dir = std::env::temp_dir().join(format!("ocpp-bench-size-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sub/deeper")).unwrap();
+        std::fs::write(dir.join("a"), vec![0u8; 100]).unwrap();
+        std::fs::write(dir.join("sub/b"), vec![0u8; 20]).unwrap();
+        std::fs::write(dir.join("sub/deeper/c"), vec![0u8; 3]).unwrap();
+        assert_eq!(dir_size(&dir), Some(123));
+        assert_eq!(file_size(&dir.join("sub/b")), Some(20));
+        assert_eq!(file_size(&dir.join("missing")), None);
+        assert_eq!(dir_size(&dir.join("missing")), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn this_process_has_open_files() {
+        // Other tests open and close files meanwhile, so only a lower bound holds.
+        let _f = std::fs::File::open("/proc/self/status").unwrap();
+        let n = count_fds(std::process::id()).unwrap();
+        assert!(n >= 2, "the file and at least one standard stream: {n}");
+        assert_eq!(count_fds(u32::MAX), None, "no such process");
     }
 
     #[test]
