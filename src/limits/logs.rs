@@ -77,12 +77,12 @@ impl SharedLogBudget {
 /// Lines one call site of [`warn_limited!`] / [`error_limited!`] writes per minute, node-wide.
 pub const PER_SITE_PER_MINUTE: u32 = 10;
 
-/// `tracing::warn!` within a budget of its own call site ([`PER_SITE_PER_MINUTE`] lines a minute for
-/// the whole node, then one summary line with the count): for warnings any station can cause at
-/// will.
+/// A `tracing` event at `$level` within a budget of its own call site ([`PER_SITE_PER_MINUTE`]
+/// lines a minute for the whole node, then one summary line with the count): for what any station
+/// can cause at will. Use [`warn_limited!`] or [`error_limited!`].
 #[macro_export]
-macro_rules! warn_limited {
-    ($($arg:tt)+) => {{
+macro_rules! log_limited {
+    ($level:ident, $($arg:tt)+) => {{
         static BUDGET: std::sync::OnceLock<$crate::limits::logs::SharedLogBudget> = std::sync::OnceLock::new();
         let budget = BUDGET.get_or_init(|| {
             $crate::limits::logs::SharedLogBudget::new(
@@ -91,26 +91,21 @@ macro_rules! warn_limited {
             )
         });
         if budget.allow() {
-            tracing::warn!($($arg)+);
+            tracing::$level!($($arg)+);
         }
     }};
 }
 
-/// [`warn_limited!`] at error level.
+/// `tracing::warn!` within its call site's budget (see [`log_limited!`]).
+#[macro_export]
+macro_rules! warn_limited {
+    ($($arg:tt)+) => { $crate::log_limited!(warn, $($arg)+) };
+}
+
+/// `tracing::error!` within its call site's budget (see [`log_limited!`]).
 #[macro_export]
 macro_rules! error_limited {
-    ($($arg:tt)+) => {{
-        static BUDGET: std::sync::OnceLock<$crate::limits::logs::SharedLogBudget> = std::sync::OnceLock::new();
-        let budget = BUDGET.get_or_init(|| {
-            $crate::limits::logs::SharedLogBudget::new(
-                $crate::limits::logs::PER_SITE_PER_MINUTE,
-                std::time::Duration::from_secs(60),
-            )
-        });
-        if budget.allow() {
-            tracing::error!($($arg)+);
-        }
-    }};
+    ($($arg:tt)+) => { $crate::log_limited!(error, $($arg)+) };
 }
 
 #[cfg(test)]
