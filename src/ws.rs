@@ -102,6 +102,10 @@ fn too_many(limit: Limit, code: &str, message: &str, wait: Duration) -> HttpResp
         .json(json!({"code": code, "message": message, "details": {"retry_after_secs": secs.max(1)}}))
 }
 
+fn too_many_reconnects(wait: Duration) -> HttpResponse {
+    too_many(Limit::Reconnects, "too_many_reconnects", "this station reconnects too often; wait before the next attempt", wait)
+}
+
 fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, encoded) = value.split_once(' ')?;
@@ -138,6 +142,12 @@ pub async fn ocpp_endpoint(
         }
     };
     let store_err = |e: crate::store::StoreError| actix_web::error::ErrorServiceUnavailable(e.to_string());
+    // A station in a reconnect loop is refused before it costs a look-up: the window is keyed by
+    // what the URL names, and only accepted connections fill it.
+    let reconnect_key = limits::station_key(&tenant, &station_id);
+    if let Some(wait) = state.limits.reconnects.full(&reconnect_key, 1) {
+        return Ok(too_many_reconnects(wait));
+    }
     let probe = || {
         let ip = crate::api::client_ip(&req, state.settings.api.trust_forwarded_for);
         state.limits.address_auth.fail(&AddressKey::of(ip));
@@ -222,14 +232,9 @@ pub async fn ocpp_endpoint(
         }
     }
 
-    // Authenticated. A station in a reconnect loop is refused before its session costs anything.
-    if let Err(wait) = l.reconnects.take(&station_key, 1) {
-        return Ok(too_many(
-            Limit::Reconnects,
-            "too_many_reconnects",
-            "this station reconnects too often; wait before the next attempt",
-            wait,
-        ));
+    // Authenticated: the connection counts against the station's reconnect window.
+    if let Err(wait) = l.reconnects.take(&reconnect_key, 1) {
+        return Ok(too_many_reconnects(wait));
     }
     let connection = req.conn_data::<Connection>().map(|c| {
         c.authenticated();

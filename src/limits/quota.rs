@@ -47,6 +47,16 @@ impl<K: Hash + Eq + Clone> WindowQuota<K> {
         Self { limit, window: window.max(Duration::from_millis(1)), keys: Mutex::new(Swept::new()) }
     }
 
+    /// Whether `units` would not fit the key's window now: how long until it ends, then. Takes
+    /// nothing (a cheap early refusal; [`WindowQuota::take`] still decides).
+    pub fn full(&self, key: &K, units: u64) -> Option<Duration> {
+        let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let w = keys.map.get(key)?;
+        let age = w.started.elapsed();
+        (age < self.window && w.used.saturating_add(units) > self.limit)
+            .then(|| self.window.saturating_sub(age).max(Duration::from_secs(1)))
+    }
+
     /// Takes `units` from the key's window; when they do not fit, takes nothing and answers how
     /// long until the window ends.
     pub fn take(&self, key: &K, units: u64) -> Result<(), Duration> {
@@ -170,6 +180,7 @@ mod tests {
         assert!(q.take(&"a", 6).is_ok());
         assert!(q.take(&"a", 5).is_err(), "6 + 5 > 10");
         assert!(q.take(&"a", 4).is_ok(), "a refusal takes nothing");
+        assert!(q.full(&"a", 1).is_some() && q.full(&"a", 0).is_none() && q.full(&"new", 10).is_none());
         assert!(q.take(&"b", 10).is_ok(), "keys are separate");
         std::thread::sleep(Duration::from_millis(60));
         assert!(q.take(&"a", 10).is_ok());
