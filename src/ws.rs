@@ -103,7 +103,12 @@ fn too_many(limit: Limit, code: &str, message: &str, wait: Duration) -> HttpResp
 }
 
 fn too_many_reconnects(wait: Duration) -> HttpResponse {
-    too_many(Limit::Reconnects, "too_many_reconnects", "this station reconnects too often; wait before the next attempt", wait)
+    too_many(
+        Limit::Reconnects,
+        "too_many_reconnects",
+        "this station reconnects too often; wait before the next attempt",
+        wait,
+    )
 }
 
 fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {

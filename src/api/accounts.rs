@@ -91,10 +91,22 @@ pub(crate) fn account_view(a: &Account) -> serde_json::Value {
 
 /// Hashes on the blocking pool: argon2 takes tens of milliseconds of CPU by design.
 pub(crate) async fn hash(password: String) -> Result<String, ApiError> {
-    auth::argon2_job(move || auth::hash_password(&password))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(e.to_string()))
+    hash_in(auth::Lane::Normal, password).await
+}
+
+/// [`hash`] waiting in `lane`; 429 when the suspect lane is full.
+async fn hash_in(lane: auth::Lane, password: String) -> Result<String, ApiError> {
+    match auth::argon2_job_in(lane, move || auth::hash_password(&password)).await {
+        Ok(Some(hashed)) => hashed.map_err(|e| ApiError::Internal(e.to_string())),
+        Ok(None) => Err(queue_full()),
+        Err(e) => Err(ApiError::Internal(e.to_string())),
+    }
+}
+
+/// The suspect lane of password checks is full.
+fn queue_full() -> ApiError {
+    limits::hit(Limit::AuthQueue);
+    ApiError::TooManyAttempts { retry_after: std::time::Duration::from_secs(1) }
 }
 
 pub(crate) async fn verify(password: String, phc: String) -> Result<bool, ApiError> {
@@ -105,10 +117,7 @@ pub(crate) async fn verify(password: String, phc: String) -> Result<bool, ApiErr
 pub(crate) async fn verify_in(lane: auth::Lane, password: String, phc: String) -> Result<bool, ApiError> {
     match auth::argon2_job_in(lane, move || auth::verify_password(&password, &phc)).await {
         Ok(Some(verified)) => Ok(verified),
-        Ok(None) => {
-            limits::hit(Limit::AuthQueue);
-            Err(ApiError::TooManyAttempts { retry_after: std::time::Duration::from_secs(1) })
-        }
+        Ok(None) => Err(queue_full()),
         Err(e) => Err(ApiError::Internal(e.to_string())),
     }
 }
@@ -125,8 +134,14 @@ pub async fn create(
     check_slug(&body.slug)?;
     // Signing up is the first sign-in: its network is the account's first known location.
     let ip = client_ip(&req, state.settings.api.trust_forwarded_for);
-    // Each sign-up costs an argon2 run and a tenant: a few per address and window.
-    if let Err(retry_after) = state.limits.signups.take(&AddressKey::of(ip), 1) {
+    // Each sign-up costs an argon2 run and a tenant: a few per address and window, and after the
+    // first, the hashing waits behind everyone else's password checks.
+    let address = AddressKey::of(ip);
+    let lane = match state.limits.signups.used(&address) {
+        0 => auth::Lane::Normal,
+        _ => auth::Lane::Suspect { max_waiting: state.limits.settings.auth_queue },
+    };
+    if let Err(retry_after) = state.limits.signups.take(&address, 1) {
         limits::hit(Limit::Signups);
         return Err(ApiError::RateLimited {
             retry_after,
@@ -138,7 +153,7 @@ pub async fn create(
         email,
         name,
         slug: body.slug,
-        password_hash: hash(body.password).await?,
+        password_hash: hash_in(lane, body.password).await?,
         created_at: Utc::now(),
         known_locations: vec![location_prefix(ip)],
     };

@@ -100,6 +100,7 @@ struct Entry {
     socket: SocketId,
     /// The worker thread that owns the connection.
     owner: Option<ArbiterHandle>,
+    owner_thread: std::thread::ThreadId,
 }
 
 #[derive(Default)]
@@ -125,6 +126,8 @@ const EVICTION_MIN_AGE: Duration = Duration::from_secs(1);
 
 /// How often the reaper looks: the header timeout is enforced to within this.
 const REAP_EVERY: Duration = Duration::from_millis(250);
+/// Connections the reaper closes per look at most (2,000 a second).
+const REAP_AT_MOST: usize = 500;
 
 impl ConnectionTable {
     pub fn new(limits: ConnectionLimits) -> Arc<Self> {
@@ -216,7 +219,13 @@ impl ConnectionTable {
             upgraded: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
         });
-        let entry = Entry { state: state.clone(), address, socket, owner: actix_rt::Arbiter::try_current() };
+        let entry = Entry {
+            state: state.clone(),
+            address,
+            socket,
+            owner: actix_rt::Arbiter::try_current(),
+            owner_thread: std::thread::current().id(),
+        };
         table.entries.insert(state.id, entry);
         table.unauthenticated.insert(state.id);
         *table.per_address.entry(address).or_default() += 1;
@@ -251,26 +260,43 @@ impl ConnectionTable {
         }
     }
 
-    /// Closes the connection's socket, from the thread that owns it. Called with the table locked:
-    /// the closing runs later, as a task of that thread.
+    /// Closes the connection's socket, from the thread that owns it (see [`Self::abort_all`]).
     fn abort_on_owner(self: &Arc<Self>, entry: &Entry) {
-        let (id, socket) = (entry.state.id, entry.socket);
-        match &entry.owner {
-            Some(owner) => {
-                let table = Arc::downgrade(self);
-                owner.spawn_fn(move || {
-                    let Some(table) = table.upgrade() else { return };
-                    // Still in the table means actix still holds the socket: its Connection leaves
-                    // the table when actix drops it, on this same thread, so not while we close it.
-                    let open = table.lock().entries.contains_key(&id);
-                    if open {
+        self.abort_all(&[entry]);
+    }
+
+    /// Closes the connections' sockets, each from the thread that owns it: one task per thread.
+    /// Called with the table locked: the closing runs later, as a task of that thread.
+    fn abort_all(self: &Arc<Self>, entries: &[&Entry]) {
+        let mut by_owner: HashMap<std::thread::ThreadId, (Option<ArbiterHandle>, Vec<(u64, SocketId)>)> =
+            HashMap::new();
+        for e in entries {
+            let slot = by_owner.entry(e.owner_thread).or_insert_with(|| (e.owner.clone(), Vec::new()));
+            slot.1.push((e.state.id, e.socket));
+        }
+        for (owner, victims) in by_owner.into_values() {
+            match owner {
+                Some(owner) => {
+                    let table = Arc::downgrade(self);
+                    owner.spawn_fn(move || {
+                        let Some(table) = table.upgrade() else { return };
+                        // Still in the table means actix still holds the socket: its Connection leaves
+                        // the table when actix drops it, on this same thread, so not while we close it.
+                        let open: Vec<SocketId> = {
+                            let t = table.lock();
+                            victims.iter().filter(|(id, _)| t.entries.contains_key(id)).map(|(_, s)| *s).collect()
+                        };
+                        for socket in open {
+                            abort_socket(socket);
+                        }
+                    });
+                }
+                // Outside an actix worker (unit tests): only the inode check protects the descriptor.
+                None => {
+                    for (_, socket) in victims {
                         abort_socket(socket);
                     }
-                });
-            }
-            // Outside an actix worker (unit tests): only the inode check protects the descriptor.
-            None => {
-                abort_socket(socket);
+                }
             }
         }
     }
@@ -288,31 +314,40 @@ impl ConnectionTable {
         true
     }
 
-    /// Closes every connection that should have started a request by now; answers how many.
+    /// Closes the connections that should have sent a request's headers by now, at most
+    /// [`REAP_AT_MOST`] at a time (a flood's connections expire together: closing them all at once
+    /// would hold the workers up); answers how many.
     pub fn reap(self: &Arc<Self>) -> usize {
         let now = self.now_ms();
         let table = self.lock();
-        let mut closed = 0;
-        for entry in table.entries.values() {
-            let s = &entry.state;
-            if s.upgraded.load(Ordering::Relaxed) || s.busy.load(Ordering::Relaxed) > 0 {
-                continue;
-            }
-            let mut allowed = self.limits.header_timeout;
-            if s.had_request.load(Ordering::Relaxed) {
-                allowed += self.limits.keep_alive;
-            }
-            let idle = Duration::from_millis(now.saturating_sub(s.idle_since_ms.load(Ordering::Relaxed)));
-            if idle > allowed && !s.aborted.swap(true, Ordering::Relaxed) {
-                hit(Limit::HeaderTimeout);
-                self.abort_on_owner(entry);
-                closed += 1;
-            }
+        let due: Vec<&Entry> = table
+            .entries
+            .values()
+            .filter(|e| {
+                let s = &e.state;
+                if s.upgraded.load(Ordering::Relaxed)
+                    || s.busy.load(Ordering::Relaxed) > 0
+                    || s.aborted.load(Ordering::Relaxed)
+                {
+                    return false;
+                }
+                let mut allowed = self.limits.header_timeout;
+                if s.had_request.load(Ordering::Relaxed) {
+                    allowed += self.limits.keep_alive;
+                }
+                Duration::from_millis(now.saturating_sub(s.idle_since_ms.load(Ordering::Relaxed))) > allowed
+            })
+            .take(REAP_AT_MOST)
+            .collect();
+        for e in &due {
+            e.state.aborted.store(true, Ordering::Relaxed);
+            hit(Limit::HeaderTimeout);
         }
-        if closed > 0 && self.log.allow() {
-            tracing::warn!(closed, "closed connections whose next request did not arrive in time");
+        self.abort_all(&due);
+        if !due.is_empty() && self.log.allow() {
+            tracing::warn!(closed = due.len(), "closed connections whose next request did not arrive in time");
         }
-        closed
+        due.len()
     }
 
     /// Runs [`ConnectionTable::reap`] every [`REAP_EVERY`] until the table is dropped.

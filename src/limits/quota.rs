@@ -47,6 +47,12 @@ impl<K: Hash + Eq + Clone> WindowQuota<K> {
         Self { limit, window: window.max(Duration::from_millis(1)), keys: Mutex::new(Swept::new()) }
     }
 
+    /// Units the key has taken in its current window.
+    pub fn used(&self, key: &K) -> u64 {
+        let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        keys.map.get(key).filter(|w| w.started.elapsed() < self.window).map_or(0, |w| w.used)
+    }
+
     /// Whether `units` would not fit the key's window now: how long until it ends, then. Takes
     /// nothing (a cheap early refusal; [`WindowQuota::take`] still decides).
     pub fn full(&self, key: &K, units: u64) -> Option<Duration> {
@@ -181,6 +187,7 @@ mod tests {
         assert!(q.take(&"a", 5).is_err(), "6 + 5 > 10");
         assert!(q.take(&"a", 4).is_ok(), "a refusal takes nothing");
         assert!(q.full(&"a", 1).is_some() && q.full(&"a", 0).is_none() && q.full(&"new", 10).is_none());
+        assert_eq!((q.used(&"a"), q.used(&"new")), (10, 0));
         assert!(q.take(&"b", 10).is_ok(), "keys are separate");
         std::thread::sleep(Duration::from_millis(60));
         assert!(q.take(&"a", 10).is_ok());
