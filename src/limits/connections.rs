@@ -124,6 +124,9 @@ pub struct ConnectionTable {
 /// client needs a moment to send its request.
 const EVICTION_MIN_AGE: Duration = Duration::from_secs(1);
 
+/// Connections of one worker thread to close: its handle, and their ids and sockets.
+type Victims = (Option<ArbiterHandle>, Vec<(u64, SocketId)>);
+
 /// How often the reaper looks: the header timeout is enforced to within this.
 const REAP_EVERY: Duration = Duration::from_millis(250);
 /// Connections the reaper closes per look at most (2,000 a second).
@@ -268,8 +271,7 @@ impl ConnectionTable {
     /// Closes the connections' sockets, each from the thread that owns it: one task per thread.
     /// Called with the table locked: the closing runs later, as a task of that thread.
     fn abort_all(self: &Arc<Self>, entries: &[&Entry]) {
-        let mut by_owner: HashMap<std::thread::ThreadId, (Option<ArbiterHandle>, Vec<(u64, SocketId)>)> =
-            HashMap::new();
+        let mut by_owner: HashMap<std::thread::ThreadId, Victims> = HashMap::new();
         for e in entries {
             let slot = by_owner.entry(e.owner_thread).or_insert_with(|| (e.owner.clone(), Vec::new()));
             slot.1.push((e.state.id, e.socket));
