@@ -5,8 +5,9 @@
 #
 #   bench/scripts/hostile.sh OUT_DIR SECONDS before=path/to/ocpp-css after=target/release/ocpp-css
 #
-# ATTACKS="big-frame no-read" limits the attacks run. The connection floods come from 64 source
-# addresses (a distributed attacker, past any per-address limit), the other attacks from 8.
+# ATTACKS="big-frame no-read" limits the attacks run; the attacks come from the 8 source addresses
+# 127.0.0.2-127.0.0.9 unless SOURCES says otherwise (SOURCES=127.0.2.1-127.0.2.64: a distributed
+# attacker with more addresses than the per-address limit covers).
 set -euo pipefail
 out=$1
 seconds=$2
@@ -27,8 +28,7 @@ for attack in $attacks; do
       curl -fs "http://127.0.0.1:$port/healthz" > /dev/null 2>&1 && break
       sleep 0.1
     done
-    sources=127.0.0.2-127.0.0.9
-    case $attack in stalled-body|conn-flood) sources=127.0.2.1-127.0.2.64 ;; esac
+    sources=${SOURCES:-127.0.0.2-127.0.0.9}
     echo "$(date -u +%H:%M:%S) $attack on $name ($bin), pid $pid"
     "$bench" hostile --attack "$attack" --duration "$seconds" --quiet 10 \
       --provision-api "http://127.0.0.1:$port/api/v1" --server-pid "$pid" --server-log "$log" \
