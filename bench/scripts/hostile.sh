@@ -37,10 +37,12 @@ for attack in $attacks; do
       || echo "  ocpp-bench exited with $?"
     kill "$pid" 2> /dev/null || true
     wait "$pid" 2> /dev/null || true
-    # The floods can leave gigabytes of log and data behind; their growth is in the JSON.
+    # The floods can leave gigabytes of log and data behind; their growth is in the JSON. Removed,
+    # then synced, so that the next run does not wait behind their writeback.
     rm -rf "$data"
     if [ "$(stat -c %s "$log")" -gt 10000000 ]; then
       tail -c 2000 "$log" > "$log.tail" && rm "$log"
     fi
+    sync
   done
 done
