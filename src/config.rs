@@ -163,6 +163,8 @@ pub struct LimitSettings {
     pub body_timeout_secs: u64,
     pub keep_alive_secs: u64,
     pub unauthenticated_connections_per_address: u32,
+    pub refusal_delay_ms: u64,
+    pub held_refusals: usize,
     pub max_connections: usize,
     pub fd_reserve: u64,
     pub auth_failures_per_station: u32,
@@ -189,6 +191,9 @@ impl LimitSettings {
     }
     pub fn keep_alive(&self) -> Duration {
         Duration::from_secs(self.keep_alive_secs)
+    }
+    pub fn refusal_delay(&self) -> Duration {
+        Duration::from_millis(self.refusal_delay_ms)
     }
 }
 

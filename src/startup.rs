@@ -14,6 +14,7 @@ use crate::ocpp::v16::HandlerSettings;
 use crate::store::{ClusterStore, ClusterStoreSettings, RedisStore, SledStore, Store};
 use crate::{tls, ws};
 use actix::prelude::*;
+use actix_web::body::EitherBody;
 use actix_web::dev::{Server, Service};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context as _;
@@ -150,6 +151,7 @@ impl Application {
         tracing::info!(capacity, "connection capacity");
         let connections = limits.connections.clone();
         let body_timeout = settings.limits.body_timeout();
+        let refusal_delay = settings.limits.refusal_delay();
         let state = web::Data::new(AppState {
             limits,
             shutting_down: shutting_down.clone(),
@@ -171,6 +173,9 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .wrap_fn(move |mut req, srv| {
+                    // A connection held over its address's limit is never served: its request is
+                    // refused once the refusal delay is over (or the connection reset first).
+                    let held = limits::http::held_refusal(&req);
                     // The connection is busy until the response is written; an API body has a deadline.
                     let in_flight = limits::http::begin(&mut req, body_timeout);
                     // Every request gets an id, in a span around its handling (so in every log line it
@@ -179,9 +184,25 @@ impl Application {
                     let request_id = uuid::Uuid::new_v4().simple().to_string();
                     let span = tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.path());
                     let is_station = req.path().starts_with("/ocpp/");
-                    let fut = { let _enter = span.enter(); srv.call(req) };
+                    let call = match held {
+                        None => Ok({ let _enter = span.enter(); srv.call(req) }),
+                        Some(delay) => Err((req, delay)),
+                    };
                     async move {
-                        let mut res = fut.await?;
+                        let mut res = match call {
+                            Ok(fut) => {
+                                let res = fut.await?;
+                                // A 429 is a refusal the client can repeat at will: it is slow.
+                                if res.status() == actix_web::http::StatusCode::TOO_MANY_REQUESTS {
+                                    tokio::time::sleep(refusal_delay).await;
+                                }
+                                res.map_body(|_, body| EitherBody::left(limits::http::Tracked::new(body, in_flight)))
+                            }
+                            Err((req, delay)) => {
+                                tokio::time::sleep(delay).await;
+                                req.into_response(limits::http::refusal()).map_into_right_body()
+                            }
+                        };
                         let status = res.status();
                         if !is_station {
                             let class = match status.as_u16() {
@@ -196,7 +217,7 @@ impl Application {
                             res.headers_mut().insert(actix_web::http::header::HeaderName::from_static("x-request-id"), value);
                         }
                         tracing::debug!(status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
-                        Ok(res.map_body(|_, body| limits::http::Tracked::new(body, in_flight)))
+                        Ok(res)
                     }
                     .instrument(span)
                 })

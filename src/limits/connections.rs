@@ -68,6 +68,10 @@ pub struct ConnectionLimits {
     pub capacity: usize,
     pub header_timeout: Duration,
     pub keep_alive: Duration,
+    /// How long a connection over the per-address limit is held before it is reset.
+    pub refusal_delay: Duration,
+    /// How many such connections are held at most; past it, they are reset as they are accepted.
+    pub tarpit: usize,
 }
 
 /// A socket as the table can close it.
@@ -92,6 +96,10 @@ struct ConnState {
     upgraded: AtomicBool,
     /// Closed by a limit (already counted).
     aborted: AtomicBool,
+    /// Over its address's limit: held, never served, and reset after the refusal delay.
+    tarpit: bool,
+    /// The reset of a held connection was sent.
+    reset: AtomicBool,
 }
 
 struct Entry {
@@ -109,6 +117,8 @@ struct Table {
     /// Ids of unauthenticated connections: ids grow with time, so the first is the oldest.
     unauthenticated: BTreeSet<u64>,
     per_address: HashMap<AddressKey, u32>,
+    /// Connections held over their address's limit (see [`ConnectionLimits::tarpit`]).
+    tarpit: usize,
     next_id: u64,
 }
 
@@ -193,10 +203,14 @@ impl ConnectionTable {
     fn admit(self: &Arc<Self>, socket: SocketId, address: AddressKey) -> Result<Arc<ConnState>, Limit> {
         let mut table = self.lock();
         let per_address = table.per_address.get(&address).copied().unwrap_or(0);
-        if self.limits.per_address > 0 && per_address >= self.limits.per_address {
+        // Over its address's limit: refused. A client retrying as soon as it is refused would make
+        // the node accept and reset thousands of connections a second; held for the refusal delay
+        // (and never served), each of its connections is one attempt per delay.
+        let tarpit = self.limits.per_address > 0 && per_address >= self.limits.per_address;
+        if tarpit && (table.tarpit >= self.limits.tarpit || table.entries.len() >= self.limits.capacity) {
             return Err(Limit::ConnectionsPerAddress);
         }
-        if table.entries.len() >= self.limits.capacity {
+        if !tarpit && table.entries.len() >= self.limits.capacity {
             // The oldest idle one, else the oldest busy one (a body that is not coming, say).
             let old_enough = |e: &&Entry| e.state.accepted.elapsed() >= EVICTION_MIN_AGE;
             let candidates = || table.unauthenticated.iter().filter_map(|id| table.entries.get(id)).filter(old_enough);
@@ -220,7 +234,9 @@ impl ConnectionTable {
             had_request: AtomicBool::new(false),
             authenticated: AtomicBool::new(false),
             upgraded: AtomicBool::new(false),
-            aborted: AtomicBool::new(false),
+            aborted: AtomicBool::new(tarpit),
+            tarpit,
+            reset: AtomicBool::new(false),
         });
         let entry = Entry {
             state: state.clone(),
@@ -230,8 +246,13 @@ impl ConnectionTable {
             owner_thread: std::thread::current().id(),
         };
         table.entries.insert(state.id, entry);
-        table.unauthenticated.insert(state.id);
-        *table.per_address.entry(address).or_default() += 1;
+        if tarpit {
+            hit(Limit::ConnectionsPerAddress);
+            table.tarpit += 1;
+        } else {
+            table.unauthenticated.insert(state.id);
+            *table.per_address.entry(address).or_default() += 1;
+        }
         Self::report(&table);
         Ok(state)
     }
@@ -258,6 +279,9 @@ impl ConnectionTable {
     fn remove(&self, state: &ConnState) {
         let mut table = self.lock();
         if let Some(entry) = table.entries.remove(&state.id) {
+            if state.tarpit {
+                table.tarpit -= 1;
+            }
             Self::unauthenticated_left(&mut table, state.id, entry.address);
             Self::report(&table);
         }
@@ -322,6 +346,15 @@ impl ConnectionTable {
     pub fn reap(self: &Arc<Self>) -> usize {
         let now = self.now_ms();
         let table = self.lock();
+        // Held refusals whose delay is over: reset, already counted.
+        let refused: Vec<&Entry> = table
+            .entries
+            .values()
+            .filter(|e| e.state.tarpit && e.state.accepted.elapsed() >= self.limits.refusal_delay)
+            .filter(|e| !e.state.reset.swap(true, Ordering::Relaxed))
+            .take(REAP_AT_MOST)
+            .collect();
+        self.abort_all(&refused);
         let due: Vec<&Entry> = table
             .entries
             .values()
@@ -371,6 +404,11 @@ impl ConnectionTable {
         let table = self.lock();
         (table.entries.len(), table.unauthenticated.len())
     }
+
+    /// Connections held over their address's limit.
+    pub fn held_refusals(&self) -> usize {
+        self.lock().tarpit
+    }
 }
 
 /// A connection, kept in actix's connection data (`HttpRequest::conn_data`); dropped with the
@@ -387,6 +425,17 @@ impl Connection {
         if !self.state.authenticated.swap(true, Ordering::Relaxed) {
             self.table.authenticate(self.state.id);
         }
+    }
+
+    /// The connection is held over its address's limit: its requests must not be served (they
+    /// are answered 429 after [`Connection::refusal_delay`], or the connection is reset first).
+    pub fn refused(&self) -> bool {
+        self.state.tarpit
+    }
+
+    /// How long until the refusal of a held connection is due.
+    pub fn refusal_delay(&self) -> Duration {
+        self.table.limits.refusal_delay.saturating_sub(self.state.accepted.elapsed())
     }
 
     /// The connection became a WebSocket: its session's own timeouts bound it from now on.
@@ -489,13 +538,19 @@ fn abort_socket(_: SocketId) -> bool {
 mod tests {
     use super::*;
 
-    fn table(per_address: u32, capacity: usize) -> Arc<ConnectionTable> {
-        ConnectionTable::new(ConnectionLimits {
+    fn limits(per_address: u32, capacity: usize, tarpit: usize) -> ConnectionLimits {
+        ConnectionLimits {
             per_address,
             capacity,
             header_timeout: Duration::from_secs(5),
             keep_alive: Duration::from_secs(5),
-        })
+            refusal_delay: Duration::from_millis(50),
+            tarpit,
+        }
+    }
+
+    fn table(per_address: u32, capacity: usize) -> Arc<ConnectionTable> {
+        ConnectionTable::new(limits(per_address, capacity, 0))
     }
 
     fn addr(s: &str) -> AddressKey {
@@ -532,6 +587,22 @@ mod tests {
     }
 
     #[test]
+    fn over_its_address_limit_a_connection_is_held_unserved_a_while_then_reset_and_so_many_at_most() {
+        let t = ConnectionTable::new(limits(1, 100, 1));
+        let _first = t.admit(fake(), addr("10.0.0.1")).unwrap();
+        let held = Connection { state: t.admit(fake(), addr("10.0.0.1")).unwrap(), table: t.clone() };
+        assert!(held.refused() && t.held_refusals() == 1);
+        assert_eq!(t.admit(fake(), addr("10.0.0.1")).unwrap_err(), Limit::ConnectionsPerAddress, "one held at most");
+        assert_eq!(t.counts(), (2, 1), "the held one does not count against the address");
+        assert_eq!(t.reap(), 0);
+        std::thread::sleep(Duration::from_millis(60));
+        t.reap();
+        assert!(held.state.reset.load(Ordering::Relaxed), "reset once its delay is over");
+        drop(held);
+        assert_eq!(t.held_refusals(), 0);
+    }
+
+    #[test]
     fn at_capacity_the_oldest_unauthenticated_connection_makes_room_once_it_is_a_second_old() {
         let t = table(0, 2);
         let first = t.admit(fake(), addr("10.0.0.1")).unwrap();
@@ -545,10 +616,9 @@ mod tests {
     #[test]
     fn an_idle_connection_is_reaped_after_the_header_timeout_and_a_busy_or_upgraded_one_is_not() {
         let t = ConnectionTable::new(ConnectionLimits {
-            per_address: 0,
-            capacity: 10,
             header_timeout: Duration::from_millis(1),
             keep_alive: Duration::from_millis(1),
+            ..limits(0, 10, 0)
         });
         let idle = Connection { state: t.admit(fake(), addr("10.0.0.1")).unwrap(), table: t.clone() };
         let busy = Connection { state: t.admit(fake(), addr("10.0.0.1")).unwrap(), table: t.clone() };

@@ -68,6 +68,22 @@ pub fn begin(req: &mut ServiceRequest, body_timeout: Duration) -> Option<Request
     in_flight
 }
 
+/// The refusal delay left, when the request came on a connection held over its address's limit.
+pub fn held_refusal(req: &ServiceRequest) -> Option<Duration> {
+    req.conn_data::<Connection>().filter(|c| c.refused()).map(Connection::refusal_delay)
+}
+
+/// The answer to a request on a held connection: 429, and the connection closed.
+pub fn refusal() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::TooManyRequests()
+        .insert_header((actix_web::http::header::RETRY_AFTER, "1"))
+        .force_close()
+        .json(serde_json::json!({
+            "code": "too_many_connections",
+            "message": "too many connections from this address",
+        }))
+}
+
 /// A response body that keeps its request marked in flight until it is written (or dropped).
 pub struct Tracked<B> {
     body: B,

@@ -152,6 +152,8 @@ impl Limits {
             capacity,
             header_timeout: settings.header_timeout(),
             keep_alive: settings.keep_alive(),
+            refusal_delay: settings.refusal_delay(),
+            tarpit: settings.held_refusals,
         });
         let auth_window = secs(settings.auth_failure_window_secs);
         let backoff_max = secs(settings.auth_backoff_max_secs);

@@ -31,6 +31,8 @@ pub fn test_settings(data: &std::path::Path) -> Settings {
     s.log.level = "warn".into();
     // The tests read new-location codes here, standing in for the holder's mailbox.
     s.api.expose_login_codes = true;
+    // Refusals are answered at once (limits.rs tests the delay itself).
+    s.limits.refusal_delay_ms = 0;
     s
 }
 

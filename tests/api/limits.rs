@@ -238,6 +238,38 @@ async fn one_address_cannot_hold_more_unauthenticated_connections_than_its_limit
 }
 
 #[tokio::test]
+async fn refusals_are_slow_and_a_connection_over_its_address_limit_is_never_served() {
+    let app = spawn_app_with(|s| {
+        s.limits.refusal_delay_ms = 600;
+        s.limits.unauthenticated_connections_per_address = 1;
+        s.limits.signups_per_address = 1;
+    })
+    .await;
+    let _holds_the_one = raw::tcp(app.port, Some("127.0.4.1"), None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Over the limit: held, its request answered 429 only after the delay, then closed.
+    let mut over = raw::tcp(app.port, Some("127.0.4.1"), None).await.unwrap();
+    let started = Instant::now();
+    over.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let head = raw::read_head(&mut over).await.unwrap();
+    let waited = started.elapsed();
+    if !head.is_empty() {
+        assert_eq!(raw::status_of(&head), 429, "{head}");
+    }
+    assert!(waited >= Duration::from_millis(450), "refused after the delay, not at once: {waited:?}");
+    assert!(raw::closed_within(&mut over, Duration::from_secs(3)).await);
+    // A 429 of the API is slow too.
+    let sign_up = |slug: &str| json!({"email": format!("ops@{slug}.example"), "password": "s3cret-pass", "name": slug, "slug": slug});
+    let client = crate::helpers::client_from("127.0.4.2");
+    let (status, _) = app.request_with(&client, reqwest::Method::POST, "/accounts", None, Some(sign_up("one"))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let started = Instant::now();
+    let (status, _) = app.request_with(&client, reqwest::Method::POST, "/accounts", None, Some(sign_up("two"))).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(started.elapsed() >= Duration::from_millis(550), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
 async fn at_capacity_the_oldest_unauthenticated_connection_makes_room_for_a_new_client() {
     let app = spawn_app_with(|s| s.limits.max_connections = 4).await;
     let mut flood = Vec::new();
@@ -258,7 +290,11 @@ async fn a_brute_force_on_a_station_password_is_throttled_and_stops_costing_argo
     let data = tempfile::tempdir().unwrap();
     let server = start_with(
         data.path(),
-        &[("OCPP_CSS__LIMITS__AUTH_FAILURES_PER_STATION", "3"), ("OCPP_CSS__LIMITS__AUTH_BACKOFF_MAX_SECS", "60")],
+        &[
+            ("OCPP_CSS__LIMITS__AUTH_FAILURES_PER_STATION", "3"),
+            ("OCPP_CSS__LIMITS__AUTH_BACKOFF_MAX_SECS", "60"),
+            ("OCPP_CSS__LIMITS__REFUSAL_DELAY_MS", "0"),
+        ],
     );
     let http = reqwest::Client::new();
     let token = server.sign_in(&http).await;
