@@ -176,7 +176,9 @@ pub struct LimitSettings {
     pub signup_window_secs: u64,
     pub stations_per_tenant: usize,
     pub session_warnings: u32,
+    pub site_warnings: u32,
     pub log_summary_secs: u64,
+    pub api_body_bytes: usize,
 }
 
 impl LimitSettings {

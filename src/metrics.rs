@@ -71,8 +71,8 @@ pub const UNSOLICITED_ANSWERS: &str = "ocpp_unsolicited_answers_total";
 pub const ARGON2_JOBS: &str = "ocpp_argon2_jobs_total";
 /// Gauge: bytes of outgoing frames queued in station sessions and not yet taken by the socket.
 pub const OUTBOUND_QUEUED_BYTES: &str = "ocpp_outbound_queued_bytes";
-/// Gauge: open HTTP connections (API and station, before and after the WebSocket upgrade), by
-/// `state` (unauthenticated, authenticated).
+/// Gauge: open HTTP connections, by `state`: authenticated (station sessions), unauthenticated (API
+/// connections and connections still handshaking), held (over their address's limit, refused).
 pub const HTTP_CONNECTIONS: &str = "ocpp_http_connections";
 
 const LATENCY_BUCKETS: &[f64] =
@@ -150,5 +150,5 @@ fn describe() {
     describe_counter!(UNSOLICITED_ANSWERS, "Station answers to no command in flight");
     describe_counter!(ARGON2_JOBS, "argon2 password checks and hashes run, by lane");
     describe_gauge!(OUTBOUND_QUEUED_BYTES, "Bytes queued for stations and not yet taken by their sockets");
-    describe_gauge!(HTTP_CONNECTIONS, "Open HTTP connections by state (unauthenticated, authenticated)");
+    describe_gauge!(HTTP_CONNECTIONS, "Open HTTP connections by state (authenticated, unauthenticated, held)");
 }

@@ -142,6 +142,7 @@ impl Application {
         });
         let shutting_down = Arc::new(AtomicBool::new(false));
         limits::register_metrics();
+        limits::logs::set_per_site_per_minute(settings.limits.site_warnings);
         let capacity = match settings.limits.max_connections {
             0 => ConnectionTable::capacity_for_fd_limit(settings.limits.fd_reserve),
             n => n,
@@ -169,6 +170,7 @@ impl Application {
             wal: wal.clone(),
         });
         let expose_login_codes = settings.api.expose_login_codes;
+        let api_body_bytes = settings.limits.api_body_bytes;
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -225,7 +227,7 @@ impl Application {
                 .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics_endpoint))
                 .route("/ocpp/{tenant}/{station_id}", web::get().to(ws::ocpp_endpoint))
-                .service(web::scope("/api/v1").configure(|cfg| api::configure(cfg, expose_login_codes)))
+                .service(web::scope("/api/v1").configure(|cfg| api::configure(cfg, expose_login_codes, api_body_bytes)))
                 .default_service(web::to(|| async {
                     Err::<HttpResponse, ApiError>(ApiError::NotFound("no such route".into()))
                 }))

@@ -153,22 +153,19 @@ pub async fn ocpp_endpoint(
     if let Some(wait) = state.limits.reconnects.full(&reconnect_key, 1) {
         return Ok(too_many_reconnects(wait));
     }
-    let probe = || {
-        let ip = crate::api::client_ip(&req, state.settings.api.trust_forwarded_for);
-        state.limits.address_auth.fail(&AddressKey::of(ip));
-    };
+    let l = &state.limits;
+    // Probing for tenants and stations counts against the address too.
+    let address = AddressKey::of(crate::api::client_ip(&req, state.settings.api.trust_forwarded_for));
     let Some(account) = state.store.account_by_slug(&tenant).await.map_err(store_err)? else {
-        probe();
+        l.address_auth.fail(&address);
         return Ok(refuse(&state, &req, Refusal::UnknownTenant, &offered));
     };
     let Some(station) = state.store.station(&account.id, &station_id).await.map_err(store_err)? else {
-        probe();
+        l.address_auth.fail(&address);
         return Ok(refuse(&state, &req, Refusal::UnknownStation, &offered));
     };
     let tls = req.conn_data::<TlsConnection>();
-    let address = AddressKey::of(crate::api::client_ip(&req, state.settings.api.trust_forwarded_for));
     let station_key = limits::station_key(&account.id, &station_id);
-    let l = &state.limits;
     match station.security_profile {
         SecurityProfile::Basic | SecurityProfile::TlsBasic => {
             if station.security_profile == SecurityProfile::TlsBasic && tls.is_none() {
@@ -241,11 +238,6 @@ pub async fn ocpp_endpoint(
     if let Err(wait) = l.reconnects.take(&reconnect_key, 1) {
         return Ok(too_many_reconnects(wait));
     }
-    let connection = req.conn_data::<Connection>().map(|c| {
-        c.authenticated();
-        c.upgraded();
-        c.handle()
-    });
     let max = state.settings.ocpp.max_frame_bytes;
     // Every byte the station sends passes the guard first: a message too big is refused by its
     // frame header, before the codec buffers it.
@@ -254,6 +246,13 @@ pub async fn ocpp_endpoint(
     let mut guarded = actix_web::dev::Payload::Stream { payload: guard };
     let body = web::Payload::from_request(&req, &mut guarded).await?;
     let (response, session, stream) = actix_ws::handle_with_protocols(&req, body, &[version.subprotocol()])?;
+    // A station's session from now on: the connection no longer counts against its address, and
+    // the session's own timeouts bound it.
+    let connection = req.conn_data::<Connection>().map(|c| {
+        c.authenticated();
+        c.upgraded();
+        c.handle()
+    });
     let stream = stream.max_frame_size(max).aggregate_continuations().max_continuation_size(max);
     let ocpp = &state.settings.ocpp;
     let setup = SessionSetup {

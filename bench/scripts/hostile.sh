@@ -7,7 +7,9 @@
 #
 # ATTACKS="big-frame no-read" limits the attacks run; the attacks come from the 8 source addresses
 # 127.0.0.2-127.0.0.9 unless SOURCES says otherwise (SOURCES=127.0.2.1-127.0.2.64: a distributed
-# attacker with more addresses than the per-address limit covers).
+# attacker with more addresses than the per-address limit covers). SETTLE=90 waits that many seconds
+# after each run: a server that grew to gigabytes leaves the kernel reclaiming memory for a while,
+# which shows as latency spikes in the next run.
 set -euo pipefail
 out=$1
 seconds=$2
@@ -44,5 +46,6 @@ for attack in $attacks; do
       tail -c 2000 "$log" > "$log.tail" && rm "$log"
     fi
     sync
+    sleep "${SETTLE:-0}"
   done
 done

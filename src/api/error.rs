@@ -29,6 +29,8 @@ pub enum ApiError {
     QuotaExceeded { message: String, limit: usize },
     /// The request's body did not arrive in time.
     RequestTimeout,
+    /// The request's body is larger than the API takes (`limits.api_body_bytes`).
+    BodyTooLarge { limit: usize },
     /// The resource does not exist (or belongs to another tenant).
     NotFound(String),
     /// A unique field is already taken.
@@ -64,6 +66,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::QuotaExceeded { .. } => "quota_exceeded",
             ApiError::RequestTimeout => "request_timeout",
+            ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::StationNotConnected(_) => "station_not_connected",
@@ -90,6 +93,7 @@ impl ApiError {
             | ApiError::RateLimited { message, .. }
             | ApiError::QuotaExceeded { message, .. } => message.clone(),
             ApiError::RequestTimeout => "the request body did not arrive in time".to_string(),
+            ApiError::BodyTooLarge { limit } => format!("the request body is larger than {limit} bytes"),
             ApiError::StationCallError { code, description, .. } => {
                 format!("the station answered with CALLERROR {code}: {description}")
             }
@@ -120,6 +124,7 @@ impl ResponseError for ApiError {
             }
             ApiError::TooManyAttempts { .. } | ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::StationNotConnected(_) => StatusCode::CONFLICT,
             ApiError::StationCallError { .. } | ApiError::StationDisconnected(_) => StatusCode::BAD_GATEWAY,
@@ -146,7 +151,9 @@ impl ResponseError for ApiError {
             ApiError::TooManyAttempts { retry_after } | ApiError::RateLimited { retry_after, .. } => {
                 body["details"] = json!({"retry_after_secs": retry_seconds(*retry_after)})
             }
-            ApiError::QuotaExceeded { limit, .. } => body["details"] = json!({"limit": limit}),
+            ApiError::QuotaExceeded { limit, .. } | ApiError::BodyTooLarge { limit } => {
+                body["details"] = json!({"limit": limit})
+            }
             _ => {}
         }
         let mut response = HttpResponse::build(self.status_code());
@@ -157,8 +164,9 @@ impl ResponseError for ApiError {
             ApiError::TooManyAttempts { retry_after } | ApiError::RateLimited { retry_after, .. } => {
                 response.insert_header((header::RETRY_AFTER, retry_seconds(*retry_after).to_string()));
             }
-            // The rest of the body may never come: the connection cannot carry another request.
-            ApiError::RequestTimeout => {
+            // The rest of the body may never come, or is not read: the connection cannot carry
+            // another request.
+            ApiError::RequestTimeout | ApiError::BodyTooLarge { .. } => {
                 response.force_close();
             }
             ApiError::Unavailable(_) => {

@@ -27,14 +27,19 @@ use std::net::{IpAddr, Ipv4Addr};
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Registers the API routes under the current scope (`/api/v1`); the one-time-code route only when
-/// `expose_login_codes` is set.
-pub fn configure(cfg: &mut web::ServiceConfig, expose_login_codes: bool) {
+/// `expose_login_codes` is set. Request bodies may hold `body_bytes`.
+pub fn configure(cfg: &mut web::ServiceConfig, expose_login_codes: bool, body_bytes: usize) {
     if expose_login_codes {
         cfg.route("/login-codes/{challenge_id}", web::get().to(sessions::login_code));
     }
-    cfg.app_data(web::JsonConfig::default().limit(256 * 1024).error_handler(|err, _| match err {
+    cfg.app_data(web::JsonConfig::default().limit(body_bytes).error_handler(move |err, _| match err {
         actix_web::error::JsonPayloadError::Payload(e) if crate::limits::http::is_body_timeout(&e) => {
             ApiError::RequestTimeout.into()
+        }
+        actix_web::error::JsonPayloadError::Overflow { .. }
+        | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => {
+            crate::limits::hit(crate::limits::Limit::BodySize);
+            ApiError::BodyTooLarge { limit: body_bytes }.into()
         }
         err => ApiError::invalid("invalid_json", format!("request body is not the expected JSON: {err}")).into(),
     }))

@@ -167,10 +167,11 @@ impl ConnectionTable {
     }
 
     fn report(table: &Table) {
-        let unauthenticated = table.unauthenticated.len();
+        let (unauthenticated, held) = (table.unauthenticated.len(), table.tarpit);
         metrics::gauge!(m::HTTP_CONNECTIONS, "state" => "unauthenticated").set(unauthenticated as f64);
+        metrics::gauge!(m::HTTP_CONNECTIONS, "state" => "held").set(held as f64);
         metrics::gauge!(m::HTTP_CONNECTIONS, "state" => "authenticated")
-            .set((table.entries.len() - unauthenticated) as f64);
+            .set(table.entries.len().saturating_sub(unauthenticated + held) as f64);
     }
 
     /// The `HttpServer::on_connect` hook: admits the connection into the table, or closes it at once

@@ -74,19 +74,30 @@ impl SharedLogBudget {
     }
 }
 
-/// Lines one call site of [`warn_limited!`] / [`error_limited!`] writes per minute, node-wide.
-pub const PER_SITE_PER_MINUTE: u32 = 10;
+/// Lines one call site of [`warn_limited!`] / [`error_limited!`] writes per minute, node-wide
+/// (`limits.site_warnings`, set at start-up; the first application of a process sets it).
+static PER_SITE_PER_MINUTE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(10);
 
-/// A `tracing` event at `$level` within a budget of its own call site ([`PER_SITE_PER_MINUTE`]
-/// lines a minute for the whole node, then one summary line with the count): for what any station
-/// can cause at will. Use [`warn_limited!`] or [`error_limited!`].
+/// Sets [`PER_SITE_PER_MINUTE`] (call sites that logged already keep their budget).
+pub fn set_per_site_per_minute(lines: u32) {
+    PER_SITE_PER_MINUTE.store(lines, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Lines a call site may write per minute.
+pub fn per_site_per_minute() -> u32 {
+    PER_SITE_PER_MINUTE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A `tracing` event at `$level` within a budget of its own call site (`limits.site_warnings` lines
+/// a minute for the whole node, then one summary line with the count): for what any station can
+/// cause at will. Use [`warn_limited!`] or [`error_limited!`].
 #[macro_export]
 macro_rules! log_limited {
     ($level:ident, $($arg:tt)+) => {{
         static BUDGET: std::sync::OnceLock<$crate::limits::logs::SharedLogBudget> = std::sync::OnceLock::new();
         let budget = BUDGET.get_or_init(|| {
             $crate::limits::logs::SharedLogBudget::new(
-                $crate::limits::logs::PER_SITE_PER_MINUTE,
+                $crate::limits::logs::per_site_per_minute(),
                 std::time::Duration::from_secs(60),
             )
         });

@@ -44,6 +44,8 @@ pub enum Limit {
     HeaderTimeout,
     /// A request's body did not arrive in time (408).
     BodyTimeout,
+    /// An API request's body over `limits.api_body_bytes` (413).
+    BodySize,
     /// One address holding too many unauthenticated connections (closed as accepted).
     ConnectionsPerAddress,
     /// The node at its connection capacity with nothing to evict (closed as accepted).
@@ -63,7 +65,7 @@ pub enum Limit {
 }
 
 impl Limit {
-    pub const ALL: [Limit; 16] = [
+    pub const ALL: [Limit; 17] = [
         Limit::FrameSize,
         Limit::OutboundQueue,
         Limit::SlowConsumer,
@@ -72,6 +74,7 @@ impl Limit {
         Limit::Reconnects,
         Limit::HeaderTimeout,
         Limit::BodyTimeout,
+        Limit::BodySize,
         Limit::ConnectionsPerAddress,
         Limit::ConnectionCapacity,
         Limit::ConnectionEvicted,
@@ -92,6 +95,7 @@ impl Limit {
             Limit::Reconnects => "reconnects",
             Limit::HeaderTimeout => "header_timeout",
             Limit::BodyTimeout => "body_timeout",
+            Limit::BodySize => "body_size",
             Limit::ConnectionsPerAddress => "connections_per_address",
             Limit::ConnectionCapacity => "connection_capacity",
             Limit::ConnectionEvicted => "connection_evicted",

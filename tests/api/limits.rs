@@ -180,6 +180,18 @@ async fn a_request_body_that_never_comes_is_answered_408_and_the_connection_clos
 }
 
 #[tokio::test]
+async fn a_request_body_over_the_api_limit_is_refused_with_413_before_it_is_read() {
+    let app = spawn_app_with(|s| s.limits.api_body_bytes = 1024).await;
+    let big = json!({"email": "ops@big.example", "password": "x".repeat(2000), "name": "big", "slug": "big"});
+    let (status, body) = app.request(reqwest::Method::POST, "/accounts", None, Some(big)).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("body_too_large")), "{body}");
+    assert_eq!(body["details"]["limit"], 1024);
+    let t = app.tenant("small").await;
+    assert!(!t.token.is_empty(), "a body within the limit is taken");
+    assert!(limit_hits(&app.metrics().await, "body_size") >= 1.0);
+}
+
+#[tokio::test]
 async fn headers_that_never_finish_are_timed_out_on_a_first_and_on_a_later_request() {
     let app = spawn_app_with(|s| {
         s.limits.header_timeout_ms = 500;
