@@ -4,7 +4,7 @@
 
 use crate::helpers::{series_value, spawn_app, spawn_app_with, try_connect, StationClient};
 use crate::raw::{self, Ending};
-use crate::restart::start_with;
+use crate::restart::{start_with, Server};
 use futures_util::SinkExt;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -16,18 +16,25 @@ fn limit_hits(metrics: &str, limit: &str) -> f64 {
     series_value(metrics, "ocpp_limit_hits_total", &[("limit", limit)])
 }
 
+/// The real binary with these settings, tenant "acme" signed up and its station CP001 provisioned:
+/// its data dir (kept for as long as the server runs), the server, an HTTP client, CP001's password.
+async fn binary_with_station(env: &[(&str, &str)]) -> (tempfile::TempDir, Server, reqwest::Client, String) {
+    let data = tempfile::tempdir().unwrap();
+    let server = start_with(data.path(), env);
+    let http = reqwest::Client::new();
+    let token = server.sign_in(&http).await;
+    let password = server.station(&http, &token, "CP001").await;
+    (data, server, http, password)
+}
+
 #[tokio::test]
 async fn a_frame_header_declaring_two_to_the_forty_bytes_is_closed_with_1009_before_the_node_buffers_it() {
-    let data = tempfile::tempdir().unwrap();
-    let server = start_with(data.path(), &[]);
-    let http = reqwest::Client::new();
+    let (_data, server, http, password) = binary_with_station(&[]).await;
     let fresh = server.metrics(&http).await;
     assert!(
         fresh.lines().any(|l| l.starts_with("ocpp_limit_hits_total{") && l.contains("limit=\"frame_size\"")),
-        "a fresh node exports every limit: {fresh}"
+        "every limit is exported before it is hit: {fresh}"
     );
-    let token = server.sign_in(&http).await;
-    let password = server.station(&http, &token, "CP001").await;
     let before = raw::rss_kib(server.child.id());
 
     let stream = raw::station(server.port, "acme", "CP001", &password, None).await;
@@ -119,18 +126,12 @@ async fn a_binary_frame_on_201_is_answered_with_rpc_framework_error() {
 #[tokio::test]
 async fn a_station_that_does_not_read_is_cut_off_as_a_slow_consumer_with_its_queue_within_the_bound() {
     const BOUND: f64 = 65536.0;
-    let data = tempfile::tempdir().unwrap();
-    let server = start_with(
-        data.path(),
-        &[
-            ("OCPP_CSS__LIMITS__STATION_MESSAGES_PER_SEC", "0"),
-            ("OCPP_CSS__LIMITS__OUTBOUND_QUEUE_BYTES", "65536"),
-            ("OCPP_CSS__LIMITS__SLOW_CONSUMER_SECS", "2"),
-        ],
-    );
-    let http = reqwest::Client::new();
-    let token = server.sign_in(&http).await;
-    let password = server.station(&http, &token, "CP001").await;
+    let (_data, server, http, password) = binary_with_station(&[
+        ("OCPP_CSS__LIMITS__STATION_MESSAGES_PER_SEC", "0"),
+        ("OCPP_CSS__LIMITS__OUTBOUND_QUEUE_BYTES", "65536"),
+        ("OCPP_CSS__LIMITS__SLOW_CONSUMER_SECS", "2"),
+    ])
+    .await;
     let before = raw::rss_kib(server.child.id());
     // A small receive window, and never a read.
     let stream = raw::station(server.port, "acme", "CP001", &password, Some(4096)).await;
@@ -299,18 +300,12 @@ async fn at_capacity_the_oldest_unauthenticated_connection_makes_room_for_a_new_
 
 #[tokio::test]
 async fn a_brute_force_on_a_station_password_is_throttled_and_stops_costing_argon2_runs() {
-    let data = tempfile::tempdir().unwrap();
-    let server = start_with(
-        data.path(),
-        &[
-            ("OCPP_CSS__LIMITS__AUTH_FAILURES_PER_STATION", "3"),
-            ("OCPP_CSS__LIMITS__AUTH_BACKOFF_MAX_SECS", "60"),
-            ("OCPP_CSS__LIMITS__REFUSAL_DELAY_MS", "0"),
-        ],
-    );
-    let http = reqwest::Client::new();
-    let token = server.sign_in(&http).await;
-    let password = server.station(&http, &token, "CP001").await;
+    let (_data, server, http, password) = binary_with_station(&[
+        ("OCPP_CSS__LIMITS__AUTH_FAILURES_PER_STATION", "3"),
+        ("OCPP_CSS__LIMITS__AUTH_BACKOFF_MAX_SECS", "60"),
+        ("OCPP_CSS__LIMITS__REFUSAL_DELAY_MS", "0"),
+    ])
+    .await;
     // The real station connected once: it is recognised from now on without argon2.
     drop(StationClient::connect(server.port, "acme", "CP001", &password).await.unwrap());
     let argon2 = |m: &str| series_value(m, "ocpp_argon2_jobs_total", &[]);
