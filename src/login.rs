@@ -29,16 +29,10 @@ pub fn location_prefix(ip: IpAddr) -> String {
     }
 }
 
-/// The key a client address is counted under: the IPv4 address, or the IPv6 /64 (one subscriber
-/// usually holds a whole /64, so counting single v6 addresses would count nothing).
+/// The key a client address is counted under (see [`crate::limits::connections::AddressKey`]:
+/// the IPv4 address, or the IPv6 /64).
 fn address_key(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => format!("ip:{v4}"),
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            format!("ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-    }
+    format!("ip:{}", crate::limits::connections::AddressKey::of(ip))
 }
 
 fn account_key(account_id: &str) -> String {
