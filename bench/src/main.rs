@@ -68,60 +68,56 @@ fn report<S: Serialize>(table: String, summary: &S, json_path: Option<PathBuf>) 
     true
 }
 
+/// Runs one scenario on its own runtime, prints its table and writes its JSON: the summary, or None
+/// (the reason printed) when the run failed or its JSON could not be written. With `background`,
+/// tasks still running at the end (all were joined or aborted) are not waited for.
+fn scenario<S: Serialize>(
+    threads: Option<usize>,
+    json_path: Option<PathBuf>,
+    background: bool,
+    run: impl std::future::Future<Output = anyhow::Result<S>>,
+    render: fn(&S) -> String,
+) -> Option<S> {
+    let rt = runtime(threads)?;
+    let summary = match rt.block_on(run) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ocpp-bench: {e:#}");
+            return None;
+        }
+    };
+    if background {
+        rt.shutdown_background();
+    }
+    report(render(&summary), &summary, json_path).then_some(summary)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Events(args) => {
-            let Some(rt) = runtime(args.threads) else { return ExitCode::FAILURE };
-            let json_path = args.json.clone();
-            let summary = match rt.block_on(events::run(args)) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("ocpp-bench: {e:#}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            if !report(stats::render_table(&summary), &summary, json_path) {
+            let (threads, json) = (args.threads, args.json.clone());
+            let Some(summary) = scenario(threads, json, false, events::run(args), stats::render_table) else {
                 return ExitCode::FAILURE;
-            }
+            };
             if summary.stations_ready == 0 {
                 eprintln!("ocpp-bench: no station got through setup");
                 return ExitCode::FAILURE;
             }
         }
         Command::Fleet(args) => {
-            let Some(rt) = runtime(args.threads) else { return ExitCode::FAILURE };
-            let json_path = args.json.clone();
-            let summary = match rt.block_on(fleet::run(args)) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("ocpp-bench: {e:#}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            // Station tasks were all joined or aborted; don't wait on stragglers at shutdown.
-            rt.shutdown_background();
-            if !report(report::render_table(&summary), &summary, json_path) {
+            let (threads, json) = (args.threads, args.json.clone());
+            let Some(summary) = scenario(threads, json, true, fleet::run(args), report::render_table) else {
                 return ExitCode::FAILURE;
-            }
+            };
             if summary.ramp.booted == 0 {
                 eprintln!("ocpp-bench: no station booted");
                 return ExitCode::FAILURE;
             }
         }
         Command::Hostile(args) => {
-            let Some(rt) = runtime(args.threads) else { return ExitCode::FAILURE };
-            let json_path = args.json.clone();
-            let summary = match rt.block_on(hostile::run(args)) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("ocpp-bench: {e:#}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            // Every task was joined or aborted; don't wait on stragglers at shutdown.
-            rt.shutdown_background();
-            if !report(hostile_report::render_table(&summary), &summary, json_path) {
+            let (threads, json) = (args.threads, args.json.clone());
+            if scenario(threads, json, true, hostile::run(args), hostile_report::render_table).is_none() {
                 return ExitCode::FAILURE;
             }
         }
