@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Runs the BENCHMARKS.md workloads against two or more ocpp-css binaries, interleaved (round by
+# round, each binary in turn), each run on a fresh server process, data dir and (cluster) Redis:
+#   events  — 50 stations, closed loop, durable MeterValues, one node on sled
+#   cluster — the same against a node in cluster mode in front of its own redis-server
+#   fleet   — FLEET stations (default 5,000) booted, then open-loop Heartbeats at HB_RATE/s
+# Prints one line per run and writes each run's JSON to OUT_DIR.
+#
+#   bench/scripts/compare.sh OUT_DIR ROUNDS before=/tmp/before/ocpp-css after=target/release/ocpp-css
+#
+# The server runs with its default configuration except for the limits one load generator trips
+# by design: a station's message rate (the closed loop sends as fast as it is answered) and the
+# handshakes one address may have in flight (the fleet ramp). Needs jq, redis-server and curl.
+set -euo pipefail
+out=$1
+rounds=$2
+shift 2
+bench=${OCPP_BENCH:-target/release/ocpp-bench}
+workloads=${WORKLOADS:-"events cluster fleet"}
+fleet=${FLEET:-5000}
+hb_rate=${HB_RATE:-10000}
+port=${PORT:-8192}
+redis_port=${REDIS_PORT:-6391}
+duration=${DURATION:-20}
+mkdir -p "$out"
+pid=
+redis_pid=
+cleanup() {
+  [ -z "$pid" ] || kill "$pid" 2> /dev/null || true
+  [ -z "$redis_pid" ] || kill "$redis_pid" 2> /dev/null || true
+}
+trap cleanup EXIT
+
+wait_up() {
+  for _ in $(seq 100); do
+    curl -fs "http://127.0.0.1:$port/healthz" > /dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "server did not come up" >&2
+  return 1
+}
+
+for round in $(seq "$rounds"); do
+  for workload in $workloads; do
+    for spec in "$@"; do
+      name=${spec%%=*}
+      bin=${spec#*=}
+      data=$(mktemp -d "${TMPDIR:-/tmp}/compare-data.XXXXXX")
+      env=(OCPP_CSS__STORAGE__DATA_DIR="$data" OCPP_CSS__SERVER__PORT="$port" OCPP_CSS__LOG__LEVEL=warn
+        OCPP_CSS__LIMITS__STATION_MESSAGES_PER_SEC=1000000 OCPP_CSS__LIMITS__STATION_MESSAGE_BURST=1000000
+        OCPP_CSS__LIMITS__UNAUTHENTICATED_CONNECTIONS_PER_ADDRESS=0)
+      redis_pid=
+      if [ "$workload" = cluster ]; then
+        redis-server --port "$redis_port" --bind 127.0.0.1 --appendonly yes --appendfsync everysec --save "" \
+          --dir "$data" > "$data/redis.log" 2>&1 &
+        redis_pid=$!
+        for _ in $(seq 50); do
+          redis-cli -p "$redis_port" ping > /dev/null 2>&1 && break
+          sleep 0.1
+        done
+        env+=(OCPP_CSS__CLUSTER__REDIS_URL="redis://127.0.0.1:$redis_port/0" OCPP_CSS__SERVER__NODE_ID=bench-1)
+      fi
+      env "${env[@]}" "$bin" serve > "$data/server.log" 2>&1 &
+      pid=$!
+      wait_up
+      json="$out/$workload.$name.$round.json"
+      case $workload in
+        events | cluster)
+          "$bench" events --provision-api "http://127.0.0.1:$port/api/v1" --stations 50 --message meter-values \
+            --duration "$duration" --warmup 3 --json "$json" > "$json.txt" 2>&1 || echo "  ocpp-bench exited with $?"
+          jq -r --arg n "$name" --arg w "$workload" \
+            '"\($w) \($n): \(.msgs_per_sec|floor) msgs/s, p50 \(.latency_ms.p50) ms, p99 \(.latency_ms.p99) ms, CALLERRORs \(.call_errors), timeouts \(.timeouts)"' "$json" || true
+          ;;
+        fleet)
+          "$bench" fleet --provision-api "http://127.0.0.1:$port/api/v1" --stations "$fleet" --connect-rate 2000 \
+            --hold "$duration" --heartbeat-rate "$hb_rate" --server-pid "$pid" \
+            --json "$json" > "$json.txt" 2>&1 || echo "  ocpp-bench exited with $?"
+          jq -r --arg n "$name" '"fleet \($n): \(.ramp.booted) booted at \(.ramp.achieved_rate) conn/s,"
+            + " \(.server.rss_per_session_kib) KiB/session, Heartbeat \(.hold.achieved_msgs_per_sec)/s p99"
+            + " \(.actions.Heartbeat.latency_ms.p99) ms, CPU hold \(.server.cpu_hold_pct)%, timeouts \(.timeouts)"' \
+            "$json" || true
+          ;;
+      esac
+      kill "$pid" 2> /dev/null || true
+      wait "$pid" 2> /dev/null || true
+      if [ -n "$redis_pid" ]; then
+        kill "$redis_pid" 2> /dev/null || true
+        wait "$redis_pid" 2> /dev/null || true
+      fi
+      rm -rf "$data"
+    done
+  done
+done
