@@ -1,4 +1,4 @@
-//! The [`Store`] contract: one set of checks over `&dyn Store`, each run against a fresh
+//! The [`Store`] contract: one set of checks over `&dyn SharedStore`, each run against a fresh
 //! [`SledStore`] (module `sled`) and a fresh [`RedisStore`] on its own redis-server (module `redis`).
 //! Then what only the Redis store has to show: it survives Redis restarting, fails fast while Redis
 //! is down, keeps to its key prefix, and finishes an interrupted erasure when it next connects.
@@ -11,7 +11,8 @@ use ocpp_css::model::{
     SecurityProfile, Station, StationChange, StationEvent, TagStatus, Transaction, TransactionEventRecord,
     TransactionStop,
 };
-use ocpp_css::store::{CommitPolicy, ErasureReport, RedisStore, SledStore, StopOutcome, Store, StoreError};
+use ocpp_css::store::prelude::*;
+use ocpp_css::store::{CommitPolicy, ErasureReport, RedisStore, SharedStore, SledStore, StopOutcome, StoreError};
 use std::sync::Arc;
 
 /// The longest a Redis call may take in these tests.
@@ -20,8 +21,8 @@ const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500)
 /// A fresh store, and a second handle on the same data (another connection for Redis, as a second
 /// node would have; a clone for sled), with what keeps them alive.
 pub struct Subject {
-    store: Arc<dyn Store>,
-    other: Arc<dyn Store>,
+    store: Arc<dyn SharedStore>,
+    other: Arc<dyn SharedStore>,
     /// The sled directory or the redis-server, removed or killed when the test ends.
     _keep: Box<dyn std::any::Any + Send + Sync>,
 }
@@ -242,7 +243,7 @@ fn v201(account_id: &str, station_id: &str, reference: &str, id: i32) -> Transac
 }
 
 /// Puts one record of every kind under the account, on station CP1.
-async fn fill(store: &dyn Store, account_id: &str) {
+async fn fill(store: &dyn SharedStore, account_id: &str) {
     store.put_token(&format!("hash-{account_id}"), &token(account_id, &format!("tok-{account_id}"), 0)).await.unwrap();
     store.create_station(&station(account_id, "CP1")).await.unwrap();
     store.put_id_tag(account_id, &tag("TAG", TagStatus::Accepted)).await.unwrap();
@@ -265,7 +266,7 @@ async fn fill(store: &dyn Store, account_id: &str) {
 }
 
 /// Everything the store answers about an account, as text, to compare before and after.
-async fn everything_of(store: &dyn Store, account_id: &str) -> String {
+async fn everything_of(store: &dyn SharedStore, account_id: &str) -> String {
     let txs = store.transactions(account_id, None).await.unwrap();
     let mut meter = Vec::new();
     for tx in &txs {
@@ -968,7 +969,7 @@ async fn redis_store_works_again_after_redis_restarts_and_fails_fast_while_it_is
         let down = store.account("acct-a").await;
         let waited = started.elapsed();
         match down {
-            Err(StoreError::Unavailable(message)) => assert!(message.contains("redis"), "{message}"),
+            Err(StoreError::Unavailable(message)) => assert!(message.to_string().contains("redis"), "{message}"),
             other => panic!("a call while Redis is down fails as unavailable, not {other:?}"),
         }
         assert!(waited < REDIS_TIMEOUT + std::time::Duration::from_secs(1), "it took {waited:?}");
@@ -1002,7 +1003,7 @@ async fn connecting_to_a_redis_that_is_not_there_fails_as_unavailable() {
     let started = std::time::Instant::now();
     let result = RedisStore::connect(&format!("redis://127.0.0.1:{port}/"), "nowhere", REDIS_TIMEOUT).await;
     match result {
-        Err(StoreError::Unavailable(message)) => assert!(message.contains("redis"), "{message}"),
+        Err(StoreError::Unavailable(message)) => assert!(message.to_string().contains("redis"), "{message}"),
         Err(e) => panic!("expected an unavailable error, got {e:?}"),
         Ok(_) => panic!("nothing listens there"),
     }

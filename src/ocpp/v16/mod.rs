@@ -104,7 +104,7 @@ pub(crate) mod test_support {
     use super::*;
     use crate::model::{Registration, Station};
     use crate::store::SledStore;
-    use crate::store::Store;
+    use crate::store::prelude::*;
     use serde_json::Value;
     use std::time::Duration;
 
@@ -266,7 +266,7 @@ mod tests {
 
     #[tokio::test]
     async fn past_the_event_quota_event_only_messages_are_refused_and_not_kept_and_billing_goes_on() {
-        use crate::store::Store;
+        use crate::store::prelude::*;
         let f = Fixture::with_event_quota(crate::ocpp::Version::V16, 1000).await;
         let data = "x".repeat(600);
         assert_eq!(f.ok("DataTransfer", json!({"vendorId": "v", "data": data})).await["status"], "UnknownVendorId");
