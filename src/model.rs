@@ -638,7 +638,13 @@ mod tests {
     }
 
     fn stop_at(meter_stop: i64) -> TransactionStop {
-        TransactionStop { meter_stop: Some(meter_stop), timestamp: Utc::now(), reason: None, id_tag: None, received_at: Utc::now() }
+        TransactionStop {
+            meter_stop: Some(meter_stop),
+            timestamp: Utc::now(),
+            reason: None,
+            id_tag: None,
+            received_at: Utc::now(),
+        }
     }
 
     #[test]

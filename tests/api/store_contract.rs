@@ -75,6 +75,8 @@ contract!(
     id_tags_are_created_replaced_listed_and_deleted,
     a_retried_start_finds_its_transaction_and_a_stop_applies_once,
     two_handles_racing_the_same_start_get_the_same_transaction,
+    two_handles_racing_stops_of_one_transaction_record_only_the_first,
+    two_handles_racing_events_of_one_transaction_lose_none_and_create_it_once,
     transaction_events_create_once_and_a_repeated_seq_no_changes_nothing,
     put_transaction_is_idempotent_and_found_by_start_and_reference,
     reserved_transaction_ids_are_never_handed_out_again,
@@ -672,6 +674,63 @@ mod checks {
             assert!(created_a ^ created_b, "exactly one created it (round {round})");
         }
         assert_eq!(s.store.transactions("acct-a", None).await.unwrap().len(), 10);
+    }
+
+    pub async fn two_handles_racing_stops_of_one_transaction_record_only_the_first(s: &Subject) {
+        for round in 0..10 {
+            let (open, _) = s.store.start_transaction(&new_tx("acct-a", "CP1", 1, round)).await.unwrap();
+            let (a, b) = (s.store.clone(), s.other.clone());
+            let (ra, rb) = tokio::join!(
+                tokio::spawn(async move { a.stop_transaction("acct-a", "CP1", open.id, &stop(1000 + round)).await }),
+                tokio::spawn(async move { b.stop_transaction("acct-a", "CP1", open.id, &stop(2000 + round)).await }),
+            );
+            let outcomes = [ra.unwrap().unwrap(), rb.unwrap().unwrap()];
+            let stopped: Vec<_> = outcomes
+                .iter()
+                .filter_map(|o| match o {
+                    StopOutcome::Stopped(tx) => Some(tx.clone()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(stopped.len(), 1, "exactly one stop wins (round {round}): {outcomes:?}");
+            assert!(
+                outcomes.contains(&StopOutcome::AlreadyStopped(stopped[0].clone())),
+                "the other finds the winner's stop (round {round}): {outcomes:?}"
+            );
+            assert_eq!(s.store.transaction("acct-a", open.id).await.unwrap().as_ref(), Some(&stopped[0]));
+        }
+    }
+
+    pub async fn two_handles_racing_events_of_one_transaction_lose_none_and_create_it_once(s: &Subject) {
+        for round in 0..5 {
+            let reference = format!("race-{round}");
+            let tasks: Vec<_> = (0..6u64)
+                .map(|seq_no| {
+                    let store = if seq_no % 2 == 0 { s.store.clone() } else { s.other.clone() };
+                    let reference = reference.clone();
+                    tokio::spawn(async move {
+                        let create = |id| v201("acct-a", "CP1", &reference, id);
+                        store
+                            .apply_transaction_event("acct-a", "CP1", &reference, seq_no, &create, &|t| {
+                                t.events.push(event_record(seq_no, "Updated", Some(100 * seq_no as i64)));
+                            })
+                            .await
+                            .unwrap()
+                    })
+                })
+                .collect();
+            let mut created = 0;
+            for task in tasks {
+                let outcome = task.await.unwrap();
+                assert!(outcome.applied, "each seqNo is new (round {round})");
+                created += usize::from(outcome.created);
+            }
+            assert_eq!(created, 1, "one event created it (round {round})");
+            let tx = s.store.transaction_by_reference("acct-a", "CP1", &reference).await.unwrap().unwrap();
+            let mut seqs: Vec<u64> = tx.events.iter().map(|e| e.seq_no).collect();
+            seqs.sort_unstable();
+            assert_eq!(seqs, [0, 1, 2, 3, 4, 5], "no event lost (round {round})");
+        }
     }
 
     pub async fn transaction_events_create_once_and_a_repeated_seq_no_changes_nothing(s: &Subject) {

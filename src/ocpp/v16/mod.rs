@@ -2,7 +2,7 @@
 //! commands the central system may send.
 //!
 //! Every handler has the same shape: it receives its action's typed `Request` (decoded from the payload
-//! only after the payload passed the OCA schema), does its effects through the [`Store`], and returns a
+//! only after the payload passed the OCA schema), does its effects through the [`crate::store::StationStore`], and returns a
 //! typed `Response` and, where the tenant's live view changes, a [`Notice`].
 
 pub mod authorize;
@@ -103,8 +103,8 @@ pub(crate) async fn dispatch(ctx: &StationContext<'_>, call: &Call) -> Result<Di
 pub(crate) mod test_support {
     use super::*;
     use crate::model::{Registration, Station};
-    use crate::store::SledStore;
     use crate::store::prelude::*;
+    use crate::store::SledStore;
     use serde_json::Value;
     use std::time::Duration;
 

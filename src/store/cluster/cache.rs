@@ -7,7 +7,7 @@ use super::{account_prefix, Inner};
 use crate::model::{Account, Transaction};
 use crate::store::rules::{TransactionAt, TransactionRecords};
 use crate::store::sled::{backend, decode, encode, get};
-use crate::store::{AccountStore, SharedStore, StoreError, StoreResult};
+use crate::store::{AccountStore, SharedStore, StationStore, StoreError, StoreResult};
 use async_trait::async_trait;
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -24,19 +24,32 @@ pub(super) fn unknown_while_down<T>(cached: Option<T>) -> StoreResult<Option<T>>
 
 impl Inner {
     /// Writes a record the shared store answered with into a cache, or drops it when there is none.
-    pub(super) fn cache<T: Serialize>(&self, tree: &sled::Tree, k: &[u8], value: Option<&T>) {
+    /// True when the cache changed.
+    pub(super) fn cache<T: Serialize>(&self, tree: &sled::Tree, k: &[u8], value: Option<&T>) -> bool {
         let r = match value {
             Some(v) => encode(v).and_then(|bytes| {
                 let same = tree.get(k).map_err(backend)?.is_some_and(|old| old.as_ref() == bytes.as_slice());
                 if !same {
                     tree.insert(k, bytes).map_err(backend)?;
                 }
-                Ok(())
+                Ok(!same)
             }),
-            None => tree.remove(k).map(|_| ()).map_err(backend),
+            None => tree.remove(k).map(|old| old.is_some()).map_err(backend),
         };
-        if let Err(e) = r {
+        r.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "could not update this node's cache of the shared store");
+            false
+        })
+    }
+
+    /// Makes a changed cache entry durable at once: a station read (an Authorize, a connection) is
+    /// not followed by a flush of its own, and what it cached is what serves the station after a
+    /// restart while Redis is down. Cache entries change rarely, so this is rarely a flush.
+    pub(super) async fn keep_cached(&self, changed: bool) {
+        if changed {
+            if let Err(e) = self.local.flush().await {
+                tracing::warn!(error = %e, "could not make this node's cache of the shared store durable");
+            }
         }
     }
 
@@ -49,7 +62,7 @@ impl Inner {
         if self.up() {
             match remote.await {
                 Ok(found) => {
-                    self.cache(tree, &k, found.as_ref());
+                    self.keep_cached(self.cache(tree, &k, found.as_ref())).await;
                     return Ok(found);
                 }
                 Err(e) => self.mark_down(&e),
@@ -182,7 +195,9 @@ impl TransactionRecords for NodeTransactions<'_> {
 
     async fn load(&self, at: TransactionAt<'_>) -> StoreResult<Option<(Transaction, ())>> {
         let found = match at {
-            TransactionAt::Id { account_id, id } => self.inner.current_transaction(account_id, self.station_id, id).await?,
+            TransactionAt::Id { account_id, id } => {
+                self.inner.current_transaction(account_id, self.station_id, id).await?
+            }
             TransactionAt::Reference { account_id, station_id, reference } => {
                 self.inner.current_by_reference(account_id, station_id, reference).await?
             }

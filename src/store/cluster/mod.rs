@@ -60,8 +60,8 @@ mod wal;
 use super::rules::{self, TransactionAt};
 use super::sled::{backend, decode, encode, get};
 use super::{
-    Cause, EventOutcome, NewTransactionFn, SharedStore, SledStore, StationLookup, StationStore, StopOutcome, StoreError,
-    StoreResult, TransactionUpdate,
+    Cause, EventOutcome, NewTransactionFn, SharedStore, SledStore, StationLookup, StationStore, StopOutcome,
+    StoreError, StoreResult, TransactionUpdate,
 };
 use crate::metrics as m;
 use crate::model::{
@@ -216,8 +216,9 @@ impl ClusterStore {
     /// Opens the cluster store over this node's sled store and the shared store, and starts the
     /// drainer on the current tokio runtime (log entries from before a restart are drained too).
     pub fn open(local: SledStore, remote: Arc<dyn SharedStore>, settings: ClusterStoreSettings) -> StoreResult<Self> {
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|e| StoreError::Backend(Cause::from_source("the cluster store's drainer needs a tokio runtime", e)))?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
+            StoreError::Backend(Cause::from_source("the cluster store's drainer needs a tokio runtime", e))
+        })?;
         let wal = local.open_tree(WAL_TREE)?;
         let set_aside = local.open_tree(SET_ASIDE_TREE)?;
         let mut by_station: HashMap<StationKey, usize> = HashMap::new();
@@ -240,7 +241,9 @@ impl ClusterStore {
             }
         }
         let next_key = match wal.last().map_err(backend)? {
-            Some((k, _)) => u64::from_be_bytes(k.as_ref().try_into().map_err(|_| StoreError::backend("bad write-ahead key"))?) + 1,
+            Some((k, _)) => {
+                u64::from_be_bytes(k.as_ref().try_into().map_err(|_| StoreError::backend("bad write-ahead key"))?) + 1
+            }
             None => 0,
         };
         let signals = Arc::new(Signals { work: Notify::new(), stop: Notify::new(), stopped: AtomicBool::new(false) });
@@ -391,7 +394,7 @@ impl StationStore for ClusterStore {
                         known_locations: Vec::new(),
                         ..a.clone()
                     });
-                    inner.cache(&inner.accounts_by_slug, slug.as_bytes(), kept.as_ref());
+                    inner.keep_cached(inner.cache(&inner.accounts_by_slug, slug.as_bytes(), kept.as_ref())).await;
                     inner.mark_up();
                     return Ok(found);
                 }
@@ -419,7 +422,7 @@ impl StationStore for ClusterStore {
             match inner.remote.station(account_id, station_id).await {
                 Ok(Some(s)) => base = Some(s),
                 Ok(None) => {
-                    inner.cache::<Station>(&inner.stations, &k, None);
+                    inner.keep_cached(inner.cache::<Station>(&inner.stations, &k, None)).await;
                     return Ok(None);
                 }
                 Err(e) => inner.mark_down(&e),

@@ -57,4 +57,3 @@ pub(super) fn reconcile(ours: &Transaction, theirs: Option<Transaction>) -> Opti
     merged.recompute_energy();
     Some(merged)
 }
-

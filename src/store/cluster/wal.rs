@@ -206,7 +206,10 @@ impl Inner {
 
     /// Applies one station's entries in log order, meter readings that follow one another in one
     /// call; stops at the first failure. Returns the entries applied, and the failure.
-    pub(super) async fn apply_station(&self, entries: Vec<(sled::IVec, WalOp)>) -> (Vec<(sled::IVec, WalOp)>, Option<StoreError>) {
+    pub(super) async fn apply_station(
+        &self,
+        entries: Vec<(sled::IVec, WalOp)>,
+    ) -> (Vec<(sled::IVec, WalOp)>, Option<StoreError>) {
         let mut applied = Vec::with_capacity(entries.len());
         let mut readings: Vec<(sled::IVec, WalOp)> = Vec::new();
         let mut entries = entries.into_iter().peekable();
@@ -409,4 +412,3 @@ pub(super) async fn drain_loop(store: Weak<Inner>, signals: Arc<Signals>) {
         }
     }
 }
-

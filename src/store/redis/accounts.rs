@@ -3,7 +3,10 @@
 
 use super::scripts::SCRIPTS;
 use super::{backend, command_field, decode, encode, queued_member, score, RedisStore};
-use crate::model::{Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, Station, StationEvent, Transaction};
+use crate::model::{
+    Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, Station, StationEvent,
+    Transaction,
+};
 use crate::store::rules::{backoff, contention, CAS_ATTEMPTS};
 use crate::store::{AccountStore, AccountUpdate, ErasureReport, StationUpdate, StoreError, StoreResult};
 use async_trait::async_trait;

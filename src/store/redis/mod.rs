@@ -1,4 +1,5 @@
-//! The shared store of a cluster: the [`Store`] contract on Redis, so every node sees the same
+//! The shared store of a cluster: every store trait on Redis ([`super::StationStore`],
+//! [`super::AccountStore`], [`super::SharedStore`]), so every node sees the same
 //! accounts, stations, transactions and command queues.
 //!
 //! # Key layout
@@ -48,7 +49,8 @@
 //!
 //! # Durability
 //!
-//! A write is in Redis when its call returns; [`Store::flush`] waits for nothing more. How much of it
+//! A write is in Redis when its call returns; [`super::StationStore::flush`] waits for nothing more, and
+//! an [`super::AccountStore`] write is durable when it returns in the same sense. How much of it
 //! survives a Redis crash is Redis's AOF setting: run it with `appendonly yes` and `appendfsync
 //! everysec` (up to a second lost) or `always` (nothing acknowledged lost). In cluster mode each
 //! node's sled write-ahead log covers what a station sent until it reached Redis.
@@ -59,11 +61,11 @@ mod station;
 
 use super::rules::{backoff, contention, CAS_ATTEMPTS};
 use super::{Cause, ErasureReport, StoreError, StoreResult};
-use scripts::SCRIPTS;
 use crate::model::{Account, CommandRecord, StartIdentity};
 use chrono::{DateTime, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, ScriptInvocation};
+use scripts::SCRIPTS;
 use serde::{de::DeserializeOwned, Serialize};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -74,7 +76,7 @@ use std::time::Duration;
 /// variables, the `[station, tx]` of its meter readings, and the stations with a command queue.
 type AccountIndexes = (BTreeMap<String, String>, Vec<String>, Vec<String>, Vec<String>, Vec<String>);
 
-/// The Redis-backed [`Store`]: one multiplexed connection that reconnects by itself after Redis
+/// The Redis-backed store: one multiplexed connection that reconnects by itself after Redis
 /// comes back. Clones share it.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -152,7 +154,6 @@ fn command_field(station_id: &str, command_id: &str) -> String {
 fn queued_member(command: &CommandRecord) -> StoreResult<String> {
     encode(&[&command.account_id, &command.station_id, &command.id])
 }
-
 
 impl RedisStore {
     /// Connects to Redis at `url` (`redis://host:port/db`), keeping every key under `{key_prefix}:`.
@@ -334,7 +335,7 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Removes every record of the account (see [`Store::erase_account`]). Idempotent, so it can be
+    /// Removes every record of the account (see [`super::AccountStore::erase_account`]). Idempotent, so it can be
     /// run again after a crash; the account leaves the `erasing` set only once everything else is gone.
     async fn erase(&self, account_id: &str) -> StoreResult<ErasureReport> {
         const WHAT: &str = "erase_account";
@@ -470,7 +471,6 @@ impl RedisStore {
         Ok(report)
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -3,7 +3,8 @@
 
 use super::scripts::SCRIPTS;
 use super::{
-    backend, command_field, decode, encode, join, parse_id, queued_member, score, start_field, transaction_id, RedisStore,
+    backend, command_field, decode, encode, join, parse_id, queued_member, score, start_field, transaction_id,
+    RedisStore,
 };
 use crate::model::{
     Account, CommandRecord, CommandStatus, DeviceVariable, IdTag, MeterRecord, NewTransaction, StartIdentity, Station,
@@ -269,7 +270,8 @@ impl TransactionRecords for RedisStore {
                 (account_id, id)
             }
         };
-        let json: Option<String> = self.query(WHAT, redis::cmd("HGET").arg(self.key("txs", &[account_id])).arg(&id)).await?;
+        let json: Option<String> =
+            self.query(WHAT, redis::cmd("HGET").arg(self.key("txs", &[account_id])).arg(&id)).await?;
         match json {
             Some(json) => Ok(Some((decode(&json)?, json))),
             None if matches!(at, TransactionAt::Reference { .. }) => {

@@ -2,7 +2,10 @@
 //! returns.
 
 use super::{abort, backend, decode, encode, get, key, prefix, scan, transactional, SledStore};
-use crate::model::{Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, Station, StationEvent, Transaction};
+use crate::model::{
+    Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, Station, StationEvent,
+    Transaction,
+};
 use crate::store::{AccountStore, AccountUpdate, ErasureReport, StationUpdate, StoreError, StoreResult};
 use async_trait::async_trait;
 use sled::transaction::Transactional;
@@ -70,10 +73,7 @@ impl AccountStore for SledStore {
     }
 
     async fn erase_account(&self, account_id: &str) -> StoreResult<ErasureReport> {
-        let written: StoreResult<ErasureReport> = async {
-            self.erase(account_id)
-        }
-        .await;
+        let written: StoreResult<ErasureReport> = async { self.erase(account_id) }.await;
         self.durable(written).await
     }
 
@@ -158,7 +158,9 @@ impl AccountStore for SledStore {
         let written: StoreResult<()> = async {
             let seq = self.db.generate_id().map_err(backend)?;
             let p = prefix(&[account_id.as_bytes()]);
-            self.login_events.insert(key(&[account_id.as_bytes(), &seq.to_be_bytes()]), encode(event)?).map_err(backend)?;
+            self.login_events
+                .insert(key(&[account_id.as_bytes(), &seq.to_be_bytes()]), encode(event)?)
+                .map_err(backend)?;
             // Keys sort by sequence, so the oldest come first; drop what exceeds the limit.
             let total = self.login_events.scan_prefix(&p).count();
             for item in self.login_events.scan_prefix(&p).take(total.saturating_sub(keep)) {
@@ -283,7 +285,8 @@ impl AccountStore for SledStore {
 
     async fn enqueue_command(&self, command: &CommandRecord) -> StoreResult<()> {
         let written: StoreResult<()> = async {
-            let record_key = key(&[command.account_id.as_bytes(), command.station_id.as_bytes(), command.id.as_bytes()]);
+            let record_key =
+                key(&[command.account_id.as_bytes(), command.station_id.as_bytes(), command.id.as_bytes()]);
             let seq = self.db.generate_id().map_err(backend)?;
             let queue_key = key(&[command.account_id.as_bytes(), command.station_id.as_bytes(), &seq.to_be_bytes()]);
             let value = encode(command)?;

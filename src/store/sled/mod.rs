@@ -332,9 +332,12 @@ impl StationStore for SledStore {
         let received_at = chrono::Utc::now();
         let r = (&self.transactions, &self.transaction_starts, &self.meta).transaction(|(txs, starts, meta)| {
             if let Some(id) = starts.get(&start_key)? {
-                let id = i32::from_be_bytes(id.as_ref().try_into().map_err(|_| abort(StoreError::backend("bad start index")))?);
+                let id = i32::from_be_bytes(
+                    id.as_ref().try_into().map_err(|_| abort(StoreError::backend("bad start index")))?,
+                );
                 let existing = txs.get(Self::transaction_key(&tx.account_id, id))?;
-                let existing = existing.ok_or_else(|| abort(StoreError::backend("start index names a missing transaction")))?;
+                let existing =
+                    existing.ok_or_else(|| abort(StoreError::backend("start index names a missing transaction")))?;
                 let existing: Transaction = decode(&existing).map_err(abort)?;
                 return Ok((existing, false));
             }

@@ -203,3 +203,44 @@ async fn an_erasure_interrupted_by_a_crash_is_finished_on_the_next_open() {
     assert_eq!(keys_of(&store, "acct-a"), Vec::<String>::new());
     assert!(store.meta.scan_prefix(prefix(&[ERASING])).next().is_none());
 }
+
+#[tokio::test]
+async fn account_store_writes_are_durable_when_they_return_and_concurrent_ones_share_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let window = std::time::Duration::from_millis(20);
+    let store = SledStore::open(dir.path(), CommitPolicy { window, per_message: false }).unwrap();
+    let before = store.flushes();
+    store.create_account(&account("acct-a", "alpha")).await.unwrap();
+    assert!(store.flushes() > before, "the write was flushed before it returned");
+
+    let before = store.flushes();
+    let writers: Vec<_> = (0..20)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.put_consents(&format!("acct-{i}"), &Consents::default()).await })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap().unwrap();
+    }
+    let flushes = store.flushes() - before;
+    assert!((1..20).contains(&flushes), "{flushes} flushes for 20 concurrent writes");
+
+    // The station path's writes wait for its explicit flush instead.
+    let before = store.flushes();
+    store
+        .add_event(
+            "acct-a",
+            &StationEvent {
+                station_id: "CP1".into(),
+                action: "DataTransfer".into(),
+                payload: serde_json::json!({}),
+                received_at: Utc::now(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.flushes(), before, "a station-path write does not flush by itself");
+    store.flush().await.unwrap();
+    assert!(store.flushes() > before);
+}

@@ -73,7 +73,12 @@ impl StationStore for Flaky {
         self.gate()?;
         self.inner.account_by_slug(slug).await
     }
-    async fn change_station(&self, account_id: &str, station_id: &str, change: &StationChange) -> StoreResult<Option<Station>> {
+    async fn change_station(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        change: &StationChange,
+    ) -> StoreResult<Option<Station>> {
         self.gate()?;
         self.inner.change_station(account_id, station_id, change).await
     }

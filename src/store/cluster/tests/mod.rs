@@ -3,14 +3,14 @@ mod flaky;
 use super::reconcile::reconcile;
 use super::*;
 use crate::model::{Registration, TagStatus, TransactionEventRecord, TransactionStop};
-use crate::store::{erase_account, AccountStore};
-use flaky::Flaky;
-use std::collections::HashSet;
 use crate::ocpp::handler::{handle_call, HandlerSettings, Reply, StationContext};
 use crate::ocpp::rpc::Call;
 use crate::ocpp::Version;
 use crate::store::CommitPolicy;
+use crate::store::{erase_account, AccountStore};
+use flaky::Flaky;
 use serde_json::{json, Value};
+use std::collections::HashSet;
 use std::path::Path;
 
 const ACCOUNT: &str = "acct-1";
@@ -114,10 +114,8 @@ async fn connect(store: &ClusterStore, account_id: &str, station_id: &str) {
 /// Handles one CALL of a station of `account_id` through the OCPP handlers, flush included.
 async fn call_as(store: &ClusterStore, account_id: &str, station_id: &str, action: &str, payload: Value) -> Reply {
     let version = if station_id == CP201 { Version::V201 } else { Version::V16 };
-    let settings = HandlerSettings {
-        heartbeat_interval: Duration::from_secs(300),
-        boot_retry_interval: Duration::from_secs(60),
-    };
+    let settings =
+        HandlerSettings { heartbeat_interval: Duration::from_secs(300), boot_retry_interval: Duration::from_secs(60) };
     let ctx = StationContext {
         version,
         store,
