@@ -1,5 +1,7 @@
-//! The [`Store`] contract: one set of checks over `&dyn SharedStore`, each run against a fresh
-//! [`SledStore`] (module `sled`) and a fresh [`RedisStore`] on its own redis-server (module `redis`).
+//! The store contract: one set of checks over `&dyn SharedStore` — so over both callers' traits,
+//! [`StationStore`] and [`AccountStore`], and what a cluster node's log needs besides — each run
+//! against a fresh [`SledStore`] (module `sled`) and a fresh [`RedisStore`] on its own redis-server
+//! (module `redis`).
 //! Then what only the Redis store has to show: it survives Redis restarting, fails fast while Redis
 //! is down, keeps to its key prefix, and finishes an interrupted erasure when it next connects.
 
