@@ -18,7 +18,7 @@ use crate::actors::station_registry::{CloseAccount, CloseIfSession, CloseStation
 use crate::actors::station_session::{CommandError, CommandResult, DeliverQueued, SendCommand};
 use crate::actors::{DisconnectReason, SessionId, StationKey, StationRegistry};
 use crate::config::ClusterSettings;
-use crate::store::Store;
+use crate::store::{AccountStore, StationStore};
 use actix::Addr;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
@@ -115,7 +115,7 @@ pub struct Cluster {
     /// Commands sent through other nodes, by id, waiting for their answer.
     waiting: Mutex<HashMap<String, oneshot::Sender<RemoteOutcome>>>,
     registry: OnceLock<Addr<StationRegistry>>,
-    store: OnceLock<Arc<dyn Store>>,
+    store: OnceLock<(Arc<dyn StationStore>, Arc<dyn AccountStore>)>,
     up: AtomicBool,
 }
 
@@ -164,10 +164,15 @@ impl Cluster {
     }
 
     /// Starts listening to other nodes and refreshing presence; `registry` routes to local sessions,
-    /// `store` is swept when another node erases an account.
-    pub fn start(self: &Arc<Self>, registry: Addr<StationRegistry>, store: Arc<dyn Store>) {
+    /// the stores are swept when another node erases an account.
+    pub fn start(
+        self: &Arc<Self>,
+        registry: Addr<StationRegistry>,
+        station_store: Arc<dyn StationStore>,
+        account_store: Arc<dyn AccountStore>,
+    ) {
         let _ = self.registry.set(registry);
-        let _ = self.store.set(store);
+        let _ = self.store.set((station_store, account_store));
         metrics::gauge!(crate::metrics::CLUSTER_REDIS_UP).set(1.0);
         for result in ["answered", "error", "timeout", "not_connected", "unreachable"] {
             metrics::counter!(crate::metrics::CLUSTER_ROUTED_COMMANDS, "result" => result).increment(0);
@@ -463,7 +468,7 @@ impl Cluster {
                 registry.do_send(CloseStation { key, reason: DisconnectReason::Deleted });
             }
             Envelope::CloseAccount { account_id } => {
-                let Some(store) = self.store.get().cloned() else { return };
+                let Some((stations, accounts)) = self.store.get().cloned() else { return };
                 actix_rt::spawn(async move {
                     let sessions =
                         registry.send(CloseAccount { account_id: account_id.clone() }).await.unwrap_or_default();
@@ -473,7 +478,7 @@ impl Cluster {
                     }
                     // What this node's sessions wrote last, still in its write-ahead log, must not
                     // reach the shared store after the erasure.
-                    match store.erase_account(&account_id).await {
+                    match crate::store::erase_account(stations.as_ref(), accounts.as_ref(), &account_id).await {
                         Ok(_) => {
                             tracing::info!(account = %account_id, "erased account: sessions closed, local records swept")
                         }

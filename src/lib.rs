@@ -5,9 +5,11 @@
 //!   `AccountActor` with its `AccountRegistry`.
 //! - [`ws`]: the WebSocket endpoint `/ocpp/{tenant}/{station_id}`: subprotocol, Basic auth, session start.
 //! - [`api`]: the multi-tenant REST API under `/api/v1`, its errors and OpenAPI document.
-//! - [`store`]: the system of record behind the `Store` trait; [`store::SledStore`] is the embedded default,
-//!   [`store::RedisStore`] the shared store of a cluster, [`store::ClusterStore`] a cluster node's sled
-//!   write-ahead log in front of it.
+//! - [`store`]: the system of record, one trait per caller: `StationStore` (the station path, flushed
+//!   before each acknowledgement) and `AccountStore` (the API, durable when a call returns);
+//!   [`store::SledStore`] is both on one node, [`store::RedisStore`] the shared store of a cluster and its
+//!   account store, [`store::ClusterStore`] a cluster node's station store: its sled write-ahead log in
+//!   front of Redis.
 //! - [`cluster`]: cluster mode: station presence, command routing and duplicate connections across
 //!   nodes through Redis.
 //! - [`model`]: the records kept.

@@ -1,6 +1,6 @@
 //! The records the system keeps: accounts (tenants), stations, id tags, transactions, meter values.
 //!
-//! These are the shapes stored by [`crate::store::Store`] and, minus secrets, shown by the API.
+//! These are the shapes stored by the stores in [`crate::store`] and, minus secrets, shown by the API.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -437,6 +437,41 @@ impl Transaction {
     pub fn energy_wh(&self) -> Option<i64> {
         Some(self.stop.as_ref()?.meter_stop? - self.meter_start?)
     }
+
+    /// A station's StopTransaction: the first stop wins, so a retried one (or one for a transaction
+    /// stopped otherwise) changes nothing; another station's transaction is left alone.
+    pub fn stop(&mut self, station_id: &str, stop: &TransactionStop) -> Stopping {
+        if self.station_id != station_id {
+            return Stopping::OtherStation;
+        }
+        if self.stop.is_some() {
+            return Stopping::AlreadyStopped;
+        }
+        self.stop = Some(stop.clone());
+        Stopping::Stopped
+    }
+
+    /// Applies an OCPP 2.0.1 TransactionEvent with `apply`, unless an event with its `seq_no` was
+    /// applied before (a retry): then nothing changes and the answer is false. The first event seen
+    /// of a transaction is applied to the record it creates ([`crate::store::rules`]).
+    pub fn apply_event(&mut self, seq_no: u64, apply: impl FnOnce(&mut Transaction)) -> bool {
+        if self.events.iter().any(|e| e.seq_no == seq_no) {
+            return false;
+        }
+        apply(self);
+        true
+    }
+}
+
+/// What a StopTransaction did to a transaction record ([`Transaction::stop`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopping {
+    /// It was open and is now stopped.
+    Stopped,
+    /// It was stopped already: nothing changed.
+    AlreadyStopped,
+    /// It is another station's: nothing changed, and for the station that asked it does not exist.
+    OtherStation,
 }
 
 /// One applied OCPP 2.0.1 TransactionEvent.
@@ -582,4 +617,65 @@ pub struct CommandRecord {
 
 fn default_protocol() -> String {
     "ocpp1.6".to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_transaction() -> Transaction {
+        let start = NewTransaction {
+            account_id: "acct".into(),
+            station_id: "CP1".into(),
+            connector_id: 1,
+            id_tag: "TAG".into(),
+            id_tag_status: "Accepted".into(),
+            meter_start: 100,
+            start_timestamp: Utc::now(),
+            reservation_id: None,
+        };
+        Transaction::started(&start, 7, Utc::now())
+    }
+
+    fn stop_at(meter_stop: i64) -> TransactionStop {
+        TransactionStop {
+            meter_stop: Some(meter_stop),
+            timestamp: Utc::now(),
+            reason: None,
+            id_tag: None,
+            received_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn the_first_stop_wins_and_a_retried_or_foreign_stop_changes_nothing() {
+        let mut tx = open_transaction();
+        assert_eq!(tx.stop("CP2", &stop_at(500)), Stopping::OtherStation);
+        assert!(tx.stop.is_none(), "another station cannot stop it");
+        assert_eq!(tx.stop("CP1", &stop_at(500)), Stopping::Stopped);
+        let first = tx.clone();
+        assert_eq!(tx.stop("CP1", &stop_at(900)), Stopping::AlreadyStopped);
+        assert_eq!(tx, first, "the retry changed nothing");
+        assert_eq!(tx.energy_wh(), Some(400));
+    }
+
+    #[test]
+    fn an_event_with_a_seq_no_already_applied_changes_nothing() {
+        let record = |seq_no| TransactionEventRecord {
+            seq_no,
+            event_type: "Updated".into(),
+            trigger_reason: "MeterValuePeriodic".into(),
+            timestamp: Utc::now(),
+            offline: false,
+            energy_register_wh: Some(1000 * seq_no as i64),
+            received_at: Utc::now(),
+        };
+        let mut tx = open_transaction();
+        assert!(tx.apply_event(0, |t| t.events.push(record(0))));
+        assert!(tx.apply_event(1, |t| t.events.push(record(1))));
+        let before = tx.clone();
+        assert!(!tx.apply_event(1, |t| t.events.push(record(1))), "a repeat is not applied");
+        assert_eq!(tx, before);
+        assert_eq!(tx.events.len(), 2);
+    }
 }

@@ -11,7 +11,7 @@ use crate::limits::{self, Limits};
 use crate::login::{LogNotifier, LoginGuard, LoginNotifier};
 use crate::metrics as m;
 use crate::ocpp::v16::HandlerSettings;
-use crate::store::{ClusterStore, ClusterStoreSettings, RedisStore, SledStore, Store};
+use crate::store::{AccountStore, ClusterStore, ClusterStoreSettings, RedisStore, SledStore, StationStore};
 use crate::{tls, ws};
 use actix::prelude::*;
 use actix_web::body::EitherBody;
@@ -27,7 +27,10 @@ use tracing::Instrument;
 
 /// What every request handler shares.
 pub struct AppState {
-    pub store: Arc<dyn Store>,
+    /// What the station path writes through (the node's write-ahead log in cluster mode).
+    pub station_store: Arc<dyn StationStore>,
+    /// The API's records, durable when a call returns (Redis itself in cluster mode).
+    pub account_store: Arc<dyn AccountStore>,
     pub settings: Arc<Settings>,
     pub stations: Addr<StationRegistry>,
     pub accounts: Addr<AccountRegistry>,
@@ -58,7 +61,7 @@ pub struct Application {
     tls_port: Option<u16>,
     server: Server,
     stations: Addr<StationRegistry>,
-    store: Arc<dyn Store>,
+    station_store: Arc<dyn StationStore>,
     shutdown_timeout: Duration,
     shutting_down: Arc<AtomicBool>,
     cluster: Option<Arc<Cluster>>,
@@ -77,7 +80,8 @@ impl Application {
         let local = SledStore::open(dir, settings.storage.commit_policy())
             .with_context(|| format!("opening the store in {}", dir.display()))?;
         if !settings.cluster.enabled() {
-            return Self::build_with_store(settings, Arc::new(local), None, None).await;
+            let local = Arc::new(local);
+            return Self::build_with_store(settings, local.clone(), local, None, None).await;
         }
         if settings.server.node_id.is_empty() {
             anyhow::bail!("cluster mode (cluster.redis_url) needs server.node_id: a name unique to each node");
@@ -94,16 +98,18 @@ impl Application {
             settings.cluster.redis_timeout(),
         )
         .with_context(|| format!("configuring Redis at {}", redact(&settings.cluster.redis_url)))?;
-        let wal = ClusterStore::open(local, Arc::new(redis), ClusterStoreSettings::from(&settings.cluster))
+        let redis = Arc::new(redis);
+        let wal = ClusterStore::open(local, redis.clone(), ClusterStoreSettings::from(&settings.cluster))
             .context("opening the write-ahead log")?;
         tracing::info!(node = %node_id, redis = %redact(&settings.cluster.redis_url), pending = wal.pending(), "cluster mode");
-        Self::build_with_store(settings, Arc::new(wal.clone()), Some(cluster), Some(wal)).await
+        Self::build_with_store(settings, Arc::new(wal.clone()), redis, Some(cluster), Some(wal)).await
     }
 
-    /// Builds on a given store. Must run inside an actix system (the registries are actors).
+    /// Builds on given stores. Must run inside an actix system (the registries are actors).
     pub async fn build_with_store(
         settings: Settings,
-        store: Arc<dyn Store>,
+        station_store: Arc<dyn StationStore>,
+        account_store: Arc<dyn AccountStore>,
         cluster: Option<Arc<Cluster>>,
         wal: Option<ClusterStore>,
     ) -> anyhow::Result<Application> {
@@ -120,7 +126,7 @@ impl Application {
             None
         };
         let tls_port = tls.as_ref().map(|(l, _)| l.local_addr().map(|a| a.port())).transpose()?;
-        match store.queued_command_count().await {
+        match account_store.queued_command_count().await {
             Ok(queued) => metrics::gauge!(m::QUEUED_COMMANDS).set(queued as f64),
             // Cluster mode with Redis down: the gauge starts from what this node queues.
             Err(crate::store::StoreError::Unavailable(e)) => {
@@ -133,7 +139,7 @@ impl Application {
             None => StationRegistry::default().start(),
         };
         if let Some(cluster) = &cluster {
-            cluster.start(stations.clone(), store.clone());
+            cluster.start(stations.clone(), station_store.clone(), account_store.clone());
         }
         let accounts = AccountRegistry::new(Duration::from_secs(settings.accounts.idle_secs)).start();
         let handler_settings = Arc::new(HandlerSettings {
@@ -157,7 +163,8 @@ impl Application {
             limits,
             shutting_down: shutting_down.clone(),
             credentials: crate::auth::CredentialCache::default(),
-            store: store.clone(),
+            station_store: station_store.clone(),
+            account_store,
             settings: Arc::new(settings.clone()),
             stations: stations.clone(),
             accounts,
@@ -260,7 +267,7 @@ impl Application {
             tls_port,
             server: server.run(),
             stations,
-            store,
+            station_store,
             shutdown_timeout,
             shutting_down,
             cluster,
@@ -282,7 +289,7 @@ impl Application {
     /// it with close code 1012 (service restart), flushes the store, and stops the workers.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let handle = self.server.handle();
-        let (stations, store, timeout) = (self.stations.clone(), self.store.clone(), self.shutdown_timeout);
+        let (stations, store, timeout) = (self.stations.clone(), self.station_store.clone(), self.shutdown_timeout);
         let shutting_down = self.shutting_down.clone();
         let (cluster, wal) = (self.cluster.clone(), self.wal.clone());
         actix_rt::spawn(async move {
@@ -385,7 +392,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             "wal_pending": wal.pending(),
         }));
     }
-    match state.store.account("readiness-probe").await {
+    match state.account_store.account("readiness-probe").await {
         Ok(_) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
         Err(e) => HttpResponse::ServiceUnavailable()
             .json(serde_json::json!({"code": "store_unavailable", "message": e.to_string()})),
@@ -396,11 +403,11 @@ async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
     if state.wal.is_some() {
         // Cluster mode: the queue is the cluster's, shared in Redis; what this node added and sent
         // would not add up to it.
-        if let Ok(queued) = state.store.queued_command_count().await {
+        if let Ok(queued) = state.account_store.queued_command_count().await {
             metrics::gauge!(m::QUEUED_COMMANDS).set(queued as f64);
         }
     }
-    match state.store.oldest_queued_command().await {
+    match state.account_store.oldest_queued_command().await {
         Ok(oldest) => {
             let age = oldest.map(|t| (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0);
             metrics::gauge!(m::QUEUED_OLDEST_AGE).set(age.unwrap_or(0.0));

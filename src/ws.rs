@@ -156,11 +156,11 @@ pub async fn ocpp_endpoint(
     let l = &state.limits;
     // Probing for tenants and stations counts against the address too.
     let address = AddressKey::of(crate::api::client_ip(&req, state.settings.api.trust_forwarded_for));
-    let Some(account) = state.store.account_by_slug(&tenant).await.map_err(store_err)? else {
+    let Some(account) = state.station_store.account_by_slug(&tenant).await.map_err(store_err)? else {
         l.address_auth.fail(&address);
         return Ok(refuse(&state, &req, Refusal::UnknownTenant, &offered));
     };
-    let Some(station) = state.store.station(&account.id, &station_id).await.map_err(store_err)? else {
+    let Some(station) = state.station_store.station(&account.id, &station_id).await.map_err(store_err)? else {
         l.address_auth.fail(&address);
         return Ok(refuse(&state, &req, Refusal::UnknownStation, &offered));
     };
@@ -259,7 +259,7 @@ pub async fn ocpp_endpoint(
         key: StationKey { account_id: account.id, station_id },
         version,
         registration: station.registration,
-        store: state.store.clone(),
+        store: state.station_store.clone(),
         handler_settings: state.handler_settings.clone(),
         stations: state.stations.clone(),
         accounts: state.accounts.clone(),

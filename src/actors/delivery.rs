@@ -11,7 +11,7 @@ use super::StationKey;
 use crate::metrics as m;
 use crate::model::{CommandFailure, CommandRecord, CommandStatus};
 use crate::ocpp::Version;
-use crate::store::{Store, StoreResult};
+use crate::store::{StationStore, StoreResult};
 use actix::Addr;
 use chrono::Utc;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 /// Delivers the station's queued commands until none is left; returns how many were sent.
 pub async fn deliver(
-    store: Arc<dyn Store>,
+    store: Arc<dyn StationStore>,
     session: Addr<StationSession>,
     key: StationKey,
     version: Version,
@@ -101,7 +101,7 @@ pub async fn deliver(
     }
 }
 
-async fn save(store: &dyn Store, command: &CommandRecord) -> StoreResult<()> {
+async fn save(store: &dyn StationStore, command: &CommandRecord) -> StoreResult<()> {
     store.update_command(command).await?;
     store.flush().await
 }

@@ -26,7 +26,7 @@ use crate::ocpp::handler::{self, HandlerSettings, Notice, Reply, StationContext}
 use crate::ocpp::rpc::{Call, CallError, ErrorCode, Frame};
 use crate::ocpp::schema::{self, Direction};
 use crate::ocpp::Version;
-use crate::store::Store;
+use crate::store::StationStore;
 use actix::prelude::*;
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
 use serde_json::Value;
@@ -85,7 +85,7 @@ pub struct SessionSetup {
     pub key: StationKey,
     pub version: Version,
     pub registration: Registration,
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn StationStore>,
     pub handler_settings: Arc<HandlerSettings>,
     pub stations: Addr<StationRegistry>,
     pub accounts: Addr<AccountRegistry>,

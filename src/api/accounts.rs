@@ -157,8 +157,7 @@ pub async fn create(
         created_at: Utc::now(),
         known_locations: vec![location_prefix(ip)],
     };
-    state.store.create_account(&account).await?;
-    state.store.flush().await?;
+    state.account_store.create_account(&account).await?;
     tracing::info!(account = %account.id, slug = %account.slug, "account created");
     Ok(HttpResponse::Created().json(account_view(&account)))
 }
@@ -213,7 +212,7 @@ pub async fn update(
         None => None,
     };
     let changed = state
-        .store
+        .account_store
         .update_account(&account.id, &|a| {
             if let Some(name) = &name {
                 a.name = name.clone();
@@ -229,10 +228,9 @@ pub async fn update(
         .ok_or_else(|| ApiError::Unauthorized("unknown or expired token".into()))?;
     if password_hash.is_some() {
         // Whoever knew the old password may hold a token: only the session that changed it stays.
-        let revoked = state.store.delete_tokens_except(&account.id, Some(&token.id)).await?;
+        let revoked = state.account_store.delete_tokens_except(&account.id, Some(&token.id)).await?;
         tracing::info!(account = %account.id, revoked, "password changed; other tokens revoked");
     }
-    state.store.flush().await?;
     Ok(HttpResponse::Ok().json(account_view(&changed)))
 }
 
@@ -248,8 +246,8 @@ pub async fn erase(
     reauthenticate(&state, &req, &account, Some(body.into_inner().password)).await?;
     // The account record goes first, so its tokens, its password and its stations' credentials stop
     // working at once; then its sessions are closed.
-    let mut report = state.store.erase_account(&account.id).await?;
-    state.store.flush().await?;
+    let mut report =
+        crate::store::erase_account(state.station_store.as_ref(), state.account_store.as_ref(), &account.id).await?;
     let sessions = state.stations.send(CloseAccount { account_id: account.id.clone() }).await?;
     if let Some(cluster) = &state.cluster {
         // The other nodes close the account's sessions and sweep what they still hold of it.
@@ -262,8 +260,8 @@ pub async fn erase(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // A session may have written while it finished its last message: sweep again once they are gone.
-    let late = state.store.erase_account(&account.id).await?;
-    state.store.flush().await?;
+    let late =
+        crate::store::erase_account(state.station_store.as_ref(), state.account_store.as_ref(), &account.id).await?;
     report.stations += late.stations;
     report.id_tags += late.id_tags;
     report.transactions += late.transactions;

@@ -50,7 +50,7 @@ pub async fn send(
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let (station_id, action) = path.into_inner();
-    let Some(station) = state.store.station(&account.id, &station_id).await? else {
+    let Some(station) = state.account_store.station(&account.id, &station_id).await? else {
         return Err(ApiError::NotFound(format!("no station {station_id}")));
     };
     let key = StationKey { account_id: account.id.clone(), station_id: station_id.clone() };
@@ -188,8 +188,7 @@ async fn enqueue(
         response: None,
         error: None,
     };
-    state.store.enqueue_command(&command).await?;
-    state.store.flush().await?;
+    state.account_store.enqueue_command(&command).await?;
     metrics::gauge!(crate::metrics::QUEUED_COMMANDS).increment(1.0);
     tracing::info!(station = %key, command = %command.id, action = %command.action, "command queued for an offline station");
     // The station may have connected since it was looked up: its session then delivers it now.
@@ -219,7 +218,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let (station_id, command_id) = path.into_inner();
     let command = state
-        .store
+        .account_store
         .command(&account.id, &station_id, &command_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no command {command_id} for station {station_id}")))?;

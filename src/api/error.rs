@@ -187,8 +187,8 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(field) => ApiError::Conflict(format!("{field} is already taken")),
-            StoreError::Backend(detail) => ApiError::Internal(detail),
-            StoreError::Unavailable(detail) => ApiError::Unavailable(detail),
+            StoreError::Backend(cause) => ApiError::Internal(cause.to_string()),
+            StoreError::Unavailable(cause) => ApiError::Unavailable(cause.to_string()),
         }
     }
 }

@@ -38,8 +38,7 @@ pub async fn put(
         parent_id_tag: body.parent_id_tag,
         updated_at: Utc::now(),
     };
-    let created = state.store.put_id_tag(&account.id, &tag).await?;
-    state.store.flush().await?;
+    let created = state.account_store.put_id_tag(&account.id, &tag).await?;
     Ok(if created { HttpResponse::Created() } else { HttpResponse::Ok() }.json(tag))
 }
 
@@ -48,13 +47,13 @@ pub async fn get(
     Tenant(account): Tenant,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let tag = state.store.id_tag(&account.id, &path).await?;
+    let tag = state.account_store.id_tag(&account.id, &path).await?;
     let tag = tag.ok_or_else(|| ApiError::NotFound(format!("no id tag {}", path.as_str())))?;
     Ok(HttpResponse::Ok().json(tag))
 }
 
 pub async fn list(state: web::Data<AppState>, Tenant(account): Tenant) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.store.id_tags(&account.id).await?))
+    Ok(HttpResponse::Ok().json(state.account_store.id_tags(&account.id).await?))
 }
 
 pub async fn delete(
@@ -62,9 +61,8 @@ pub async fn delete(
     Tenant(account): Tenant,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    if !state.store.delete_id_tag(&account.id, &path).await? {
+    if !state.account_store.delete_id_tag(&account.id, &path).await? {
         return Err(ApiError::NotFound(format!("no id tag {}", path.as_str())));
     }
-    state.store.flush().await?;
     Ok(HttpResponse::NoContent().finish())
 }

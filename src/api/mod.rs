@@ -111,20 +111,20 @@ impl FromRequest for SignedIn {
             let hash = auth::token_hash(&token);
             let now = chrono::Utc::now();
             let mut record = state
-                .store
+                .account_store
                 .token(&hash)
                 .await?
                 .filter(|t| t.expires_at > now && !t.id.is_empty())
                 .ok_or_else(|| ApiError::Unauthorized("unknown or expired token".into()))?;
             let account = state
-                .store
+                .account_store
                 .account(&record.account_id)
                 .await?
                 .ok_or_else(|| ApiError::Unauthorized("unknown or expired token".into()))?;
             if record.last_used_at.is_none_or(|t| (now - t).num_seconds() >= LAST_USED_RESOLUTION_SECS) {
                 record.last_used_at = Some(now);
-                // Not flushed: losing a last-use time in a crash costs nothing.
-                state.store.put_token(&hash, &record).await?;
+                // At most once a resolution period per token, so its flush is rare.
+                state.account_store.put_token(&hash, &record).await?;
             }
             Ok(SignedIn { account, token: record })
         })

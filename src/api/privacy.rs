@@ -29,7 +29,7 @@ fn meter_view(r: &MeterRecord) -> Value {
 /// station password hashes, and the token secrets (only their hashes are stored).
 pub async fn export(state: web::Data<AppState>, signed_in: SignedIn) -> Result<HttpResponse, ApiError> {
     let account = &signed_in.account;
-    let store = &state.store;
+    let store = &state.account_store;
     let id = account.id.as_str();
     let stations = store.stations(id).await?;
     let meter_values = store.account_meter_values(id).await?;
@@ -113,7 +113,7 @@ pub struct ConsentChange {
 }
 
 pub async fn consents(state: web::Data<AppState>, Tenant(account): Tenant) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.store.consents(&account.id).await?))
+    Ok(HttpResponse::Ok().json(state.account_store.consents(&account.id).await?))
 }
 
 pub async fn put_consents(
@@ -122,7 +122,7 @@ pub async fn put_consents(
     body: web::Json<ConsentChange>,
 ) -> Result<HttpResponse, ApiError> {
     let change = body.into_inner();
-    let mut consents: Consents = state.store.consents(&account.id).await?;
+    let mut consents: Consents = state.account_store.consents(&account.id).await?;
     let now = Utc::now();
     // The time of a choice is when it changed: setting a choice to what it already is keeps its time.
     let set = |consent: &mut Consent, granted: Option<bool>| {
@@ -134,7 +134,6 @@ pub async fn put_consents(
     set(&mut consents.personalized_offers, change.personalized_offers);
     set(&mut consents.marketing_emails, change.marketing_emails);
     set(&mut consents.non_essential_cookies, change.non_essential_cookies);
-    state.store.put_consents(&account.id, &consents).await?;
-    state.store.flush().await?;
+    state.account_store.put_consents(&account.id, &consents).await?;
     Ok(HttpResponse::Ok().json(consents))
 }

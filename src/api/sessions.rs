@@ -37,7 +37,7 @@ async fn unknown_account_hash() -> Result<String, ApiError> {
 /// Keeps a sign-in attempt in the account's history.
 async fn record(state: &AppState, account_id: &str, ip: IpAddr, outcome: LoginOutcome) -> Result<(), ApiError> {
     let event = LoginEvent { at: Utc::now(), ip: ip.to_string(), outcome };
-    state.store.add_login_event(account_id, &event, state.settings.login.history_limit).await?;
+    state.account_store.add_login_event(account_id, &event, state.settings.login.history_limit).await?;
     Ok(())
 }
 
@@ -53,8 +53,7 @@ async fn issue(state: &AppState, account: &Account) -> Result<HttpResponse, ApiE
         expires_at: now + ttl,
         last_used_at: None,
     };
-    state.store.put_token(&auth::token_hash(&token), &record).await?;
-    state.store.flush().await?;
+    state.account_store.put_token(&auth::token_hash(&token), &record).await?;
     Ok(HttpResponse::Ok().json(json!({
         "token": token,
         "token_id": record.id,
@@ -72,7 +71,7 @@ pub async fn login(
     let ip = client_ip(&req, state.settings.api.trust_forwarded_for);
     let refused = || ApiError::Unauthorized("invalid email or password".into());
     let account = match normalize_email(&body.email) {
-        Ok(email) => state.store.account_by_email(&email).await?,
+        Ok(email) => state.account_store.account_by_email(&email).await?,
         Err(_) => None,
     };
     if let Some(retry_after) = state.login.blocked(account.as_ref().map(|a| a.id.as_str()), ip) {
@@ -104,7 +103,7 @@ pub async fn login(
     if account.known_locations.is_empty() {
         // An account from before locations were kept: its first sign-in sets the first one.
         account = state
-            .store
+            .account_store
             .update_account(&account.id, &|a| a.known_locations.push(prefix.clone()))
             .await?
             .ok_or_else(refused)?;
@@ -112,7 +111,6 @@ pub async fn login(
         let challenge = state.login.challenge(&account.id, ip);
         state.notifier.new_location(&account, &challenge);
         record(&state, &account.id, ip, LoginOutcome::NewLocation).await?;
-        state.store.flush().await?;
         return Err(ApiError::NewLocation { challenge_id: challenge.challenge_id, expires_at: challenge.expires_at });
     }
     record(&state, &account.id, ip, LoginOutcome::Success).await?;
@@ -139,13 +137,12 @@ pub async fn confirm(
         Err(ConfirmError::Refused { account_id }) => {
             state.login.record_failure(Some(&account_id), ip);
             record(&state, &account_id, ip, LoginOutcome::BadCode).await?;
-            state.store.flush().await?;
             return Err(refused());
         }
     };
     let prefix = confirmed.prefix.clone();
     let account = state
-        .store
+        .account_store
         .update_account(&confirmed.account_id, &|a| {
             if !a.known_locations.contains(&prefix) {
                 a.known_locations.push(prefix.clone());
@@ -161,15 +158,14 @@ pub async fn confirm(
 
 /// Signs out: revokes the token the request came with.
 pub async fn logout(state: web::Data<AppState>, signed_in: SignedIn) -> Result<HttpResponse, ApiError> {
-    state.store.delete_token(&signed_in.account.id, &signed_in.token.id).await?;
-    state.store.flush().await?;
+    state.account_store.delete_token(&signed_in.account.id, &signed_in.token.id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 /// The account's live tokens, without their secrets (only hashes are kept anyway).
 pub async fn tokens(state: web::Data<AppState>, signed_in: SignedIn) -> Result<HttpResponse, ApiError> {
     let now = Utc::now();
-    let tokens = state.store.tokens(&signed_in.account.id).await?;
+    let tokens = state.account_store.tokens(&signed_in.account.id).await?;
     let views: Vec<_> = tokens
         .iter()
         .filter(|t| t.expires_at > now && !t.id.is_empty())
@@ -191,10 +187,9 @@ pub async fn revoke(
     signed_in: SignedIn,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    if !state.store.delete_token(&signed_in.account.id, &path).await? {
+    if !state.account_store.delete_token(&signed_in.account.id, &path).await? {
         return Err(ApiError::NotFound(format!("no token {}", path.as_str())));
     }
-    state.store.flush().await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

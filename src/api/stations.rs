@@ -138,7 +138,7 @@ async fn live_view(state: &AppState, account_id: &str) -> HashMap<String, LiveSt
 }
 
 async fn find(state: &AppState, account: &Account, id: &str) -> Result<Station, ApiError> {
-    state.store.station(&account.id, id).await?.ok_or_else(|| ApiError::NotFound(format!("no station {id}")))
+    state.account_store.station(&account.id, id).await?.ok_or_else(|| ApiError::NotFound(format!("no station {id}")))
 }
 
 pub async fn create(
@@ -167,8 +167,7 @@ pub async fn create(
     check_station_quota(&state, &account, 1).await?;
     let password_hash = hash_station_password(&state, password.clone()).await?;
     let station = Station::new(&account.id, &body.id, password_hash, registration, security_profile);
-    state.store.create_station(&station).await?;
-    state.store.flush().await?;
+    state.account_store.create_station(&station).await?;
     tracing::info!(account = %account.id, station = %station.id, "station provisioned");
     Ok(HttpResponse::Created().json(json!({
         "id": station.id,
@@ -185,7 +184,7 @@ pub async fn list(
     req: HttpRequest,
     Tenant(account): Tenant,
 ) -> Result<HttpResponse, ApiError> {
-    let stations = state.store.stations(&account.id).await?;
+    let stations = state.account_store.stations(&account.id).await?;
     let ids: Vec<String> = stations.iter().map(|s| s.id.clone()).collect();
     let conns = Connections::of(&state, &account.id, &ids).await;
     let views: Vec<Value> = stations.iter().map(|s| view(&state, &req, &account, s, &conns)).collect();
@@ -219,7 +218,7 @@ pub async fn update(
     }
     let before = find(&state, &account, &path).await?;
     let station = state
-        .store
+        .account_store
         .update_station(&account.id, &path, &|s| {
             if let Some(r) = registration {
                 s.registration = r;
@@ -230,7 +229,6 @@ pub async fn update(
         })
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no station {}", path.as_str())))?;
-    state.store.flush().await?;
     // A blocked station loses its session; so does one whose profile changed, since its connection
     // was authenticated under the old profile's rules.
     if registration == Some(Registration::Blocked) || station.security_profile != before.security_profile {
@@ -263,7 +261,7 @@ async fn close_everywhere(state: &AppState, key: StationKey) -> Result<(), ApiEr
 /// edge may both pass.
 async fn check_station_quota(state: &AppState, account: &Account, adding: usize) -> Result<(), ApiError> {
     let limit = state.limits.settings.stations_per_tenant;
-    let have = state.store.station_count(&account.id).await?;
+    let have = state.account_store.station_count(&account.id).await?;
     if have + adding > limit {
         limits::hit(Limit::StationsPerTenant);
         return Err(ApiError::QuotaExceeded {
@@ -313,7 +311,7 @@ pub async fn create_bulk(
     // Stations that exist already are not new: count only those the request would add.
     let mut adding = 0;
     for item in &items {
-        if state.store.station(&account.id, &item.id).await?.is_none() {
+        if state.account_store.station(&account.id, &item.id).await?.is_none() {
             adding += 1;
         }
     }
@@ -339,7 +337,7 @@ pub async fn create_bulk(
         let registration = item.registration.unwrap_or(default_registration);
         let profile = item.security_profile.unwrap_or_default();
         let station = Station::new(&account.id, &item.id, password_hash, registration, profile);
-        match state.store.create_station(&station).await {
+        match state.account_store.create_station(&station).await {
             Ok(()) => {
                 created += 1;
                 if item.password.is_none() {
@@ -350,7 +348,6 @@ pub async fn create_bulk(
             Err(e) => return Err(e.into()),
         }
     }
-    state.store.flush().await?;
     tracing::info!(account = %account.id, created, existing, "stations provisioned in bulk");
     Ok(HttpResponse::Ok().json(json!({"created": created, "existing": existing, "generated": generated})))
 }
@@ -360,10 +357,9 @@ pub async fn delete(
     Tenant(account): Tenant,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    if !state.store.delete_station(&account.id, &path).await? {
+    if !state.account_store.delete_station(&account.id, &path).await? {
         return Err(ApiError::NotFound(format!("no station {}", path.as_str())));
     }
-    state.store.flush().await?;
     state.credentials.forget(&format!("{}/{}", account.id, path.as_str()));
     let key = StationKey { account_id: account.id.clone(), station_id: path.into_inner() };
     close_everywhere(&state, key).await?;
@@ -377,6 +373,6 @@ pub async fn variables(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let station = find(&state, &account, &path).await?;
-    let variables = state.store.variables(&account.id, &station.id).await?;
+    let variables = state.account_store.variables(&account.id, &station.id).await?;
     Ok(HttpResponse::Ok().json(variables))
 }

@@ -40,7 +40,7 @@ pub async fn list(
     Tenant(account): Tenant,
     q: web::Query<Filter>,
 ) -> Result<HttpResponse, ApiError> {
-    let txs = state.store.transactions(&account.id, q.station.as_deref()).await?;
+    let txs = state.account_store.transactions(&account.id, q.station.as_deref()).await?;
     Ok(HttpResponse::Ok().json(txs.iter().map(view).collect::<Vec<_>>()))
 }
 
@@ -50,9 +50,9 @@ pub async fn get(
     path: web::Path<i32>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    let tx = state.store.transaction(&account.id, id).await?;
+    let tx = state.account_store.transaction(&account.id, id).await?;
     let tx = tx.ok_or_else(|| ApiError::NotFound(format!("no transaction {id}")))?;
-    let meter_values = state.store.transaction_meter_values(&account.id, &tx.station_id, tx.id).await?;
+    let meter_values = state.account_store.transaction_meter_values(&account.id, &tx.station_id, tx.id).await?;
     let mut body = view(&tx);
     body["events"] = json!(tx
         .events

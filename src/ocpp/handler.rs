@@ -8,7 +8,7 @@ use super::{v16, v201, Version};
 use crate::limits::quota::WindowQuota;
 use crate::limits::{self, Limit};
 use crate::model::{Registration, StationChange, StationEvent};
-use crate::store::{Store, StoreError};
+use crate::store::{StationStore, StoreError};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 use std::time::Duration;
@@ -26,7 +26,7 @@ pub struct HandlerSettings {
 pub struct StationContext<'a> {
     /// The OCPP version of the session.
     pub version: Version,
-    pub store: &'a dyn Store,
+    pub store: &'a dyn StationStore,
     pub account_id: &'a str,
     pub station_id: &'a str,
     /// The station's registration as the session knows it.

@@ -6,6 +6,7 @@
 //! a flush share the next one. With `per_message`, every request gets a flush of its own (the
 //! behaviour group commit replaces, kept for comparison benchmarks).
 
+use super::{Cause, StoreError, StoreResult};
 use crate::metrics as m;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -27,7 +28,10 @@ impl Default for CommitPolicy {
     }
 }
 
-type Waiter = (Instant, oneshot::Sender<Result<(), String>>);
+/// A flush's outcome, shared by every writer it served.
+type Flushed = Result<(), Arc<sled::Error>>;
+
+type Waiter = (Instant, oneshot::Sender<Flushed>);
 
 /// Handle to the committer thread; the thread ends when the last handle is dropped.
 #[derive(Clone)]
@@ -52,10 +56,11 @@ impl GroupCommit {
     }
 
     /// Resolves once every write made before the call is on disk.
-    pub async fn durable(&self) -> Result<(), String> {
+    pub async fn durable(&self) -> StoreResult<()> {
+        let stopped = || StoreError::backend("group committer stopped");
         let (tx, rx) = oneshot::channel();
-        self.requests.send((Instant::now(), tx)).map_err(|_| "group committer stopped".to_string())?;
-        rx.await.map_err(|_| "group committer stopped".to_string())?
+        self.requests.send((Instant::now(), tx)).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?.map_err(|e| StoreError::Backend(Cause::from_source("flush", e)))
     }
 }
 
@@ -77,7 +82,7 @@ fn run(db: sled::Db, policy: CommitPolicy, rx: mpsc::Receiver<Waiter>, flushes: 
             batch.extend(rx.try_iter());
         }
         let started = Instant::now();
-        let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
+        let result: Flushed = db.flush().map(|_| ()).map_err(Arc::new);
         let done = Instant::now();
         flushes.fetch_add(1, Ordering::Release);
         metrics::histogram!(m::STORE_FLUSH_DURATION).record((done - started).as_secs_f64());

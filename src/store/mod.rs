@@ -1,15 +1,31 @@
-//! The system of record behind a trait, so the embedded sled store and (in cluster mode) a shared
-//! store serve the same contract.
+//! The system of record, behind one trait per caller:
+//!
+//! - [`StationStore`]: what a connected station's messages change and read (the OCPP handlers, the
+//!   session, queued-command delivery). Writes are applied when a call returns and made durable by
+//!   [`StationStore::flush`], which a station's message is acknowledged after: one group commit
+//!   serves many messages. In cluster mode this is the node's write-ahead log ([`ClusterStore`]).
+//! - [`AccountStore`]: the API's records (accounts, tokens, consents, sign-ins, stations, id tags,
+//!   command records, erasure, the reads of transactions, meter values and events). Every write is
+//!   durable when it returns. In cluster mode this is [`RedisStore`] itself.
+//! - [`StationLookup`]: the reads both need (a station, an id tag); a cluster node's station store
+//!   answers them from its cache while Redis is down, the account store always from Redis.
+//! - [`SharedStore`]: a store of record a cluster node's log drains into (both traits, plus putting
+//!   a finished transaction record and reserving ids).
+//!
+//! On one node [`SledStore`] is all of them. The rules of a transaction ("first stop wins", "a
+//! seqNo seen changes nothing") are methods of [`Transaction`]; each backend gives one
+//! compare-and-set of a transaction record, over which [`rules`] runs them.
 
-mod cluster_store;
+mod cluster;
 mod group_commit;
-mod redis_store;
-mod sled_store;
+mod redis;
+pub(crate) mod rules;
+mod sled;
 
-pub use cluster_store::{ClusterStore, ClusterStoreSettings};
+pub use self::redis::RedisStore;
+pub use self::sled::SledStore;
+pub use cluster::{ClusterStore, ClusterStoreSettings};
 pub use group_commit::{CommitPolicy, GroupCommit};
-pub use redis_store::RedisStore;
-pub use sled_store::SledStore;
 
 use crate::model::{
     Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, NewTransaction,
@@ -18,22 +34,100 @@ use crate::model::{
 use async_trait::async_trait;
 use serde::Serialize;
 
+/// The error a store failure came from (a sled, Redis, JSON or I/O error, or a message).
+pub type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What failed below the store: what was being done, and the error it came from.
+#[derive(Debug)]
+pub struct Cause {
+    what: String,
+    source: Option<Source>,
+}
+
+impl Cause {
+    /// A failure described by a message alone (stored data that makes no sense, say).
+    pub fn new(what: impl Into<String>) -> Self {
+        Self { what: what.into(), source: None }
+    }
+
+    /// A failure of `what`, caused by `source`.
+    pub fn from_source(what: impl Into<String>, source: impl Into<Source>) -> Self {
+        Self { what: what.into(), source: Some(source.into()) }
+    }
+}
+
+impl std::fmt::Display for Cause {
+    /// The message and, after it, the source's: logs written with `%e` keep the detail (the source
+    /// is also [`std::error::Error::source`], for callers that look at its type).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            Some(source) if self.what.is_empty() => write!(f, "{source}"),
+            Some(source) => write!(f, "{}: {source}", self.what),
+            None => f.write_str(&self.what),
+        }
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(what: &str) -> Self {
+        Cause::new(what)
+    }
+}
+
+impl From<String> for Cause {
+    fn from(what: String) -> Self {
+        Cause::new(what)
+    }
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A unique field is taken; the string names the field.
     #[error("{0} is already taken")]
     Conflict(&'static str),
-    /// The backend failed; the message is for logs.
+    /// The backend answered with a failure, or what it holds is corrupt; retrying will not help.
     #[error("storage backend error: {0}")]
-    Backend(String),
-    /// The backend cannot be reached now (in cluster mode: Redis is down); retrying later may work.
+    Backend(#[source] Cause),
+    /// The backend cannot be reached now (Redis: connection refused, timed out, I/O failed; a cluster
+    /// node: what it does not hold itself while Redis is down); retrying later may work.
     #[error("storage unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
+}
+
+impl StoreError {
+    /// [`StoreError::Backend`] with a message.
+    pub fn backend(what: impl Into<String>) -> Self {
+        StoreError::Backend(Cause::new(what))
+    }
+
+    /// [`StoreError::Unavailable`] with a message.
+    pub fn unavailable(what: impl Into<String>) -> Self {
+        StoreError::Unavailable(Cause::new(what))
+    }
+}
+
+impl From<::sled::Error> for StoreError {
+    /// sled is this node's own disk: its failures are answers, not unreachability.
+    fn from(e: ::sled::Error) -> Self {
+        StoreError::Backend(Cause::from_source("sled", e))
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    /// A record that does not encode or decode: stored data is corrupt.
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Backend(Cause::from_source("record encoding", e))
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
-
 /// The outcome of a StopTransaction.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StopOutcome {
@@ -84,23 +178,96 @@ pub struct ErasureReport {
     pub device_variables: usize,
 }
 
-/// The system of record. Writes are applied when the call returns; [`Store::flush`] makes every write
-/// before it durable, and a station's message is acknowledged only after that.
+/// The reads both callers make: the station path (in cluster mode through the node's cache, so a
+/// station is served while Redis is down) and the API (always the store of record).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait StationLookup: Send + Sync + 'static {
+    async fn station(&self, account_id: &str, station_id: &str) -> StoreResult<Option<Station>>;
+    async fn id_tag(&self, account_id: &str, id_tag: &str) -> StoreResult<Option<IdTag>>;
+}
+
+/// What a connected station's messages change and read. Writes are applied when the call returns;
+/// [`StationStore::flush`] makes every write before it durable, and a station's message is
+/// acknowledged only after that (many messages share one flush).
+#[async_trait]
+pub trait StationStore: StationLookup {
+    /// The tenant a station connects under (its URL's slug).
+    async fn account_by_slug(&self, slug: &str) -> StoreResult<Option<Account>>;
+
+    /// Applies a change the station's own messages made; returns the new record, `None` when there
+    /// is no such station. The change is data, so a cluster node can keep it in its write-ahead log
+    /// while the shared store is unreachable.
+    async fn change_station(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        change: &StationChange,
+    ) -> StoreResult<Option<Station>>;
+
+    /// Records a started transaction with a new unique id. A retry of the same start (same station,
+    /// connector, meterStart and timestamp) returns the transaction recorded the first time, with `false`.
+    async fn start_transaction(&self, tx: &NewTransaction) -> StoreResult<(Transaction, bool)>;
+    /// Stops the station's transaction: the first stop wins, a retried one changes nothing
+    /// ([`Transaction::stop`]).
+    async fn stop_transaction(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        transaction_id: i32,
+        stop: &TransactionStop,
+    ) -> StoreResult<StopOutcome>;
+    /// Applies an OCPP 2.0.1 TransactionEvent to the transaction the station calls
+    /// `station_transaction_id`, creating it (with an id from the same sequence as 1.6 transactions)
+    /// if this is the first event seen of it. An event whose `seq_no` is among those already applied
+    /// changes nothing ([`Transaction::apply_event`]).
+    async fn apply_transaction_event(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        station_transaction_id: &str,
+        seq_no: u64,
+        create: NewTransactionFn<'_>,
+        apply: TransactionUpdate<'_>,
+    ) -> StoreResult<EventOutcome>;
+
+    /// Keeps meter readings. A reading is identified by its station, connector, transaction, timestamp
+    /// and values, so a retried MeterValues stores nothing twice.
+    async fn add_meter_values(&self, account_id: &str, records: &[MeterRecord]) -> StoreResult<()>;
+    async fn add_event(&self, account_id: &str, event: &StationEvent) -> StoreResult<()>;
+    /// Stores device-model variables of a station, replacing those with the same key.
+    async fn put_variables(&self, account_id: &str, station_id: &str, variables: &[DeviceVariable]) -> StoreResult<()>;
+
+    /// The station's commands still `Queued`, in the order they were queued.
+    async fn queued_commands(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<CommandRecord>>;
+    /// Replaces a command's record; once it is no longer `Queued` it leaves its station's queue.
+    async fn update_command(&self, command: &CommandRecord) -> StoreResult<()>;
+
+    /// Drops what this store holds of an account beyond the account store's reach, before and after
+    /// [`AccountStore::erase_account`] (see [`erase_account`]): nothing on one node, where both are
+    /// one store; a cluster node's log entries, caches and replica of it.
+    async fn forget_account(&self, account_id: &str) -> StoreResult<()>;
+
+    /// Makes every write that returned before this call durable.
+    async fn flush(&self) -> StoreResult<()>;
+}
+
+/// The API's records. Every write is durable when it returns (on sled through the group commit, so
+/// concurrent writers share a flush).
+#[async_trait]
+pub trait AccountStore: StationLookup {
     async fn create_account(&self, account: &Account) -> StoreResult<()>;
     async fn account(&self, id: &str) -> StoreResult<Option<Account>>;
     async fn account_by_email(&self, email: &str) -> StoreResult<Option<Account>>;
-    async fn account_by_slug(&self, slug: &str) -> StoreResult<Option<Account>>;
 
     /// Applies `update` to the account and returns the new record; `None` when there is no such account.
     /// A changed email or slug moves its index entry; one already taken is a `Conflict`.
     async fn update_account(&self, id: &str, update: AccountUpdate<'_>) -> StoreResult<Option<Account>>;
     /// Removes the account and everything held about it: its email and slug index entries, tokens,
     /// stations, id tags, transactions, meter values, events, commands, consents and login history.
-    /// The slug stays reserved, linked to nothing: [`Store::create_account`] refuses it (station
-    /// certificates naming it may still be valid). An erasure interrupted by a crash is finished when
-    /// the store is next opened.
+    /// The slug stays reserved, linked to nothing: [`AccountStore::create_account`] refuses it
+    /// (station certificates naming it may still be valid). An erasure interrupted by a crash is
+    /// finished when the store is next opened. Callers erase through [`erase_account`], which also
+    /// sweeps the station store.
     async fn erase_account(&self, account_id: &str) -> StoreResult<ErasureReport>;
 
     /// Stores a token under the hash of its secret.
@@ -123,7 +290,6 @@ pub trait Store: Send + Sync + 'static {
     async fn login_events(&self, account_id: &str) -> StoreResult<Vec<LoginEvent>>;
 
     async fn create_station(&self, station: &Station) -> StoreResult<()>;
-    async fn station(&self, account_id: &str, station_id: &str) -> StoreResult<Option<Station>>;
     async fn stations(&self, account_id: &str) -> StoreResult<Vec<Station>>;
     /// How many stations the account has (its quota is checked against this).
     async fn station_count(&self, account_id: &str) -> StoreResult<usize> {
@@ -136,50 +302,49 @@ pub trait Store: Send + Sync + 'static {
         station_id: &str,
         update: StationUpdate<'_>,
     ) -> StoreResult<Option<Station>>;
-    /// Applies a change the station's own messages made; returns the new record, `None` when there is
-    /// no such station. Unlike [`Store::update_station`] the change is data, so a cluster node can
-    /// keep it in its write-ahead log while the shared store is unreachable.
-    async fn change_station(
-        &self,
-        account_id: &str,
-        station_id: &str,
-        change: &StationChange,
-    ) -> StoreResult<Option<Station>> {
-        self.update_station(account_id, station_id, &|s| change.apply(s)).await
-    }
     /// Removes the station; false when there was none.
     async fn delete_station(&self, account_id: &str, station_id: &str) -> StoreResult<bool>;
 
     /// Creates or replaces an id tag; true when it was created.
     async fn put_id_tag(&self, account_id: &str, tag: &IdTag) -> StoreResult<bool>;
-    async fn id_tag(&self, account_id: &str, id_tag: &str) -> StoreResult<Option<IdTag>>;
     async fn id_tags(&self, account_id: &str) -> StoreResult<Vec<IdTag>>;
     async fn delete_id_tag(&self, account_id: &str, id_tag: &str) -> StoreResult<bool>;
 
-    /// Records a started transaction with a new unique id. A retry of the same start (same station,
-    /// connector, meterStart and timestamp) returns the transaction recorded the first time, with `false`.
-    async fn start_transaction(&self, tx: &NewTransaction) -> StoreResult<(Transaction, bool)>;
-    async fn stop_transaction(
+    async fn transaction(&self, account_id: &str, transaction_id: i32) -> StoreResult<Option<Transaction>>;
+    /// The account's transactions, newest first, optionally for one station.
+    async fn transactions(&self, account_id: &str, station_id: Option<&str>) -> StoreResult<Vec<Transaction>>;
+    /// Meter readings of one transaction, by timestamp.
+    async fn transaction_meter_values(
         &self,
         account_id: &str,
         station_id: &str,
         transaction_id: i32,
-        stop: &TransactionStop,
-    ) -> StoreResult<StopOutcome>;
-    /// Applies an OCPP 2.0.1 TransactionEvent to the transaction the station calls
-    /// `station_transaction_id`, creating it (with an id from the same sequence as 1.6 transactions)
-    /// if this is the first event seen of it. An event whose `seq_no` is among those already applied
-    /// changes nothing.
-    async fn apply_transaction_event(
-        &self,
-        account_id: &str,
-        station_id: &str,
-        station_transaction_id: &str,
-        seq_no: u64,
-        create: NewTransactionFn<'_>,
-        apply: TransactionUpdate<'_>,
-    ) -> StoreResult<EventOutcome>;
-    async fn transaction(&self, account_id: &str, transaction_id: i32) -> StoreResult<Option<Transaction>>;
+    ) -> StoreResult<Vec<MeterRecord>>;
+    /// Every meter reading of the account, with or without a transaction.
+    async fn account_meter_values(&self, account_id: &str) -> StoreResult<Vec<MeterRecord>>;
+    async fn events(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<StationEvent>>;
+    /// Every event of every station of the account.
+    async fn account_events(&self, account_id: &str) -> StoreResult<Vec<StationEvent>>;
+    /// A station's device model, ordered by component, then variable.
+    async fn variables(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<DeviceVariable>>;
+
+    /// Appends a command to its station's queue.
+    async fn enqueue_command(&self, command: &CommandRecord) -> StoreResult<()>;
+    async fn command(&self, account_id: &str, station_id: &str, command_id: &str)
+        -> StoreResult<Option<CommandRecord>>;
+    /// Every command record of the account, whatever its status.
+    async fn account_commands(&self, account_id: &str) -> StoreResult<Vec<CommandRecord>>;
+    /// Every queued command of every station, how many (for the queue gauge).
+    async fn queued_command_count(&self) -> StoreResult<usize>;
+    /// When the oldest command still queued was queued.
+    async fn oldest_queued_command(&self) -> StoreResult<Option<chrono::DateTime<chrono::Utc>>>;
+}
+
+/// A store of record a cluster node's write-ahead log drains into: both callers' traits, and what
+/// the log needs besides. Writes are applied when the call returns; [`StationStore::flush`] makes
+/// them durable.
+#[async_trait]
+pub trait SharedStore: StationStore + AccountStore {
     /// The 1.6 transaction with this start (see [`Transaction::start_identity`]), if one was recorded.
     async fn transaction_by_start(&self, start: &StartIdentity) -> StoreResult<Option<Transaction>>;
     /// The 2.0.1 transaction the station calls `station_transaction_id`, if one was recorded.
@@ -197,48 +362,24 @@ pub trait Store: Send + Sync + 'static {
     /// Takes `count` ids from the sequence transaction ids come from, for a cluster node to hand out
     /// on its own (while the shared store is unreachable, too). No other caller gets them.
     async fn reserve_transaction_ids(&self, count: u32) -> StoreResult<std::ops::Range<i32>>;
-    /// The account's transactions, newest first, optionally for one station.
-    async fn transactions(&self, account_id: &str, station_id: Option<&str>) -> StoreResult<Vec<Transaction>>;
+}
 
-    /// Keeps meter readings. A reading is identified by its station, connector, transaction, timestamp
-    /// and values, so a retried MeterValues stores nothing twice.
-    async fn add_meter_values(&self, account_id: &str, records: &[MeterRecord]) -> StoreResult<()>;
-    /// Meter readings of one transaction, by timestamp.
-    async fn transaction_meter_values(
-        &self,
-        account_id: &str,
-        station_id: &str,
-        transaction_id: i32,
-    ) -> StoreResult<Vec<MeterRecord>>;
+/// Erases an account (see [`AccountStore::erase_account`]): what the station store holds of it
+/// first, so no write-ahead drain brings erased records back, then the account store, then the
+/// station store again (a station still connected may have written meanwhile). The report is the
+/// account store's.
+pub async fn erase_account(
+    stations: &dyn StationStore,
+    accounts: &dyn AccountStore,
+    account_id: &str,
+) -> StoreResult<ErasureReport> {
+    stations.forget_account(account_id).await?;
+    let report = accounts.erase_account(account_id).await?;
+    stations.forget_account(account_id).await?;
+    Ok(report)
+}
 
-    /// Every meter reading of the account, with or without a transaction.
-    async fn account_meter_values(&self, account_id: &str) -> StoreResult<Vec<MeterRecord>>;
-
-    async fn add_event(&self, account_id: &str, event: &StationEvent) -> StoreResult<()>;
-    async fn events(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<StationEvent>>;
-    /// Every event of every station of the account.
-    async fn account_events(&self, account_id: &str) -> StoreResult<Vec<StationEvent>>;
-
-    /// Stores device-model variables of a station, replacing those with the same key.
-    async fn put_variables(&self, account_id: &str, station_id: &str, variables: &[DeviceVariable]) -> StoreResult<()>;
-    /// A station's device model, ordered by component, then variable.
-    async fn variables(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<DeviceVariable>>;
-
-    /// Appends a command to its station's queue.
-    async fn enqueue_command(&self, command: &CommandRecord) -> StoreResult<()>;
-    /// Replaces a command's record; once it is no longer `Queued` it leaves its station's queue.
-    async fn update_command(&self, command: &CommandRecord) -> StoreResult<()>;
-    async fn command(&self, account_id: &str, station_id: &str, command_id: &str)
-        -> StoreResult<Option<CommandRecord>>;
-    /// Every command record of the account, whatever its status.
-    async fn account_commands(&self, account_id: &str) -> StoreResult<Vec<CommandRecord>>;
-    /// The station's commands still `Queued`, in the order they were queued.
-    async fn queued_commands(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<CommandRecord>>;
-    /// Every queued command of every station, how many (for the queue gauge at start-up).
-    async fn queued_command_count(&self) -> StoreResult<usize>;
-    /// When the oldest command still queued was queued.
-    async fn oldest_queued_command(&self) -> StoreResult<Option<chrono::DateTime<chrono::Utc>>>;
-
-    /// Makes every write that returned before this call durable.
-    async fn flush(&self) -> StoreResult<()>;
+/// Every store trait, for code that holds a concrete store (tests, mostly) and calls both sides.
+pub mod prelude {
+    pub use super::{AccountStore, SharedStore, StationLookup, StationStore};
 }

@@ -1,5 +1,7 @@
-//! The [`Store`] contract: one set of checks over `&dyn Store`, each run against a fresh
-//! [`SledStore`] (module `sled`) and a fresh [`RedisStore`] on its own redis-server (module `redis`).
+//! The store contract: one set of checks over `&dyn SharedStore` — so over both callers' traits,
+//! [`StationStore`] and [`AccountStore`], and what a cluster node's log needs besides — each run
+//! against a fresh [`SledStore`] (module `sled`) and a fresh [`RedisStore`] on its own redis-server
+//! (module `redis`).
 //! Then what only the Redis store has to show: it survives Redis restarting, fails fast while Redis
 //! is down, keeps to its key prefix, and finishes an interrupted erasure when it next connects.
 
@@ -11,7 +13,8 @@ use ocpp_css::model::{
     SecurityProfile, Station, StationChange, StationEvent, TagStatus, Transaction, TransactionEventRecord,
     TransactionStop,
 };
-use ocpp_css::store::{CommitPolicy, ErasureReport, RedisStore, SledStore, StopOutcome, Store, StoreError};
+use ocpp_css::store::prelude::*;
+use ocpp_css::store::{CommitPolicy, ErasureReport, RedisStore, SharedStore, SledStore, StopOutcome, StoreError};
 use std::sync::Arc;
 
 /// The longest a Redis call may take in these tests.
@@ -20,8 +23,8 @@ const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500)
 /// A fresh store, and a second handle on the same data (another connection for Redis, as a second
 /// node would have; a clone for sled), with what keeps them alive.
 pub struct Subject {
-    store: Arc<dyn Store>,
-    other: Arc<dyn Store>,
+    store: Arc<dyn SharedStore>,
+    other: Arc<dyn SharedStore>,
     /// The sled directory or the redis-server, removed or killed when the test ends.
     _keep: Box<dyn std::any::Any + Send + Sync>,
 }
@@ -74,6 +77,8 @@ contract!(
     id_tags_are_created_replaced_listed_and_deleted,
     a_retried_start_finds_its_transaction_and_a_stop_applies_once,
     two_handles_racing_the_same_start_get_the_same_transaction,
+    two_handles_racing_stops_of_one_transaction_record_only_the_first,
+    two_handles_racing_events_of_one_transaction_lose_none_and_create_it_once,
     transaction_events_create_once_and_a_repeated_seq_no_changes_nothing,
     put_transaction_is_idempotent_and_found_by_start_and_reference,
     reserved_transaction_ids_are_never_handed_out_again,
@@ -242,7 +247,7 @@ fn v201(account_id: &str, station_id: &str, reference: &str, id: i32) -> Transac
 }
 
 /// Puts one record of every kind under the account, on station CP1.
-async fn fill(store: &dyn Store, account_id: &str) {
+async fn fill(store: &dyn SharedStore, account_id: &str) {
     store.put_token(&format!("hash-{account_id}"), &token(account_id, &format!("tok-{account_id}"), 0)).await.unwrap();
     store.create_station(&station(account_id, "CP1")).await.unwrap();
     store.put_id_tag(account_id, &tag("TAG", TagStatus::Accepted)).await.unwrap();
@@ -265,7 +270,7 @@ async fn fill(store: &dyn Store, account_id: &str) {
 }
 
 /// Everything the store answers about an account, as text, to compare before and after.
-async fn everything_of(store: &dyn Store, account_id: &str) -> String {
+async fn everything_of(store: &dyn SharedStore, account_id: &str) -> String {
     let txs = store.transactions(account_id, None).await.unwrap();
     let mut meter = Vec::new();
     for tx in &txs {
@@ -673,6 +678,63 @@ mod checks {
         assert_eq!(s.store.transactions("acct-a", None).await.unwrap().len(), 10);
     }
 
+    pub async fn two_handles_racing_stops_of_one_transaction_record_only_the_first(s: &Subject) {
+        for round in 0..10 {
+            let (open, _) = s.store.start_transaction(&new_tx("acct-a", "CP1", 1, round)).await.unwrap();
+            let (a, b) = (s.store.clone(), s.other.clone());
+            let (ra, rb) = tokio::join!(
+                tokio::spawn(async move { a.stop_transaction("acct-a", "CP1", open.id, &stop(1000 + round)).await }),
+                tokio::spawn(async move { b.stop_transaction("acct-a", "CP1", open.id, &stop(2000 + round)).await }),
+            );
+            let outcomes = [ra.unwrap().unwrap(), rb.unwrap().unwrap()];
+            let stopped: Vec<_> = outcomes
+                .iter()
+                .filter_map(|o| match o {
+                    StopOutcome::Stopped(tx) => Some(tx.clone()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(stopped.len(), 1, "exactly one stop wins (round {round}): {outcomes:?}");
+            assert!(
+                outcomes.contains(&StopOutcome::AlreadyStopped(stopped[0].clone())),
+                "the other finds the winner's stop (round {round}): {outcomes:?}"
+            );
+            assert_eq!(s.store.transaction("acct-a", open.id).await.unwrap().as_ref(), Some(&stopped[0]));
+        }
+    }
+
+    pub async fn two_handles_racing_events_of_one_transaction_lose_none_and_create_it_once(s: &Subject) {
+        for round in 0..5 {
+            let reference = format!("race-{round}");
+            let tasks: Vec<_> = (0..6u64)
+                .map(|seq_no| {
+                    let store = if seq_no % 2 == 0 { s.store.clone() } else { s.other.clone() };
+                    let reference = reference.clone();
+                    tokio::spawn(async move {
+                        let create = |id| v201("acct-a", "CP1", &reference, id);
+                        store
+                            .apply_transaction_event("acct-a", "CP1", &reference, seq_no, &create, &|t| {
+                                t.events.push(event_record(seq_no, "Updated", Some(100 * seq_no as i64)));
+                            })
+                            .await
+                            .unwrap()
+                    })
+                })
+                .collect();
+            let mut created = 0;
+            for task in tasks {
+                let outcome = task.await.unwrap();
+                assert!(outcome.applied, "each seqNo is new (round {round})");
+                created += usize::from(outcome.created);
+            }
+            assert_eq!(created, 1, "one event created it (round {round})");
+            let tx = s.store.transaction_by_reference("acct-a", "CP1", &reference).await.unwrap().unwrap();
+            let mut seqs: Vec<u64> = tx.events.iter().map(|e| e.seq_no).collect();
+            seqs.sort_unstable();
+            assert_eq!(seqs, [0, 1, 2, 3, 4, 5], "no event lost (round {round})");
+        }
+    }
+
     pub async fn transaction_events_create_once_and_a_repeated_seq_no_changes_nothing(s: &Subject) {
         let store = &*s.store;
         let create = |id| v201("acct-a", "CP1", "ref-1", id);
@@ -968,7 +1030,7 @@ async fn redis_store_works_again_after_redis_restarts_and_fails_fast_while_it_is
         let down = store.account("acct-a").await;
         let waited = started.elapsed();
         match down {
-            Err(StoreError::Unavailable(message)) => assert!(message.contains("redis"), "{message}"),
+            Err(StoreError::Unavailable(message)) => assert!(message.to_string().contains("redis"), "{message}"),
             other => panic!("a call while Redis is down fails as unavailable, not {other:?}"),
         }
         assert!(waited < REDIS_TIMEOUT + std::time::Duration::from_secs(1), "it took {waited:?}");
@@ -1002,7 +1064,7 @@ async fn connecting_to_a_redis_that_is_not_there_fails_as_unavailable() {
     let started = std::time::Instant::now();
     let result = RedisStore::connect(&format!("redis://127.0.0.1:{port}/"), "nowhere", REDIS_TIMEOUT).await;
     match result {
-        Err(StoreError::Unavailable(message)) => assert!(message.contains("redis"), "{message}"),
+        Err(StoreError::Unavailable(message)) => assert!(message.to_string().contains("redis"), "{message}"),
         Err(e) => panic!("expected an unavailable error, got {e:?}"),
         Ok(_) => panic!("nothing listens there"),
     }

@@ -24,7 +24,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
 mod tests {
     use super::super::test_support::*;
     use crate::model::{IdTag, TagStatus};
-    use crate::store::Store;
+    use crate::store::prelude::*;
     use chrono::{Duration, Utc};
     use serde_json::json;
 

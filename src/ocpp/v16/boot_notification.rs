@@ -65,7 +65,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
 mod tests {
     use super::super::test_support::*;
     use crate::model::Registration;
-    use crate::store::Store;
+    use crate::store::prelude::*;
     use serde_json::json;
 
     #[tokio::test]

@@ -2,7 +2,7 @@
 
 use super::HandlerError;
 use crate::model::TagStatus;
-use crate::store::Store;
+use crate::store::StationLookup;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -20,7 +20,7 @@ pub struct IdTagInfo {
 impl IdTagInfo {
     /// Looks the tag up among the tenant's id tags: unknown tags are Invalid, and an Accepted tag
     /// whose expiry date has passed is Expired.
-    pub async fn lookup(store: &dyn Store, account_id: &str, id_tag: &str) -> Result<Self, HandlerError> {
+    pub async fn lookup(store: &dyn StationLookup, account_id: &str, id_tag: &str) -> Result<Self, HandlerError> {
         let Some(tag) = store.id_tag(account_id, id_tag).await? else {
             return Ok(Self { status: TagStatus::Invalid, expiry_date: None, parent_id_tag: None });
         };

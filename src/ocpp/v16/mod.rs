@@ -2,7 +2,7 @@
 //! commands the central system may send.
 //!
 //! Every handler has the same shape: it receives its action's typed `Request` (decoded from the payload
-//! only after the payload passed the OCA schema), does its effects through the [`Store`], and returns a
+//! only after the payload passed the OCA schema), does its effects through the [`crate::store::StationStore`], and returns a
 //! typed `Response` and, where the tenant's live view changes, a [`Notice`].
 
 pub mod authorize;
@@ -103,8 +103,8 @@ pub(crate) async fn dispatch(ctx: &StationContext<'_>, call: &Call) -> Result<Di
 pub(crate) mod test_support {
     use super::*;
     use crate::model::{Registration, Station};
+    use crate::store::prelude::*;
     use crate::store::SledStore;
-    use crate::store::Store;
     use serde_json::Value;
     use std::time::Duration;
 
@@ -266,7 +266,7 @@ mod tests {
 
     #[tokio::test]
     async fn past_the_event_quota_event_only_messages_are_refused_and_not_kept_and_billing_goes_on() {
-        use crate::store::Store;
+        use crate::store::prelude::*;
         let f = Fixture::with_event_quota(crate::ocpp::Version::V16, 1000).await;
         let data = "x".repeat(600);
         assert_eq!(f.ok("DataTransfer", json!({"vendorId": "v", "data": data})).await["status"], "UnknownVendorId");

@@ -26,7 +26,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
 #[cfg(test)]
 mod tests {
     use super::super::test_support::*;
-    use crate::store::Store;
+    use crate::store::prelude::*;
     use serde_json::json;
 
     #[tokio::test]

@@ -56,7 +56,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
 #[cfg(test)]
 mod tests {
     use super::super::test_support::*;
-    use crate::store::Store;
+    use crate::store::prelude::*;
     use serde_json::json;
 
     fn start(connector: u32, ts: &str) -> serde_json::Value {

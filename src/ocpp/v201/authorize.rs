@@ -3,7 +3,7 @@
 use super::types::IdToken;
 use crate::model::TagStatus;
 use crate::ocpp::handler::{Handled, HandlerError, StationContext};
-use crate::store::Store;
+use crate::store::StationLookup;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -27,7 +27,7 @@ pub struct IdTokenInfo {
 impl IdTokenInfo {
     /// Unknown tokens are `Unknown`; an Accepted tag past its expiry is `Expired`; a token of type
     /// NoAuthorization (the station charges without identification) is `Accepted`.
-    pub async fn lookup(store: &dyn Store, account_id: &str, token: &IdToken) -> Result<Self, HandlerError> {
+    pub async fn lookup(store: &dyn StationLookup, account_id: &str, token: &IdToken) -> Result<Self, HandlerError> {
         if token.kind == "NoAuthorization" {
             return Ok(Self { status: "Accepted", cache_expiry_date_time: None, group_id_token: None });
         }
@@ -62,7 +62,7 @@ mod tests {
     use crate::model::{IdTag, TagStatus};
     use crate::ocpp::v16::test_support::{Fixture, ACCOUNT};
     use crate::ocpp::Version;
-    use crate::store::Store;
+    use crate::store::prelude::*;
     use serde_json::json;
 
     #[tokio::test]

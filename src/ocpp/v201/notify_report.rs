@@ -109,7 +109,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
 mod tests {
     use crate::ocpp::v16::test_support::{Fixture, ACCOUNT, STATION};
     use crate::ocpp::Version;
-    use crate::store::Store;
+    use crate::store::prelude::*;
     use serde_json::json;
 
     #[tokio::test]

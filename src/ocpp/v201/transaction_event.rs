@@ -149,7 +149,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
 mod tests {
     use crate::ocpp::v16::test_support::{Fixture, ACCOUNT, STATION};
     use crate::ocpp::Version;
-    use crate::store::Store;
+    use crate::store::prelude::*;
     use serde_json::{json, Value};
 
     fn event(kind: &str, seq: u64, wh: Option<f64>, extra: Value) -> Value {

@@ -1,0 +1,185 @@
+//! The shared store of the cluster store's tests: a sled store (in its own directory) that fails
+//! every call as unavailable while switched off, as Redis does while unreachable.
+
+use crate::model::{
+    Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, NewTransaction,
+    StartIdentity, Station, StationChange, StationEvent, Transaction, TransactionStop,
+};
+use crate::store::{
+    AccountStore, AccountUpdate, ErasureReport, EventOutcome, NewTransactionFn, SharedStore, SledStore, StationLookup,
+    StationStore, StationUpdate, StopOutcome, StoreError, StoreResult, TransactionUpdate,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+pub(super) struct Flaky {
+    pub(super) inner: SledStore,
+    pub(super) on: AtomicBool,
+    /// Station and id-tag reads that reached it.
+    pub(super) reads: AtomicUsize,
+    /// Whether its flush succeeds (writes are applied either way).
+    pub(super) flush_ok: AtomicBool,
+    pub(super) _dir: tempfile::TempDir,
+}
+
+impl Flaky {
+    pub(super) fn set(&self, on: bool) {
+        self.on.store(on, Ordering::SeqCst);
+    }
+
+    fn gate(&self) -> StoreResult<()> {
+        if self.on.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(StoreError::unavailable("shared store switched off"))
+        }
+    }
+}
+
+/// `impl $trait for Flaky`: each method checks the switch, then asks the sled store.
+macro_rules! gated {
+    ($trait:ident { $(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)* }) => {
+        #[async_trait]
+        impl $trait for Flaky {
+            $(
+                async fn $name(&self $(, $arg: $ty)*) -> StoreResult<$ret> {
+                    self.gate()?;
+                    self.inner.$name($($arg),*).await
+                }
+            )*
+        }
+    };
+}
+
+#[async_trait]
+impl StationLookup for Flaky {
+    async fn station(&self, account_id: &str, station_id: &str) -> StoreResult<Option<Station>> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.gate()?;
+        self.inner.station(account_id, station_id).await
+    }
+
+    async fn id_tag(&self, account_id: &str, id_tag: &str) -> StoreResult<Option<IdTag>> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.gate()?;
+        self.inner.id_tag(account_id, id_tag).await
+    }
+}
+
+#[async_trait]
+impl StationStore for Flaky {
+    async fn account_by_slug(&self, slug: &str) -> StoreResult<Option<Account>> {
+        self.gate()?;
+        self.inner.account_by_slug(slug).await
+    }
+    async fn change_station(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        change: &StationChange,
+    ) -> StoreResult<Option<Station>> {
+        self.gate()?;
+        self.inner.change_station(account_id, station_id, change).await
+    }
+    async fn start_transaction(&self, tx: &NewTransaction) -> StoreResult<(Transaction, bool)> {
+        self.gate()?;
+        self.inner.start_transaction(tx).await
+    }
+    async fn stop_transaction(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        transaction_id: i32,
+        stop: &TransactionStop,
+    ) -> StoreResult<StopOutcome> {
+        self.gate()?;
+        self.inner.stop_transaction(account_id, station_id, transaction_id, stop).await
+    }
+    async fn apply_transaction_event(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        station_transaction_id: &str,
+        seq_no: u64,
+        create: NewTransactionFn<'_>,
+        apply: TransactionUpdate<'_>,
+    ) -> StoreResult<EventOutcome> {
+        self.gate()?;
+        self.inner.apply_transaction_event(account_id, station_id, station_transaction_id, seq_no, create, apply).await
+    }
+    async fn add_meter_values(&self, account_id: &str, records: &[MeterRecord]) -> StoreResult<()> {
+        self.gate()?;
+        self.inner.add_meter_values(account_id, records).await
+    }
+    async fn add_event(&self, account_id: &str, event: &StationEvent) -> StoreResult<()> {
+        self.gate()?;
+        self.inner.add_event(account_id, event).await
+    }
+    async fn put_variables(&self, account_id: &str, station_id: &str, variables: &[DeviceVariable]) -> StoreResult<()> {
+        self.gate()?;
+        self.inner.put_variables(account_id, station_id, variables).await
+    }
+    async fn queued_commands(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<CommandRecord>> {
+        self.gate()?;
+        self.inner.queued_commands(account_id, station_id).await
+    }
+    async fn update_command(&self, command: &CommandRecord) -> StoreResult<()> {
+        self.gate()?;
+        self.inner.update_command(command).await
+    }
+    async fn forget_account(&self, account_id: &str) -> StoreResult<()> {
+        self.gate()?;
+        self.inner.forget_account(account_id).await
+    }
+    async fn flush(&self) -> StoreResult<()> {
+        self.gate()?;
+        if !self.flush_ok.load(Ordering::SeqCst) {
+            return Err(StoreError::backend("flush failed"));
+        }
+        self.inner.flush().await
+    }
+}
+
+gated!(AccountStore {
+    fn create_account(&self, account: &Account) -> ();
+    fn account(&self, id: &str) -> Option<Account>;
+    fn account_by_email(&self, email: &str) -> Option<Account>;
+    fn update_account(&self, id: &str, update: AccountUpdate<'_>) -> Option<Account>;
+    fn erase_account(&self, account_id: &str) -> ErasureReport;
+    fn put_token(&self, token_hash: &str, token: &ApiToken) -> ();
+    fn token(&self, token_hash: &str) -> Option<ApiToken>;
+    fn tokens(&self, account_id: &str) -> Vec<ApiToken>;
+    fn delete_token(&self, account_id: &str, token_id: &str) -> bool;
+    fn delete_tokens_except(&self, account_id: &str, keep: Option<&str>) -> usize;
+    fn consents(&self, account_id: &str) -> Consents;
+    fn put_consents(&self, account_id: &str, consents: &Consents) -> ();
+    fn add_login_event(&self, account_id: &str, event: &LoginEvent, keep: usize) -> ();
+    fn login_events(&self, account_id: &str) -> Vec<LoginEvent>;
+    fn create_station(&self, station: &Station) -> ();
+    fn stations(&self, account_id: &str) -> Vec<Station>;
+    fn update_station(&self, account_id: &str, station_id: &str, update: StationUpdate<'_>) -> Option<Station>;
+    fn delete_station(&self, account_id: &str, station_id: &str) -> bool;
+    fn put_id_tag(&self, account_id: &str, tag: &IdTag) -> bool;
+    fn id_tags(&self, account_id: &str) -> Vec<IdTag>;
+    fn delete_id_tag(&self, account_id: &str, id_tag: &str) -> bool;
+    fn transaction(&self, account_id: &str, transaction_id: i32) -> Option<Transaction>;
+    fn transactions(&self, account_id: &str, station_id: Option<&str>) -> Vec<Transaction>;
+    fn transaction_meter_values(&self, account_id: &str, station_id: &str, transaction_id: i32) -> Vec<MeterRecord>;
+    fn account_meter_values(&self, account_id: &str) -> Vec<MeterRecord>;
+    fn events(&self, account_id: &str, station_id: &str) -> Vec<StationEvent>;
+    fn account_events(&self, account_id: &str) -> Vec<StationEvent>;
+    fn variables(&self, account_id: &str, station_id: &str) -> Vec<DeviceVariable>;
+    fn enqueue_command(&self, command: &CommandRecord) -> ();
+    fn command(&self, account_id: &str, station_id: &str, command_id: &str) -> Option<CommandRecord>;
+    fn account_commands(&self, account_id: &str) -> Vec<CommandRecord>;
+    fn queued_command_count(&self) -> usize;
+    fn oldest_queued_command(&self) -> Option<DateTime<Utc>>;
+});
+
+gated!(SharedStore {
+    fn transaction_by_start(&self, start: &StartIdentity) -> Option<Transaction>;
+    fn transaction_by_reference(&self, account_id: &str, station_id: &str, station_transaction_id: &str) -> Option<Transaction>;
+    fn put_transaction(&self, tx: &Transaction) -> ();
+    fn reserve_transaction_ids(&self, count: u32) -> std::ops::Range<i32>;
+});

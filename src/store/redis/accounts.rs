@@ -1,0 +1,346 @@
+//! The Redis store's [`AccountStore`]: a write is in Redis when its call returns (how durable it is
+//! there is Redis's AOF setting, see the module documentation).
+
+use super::scripts::SCRIPTS;
+use super::{backend, command_field, decode, encode, queued_member, score, RedisStore};
+use crate::model::{
+    Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, Station, StationEvent,
+    Transaction,
+};
+use crate::store::rules::{backoff, contention, CAS_ATTEMPTS};
+use crate::store::{AccountStore, AccountUpdate, ErasureReport, StationUpdate, StoreError, StoreResult};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+#[async_trait]
+impl AccountStore for RedisStore {
+    async fn create_account(&self, account: &Account) -> StoreResult<()> {
+        let mut invocation = SCRIPTS.create_account.prepare_invoke();
+        invocation
+            .key(self.key("account", &[&account.id]))
+            .key(self.key("email", &[&account.email]))
+            .key(self.key("slug", &[&account.slug]))
+            .arg(&account.id)
+            .arg(encode(account)?);
+        let outcome: String = self.eval("create_account", &invocation).await?;
+        match outcome.as_str() {
+            "ok" => Ok(()),
+            "email" => Err(StoreError::Conflict("email")),
+            "slug" => Err(StoreError::Conflict("slug")),
+            other => Err(backend(format!("create_account: unexpected answer {other:?}"))),
+        }
+    }
+
+    async fn account(&self, id: &str) -> StoreResult<Option<Account>> {
+        self.get("account", &self.key("account", &[id])).await
+    }
+
+    async fn account_by_email(&self, email: &str) -> StoreResult<Option<Account>> {
+        let id: Option<String> =
+            self.query("account_by_email", redis::cmd("GET").arg(self.key("email", &[email]))).await?;
+        match id {
+            Some(id) if !id.is_empty() => self.account(&id).await,
+            _ => Ok(None),
+        }
+    }
+
+    async fn update_account(&self, id: &str, update: AccountUpdate<'_>) -> StoreResult<Option<Account>> {
+        const WHAT: &str = "update_account";
+        let key = self.key("account", &[id]);
+        for attempt in 0..CAS_ATTEMPTS {
+            let Some(old_json) = self.query::<Option<String>>(WHAT, redis::cmd("GET").arg(&key)).await? else {
+                return Ok(None);
+            };
+            let old: Account = decode(&old_json)?;
+            let mut new = old.clone();
+            update(&mut new);
+            new.id = old.id.clone();
+            let mut invocation = SCRIPTS.update_account.prepare_invoke();
+            invocation
+                .key(&key)
+                .key(self.key("email", &[&old.email]))
+                .key(self.key("email", &[&new.email]))
+                .key(self.key("slug", &[&old.slug]))
+                .key(self.key("slug", &[&new.slug]))
+                .arg(&old_json)
+                .arg(encode(&new)?)
+                .arg(id);
+            let outcome: String = self.eval(WHAT, &invocation).await?;
+            match outcome.as_str() {
+                "ok" => return Ok(Some(new)),
+                "email" => return Err(StoreError::Conflict("email")),
+                "slug" => return Err(StoreError::Conflict("slug")),
+                "retry" => backoff(attempt).await,
+                other => return Err(backend(format!("{WHAT}: unexpected answer {other:?}"))),
+            }
+        }
+        Err(contention(WHAT))
+    }
+
+    async fn erase_account(&self, account_id: &str) -> StoreResult<ErasureReport> {
+        self.erase(account_id).await
+    }
+
+    async fn put_token(&self, token_hash: &str, token: &ApiToken) -> StoreResult<()> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg(self.key("token", &[token_hash]))
+            .arg(encode(token)?)
+            .ignore()
+            .cmd("HSET")
+            .arg(self.key("tokens", &[&token.account_id]))
+            .arg(&token.id)
+            .arg(token_hash)
+            .ignore();
+        self.query_pipe("put_token", &pipe).await
+    }
+
+    async fn token(&self, token_hash: &str) -> StoreResult<Option<ApiToken>> {
+        self.get("token", &self.key("token", &[token_hash])).await
+    }
+
+    async fn tokens(&self, account_id: &str) -> StoreResult<Vec<ApiToken>> {
+        let hashes = self.hgetall("tokens", &self.key("tokens", &[account_id])).await?;
+        if hashes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut mget = redis::cmd("MGET");
+        for hash in hashes.values() {
+            mget.arg(self.key("token", &[hash]));
+        }
+        let found: Vec<Option<String>> = self.query("tokens", &mget).await?;
+        let mut out: Vec<ApiToken> = found.iter().flatten().map(|t| decode(t)).collect::<StoreResult<_>>()?;
+        out.sort_by_key(|t| t.created_at);
+        Ok(out)
+    }
+
+    async fn delete_token(&self, account_id: &str, token_id: &str) -> StoreResult<bool> {
+        let index = self.key("tokens", &[account_id]);
+        let hash: Option<String> = self.query("delete_token", redis::cmd("HGET").arg(&index).arg(token_id)).await?;
+        let Some(hash) = hash else { return Ok(false) };
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("DEL").arg(self.key("token", &[&hash])).ignore().cmd("HDEL").arg(&index).arg(token_id);
+        let (removed,): (i64,) = self.query_pipe("delete_token", &pipe).await?;
+        Ok(removed == 1)
+    }
+
+    async fn delete_tokens_except(&self, account_id: &str, keep: Option<&str>) -> StoreResult<usize> {
+        let index = self.key("tokens", &[account_id]);
+        let hashes = self.hgetall("delete_tokens_except", &index).await?;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let mut n = 0;
+        for (token_id, hash) in &hashes {
+            if keep == Some(token_id.as_str()) {
+                continue;
+            }
+            pipe.cmd("DEL").arg(self.key("token", &[hash])).ignore().cmd("HDEL").arg(&index).arg(token_id);
+            n += 1;
+        }
+        if n == 0 {
+            return Ok(0);
+        }
+        let removed: Vec<i64> = self.query_pipe("delete_tokens_except", &pipe).await?;
+        Ok(removed.iter().filter(|&&r| r == 1).count())
+    }
+
+    async fn consents(&self, account_id: &str) -> StoreResult<Consents> {
+        Ok(self.get("consents", &self.key("consents", &[account_id])).await?.unwrap_or_default())
+    }
+
+    async fn put_consents(&self, account_id: &str, consents: &Consents) -> StoreResult<()> {
+        let cmd = redis::cmd("SET").arg(self.key("consents", &[account_id])).arg(encode(consents)?).to_owned();
+        self.query("put_consents", &cmd).await
+    }
+
+    async fn add_login_event(&self, account_id: &str, event: &LoginEvent, keep: usize) -> StoreResult<()> {
+        let key = self.key("logins", &[account_id]);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if keep == 0 {
+            pipe.cmd("DEL").arg(&key).ignore();
+        } else {
+            let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+            pipe.cmd("RPUSH").arg(&key).arg(encode(event)?).ignore();
+            pipe.cmd("LTRIM").arg(&key).arg(-keep).arg(-1).ignore();
+        }
+        self.query_pipe("add_login_event", &pipe).await
+    }
+
+    async fn login_events(&self, account_id: &str) -> StoreResult<Vec<LoginEvent>> {
+        let events: Vec<String> = self
+            .query("login_events", redis::cmd("LRANGE").arg(self.key("logins", &[account_id])).arg(0).arg(-1))
+            .await?;
+        events.iter().map(|e| decode(e)).collect()
+    }
+
+    async fn create_station(&self, station: &Station) -> StoreResult<()> {
+        let cmd = redis::cmd("HSETNX")
+            .arg(self.key("stations", &[&station.account_id]))
+            .arg(&station.id)
+            .arg(encode(station)?)
+            .to_owned();
+        let created: i64 = self.query("create_station", &cmd).await?;
+        if created == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict("station id"))
+        }
+    }
+
+    async fn stations(&self, account_id: &str) -> StoreResult<Vec<Station>> {
+        self.hvalues("stations", &self.key("stations", &[account_id])).await
+    }
+
+    async fn station_count(&self, account_id: &str) -> StoreResult<usize> {
+        self.query("station_count", redis::cmd("HLEN").arg(self.key("stations", &[account_id]))).await
+    }
+
+    async fn update_station(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        update: StationUpdate<'_>,
+    ) -> StoreResult<Option<Station>> {
+        let key = self.key("stations", &[account_id]);
+        self.update_field("update_station", &key, station_id, |station: Option<Station>| {
+            Ok(match station {
+                Some(mut s) => {
+                    update(&mut s);
+                    (Some(s.clone()), Some(s))
+                }
+                None => (None, None),
+            })
+        })
+        .await
+    }
+
+    async fn delete_station(&self, account_id: &str, station_id: &str) -> StoreResult<bool> {
+        let cmd = redis::cmd("HDEL").arg(self.key("stations", &[account_id])).arg(station_id).to_owned();
+        Ok(self.query::<i64>("delete_station", &cmd).await? == 1)
+    }
+
+    async fn put_id_tag(&self, account_id: &str, tag: &IdTag) -> StoreResult<bool> {
+        let cmd =
+            redis::cmd("HSET").arg(self.key("id_tags", &[account_id])).arg(&tag.id_tag).arg(encode(tag)?).to_owned();
+        Ok(self.query::<i64>("put_id_tag", &cmd).await? == 1)
+    }
+
+    async fn id_tags(&self, account_id: &str) -> StoreResult<Vec<IdTag>> {
+        self.hvalues("id_tags", &self.key("id_tags", &[account_id])).await
+    }
+
+    async fn delete_id_tag(&self, account_id: &str, id_tag: &str) -> StoreResult<bool> {
+        let cmd = redis::cmd("HDEL").arg(self.key("id_tags", &[account_id])).arg(id_tag).to_owned();
+        Ok(self.query::<i64>("delete_id_tag", &cmd).await? == 1)
+    }
+
+    async fn transaction(&self, account_id: &str, transaction_id: i32) -> StoreResult<Option<Transaction>> {
+        self.hget("transaction", &self.key("txs", &[account_id]), &transaction_id.to_string()).await
+    }
+
+    async fn transactions(&self, account_id: &str, station_id: Option<&str>) -> StoreResult<Vec<Transaction>> {
+        let mut all: Vec<Transaction> = self.hvalues("transactions", &self.key("txs", &[account_id])).await?;
+        if let Some(station) = station_id {
+            all.retain(|t| t.station_id == station);
+        }
+        all.sort_by_key(|t| std::cmp::Reverse(t.id));
+        Ok(all)
+    }
+
+    async fn transaction_meter_values(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        transaction_id: i32,
+    ) -> StoreResult<Vec<MeterRecord>> {
+        let key = self.key("meter", &[account_id, station_id, &transaction_id.to_string()]);
+        self.zvalues("transaction_meter_values", &key).await
+    }
+
+    async fn account_meter_values(&self, account_id: &str) -> StoreResult<Vec<MeterRecord>> {
+        const WHAT: &str = "account_meter_values";
+        let mut keys: Vec<(String, i32)> = self
+            .members(WHAT, &self.key("meter_keys", &[account_id]))
+            .await?
+            .iter()
+            .map(|m| decode(m))
+            .collect::<StoreResult<_>>()?;
+        keys.sort();
+        let mut out = Vec::new();
+        for (station, tx) in keys {
+            out.extend(
+                self.zvalues::<MeterRecord>(WHAT, &self.key("meter", &[account_id, &station, &tx.to_string()])).await?,
+            );
+        }
+        Ok(out)
+    }
+
+    async fn events(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<StationEvent>> {
+        self.zvalues("events", &self.key("events", &[account_id, station_id])).await
+    }
+
+    async fn account_events(&self, account_id: &str) -> StoreResult<Vec<StationEvent>> {
+        let mut out = Vec::new();
+        for station in self.members("account_events", &self.key("event_stations", &[account_id])).await? {
+            out.extend(self.events(account_id, &station).await?);
+        }
+        Ok(out)
+    }
+
+    async fn variables(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<DeviceVariable>> {
+        // By key: component, its instance, EVSE, connector, variable, … — the order sled keeps.
+        self.hvalues("variables", &self.key("vars", &[account_id, station_id])).await
+    }
+
+    async fn enqueue_command(&self, command: &CommandRecord) -> StoreResult<()> {
+        let (account, station) = (command.account_id.as_str(), command.station_id.as_str());
+        let mut invocation = SCRIPTS.enqueue_command.prepare_invoke();
+        invocation
+            .key(self.key("commands", &[account]))
+            .key(self.key("queue", &[account, station]))
+            .key(self.key("queue_stations", &[account]))
+            .key(self.key("queued", &[]))
+            .key(self.key("queue_seq", &[]))
+            .arg(command_field(station, &command.id))
+            .arg(encode(command)?)
+            .arg(&command.id)
+            .arg(station)
+            .arg(score(command.created_at))
+            .arg(queued_member(command)?);
+        self.eval::<i64>("enqueue_command", &invocation).await?;
+        Ok(())
+    }
+
+    async fn command(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        command_id: &str,
+    ) -> StoreResult<Option<CommandRecord>> {
+        self.hget("command", &self.key("commands", &[account_id]), &command_field(station_id, command_id)).await
+    }
+
+    async fn account_commands(&self, account_id: &str) -> StoreResult<Vec<CommandRecord>> {
+        // By field, `{station}:{command id}`: by station, then command id, as sled lists them.
+        self.hvalues("account_commands", &self.key("commands", &[account_id])).await
+    }
+
+    async fn queued_command_count(&self) -> StoreResult<usize> {
+        self.query("queued_command_count", redis::cmd("ZCARD").arg(self.key("queued", &[]))).await
+    }
+
+    async fn oldest_queued_command(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        const WHAT: &str = "oldest_queued_command";
+        let oldest: Vec<(String, f64)> =
+            self.query(WHAT, redis::cmd("ZRANGE").arg(self.key("queued", &[])).arg(0).arg(0).arg("WITHSCORES")).await?;
+        let Some((member, micros)) = oldest.into_iter().next() else { return Ok(None) };
+        // The record has the time to the nanosecond; the score, to the microsecond, if the record is gone.
+        let (account, station, id): (String, String, String) = decode(&member)?;
+        match self.command(&account, &station, &id).await? {
+            Some(record) => Ok(Some(record.created_at)),
+            None => Ok(DateTime::from_timestamp_micros(micros as i64)),
+        }
+    }
+}

@@ -1,0 +1,495 @@
+//! The shared store of a cluster: every store trait on Redis ([`super::StationStore`],
+//! [`super::AccountStore`], [`super::SharedStore`]), so every node sees the same
+//! accounts, stations, transactions and command queues.
+//!
+//! # Key layout
+//!
+//! Every key starts with `{key_prefix}:`, so several clusters can share one Redis. Record values are
+//! JSON. Parts of a key that come from ids (accounts, stations, emails, …) have `%` written as `%25`
+//! and `:` as `%3A`, so no two ids make the same key. In the list, `{a}` is an account id, `{s}` a
+//! station id.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `tx_seq` | string | the last transaction id handed out (1.6 and 2.0.1 share it; `INCRBY` reserves) |
+//! | `erasing` | set | account ids whose erasure began and has not finished |
+//! | `account:{a}` | string | the account |
+//! | `email:{email}` | string | the account id with that email |
+//! | `slug:{slug}` | string | the account id with that slug; empty once the account is erased (reserved) |
+//! | `token:{hash}` | string | an API token, under the SHA-256 of its secret |
+//! | `tokens:{a}` | hash | token id → token hash |
+//! | `consents:{a}` | string | the account's consents |
+//! | `logins:{a}` | list | sign-in events, oldest first, trimmed to the newest `keep` |
+//! | `stations:{a}` | hash | station id → station |
+//! | `id_tags:{a}` | hash | id tag → tag |
+//! | `txs:{a}` | hash | transaction id → transaction |
+//! | `tx_starts:{a}` | hash | `{s}:{connector}:{start timestamp}:{meter start}` → id of the 1.6 transaction |
+//! | `tx_refs:{a}` | hash | `{s}:{station's transaction id}` → id of the 2.0.1 transaction |
+//! | `meter:{a}:{s}:{tx}` | sorted set | readings (JSON members, so a reading is kept once) by timestamp, µs; `tx` 0 = none |
+//! | `meter_keys:{a}` | set | JSON `[station, tx]` of every `meter:` key of the account |
+//! | `events:{a}:{s}` | sorted set | station events (JSON members, so a replay is kept once) by received time, µs |
+//! | `event_stations:{a}` | set | stations with an `events:` key |
+//! | `vars:{a}:{s}` | hash | [`DeviceVariable::key`] → device-model variable |
+//! | `var_stations:{a}` | set | stations with a `vars:` key |
+//! | `commands:{a}` | hash | `{s}:{command id}` → command record, whatever its status |
+//! | `queue:{a}:{s}` | sorted set | ids of the station's queued commands, by `queue_seq` at queueing |
+//! | `queue_stations:{a}` | set | stations with a `queue:` key |
+//! | `queue_seq` | string | the order of queueing |
+//! | `queued` | sorted set | JSON `[account, station, command id]` of every queued command, by creation time, µs |
+//!
+//! Listings and erasure read these per-account keys directly; nothing walks the key space.
+//!
+//! # Several writers
+//!
+//! Read-modify-write changes (accounts, stations, transactions) are optimistic: the new value is
+//! written by a Lua script only if the stored one is still what was read, else the change is
+//! recomputed from the fresh value, a bounded number of times. Creations that must be unique across
+//! nodes (a 1.6 start, a 2.0.1 reference, an email, a slug) are checked and written by one script.
+//! `WATCH` is never used: the connection is multiplexed and shared.
+//!
+//! # Durability
+//!
+//! A write is in Redis when its call returns; [`super::StationStore::flush`] waits for nothing more, and
+//! an [`super::AccountStore`] write is durable when it returns in the same sense. How much of it
+//! survives a Redis crash is Redis's AOF setting: run it with `appendonly yes` and `appendfsync
+//! everysec` (up to a second lost) or `always` (nothing acknowledged lost). In cluster mode each
+//! node's sled write-ahead log covers what a station sent until it reached Redis.
+
+mod accounts;
+mod scripts;
+mod station;
+
+use super::rules::{backoff, contention, CAS_ATTEMPTS};
+use super::{Cause, ErasureReport, StoreError, StoreResult};
+use crate::model::{Account, CommandRecord, StartIdentity};
+use chrono::{DateTime, Utc};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{FromRedisValue, ScriptInvocation};
+use scripts::SCRIPTS;
+use serde::{de::DeserializeOwned, Serialize};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What lists an account's keys: its tokens (id → hash), then the stations with events, with device
+/// variables, the `[station, tx]` of its meter readings, and the stations with a command queue.
+type AccountIndexes = (BTreeMap<String, String>, Vec<String>, Vec<String>, Vec<String>, Vec<String>);
+
+/// The Redis-backed store: one multiplexed connection that reconnects by itself after Redis
+/// comes back. Clones share it.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    /// `{key_prefix}:`
+    prefix: Arc<str>,
+    /// The longest wait for one call to Redis.
+    timeout: Duration,
+}
+
+/// One part of a key or hash field, escaped so that `:` only ever separates parts.
+fn part(s: &str) -> Cow<'_, str> {
+    if s.contains([':', '%']) {
+        Cow::Owned(s.replace('%', "%25").replace(':', "%3A"))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// Parts joined by `:`, each escaped.
+fn join(parts: &[&str]) -> String {
+    parts.iter().map(|p| part(p)).collect::<Vec<_>>().join(":")
+}
+
+/// Redis answered, with something that makes no sense here (stored data is corrupt, say).
+fn backend(what: impl std::fmt::Display) -> StoreError {
+    StoreError::backend(format!("redis: {what}"))
+}
+
+/// A failed Redis call: `Unavailable` when Redis could not be reached (a retry later may work),
+/// `Backend` when it answered with an error.
+fn failure(what: &str, e: redis::RedisError) -> StoreError {
+    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+        StoreError::Unavailable(Cause::from_source(format!("redis: {what}"), e))
+    } else {
+        StoreError::Backend(Cause::from_source(format!("redis: {what}"), e))
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> StoreResult<String> {
+    Ok(serde_json::to_string(value)?)
+}
+
+fn decode<T: DeserializeOwned>(json: &str) -> StoreResult<T> {
+    Ok(serde_json::from_str(json)?)
+}
+
+/// A time as a sorted-set score: microseconds, exact in an f64 until the year 2255.
+fn score(t: DateTime<Utc>) -> f64 {
+    t.timestamp_micros() as f64
+}
+
+fn transaction_id(n: i64) -> StoreResult<i32> {
+    i32::try_from(n).map_err(|_| backend("transaction ids exhausted"))
+}
+
+fn parse_id(s: &str) -> StoreResult<i32> {
+    s.parse().map_err(|_| backend(format!("bad transaction id {s:?} in an index")))
+}
+
+fn start_field(start: &StartIdentity) -> String {
+    join(&[
+        &start.station_id,
+        &start.connector_id.to_string(),
+        &start.start_timestamp.to_rfc3339(),
+        &start.meter_start.to_string(),
+    ])
+}
+
+fn command_field(station_id: &str, command_id: &str) -> String {
+    join(&[station_id, command_id])
+}
+
+/// The member of the `queued` sorted set that names a command.
+fn queued_member(command: &CommandRecord) -> StoreResult<String> {
+    encode(&[&command.account_id, &command.station_id, &command.id])
+}
+
+impl RedisStore {
+    /// Connects to Redis at `url` (`redis://host:port/db`), keeping every key under `{key_prefix}:`.
+    /// Each call to Redis waits at most `timeout`; past it, or when Redis cannot be reached, the call
+    /// fails with [`StoreError::Unavailable`] and the next call tries to reconnect. Fails when Redis
+    /// does not answer now. Finishes the erasures a crash interrupted.
+    pub async fn connect(url: &str, key_prefix: &str, timeout: Duration) -> StoreResult<RedisStore> {
+        let (client, config) = Self::client(url, timeout)?;
+        let conn = match tokio::time::timeout(timeout, ConnectionManager::new_with_config(client, config)).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(failure("cannot connect", e)),
+            Err(_) => {
+                return Err(StoreError::unavailable(format!("redis: cannot connect within {} ms", timeout.as_millis())))
+            }
+        };
+        let store = RedisStore { conn, prefix: format!("{key_prefix}:").into(), timeout };
+        store.query::<String>("connect", &redis::cmd("PING")).await?;
+        store.finish_interrupted_erasures().await?;
+        Ok(store)
+    }
+
+    /// Like [`RedisStore::connect`], without needing Redis to answer now: calls fail as unavailable
+    /// until it does (a cluster node starts, and serves the stations it knows, while Redis is down).
+    /// Interrupted erasures are finished in the background once Redis answers. Must be called
+    /// inside a tokio runtime that lives as long as the store.
+    pub fn connect_lazy(url: &str, key_prefix: &str, timeout: Duration) -> StoreResult<RedisStore> {
+        let (client, config) = Self::client(url, timeout)?;
+        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| failure("configuring", e))?;
+        let store = RedisStore { conn, prefix: format!("{key_prefix}:").into(), timeout };
+        let background = store.clone();
+        tokio::spawn(async move {
+            loop {
+                match background.finish_interrupted_erasures().await {
+                    Ok(()) => break,
+                    Err(StoreError::Unavailable(_)) => tokio::time::sleep(Duration::from_secs(1)).await,
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not finish the interrupted erasures");
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(store)
+    }
+
+    fn client(url: &str, timeout: Duration) -> StoreResult<(redis::Client, ConnectionManagerConfig)> {
+        // The URL may hold a password: it is not repeated in errors.
+        let client = redis::Client::open(url).map_err(|e| failure("invalid URL", e))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            // One quick retry per reconnection; while Redis stays down, each call fails fast and the
+            // next one tries again.
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(timeout);
+        Ok((client, config))
+    }
+
+    /// `{key_prefix}:{kind}:{parts…}`, parts escaped.
+    fn key(&self, kind: &str, parts: &[&str]) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + kind.len() + 40);
+        k.push_str(&self.prefix);
+        k.push_str(kind);
+        for p in parts {
+            k.push(':');
+            k.push_str(&part(p));
+        }
+        k
+    }
+
+    fn timed_out(&self, what: &str) -> StoreError {
+        StoreError::unavailable(format!("redis: {what}: no answer within {} ms", self.timeout.as_millis()))
+    }
+
+    /// Runs one command, bounded by the timeout.
+    async fn query<T: FromRedisValue>(&self, what: &str, cmd: &redis::Cmd) -> StoreResult<T> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, cmd.query_async(&mut conn)).await {
+            Ok(r) => r.map_err(|e| failure(what, e)),
+            Err(_) => Err(self.timed_out(what)),
+        }
+    }
+
+    /// Runs a pipeline (atomic when built with `.atomic()`), bounded by the timeout.
+    async fn query_pipe<T: FromRedisValue>(&self, what: &str, pipe: &redis::Pipeline) -> StoreResult<T> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, pipe.query_async(&mut conn)).await {
+            Ok(r) => r.map_err(|e| failure(what, e)),
+            Err(_) => Err(self.timed_out(what)),
+        }
+    }
+
+    /// Runs a script (loading it first when Redis does not have it, as after a restart), bounded by
+    /// the timeout.
+    async fn eval<T: FromRedisValue>(&self, what: &str, invocation: &ScriptInvocation<'_>) -> StoreResult<T> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn)).await {
+            Ok(r) => r.map_err(|e| failure(what, e)),
+            Err(_) => Err(self.timed_out(what)),
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(&self, what: &str, key: &str) -> StoreResult<Option<T>> {
+        let json: Option<String> = self.query(what, redis::cmd("GET").arg(key)).await?;
+        json.as_deref().map(decode).transpose()
+    }
+
+    async fn hget<T: DeserializeOwned>(&self, what: &str, key: &str, field: &str) -> StoreResult<Option<T>> {
+        let json: Option<String> = self.query(what, redis::cmd("HGET").arg(key).arg(field)).await?;
+        json.as_deref().map(decode).transpose()
+    }
+
+    /// Every field of a hash, by field (byte order).
+    async fn hgetall(&self, what: &str, key: &str) -> StoreResult<BTreeMap<String, String>> {
+        self.query(what, redis::cmd("HGETALL").arg(key)).await
+    }
+
+    /// The values of a hash, decoded, in byte order of their fields.
+    async fn hvalues<T: DeserializeOwned>(&self, what: &str, key: &str) -> StoreResult<Vec<T>> {
+        self.hgetall(what, key).await?.values().map(|v| decode(v)).collect()
+    }
+
+    /// The members of a set, sorted.
+    async fn members(&self, what: &str, key: &str) -> StoreResult<Vec<String>> {
+        let mut m: Vec<String> = self.query(what, redis::cmd("SMEMBERS").arg(key)).await?;
+        m.sort();
+        Ok(m)
+    }
+
+    /// A sorted set's members in score order, decoded.
+    async fn zvalues<T: DeserializeOwned>(&self, what: &str, key: &str) -> StoreResult<Vec<T>> {
+        let m: Vec<String> = self.query(what, redis::cmd("ZRANGE").arg(key).arg(0).arg(-1)).await?;
+        m.iter().map(|v| decode(v)).collect()
+    }
+
+    /// Changes a JSON value in a hash field by compare-and-set: `change` gets the record (None when
+    /// there is none) and says what to write, if anything, and what to return.
+    async fn update_field<T, R>(
+        &self,
+        what: &str,
+        key: &str,
+        field: &str,
+        change: impl Fn(Option<T>) -> StoreResult<(Option<T>, R)>,
+    ) -> StoreResult<R>
+    where
+        T: Serialize + DeserializeOwned,
+    {
+        for attempt in 0..CAS_ATTEMPTS {
+            let old: Option<String> = self.query(what, redis::cmd("HGET").arg(key).arg(field)).await?;
+            let record = old.as_deref().map(decode::<T>).transpose()?;
+            let (new, result) = change(record)?;
+            let (Some(old), Some(new)) = (old, new) else { return Ok(result) };
+            let new = encode(&new)?;
+            if new == old {
+                return Ok(result);
+            }
+            let swapped: i64 = self.eval(what, SCRIPTS.hash_cas.key(key).arg(field).arg(&old).arg(&new)).await?;
+            if swapped == 1 {
+                return Ok(result);
+            }
+            backoff(attempt).await;
+        }
+        Err(contention(what))
+    }
+
+    /// A new id from the transaction sequence.
+    async fn next_transaction_id(&self) -> StoreResult<i32> {
+        let n: i64 = self.query("transaction id", redis::cmd("INCR").arg(self.key("tx_seq", &[]))).await?;
+        transaction_id(n)
+    }
+
+    /// Finishes erasures a crash interrupted: nothing of an erased account may outlive its erasure.
+    async fn finish_interrupted_erasures(&self) -> StoreResult<()> {
+        for account_id in self.members("erasures", &self.key("erasing", &[])).await? {
+            tracing::warn!(account = %account_id, "finishing an interrupted account erasure");
+            self.erase(&account_id).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes every record of the account (see [`super::AccountStore::erase_account`]). Idempotent, so it can be
+    /// run again after a crash; the account leaves the `erasing` set only once everything else is gone.
+    async fn erase(&self, account_id: &str) -> StoreResult<ErasureReport> {
+        const WHAT: &str = "erase_account";
+        let erasing = self.key("erasing", &[]);
+        self.query::<i64>(WHAT, redis::cmd("SADD").arg(&erasing).arg(account_id)).await?;
+
+        let account_key = self.key("account", &[account_id]);
+        let mut removed = false;
+        for attempt in 0..CAS_ATTEMPTS {
+            let json: Option<String> = self.query(WHAT, redis::cmd("GET").arg(&account_key)).await?;
+            let Some(json) = json else {
+                removed = true;
+                break;
+            };
+            let account: Account = decode(&json)?;
+            let mut invocation = SCRIPTS.remove_account.prepare_invoke();
+            invocation
+                .key(&account_key)
+                .key(self.key("email", &[&account.email]))
+                .key(self.key("slug", &[&account.slug]))
+                .arg(&json)
+                .arg(account_id);
+            if self.eval::<i64>(WHAT, &invocation).await? == 1 {
+                removed = true;
+                break;
+            }
+            backoff(attempt).await;
+        }
+        if !removed {
+            return Err(contention(WHAT));
+        }
+
+        let k = |kind: &str| self.key(kind, &[account_id]);
+        let (token_hashes, event_stations, var_stations, meter_keys, queue_stations): AccountIndexes = self
+            .query_pipe(
+                WHAT,
+                redis::pipe()
+                    .cmd("HGETALL")
+                    .arg(k("tokens"))
+                    .cmd("SMEMBERS")
+                    .arg(k("event_stations"))
+                    .cmd("SMEMBERS")
+                    .arg(k("var_stations"))
+                    .cmd("SMEMBERS")
+                    .arg(k("meter_keys"))
+                    .cmd("SMEMBERS")
+                    .arg(k("queue_stations")),
+            )
+            .await?;
+        let event_keys: Vec<String> = event_stations.iter().map(|s| self.key("events", &[account_id, s])).collect();
+        let var_keys: Vec<String> = var_stations.iter().map(|s| self.key("vars", &[account_id, s])).collect();
+        let meter_keys: Vec<String> = meter_keys
+            .iter()
+            .map(|m| {
+                let (station, tx): (String, i32) = decode(m)?;
+                Ok(self.key("meter", &[account_id, &station, &tx.to_string()]))
+            })
+            .collect::<StoreResult<_>>()?;
+        let queue_keys: Vec<String> = queue_stations.iter().map(|s| self.key("queue", &[account_id, s])).collect();
+
+        // Count what is there, then remove it all in one step.
+        let mut count = redis::pipe();
+        for kind in ["stations", "id_tags", "txs", "commands"] {
+            count.cmd("HLEN").arg(k(kind));
+        }
+        count.cmd("LLEN").arg(k("logins")).cmd("EXISTS").arg(k("consents"));
+        for key in &var_keys {
+            count.cmd("HLEN").arg(key);
+        }
+        for key in event_keys.iter().chain(&meter_keys) {
+            count.cmd("ZCARD").arg(key);
+        }
+        let counts: Vec<usize> = self.query_pipe(WHAT, &count).await?;
+        let expected = 6 + var_keys.len() + event_keys.len() + meter_keys.len();
+        if counts.len() != expected {
+            return Err(backend(format!("{WHAT}: {} counts for {expected} questions", counts.len())));
+        }
+        let mut queued: Vec<(String, Vec<String>)> = Vec::new();
+        for (station, key) in queue_stations.iter().zip(&queue_keys) {
+            let ids: Vec<String> = self.query(WHAT, redis::cmd("ZRANGE").arg(key).arg(0).arg(-1)).await?;
+            queued.push((station.clone(), ids));
+        }
+
+        let mut report = ErasureReport {
+            stations: counts[0],
+            id_tags: counts[1],
+            transactions: counts[2],
+            commands: counts[3],
+            login_events: counts[4],
+            consents: counts[5],
+            tokens: token_hashes.len(),
+            ..ErasureReport::default()
+        };
+        let mut rest = counts[6..].iter();
+        report.device_variables = rest.by_ref().take(var_keys.len()).sum();
+        report.events = rest.by_ref().take(event_keys.len()).sum();
+        report.meter_values = rest.sum();
+        report.queued_commands = queued.iter().map(|(_, ids)| ids.len()).sum();
+
+        let mut remove = redis::pipe();
+        remove.atomic();
+        for hash in token_hashes.values() {
+            remove.cmd("DEL").arg(self.key("token", &[hash])).ignore();
+        }
+        let queued_all = self.key("queued", &[]);
+        for (station, ids) in &queued {
+            for id in ids {
+                remove.cmd("ZREM").arg(&queued_all).arg(encode(&[account_id, station.as_str(), id.as_str()])?).ignore();
+            }
+        }
+        for key in var_keys.iter().chain(&event_keys).chain(&meter_keys).chain(&queue_keys) {
+            remove.cmd("DEL").arg(key).ignore();
+        }
+        for kind in [
+            "tokens",
+            "consents",
+            "logins",
+            "stations",
+            "id_tags",
+            "txs",
+            "tx_starts",
+            "tx_refs",
+            "meter_keys",
+            "event_stations",
+            "var_stations",
+            "commands",
+            "queue_stations",
+        ] {
+            remove.cmd("DEL").arg(k(kind)).ignore();
+        }
+        remove.cmd("SREM").arg(&erasing).arg(account_id).ignore();
+        self.query_pipe::<()>(WHAT, &remove).await?;
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_parts_are_escaped_so_distinct_ids_never_share_a_key() {
+        assert_eq!(join(&["a:b", "c"]), "a%3Ab:c");
+        assert_ne!(join(&["a:b", "c"]), join(&["a", "b:c"]));
+        assert_eq!(join(&["100%", "x"]), "100%25:x");
+        assert_ne!(join(&["a%3Ab"]), join(&["a:b"]));
+        assert_eq!(join(&["plain", "CP001"]), "plain:CP001");
+    }
+
+    #[test]
+    fn scores_keep_microseconds_exactly() {
+        let t = DateTime::parse_from_rfc3339("2024-05-01T12:00:00.123456Z").unwrap().with_timezone(&Utc);
+        assert_eq!(DateTime::from_timestamp_micros(score(t) as i64), Some(t));
+        let before_1970 = DateTime::parse_from_rfc3339("1960-01-01T00:00:00.000001Z").unwrap().with_timezone(&Utc);
+        assert!(score(before_1970) < score(t));
+    }
+}

@@ -1,0 +1,100 @@
+//! The Lua scripts of the Redis store.
+
+use redis::Script;
+use std::sync::LazyLock;
+
+/// The Lua scripts; each checks and writes in one step, which Redis runs without interleaving.
+pub(super) struct Scripts {
+    pub(super) create_account: Script,
+    pub(super) update_account: Script,
+    pub(super) remove_account: Script,
+    pub(super) hash_cas: Script,
+    pub(super) start_transaction: Script,
+    pub(super) create_by_reference: Script,
+    pub(super) enqueue_command: Script,
+}
+
+pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    // KEYS: account, email index, slug index. ARGV: account id, account JSON.
+    create_account: Script::new(
+        r"
+        if redis.call('EXISTS', KEYS[2]) == 1 then return 'email' end
+        if redis.call('EXISTS', KEYS[3]) == 1 then return 'slug' end
+        redis.call('SET', KEYS[2], ARGV[1])
+        redis.call('SET', KEYS[3], ARGV[1])
+        redis.call('SET', KEYS[1], ARGV[2])
+        return 'ok'
+        ",
+    ),
+    // KEYS: account, old email, new email, old slug, new slug. ARGV: JSON read, new JSON, account id.
+    update_account: Script::new(
+        r"
+        if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'retry' end
+        if KEYS[2] ~= KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then return 'email' end
+        if KEYS[4] ~= KEYS[5] and redis.call('EXISTS', KEYS[5]) == 1 then return 'slug' end
+        if KEYS[2] ~= KEYS[3] then
+            redis.call('DEL', KEYS[2])
+            redis.call('SET', KEYS[3], ARGV[3])
+        end
+        if KEYS[4] ~= KEYS[5] then
+            redis.call('DEL', KEYS[4])
+            redis.call('SET', KEYS[5], ARGV[3])
+        end
+        redis.call('SET', KEYS[1], ARGV[2])
+        return 'ok'
+        ",
+    ),
+    // KEYS: account, its email index, its slug index. ARGV: JSON read, account id.
+    // The slug stays, linked to nothing: it is reserved.
+    remove_account: Script::new(
+        r"
+        if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+        redis.call('DEL', KEYS[1])
+        if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
+        redis.call('SET', KEYS[3], '')
+        return 1
+        ",
+    ),
+    // KEYS: hash. ARGV: field, value read, new value.
+    hash_cas: Script::new(
+        r"
+        if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+        redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+        return 1
+        ",
+    ),
+    // KEYS: start index, transactions. ARGV: start field, new id, new JSON.
+    // Returns the id of the transaction with this start and its record.
+    start_transaction: Script::new(
+        r"
+        local existing = redis.call('HGET', KEYS[1], ARGV[1])
+        if existing then return {existing, redis.call('HGET', KEYS[2], existing)} end
+        redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+        redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+        return {ARGV[2], ARGV[3]}
+        ",
+    ),
+    // KEYS: reference index, transactions. ARGV: reference field, new id, new JSON.
+    create_by_reference: Script::new(
+        r"
+        if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+        redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+        redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+        return 1
+        ",
+    ),
+    // KEYS: commands, station queue, queue stations, all queued, queue sequence.
+    // ARGV: record field, record JSON, command id, station id, created at (µs), member of all queued.
+    // Queueing the same command again keeps its place.
+    enqueue_command: Script::new(
+        r"
+        redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+        if not redis.call('ZSCORE', KEYS[2], ARGV[3]) then
+            redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[5]), ARGV[3])
+        end
+        redis.call('SADD', KEYS[3], ARGV[4])
+        redis.call('ZADD', KEYS[4], ARGV[5], ARGV[6])
+        return 1
+        ",
+    ),
+});

@@ -1,0 +1,304 @@
+//! The Redis store's [`StationStore`] and [`SharedStore`], and the compare-and-set the transaction
+//! rules run over.
+
+use super::scripts::SCRIPTS;
+use super::{
+    backend, command_field, decode, encode, join, parse_id, queued_member, score, start_field, transaction_id,
+    RedisStore,
+};
+use crate::model::{
+    Account, CommandRecord, CommandStatus, DeviceVariable, IdTag, MeterRecord, NewTransaction, StartIdentity, Station,
+    StationChange, StationEvent, Transaction, TransactionStop,
+};
+use crate::store::rules::{self, TransactionAt, TransactionRecords};
+use crate::store::{
+    AccountStore, EventOutcome, NewTransactionFn, SharedStore, StationLookup, StationStore, StopOutcome, StoreResult,
+    TransactionUpdate,
+};
+use async_trait::async_trait;
+use chrono::Utc;
+
+#[async_trait]
+impl StationLookup for RedisStore {
+    async fn station(&self, account_id: &str, station_id: &str) -> StoreResult<Option<Station>> {
+        self.hget("station", &self.key("stations", &[account_id]), station_id).await
+    }
+
+    async fn id_tag(&self, account_id: &str, id_tag: &str) -> StoreResult<Option<IdTag>> {
+        self.hget("id_tag", &self.key("id_tags", &[account_id]), id_tag).await
+    }
+}
+
+#[async_trait]
+impl StationStore for RedisStore {
+    async fn account_by_slug(&self, slug: &str) -> StoreResult<Option<Account>> {
+        let id: Option<String> =
+            self.query("account_by_slug", redis::cmd("GET").arg(self.key("slug", &[slug]))).await?;
+        match id {
+            // An empty id is the slug of an erased account: reserved, naming no one.
+            Some(id) if !id.is_empty() => self.account(&id).await,
+            _ => Ok(None),
+        }
+    }
+
+    async fn change_station(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        change: &StationChange,
+    ) -> StoreResult<Option<Station>> {
+        AccountStore::update_station(self, account_id, station_id, &|s| change.apply(s)).await
+    }
+
+    async fn start_transaction(&self, tx: &NewTransaction) -> StoreResult<(Transaction, bool)> {
+        const WHAT: &str = "start_transaction";
+        // The id is taken before the start is checked, so a retried start leaves a gap in the sequence;
+        // in exchange a start is one check-and-write that racing nodes cannot both win.
+        let id = self.next_transaction_id().await?;
+        let record = Transaction::started(tx, id, Utc::now());
+        let mut invocation = SCRIPTS.start_transaction.prepare_invoke();
+        invocation
+            .key(self.key("tx_starts", &[&tx.account_id]))
+            .key(self.key("txs", &[&tx.account_id]))
+            .arg(start_field(&tx.start_identity()))
+            .arg(id)
+            .arg(encode(&record)?);
+        let (found, json): (String, Option<String>) = self.eval(WHAT, &invocation).await?;
+        if parse_id(&found)? == id {
+            return Ok((record, true));
+        }
+        let json = json.ok_or_else(|| backend(format!("{WHAT}: the start index names a missing transaction")))?;
+        Ok((decode(&json)?, false))
+    }
+
+    async fn stop_transaction(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        transaction_id: i32,
+        stop: &TransactionStop,
+    ) -> StoreResult<StopOutcome> {
+        rules::stop_transaction(self, account_id, station_id, transaction_id, stop).await
+    }
+
+    async fn apply_transaction_event(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        station_transaction_id: &str,
+        seq_no: u64,
+        create: NewTransactionFn<'_>,
+        apply: TransactionUpdate<'_>,
+    ) -> StoreResult<EventOutcome> {
+        let at = TransactionAt::Reference { account_id, station_id, reference: station_transaction_id };
+        rules::apply_transaction_event(self, at, seq_no, create, apply).await
+    }
+
+    async fn add_meter_values(&self, account_id: &str, records: &[MeterRecord]) -> StoreResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let index = self.key("meter_keys", &[account_id]);
+        for record in records {
+            let tx = record.transaction_id.unwrap_or(0);
+            // The member is the reading itself: the same reading twice is one member.
+            pipe.cmd("ZADD")
+                .arg(self.key("meter", &[account_id, &record.station_id, &tx.to_string()]))
+                .arg(score(record.meter_value.timestamp))
+                .arg(encode(record)?)
+                .ignore();
+            pipe.cmd("SADD").arg(&index).arg(encode(&(&record.station_id, tx))?).ignore();
+        }
+        self.query_pipe("add_meter_values", &pipe).await
+    }
+
+    async fn add_event(&self, account_id: &str, event: &StationEvent) -> StoreResult<()> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("ZADD")
+            .arg(self.key("events", &[account_id, &event.station_id]))
+            .arg(score(event.received_at))
+            .arg(encode(event)?)
+            .ignore()
+            .cmd("SADD")
+            .arg(self.key("event_stations", &[account_id]))
+            .arg(&event.station_id)
+            .ignore();
+        self.query_pipe("add_event", &pipe).await
+    }
+
+    async fn put_variables(&self, account_id: &str, station_id: &str, variables: &[DeviceVariable]) -> StoreResult<()> {
+        if variables.is_empty() {
+            return Ok(());
+        }
+        let mut hset = redis::cmd("HSET");
+        hset.arg(self.key("vars", &[account_id, station_id]));
+        for v in variables {
+            hset.arg(v.key()).arg(encode(v)?);
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .add_command(hset)
+            .ignore()
+            .cmd("SADD")
+            .arg(self.key("var_stations", &[account_id]))
+            .arg(station_id)
+            .ignore();
+        self.query_pipe("put_variables", &pipe).await
+    }
+
+    async fn update_command(&self, command: &CommandRecord) -> StoreResult<()> {
+        let (account, station) = (command.account_id.as_str(), command.station_id.as_str());
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HSET")
+            .arg(self.key("commands", &[account]))
+            .arg(command_field(station, &command.id))
+            .arg(encode(command)?)
+            .ignore();
+        if command.status != CommandStatus::Queued {
+            pipe.cmd("ZREM").arg(self.key("queue", &[account, station])).arg(&command.id).ignore();
+            pipe.cmd("ZREM").arg(self.key("queued", &[])).arg(queued_member(command)?).ignore();
+        }
+        self.query_pipe("update_command", &pipe).await
+    }
+
+    async fn queued_commands(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<CommandRecord>> {
+        const WHAT: &str = "queued_commands";
+        let ids: Vec<String> = self
+            .query(WHAT, redis::cmd("ZRANGE").arg(self.key("queue", &[account_id, station_id])).arg(0).arg(-1))
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut hmget = redis::cmd("HMGET");
+        hmget.arg(self.key("commands", &[account_id]));
+        for id in &ids {
+            hmget.arg(command_field(station_id, id));
+        }
+        let records: Vec<Option<String>> = self.query(WHAT, &hmget).await?;
+        let mut out = Vec::with_capacity(records.len());
+        for json in records.iter().flatten() {
+            let record: CommandRecord = decode(json)?;
+            if record.status == CommandStatus::Queued {
+                out.push(record);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The account store is this store, and its erasure leaves nothing of the account behind.
+    async fn forget_account(&self, _account_id: &str) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        // A write is in Redis once its call returned; how durable it is there is Redis's AOF setting.
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SharedStore for RedisStore {
+    async fn transaction_by_start(&self, start: &StartIdentity) -> StoreResult<Option<Transaction>> {
+        let index = self.key("tx_starts", &[&start.account_id]);
+        let id: Option<String> =
+            self.query("transaction_by_start", redis::cmd("HGET").arg(index).arg(start_field(start))).await?;
+        match id {
+            Some(id) => self.transaction(&start.account_id, parse_id(&id)?).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn transaction_by_reference(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        station_transaction_id: &str,
+    ) -> StoreResult<Option<Transaction>> {
+        let index = self.key("tx_refs", &[account_id]);
+        let field = join(&[station_id, station_transaction_id]);
+        let id: Option<String> =
+            self.query("transaction_by_reference", redis::cmd("HGET").arg(index).arg(field)).await?;
+        match id {
+            Some(id) => self.transaction(account_id, parse_id(&id)?).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn put_transaction(&self, tx: &Transaction) -> StoreResult<()> {
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("HSET").arg(self.key("txs", &[&tx.account_id])).arg(tx.id).arg(encode(tx)?).ignore();
+        if let Some(start) = tx.start_identity() {
+            pipe.cmd("HSET").arg(self.key("tx_starts", &[&tx.account_id])).arg(start_field(&start)).arg(tx.id).ignore();
+        }
+        if let Some(reference) = &tx.station_transaction_id {
+            let field = join(&[&tx.station_id, reference]);
+            pipe.cmd("HSET").arg(self.key("tx_refs", &[&tx.account_id])).arg(field).arg(tx.id).ignore();
+        }
+        self.query_pipe("put_transaction", &pipe).await
+    }
+
+    async fn reserve_transaction_ids(&self, count: u32) -> StoreResult<std::ops::Range<i32>> {
+        let cmd = redis::cmd("INCRBY").arg(self.key("tx_seq", &[])).arg(count).to_owned();
+        let end = transaction_id(self.query::<i64>("reserve_transaction_ids", &cmd).await?)?;
+        // `end` is the last id taken; the range ends after it.
+        let count = i32::try_from(count).map_err(|_| backend("too many ids asked for"))?;
+        let end = end.checked_add(1).ok_or_else(|| backend("transaction ids exhausted"))?;
+        Ok(end - count..end)
+    }
+}
+
+/// The one compare-and-set the transaction rules run over: a Lua script writes the record only if
+/// its stored JSON is still what was read (a new one only if its reference is still free).
+#[async_trait]
+impl TransactionRecords for RedisStore {
+    /// The record's stored JSON.
+    type Version = String;
+
+    async fn load(&self, at: TransactionAt<'_>) -> StoreResult<Option<(Transaction, String)>> {
+        const WHAT: &str = "transaction";
+        let (account_id, id) = match at {
+            TransactionAt::Id { account_id, id } => (account_id, id.to_string()),
+            TransactionAt::Reference { account_id, station_id, reference } => {
+                let refs = self.key("tx_refs", &[account_id]);
+                let field = join(&[station_id, reference]);
+                let id: Option<String> = self.query(WHAT, redis::cmd("HGET").arg(refs).arg(field)).await?;
+                let Some(id) = id else { return Ok(None) };
+                (account_id, id)
+            }
+        };
+        let json: Option<String> =
+            self.query(WHAT, redis::cmd("HGET").arg(self.key("txs", &[account_id])).arg(&id)).await?;
+        match json {
+            Some(json) => Ok(Some((decode(&json)?, json))),
+            None if matches!(at, TransactionAt::Reference { .. }) => {
+                Err(backend(format!("{WHAT}: a reference names a missing transaction")))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn new_id(&self) -> StoreResult<i32> {
+        self.next_transaction_id().await
+    }
+
+    async fn swap(&self, old: Option<&String>, new: &Transaction) -> StoreResult<bool> {
+        const WHAT: &str = "transaction";
+        let txs = self.key("txs", &[&new.account_id]);
+        let json = encode(new)?;
+        let swapped: i64 = match (old, &new.station_transaction_id) {
+            (Some(old), _) => self.eval(WHAT, SCRIPTS.hash_cas.key(&txs).arg(new.id).arg(old).arg(&json)).await?,
+            (None, Some(reference)) => {
+                let mut invocation = SCRIPTS.create_by_reference.prepare_invoke();
+                let field = join(&[&new.station_id, reference]);
+                invocation.key(self.key("tx_refs", &[&new.account_id])).key(&txs).arg(field).arg(new.id).arg(&json);
+                self.eval(WHAT, &invocation).await?
+            }
+            (None, None) => self.query(WHAT, redis::cmd("HSETNX").arg(&txs).arg(new.id).arg(&json)).await?,
+        };
+        Ok(swapped == 1)
+    }
+}

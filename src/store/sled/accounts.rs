@@ -1,0 +1,337 @@
+//! The sled store's [`AccountStore`]: each write made durable (through the group commit) before it
+//! returns.
+
+use super::{abort, backend, decode, encode, get, key, prefix, scan, transactional, SledStore};
+use crate::model::{
+    Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, Station, StationEvent,
+    Transaction,
+};
+use crate::store::{AccountStore, AccountUpdate, ErasureReport, StationUpdate, StoreError, StoreResult};
+use async_trait::async_trait;
+use sled::transaction::Transactional;
+
+#[async_trait]
+impl AccountStore for SledStore {
+    async fn create_account(&self, account: &Account) -> StoreResult<()> {
+        let written: StoreResult<()> = async {
+            let value = encode(account)?;
+            let r = (&self.accounts, &self.accounts_by_email, &self.accounts_by_slug).transaction(|(a, e, s)| {
+                if e.get(account.email.as_bytes())?.is_some() {
+                    return Err(abort(StoreError::Conflict("email")));
+                }
+                if s.get(account.slug.as_bytes())?.is_some() {
+                    return Err(abort(StoreError::Conflict("slug")));
+                }
+                e.insert(account.email.as_bytes(), account.id.as_bytes())?;
+                s.insert(account.slug.as_bytes(), account.id.as_bytes())?;
+                a.insert(account.id.as_bytes(), value.as_slice())?;
+                Ok(())
+            });
+            transactional(r)
+        }
+        .await;
+        self.durable(written).await
+    }
+
+    async fn account(&self, id: &str) -> StoreResult<Option<Account>> {
+        get(&self.accounts, id.as_bytes())
+    }
+
+    async fn account_by_email(&self, email: &str) -> StoreResult<Option<Account>> {
+        self.account_by_index(&self.accounts_by_email, email)
+    }
+
+    async fn update_account(&self, id: &str, update: AccountUpdate<'_>) -> StoreResult<Option<Account>> {
+        let written: StoreResult<Option<Account>> = async {
+            let r = (&self.accounts, &self.accounts_by_email, &self.accounts_by_slug).transaction(|(a, e, s)| {
+                let Some(bytes) = a.get(id.as_bytes())? else { return Ok(None) };
+                let old: Account = decode(&bytes).map_err(abort)?;
+                let mut new = old.clone();
+                update(&mut new);
+                new.id = old.id.clone();
+                if new.email != old.email {
+                    if e.get(new.email.as_bytes())?.is_some() {
+                        return Err(abort(StoreError::Conflict("email")));
+                    }
+                    e.remove(old.email.as_bytes())?;
+                    e.insert(new.email.as_bytes(), id.as_bytes())?;
+                }
+                if new.slug != old.slug {
+                    if s.get(new.slug.as_bytes())?.is_some() {
+                        return Err(abort(StoreError::Conflict("slug")));
+                    }
+                    s.remove(old.slug.as_bytes())?;
+                    s.insert(new.slug.as_bytes(), id.as_bytes())?;
+                }
+                a.insert(id.as_bytes(), encode(&new).map_err(abort)?)?;
+                Ok(Some(new))
+            });
+            transactional(r)
+        }
+        .await;
+        self.durable(written).await
+    }
+
+    async fn erase_account(&self, account_id: &str) -> StoreResult<ErasureReport> {
+        let written: StoreResult<ErasureReport> = async { self.erase(account_id) }.await;
+        self.durable(written).await
+    }
+
+    async fn put_token(&self, token_hash: &str, token: &ApiToken) -> StoreResult<()> {
+        let written: StoreResult<()> = async {
+            let value = encode(token)?;
+            let index = key(&[token.account_id.as_bytes(), token.id.as_bytes()]);
+            let r = (&self.tokens, &self.account_tokens).transaction(|(tokens, index_tree)| {
+                tokens.insert(token_hash.as_bytes(), value.as_slice())?;
+                index_tree.insert(index.as_slice(), token_hash.as_bytes())?;
+                Ok(())
+            });
+            transactional(r)
+        }
+        .await;
+        self.durable(written).await
+    }
+
+    async fn token(&self, token_hash: &str) -> StoreResult<Option<ApiToken>> {
+        get(&self.tokens, token_hash.as_bytes())
+    }
+
+    async fn tokens(&self, account_id: &str) -> StoreResult<Vec<ApiToken>> {
+        let mut out = Vec::new();
+        for item in self.account_tokens.scan_prefix(prefix(&[account_id.as_bytes()])) {
+            let (_, hash) = item.map_err(backend)?;
+            if let Some(token) = get::<ApiToken>(&self.tokens, &hash)? {
+                out.push(token);
+            }
+        }
+        out.sort_by_key(|t| t.created_at);
+        Ok(out)
+    }
+
+    async fn delete_token(&self, account_id: &str, token_id: &str) -> StoreResult<bool> {
+        let written: StoreResult<bool> = async {
+            let index = key(&[account_id.as_bytes(), token_id.as_bytes()]);
+            let r = (&self.tokens, &self.account_tokens).transaction(|(tokens, index_tree)| {
+                let Some(hash) = index_tree.remove(index.as_slice())? else { return Ok(false) };
+                tokens.remove(hash)?;
+                Ok(true)
+            });
+            transactional(r)
+        }
+        .await;
+        self.durable(written).await
+    }
+
+    async fn delete_tokens_except(&self, account_id: &str, keep: Option<&str>) -> StoreResult<usize> {
+        let written: StoreResult<usize> = async {
+            let mut removed = 0;
+            for item in self.account_tokens.scan_prefix(prefix(&[account_id.as_bytes()])) {
+                let (k, hash) = item.map_err(backend)?;
+                let token_id = &k[account_id.len() + 1..];
+                if keep.is_some_and(|keep| keep.as_bytes() == token_id) {
+                    continue;
+                }
+                self.tokens.remove(hash).map_err(backend)?;
+                self.account_tokens.remove(k).map_err(backend)?;
+                removed += 1;
+            }
+            Ok(removed)
+        }
+        .await;
+        self.durable(written).await
+    }
+
+    async fn consents(&self, account_id: &str) -> StoreResult<Consents> {
+        Ok(get(&self.consents, account_id.as_bytes())?.unwrap_or_default())
+    }
+
+    async fn put_consents(&self, account_id: &str, consents: &Consents) -> StoreResult<()> {
+        let written: StoreResult<()> = async {
+            self.consents.insert(account_id.as_bytes(), encode(consents)?).map_err(backend)?;
+            Ok(())
+        }
+        .await;
+        self.durable(written).await
+    }
+
+    async fn add_login_event(&self, account_id: &str, event: &LoginEvent, keep: usize) -> StoreResult<()> {
+        let written: StoreResult<()> = async {
+            let seq = self.db.generate_id().map_err(backend)?;
+            let p = prefix(&[account_id.as_bytes()]);
+            self.login_events
+                .insert(key(&[account_id.as_bytes(), &seq.to_be_bytes()]), encode(event)?)
+                .map_err(backend)?;
+            // Keys sort by sequence, so the oldest come first; drop what exceeds the limit.
+            let total = self.login_events.scan_prefix(&p).count();
+            for item in self.login_events.scan_prefix(&p).take(total.saturating_sub(keep)) {
+                let (k, _) = item.map_err(backend)?;
+                self.login_events.remove(k).map_err(backend)?;
+            }
+            Ok(())
+        }
+        .await;
+        self.durable(written).await
+    }
+
+    async fn login_events(&self, account_id: &str) -> StoreResult<Vec<LoginEvent>> {
+        scan(&self.login_events, &prefix(&[account_id.as_bytes()]))
+    }
+
+    async fn create_station(&self, station: &Station) -> StoreResult<()> {
+        let written: StoreResult<()> = async {
+            let k = key(&[station.account_id.as_bytes(), station.id.as_bytes()]);
+            let swapped =
+                self.stations.compare_and_swap(k, None as Option<&[u8]>, Some(encode(station)?)).map_err(backend)?;
+            swapped.map_err(|_| StoreError::Conflict("station id"))
+        }
+        .await;
+        self.durable(written).await
+    }
+
+    async fn stations(&self, account_id: &str) -> StoreResult<Vec<Station>> {
+        scan(&self.stations, &prefix(&[account_id.as_bytes()]))
+    }
+
+    async fn station_count(&self, account_id: &str) -> StoreResult<usize> {
+        let mut n = 0;
+        for item in self.stations.scan_prefix(prefix(&[account_id.as_bytes()])) {
+            item.map_err(backend)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    async fn update_station(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        update: StationUpdate<'_>,
+    ) -> StoreResult<Option<Station>> {
+        let written = self.update_station_now(account_id, station_id, |s| update(s));
+        self.durable(written).await
+    }
+
+    async fn delete_station(&self, account_id: &str, station_id: &str) -> StoreResult<bool> {
+        let written: StoreResult<bool> = async {
+            let k = key(&[account_id.as_bytes(), station_id.as_bytes()]);
+            Ok(self.stations.remove(k).map_err(backend)?.is_some())
+        }
+        .await;
+        self.durable(written).await
+    }
+
+    async fn put_id_tag(&self, account_id: &str, tag: &IdTag) -> StoreResult<bool> {
+        let written: StoreResult<bool> = async {
+            let k = key(&[account_id.as_bytes(), tag.id_tag.as_bytes()]);
+            Ok(self.id_tags.insert(k, encode(tag)?).map_err(backend)?.is_none())
+        }
+        .await;
+        self.durable(written).await
+    }
+
+    async fn id_tags(&self, account_id: &str) -> StoreResult<Vec<IdTag>> {
+        scan(&self.id_tags, &prefix(&[account_id.as_bytes()]))
+    }
+
+    async fn delete_id_tag(&self, account_id: &str, id_tag: &str) -> StoreResult<bool> {
+        let written: StoreResult<bool> = async {
+            let k = key(&[account_id.as_bytes(), id_tag.as_bytes()]);
+            Ok(self.id_tags.remove(k).map_err(backend)?.is_some())
+        }
+        .await;
+        self.durable(written).await
+    }
+
+    async fn variables(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<DeviceVariable>> {
+        scan(&self.device_model, &prefix(&[account_id.as_bytes(), station_id.as_bytes()]))
+    }
+
+    async fn transaction(&self, account_id: &str, transaction_id: i32) -> StoreResult<Option<Transaction>> {
+        get(&self.transactions, &Self::transaction_key(account_id, transaction_id))
+    }
+
+    async fn transactions(&self, account_id: &str, station_id: Option<&str>) -> StoreResult<Vec<Transaction>> {
+        let mut all: Vec<Transaction> = scan(&self.transactions, &prefix(&[account_id.as_bytes()]))?;
+        if let Some(station) = station_id {
+            all.retain(|t| t.station_id == station);
+        }
+        all.reverse();
+        Ok(all)
+    }
+
+    async fn transaction_meter_values(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        transaction_id: i32,
+    ) -> StoreResult<Vec<MeterRecord>> {
+        scan(
+            &self.meter_values,
+            &prefix(&[account_id.as_bytes(), station_id.as_bytes(), &transaction_id.to_be_bytes()]),
+        )
+    }
+
+    async fn account_meter_values(&self, account_id: &str) -> StoreResult<Vec<MeterRecord>> {
+        scan(&self.meter_values, &prefix(&[account_id.as_bytes()]))
+    }
+
+    async fn events(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<StationEvent>> {
+        scan(&self.events, &prefix(&[account_id.as_bytes(), station_id.as_bytes()]))
+    }
+
+    async fn account_events(&self, account_id: &str) -> StoreResult<Vec<StationEvent>> {
+        scan(&self.events, &prefix(&[account_id.as_bytes()]))
+    }
+
+    async fn enqueue_command(&self, command: &CommandRecord) -> StoreResult<()> {
+        let written: StoreResult<()> = async {
+            let record_key =
+                key(&[command.account_id.as_bytes(), command.station_id.as_bytes(), command.id.as_bytes()]);
+            let seq = self.db.generate_id().map_err(backend)?;
+            let queue_key = key(&[command.account_id.as_bytes(), command.station_id.as_bytes(), &seq.to_be_bytes()]);
+            let value = encode(command)?;
+            let r = (&self.commands, &self.command_queue).transaction(|(commands, queue)| {
+                commands.insert(record_key.as_slice(), value.as_slice())?;
+                queue.insert(queue_key.as_slice(), command.id.as_bytes())?;
+                Ok(())
+            });
+            transactional(r)
+        }
+        .await;
+        self.durable(written).await
+    }
+
+    async fn command(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        command_id: &str,
+    ) -> StoreResult<Option<CommandRecord>> {
+        get(&self.commands, &key(&[account_id.as_bytes(), station_id.as_bytes(), command_id.as_bytes()]))
+    }
+
+    async fn account_commands(&self, account_id: &str) -> StoreResult<Vec<CommandRecord>> {
+        scan(&self.commands, &prefix(&[account_id.as_bytes()]))
+    }
+
+    async fn queued_command_count(&self) -> StoreResult<usize> {
+        Ok(self.command_queue.len())
+    }
+
+    async fn oldest_queued_command(&self) -> StoreResult<Option<chrono::DateTime<chrono::Utc>>> {
+        // The queue is keyed by station, then by order of queueing: each station's first entry is its
+        // oldest. Queues are short-lived, so a walk over them at scrape time is cheap.
+        let mut oldest: Option<chrono::DateTime<chrono::Utc>> = None;
+        for item in self.command_queue.iter() {
+            let (k, id) = item.map_err(backend)?;
+            // The key ends with the 8-byte queue sequence; what precedes it is "account\0station\0".
+            let Some(station_prefix) = k.len().checked_sub(8).map(|end| &k[..end]) else { continue };
+            let mut record_key = station_prefix.to_vec();
+            record_key.extend_from_slice(&id);
+            if let Some(record) = get::<CommandRecord>(&self.commands, &record_key)? {
+                oldest = Some(oldest.map_or(record.created_at, |o| o.min(record.created_at)));
+            }
+        }
+        Ok(oldest)
+    }
+}

@@ -1,0 +1,568 @@
+//! The embedded store: one sled database in the configured data directory.
+//!
+//! Keys are the parts of a record's identity joined by a NUL byte (ids never contain one: the API and
+//! the WebSocket endpoint refuse them), so a tenant's records share a prefix and list with one scan.
+
+mod accounts;
+#[cfg(test)]
+mod tests;
+
+use super::group_commit::{CommitPolicy, GroupCommit};
+use super::rules::{self, TransactionAt, TransactionRecords};
+use super::{
+    Cause, ErasureReport, EventOutcome, NewTransactionFn, SharedStore, Source, StationLookup, StationStore,
+    StopOutcome, StoreError, StoreResult, TransactionUpdate,
+};
+use crate::model::{
+    Account, CommandRecord, CommandStatus, DeviceVariable, IdTag, MeterRecord, NewTransaction, StartIdentity, Station,
+    StationChange, StationEvent, Transaction, TransactionStop,
+};
+use async_trait::async_trait;
+use serde::{de::DeserializeOwned, Serialize};
+use sha2::{Digest, Sha256};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use std::path::Path;
+
+const SEP: u8 = 0;
+const TX_SEQ_KEY: &[u8] = b"transaction_seq";
+/// Meta keys `erasing\0{account_id}` mark erasures begun and not finished.
+const ERASING: &[u8] = b"erasing";
+/// The value of a slug index entry that names no account: the slug of an erased account.
+pub(super) const RESERVED_SLUG: &[u8] = b"";
+
+/// The sled-backed store: on one node both the [`StationStore`] and the [`super::AccountStore`]; on a
+/// cluster node the replica under its write-ahead log.
+#[derive(Clone)]
+pub struct SledStore {
+    db: sled::Db,
+    accounts: sled::Tree,
+    accounts_by_email: sled::Tree,
+    accounts_by_slug: sled::Tree,
+    tokens: sled::Tree,
+    /// account id, token id → token hash: lists and revokes an account's tokens.
+    account_tokens: sled::Tree,
+    consents: sled::Tree,
+    login_events: sled::Tree,
+    stations: sled::Tree,
+    id_tags: sled::Tree,
+    transactions: sled::Tree,
+    transaction_starts: sled::Tree,
+    meter_values: sled::Tree,
+    events: sled::Tree,
+    commands: sled::Tree,
+    command_queue: sled::Tree,
+    transaction_refs: sled::Tree,
+    device_model: sled::Tree,
+    meta: sled::Tree,
+    commit: GroupCommit,
+}
+
+pub(super) fn key(parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(SEP);
+        }
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+pub(super) fn prefix(parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = key(parts);
+    k.push(SEP);
+    k
+}
+
+/// A failure of this node's own database (or of starting its committer): an answer, never
+/// "unavailable". The error is kept as the source.
+pub(crate) fn backend(e: impl Into<Source>) -> StoreError {
+    StoreError::Backend(Cause::from_source("sled", e))
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
+    Ok(serde_json::to_vec(value)?)
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+/// A transaction id kept in an index.
+fn index_id(bytes: &[u8], what: &str) -> StoreResult<i32> {
+    Ok(i32::from_be_bytes(bytes.try_into().map_err(|_| StoreError::backend(what))?))
+}
+
+pub(crate) fn get<T: DeserializeOwned>(tree: &sled::Tree, k: &[u8]) -> StoreResult<Option<T>> {
+    tree.get(k).map_err(backend)?.map(|v| decode(&v)).transpose()
+}
+
+pub(super) fn scan<T: DeserializeOwned>(tree: &sled::Tree, p: &[u8]) -> StoreResult<Vec<T>> {
+    tree.scan_prefix(p).map(|item| item.map_err(backend).and_then(|(_, v)| decode(&v))).collect()
+}
+
+/// Unwraps a sled transaction result whose abort value is a `StoreError`.
+pub(super) fn transactional<T>(r: Result<T, TransactionError<StoreError>>) -> StoreResult<T> {
+    r.map_err(|e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => backend(e),
+    })
+}
+
+pub(super) fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+/// Takes `count` ids from the transaction sequence inside a sled transaction; returns the first.
+fn take_ids(
+    meta: &sled::transaction::TransactionalTree,
+    count: u32,
+) -> Result<i32, ConflictableTransactionError<StoreError>> {
+    let last = match meta.get(TX_SEQ_KEY)? {
+        Some(v) => i32::from_be_bytes(v.as_ref().try_into().map_err(|_| abort(StoreError::backend("bad sequence")))?),
+        None => 0,
+    };
+    let count = i32::try_from(count).map_err(|_| abort(StoreError::backend("too many ids asked for")))?;
+    let end = last.checked_add(count).ok_or_else(|| abort(StoreError::backend("transaction ids exhausted")))?;
+    meta.insert(TX_SEQ_KEY, &end.to_be_bytes())?;
+    Ok(last + 1)
+}
+
+impl SledStore {
+    /// Opens (or creates) the database in `dir`; [`StationStore::flush`] follows `policy`.
+    pub fn open(dir: &Path, policy: CommitPolicy) -> StoreResult<Self> {
+        let db = sled::Config::new().path(dir).open().map_err(backend)?;
+        let commit = GroupCommit::start(db.clone(), policy).map_err(backend)?;
+        let tree = |name: &str| db.open_tree(name).map_err(backend);
+        let store = Self {
+            accounts: tree("accounts")?,
+            accounts_by_email: tree("accounts_by_email")?,
+            accounts_by_slug: tree("accounts_by_slug")?,
+            tokens: tree("tokens")?,
+            account_tokens: tree("account_tokens")?,
+            consents: tree("consents")?,
+            login_events: tree("login_events")?,
+            stations: tree("stations")?,
+            id_tags: tree("id_tags")?,
+            transactions: tree("transactions")?,
+            transaction_starts: tree("transaction_starts")?,
+            meter_values: tree("meter_values")?,
+            events: tree("events")?,
+            commands: tree("commands")?,
+            transaction_refs: tree("transaction_refs")?,
+            device_model: tree("device_model")?,
+            command_queue: tree("command_queue")?,
+            meta: tree("meta")?,
+            commit,
+            db,
+        };
+        store.finish_interrupted_erasures()?;
+        Ok(store)
+    }
+
+    /// Finishes erasures a crash interrupted: nothing of an erased account may outlive its erasure.
+    fn finish_interrupted_erasures(&self) -> StoreResult<()> {
+        for item in self.meta.scan_prefix(prefix(&[ERASING])) {
+            let (k, _) = item.map_err(backend)?;
+            let account_id = String::from_utf8_lossy(&k[ERASING.len() + 1..]).to_string();
+            tracing::warn!(account = %account_id, "finishing an interrupted account erasure");
+            self.erase(&account_id)?;
+        }
+        self.db.flush().map_err(backend)?;
+        Ok(())
+    }
+
+    /// Flushes completed so far (tests check that acknowledgements wait for one).
+    pub fn flushes(&self) -> u64 {
+        self.commit.flushes()
+    }
+
+    /// Opens (or creates) a tree of this database beside the store's own, so what is kept there is
+    /// made durable by the same [`StationStore::flush`]. The name must not be one the store uses.
+    pub fn open_tree(&self, name: &str) -> StoreResult<sled::Tree> {
+        self.db.open_tree(name).map_err(backend)
+    }
+
+    fn start_key(start: &StartIdentity) -> Vec<u8> {
+        key(&[
+            start.account_id.as_bytes(),
+            start.station_id.as_bytes(),
+            &start.connector_id.to_be_bytes(),
+            start.start_timestamp.to_rfc3339().as_bytes(),
+            &start.meter_start.to_be_bytes(),
+        ])
+    }
+
+    fn reference_key(account_id: &str, station_id: &str, station_transaction_id: &str) -> Vec<u8> {
+        key(&[account_id.as_bytes(), station_id.as_bytes(), station_transaction_id.as_bytes()])
+    }
+
+    fn account_by_index(&self, index: &sled::Tree, k: &str) -> StoreResult<Option<Account>> {
+        match index.get(k.as_bytes()).map_err(backend)? {
+            Some(id) => get(&self.accounts, &id),
+            None => Ok(None),
+        }
+    }
+
+    /// Removes every record of the account (see [`super::AccountStore::erase_account`]). Idempotent, so it can be
+    /// run again after a crash; the marker in `meta` is removed only once everything else is.
+    pub(crate) fn erase(&self, account_id: &str) -> StoreResult<ErasureReport> {
+        let marker = key(&[ERASING, account_id.as_bytes()]);
+        self.meta.insert(&marker, &[]).map_err(backend)?;
+        let mut report = ErasureReport::default();
+        let r = (&self.accounts, &self.accounts_by_email, &self.accounts_by_slug).transaction(|(a, e, s)| {
+            let Some(bytes) = a.remove(account_id.as_bytes())? else { return Ok(()) };
+            let account: Account = decode(&bytes).map_err(abort)?;
+            if e.get(account.email.as_bytes())?.is_some_and(|id| id.as_ref() == account_id.as_bytes()) {
+                e.remove(account.email.as_bytes())?;
+            }
+            s.insert(account.slug.as_bytes(), RESERVED_SLUG)?;
+            Ok(())
+        });
+        transactional(r)?;
+        let p = prefix(&[account_id.as_bytes()]);
+        for item in self.account_tokens.scan_prefix(&p) {
+            let (k, hash) = item.map_err(backend)?;
+            self.tokens.remove(hash).map_err(backend)?;
+            self.account_tokens.remove(k).map_err(backend)?;
+            report.tokens += 1;
+        }
+        let clear = |tree: &sled::Tree| -> StoreResult<usize> {
+            let mut n = 0;
+            for item in tree.scan_prefix(&p) {
+                let (k, _) = item.map_err(backend)?;
+                tree.remove(k).map_err(backend)?;
+                n += 1;
+            }
+            Ok(n)
+        };
+        report.stations = clear(&self.stations)?;
+        report.id_tags = clear(&self.id_tags)?;
+        report.transactions = clear(&self.transactions)?;
+        clear(&self.transaction_starts)?;
+        clear(&self.transaction_refs)?;
+        report.device_variables = clear(&self.device_model)?;
+        report.meter_values = clear(&self.meter_values)?;
+        report.events = clear(&self.events)?;
+        report.queued_commands = clear(&self.command_queue)?;
+        report.commands = clear(&self.commands)?;
+        report.login_events = clear(&self.login_events)?;
+        report.consents = usize::from(self.consents.remove(account_id.as_bytes()).map_err(backend)?.is_some());
+        self.meta.remove(&marker).map_err(backend)?;
+        Ok(report)
+    }
+
+    fn transaction_key(account_id: &str, id: i32) -> Vec<u8> {
+        key(&[account_id.as_bytes(), &id.to_be_bytes()])
+    }
+    /// Applies `update` to the station record (see [`AccountStore::update_station`]), not yet durable.
+    fn update_station_now(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        update: impl Fn(&mut Station),
+    ) -> StoreResult<Option<Station>> {
+        let k = key(&[account_id.as_bytes(), station_id.as_bytes()]);
+        let mut failure = None;
+        let new = self
+            .stations
+            .update_and_fetch(&k, |old| {
+                let old = old?;
+                match decode::<Station>(old) {
+                    Ok(mut station) => {
+                        update(&mut station);
+                        match encode(&station) {
+                            Ok(bytes) => Some(bytes),
+                            Err(e) => {
+                                failure = Some(e);
+                                Some(old.to_vec())
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        Some(old.to_vec())
+                    }
+                }
+            })
+            .map_err(backend)?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        new.map(|v| decode(&v)).transpose()
+    }
+
+    /// Passes a write's result on once it is durable: the account store's writes are durable when
+    /// they return (and share a flush with whatever else is waiting for one).
+    async fn durable<T>(&self, written: StoreResult<T>) -> StoreResult<T> {
+        let value = written?;
+        self.commit.durable().await?;
+        Ok(value)
+    }
+}
+
+#[async_trait]
+impl StationLookup for SledStore {
+    async fn station(&self, account_id: &str, station_id: &str) -> StoreResult<Option<Station>> {
+        get(&self.stations, &key(&[account_id.as_bytes(), station_id.as_bytes()]))
+    }
+
+    async fn id_tag(&self, account_id: &str, id_tag: &str) -> StoreResult<Option<IdTag>> {
+        get(&self.id_tags, &key(&[account_id.as_bytes(), id_tag.as_bytes()]))
+    }
+}
+
+#[async_trait]
+impl StationStore for SledStore {
+    async fn account_by_slug(&self, slug: &str) -> StoreResult<Option<Account>> {
+        self.account_by_index(&self.accounts_by_slug, slug)
+    }
+
+    async fn change_station(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        change: &StationChange,
+    ) -> StoreResult<Option<Station>> {
+        self.update_station_now(account_id, station_id, |s| change.apply(s))
+    }
+
+    async fn start_transaction(&self, tx: &NewTransaction) -> StoreResult<(Transaction, bool)> {
+        let start_key = Self::start_key(&tx.start_identity());
+        let received_at = chrono::Utc::now();
+        let r = (&self.transactions, &self.transaction_starts, &self.meta).transaction(|(txs, starts, meta)| {
+            if let Some(id) = starts.get(&start_key)? {
+                let id = i32::from_be_bytes(
+                    id.as_ref().try_into().map_err(|_| abort(StoreError::backend("bad start index")))?,
+                );
+                let existing = txs.get(Self::transaction_key(&tx.account_id, id))?;
+                let existing =
+                    existing.ok_or_else(|| abort(StoreError::backend("start index names a missing transaction")))?;
+                let existing: Transaction = decode(&existing).map_err(abort)?;
+                return Ok((existing, false));
+            }
+            let next = take_ids(meta, 1)?;
+            let record = Transaction::started(tx, next, received_at);
+            txs.insert(Self::transaction_key(&tx.account_id, next), encode(&record).map_err(abort)?)?;
+            starts.insert(start_key.as_slice(), &next.to_be_bytes())?;
+            Ok((record, true))
+        });
+        transactional(r)
+    }
+
+    async fn stop_transaction(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        transaction_id: i32,
+        stop: &TransactionStop,
+    ) -> StoreResult<StopOutcome> {
+        rules::stop_transaction(self, account_id, station_id, transaction_id, stop).await
+    }
+
+    async fn apply_transaction_event(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        station_transaction_id: &str,
+        seq_no: u64,
+        create: NewTransactionFn<'_>,
+        apply: TransactionUpdate<'_>,
+    ) -> StoreResult<EventOutcome> {
+        let at = TransactionAt::Reference { account_id, station_id, reference: station_transaction_id };
+        rules::apply_transaction_event(self, at, seq_no, create, apply).await
+    }
+
+    async fn put_variables(&self, account_id: &str, station_id: &str, variables: &[DeviceVariable]) -> StoreResult<()> {
+        let mut batch = sled::Batch::default();
+        for v in variables {
+            batch.insert(key(&[account_id.as_bytes(), station_id.as_bytes(), v.key().as_bytes()]), encode(v)?);
+        }
+        self.device_model.apply_batch(batch).map_err(backend)
+    }
+
+    async fn add_meter_values(&self, account_id: &str, records: &[MeterRecord]) -> StoreResult<()> {
+        let mut batch = sled::Batch::default();
+        for record in records {
+            let tx = record.transaction_id.unwrap_or(0);
+            let value = encode(record)?;
+            // Keyed by what the reading is, so the same reading sent twice is stored once, and a
+            // transaction's readings list in time order.
+            let fingerprint = Sha256::digest(&value);
+            let millis = record.meter_value.timestamp.timestamp_millis();
+            // Flip the sign bit so that negative (pre-1970) times still sort before positive ones.
+            let time = ((millis as u64) ^ (1 << 63)).to_be_bytes();
+            let k = key(&[
+                account_id.as_bytes(),
+                record.station_id.as_bytes(),
+                &tx.to_be_bytes(),
+                &time,
+                &record.connector_id.to_be_bytes(),
+                &fingerprint[..8],
+            ]);
+            batch.insert(k, value);
+        }
+        self.meter_values.apply_batch(batch).map_err(backend)
+    }
+
+    async fn add_event(&self, account_id: &str, event: &StationEvent) -> StoreResult<()> {
+        let value = encode(event)?;
+        // Keyed by when it was received and what it is, so the same event applied twice (a cluster
+        // node's write-ahead log may replay it) is stored once, and a station's events list in the
+        // order they were received. Events stored before were keyed by a sequence number, which
+        // sorts before any time key: they still list first.
+        let fingerprint = Sha256::digest(&value);
+        let micros = event.received_at.timestamp_micros();
+        // Flip the sign bit so that negative (pre-1970) times still sort before positive ones.
+        let time = ((micros as u64) ^ (1 << 63)).to_be_bytes();
+        let k = key(&[account_id.as_bytes(), event.station_id.as_bytes(), &time, &fingerprint[..8]]);
+        self.events.insert(k, value).map_err(backend)?;
+        Ok(())
+    }
+
+    async fn update_command(&self, command: &CommandRecord) -> StoreResult<()> {
+        let record_key = key(&[command.account_id.as_bytes(), command.station_id.as_bytes(), command.id.as_bytes()]);
+        self.commands.insert(record_key, encode(command)?).map_err(backend)?;
+        if command.status != CommandStatus::Queued {
+            let p = prefix(&[command.account_id.as_bytes(), command.station_id.as_bytes()]);
+            for item in self.command_queue.scan_prefix(p) {
+                let (k, id) = item.map_err(backend)?;
+                if id.as_ref() == command.id.as_bytes() {
+                    self.command_queue.remove(k).map_err(backend)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn queued_commands(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<CommandRecord>> {
+        let mut out = Vec::new();
+        for item in self.command_queue.scan_prefix(prefix(&[account_id.as_bytes(), station_id.as_bytes()])) {
+            let (_, id) = item.map_err(backend)?;
+            let k = key(&[account_id.as_bytes(), station_id.as_bytes(), &id]);
+            if let Some(record) = get::<CommandRecord>(&self.commands, &k)? {
+                if record.status == CommandStatus::Queued {
+                    out.push(record);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One node: the account store is this store, and its erasure leaves nothing behind.
+    async fn forget_account(&self, _account_id: &str) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        self.commit.durable().await
+    }
+}
+
+#[async_trait]
+impl SharedStore for SledStore {
+    async fn transaction_by_start(&self, start: &StartIdentity) -> StoreResult<Option<Transaction>> {
+        let Some(id) = self.transaction_starts.get(Self::start_key(start)).map_err(backend)? else {
+            return Ok(None);
+        };
+        let id = index_id(&id, "bad start index")?;
+        get(&self.transactions, &Self::transaction_key(&start.account_id, id))
+    }
+
+    async fn transaction_by_reference(
+        &self,
+        account_id: &str,
+        station_id: &str,
+        station_transaction_id: &str,
+    ) -> StoreResult<Option<Transaction>> {
+        let k = Self::reference_key(account_id, station_id, station_transaction_id);
+        let Some(id) = self.transaction_refs.get(k).map_err(backend)? else {
+            return Ok(None);
+        };
+        let id = index_id(&id, "bad reference")?;
+        get(&self.transactions, &Self::transaction_key(account_id, id))
+    }
+
+    async fn put_transaction(&self, tx: &Transaction) -> StoreResult<()> {
+        let value = encode(tx)?;
+        let id = tx.id.to_be_bytes();
+        let start_key = tx.start_identity().map(|s| Self::start_key(&s));
+        let ref_key =
+            tx.station_transaction_id.as_deref().map(|r| Self::reference_key(&tx.account_id, &tx.station_id, r));
+        let r = (&self.transactions, &self.transaction_starts, &self.transaction_refs).transaction(
+            |(txs, starts, refs)| {
+                txs.insert(Self::transaction_key(&tx.account_id, tx.id), value.as_slice())?;
+                if let Some(k) = &start_key {
+                    starts.insert(k.as_slice(), &id)?;
+                }
+                if let Some(k) = &ref_key {
+                    refs.insert(k.as_slice(), &id)?;
+                }
+                Ok(())
+            },
+        );
+        transactional(r)
+    }
+
+    async fn reserve_transaction_ids(&self, count: u32) -> StoreResult<std::ops::Range<i32>> {
+        let first = transactional(self.meta.transaction(|meta| take_ids(meta, count)))?;
+        Ok(first..first + count as i32)
+    }
+}
+
+/// The one compare-and-set the transaction rules ([`rules`]) run over: a sled transaction that
+/// writes the record only if its stored bytes are still those read.
+#[async_trait]
+impl TransactionRecords for SledStore {
+    /// The record's stored bytes.
+    type Version = sled::IVec;
+
+    async fn load(&self, at: TransactionAt<'_>) -> StoreResult<Option<(Transaction, sled::IVec)>> {
+        let (account_id, id) = match at {
+            TransactionAt::Id { account_id, id } => (account_id, id),
+            TransactionAt::Reference { account_id, station_id, reference } => {
+                let k = Self::reference_key(account_id, station_id, reference);
+                let Some(id) = self.transaction_refs.get(k).map_err(backend)? else { return Ok(None) };
+                (account_id, index_id(&id, "bad reference")?)
+            }
+        };
+        match self.transactions.get(Self::transaction_key(account_id, id)).map_err(backend)? {
+            Some(bytes) => Ok(Some((decode(&bytes)?, bytes))),
+            None if matches!(at, TransactionAt::Reference { .. }) => {
+                Err(StoreError::backend("reference names a missing transaction"))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn new_id(&self) -> StoreResult<i32> {
+        transactional(self.meta.transaction(|meta| take_ids(meta, 1)))
+    }
+
+    async fn swap(&self, old: Option<&sled::IVec>, new: &Transaction) -> StoreResult<bool> {
+        let k = Self::transaction_key(&new.account_id, new.id);
+        let value = encode(new)?;
+        let reference =
+            new.station_transaction_id.as_deref().map(|r| Self::reference_key(&new.account_id, &new.station_id, r));
+        let r = (&self.transactions, &self.transaction_refs).transaction(|(txs, refs)| {
+            match old {
+                Some(old) => {
+                    if txs.get(&k)?.as_ref() != Some(old) {
+                        return Ok(false);
+                    }
+                }
+                None => {
+                    if let Some(rk) = &reference {
+                        if refs.get(rk)?.is_some() {
+                            return Ok(false);
+                        }
+                        refs.insert(rk.as_slice(), &new.id.to_be_bytes())?;
+                    }
+                }
+            }
+            txs.insert(k.as_slice(), value.as_slice())?;
+            Ok(true)
+        });
+        transactional(r)
+    }
+}
