@@ -3,7 +3,7 @@
 //! station's session (through its [`LocalNode`]) and publishes the answer to the asking node's inbox.
 //! Pub/sub delivers at most once: a lost message is a command timeout, as on one node.
 
-use super::{lock, ClusterError, LocalNode, RedisLink};
+use super::link::{lock, ClusterError, LocalNode, RedisLink};
 use crate::actors::station::{DisconnectReason, SessionId, StationKey};
 use crate::fleet::command::{Command, CommandError, RemoteOutcome};
 use futures_util::StreamExt;

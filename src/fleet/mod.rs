@@ -116,7 +116,7 @@ impl Fleet {
 
     /// Sends a command to a located station and waits for its answer (or why there is none).
     pub async fn send_command(&self, at: &Located, command: Command) -> Result<CommandResult, FleetError> {
-        let node = match (&at.route, &self.reach) {
+        let (node, bus) = match (&at.route, &self.reach) {
             (Route::Here(session), _) => {
                 return LocalFleet::send(session, command).await.map_err(|_| FleetError::NotConnected)
             }
@@ -124,7 +124,6 @@ impl Fleet {
             // Only a cluster locates a station on another node.
             (Route::Node(_), Reach::Single) => return Err(FleetError::NotConnected),
         };
-        let (node, bus) = node;
         let outcome = bus.send_command(node, &at.key, command).await;
         let label = match &outcome {
             Ok(RemoteOutcome::Done(Ok(_))) => "answered",

@@ -389,7 +389,7 @@ impl StationSession {
     where
         M: Message + Send + Clone + 'static,
         M::Result: Send,
-        crate::actors::AccountActor: Handler<M>,
+        crate::actors::account::AccountActor: Handler<M>,
     {
         if let Some(lookup) = self.tenant.tell(msg) {
             ctx.spawn(lookup.into_actor(self).map(|addr, act, _| act.tenant.found(addr)));
