@@ -31,21 +31,27 @@ pub struct ServerSettings {
     pub max_connections_per_worker: usize,
     pub backlog: u32,
     pub public_url: String,
+    /// This node's name as configured; empty means the host name (see [`ServerSettings::node_id`]).
     pub node_id: String,
+    /// The host name, read once when the settings load: the node's name when `node_id` is empty.
+    #[serde(skip)]
+    host_name: String,
 }
 
 impl ServerSettings {
-    /// This node's name in metrics and logs: `node_id`, or the host name when it is empty.
-    pub fn node_id(&self) -> String {
-        if !self.node_id.is_empty() {
-            return self.node_id.clone();
+    /// This node's name in metrics, logs and the cluster: `node_id`, or the host name when it is empty.
+    pub fn node_id(&self) -> &str {
+        match (self.node_id.as_str(), self.host_name.as_str()) {
+            ("", "") => "ocpp-css",
+            ("", host) => host,
+            (configured, _) => configured,
         }
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "ocpp-css".to_string())
     }
+}
+
+/// The host name, or empty when it cannot be read.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -231,6 +237,10 @@ impl Settings {
             )
             .build()?
             .try_deserialize()
+            .map(|mut settings: Settings| {
+                settings.server.host_name = host_name();
+                settings
+            })
     }
 }
 
@@ -257,6 +267,19 @@ mod tests {
         assert_eq!(s.ocpp.heartbeat_interval_secs, 42);
         assert_eq!(s.log.format, LogFormat::Json);
         assert_eq!(s.server.port, 8180, "untouched keys keep their defaults");
+    }
+
+    #[test]
+    fn the_node_is_named_by_its_setting_or_else_its_host() {
+        let mut s = Settings::load(None).expect("default config");
+        s.server.node_id = String::new();
+        let expected = match host_name() {
+            h if h.is_empty() => "ocpp-css".to_string(),
+            h => h,
+        };
+        assert_eq!(s.server.node_id(), expected, "the host name, read when the settings loaded");
+        s.server.node_id = "node-a".into();
+        assert_eq!(s.server.node_id(), "node-a", "a name set after loading counts");
     }
 
     #[test]

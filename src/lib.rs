@@ -10,8 +10,10 @@
 //!   [`store::SledStore`] is both on one node, [`store::RedisStore`] the shared store of a cluster and its
 //!   account store, [`store::ClusterStore`] a cluster node's station store: its sled write-ahead log in
 //!   front of Redis.
-//! - [`cluster`]: cluster mode: station presence, command routing and duplicate connections across
-//!   nodes through Redis.
+//! - [`fleet`]: the one way to reach a station wherever it is connected (send a command, close,
+//!   close an account, nudge queued delivery, locate), and account erasure.
+//! - [`cluster`]: cluster mode: station presence and the bus between nodes (command routing,
+//!   duplicate connections) through Redis.
 //! - [`model`]: the records kept.
 //! - [`auth`]: password hashing and tokens; [`login`]: sign-in failure limits, new-location
 //!   challenges and the notifier of their one-time codes.
@@ -26,6 +28,7 @@ pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod fleet;
 pub mod limits;
 pub mod login;
 pub mod metrics;

@@ -1,11 +1,15 @@
 //! Builds the application: store, registries, HTTP server bound to its listener (port 0 works;
 //! [`Application::port`] tells the port chosen).
 
-use crate::actors::station_registry::CloseAll;
-use crate::actors::{AccountRegistry, StationRegistry};
+use crate::actors::station_registry::{NoPresence, StationRegistry};
+use crate::actors::tracker::SessionTracker;
+use crate::actors::AccountRegistry;
+use crate::api::middleware::{self, RequestLimits};
 use crate::api::{self, ApiError};
-use crate::cluster::Cluster;
+use crate::cluster::{Bus, LocalNode, PresenceTable, RedisLink};
 use crate::config::Settings;
+use crate::fleet::node::ThisNode;
+use crate::fleet::{Fleet, LocalFleet};
 use crate::limits::connections::ConnectionTable;
 use crate::limits::{self, Limits};
 use crate::login::{LogNotifier, LoginGuard, LoginNotifier};
@@ -14,16 +18,23 @@ use crate::ocpp::v16::HandlerSettings;
 use crate::store::{AccountStore, ClusterStore, ClusterStoreSettings, RedisStore, SledStore, StationStore};
 use crate::{tls, ws};
 use actix::prelude::*;
-use actix_web::body::EitherBody;
-use actix_web::dev::{Server, Service};
+use actix_web::dev::Server;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::Instrument;
+
+/// How this node is deployed.
+#[derive(Clone)]
+pub enum Mode {
+    /// One node: the embedded store is the system of record.
+    Single,
+    /// A node of a cluster: `wal` is its write-ahead log in front of the shared store in Redis
+    /// (and the store every caller holds).
+    Cluster { wal: ClusterStore },
+}
 
 /// What every request handler shares.
 pub struct AppState {
@@ -32,13 +43,14 @@ pub struct AppState {
     /// The API's records, durable when a call returns (Redis itself in cluster mode).
     pub account_store: Arc<dyn AccountStore>,
     pub settings: Arc<Settings>,
-    pub stations: Addr<StationRegistry>,
+    /// Reaches stations wherever they are connected.
+    pub fleet: Fleet,
     pub accounts: Addr<AccountRegistry>,
     pub handler_settings: Arc<HandlerSettings>,
     pub metrics: PrometheusHandle,
-    /// Set when shutdown begins: station connections still being accepted are refused (503), so a
-    /// reconnect storm cannot outlive the shutdown.
-    pub shutting_down: Arc<AtomicBool>,
+    /// Every live session holds one of its guards; closed when shutdown begins, and then station
+    /// connections still being accepted are refused (503), so a reconnect storm cannot outlive it.
+    pub sessions: Arc<SessionTracker>,
     /// Station passwords already checked with argon2 (see [`crate::auth::CredentialCache`]).
     pub credentials: crate::auth::CredentialCache,
     /// Failed sign-in counts and pending new-location challenges.
@@ -47,10 +59,8 @@ pub struct AppState {
     pub notifier: Arc<dyn LoginNotifier>,
     /// The TLS listener's bound port, when it is enabled.
     pub tls_port: Option<u16>,
-    /// Cluster mode: presence and routing across nodes; None on a single node.
-    pub cluster: Option<Arc<Cluster>>,
-    /// Cluster mode: this node's write-ahead log in front of the shared store.
-    pub wal: Option<ClusterStore>,
+    /// One node, or a node of a cluster (with its write-ahead log).
+    pub mode: Mode,
     /// Bounds on what outsiders' input may consume, and their per-key counts.
     pub limits: Arc<Limits>,
 }
@@ -60,12 +70,11 @@ pub struct Application {
     port: u16,
     tls_port: Option<u16>,
     server: Server,
-    stations: Addr<StationRegistry>,
+    fleet: Fleet,
     station_store: Arc<dyn StationStore>,
     shutdown_timeout: Duration,
-    shutting_down: Arc<AtomicBool>,
-    cluster: Option<Arc<Cluster>>,
-    wal: Option<ClusterStore>,
+    sessions: Arc<SessionTracker>,
+    mode: Mode,
 }
 
 impl Application {
@@ -74,22 +83,18 @@ impl Application {
     /// the shared store in Redis.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         // The recorder first, so what the stores report while opening is kept.
-        m::handle(&settings.server.node_id());
+        m::handle(settings.server.node_id());
         let dir = &settings.storage.data_dir;
         std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
         let local = SledStore::open(dir, settings.storage.commit_policy())
             .with_context(|| format!("opening the store in {}", dir.display()))?;
         if !settings.cluster.enabled() {
             let local = Arc::new(local);
-            return Self::build_with_store(settings, local.clone(), local, None, None).await;
+            return Self::build_with_store(settings, local.clone(), local, Mode::Single).await;
         }
         if settings.server.node_id.is_empty() {
             anyhow::bail!("cluster mode (cluster.redis_url) needs server.node_id: a name unique to each node");
         }
-        let node_id = settings.server.node_id();
-        let presence_ttl = Duration::from_secs(2 * settings.ocpp.ping_interval_secs.max(1));
-        let cluster =
-            Cluster::new(&settings.cluster, node_id.clone(), presence_ttl).context("configuring the cluster")?;
         // Lazily: a node starts while Redis is down, and serves the stations it knows from its own
         // copies, their messages waiting in its write-ahead log.
         let redis = RedisStore::connect_lazy(
@@ -101,17 +106,18 @@ impl Application {
         let redis = Arc::new(redis);
         let wal = ClusterStore::open(local, redis.clone(), ClusterStoreSettings::from(&settings.cluster))
             .context("opening the write-ahead log")?;
-        tracing::info!(node = %node_id, redis = %redact(&settings.cluster.redis_url), pending = wal.pending(), "cluster mode");
-        Self::build_with_store(settings, Arc::new(wal.clone()), redis, Some(cluster), Some(wal)).await
+        tracing::info!(node = %settings.server.node_id(), redis = %redact(&settings.cluster.redis_url), pending = wal.pending(), "cluster mode");
+        Self::build_with_store(settings, Arc::new(wal.clone()), redis, Mode::Cluster { wal }).await
     }
 
-    /// Builds on given stores. Must run inside an actix system (the registries are actors).
+    /// Builds on given stores, in dependency order: the presence the registry reports to, the
+    /// registry, the fleet over it, and in cluster mode the bus that hands other nodes' requests to
+    /// this node's fleet. Must run inside an actix system (the registries are actors).
     pub async fn build_with_store(
         settings: Settings,
         station_store: Arc<dyn StationStore>,
         account_store: Arc<dyn AccountStore>,
-        cluster: Option<Arc<Cluster>>,
-        wal: Option<ClusterStore>,
+        mode: Mode,
     ) -> anyhow::Result<Application> {
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let backlog = settings.server.backlog;
@@ -134,19 +140,13 @@ impl Application {
             }
             Err(e) => return Err(e).context("counting queued commands"),
         }
-        let stations = match &cluster {
-            Some(cluster) => StationRegistry::clustered(cluster.clone()).start(),
-            None => StationRegistry::default().start(),
-        };
-        if let Some(cluster) = &cluster {
-            cluster.start(stations.clone(), station_store.clone(), account_store.clone());
-        }
+        let fleet = build_fleet(&settings, &mode, &station_store, &account_store)?;
+        let sessions = Arc::new(SessionTracker::new());
         let accounts = AccountRegistry::new(Duration::from_secs(settings.accounts.idle_secs)).start();
         let handler_settings = Arc::new(HandlerSettings {
             heartbeat_interval: Duration::from_secs(settings.ocpp.heartbeat_interval_secs),
             boot_retry_interval: Duration::from_secs(settings.ocpp.boot_retry_interval_secs),
         });
-        let shutting_down = Arc::new(AtomicBool::new(false));
         limits::register_metrics();
         limits::logs::set_per_site_per_minute(settings.limits.site_warnings);
         let capacity = match settings.limits.max_connections {
@@ -157,79 +157,32 @@ impl Application {
         limits.connections.start_reaper();
         tracing::info!(capacity, "connection capacity");
         let connections = limits.connections.clone();
-        let body_timeout = settings.limits.body_timeout();
-        let refusal_delay = settings.limits.refusal_delay();
+        let request_limits = RequestLimits {
+            body_timeout: settings.limits.body_timeout(),
+            refusal_delay: settings.limits.refusal_delay(),
+        };
         let state = web::Data::new(AppState {
             limits,
-            shutting_down: shutting_down.clone(),
+            sessions: sessions.clone(),
             credentials: crate::auth::CredentialCache::default(),
             station_store: station_store.clone(),
             account_store,
             settings: Arc::new(settings.clone()),
-            stations: stations.clone(),
+            fleet: fleet.clone(),
             accounts,
             handler_settings,
-            metrics: m::handle(&settings.server.node_id()),
+            metrics: m::handle(settings.server.node_id()),
             login: Arc::new(LoginGuard::new(settings.login.clone())),
             notifier: Arc::new(LogNotifier),
             tls_port,
-            cluster: cluster.clone(),
-            wal: wal.clone(),
+            mode: mode.clone(),
         });
         let expose_login_codes = settings.api.expose_login_codes;
         let api_body_bytes = settings.limits.api_body_bytes;
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
-                .wrap_fn(move |mut req, srv| {
-                    // A connection held over its address's limit is never served: its request is
-                    // refused once the refusal delay is over (or the connection reset first).
-                    let held = limits::http::held_refusal(&req);
-                    // The connection is busy until the response is written; an API body has a deadline.
-                    let in_flight = limits::http::begin(&mut req, body_timeout);
-                    // Every request gets an id, in a span around its handling (so in every log line it
-                    // causes) and in the `x-request-id` response header.
-                    let started = Instant::now();
-                    let request_id = uuid::Uuid::new_v4().simple().to_string();
-                    let span = tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.path());
-                    let is_station = req.path().starts_with("/ocpp/");
-                    let call = match held {
-                        None => Ok({ let _enter = span.enter(); srv.call(req) }),
-                        Some(delay) => Err((req, delay)),
-                    };
-                    async move {
-                        let mut res = match call {
-                            Ok(fut) => {
-                                let res = fut.await?;
-                                // A 429 is a refusal the client can repeat at will: it is slow.
-                                if res.status() == actix_web::http::StatusCode::TOO_MANY_REQUESTS {
-                                    tokio::time::sleep(refusal_delay).await;
-                                }
-                                res.map_body(|_, body| EitherBody::left(limits::http::Tracked::new(body, in_flight)))
-                            }
-                            Err((req, delay)) => {
-                                tokio::time::sleep(delay).await;
-                                req.into_response(limits::http::refusal()).map_into_right_body()
-                            }
-                        };
-                        let status = res.status();
-                        if !is_station {
-                            let class = match status.as_u16() {
-                                200..=299 => "2xx",
-                                300..=399 => "3xx",
-                                400..=499 => "4xx",
-                                _ => "5xx",
-                            };
-                            metrics::counter!(m::API_REQUESTS, "status" => class).increment(1);
-                        }
-                        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&request_id) {
-                            res.headers_mut().insert(actix_web::http::header::HeaderName::from_static("x-request-id"), value);
-                        }
-                        tracing::debug!(status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
-                        Ok(res)
-                    }
-                    .instrument(span)
-                })
+                .wrap_fn(move |req, srv| middleware::around(request_limits, req, srv))
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics_endpoint))
@@ -266,12 +219,11 @@ impl Application {
             port,
             tls_port,
             server: server.run(),
-            stations,
+            fleet,
             station_store,
             shutdown_timeout,
-            shutting_down,
-            cluster,
-            wal,
+            sessions,
+            mode,
         })
     }
 
@@ -289,35 +241,27 @@ impl Application {
     /// it with close code 1012 (service restart), flushes the store, and stops the workers.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let handle = self.server.handle();
-        let (stations, store, timeout) = (self.stations.clone(), self.station_store.clone(), self.shutdown_timeout);
-        let shutting_down = self.shutting_down.clone();
-        let (cluster, wal) = (self.cluster.clone(), self.wal.clone());
+        let (fleet, store, timeout) = (self.fleet.clone(), self.station_store.clone(), self.shutdown_timeout);
+        let (sessions, mode) = (self.sessions.clone(), self.mode.clone());
         actix_rt::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutting down: no new connections, closing station sessions");
-            shutting_down.store(true, Ordering::SeqCst);
+            // No session starts from now on (a station connecting is refused with 503)...
+            sessions.close();
             handle.pause().await;
             let deadline = Instant::now() + timeout;
-            let (mut closed, mut quiet_rounds) = (0, 0);
-            // Connections accepted just before the pause may still register sessions: close again
-            // until two rounds in a row find none.
-            while quiet_rounds < 2 && Instant::now() < deadline {
-                let sessions = stations.send(CloseAll).await.unwrap_or_default();
-                closed += sessions.len();
-                quiet_rounds = if sessions.is_empty() { quiet_rounds + 1 } else { 0 };
-                while sessions.iter().any(|s| s.connected()) && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            // ...those live are closed, and one that registers late is closed at once by the
+            // registry; every session holds a guard of `sessions` until it is gone.
+            let closed = fleet.close_all().await;
+            if !sessions.close_and_wait(timeout).await {
+                tracing::warn!("station sessions still closing at the shutdown timeout");
             }
             tracing::info!(sessions = closed, "station sessions closed");
-            if let Some(cluster) = &cluster {
-                cluster.release_all().await;
-            }
+            fleet.release_presence().await;
             if let Err(e) = store.flush().await {
                 tracing::error!(error = %e, "final flush failed");
             }
-            if let Some(wal) = &wal {
+            if let Mode::Cluster { wal } = &mode {
                 // What is still in the write-ahead log is safe on disk and drains at the next start;
                 // while Redis answers, give it the rest of the shutdown time to drain now.
                 while wal.pending() > 0 && wal.remote_up() && Instant::now() < deadline {
@@ -329,6 +273,38 @@ impl Application {
             handle.stop(true).await;
         });
         self.server.await
+    }
+}
+
+/// The fleet of this node, built in dependency order: the presence the registry reports to, the
+/// registry, and in cluster mode the bus that hands other nodes' requests to this node.
+fn build_fleet(
+    settings: &Settings,
+    mode: &Mode,
+    station_store: &Arc<dyn StationStore>,
+    account_store: &Arc<dyn AccountStore>,
+) -> anyhow::Result<Fleet> {
+    let node_id = settings.server.node_id().to_string();
+    match mode {
+        Mode::Single => {
+            let registry = StationRegistry::new(Arc::new(NoPresence)).start();
+            Ok(Fleet::single(node_id, LocalFleet::new(registry)))
+        }
+        Mode::Cluster { .. } => {
+            let link = RedisLink::new(&settings.cluster, node_id).context("configuring the cluster")?;
+            let presence_ttl = Duration::from_secs(2 * settings.ocpp.ping_interval_secs.max(1));
+            let presence = PresenceTable::new(link.clone(), presence_ttl);
+            let registry = StationRegistry::new(Arc::new(presence.clone())).start();
+            let local = LocalFleet::new(registry);
+            let node: Arc<dyn LocalNode> = Arc::new(ThisNode {
+                local: local.clone(),
+                station_store: station_store.clone(),
+                account_store: account_store.clone(),
+            });
+            let bus = Bus::start(link, node.clone());
+            presence.start(node);
+            Ok(Fleet::clustered(local, presence, bus))
+        }
     }
 }
 
@@ -385,7 +361,7 @@ async fn healthz() -> HttpResponse {
 /// Ready when the store answers. In cluster mode a node serves its stations while Redis is down
 /// (their messages wait in its write-ahead log), so it stays ready and says how Redis is.
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    if let Some(wal) = &state.wal {
+    if let Mode::Cluster { wal } = &state.mode {
         return HttpResponse::Ok().json(serde_json::json!({
             "status": "ready",
             "redis": if wal.remote_up() { "up" } else { "down" },
@@ -400,7 +376,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
-    if state.wal.is_some() {
+    if let Mode::Cluster { .. } = state.mode {
         // Cluster mode: the queue is the cluster's, shared in Redis; what this node added and sent
         // would not add up to it.
         if let Ok(queued) = state.account_store.queued_command_count().await {

@@ -13,7 +13,7 @@
 //! than its window allows is refused with 429; the connection's bytes pass a [`FrameGuard`] that
 //! refuses an oversized message by its header.
 
-use crate::actors::station_session::SessionSetup;
+use crate::actors::session::SessionSetup;
 use crate::actors::{StationKey, StationSession};
 use crate::auth;
 use crate::limits::connections::{AddressKey, Connection};
@@ -123,6 +123,13 @@ fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
     Some((user.to_string(), password.to_string()))
 }
 
+/// 503 while the server shuts down: the station is to reconnect (to another node, or after the restart).
+fn shutting_down() -> HttpResponse {
+    HttpResponse::ServiceUnavailable()
+        .insert_header((header::RETRY_AFTER, "5"))
+        .json(json!({"code": "shutting_down", "message": "the server is restarting; reconnect shortly"}))
+}
+
 pub async fn ocpp_endpoint(
     req: HttpRequest,
     body: web::Payload,
@@ -130,10 +137,8 @@ pub async fn ocpp_endpoint(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let (tenant, station_id) = path.into_inner();
-    if state.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
-        return Ok(HttpResponse::ServiceUnavailable()
-            .insert_header((header::RETRY_AFTER, "5"))
-            .json(json!({"code": "shutting_down", "message": "the server is restarting; reconnect shortly"})));
+    if state.sessions.is_closed() {
+        return Ok(shutting_down());
     }
     let offered = offered_subprotocols(&req);
     // A station that offers no subprotocol at all is taken to speak 1.6, as many deployed 1.6 chargers
@@ -245,6 +250,8 @@ pub async fn ocpp_endpoint(
         Box::pin(FrameGuard::new(body.into_inner(), max));
     let mut guarded = actix_web::dev::Payload::Stream { payload: guard };
     let body = web::Payload::from_request(&req, &mut guarded).await?;
+    // Taken before the session exists, so shutdown waits for it; none once shutdown has begun.
+    let Some(guard) = state.sessions.guard() else { return Ok(shutting_down()) };
     let (response, session, stream) = actix_ws::handle_with_protocols(&req, body, &[version.subprotocol()])?;
     // A station's session from now on: the connection no longer counts against its address, and
     // the session's own timeouts bound it.
@@ -261,13 +268,14 @@ pub async fn ocpp_endpoint(
         registration: station.registration,
         store: state.station_store.clone(),
         handler_settings: state.handler_settings.clone(),
-        stations: state.stations.clone(),
+        stations: state.fleet.local().registry().clone(),
         accounts: state.accounts.clone(),
         ping_interval: Duration::from_secs(ocpp.ping_interval_secs.max(1)),
         idle_timeout: Duration::from_secs(ocpp.idle_timeout_secs.max(1)),
         command_timeout: ocpp.command_timeout(),
         limits: state.limits.clone(),
         connection,
+        guard,
     };
     StationSession::start(setup, session, stream);
     Ok(response)

@@ -2,7 +2,7 @@
 //! protocol, since when, their latest connector statuses). Started on demand by the AccountRegistry
 //! and stopped when idle. Later event streams and quotas hang on it.
 
-use super::SessionId;
+use super::station::SessionId;
 use crate::metrics as m;
 use crate::ocpp::v16::Notice;
 use actix::prelude::*;

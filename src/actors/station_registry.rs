@@ -1,47 +1,96 @@
-//! StationRegistry: station key → the address of its live session.
+//! StationRegistry: station key → the live session's handle (the `Recipient`s of the messages a
+//! session takes, as in actix's `websockets/chat` server; never the session type).
 //!
 //! The newest connection wins: a registration from a session with a higher id replaces the current
 //! one, which is told to close; a late `Unregister` from a replaced session finds another session id
 //! and changes nothing. Sessions of an erased account are closed and, should one register late,
-//! refused.
+//! refused; so are all sessions once the node is shutting down. Every change of which session holds
+//! a station is reported to the node's [`PresenceSink`] (the cluster's presence, or nothing).
 
-use super::station_session::{CloseSession, StationSession};
-use super::{DisconnectReason, SessionId, StationKey};
-use crate::cluster::Cluster;
+use super::session::messages::{CloseSession, DeliverQueued, SendCommand};
+use super::station::{DisconnectReason, SessionId, StationKey};
+use super::tracker::SessionGuard;
 use crate::ocpp::Version;
 use actix::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+/// Where the registry reports which session holds a station: in cluster mode, the station's
+/// presence in Redis; on one node, nowhere.
+pub trait PresenceSink: Send + Sync {
+    /// `session` of this node now holds the station.
+    fn claim(&self, key: &StationKey, session: SessionId, version: Version);
+    /// `session` of this node no longer holds the station.
+    fn release(&self, key: &StationKey, session: SessionId);
+}
+
+/// One node alone: nobody else asks where its stations are.
+pub struct NoPresence;
+
+impl PresenceSink for NoPresence {
+    fn claim(&self, _: &StationKey, _: SessionId, _: Version) {}
+    fn release(&self, _: &StationKey, _: SessionId) {}
+}
+
+/// What the registry holds of a live session: where to send it what it takes.
+#[derive(Clone)]
+pub struct SessionHandle {
+    pub commands: Recipient<SendCommand>,
+    pub deliver: Recipient<DeliverQueued>,
+    pub close: Recipient<CloseSession>,
+}
+
+impl SessionHandle {
+    fn close(&self, reason: DisconnectReason, guard: Option<SessionGuard>) {
+        self.close.do_send(CloseSession { reason, guard });
+    }
+}
+
+struct Live {
+    id: SessionId,
+    version: Version,
+    session: SessionHandle,
+}
+
 /// Routes to stations' live sessions.
-#[derive(Default)]
 pub struct StationRegistry {
-    sessions: HashMap<StationKey, (SessionId, Addr<StationSession>, Version)>,
+    sessions: HashMap<StationKey, Live>,
     /// Accounts erased since start-up: a session that authenticated just before its account was
     /// erased, and registers after, is closed rather than served. Ids only, which name nothing left.
     erased: HashSet<String>,
-    /// In cluster mode: where this node tells the others which stations it holds.
-    cluster: Option<Arc<Cluster>>,
+    /// Set by [`CloseAll`]: the node is shutting down, and a late registration is closed at once.
+    closing: bool,
+    presence: Arc<dyn PresenceSink>,
 }
 
 impl StationRegistry {
-    /// A registry that also keeps the stations' cluster-wide presence.
-    pub fn clustered(cluster: Arc<Cluster>) -> Self {
-        Self { cluster: Some(cluster), ..Self::default() }
+    pub fn new(presence: Arc<dyn PresenceSink>) -> Self {
+        StationRegistry { sessions: HashMap::new(), erased: HashSet::new(), closing: false, presence }
     }
 
-    fn released(&self, key: &StationKey, session_id: SessionId) {
-        if let Some(cluster) = &self.cluster {
-            cluster.release(key.clone(), session_id);
+    /// Removes the station's session if `session_id` is still the one (any when `None`) and
+    /// closes it.
+    fn remove(
+        &mut self,
+        key: &StationKey,
+        session_id: Option<SessionId>,
+        reason: DisconnectReason,
+        guard: Option<SessionGuard>,
+    ) -> bool {
+        match self.sessions.get(key) {
+            Some(live) if session_id.is_none_or(|id| id == live.id) => {}
+            _ => return false,
         }
+        let Some(live) = self.sessions.remove(key) else { return false };
+        self.presence.release(key, live.id);
+        live.session.close(reason, guard);
+        true
     }
 }
 
 impl Actor for StationRegistry {
     type Context = Context<Self>;
 }
-
-impl Supervised for StationRegistry {}
 
 /// A session has started and wants to receive the station's commands.
 #[derive(Message)]
@@ -51,7 +100,7 @@ pub struct Register {
     pub session_id: SessionId,
     /// The OCPP version the session speaks (commands are validated for it).
     pub version: Version,
-    pub addr: Addr<StationSession>,
+    pub session: SessionHandle,
 }
 
 /// A session has stopped.
@@ -64,9 +113,16 @@ pub struct Unregister {
 
 /// The live session of a station, if any, and its OCPP version.
 #[derive(Message)]
-#[rtype(result = "Option<(Addr<StationSession>, Version)>")]
+#[rtype(result = "Option<(SessionHandle, Version)>")]
 pub struct Lookup {
     pub key: StationKey,
+}
+
+/// The live sessions of an account's stations: station id → OCPP version.
+#[derive(Message)]
+#[rtype(result = "HashMap<String, Version>")]
+pub struct LiveOf {
+    pub account_id: String,
 }
 
 /// Closes the station's session, if it has one; answers whether it had.
@@ -86,42 +142,44 @@ pub struct CloseIfSession {
     pub reason: DisconnectReason,
 }
 
-/// Closes every session of an erased account and refuses its later ones; answers the closed
-/// sessions' addresses, to wait for them to stop.
+/// Closes every session of an erased account and refuses its later ones; answers how many were
+/// closed. Each closed session holds a clone of `guard` until it is gone.
 #[derive(Message)]
-#[rtype(result = "Vec<Addr<StationSession>>")]
+#[rtype(result = "usize")]
 pub struct CloseAccount {
     pub account_id: String,
+    pub guard: SessionGuard,
 }
 
-/// Closes every session (graceful shutdown); answers their addresses, to wait for them to stop.
+/// Closes every session and refuses later ones (graceful shutdown); answers how many were closed.
 #[derive(Message)]
-#[rtype(result = "Vec<Addr<StationSession>>")]
+#[rtype(result = "usize")]
 pub struct CloseAll;
 
 impl Handler<Register> for StationRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: Register, _: &mut Context<Self>) {
+        if self.closing {
+            msg.session.close(DisconnectReason::Shutdown, None);
+            return;
+        }
         if self.erased.contains(&msg.key.account_id) {
-            msg.addr.do_send(CloseSession { reason: DisconnectReason::Deleted });
+            msg.session.close(DisconnectReason::Deleted, None);
             return;
         }
         match self.sessions.get(&msg.key) {
-            Some((current, _, _)) if *current > msg.session_id => {
+            Some(current) if current.id > msg.session_id => {
                 // An older connection registering late: the newer one keeps the station.
-                msg.addr.do_send(CloseSession { reason: DisconnectReason::Replaced });
+                msg.session.close(DisconnectReason::Replaced, None);
             }
             _ => {
-                if let Some(cluster) = &self.cluster {
-                    cluster.claim(msg.key.clone(), msg.session_id, msg.version.subprotocol());
-                }
-                if let Some((old_id, old, _)) =
-                    self.sessions.insert(msg.key.clone(), (msg.session_id, msg.addr, msg.version))
-                {
-                    if old_id != msg.session_id {
-                        tracing::info!(station = %msg.key, old_session = old_id, new_session = msg.session_id, "newer connection replaces the current one");
-                        old.do_send(CloseSession { reason: DisconnectReason::Replaced });
+                self.presence.claim(&msg.key, msg.session_id, msg.version);
+                let live = Live { id: msg.session_id, version: msg.version, session: msg.session };
+                if let Some(old) = self.sessions.insert(msg.key.clone(), live) {
+                    if old.id != msg.session_id {
+                        tracing::info!(station = %msg.key, old_session = old.id, new_session = msg.session_id, "newer connection replaces the current one");
+                        old.session.close(DisconnectReason::Replaced, None);
                     }
                 }
             }
@@ -133,9 +191,9 @@ impl Handler<Unregister> for StationRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: Unregister, _: &mut Context<Self>) {
-        if matches!(self.sessions.get(&msg.key), Some((id, _, _)) if *id == msg.session_id) {
+        if matches!(self.sessions.get(&msg.key), Some(live) if live.id == msg.session_id) {
             self.sessions.remove(&msg.key);
-            self.released(&msg.key, msg.session_id);
+            self.presence.release(&msg.key, msg.session_id);
         }
     }
 }
@@ -144,20 +202,29 @@ impl Handler<CloseIfSession> for StationRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: CloseIfSession, _: &mut Context<Self>) {
-        if matches!(self.sessions.get(&msg.key), Some((id, _, _)) if *id == msg.session_id) {
-            if let Some((id, addr, _)) = self.sessions.remove(&msg.key) {
-                self.released(&msg.key, id);
-                addr.do_send(CloseSession { reason: msg.reason });
-            }
-        }
+        self.remove(&msg.key, Some(msg.session_id), msg.reason, None);
     }
 }
 
 impl Handler<Lookup> for StationRegistry {
-    type Result = Option<(Addr<StationSession>, Version)>;
+    type Result = Option<(SessionHandle, Version)>;
 
     fn handle(&mut self, msg: Lookup, _: &mut Context<Self>) -> Self::Result {
-        self.sessions.get(&msg.key).map(|(_, addr, version)| (addr.clone(), *version))
+        self.sessions.get(&msg.key).map(|live| (live.session.clone(), live.version))
+    }
+}
+
+impl Handler<LiveOf> for StationRegistry {
+    type Result = MessageResult<LiveOf>;
+
+    fn handle(&mut self, msg: LiveOf, _: &mut Context<Self>) -> Self::Result {
+        let live = self
+            .sessions
+            .iter()
+            .filter(|(k, _)| k.account_id == msg.account_id)
+            .map(|(k, live)| (k.station_id.clone(), live.version))
+            .collect();
+        MessageResult(live)
     }
 }
 
@@ -165,47 +232,34 @@ impl Handler<CloseStation> for StationRegistry {
     type Result = bool;
 
     fn handle(&mut self, msg: CloseStation, _: &mut Context<Self>) -> bool {
-        match self.sessions.remove(&msg.key) {
-            Some((id, addr, _)) => {
-                self.released(&msg.key, id);
-                addr.do_send(CloseSession { reason: msg.reason });
-                true
-            }
-            None => false,
-        }
+        self.remove(&msg.key, None, msg.reason, None)
     }
 }
 
 impl Handler<CloseAccount> for StationRegistry {
-    type Result = MessageResult<CloseAccount>;
+    type Result = usize;
 
-    fn handle(&mut self, msg: CloseAccount, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: CloseAccount, _: &mut Context<Self>) -> usize {
         let keys: Vec<_> = self.sessions.keys().filter(|k| k.account_id == msg.account_id).cloned().collect();
-        let mut closed = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some((id, addr, _)) = self.sessions.remove(&key) {
-                self.released(&key, id);
-                addr.do_send(CloseSession { reason: DisconnectReason::Deleted });
-                closed.push(addr);
-            }
-        }
+        let closed = keys
+            .iter()
+            .filter(|key| self.remove(key, None, DisconnectReason::Deleted, Some(msg.guard.clone())))
+            .count();
         self.erased.insert(msg.account_id);
-        MessageResult(closed)
+        closed
     }
 }
 
 impl Handler<CloseAll> for StationRegistry {
-    type Result = MessageResult<CloseAll>;
+    type Result = usize;
 
-    fn handle(&mut self, _: CloseAll, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: CloseAll, _: &mut Context<Self>) -> usize {
+        self.closing = true;
         let drained: Vec<_> = self.sessions.drain().collect();
-        for (key, (id, _, _)) in &drained {
-            self.released(key, *id);
+        for (key, live) in &drained {
+            self.presence.release(key, live.id);
+            live.session.close(DisconnectReason::Shutdown, None);
         }
-        let sessions: Vec<_> = drained.into_iter().map(|(_, (_, addr, _))| addr).collect();
-        for addr in &sessions {
-            addr.do_send(CloseSession { reason: DisconnectReason::Shutdown });
-        }
-        MessageResult(sessions)
+        drained.len()
     }
 }

@@ -2,19 +2,17 @@
 //! erasure (`DELETE /account`).
 
 use super::{client_ip, ApiError, SignedIn, Tenant};
-use crate::actors::station_registry::CloseAccount;
 use crate::auth;
+use crate::fleet::erasure::{self, ErasureError};
 use crate::limits::connections::AddressKey;
 use crate::limits::{self, Limit};
 use crate::login::location_prefix;
-use crate::metrics as m;
 use crate::model::Account;
 use crate::startup::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
-use std::time::{Duration, Instant};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -234,9 +232,6 @@ pub async fn update(
     Ok(HttpResponse::Ok().json(account_view(&changed)))
 }
 
-/// How long erasure waits for the account's station sessions to finish the message they are handling.
-const SESSION_CLOSE_WAIT: Duration = Duration::from_secs(5);
-
 pub async fn erase(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -245,37 +240,16 @@ pub async fn erase(
 ) -> Result<HttpResponse, ApiError> {
     reauthenticate(&state, &req, &account, Some(body.into_inner().password)).await?;
     // The account record goes first, so its tokens, its password and its stations' credentials stop
-    // working at once; then its sessions are closed.
-    let mut report =
-        crate::store::erase_account(state.station_store.as_ref(), state.account_store.as_ref(), &account.id).await?;
-    let sessions = state.stations.send(CloseAccount { account_id: account.id.clone() }).await?;
-    if let Some(cluster) = &state.cluster {
-        // The other nodes close the account's sessions and sweep what they still hold of it.
-        if let Err(e) = cluster.close_account_everywhere(&account.id).await {
-            tracing::warn!(account = %account.id, error = %e, "could not tell the other nodes about the erasure");
-        }
-    }
-    let deadline = Instant::now() + SESSION_CLOSE_WAIT;
-    while sessions.iter().any(|s| s.connected()) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // A session may have written while it finished its last message: sweep again once they are gone.
-    let late =
-        crate::store::erase_account(state.station_store.as_ref(), state.account_store.as_ref(), &account.id).await?;
-    report.stations += late.stations;
-    report.id_tags += late.id_tags;
-    report.transactions += late.transactions;
-    report.meter_values += late.meter_values;
-    report.events += late.events;
-    report.commands += late.commands;
-    report.queued_commands += late.queued_commands;
-    report.tokens += late.tokens;
-    report.login_events += late.login_events;
-    report.consents += late.consents;
-    report.device_variables += late.device_variables;
-    metrics::gauge!(m::QUEUED_COMMANDS).decrement(report.queued_commands as f64);
+    // working at once; then its sessions are closed, everywhere.
+    let erased = erasure::erase_account(&state.fleet, state.station_store.as_ref(), state.account_store.as_ref(), &account.id)
+        .await
+        .map_err(|e| match e {
+            ErasureError::Store(e) => ApiError::from(e),
+            ErasureError::Fleet(e) => ApiError::from(e),
+        })?;
+    let (report, sessions) = (erased.report, erased.sessions);
     state.login.forget_account(&account.id);
-    tracing::info!(account = %account.id, sessions = sessions.len(), "account erased");
+    tracing::info!(account = %account.id, sessions, "account erased");
     Ok(HttpResponse::Ok().json(json!({
         "erased": true,
         "removed": report,

@@ -2,10 +2,8 @@
 //! its answer.
 
 use super::{ApiError, Tenant};
-use crate::actors::station_registry::Lookup;
-use crate::actors::station_session::{CommandError, DeliverQueued, SendCommand};
 use crate::actors::StationKey;
-use crate::cluster::RemoteOutcome;
+use crate::fleet::{Command, CommandError, FleetError};
 use crate::model::{CommandRecord, CommandStatus};
 use crate::ocpp::schema::Direction;
 use crate::ocpp::Version;
@@ -13,8 +11,6 @@ use crate::startup::AppState;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::time::Instant;
-use tokio::sync::oneshot;
 
 /// "NotSupported" → "not_supported": the answer's status as a stable lower-case word.
 fn snake(status: &str) -> String {
@@ -54,14 +50,11 @@ pub async fn send(
         return Err(ApiError::NotFound(format!("no station {station_id}")));
     };
     let key = StationKey { account_id: account.id.clone(), station_id: station_id.clone() };
-    let live = match state.stations.send(Lookup { key: key.clone() }).await? {
-        Some((session, version)) => Some((Route::Local(session), version)),
-        None => remote_route(&state, &key).await?,
-    };
+    let live = state.fleet.locate(&key).await?;
     // The version of the live connection; for an offline station, that of its last connection (1.6
     // for a station never connected).
     let version = match &live {
-        Some((_, version)) => *version,
+        Some(at) => at.version,
         None => station.protocol.as_deref().and_then(Version::from_subprotocol).unwrap_or(Version::V16),
     };
     let commands = version.command_actions();
@@ -79,8 +72,8 @@ pub async fn send(
             ocpp_error: v.code.name(version).to_string(),
         });
     }
-    let route = match live {
-        Some((route, _)) => route,
+    let at = match live {
+        Some(at) => at,
         None if options.queue => return enqueue(&state, key, version, action, payload, options.expires_in).await,
         None => {
             return Err(ApiError::StationNotConnected(format!(
@@ -89,74 +82,33 @@ pub async fn send(
         }
     };
     let timeout = state.settings.ocpp.command_timeout();
-    let not_connected = || ApiError::StationNotConnected(format!("station {station_id} is not connected"));
-    let disconnected = || ApiError::StationDisconnected(format!("station {station_id} disconnected before answering"));
-    let result = match route {
-        Route::Local(session) => {
-            let (responder, answer) = oneshot::channel();
-            session
-                .send(SendCommand { action: action.clone(), payload, deadline: Instant::now() + timeout, responder })
-                .await
-                .map_err(|_| not_connected())?;
-            // The session answers Timeout itself at the deadline; the extra second only guards against
-            // a session that vanished without answering.
-            match tokio::time::timeout(timeout + std::time::Duration::from_secs(1), answer).await {
-                Err(_) => Err(CommandError::Timeout),
-                Ok(Err(_)) => Err(CommandError::Disconnected),
-                Ok(Ok(result)) => result,
-            }
+    let command = Command { action: action.clone(), payload, timeout };
+    let result = match state.fleet.send_command(&at, command).await {
+        Ok(result) => result,
+        Err(FleetError::NotConnected) => {
+            return Err(ApiError::StationNotConnected(format!("station {station_id} is not connected")))
         }
-        Route::Node(cluster, node) => {
-            let outcome = cluster.send_command(&node, &key, &action, payload, timeout).await;
-            let label = match &outcome {
-                Ok(RemoteOutcome::Done(Ok(_))) => "answered",
-                Ok(RemoteOutcome::Done(Err(CommandError::Timeout))) => "timeout",
-                Ok(RemoteOutcome::Done(Err(_))) => "error",
-                Ok(RemoteOutcome::NotConnected) => "not_connected",
-                Err(_) => "unreachable",
-            };
-            metrics::counter!(crate::metrics::CLUSTER_ROUTED_COMMANDS, "result" => label).increment(1);
-            match outcome {
-                Ok(RemoteOutcome::Done(result)) => result,
-                Ok(RemoteOutcome::NotConnected) => return Err(not_connected()),
-                Err(e) => return Err(ApiError::Unavailable(format!("cannot reach node {node}: {e}"))),
-            }
-        }
+        Err(e) => return Err(e.into()),
     };
     let timed_out = || {
         ApiError::StationTimeout(format!("station {station_id} did not answer {action} within {}s", timeout.as_secs()))
     };
+    let disconnected = || ApiError::StationDisconnected(format!("station {station_id} disconnected before answering"));
     match result {
         Err(CommandError::Timeout) | Err(CommandError::Expired) => Err(timed_out()),
         Err(CommandError::Disconnected) | Err(CommandError::NotSent) => Err(disconnected()),
+        Err(CommandError::QueueFull) => Err(ApiError::RateLimited {
+            retry_after: std::time::Duration::from_secs(1),
+            message: format!("station {station_id} has too many commands waiting; try again shortly"),
+        }),
         Err(CommandError::CallError { code, description, details }) => {
-            Err(ApiError::StationCallError { code, description, details })
+            Err(ApiError::StationCallError { code: code.name(at.version).to_string(), description, details })
         }
         Ok(response) => {
             let status = response.get("status").and_then(Value::as_str).map(snake).unwrap_or_else(|| "answered".into());
             Ok(HttpResponse::Ok().json(json!({"status": status, "response": response})))
         }
     }
-}
-
-/// Where a connected station's session is.
-enum Route {
-    Local(actix::Addr<crate::actors::StationSession>),
-    /// On another node of the cluster.
-    Node(std::sync::Arc<crate::cluster::Cluster>, String),
-}
-
-/// In cluster mode, the node another station is connected to, with the version it speaks.
-async fn remote_route(state: &AppState, key: &StationKey) -> Result<Option<(Route, Version)>, ApiError> {
-    let Some(cluster) = &state.cluster else { return Ok(None) };
-    let presence = cluster
-        .presence(key)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("cannot tell where the station is connected: {e}")))?;
-    Ok(presence.filter(|p| p.node != cluster.node_id()).map(|p| {
-        let version = Version::from_subprotocol(&p.protocol).unwrap_or(Version::V16);
-        (Route::Node(cluster.clone(), p.node), version)
-    }))
 }
 
 /// Queues a command for an offline station: 202 with the command's id.
@@ -192,16 +144,7 @@ async fn enqueue(
     metrics::gauge!(crate::metrics::QUEUED_COMMANDS).increment(1.0);
     tracing::info!(station = %key, command = %command.id, action = %command.action, "command queued for an offline station");
     // The station may have connected since it was looked up: its session then delivers it now.
-    if let Some((session, _)) = state.stations.send(Lookup { key: key.clone() }).await? {
-        session.do_send(DeliverQueued);
-    } else if let Some(cluster) = &state.cluster {
-        if let Ok(Some(p)) = cluster.presence(&key).await {
-            if let Err(e) = cluster.deliver_remote(&p.node, &key).await {
-                // Delivery begins anyway on the station's next connection.
-                tracing::warn!(station = %key, error = %e, "could not tell the station's node about its queued command");
-            }
-        }
-    }
+    state.fleet.nudge_delivery(&key).await?;
     Ok(HttpResponse::Accepted()
         .insert_header((
             actix_web::http::header::LOCATION,

@@ -198,3 +198,14 @@ impl From<actix::MailboxError> for ApiError {
         ApiError::Internal(format!("actor mailbox: {e}"))
     }
 }
+
+impl From<crate::fleet::FleetError> for ApiError {
+    fn from(e: crate::fleet::FleetError) -> Self {
+        use crate::fleet::FleetError;
+        match e {
+            FleetError::NotConnected => ApiError::StationNotConnected(e.to_string()),
+            FleetError::Registry(e) => e.into(),
+            FleetError::Presence(_) | FleetError::Node { .. } => ApiError::Unavailable(e.to_string()),
+        }
+    }
+}

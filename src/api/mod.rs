@@ -8,6 +8,7 @@ mod accounts;
 mod commands;
 pub mod error;
 mod id_tags;
+pub mod middleware;
 mod privacy;
 mod sessions;
 mod stations;

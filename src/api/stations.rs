@@ -2,10 +2,9 @@
 
 use super::{check_printable, check_station_id, ApiError, Tenant};
 use crate::actors::account::{self, GetLiveView, LiveStation};
-use crate::actors::station_registry::CloseStation;
-use crate::actors::{DisconnectReason, StationKey};
+use crate::actors::StationKey;
 use crate::auth;
-use crate::cluster::Presence;
+use crate::fleet::Presence;
 use crate::limits::{self, Limit};
 use crate::model::{Account, Registration, SecurityProfile, Station};
 use crate::startup::AppState;
@@ -77,7 +76,7 @@ fn ocpp_url(state: &AppState, req: &HttpRequest, account: &Account, station: &St
 /// Where the account's stations are connected: this node's live view, and in cluster mode the
 /// presence of those connected to other nodes.
 struct Connections {
-    /// This node's id (read once: without `server.node_id` it comes from the host name file).
+    /// This node's id.
     here: String,
     live: HashMap<String, LiveStation>,
     elsewhere: HashMap<String, Presence>,
@@ -86,16 +85,9 @@ struct Connections {
 impl Connections {
     async fn of(state: &AppState, account_id: &str, station_ids: &[String]) -> Connections {
         let live = live_view(state, account_id).await;
-        let mut elsewhere = HashMap::new();
-        if let Some(cluster) = &state.cluster {
-            let others: Vec<String> = station_ids.iter().filter(|id| !live.contains_key(*id)).cloned().collect();
-            match cluster.presences(account_id, &others).await {
-                Ok(found) => elsewhere = found,
-                // Shown as this node knows them; the stations of other nodes as offline.
-                Err(e) => tracing::warn!(error = %e, "cannot read where stations are connected"),
-            }
-        }
-        Connections { here: state.settings.server.node_id(), live, elsewhere }
+        let others: Vec<String> = station_ids.iter().filter(|id| !live.contains_key(*id)).cloned().collect();
+        let elsewhere = state.fleet.elsewhere(account_id, &others).await;
+        Connections { here: state.fleet.node_id().to_string(), live, elsewhere }
     }
 }
 
@@ -233,27 +225,10 @@ pub async fn update(
     // was authenticated under the old profile's rules.
     if registration == Some(Registration::Blocked) || station.security_profile != before.security_profile {
         let key = StationKey { account_id: account.id.clone(), station_id: station.id.clone() };
-        close_everywhere(&state, key).await?;
+        state.fleet.close(&key).await?;
     }
     let conns = Connections::of(&state, &account.id, std::slice::from_ref(&station.id)).await;
     Ok(HttpResponse::Ok().json(view(&state, &req, &account, &station, &conns)))
-}
-
-/// Closes the station's session, on this node or (cluster mode) the node that holds it.
-async fn close_everywhere(state: &AppState, key: StationKey) -> Result<(), ApiError> {
-    if state.stations.send(CloseStation { key: key.clone(), reason: DisconnectReason::Deleted }).await? {
-        return Ok(());
-    }
-    let Some(cluster) = &state.cluster else { return Ok(()) };
-    let node = match cluster.presence(&key).await {
-        Ok(Some(p)) if p.node != cluster.node_id() => p.node,
-        Ok(_) => return Ok(()),
-        Err(e) => return Err(ApiError::Unavailable(format!("cannot reach the station's node to close it: {e}"))),
-    };
-    cluster
-        .close_remote(&node, &key)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("cannot reach node {node} to close the station's session: {e}")))
 }
 
 /// Refuses (403 quota_exceeded) provisioning that would take the tenant past
@@ -362,7 +337,7 @@ pub async fn delete(
     }
     state.credentials.forget(&format!("{}/{}", account.id, path.as_str()));
     let key = StationKey { account_id: account.id.clone(), station_id: path.into_inner() };
-    close_everywhere(&state, key).await?;
+    state.fleet.close(&key).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

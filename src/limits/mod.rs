@@ -10,7 +10,7 @@
 //! - [`logs`]: log lines per interval.
 //!
 //! The session's own bounds (outgoing queue, replay cache, message rate) live with the session
-//! ([`crate::actors::station_session`]); they use the settings and counters defined here.
+//! ([`crate::actors::session`]); they use the settings and counters defined here.
 
 pub mod connections;
 pub mod frames;

@@ -6,13 +6,14 @@
 //! (CALLERROR) or `unanswered`; a command past its expiry becomes `expired` without being sent. A
 //! command the session could not send (it ended first) goes back to `queued` for the next connection.
 
-use super::station_session::{CommandError, SendCommand, StationSession};
-use super::StationKey;
+use super::messages::SendCommand;
+use crate::actors::station::StationKey;
+use crate::fleet::command::CommandError;
 use crate::metrics as m;
 use crate::model::{CommandFailure, CommandRecord, CommandStatus};
 use crate::ocpp::Version;
 use crate::store::{StationStore, StoreResult};
-use actix::Addr;
+use actix::Recipient;
 use chrono::Utc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +22,7 @@ use tokio::sync::oneshot;
 /// Delivers the station's queued commands until none is left; returns how many were sent.
 pub async fn deliver(
     store: Arc<dyn StationStore>,
-    session: Addr<StationSession>,
+    session: Recipient<SendCommand>,
     key: StationKey,
     version: Version,
     answer_timeout: Duration,
@@ -79,12 +80,12 @@ pub async fn deliver(
                 }
                 Err(CommandError::CallError { code, description, .. }) => {
                     command.status = CommandStatus::Rejected;
-                    command.error = Some(CommandFailure { code, description });
+                    command.error = Some(CommandFailure { code: code.name(version).to_string(), description });
                 }
                 Err(CommandError::Timeout) | Err(CommandError::Disconnected) => {
                     command.status = CommandStatus::Unanswered;
                 }
-                Err(CommandError::Expired) | Err(CommandError::NotSent) => {
+                Err(CommandError::Expired) | Err(CommandError::NotSent) | Err(CommandError::QueueFull) => {
                     // Never on the wire: it waits for the next connection.
                     command.status = CommandStatus::Queued;
                     command.sent_at = None;
@@ -104,4 +105,69 @@ pub async fn deliver(
 async fn save(store: &dyn StationStore, command: &CommandRecord) -> StoreResult<()> {
     store.update_command(command).await?;
     store.flush().await
+}
+
+/// Where a session's queued-command delivery is: it starts after the first handled message of an
+/// accepted station, runs as a task of its own, and runs again when nudged while it ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    NotStarted,
+    Running { again: bool },
+    Idle,
+}
+
+impl Delivery {
+    /// A message was handled: answers whether delivery starts now.
+    pub fn handled(&mut self, accepted: bool) -> bool {
+        self.start_if(accepted && *self == Delivery::NotStarted)
+    }
+
+    /// New commands were queued: answers whether delivery starts now (else a running one looks
+    /// again when it is done; one not started yet starts after the station's first message).
+    pub fn nudged(&mut self, open: bool) -> bool {
+        match *self {
+            Delivery::NotStarted => false,
+            Delivery::Running { .. } => {
+                *self = Delivery::Running { again: true };
+                false
+            }
+            Delivery::Idle => self.start_if(open),
+        }
+    }
+
+    /// The delivery task is done: answers whether it starts again.
+    pub fn finished(&mut self, open: bool) -> bool {
+        let again = matches!(*self, Delivery::Running { again: true }) && open;
+        *self = Delivery::Idle;
+        self.start_if(again)
+    }
+
+    fn start_if(&mut self, start: bool) -> bool {
+        if start {
+            *self = Delivery::Running { again: false };
+        }
+        start
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Delivery;
+
+    #[test]
+    fn delivery_starts_once_accepted_and_runs_again_when_nudged_meanwhile() {
+        let mut d = Delivery::NotStarted;
+        assert!(!d.nudged(true), "not before the station's first message");
+        assert!(!d.handled(false), "not for a station not accepted");
+        assert!(d.handled(true));
+        assert!(!d.handled(true), "once");
+        assert!(!d.nudged(true), "running: it looks again when done");
+        assert!(d.finished(true), "and so it runs again");
+        assert!(!d.finished(true));
+        assert_eq!(d, Delivery::Idle);
+        assert!(d.nudged(true));
+        assert!(!d.nudged(true));
+        assert!(!d.finished(false), "a closed session does not run it again");
+        assert!(!d.nudged(false));
+    }
 }

@@ -1,12 +1,21 @@
-//! A session's memory of its latest answers, so that a station repeating a CALL (same unique id,
+//! The inbound direction of a session: what it answers the station's CALLs with, and its memory of
+//! its latest answers, so that a station repeating a CALL (same unique id,
 //! same frame: it did not get the answer) is answered again without the CALL being applied twice.
 //!
 //! It is bounded in bytes (`limits.replay_cache_bytes`) and in entries, and answers only a true
 //! repeat: a frame reusing a unique id with other content is a new CALL (stations restart their id
 //! counters), and must not fetch someone's large remembered answer with a few bytes.
 
+use crate::fleet::command::CallErrorCode;
+use crate::ocpp::rpc::ErrorCode;
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, RandomState};
+
+/// Whether a refusal is remembered for a repeat of the same CALL: a storage failure (InternalError)
+/// is worth retrying with the same id; anything else would be refused again.
+pub fn remember_refusal(code: &CallErrorCode) -> bool {
+    !code.is(ErrorCode::InternalError)
+}
 
 /// Answers kept at most, whatever their size: a station repeats the message it is waiting on, so a
 /// few suffice.
@@ -84,6 +93,14 @@ impl ReplayCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ocpp::Version;
+
+    #[test]
+    fn only_a_storage_failure_may_be_retried_under_the_same_id() {
+        assert!(!remember_refusal(&CallErrorCode::parse("InternalError", Version::V16)));
+        assert!(remember_refusal(&CallErrorCode::parse("FormatViolation", Version::V201)));
+        assert!(remember_refusal(&CallErrorCode::Other("Mine".into())));
+    }
 
     #[test]
     fn only_the_same_frame_under_the_same_id_gets_the_remembered_answer() {

@@ -1,21 +1,42 @@
-//! StationSession: the actor of one station's WebSocket connection.
+//! StationSession: the actor of one station's WebSocket connection, and its parts.
 //!
-//! It consumes the actix-ws message stream, decodes each text frame ([`crate::ocpp::rpc`]), hands CALLs
-//! to the version's handlers one at a time (a CALLRESULT goes out only once the handler's writes are
-//! durable), and correlates the answers to the commands it sends. Central-system commands go out one
-//! at a time, as OCPP-J asks: the next waits until the previous is answered or has timed out.
-//! Outgoing frames go through the session's [`Outbox`], bounded in bytes, so the actor never waits on
-//! the socket and a station that stops reading is cut off as a slow consumer.
+//! The actor consumes the actix-ws message stream and ties the parts together; each part is a plain
+//! piece that knows nothing of actix contexts:
+//! - [`inbound`]: the station's CALLs, handled one at a time (a CALLRESULT goes out only once the
+//!   handler's writes are durable), and the replay cache that answers a repeated CALL again;
+//! - [`outbound`]: the central system's commands, one on the wire at a time, as OCPP-J asks, each
+//!   with its deadline, correlated with their answers by unique id;
+//! - [`delivery`]: the commands queued while the station was offline, delivered once it is back;
+//! - [`writer`]: the outgoing frames, bounded in bytes, so the actor never waits on the socket and a
+//!   station that stops reading is cut off as a slow consumer;
+//! - [`reporting`]: what the tenant's actor hears; [`labels`]: the bounded metric labels;
+//!   [`messages`]: what the rest of the node sends a session.
 //!
 //! What a station sends is bounded too: a message rate (past it the session stops reading the
 //! socket for a while), a replay cache bounded in bytes that answers only true repeats, and a
 //! budget of warnings per interval ([`crate::limits`]).
 
-use super::account::{self, AccountRegistry, StationConnected, StationDisconnected, StationNotice};
-use super::outbox::{Outbox, WriterEnd};
-use super::replay::{Fingerprint, ReplayCache};
-use super::station_registry::{Register, StationRegistry, Unregister};
-use super::{DisconnectReason, SessionId, StationKey};
+pub mod delivery;
+pub mod inbound;
+pub mod labels;
+pub mod messages;
+pub mod outbound;
+pub mod reporting;
+pub mod writer;
+
+pub use messages::{CloseSession, DeliverQueued, SendCommand};
+
+use self::delivery::Delivery;
+use self::inbound::{Fingerprint, ReplayCache};
+use self::labels::{action_label, error_code_label};
+use self::outbound::{CommandQueue, Outgoing, Pending};
+use self::reporting::TenantLink;
+use self::writer::{Outbox, WriterEnd};
+use crate::actors::account::{AccountRegistry, StationConnected, StationDisconnected, StationNotice};
+use crate::actors::station::{next_session_id, DisconnectReason, SessionId, StationKey};
+use crate::actors::station_registry::{Register, SessionHandle, StationRegistry, Unregister};
+use crate::actors::tracker::SessionGuard;
+use crate::fleet::command::{CallErrorCode, CommandError, CommandResult};
 use crate::limits::connections::ConnectionHandle;
 use crate::limits::logs::LogBudget;
 use crate::limits::quota::TokenBucket;
@@ -24,61 +45,21 @@ use crate::metrics as m;
 use crate::model::{Registration, StationChange};
 use crate::ocpp::handler::{self, HandlerSettings, Notice, Reply, StationContext};
 use crate::ocpp::rpc::{Call, CallError, ErrorCode, Frame};
-use crate::ocpp::schema::{self, Direction};
+use crate::ocpp::schema::Direction;
 use crate::ocpp::Version;
 use crate::store::StationStore;
 use actix::prelude::*;
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
-use serde_json::Value;
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 use tracing::Instrument;
-
-/// Why a command got no CALLRESULT.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub enum CommandError {
-    /// The station answered with a CALLERROR.
-    CallError { code: String, description: String, details: Value },
-    /// Sent, but no answer before the deadline.
-    Timeout,
-    /// Sent, but the session ended before the answer came.
-    Disconnected,
-    /// The deadline passed before the command's turn to be sent came.
-    Expired,
-    /// The session ended before the command was sent.
-    NotSent,
-}
-
-/// The station's CALLRESULT payload, or why there is none.
-pub type CommandResult = Result<Value, CommandError>;
 
 /// Wait before queued-command delivery is tried again after the store could not be reached.
 const DELIVERY_RETRY: Duration = Duration::from_secs(2);
 
-/// Sends a command (a CSMS-initiated CALL) to the station. The payload must already be validated.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SendCommand {
-    pub action: String,
-    pub payload: Value,
-    /// After this instant the command is not sent, or its answer no longer awaited.
-    pub deadline: Instant,
-    pub responder: oneshot::Sender<CommandResult>,
-}
-
-/// The station has new queued commands: deliver them if delivery has begun on this session.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct DeliverQueued;
-
-/// Closes the session.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct CloseSession {
-    pub reason: DisconnectReason,
-}
+/// Commands a session holds waiting behind the one on the wire; past it a command is refused at
+/// once rather than held (each waits with its HTTP request or delivery task).
+pub const MAX_WAITING_COMMANDS: usize = 256;
 
 /// Everything a session needs, given by the WebSocket endpoint.
 pub struct SessionSetup {
@@ -97,21 +78,8 @@ pub struct SessionSetup {
     pub limits: Arc<Limits>,
     /// The connection under the session, to cut it off when the station misbehaves.
     pub connection: Option<ConnectionHandle>,
-}
-
-struct QueuedCommand {
-    action: String,
-    payload: Value,
-    deadline: Instant,
-    responder: oneshot::Sender<CommandResult>,
-}
-
-struct InFlight {
-    unique_id: String,
-    action: String,
-    sent_at: Instant,
-    responder: oneshot::Sender<CommandResult>,
-    timer: SpawnHandle,
+    /// The node's count of live sessions (shutdown waits for it), held as long as the session.
+    pub guard: SessionGuard,
 }
 
 pub struct StationSession {
@@ -122,13 +90,12 @@ pub struct StationSession {
     last_activity: Instant,
     /// When the station's last message arrived.
     last_heard: chrono::DateTime<chrono::Utc>,
-    /// When the tenant's actor was last told this station is alive.
-    last_reported: Instant,
-    in_flight: Option<InFlight>,
-    queue: VecDeque<QueuedCommand>,
+    /// The central system's commands, and the timer of the one on the wire.
+    commands: CommandQueue,
+    command_timer: Option<SpawnHandle>,
     close_reason: Option<DisconnectReason>,
-    /// The tenant's actor, once looked up.
-    account: Option<Addr<super::AccountActor>>,
+    /// What the tenant's actor hears of this station.
+    tenant: TenantLink,
     /// The answers to the latest CALLs: a repeated CALL is answered again from here and not
     /// applied twice.
     recent_replies: ReplayCache,
@@ -138,12 +105,11 @@ pub struct StationSession {
     warnings: LogBudget,
     /// Queued-command delivery: started after the first handled message of an accepted station.
     delivery: Delivery,
+    /// Held until the session is gone, for those who asked to close it and wait.
+    close_guards: Vec<SessionGuard>,
     /// Carries the station and session ids into every log line of this session.
     span: tracing::Span,
 }
-
-/// How often at most the tenant's actor hears that a station is alive when nothing else changed.
-const LIVENESS_REPORT_EVERY: Duration = Duration::from_secs(5);
 
 /// How long a closed session's connection may linger before it is reset: the station's part of the
 /// closing handshake, when the session ended normally...
@@ -157,12 +123,10 @@ const CLOSE_GRACE_VIOLATION: Duration = Duration::from_secs(1);
 #[rtype(result = "()")]
 struct WriterStuck;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Delivery {
-    NotStarted,
-    Running { again: bool },
-    Idle,
-}
+/// The delivery task has emptied the queue (or stopped on an error).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct DeliveryFinished;
 
 impl StationSession {
     /// Starts the session actor on the current arbiter, consuming the station's message stream and
@@ -174,7 +138,7 @@ impl StationSession {
     ) -> Addr<StationSession> {
         StationSession::create(move |ctx| {
             ctx.add_stream(stream);
-            let id = super::next_session_id();
+            let id = next_session_id();
             let span = tracing::info_span!("station_session", station = %setup.key, session = id, protocol = setup.version.subprotocol());
             let session = ctx.address();
             let l = &setup.limits.settings;
@@ -186,6 +150,7 @@ impl StationSession {
             let recent_replies = ReplayCache::new(l.replay_cache_bytes);
             let rate = TokenBucket::new(l.station_messages_per_sec, l.station_message_burst);
             let warnings = LogBudget::new(l.session_warnings, Duration::from_secs(l.log_summary_secs));
+            let tenant = TenantLink::new(setup.accounts.clone(), setup.key.account_id.clone());
             StationSession {
                 id,
                 span,
@@ -195,14 +160,14 @@ impl StationSession {
                 recent_replies,
                 rate,
                 warnings,
+                tenant,
                 last_activity: Instant::now(),
                 last_heard: chrono::Utc::now(),
-                last_reported: Instant::now(),
-                in_flight: None,
-                queue: VecDeque::new(),
+                commands: CommandQueue::new(MAX_WAITING_COMMANDS),
+                command_timer: None,
                 close_reason: None,
-                account: None,
                 delivery: Delivery::NotStarted,
+                close_guards: Vec::new(),
             }
         })
     }
@@ -282,9 +247,8 @@ impl StationSession {
             }
             Ok(Frame::CallResult(result)) => self.on_answer(&result.unique_id, Ok(result.payload), ctx),
             Ok(Frame::CallError(e)) => {
-                let unique_id = e.unique_id.clone();
-                let error = CommandError::CallError { code: e.code, description: e.description, details: e.details };
-                self.on_answer(&unique_id, Err(error), ctx)
+                let error = CommandError::from_call_error(e.code, e.description, e.details, self.setup.version);
+                self.on_answer(&e.unique_id, Err(error), ctx)
             }
             Err(e) => {
                 tracing::debug!(station = %self.setup.key, code = %e.code, error = %e.description, "undecodable frame");
@@ -295,8 +259,14 @@ impl StationSession {
         }
     }
 
+    /// The code of a CALLERROR this session sends, typed.
+    fn code_of(&self, error: &CallError) -> CallErrorCode {
+        CallErrorCode::parse(&error.code, self.setup.version)
+    }
+
     fn reply_error(&mut self, error: CallError, ctx: &mut Context<Self>) {
-        metrics::counter!(m::CALL_ERRORS, "code" => error_code_label(&error.code)).increment(1);
+        let code = self.code_of(&error);
+        metrics::counter!(m::CALL_ERRORS, "code" => error_code_label(&code, self.setup.version)).increment(1);
         self.send_frame(&Frame::CallError(error), ctx);
     }
 
@@ -345,18 +315,16 @@ impl StationSession {
                     let frame = Frame::CallResult(crate::ocpp::rpc::CallResult { unique_id: call.unique_id, payload });
                     act.answer_call(frame, fingerprint, true, ctx);
                     // A notice changes the tenant's live view and always goes; a message that only
-                    // proves the station alive (most are heartbeats) is reported at most every few
-                    // seconds, so a fleet's heartbeats do not each cost an actor message.
-                    if notice.is_some() || act.last_reported.elapsed() >= LIVENESS_REPORT_EVERY {
-                        act.last_reported = Instant::now();
+                    // proves the station alive (most are heartbeats) is reported now and then.
+                    if act.tenant.due(notice.is_some()) {
                         let msg = StationNotice {
                             station_id: act.setup.key.station_id.clone(),
                             session_id: act.id,
                             notice,
                         };
-                        act.tell_account(msg, ctx);
+                        act.tell_tenant(msg, ctx);
                     }
-                    if act.registration == Registration::Accepted && act.delivery == Delivery::NotStarted {
+                    if act.delivery.handled(act.registration == Registration::Accepted) {
                         act.start_delivery(ctx);
                     }
                 }
@@ -364,9 +332,10 @@ impl StationSession {
                     metrics::counter!(m::MESSAGES, "action" => action, "direction" => "in", "result" => "error")
                         .increment(1);
                     tracing::debug!(station = %act.setup.key, action = %call.action, code = %error.code, error = %error.description, "CALL refused");
-                    metrics::counter!(m::CALL_ERRORS, "code" => error_code_label(&error.code)).increment(1);
-                    // A storage failure is worth retrying with the same id; anything else would be refused again.
-                    let remember = error.code != ErrorCode::InternalError.as_str();
+                    let code = act.code_of(&error);
+                    metrics::counter!(m::CALL_ERRORS, "code" => error_code_label(&code, act.setup.version))
+                        .increment(1);
+                    let remember = inbound::remember_refusal(&code);
                     act.answer_call(Frame::CallError(error), fingerprint, remember, ctx);
                 }
             }
@@ -386,10 +355,9 @@ impl StationSession {
     /// It runs as a task of its own, not on this actor's context, so that the records of a command in
     /// flight are still settled when the session ends.
     fn start_delivery(&mut self, ctx: &mut Context<Self>) {
-        self.delivery = Delivery::Running { again: false };
-        let run = super::delivery::deliver(
+        let run = delivery::deliver(
             self.setup.store.clone(),
-            ctx.address(),
+            ctx.address().recipient(),
             self.setup.key.clone(),
             self.setup.version,
             self.setup.command_timeout,
@@ -416,107 +384,52 @@ impl StationSession {
         });
     }
 
-    /// Tells the tenant's actor. The address is cached after the first lookup, so a session's
-    /// messages do not pass through the (global) account registry; a stopped actor is looked up again.
-    fn tell_account<M>(&mut self, msg: M, ctx: &mut Context<Self>)
+    /// Tells the tenant's actor, looking it up (on this context) when its address is not known.
+    fn tell_tenant<M>(&mut self, msg: M, ctx: &mut Context<Self>)
     where
         M: Message + Send + Clone + 'static,
         M::Result: Send,
-        super::AccountActor: Handler<M>,
+        crate::actors::account::AccountActor: Handler<M>,
     {
-        if let Some(addr) = self.account.as_ref().filter(|a| a.connected()) {
-            addr.do_send(msg);
-            return;
+        if let Some(lookup) = self.tenant.tell(msg) {
+            ctx.spawn(lookup.into_actor(self).map(|addr, act, _| act.tenant.found(addr)));
         }
-        let accounts = self.setup.accounts.clone();
-        let account_id = self.setup.key.account_id.clone();
-        let lookup = async move {
-            let addr = accounts.send(account::GetAccount { account_id: account_id.clone() }).await.ok()?;
-            match addr.send(msg.clone()).await {
-                Ok(_) => Some(addr),
-                // Stopped between lookup and send: `tell` looks it up once more.
-                Err(_) => {
-                    account::tell(&accounts, &account_id, msg).await;
-                    None
-                }
-            }
-        };
-        ctx.spawn(lookup.into_actor(self).map(|addr, act, _| {
-            if addr.is_some() {
-                act.account = addr;
-            }
-        }));
     }
 
     fn on_answer(&mut self, unique_id: &str, result: CommandResult, ctx: &mut Context<Self>) {
-        match self.in_flight.take() {
-            Some(flight) if flight.unique_id == unique_id => {
-                ctx.cancel_future(flight.timer);
-                metrics::gauge!(m::PENDING_COMMANDS).decrement(1.0);
-                let action = action_label(&flight.action);
-                metrics::histogram!(m::COMMAND_DURATION, "action" => action)
-                    .record(flight.sent_at.elapsed().as_secs_f64());
-                let label = if result.is_ok() { "ok" } else { "error" };
-                metrics::counter!(m::MESSAGES, "action" => action, "direction" => "out", "result" => label)
-                    .increment(1);
-                if let Ok(payload) = &result {
-                    if let Some(Err(v)) =
-                        self.setup.version.schemas().validate(&flight.action, Direction::Response, payload)
-                    {
-                        if self.warnings.allow() {
-                            tracing::warn!(station = %self.setup.key, action = %flight.action, violation = %v, "station answer does not match its schema");
-                        }
-                    }
+        if let (Some(action), Ok(payload)) = (self.commands.outstanding(unique_id), &result) {
+            if let Some(Err(v)) = self.setup.version.schemas().validate(action, Direction::Response, payload) {
+                if self.warnings.allow() {
+                    tracing::warn!(station = %self.setup.key, action, violation = %v, "station answer does not match its schema");
                 }
-                let _ = flight.responder.send(result);
-                self.send_next(ctx);
             }
-            other => {
-                self.in_flight = other;
-                // Counted, and not worth a warning: it costs the station nothing to send many.
-                metrics::counter!(m::UNSOLICITED_ANSWERS).increment(1);
-                tracing::debug!(station = %self.setup.key, unique_id, "answer to no pending command ignored");
+        }
+        match self.commands.answer(unique_id, result, Instant::now()) {
+            Ok(next) => {
+                if let Some(timer) = self.command_timer.take() {
+                    ctx.cancel_future(timer);
+                }
+                self.send_command(next, ctx);
+            }
+            Err(outbound::Unsolicited) => {
+                tracing::debug!(station = %self.setup.key, unique_id, "answer to no pending command ignored")
             }
         }
     }
 
-    /// Sends the next queued command if none is in flight.
-    fn send_next(&mut self, ctx: &mut Context<Self>) {
-        if self.in_flight.is_some() {
-            return;
-        }
-        while let Some(cmd) = self.queue.pop_front() {
-            let now = Instant::now();
-            if cmd.responder.is_closed() {
-                continue;
-            }
-            if cmd.deadline <= now {
-                let _ = cmd.responder.send(Err(CommandError::Expired));
-                continue;
-            }
-            let unique_id = uuid::Uuid::new_v4().simple().to_string();
-            let call = Call { unique_id: unique_id.clone(), action: cmd.action.clone(), payload: cmd.payload };
-            self.send_frame(&Frame::Call(call), ctx);
-            let timer_id = unique_id.clone();
-            let timer = ctx.run_later(cmd.deadline - now, move |act, ctx| act.on_timeout(&timer_id, ctx));
-            metrics::gauge!(m::PENDING_COMMANDS).increment(1.0);
-            self.in_flight =
-                Some(InFlight { unique_id, action: cmd.action, sent_at: now, responder: cmd.responder, timer });
-            return;
-        }
+    /// Puts a command on the wire and arms its deadline.
+    fn send_command(&mut self, outgoing: Option<Outgoing>, ctx: &mut Context<Self>) {
+        let Some(Outgoing { call, timeout }) = outgoing else { return };
+        let unique_id = call.unique_id.clone();
+        self.send_frame(&Frame::Call(call), ctx);
+        self.command_timer = Some(ctx.run_later(timeout, move |act, ctx| act.on_timeout(&unique_id, ctx)));
     }
 
     fn on_timeout(&mut self, unique_id: &str, ctx: &mut Context<Self>) {
-        if matches!(&self.in_flight, Some(f) if f.unique_id == unique_id) {
-            if let Some(flight) = self.in_flight.take() {
-                metrics::gauge!(m::PENDING_COMMANDS).decrement(1.0);
-                let action = action_label(&flight.action);
-                metrics::counter!(m::MESSAGES, "action" => action, "direction" => "out", "result" => "timeout")
-                    .increment(1);
-                tracing::info!(station = %self.setup.key, action = %flight.action, "command timed out");
-                let _ = flight.responder.send(Err(CommandError::Timeout));
-            }
-            self.send_next(ctx);
+        if let Some((action, next)) = self.commands.expire(unique_id, Instant::now()) {
+            self.command_timer = None;
+            tracing::info!(station = %self.setup.key, action = %action, "command timed out");
+            self.send_command(next, ctx);
         }
     }
 }
@@ -530,11 +443,16 @@ impl Actor for StationSession {
         metrics::gauge!(m::CONNECTIONS, "protocol" => protocol).increment(1.0);
         metrics::counter!(m::CONNECTS).increment(1);
         tracing::info!(station = %self.setup.key, session = self.id, protocol, "station connected");
+        let addr = ctx.address();
         self.setup.stations.do_send(Register {
             key: self.setup.key.clone(),
             session_id: self.id,
             version: self.setup.version,
-            addr: ctx.address(),
+            session: SessionHandle {
+                commands: addr.clone().recipient(),
+                deliver: addr.clone().recipient(),
+                close: addr.recipient(),
+            },
         });
         let connected = StationConnected {
             station_id: self.setup.key.station_id.clone(),
@@ -542,14 +460,7 @@ impl Actor for StationSession {
             protocol: protocol.to_string(),
         };
         // Waited for, so the tenant's actor knows the station before any of its messages is handled.
-        let accounts = self.setup.accounts.clone();
-        let account_id = self.setup.key.account_id.clone();
-        let announce = async move {
-            let addr = accounts.send(account::GetAccount { account_id }).await.ok()?;
-            addr.send(connected).await.ok()?;
-            Some(addr)
-        };
-        ctx.wait(announce.into_actor(self).map(|addr, act, _| act.account = addr));
+        ctx.wait(self.tenant.announce(connected).into_actor(self).map(|addr, act, _| act.tenant.found(addr)));
         let store = self.setup.store.clone();
         let key = self.setup.key.clone();
         actix_rt::spawn(async move {
@@ -579,22 +490,8 @@ impl Actor for StationSession {
         metrics::counter!(m::DISCONNECTS, "reason" => reason.as_str()).increment(1);
         tracing::info!(station = %self.setup.key, session = self.id, reason = reason.as_str(), "station disconnected");
         self.setup.stations.do_send(Unregister { key: self.setup.key.clone(), session_id: self.id });
-        // The actor is stopping, so nothing can be spawned on its context any more.
-        let disconnected = StationDisconnected { station_id: self.setup.key.station_id.clone(), session_id: self.id };
-        match self.account.as_ref().filter(|a| a.connected()) {
-            Some(addr) => addr.do_send(disconnected),
-            None => {
-                let accounts = self.setup.accounts.clone();
-                let account_id = self.setup.key.account_id.clone();
-                actix_rt::spawn(async move {
-                    account::tell(&accounts, &account_id, disconnected).await;
-                });
-            }
-        }
-        if let Some(flight) = self.in_flight.take() {
-            metrics::gauge!(m::PENDING_COMMANDS).decrement(1.0);
-            let _ = flight.responder.send(Err(CommandError::Disconnected));
-        }
+        self.tenant
+            .disconnected(StationDisconnected { station_id: self.setup.key.station_id.clone(), session_id: self.id });
         // Heartbeats write nothing; the last time the station was heard from is kept now.
         let (store, key, seen) = (self.setup.store.clone(), self.setup.key.clone(), self.last_heard);
         actix_rt::spawn(async move {
@@ -603,9 +500,7 @@ impl Actor for StationSession {
                 tracing::warn!(station = %key, error = %e, "could not record when the station was last seen");
             }
         });
-        for cmd in self.queue.drain(..) {
-            let _ = cmd.responder.send(Err(CommandError::NotSent));
-        }
+        self.commands.close();
     }
 }
 
@@ -688,28 +583,22 @@ impl Handler<SendCommand> for StationSession {
             let _ = msg.responder.send(Err(CommandError::NotSent));
             return;
         }
-        self.queue.push_back(QueuedCommand {
-            action: msg.action,
-            payload: msg.payload,
-            deadline: msg.deadline,
-            responder: msg.responder,
-        });
-        self.send_next(ctx);
+        let pending =
+            Pending { action: msg.action, payload: msg.payload, deadline: msg.deadline, responder: msg.responder };
+        let next = self.commands.push(pending, Instant::now());
+        if self.commands.waiting() == MAX_WAITING_COMMANDS && self.warnings.allow() {
+            tracing::warn!(station = %self.setup.key, waiting = MAX_WAITING_COMMANDS, "commands pile up for a station that answers slowly; more are refused");
+        }
+        self.send_command(next, ctx);
     }
 }
-
-/// The delivery task has emptied the queue (or stopped on an error).
-#[derive(Message)]
-#[rtype(result = "()")]
-struct DeliveryFinished;
 
 impl Handler<DeliveryFinished> for StationSession {
     type Result = ();
 
     fn handle(&mut self, _: DeliveryFinished, ctx: &mut Context<Self>) {
-        match self.delivery {
-            Delivery::Running { again: true } if self.close_reason.is_none() => self.start_delivery(ctx),
-            _ => self.delivery = Delivery::Idle,
+        if self.delivery.finished(self.close_reason.is_none()) {
+            self.start_delivery(ctx);
         }
     }
 }
@@ -718,12 +607,8 @@ impl Handler<DeliverQueued> for StationSession {
     type Result = ();
 
     fn handle(&mut self, _: DeliverQueued, ctx: &mut Context<Self>) {
-        match self.delivery {
-            // Not accepted or not heard from yet: delivery starts after its first message.
-            Delivery::NotStarted => {}
-            Delivery::Running { .. } => self.delivery = Delivery::Running { again: true },
-            Delivery::Idle if self.close_reason.is_none() => self.start_delivery(ctx),
-            Delivery::Idle => {}
+        if self.delivery.nudged(self.close_reason.is_none()) {
+            self.start_delivery(ctx);
         }
     }
 }
@@ -732,6 +617,7 @@ impl Handler<CloseSession> for StationSession {
     type Result = ();
 
     fn handle(&mut self, msg: CloseSession, ctx: &mut Context<Self>) {
+        self.close_guards.extend(msg.guard);
         self.close(msg.reason, ctx);
     }
 }
@@ -748,35 +634,4 @@ impl Handler<WriterStuck> for StationSession {
             self.cut_off(Limit::SlowConsumer, ctx);
         }
     }
-}
-
-/// The action as a metric label: only actions OCPP defines, so station input cannot create unbounded
-/// label values.
-fn action_label(action: &str) -> &'static str {
-    schema::V16_ACTIONS
-        .iter()
-        .chain(schema::V201_ACTIONS)
-        .find(|(a, _, _)| *a == action)
-        .map(|(a, _, _)| *a)
-        .unwrap_or("unknown")
-}
-
-fn error_code_label(code: &str) -> &'static str {
-    const CODES: &[&str] = &[
-        "NotImplemented",
-        "NotSupported",
-        "InternalError",
-        "ProtocolError",
-        "SecurityError",
-        "FormationViolation",
-        "PropertyConstraintViolation",
-        "OccurenceConstraintViolation",
-        "TypeConstraintViolation",
-        "GenericError",
-        "FormatViolation",
-        "OccurrenceConstraintViolation",
-        "RpcFrameworkError",
-        "MessageTypeNotSupported",
-    ];
-    CODES.iter().find(|c| **c == code).copied().unwrap_or("other")
 }

@@ -1,0 +1,41 @@
+//! Metric labels of a session's messages: only values OCPP defines, so what a station sends cannot
+//! create unbounded label values.
+
+use crate::fleet::command::CallErrorCode;
+use crate::ocpp::schema;
+use crate::ocpp::Version;
+
+/// The action as a metric label: an action OCPP defines, or "unknown".
+pub fn action_label(action: &str) -> &'static str {
+    schema::V16_ACTIONS
+        .iter()
+        .chain(schema::V201_ACTIONS)
+        .find(|(a, _, _)| *a == action)
+        .map(|(a, _, _)| *a)
+        .unwrap_or("unknown")
+}
+
+/// A CALLERROR code as a metric label: as `version` spells a code OCPP names, or "other".
+pub fn error_code_label(code: &CallErrorCode, version: Version) -> &'static str {
+    match code {
+        CallErrorCode::Known(code) => code.name(version),
+        CallErrorCode::Other(_) => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ocpp::rpc::ErrorCode;
+
+    #[test]
+    fn labels_are_bounded_to_what_ocpp_names() {
+        assert_eq!(action_label("BootNotification"), "BootNotification");
+        assert_eq!(action_label("NotifyReport"), "NotifyReport");
+        assert_eq!(action_label("x".repeat(40).as_str()), "unknown");
+        let v201 = CallErrorCode::parse("FormatViolation", Version::V201);
+        assert_eq!(error_code_label(&v201, Version::V201), "FormatViolation");
+        assert_eq!(error_code_label(&CallErrorCode::Known(ErrorCode::InternalError), Version::V16), "InternalError");
+        assert_eq!(error_code_label(&CallErrorCode::Other("Mine".into()), Version::V16), "other");
+    }
+}

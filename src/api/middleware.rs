@@ -1,0 +1,84 @@
+//! What wraps every request (API and station upgrades alike): the refusal of a connection held over
+//! its address's limit, the body deadline and busy-connection tracking ([`crate::limits::http`]),
+//! a request id in a span around the handling and in the `x-request-id` header, the slow 429, and
+//! the request counter by status class.
+
+use crate::limits;
+use crate::metrics as m;
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
+use std::future::Future;
+use std::time::{Duration, Instant};
+use tracing::Instrument;
+
+/// The middleware's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// How long an API body may take to arrive.
+    pub body_timeout: Duration,
+    /// How long a 429 waits before it is sent.
+    pub refusal_delay: Duration,
+}
+
+/// Handles one request around the service `srv` (for `App::wrap_fn`).
+pub fn around<S, B>(
+    limits: RequestLimits,
+    mut req: ServiceRequest,
+    srv: &S,
+) -> impl Future<Output = Result<ServiceResponse<EitherBody<limits::http::Tracked<B>>>, actix_web::Error>>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    // A connection held over its address's limit is never served: its request is refused once the
+    // refusal delay is over (or the connection reset first).
+    let held = limits::http::held_refusal(&req);
+    // The connection is busy until the response is written; an API body has a deadline.
+    let in_flight = limits::http::begin(&mut req, limits.body_timeout);
+    // Every request gets an id, in a span around its handling (so in every log line it causes) and
+    // in the `x-request-id` response header.
+    let started = Instant::now();
+    let request_id = uuid::Uuid::new_v4().simple().to_string();
+    let span = tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.path());
+    let is_station = req.path().starts_with("/ocpp/");
+    let call = match held {
+        None => Ok({
+            let _enter = span.enter();
+            srv.call(req)
+        }),
+        Some(delay) => Err((req, delay)),
+    };
+    let refusal_delay = limits.refusal_delay;
+    async move {
+        let mut res = match call {
+            Ok(fut) => {
+                let res = fut.await?;
+                // A 429 is a refusal the client can repeat at will: it is slow.
+                if res.status() == actix_web::http::StatusCode::TOO_MANY_REQUESTS {
+                    tokio::time::sleep(refusal_delay).await;
+                }
+                res.map_body(|_, body| EitherBody::left(limits::http::Tracked::new(body, in_flight)))
+            }
+            Err((req, delay)) => {
+                tokio::time::sleep(delay).await;
+                req.into_response(limits::http::refusal()).map_into_right_body()
+            }
+        };
+        let status = res.status();
+        if !is_station {
+            let class = match status.as_u16() {
+                200..=299 => "2xx",
+                300..=399 => "3xx",
+                400..=499 => "4xx",
+                _ => "5xx",
+            };
+            metrics::counter!(m::API_REQUESTS, "status" => class).increment(1);
+        }
+        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&request_id) {
+            res.headers_mut().insert(actix_web::http::header::HeaderName::from_static("x-request-id"), value);
+        }
+        tracing::debug!(status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+        Ok(res)
+    }
+    .instrument(span)
+}

@@ -1,0 +1,126 @@
+//! This node's connection to the cluster's Redis, shared by [`presence`](super::presence) and the
+//! [`bus`](super::bus), and [`LocalNode`]: what they hand this node's own stations.
+
+use crate::actors::station::{DisconnectReason, SessionId, StationKey};
+use crate::config::ClusterSettings;
+use crate::fleet::command::{Command, CommandResult};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What this node does for the cluster with its own stations: what the bus receives and the
+/// presence refresh finds is done through it (implemented by the fleet's local part).
+#[async_trait::async_trait]
+pub trait LocalNode: Send + Sync {
+    /// Sends the command on the station's session here; `None` when it has none here.
+    async fn send_command(&self, key: &StationKey, command: Command) -> Option<CommandResult>;
+    /// Closes the station's session here, if it has one.
+    async fn close(&self, key: &StationKey, reason: DisconnectReason);
+    /// Closes the station's session here if it is still `session`.
+    fn close_if_session(&self, key: &StationKey, session: SessionId, reason: DisconnectReason);
+    /// Tells the station's session here that commands were queued for it.
+    async fn nudge_delivery(&self, key: &StationKey);
+    /// Another node erased the account: close its sessions here and sweep what this node holds of it.
+    async fn account_erased(&self, account_id: &str);
+}
+
+/// Why a cluster operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis: timed out")]
+    Timeout,
+    #[error("cluster message: {0}")]
+    Encoding(#[from] serde_json::Error),
+}
+
+/// This node's connection to the cluster's Redis, and its name in it.
+pub struct RedisLink {
+    pub(super) node_id: String,
+    prefix: String,
+    pub(super) client: redis::Client,
+    conn: ConnectionManager,
+    pub(super) timeout: Duration,
+    up: AtomicBool,
+}
+
+impl RedisLink {
+    /// Connects lazily: a node starts while Redis is down, and catches up when it is back.
+    pub fn new(settings: &ClusterSettings, node_id: String) -> anyhow::Result<Arc<RedisLink>> {
+        let client = redis::Client::open(settings.redis_url.as_str())?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.redis_timeout()))
+            .set_response_timeout(Some(settings.redis_timeout()))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        metrics::gauge!(crate::metrics::CLUSTER_REDIS_UP).set(1.0);
+        Ok(Arc::new(RedisLink {
+            node_id,
+            prefix: settings.key_prefix.clone(),
+            client,
+            conn,
+            timeout: settings.redis_timeout(),
+            up: AtomicBool::new(true),
+        }))
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    pub(super) fn key(&self, rest: std::fmt::Arguments<'_>) -> String {
+        format!("{}:{rest}", self.prefix)
+    }
+
+    fn mark(&self, up: bool, error: Option<&dyn std::fmt::Display>) {
+        let was = self.up.swap(up, Ordering::Relaxed);
+        metrics::gauge!(crate::metrics::CLUSTER_REDIS_UP).set(if up { 1.0 } else { 0.0 });
+        match (was, up, error) {
+            (true, false, Some(e)) => tracing::warn!(error = %e, "cluster: Redis unreachable"),
+            (false, true, _) => tracing::info!("cluster: Redis reachable again"),
+            _ => {}
+        }
+    }
+
+    pub(super) async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, ClusterError> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
+            Ok(Ok(v)) => {
+                self.mark(true, None);
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                self.mark(false, Some(&e));
+                Err(e.into())
+            }
+            Err(_) => {
+                self.mark(false, Some(&"timed out"));
+                Err(ClusterError::Timeout)
+            }
+        }
+    }
+
+    /// Runs a pipeline; `None` when it failed (Redis is then marked down).
+    pub(super) async fn run_pipe<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Option<T> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, pipe.query_async::<T>(&mut conn)).await {
+            Ok(Ok(v)) => Some(v),
+            Ok(Err(e)) => {
+                self.mark(false, Some(&e));
+                None
+            }
+            Err(_) => {
+                self.mark(false, Some(&"timed out"));
+                None
+            }
+        }
+    }
+}
+
+/// Locks a mutex; a panic while it was held poisons nothing that matters here (plain maps).
+pub(super) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
