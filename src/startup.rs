@@ -10,7 +10,7 @@ use crate::limits::connections::ConnectionTable;
 use crate::limits::{self, Limits};
 use crate::login::{LogNotifier, LoginGuard, LoginNotifier};
 use crate::metrics as m;
-use crate::ocpp::v16::HandlerSettings;
+use crate::ocpp::context::HandlerSettings;
 use crate::store::{ClusterStore, ClusterStoreSettings, RedisStore, SledStore, Store};
 use crate::{tls, ws};
 use actix::prelude::*;

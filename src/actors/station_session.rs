@@ -22,9 +22,11 @@ use crate::limits::quota::TokenBucket;
 use crate::limits::{self, Limit, Limits};
 use crate::metrics as m;
 use crate::model::{Registration, StationChange};
-use crate::ocpp::handler::{self, HandlerSettings, Notice, Reply, StationContext};
+use crate::ocpp::common::notice::Notice;
+use crate::ocpp::context::{HandlerSettings, StationContext};
+use crate::ocpp::handler::{self, Reply};
 use crate::ocpp::rpc::{Call, CallError, ErrorCode, Frame};
-use crate::ocpp::schema::{self, Direction};
+use crate::ocpp::schema::Direction;
 use crate::ocpp::Version;
 use crate::store::Store;
 use actix::prelude::*;
@@ -753,12 +755,7 @@ impl Handler<WriterStuck> for StationSession {
 /// The action as a metric label: only actions OCPP defines, so station input cannot create unbounded
 /// label values.
 fn action_label(action: &str) -> &'static str {
-    schema::V16_ACTIONS
-        .iter()
-        .chain(schema::V201_ACTIONS)
-        .find(|(a, _, _)| *a == action)
-        .map(|(a, _, _)| *a)
-        .unwrap_or("unknown")
+    crate::ocpp::actions::label(action)
 }
 
 fn error_code_label(code: &str) -> &'static str {

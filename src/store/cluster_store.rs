@@ -1416,7 +1416,8 @@ impl Store for ClusterStore {
 mod tests {
     use super::*;
     use crate::model::{Registration, TagStatus, TransactionEventRecord, TransactionStop};
-    use crate::ocpp::handler::{handle_call, HandlerSettings, Reply, StationContext};
+    use crate::ocpp::context::{HandlerSettings, StationContext};
+    use crate::ocpp::handler::{handle_call, Reply};
     use crate::ocpp::rpc::Call;
     use crate::ocpp::Version;
     use crate::store::CommitPolicy;

@@ -2,7 +2,9 @@
 //! updates the device model's Actual attribute of the variable it is about.
 
 use super::notify_report::{attribute, Component, Variable};
-use crate::ocpp::handler::{record_event, Handled, HandlerError, StationContext};
+use crate::ocpp::common::events::record_event;
+use crate::ocpp::context::StationContext;
+use crate::ocpp::handler::{Handled, HandlerError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -39,7 +41,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
         .collect();
     // The device model a station reports counts against its event quota: the names are its own.
     if !ctx.charge_event(&variables) {
-        return Err(crate::ocpp::handler::over_event_quota());
+        return Err(crate::ocpp::common::events::over_event_quota());
     }
     ctx.store.put_variables(ctx.account_id, ctx.station_id, &variables).await?;
     for e in &req.event_data {
