@@ -518,6 +518,14 @@ pub struct DeviceVariable {
 }
 
 impl DeviceVariable {
+    /// A value the station saw since it reported the attribute (a 2.0.1 NotifyEvent's actualValue):
+    /// the value and the time change; what the report said of the variable (mutability,
+    /// persistence, constancy, characteristics) stays.
+    pub fn observe(&mut self, value: Option<String>, at: DateTime<Utc>) {
+        self.value = value;
+        self.updated_at = at;
+    }
+
     /// Identity of the attribute within the station's device model.
     pub fn key(&self) -> String {
         let opt = |o: &Option<String>| o.clone().unwrap_or_default();
