@@ -1,7 +1,7 @@
 //! One declaration per OCPP action and version: its name, who sends it, whether its effects must be
 //! on disk before it is answered, its schemas and, for an action a station sends, its handler.
 //!
-//! Each version declares its table once, with [`declare_actions!`], in its own module
+//! Each version declares its table once, with `declare_actions!`, in its own module
 //! ([`super::v16::ACTIONS`], [`super::v201::ACTIONS`]). Everything else is read from the tables:
 //! the schemas compiled ([`super::schema`]), the checks every CALL passes and the dispatch to its
 //! handler ([`super::handler`]), the command API's list of commands ([`super::Version::command_actions`])

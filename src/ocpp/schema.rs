@@ -1,6 +1,7 @@
 //! Validation of OCPP payloads against the Open Charge Alliance JSON schemas vendored under `schemas/`.
 //!
-//! Each schema is compiled once, on first use. A violation is reported with the CALLERROR code that
+//! The schemas of a version are those its actions declare ([`super::actions`]). Each schema is
+//! compiled once, on first use. A violation is reported with the CALLERROR code that
 //! OCPP-J names for its kind, so the session and the command API report the same thing for the
 //! same mistake.
 

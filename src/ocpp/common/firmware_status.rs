@@ -1,7 +1,7 @@
 //! Firmware-update progress, kept on the station record. This is the handler of 1.6's
 //! SignedFirmwareStatusNotification (security extension: progress of a SignedUpdateFirmware) and of
 //! 2.0.1's FirmwareStatusNotification, which has the same fields; 1.6's FirmwareStatusNotification
-//! (no request id) keeps its progress through [`set_firmware_status`].
+//! (no request id) keeps its progress through `set_firmware_status`.
 
 use crate::model::{StationChange, StatusReport};
 use crate::ocpp::context::StationContext;
