@@ -135,10 +135,30 @@ impl ClusterStoreSettings {
 #[serde(rename_all = "snake_case")]
 enum WalOp {
     PutTransaction(Transaction),
-    MeterValues { account_id: String, records: Vec<MeterRecord> },
-    Event { account_id: String, event: StationEvent },
-    Variables { account_id: String, station_id: String, variables: Vec<DeviceVariable> },
-    StationChange { account_id: String, station_id: String, change: StationChange },
+    MeterValues {
+        account_id: String,
+        records: Vec<MeterRecord>,
+    },
+    Event {
+        account_id: String,
+        event: StationEvent,
+    },
+    Variables {
+        account_id: String,
+        station_id: String,
+        variables: Vec<DeviceVariable>,
+    },
+    /// Values a NotifyEvent saw ([`Store::observe_variables`]).
+    ObservedVariables {
+        account_id: String,
+        station_id: String,
+        seen: Vec<DeviceVariable>,
+    },
+    StationChange {
+        account_id: String,
+        station_id: String,
+        change: StationChange,
+    },
 }
 
 impl WalOp {
@@ -148,6 +168,7 @@ impl WalOp {
             WalOp::MeterValues { account_id, .. }
             | WalOp::Event { account_id, .. }
             | WalOp::Variables { account_id, .. }
+            | WalOp::ObservedVariables { account_id, .. }
             | WalOp::StationChange { account_id, .. } => account_id,
         }
     }
@@ -161,9 +182,9 @@ impl WalOp {
                 (account_id.clone(), records.first().map(|r| r.station_id.clone()).unwrap_or_default())
             }
             WalOp::Event { account_id, event } => (account_id.clone(), event.station_id.clone()),
-            WalOp::Variables { account_id, station_id, .. } | WalOp::StationChange { account_id, station_id, .. } => {
-                (account_id.clone(), station_id.clone())
-            }
+            WalOp::Variables { account_id, station_id, .. }
+            | WalOp::ObservedVariables { account_id, station_id, .. }
+            | WalOp::StationChange { account_id, station_id, .. } => (account_id.clone(), station_id.clone()),
         }
     }
 
@@ -759,6 +780,9 @@ impl Inner {
             WalOp::Event { account_id, event } => remote.add_event(account_id, event).await?,
             WalOp::Variables { account_id, station_id, variables } => {
                 remote.put_variables(account_id, station_id, variables).await?
+            }
+            WalOp::ObservedVariables { account_id, station_id, seen } => {
+                remote.observe_variables(account_id, station_id, seen).await?
             }
             WalOp::StationChange { account_id, station_id, change } => {
                 if remote.change_station(account_id, station_id, change).await?.is_none() {
@@ -1368,6 +1392,14 @@ impl Store for ClusterStore {
         })
     }
 
+    async fn observe_variables(&self, account_id: &str, station_id: &str, seen: &[DeviceVariable]) -> StoreResult<()> {
+        self.inner.append(WalOp::ObservedVariables {
+            account_id: account_id.to_string(),
+            station_id: station_id.to_string(),
+            seen: seen.to_vec(),
+        })
+    }
+
     async fn variables(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<DeviceVariable>> {
         self.inner.seen(self.inner.remote.variables(account_id, station_id).await)
     }
@@ -1664,6 +1696,15 @@ mod tests {
         ) -> StoreResult<()> {
             self.gate()?;
             self.inner.put_variables(account_id, station_id, variables).await
+        }
+        async fn observe_variables(
+            &self,
+            account_id: &str,
+            station_id: &str,
+            seen: &[DeviceVariable],
+        ) -> StoreResult<()> {
+            self.gate()?;
+            self.inner.observe_variables(account_id, station_id, seen).await
         }
         async fn variables(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<DeviceVariable>> {
             self.gate()?;
@@ -1968,6 +2009,44 @@ mod tests {
         remote.set(true);
         drained(&store).await;
         assert_sessions_recorded(&remote, id16).await;
+        store.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_monitoring_event_while_the_shared_store_is_down_keeps_what_was_reported_of_the_variable() {
+        let remote = shared().await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = node(&remote, dir.path(), 1000).await;
+        connect(&store, ACCOUNT, CP201).await;
+        let power = json!({"component": {"name": "EVSE", "evse": {"id": 1}}, "variable": {"name": "Power"}});
+        let mut data = power.clone();
+        data["variableAttribute"] = json!([{"value": "0", "mutability": "ReadOnly"}]);
+        data["variableCharacteristics"] = json!({"unit": "W", "dataType": "decimal", "supportsMonitoring": true});
+        let report = json!({"requestId": 1, "generatedAt": "2026-11-25T10:00:00Z", "seqNo": 0, "reportData": [data]});
+        ok(&store, CP201, "NotifyReport", report).await;
+        drained(&store).await;
+
+        remote.set(false);
+        let mut event = power;
+        event["eventId"] = json!(1);
+        event["timestamp"] = json!("2026-11-25T10:05:00Z");
+        event["trigger"] = json!("Delta");
+        event["actualValue"] = json!("7400");
+        event["eventNotificationType"] = json!("HardWiredNotification");
+        ok(
+            &store,
+            CP201,
+            "NotifyEvent",
+            json!({"generatedAt": "2026-11-25T10:05:00Z", "seqNo": 0, "eventData": [event]}),
+        )
+        .await;
+        remote.set(true);
+        drained(&store).await;
+
+        let vars = remote.inner.variables(ACCOUNT, CP201).await.unwrap();
+        assert_eq!(vars.len(), 1);
+        assert_eq!((vars[0].value.as_deref(), vars[0].mutability.as_deref()), (Some("7400"), Some("ReadOnly")));
+        assert_eq!(vars[0].characteristics.as_ref().map(|c| c["unit"].clone()), Some(json!("W")));
         store.shutdown().await;
     }
 

@@ -221,6 +221,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores device-model variables of a station, replacing those with the same key.
     async fn put_variables(&self, account_id: &str, station_id: &str, variables: &[DeviceVariable]) -> StoreResult<()>;
+    /// Applies values a station saw (NotifyEvent) to the attributes with the same key, which keep
+    /// the rest of what was reported of them ([`DeviceVariable::observed`]); an attribute not
+    /// stored yet is stored as seen.
+    async fn observe_variables(&self, account_id: &str, station_id: &str, seen: &[DeviceVariable]) -> StoreResult<()>;
     /// A station's device model, ordered by component, then variable.
     async fn variables(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<DeviceVariable>>;
 

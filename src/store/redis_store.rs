@@ -1073,6 +1073,29 @@ impl Store for RedisStore {
         self.query_pipe("put_variables", &pipe).await
     }
 
+    async fn observe_variables(&self, account_id: &str, station_id: &str, seen: &[DeviceVariable]) -> StoreResult<()> {
+        let hash = self.key("vars", &[account_id, station_id]);
+        let mut unknown: Vec<DeviceVariable> = Vec::new();
+        for v in seen {
+            if let Some(earlier) = unknown.iter_mut().find(|u| u.key() == v.key()) {
+                *earlier = DeviceVariable::observed(Some(earlier.clone()), v);
+                continue;
+            }
+            let known = self
+                .update_field("observe_variables", &hash, &v.key(), |known: Option<DeviceVariable>| {
+                    Ok(match known {
+                        Some(known) => (Some(DeviceVariable::observed(Some(known), v)), true),
+                        None => (None, false),
+                    })
+                })
+                .await?;
+            if !known {
+                unknown.push(v.clone());
+            }
+        }
+        self.put_variables(account_id, station_id, &unknown).await
+    }
+
     async fn variables(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<DeviceVariable>> {
         // By key: component, its instance, EVSE, connector, variable, … — the order sled keeps.
         self.hvalues("variables", &self.key("vars", &[account_id, station_id])).await

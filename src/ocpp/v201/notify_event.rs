@@ -8,7 +8,6 @@ use crate::ocpp::context::StationContext;
 use crate::ocpp::handler::{Handled, HandlerError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -47,18 +46,8 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
         return Err(crate::ocpp::common::events::over_event_quota());
     }
     // An event changes the value of an attribute the station may have reported, not what the report
-    // said of it: the reported attribute is kept, with the new value.
-    let mut known: HashMap<String, DeviceVariable> =
-        ctx.store.variables(ctx.account_id, ctx.station_id).await?.into_iter().map(|v| (v.key(), v)).collect();
-    let variables: Vec<DeviceVariable> = seen
-        .into_iter()
-        .map(|v| {
-            let attribute = known.entry(v.key()).or_insert_with(|| v.clone());
-            attribute.observe(v.value, now);
-            attribute.clone()
-        })
-        .collect();
-    ctx.store.put_variables(ctx.account_id, ctx.station_id, &variables).await?;
+    // said of it ([`crate::model::DeviceVariable::observed`]).
+    ctx.store.observe_variables(ctx.account_id, ctx.station_id, &seen).await?;
     for e in &req.event_data {
         let payload = serde_json::json!({
             "eventId": e.event_id, "seqNo": req.seq_no, "timestamp": e.timestamp, "actualValue": e.actual_value,
