@@ -1,6 +1,7 @@
 //! ocpp-css: an OCPP Central System offered as a service.
 //!
-//! - [`ocpp`]: protocol code without actors — OCPP-J framing, OCA schema validation, one handler per action.
+//! - [`ocpp`]: protocol code without actors — OCPP-J framing, one declaration per action and version, OCA
+//!   schema validation, one handler per action.
 //! - [`actors`]: the `StationSession` actor per connection, the `StationRegistry`, and the per-tenant
 //!   `AccountActor` with its `AccountRegistry`.
 //! - [`ws`]: the WebSocket endpoint `/ocpp/{tenant}/{station_id}`: subprotocol, Basic auth, session start.

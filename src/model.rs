@@ -553,6 +553,21 @@ pub struct DeviceVariable {
 }
 
 impl DeviceVariable {
+    /// The attribute once `seen` (the same attribute as a 2.0.1 NotifyEvent saw it: a value and the
+    /// time) is applied to what is `known` of it: the value and the time change; what the report
+    /// said of the variable (mutability, persistence, constancy, characteristics) stays. An
+    /// attribute never reported is kept as seen.
+    pub fn observed(known: Option<DeviceVariable>, seen: &DeviceVariable) -> DeviceVariable {
+        match known {
+            Some(mut attribute) => {
+                attribute.value = seen.value.clone();
+                attribute.updated_at = seen.updated_at;
+                attribute
+            }
+            None => seen.clone(),
+        }
+    }
+
     /// Identity of the attribute within the station's device model.
     pub fn key(&self) -> String {
         let opt = |o: &Option<String>| o.clone().unwrap_or_default();

@@ -14,7 +14,7 @@ use crate::limits::connections::ConnectionTable;
 use crate::limits::{self, Limits};
 use crate::login::{LogNotifier, LoginGuard, LoginNotifier};
 use crate::metrics as m;
-use crate::ocpp::v16::HandlerSettings;
+use crate::ocpp::context::HandlerSettings;
 use crate::store::{AccountStore, ClusterStore, ClusterStoreSettings, RedisStore, SledStore, StationStore};
 use crate::{tls, ws};
 use actix::prelude::*;
@@ -215,16 +215,7 @@ impl Application {
         }
         tracing::info!(address = %address, port, tls_port, "listening");
         let shutdown_timeout = Duration::from_secs(settings.ocpp.shutdown_timeout_secs);
-        Ok(Application {
-            port,
-            tls_port,
-            server: server.run(),
-            fleet,
-            station_store,
-            shutdown_timeout,
-            sessions,
-            mode,
-        })
+        Ok(Application { port, tls_port, server: server.run(), fleet, station_store, shutdown_timeout, sessions, mode })
     }
 
     pub fn port(&self) -> u16 {

@@ -4,7 +4,7 @@
 
 use super::station::SessionId;
 use crate::metrics as m;
-use crate::ocpp::v16::Notice;
+use crate::ocpp::common::notice::Notice;
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use serde::Serialize;

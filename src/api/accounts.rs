@@ -241,12 +241,13 @@ pub async fn erase(
     reauthenticate(&state, &req, &account, Some(body.into_inner().password)).await?;
     // The account record goes first, so its tokens, its password and its stations' credentials stop
     // working at once; then its sessions are closed, everywhere.
-    let erased = erasure::erase_account(&state.fleet, state.station_store.as_ref(), state.account_store.as_ref(), &account.id)
-        .await
-        .map_err(|e| match e {
-            ErasureError::Store(e) => ApiError::from(e),
-            ErasureError::Fleet(e) => ApiError::from(e),
-        })?;
+    let erased =
+        erasure::erase_account(&state.fleet, state.station_store.as_ref(), state.account_store.as_ref(), &account.id)
+            .await
+            .map_err(|e| match e {
+                ErasureError::Store(e) => ApiError::from(e),
+                ErasureError::Fleet(e) => ApiError::from(e),
+            })?;
     let (report, sessions) = (erased.report, erased.sessions);
     state.login.forget_account(&account.id);
     tracing::info!(account = %account.id, sessions, "account erased");

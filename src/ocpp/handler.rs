@@ -1,85 +1,17 @@
-//! What every version's handlers share: the context a CALL is handled in, what a handler produces,
-//! and [`handle_call`], which runs the checks common to every CALL (known action, direction, schema,
-//! registration) before the version's own dispatch, and the flush before a state change is answered.
+//! The path of one station-initiated CALL: [`handle_call`] runs the checks common to every CALL
+//! (known action, direction, schema, registration), all read from the version's declarations
+//! ([`super::actions`]), then the action's handler, and flushes what a durable action changed
+//! before the CALLRESULT. Also what a handler produces ([`Handled`]) and why it may refuse.
 
+use super::actions::Handling;
+use super::common::notice::Notice;
+use super::context::StationContext;
 use super::rpc::{Call, CallError, ErrorCode};
 use super::schema::Direction;
-use super::{v16, v201, Version};
-use crate::limits::quota::WindowQuota;
-use crate::limits::{self, Limit};
-use crate::model::{Registration, StationChange, StationEvent};
-use crate::store::{StationStore, StoreError};
+use crate::model::Registration;
+use crate::store::StoreError;
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
-use std::time::Duration;
-
-/// Settings the handlers need.
-#[derive(Debug, Clone)]
-pub struct HandlerSettings {
-    /// Heartbeat interval given to accepted stations.
-    pub heartbeat_interval: Duration,
-    /// Wait before the next BootNotification, given to pending or rejected stations.
-    pub boot_retry_interval: Duration,
-}
-
-/// Who sent the CALL, and what handlers need to act on it.
-pub struct StationContext<'a> {
-    /// The OCPP version of the session.
-    pub version: Version,
-    pub store: &'a dyn StationStore,
-    pub account_id: &'a str,
-    pub station_id: &'a str,
-    /// The station's registration as the session knows it.
-    pub registration: Registration,
-    pub settings: &'a HandlerSettings,
-    /// Stored bytes of event-only messages per station (`limits.station_event_bytes`); None: no
-    /// limit.
-    pub event_quota: Option<&'a WindowQuota<String>>,
-}
-
-impl StationContext<'_> {
-    /// Takes what keeping `payload` costs from the station's event quota; false (and nothing
-    /// taken) when it does not fit, in which case the message must not be kept, nor acknowledged
-    /// as if it were.
-    pub(crate) fn charge_event(&self, payload: &impl Serialize) -> bool {
-        let Some(quota) = self.event_quota else { return true };
-        // What the store keeps: the payload and a record around it.
-        let bytes = serde_json::to_vec(payload).map(|v| v.len()).unwrap_or(0) as u64 + 128;
-        match quota.take(&limits::station_key(self.account_id, self.station_id), bytes) {
-            Ok(()) => true,
-            Err(_) => {
-                limits::hit(Limit::EventStorage);
-                crate::warn_limited!(station = self.station_id, "event storage quota of the station used up: not kept");
-                false
-            }
-        }
-    }
-}
-
-/// The CALLERROR for an event-only message the station's quota has no room for.
-pub(crate) fn over_event_quota() -> HandlerError {
-    refused(ErrorCode::GenericError, "event storage quota of this station used up; send it again later")
-}
-
-/// A change to the tenant's live view caused by a handled CALL.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Notice {
-    Booted {
-        registration: Registration,
-    },
-    ConnectorStatus {
-        connector_id: u32,
-        status: String,
-    },
-    /// `connector_id` is the 1.6 connector, or the 2.0.1 EVSE.
-    TransactionStarted {
-        transaction_id: i32,
-        connector_id: u32,
-    },
-    TransactionStopped {
-        transaction_id: i32,
-    },
-}
 
 /// What a handler produced.
 #[derive(Debug)]
@@ -129,52 +61,8 @@ pub(crate) fn encode<R: Serialize>(handled: Handled<R>) -> Result<(Value, Option
     Ok((payload, handled.notice))
 }
 
-/// Records a message kept only for the record, within the station's event quota (a CALLERROR when
-/// it has no room: the station keeps the message and may send it again later).
-pub(crate) async fn record_event(ctx: &StationContext<'_>, action: &str, payload: &Value) -> Result<(), HandlerError> {
-    if !ctx.charge_event(payload) {
-        return Err(over_event_quota());
-    }
-    store_event(ctx, action, payload).await
-}
-
-/// Records a message kept only for the record, its quota already charged.
-pub(crate) async fn store_event(ctx: &StationContext<'_>, action: &str, payload: &Value) -> Result<(), HandlerError> {
-    let event = StationEvent {
-        station_id: ctx.station_id.to_string(),
-        action: action.to_string(),
-        payload: payload.clone(),
-        received_at: chrono::Utc::now(),
-    };
-    ctx.store.add_event(ctx.account_id, &event).await?;
-    Ok(())
-}
-
-/// Keeps the latest firmware-update progress on the station record.
-pub(crate) async fn set_firmware_status(ctx: &StationContext<'_>, status: String) -> Result<(), HandlerError> {
-    let report = crate::model::StatusReport { status, received_at: chrono::Utc::now() };
-    ctx.store.change_station(ctx.account_id, ctx.station_id, &StationChange::FirmwareStatus(report)).await?;
-    Ok(())
-}
-
-/// Keeps what a BootNotification says about the station; answers its registration and the interval
-/// to give it (heartbeat interval when accepted, retry interval otherwise).
-pub(crate) async fn record_boot(
-    ctx: &StationContext<'_>,
-    boot: crate::model::BootInfo,
-) -> Result<(Registration, Duration), HandlerError> {
-    let updated = ctx.store.change_station(ctx.account_id, ctx.station_id, &StationChange::Booted(boot)).await?;
-    // A station deleted while connected is treated as blocked; its session is being closed anyway.
-    let registration = updated.map(|s| s.registration).unwrap_or(Registration::Blocked);
-    let interval = match registration {
-        Registration::Accepted => ctx.settings.heartbeat_interval,
-        Registration::Pending | Registration::Blocked => ctx.settings.boot_retry_interval,
-    };
-    Ok((registration, interval))
-}
-
 /// Decodes a CALL's payload into `$module::Request`, runs `$module::handle` and encodes its
-/// response: the body of every arm of a version's dispatch.
+/// response: the handler of a row of [`super::actions::declare_actions!`].
 macro_rules! run_handler {
     ($module:ident, $ctx:expr, $call:expr) => {{
         let request: $module::Request = $crate::ocpp::handler::decode(&$call.payload)?;
@@ -182,14 +70,6 @@ macro_rules! run_handler {
     }};
 }
 pub(crate) use run_handler;
-
-/// What a version's dispatch produced for one CALL.
-pub(crate) struct Dispatched {
-    pub payload: Value,
-    pub notice: Option<Notice>,
-    /// The handler changed state: it must be on disk before the CALLRESULT.
-    pub durable: bool,
-}
 
 /// Handles one station-initiated CALL, from schema check to the durable effects. The reply is a
 /// CALLRESULT only once everything the CALL changed is flushed to disk.
@@ -212,26 +92,22 @@ pub async fn handle_call(ctx: &StationContext<'_>, call: &Call) -> Reply {
 }
 
 async fn checked_dispatch(ctx: &StationContext<'_>, call: &Call) -> Result<(Value, Option<Notice>), HandlerError> {
-    let action = call.action.as_str();
-    let schemas = ctx.version.schemas();
-    if !schemas.knows(action) {
-        return Err(refused(ErrorCode::NotImplemented, format!("unknown action {action}")));
-    }
-    if !ctx.version.station_actions().contains(&action) {
-        return Err(refused(ErrorCode::NotSupported, format!("{action} is sent by the central system, not to it")));
-    }
-    if let Some(Err(violation)) = schemas.validate(action, Direction::Request, &call.payload) {
+    let name = call.action.as_str();
+    let Some(action) = ctx.version.action(name) else {
+        return Err(refused(ErrorCode::NotImplemented, format!("unknown action {name}")));
+    };
+    let Handling::Handler { run, durable } = action.handling else {
+        return Err(refused(ErrorCode::NotSupported, format!("{name} is sent by the central system, not to it")));
+    };
+    if let Some(Err(violation)) = ctx.version.schemas().validate(name, Direction::Request, &call.payload) {
         return Err(refused(violation.code, violation.to_string()));
     }
-    if ctx.registration != Registration::Accepted && action != "BootNotification" {
+    if ctx.registration != Registration::Accepted && name != "BootNotification" {
         return Err(refused(ErrorCode::SecurityError, "station is not accepted: send a BootNotification first"));
     }
-    let done = match ctx.version {
-        Version::V16 => v16::dispatch(ctx, call).await?,
-        Version::V201 => v201::dispatch(ctx, call).await?,
-    };
-    if done.durable {
+    let (payload, notice) = run(ctx, call).await?;
+    if durable {
         ctx.store.flush().await?;
     }
-    Ok((done.payload, done.notice))
+    Ok((payload, notice))
 }

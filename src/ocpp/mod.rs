@@ -1,13 +1,20 @@
-//! OCPP protocol code, free of actors and sockets: framing ([`rpc`]), schema validation ([`schema`])
-//! and the per-version handlers ([`v16`], [`v201`]).
+//! OCPP protocol code, free of actors and sockets: framing ([`rpc`]), the declaration of every
+//! action of each version ([`actions`]), schema validation ([`schema`]), the path of a CALL
+//! ([`handler`]) through the context it is handled in ([`context`]) to the per-version handlers
+//! ([`v16`], [`v201`]) and those both versions share ([`common`]).
 
+pub mod actions;
+pub mod common;
+pub mod context;
 pub mod handler;
 pub mod rpc;
 pub mod schema;
 pub mod v16;
 pub mod v201;
 
+use actions::Action;
 use schema::SchemaSet;
+use std::sync::OnceLock;
 
 /// The OCPP versions this server speaks, one per WebSocket subprotocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -38,19 +45,29 @@ impl Version {
         }
     }
 
-    /// Actions the central system may send (the command API's `{Action}`).
-    pub fn command_actions(self) -> &'static [&'static str] {
+    /// Every action of the version, as declared (sorted by name).
+    pub fn actions(self) -> &'static [Action] {
         match self {
-            Version::V16 => v16::COMMAND_ACTIONS,
-            Version::V201 => v201::COMMAND_ACTIONS,
+            Version::V16 => v16::ACTIONS,
+            Version::V201 => v201::ACTIONS,
         }
     }
 
-    /// Actions a station sends.
-    pub fn station_actions(self) -> &'static [&'static str] {
+    /// The declaration of an action of this version; None for a name it does not define.
+    pub fn action(self, name: &str) -> Option<&'static Action> {
+        actions::find(self.actions(), name)
+    }
+
+    /// Actions the central system may send (the command API's `{Action}`).
+    pub fn command_actions(self) -> &'static [&'static str] {
+        fn list(version: Version) -> Vec<&'static str> {
+            version.actions().iter().filter(|a| a.sender.central_system_sends()).map(|a| a.name).collect()
+        }
+        static V16: OnceLock<Vec<&'static str>> = OnceLock::new();
+        static V201: OnceLock<Vec<&'static str>> = OnceLock::new();
         match self {
-            Version::V16 => v16::STATION_ACTIONS,
-            Version::V201 => v201::STATION_ACTIONS,
+            Version::V16 => V16.get_or_init(|| list(self)),
+            Version::V201 => V201.get_or_init(|| list(self)),
         }
     }
 }

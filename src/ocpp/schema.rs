@@ -1,9 +1,11 @@
 //! Validation of OCPP payloads against the Open Charge Alliance JSON schemas vendored under `schemas/`.
 //!
-//! Each schema is compiled once, on first use. A violation is reported with the CALLERROR code that
+//! The schemas of a version are those its actions declare ([`super::actions`]). Each schema is
+//! compiled once, on first use. A violation is reported with the CALLERROR code that
 //! OCPP-J names for its kind, so the session and the command API report the same thing for the
 //! same mistake.
 
+use super::actions::Action;
 use super::rpc::ErrorCode;
 use jsonschema::{error::ValidationErrorKind, Validator};
 use serde_json::Value;
@@ -43,10 +45,13 @@ pub struct SchemaSet {
 }
 
 impl SchemaSet {
-    fn compile(sources: &[(&'static str, &'static str, &'static str)]) -> Self {
+    /// Compiles the request and response schemas of every action declared in `actions`.
+    fn compile(actions: &[Action]) -> Self {
         let mut validators = HashMap::new();
-        for (action, request, response) in sources {
-            for (direction, text) in [(Direction::Request, request), (Direction::Response, response)] {
+        for action in actions {
+            for (direction, text) in
+                [(Direction::Request, action.request_schema), (Direction::Response, action.response_schema)]
+            {
                 // The schemas are compiled into the binary and checked by the tests below, so a failure
                 // here is a build defect, not an input error.
                 let schema: Value = serde_json::from_str(text).expect("vendored OCPP schema is valid JSON");
@@ -55,7 +60,7 @@ impl SchemaSet {
                     .should_validate_formats(true)
                     .build(&schema)
                     .expect("vendored OCPP schema compiles");
-                validators.insert((*action, direction), validator);
+                validators.insert((action.name, direction), validator);
             }
         }
         Self { validators }
@@ -111,148 +116,16 @@ fn describe(kind: &ValidationErrorKind, fallback: &str) -> String {
     }
 }
 
-macro_rules! v16_sources {
-    ($($action:literal),* $(,)?) => {
-        &[$((
-            $action,
-            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/v16/", $action, ".json")),
-            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/v16/", $action, "Response.json")),
-        )),*]
-    };
-}
-
-/// Every action of OCPP 1.6 (core, firmware, local list, reservation, remote trigger, smart charging)
-/// and of its security extension.
-pub const V16_ACTIONS: &[(&str, &str, &str)] = v16_sources![
-    "Authorize",
-    "BootNotification",
-    "CancelReservation",
-    "CertificateSigned",
-    "ChangeAvailability",
-    "ChangeConfiguration",
-    "ClearCache",
-    "ClearChargingProfile",
-    "DataTransfer",
-    "DeleteCertificate",
-    "DiagnosticsStatusNotification",
-    "ExtendedTriggerMessage",
-    "FirmwareStatusNotification",
-    "GetCompositeSchedule",
-    "GetConfiguration",
-    "GetDiagnostics",
-    "GetInstalledCertificateIds",
-    "GetLocalListVersion",
-    "GetLog",
-    "Heartbeat",
-    "InstallCertificate",
-    "LogStatusNotification",
-    "MeterValues",
-    "RemoteStartTransaction",
-    "RemoteStopTransaction",
-    "ReserveNow",
-    "Reset",
-    "SecurityEventNotification",
-    "SendLocalList",
-    "SetChargingProfile",
-    "SignCertificate",
-    "SignedFirmwareStatusNotification",
-    "SignedUpdateFirmware",
-    "StartTransaction",
-    "StatusNotification",
-    "StopTransaction",
-    "TriggerMessage",
-    "UnlockConnector",
-    "UpdateFirmware",
-];
-
-macro_rules! v201_sources {
-    ($($action:literal),* $(,)?) => {
-        &[$((
-            $action,
-            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/v201/", $action, "Request.json")),
-            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/v201/", $action, "Response.json")),
-        )),*]
-    };
-}
-
-/// Every action of OCPP 2.0.1.
-pub const V201_ACTIONS: &[(&str, &str, &str)] = v201_sources![
-    "Authorize",
-    "BootNotification",
-    "CancelReservation",
-    "CertificateSigned",
-    "ChangeAvailability",
-    "ClearCache",
-    "ClearChargingProfile",
-    "ClearDisplayMessage",
-    "ClearVariableMonitoring",
-    "ClearedChargingLimit",
-    "CostUpdated",
-    "CustomerInformation",
-    "DataTransfer",
-    "DeleteCertificate",
-    "FirmwareStatusNotification",
-    "Get15118EVCertificate",
-    "GetBaseReport",
-    "GetCertificateStatus",
-    "GetChargingProfiles",
-    "GetCompositeSchedule",
-    "GetDisplayMessages",
-    "GetInstalledCertificateIds",
-    "GetLocalListVersion",
-    "GetLog",
-    "GetMonitoringReport",
-    "GetReport",
-    "GetTransactionStatus",
-    "GetVariables",
-    "Heartbeat",
-    "InstallCertificate",
-    "LogStatusNotification",
-    "MeterValues",
-    "NotifyChargingLimit",
-    "NotifyCustomerInformation",
-    "NotifyDisplayMessages",
-    "NotifyEVChargingNeeds",
-    "NotifyEVChargingSchedule",
-    "NotifyEvent",
-    "NotifyMonitoringReport",
-    "NotifyReport",
-    "PublishFirmware",
-    "PublishFirmwareStatusNotification",
-    "ReportChargingProfiles",
-    "RequestStartTransaction",
-    "RequestStopTransaction",
-    "ReservationStatusUpdate",
-    "ReserveNow",
-    "Reset",
-    "SecurityEventNotification",
-    "SendLocalList",
-    "SetChargingProfile",
-    "SetDisplayMessage",
-    "SetMonitoringBase",
-    "SetMonitoringLevel",
-    "SetNetworkProfile",
-    "SetVariableMonitoring",
-    "SetVariables",
-    "SignCertificate",
-    "StatusNotification",
-    "TransactionEvent",
-    "TriggerMessage",
-    "UnlockConnector",
-    "UnpublishFirmware",
-    "UpdateFirmware",
-];
-
 /// The OCPP 2.0.1 schemas, compiled on first use.
 pub fn v201() -> &'static SchemaSet {
     static SET: OnceLock<SchemaSet> = OnceLock::new();
-    SET.get_or_init(|| SchemaSet::compile(V201_ACTIONS))
+    SET.get_or_init(|| SchemaSet::compile(super::v201::ACTIONS))
 }
 
 /// The OCPP 1.6 schemas, compiled on first use.
 pub fn v16() -> &'static SchemaSet {
     static SET: OnceLock<SchemaSet> = OnceLock::new();
-    SET.get_or_init(|| SchemaSet::compile(V16_ACTIONS))
+    SET.get_or_init(|| SchemaSet::compile(super::v16::ACTIONS))
 }
 
 #[cfg(test)]
@@ -266,10 +139,10 @@ mod tests {
 
     #[test]
     fn every_vendored_schema_compiles() {
-        assert_eq!(v16().validators.len(), V16_ACTIONS.len() * 2);
-        assert_eq!(v201().validators.len(), V201_ACTIONS.len() * 2);
+        assert_eq!(v16().validators.len(), crate::ocpp::v16::ACTIONS.len() * 2);
+        assert_eq!(v201().validators.len(), crate::ocpp::v201::ACTIONS.len() * 2);
         assert_eq!(
-            V201_ACTIONS.len() * 2,
+            crate::ocpp::v201::ACTIONS.len() * 2,
             std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/v201")).unwrap().count()
         );
     }

@@ -236,6 +236,10 @@ pub trait StationStore: StationLookup {
     async fn add_event(&self, account_id: &str, event: &StationEvent) -> StoreResult<()>;
     /// Stores device-model variables of a station, replacing those with the same key.
     async fn put_variables(&self, account_id: &str, station_id: &str, variables: &[DeviceVariable]) -> StoreResult<()>;
+    /// Applies values a station saw (NotifyEvent) to the attributes with the same key, which keep
+    /// the rest of what was reported of them ([`DeviceVariable::observed`]); an attribute not
+    /// stored yet is stored as seen.
+    async fn observe_variables(&self, account_id: &str, station_id: &str, seen: &[DeviceVariable]) -> StoreResult<()>;
 
     /// The station's commands still `Queued`, in the order they were queued.
     async fn queued_commands(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<CommandRecord>>;

@@ -175,6 +175,49 @@ async fn get_and_set_variables_round_trip_and_the_device_model_is_visible() {
 }
 
 #[tokio::test]
+async fn a_monitoring_event_changes_a_reported_value_and_keeps_what_the_report_said_of_it() {
+    let app = spawn_app().await;
+    let t = app.tenant("acme").await;
+    let mut cp = station_201(&app, &t, "CS-1").await;
+    cp.boot_201().await;
+    let power = json!({"component": {"name": "EVSE", "evse": {"id": 1}}, "variable": {"name": "Power"}});
+    let mut data = power.clone();
+    data["variableAttribute"] =
+        json!([{"type": "Actual", "value": "0", "mutability": "ReadOnly", "persistent": false, "constant": false}]);
+    data["variableCharacteristics"] = json!({"unit": "W", "dataType": "decimal", "supportsMonitoring": true});
+    cp.ok(
+        "NotifyReport",
+        json!({"requestId": 1, "generatedAt": "2026-11-25T10:00:00Z", "seqNo": 0, "reportData": [data]}),
+    )
+    .await;
+    let (_, reported) = app.get("/stations/CS-1/variables", &t.token).await;
+    let reported = reported[0].clone();
+
+    let mut event = power.clone();
+    event.as_object_mut().unwrap().extend(
+        json!({"eventId": 1, "timestamp": "2026-11-25T10:05:00Z", "trigger": "Delta", "actualValue": "7400",
+               "eventNotificationType": "HardWiredNotification"})
+        .as_object()
+        .unwrap()
+        .clone(),
+    );
+    cp.ok("NotifyEvent", json!({"generatedAt": "2026-11-25T10:05:00Z", "seqNo": 0, "eventData": [event]})).await;
+
+    let (status, vars) = app.get("/stations/CS-1/variables", &t.token).await;
+    assert_eq!(status, StatusCode::OK);
+    let vars = vars.as_array().unwrap();
+    assert_eq!(vars.len(), 1, "{vars:?}");
+    let v = &vars[0];
+    assert_eq!(v["value"], "7400");
+    let at = |v: &Value| v["updated_at"].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+    assert!(at(v) >= at(&reported), "{v} {reported}");
+    for kept in ["mutability", "persistent", "constant", "characteristics", "attribute_type", "evse_id"] {
+        assert_eq!(v[kept], reported[kept], "{kept}: {v}");
+    }
+    assert_eq!((v["mutability"].as_str(), v["characteristics"]["unit"].as_str()), (Some("ReadOnly"), Some("W")));
+}
+
+#[tokio::test]
 async fn bad_201_frames_get_the_201_error_codes() {
     let app = spawn_app().await;
     let t = app.tenant("acme").await;

@@ -86,6 +86,7 @@ contract!(
     station_events_are_kept_once_in_received_order,
     command_queues_keep_order_per_station_and_release_what_left_them,
     device_variables_are_replaced_by_key_and_ordered_by_component_then_variable,
+    observed_values_change_only_the_value_and_time_of_what_was_reported,
     flush_succeeds,
 );
 
@@ -961,6 +962,35 @@ mod checks {
         let mut expected = vec![store.command("acct-a", "CP1", &a1.id).await.unwrap().unwrap(), a2, a3, expired];
         expected.sort_by(|x, y| x.id.cmp(&y.id));
         assert_eq!(all, expected, "every command of the account, whatever its status");
+    }
+
+    pub async fn observed_values_change_only_the_value_and_time_of_what_was_reported(s: &Subject) {
+        let store = &*s.store;
+        let mut reported = variable("EVSE", "Power", "0");
+        reported.evse_id = Some(1);
+        reported.mutability = Some("ReadOnly".into());
+        reported.persistent = Some(false);
+        reported.characteristics = Some(serde_json::json!({"unit": "W", "dataType": "decimal"}));
+        store.put_variables("acct-a", "CP1", std::slice::from_ref(&reported)).await.unwrap();
+
+        let seen = |value: &str, secs: i64| {
+            let mut v = variable("EVSE", "Power", value);
+            v.evse_id = Some(1);
+            v.mutability = None;
+            v.updated_at = at(secs);
+            v
+        };
+        let never_reported = seen("230", 5);
+        let mut voltage = never_reported.clone();
+        voltage.variable = "Voltage".into();
+        store.observe_variables("acct-a", "CP1", &[seen("7400", 10), voltage.clone(), seen("7300", 20)]).await.unwrap();
+        store.observe_variables("acct-a", "CP1", &[]).await.unwrap();
+
+        let mut expected = reported.clone();
+        expected.value = Some("7300".into());
+        expected.updated_at = at(20);
+        assert_eq!(store.variables("acct-a", "CP1").await.unwrap(), [expected, voltage], "the latest value seen wins");
+        assert!(s.other.variables("acct-a", "CP2").await.unwrap().is_empty());
     }
 
     pub async fn device_variables_are_replaced_by_key_and_ordered_by_component_then_variable(s: &Subject) {

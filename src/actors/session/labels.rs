@@ -2,17 +2,11 @@
 //! create unbounded label values.
 
 use crate::fleet::command::CallErrorCode;
-use crate::ocpp::schema;
 use crate::ocpp::Version;
 
 /// The action as a metric label: an action OCPP defines, or "unknown".
 pub fn action_label(action: &str) -> &'static str {
-    schema::V16_ACTIONS
-        .iter()
-        .chain(schema::V201_ACTIONS)
-        .find(|(a, _, _)| *a == action)
-        .map(|(a, _, _)| *a)
-        .unwrap_or("unknown")
+    crate::ocpp::actions::label(action)
 }
 
 /// A CALLERROR code as a metric label: as `version` spells a code OCPP names, or "other".

@@ -1,6 +1,8 @@
 //! Authorize: is this id tag allowed to charge?
 
-use super::{Handled, HandlerError, IdTagInfo, StationContext};
+use super::id_tag_info::IdTagInfo;
+use crate::ocpp::context::StationContext;
+use crate::ocpp::handler::{Handled, HandlerError};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize)]
@@ -22,8 +24,8 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::*;
     use crate::model::{IdTag, TagStatus};
+    use crate::ocpp::common::test_support::*;
     use crate::store::prelude::*;
     use chrono::{Duration, Utc};
     use serde_json::json;

@@ -1,7 +1,9 @@
 //! BootNotification: the station introduces itself; the answer depends on its registration.
 
-use super::{Handled, HandlerError, Notice, StationContext};
 use crate::model::{BootInfo, Registration};
+use crate::ocpp::common::notice::Notice;
+use crate::ocpp::context::StationContext;
+use crate::ocpp::handler::{Handled, HandlerError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -49,7 +51,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
         meter_serial_number: req.meter_serial_number,
         booted_at: now,
     };
-    let (registration, interval) = crate::ocpp::handler::record_boot(ctx, boot).await?;
+    let (registration, interval) = crate::ocpp::common::boot::record_boot(ctx, boot).await?;
     let status = match registration {
         Registration::Accepted => RegistrationStatus::Accepted,
         Registration::Pending => RegistrationStatus::Pending,
@@ -63,8 +65,8 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::*;
     use crate::model::Registration;
+    use crate::ocpp::common::test_support::*;
     use crate::store::prelude::*;
     use serde_json::json;
 

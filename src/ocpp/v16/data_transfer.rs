@@ -2,7 +2,9 @@
 //! answer is UnknownVendorId, and the message is kept for the record; past the station's event
 //! quota it is Rejected and not kept.
 
-use super::{Handled, HandlerError, StationContext};
+use crate::ocpp::common::data_transfer;
+use crate::ocpp::context::StationContext;
+use crate::ocpp::handler::{Handled, HandlerError};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -22,17 +24,13 @@ pub struct Response {
 
 pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
     let payload = serde_json::to_value(&req).unwrap_or_default();
-    // Past the station's event quota: Rejected, and not kept.
-    if !ctx.charge_event(&payload) {
-        return Ok(Handled::reply(Response { status: "Rejected" }));
-    }
-    crate::ocpp::handler::store_event(ctx, "DataTransfer", &payload).await?;
-    Ok(Handled::reply(Response { status: "UnknownVendorId" }))
+    let status = if data_transfer::keep(ctx, &payload).await? { "UnknownVendorId" } else { "Rejected" };
+    Ok(Handled::reply(Response { status }))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::*;
+    use crate::ocpp::common::test_support::*;
     use crate::store::prelude::*;
     use serde_json::json;
 

@@ -1,7 +1,8 @@
 //! DiagnosticsStatusNotification: progress of a diagnostics upload asked by GetDiagnostics.
 
-use super::{Handled, HandlerError, StationContext};
 use crate::model::{StationChange, StatusReport};
+use crate::ocpp::context::StationContext;
+use crate::ocpp::handler::{Handled, HandlerError};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize)]

@@ -1,6 +1,7 @@
 //! FirmwareStatusNotification: progress of a firmware update asked by UpdateFirmware.
 
-use super::{Handled, HandlerError, StationContext};
+use crate::ocpp::context::StationContext;
+use crate::ocpp::handler::{Handled, HandlerError};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize)]
@@ -12,13 +13,13 @@ pub struct Request {
 pub struct Response {}
 
 pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
-    super::set_firmware_status(ctx, req.status).await?;
+    crate::ocpp::common::firmware_status::set_firmware_status(ctx, req.status).await?;
     Ok(Handled::reply(Response {}))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::*;
+    use crate::ocpp::common::test_support::*;
     use crate::store::prelude::*;
     use serde_json::json;
 

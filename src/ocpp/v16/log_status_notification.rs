@@ -1,6 +1,7 @@
 //! LogStatusNotification (security extension): progress of a log upload asked by GetLog. Kept as an event.
 
-use super::{Handled, HandlerError, StationContext};
+use crate::ocpp::context::StationContext;
+use crate::ocpp::handler::{Handled, HandlerError};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize)]
@@ -15,6 +16,6 @@ pub struct Response {}
 
 pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
     let payload = serde_json::json!({"status": req.status, "requestId": req.request_id});
-    super::record_event(ctx, "LogStatusNotification", &payload).await?;
+    crate::ocpp::common::events::record_event(ctx, "LogStatusNotification", &payload).await?;
     Ok(Handled::reply(Response {}))
 }

@@ -1,7 +1,8 @@
 //! MeterValues: periodic or triggered meter readings; every sampled value is kept.
 
-use super::{Handled, HandlerError, StationContext};
 use crate::model::{MeterRecord, MeterValue};
+use crate::ocpp::context::StationContext;
+use crate::ocpp::handler::{Handled, HandlerError};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize)]
@@ -33,7 +34,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::*;
+    use crate::ocpp::common::test_support::*;
     use crate::store::prelude::*;
     use serde_json::json;
 

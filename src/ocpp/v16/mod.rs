@@ -1,195 +1,78 @@
-//! OCPP 1.6J: dispatch of station-initiated CALLs to one handler per action, and the list of
-//! commands the central system may send.
+//! OCPP 1.6J: the declaration of every action ([`ACTIONS`]) and one handler per action a station sends.
 //!
 //! Every handler has the same shape: it receives its action's typed `Request` (decoded from the payload
-//! only after the payload passed the OCA schema), does its effects through the [`crate::store::StationStore`], and returns a
-//! typed `Response` and, where the tenant's live view changes, a [`Notice`].
+//! only after the payload passed the OCA schema), does its effects through the store, and returns a
+//! typed `Response` and, where the tenant's live view changes, a [`Notice`](super::common::notice::Notice).
 
 pub mod authorize;
 pub mod boot_notification;
 pub mod data_transfer;
 pub mod diagnostics_status_notification;
 pub mod firmware_status_notification;
-pub mod heartbeat;
-mod id_tag_info;
+pub mod id_tag_info;
 pub mod log_status_notification;
 pub mod meter_values;
 pub mod security_event_notification;
 pub mod sign_certificate;
-pub mod signed_firmware_status_notification;
 pub mod start_transaction;
 pub mod status_notification;
 pub mod stop_transaction;
 
-pub use id_tag_info::IdTagInfo;
+use super::actions::declare_actions;
+// Same messages, same effect in both versions.
+use super::common::{firmware_status as signed_firmware_status_notification, heartbeat};
 
-pub use super::handler::{handle_call, Handled, HandlerError, HandlerSettings, Notice, Reply, StationContext};
-use super::handler::{record_event, refused, run_handler, set_firmware_status, Dispatched};
-use super::rpc::{Call, ErrorCode};
-
-/// Actions a station sends to the central system.
-pub const STATION_ACTIONS: &[&str] = &[
-    "Authorize",
-    "BootNotification",
-    "DataTransfer",
-    "DiagnosticsStatusNotification",
-    "FirmwareStatusNotification",
-    "Heartbeat",
-    "LogStatusNotification",
-    "MeterValues",
-    "SecurityEventNotification",
-    "SignCertificate",
-    "SignedFirmwareStatusNotification",
-    "StartTransaction",
-    "StatusNotification",
-    "StopTransaction",
-];
-
-/// Actions the central system sends to a station (the command API's `{Action}`).
-pub const COMMAND_ACTIONS: &[&str] = &[
-    "CancelReservation",
-    "CertificateSigned",
-    "ChangeAvailability",
-    "ChangeConfiguration",
-    "ClearCache",
-    "ClearChargingProfile",
-    "DataTransfer",
-    "DeleteCertificate",
-    "ExtendedTriggerMessage",
-    "GetCompositeSchedule",
-    "GetConfiguration",
-    "GetDiagnostics",
-    "GetInstalledCertificateIds",
-    "GetLocalListVersion",
-    "GetLog",
-    "InstallCertificate",
-    "RemoteStartTransaction",
-    "RemoteStopTransaction",
-    "ReserveNow",
-    "Reset",
-    "SendLocalList",
-    "SetChargingProfile",
-    "SignedUpdateFirmware",
-    "TriggerMessage",
-    "UnlockConnector",
-    "UpdateFirmware",
-];
-
-/// Runs the 1.6 handler of an action that passed the common checks of [`crate::ocpp::handler`];
-/// answers its payload, notice, and whether it changed state that must be durable before the answer.
-pub(crate) async fn dispatch(ctx: &StationContext<'_>, call: &Call) -> Result<Dispatched, HandlerError> {
-    let action = call.action.as_str();
-    let ((payload, notice), durable) = match action {
-        "Authorize" => (run_handler!(authorize, ctx, call)?, false),
-        "BootNotification" => (run_handler!(boot_notification, ctx, call)?, true),
-        "DataTransfer" => (run_handler!(data_transfer, ctx, call)?, true),
-        "DiagnosticsStatusNotification" => (run_handler!(diagnostics_status_notification, ctx, call)?, true),
-        "FirmwareStatusNotification" => (run_handler!(firmware_status_notification, ctx, call)?, true),
-        "Heartbeat" => (run_handler!(heartbeat, ctx, call)?, false),
-        "LogStatusNotification" => (run_handler!(log_status_notification, ctx, call)?, true),
-        "MeterValues" => (run_handler!(meter_values, ctx, call)?, true),
-        "SecurityEventNotification" => (run_handler!(security_event_notification, ctx, call)?, true),
-        "SignCertificate" => (run_handler!(sign_certificate, ctx, call)?, true),
-        "SignedFirmwareStatusNotification" => (run_handler!(signed_firmware_status_notification, ctx, call)?, true),
-        "StartTransaction" => (run_handler!(start_transaction, ctx, call)?, true),
-        "StatusNotification" => (run_handler!(status_notification, ctx, call)?, true),
-        "StopTransaction" => (run_handler!(stop_transaction, ctx, call)?, true),
-        other => return Err(refused(ErrorCode::NotSupported, format!("{other} is not supported"))),
-    };
-    Ok(Dispatched { payload, notice, durable })
-}
-
-#[cfg(test)]
-pub(crate) mod test_support {
-    use super::*;
-    use crate::model::{Registration, Station};
-    use crate::store::prelude::*;
-    use crate::store::SledStore;
-    use serde_json::Value;
-    use std::time::Duration;
-
-    /// A temporary store holding one account with one accepted station, `CP1`.
-    pub struct Fixture {
-        pub store: SledStore,
-        pub settings: HandlerSettings,
-        pub version: crate::ocpp::Version,
-        /// The station's event quota, when the test sets one.
-        pub event_quota: Option<crate::limits::quota::WindowQuota<String>>,
-        _dir: tempfile::TempDir,
-    }
-
-    pub const ACCOUNT: &str = "acct-1";
-    pub const STATION: &str = "CP1";
-
-    impl Fixture {
-        pub async fn new() -> Self {
-            Self::with_version(crate::ocpp::Version::V16).await
-        }
-
-        pub async fn with_version(version: crate::ocpp::Version) -> Self {
-            let dir = tempfile::tempdir().unwrap();
-            let store = SledStore::open(dir.path(), crate::store::CommitPolicy::default()).unwrap();
-            let station = Station::new(ACCOUNT, STATION, String::new(), Registration::Accepted, Default::default());
-            store.create_station(&station).await.unwrap();
-            let settings = HandlerSettings {
-                heartbeat_interval: Duration::from_secs(300),
-                boot_retry_interval: Duration::from_secs(60),
-            };
-            Self { store, settings, version, event_quota: None, _dir: dir }
-        }
-
-        /// A fixture whose station may keep `bytes` of events.
-        pub async fn with_event_quota(version: crate::ocpp::Version, bytes: u64) -> Self {
-            let mut f = Self::with_version(version).await;
-            f.event_quota = Some(crate::limits::quota::WindowQuota::new(bytes, Duration::from_secs(3600)));
-            f
-        }
-
-        pub fn ctx(&self) -> StationContext<'_> {
-            self.ctx_with(Registration::Accepted)
-        }
-
-        pub fn ctx_with(&self, registration: Registration) -> StationContext<'_> {
-            StationContext {
-                version: self.version,
-                store: &self.store,
-                account_id: ACCOUNT,
-                station_id: STATION,
-                registration,
-                settings: &self.settings,
-                event_quota: self.event_quota.as_ref(),
-            }
-        }
-
-        /// Sends one CALL through the dispatcher.
-        pub async fn call(&self, action: &str, payload: Value) -> Reply {
-            let call = Call { unique_id: "u1".into(), action: action.into(), payload };
-            handle_call(&self.ctx(), &call).await
-        }
-
-        pub async fn ok(&self, action: &str, payload: Value) -> Value {
-            match self.call(action, payload).await {
-                Reply::Result { payload, .. } => payload,
-                Reply::Error(e) => panic!("{action} failed: {e:?}"),
-            }
-        }
-
-        pub async fn error_code(&self, action: &str, payload: Value) -> String {
-            match self.call(action, payload).await {
-                Reply::Result { payload, .. } => {
-                    panic!("{action} unexpectedly succeeded: {payload}")
-                }
-                Reply::Error(e) => e.code,
-            }
-        }
-    }
+declare_actions! {
+    /// Every action of OCPP 1.6 (core, firmware, local list, reservation, remote trigger, smart
+    /// charging) and of its security extension.
+    pub static ACTIONS = schemas "v16", request "", response "Response";
+    Authorize:                        Station, volatile, handler(authorize);
+    BootNotification:                 Station, durable, handler(boot_notification);
+    CancelReservation:                CentralSystem;
+    CertificateSigned:                CentralSystem;
+    ChangeAvailability:               CentralSystem;
+    ChangeConfiguration:              CentralSystem;
+    ClearCache:                       CentralSystem;
+    ClearChargingProfile:             CentralSystem;
+    DataTransfer:                     Both, durable, handler(data_transfer);
+    DeleteCertificate:                CentralSystem;
+    DiagnosticsStatusNotification:    Station, durable, handler(diagnostics_status_notification);
+    ExtendedTriggerMessage:           CentralSystem;
+    FirmwareStatusNotification:       Station, durable, handler(firmware_status_notification);
+    GetCompositeSchedule:             CentralSystem;
+    GetConfiguration:                 CentralSystem;
+    GetDiagnostics:                   CentralSystem;
+    GetInstalledCertificateIds:       CentralSystem;
+    GetLocalListVersion:              CentralSystem;
+    GetLog:                           CentralSystem;
+    Heartbeat:                        Station, volatile, handler(heartbeat);
+    InstallCertificate:               CentralSystem;
+    LogStatusNotification:            Station, durable, handler(log_status_notification);
+    MeterValues:                      Station, durable, handler(meter_values);
+    RemoteStartTransaction:           CentralSystem;
+    RemoteStopTransaction:            CentralSystem;
+    ReserveNow:                       CentralSystem;
+    Reset:                            CentralSystem;
+    SecurityEventNotification:        Station, durable, handler(security_event_notification);
+    SendLocalList:                    CentralSystem;
+    SetChargingProfile:               CentralSystem;
+    SignCertificate:                  Station, durable, handler(sign_certificate);
+    SignedFirmwareStatusNotification: Station, durable, handler(signed_firmware_status_notification);
+    SignedUpdateFirmware:             CentralSystem;
+    StartTransaction:                 Station, durable, handler(start_transaction);
+    StatusNotification:               Station, durable, handler(status_notification);
+    StopTransaction:                  Station, durable, handler(stop_transaction);
+    TriggerMessage:                   CentralSystem;
+    UnlockConnector:                  CentralSystem;
+    UpdateFirmware:                   CentralSystem;
 }
 
 #[cfg(test)]
 mod tests {
-    use super::test_support::*;
-    use super::*;
     use crate::model::Registration;
+    use crate::ocpp::common::test_support::*;
+    use crate::ocpp::handler::{handle_call, Reply};
+    use crate::ocpp::rpc::Call;
     use serde_json::json;
 
     #[tokio::test]

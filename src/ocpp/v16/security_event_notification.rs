@@ -1,6 +1,7 @@
 //! SecurityEventNotification (security extension): a security-relevant event at the station. Kept as an event.
 
-use super::{Handled, HandlerError, StationContext};
+use crate::ocpp::context::StationContext;
+use crate::ocpp::handler::{Handled, HandlerError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -18,14 +19,14 @@ pub struct Response {}
 
 pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
     let payload = serde_json::json!({"type": req.kind, "timestamp": req.timestamp, "techInfo": req.tech_info});
-    super::record_event(ctx, "SecurityEventNotification", &payload).await?;
+    crate::ocpp::common::events::record_event(ctx, "SecurityEventNotification", &payload).await?;
     crate::warn_limited!(station = ctx.station_id, kind = %req.kind, "station security event");
     Ok(Handled::reply(Response {}))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::*;
+    use crate::ocpp::common::test_support::*;
     use crate::store::prelude::*;
     use serde_json::json;
 

@@ -1,7 +1,8 @@
 //! SignCertificate (security extension): the station asks for its CSR to be signed. No certificate
 //! authority is configured for stations, so the request is kept for the record and Rejected.
 
-use super::{Handled, HandlerError, StationContext};
+use crate::ocpp::context::StationContext;
+use crate::ocpp::handler::{Handled, HandlerError};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize)]
@@ -15,6 +16,6 @@ pub struct Response {
 }
 
 pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
-    super::record_event(ctx, "SignCertificate", &serde_json::json!({"csr": req.csr})).await?;
+    crate::ocpp::common::events::record_event(ctx, "SignCertificate", &serde_json::json!({"csr": req.csr})).await?;
     Ok(Handled::reply(Response { status: "Rejected" }))
 }

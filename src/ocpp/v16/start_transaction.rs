@@ -1,7 +1,10 @@
 //! StartTransaction: a charging session began; it gets a unique transaction id.
 
-use super::{Handled, HandlerError, IdTagInfo, Notice, StationContext};
+use super::id_tag_info::IdTagInfo;
 use crate::model::NewTransaction;
+use crate::ocpp::common::notice::Notice;
+use crate::ocpp::context::StationContext;
+use crate::ocpp::handler::{Handled, HandlerError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -55,7 +58,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::*;
+    use crate::ocpp::common::test_support::*;
     use crate::store::prelude::*;
     use serde_json::json;
 

@@ -1,7 +1,9 @@
 //! StatusNotification: a connector's (or, for connector 0, the station's) status changed.
 
-use super::{Handled, HandlerError, Notice, StationContext};
 use crate::model::{connector_key, ConnectorStatus, StationChange};
+use crate::ocpp::common::notice::Notice;
+use crate::ocpp::context::StationContext;
+use crate::ocpp::handler::{Handled, HandlerError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -41,7 +43,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::*;
+    use crate::ocpp::common::test_support::*;
     use crate::store::prelude::*;
     use serde_json::json;
 

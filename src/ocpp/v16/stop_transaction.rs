@@ -1,7 +1,10 @@
 //! StopTransaction: a charging session ended; energy = meterStop - meterStart.
 
-use super::{Handled, HandlerError, IdTagInfo, Notice, StationContext};
+use super::id_tag_info::IdTagInfo;
 use crate::model::{MeterRecord, MeterValue, TransactionStop};
+use crate::ocpp::common::notice::Notice;
+use crate::ocpp::context::StationContext;
+use crate::ocpp::handler::{Handled, HandlerError};
 use crate::store::StopOutcome;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -72,7 +75,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
                 "transactionId": req.transaction_id, "meterStop": req.meter_stop,
                 "timestamp": req.timestamp, "idTag": req.id_tag, "reason": req.reason,
             });
-            super::record_event(ctx, "StopTransaction", &payload).await?;
+            crate::ocpp::common::events::record_event(ctx, "StopTransaction", &payload).await?;
             None
         }
     };
@@ -81,7 +84,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::*;
+    use crate::ocpp::common::test_support::*;
     use crate::store::prelude::*;
     use serde_json::json;
 

@@ -1,8 +1,9 @@
 //! Authorize (2.0.1): is this id token allowed to charge? Answered from the tenant's id tags.
 
 use super::types::IdToken;
-use crate::model::TagStatus;
-use crate::ocpp::handler::{Handled, HandlerError, StationContext};
+use crate::ocpp::common::id_tag::authorise;
+use crate::ocpp::context::StationContext;
+use crate::ocpp::handler::{Handled, HandlerError};
 use crate::store::StationLookup;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -31,15 +32,11 @@ impl IdTokenInfo {
         if token.kind == "NoAuthorization" {
             return Ok(Self { status: "Accepted", cache_expiry_date_time: None, group_id_token: None });
         }
-        let Some(tag) = store.id_tag(account_id, &token.id_token).await? else {
+        let Some(tag) = authorise(store, account_id, &token.id_token).await? else {
             return Ok(Self { status: "Unknown", cache_expiry_date_time: None, group_id_token: None });
         };
-        let status = match (tag.status, tag.expiry_date) {
-            (TagStatus::Accepted, Some(expiry)) if expiry <= Utc::now() => "Expired",
-            (status, _) => status.as_str(),
-        };
         Ok(Self {
-            status,
+            status: tag.status.as_str(),
             cache_expiry_date_time: tag.expiry_date,
             group_id_token: tag.parent_id_tag.map(|id| IdToken { id_token: id, kind: "Central".into() }),
         })
@@ -60,7 +57,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
 #[cfg(test)]
 mod tests {
     use crate::model::{IdTag, TagStatus};
-    use crate::ocpp::v16::test_support::{Fixture, ACCOUNT};
+    use crate::ocpp::common::test_support::{Fixture, ACCOUNT};
     use crate::ocpp::Version;
     use crate::store::prelude::*;
     use serde_json::json;

@@ -1,7 +1,10 @@
 //! BootNotification (2.0.1): the station introduces itself; the answer depends on its registration.
 
 use crate::model::{BootInfo, Registration};
-use crate::ocpp::handler::{record_boot, Handled, HandlerError, Notice, StationContext};
+use crate::ocpp::common::boot::record_boot;
+use crate::ocpp::common::notice::Notice;
+use crate::ocpp::context::StationContext;
+use crate::ocpp::handler::{Handled, HandlerError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 

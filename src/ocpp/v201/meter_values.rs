@@ -2,7 +2,8 @@
 
 use super::types::MeterValue201;
 use crate::model::MeterRecord;
-use crate::ocpp::handler::{Handled, HandlerError, StationContext};
+use crate::ocpp::context::StationContext;
+use crate::ocpp::handler::{Handled, HandlerError};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize)]

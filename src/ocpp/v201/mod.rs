@@ -1,9 +1,10 @@
-//! OCPP 2.0.1: dispatch of station-initiated CALLs to their handlers, and the list of commands the
-//! central system may send. Same shape as [`super::v16`]: typed `Request` in, typed `Response` out.
+//! OCPP 2.0.1: the declaration of every action ([`ACTIONS`]) and the handlers of those a station
+//! sends. Same shape as [`super::v16`]: typed `Request` in, typed `Response` out.
 //!
 //! Every station→central-system message of 2.0.1 is answered. Those with effects beyond the record
 //! (boot, status, authorization, transactions, meter values, the device model, firmware status) have
-//! a handler of their own; the others are kept as station events and answered as [`recorded`] says.
+//! a handler of their own; the others are kept as station events and answered as their row says
+//! ([`recorded`]).
 
 pub mod authorize;
 pub mod boot_notification;
@@ -15,122 +16,103 @@ pub mod status_notification;
 pub mod transaction_event;
 mod types;
 
-use super::handler::{run_handler, Dispatched, HandlerError, StationContext};
-use super::rpc::Call;
+use super::actions::declare_actions;
 // Same messages, same effect in both versions: Heartbeat, and 2.0.1's FirmwareStatusNotification,
 // which carries what 1.6's SignedFirmwareStatusNotification does (status, requestId).
-use super::v16::heartbeat;
-use super::v16::signed_firmware_status_notification as firmware_status_notification;
+use super::common::{firmware_status as firmware_status_notification, heartbeat};
 
-/// Actions a station sends to the central system.
-pub const STATION_ACTIONS: &[&str] = &[
-    "Authorize",
-    "BootNotification",
-    "ClearedChargingLimit",
-    "DataTransfer",
-    "FirmwareStatusNotification",
-    "Get15118EVCertificate",
-    "GetCertificateStatus",
-    "Heartbeat",
-    "LogStatusNotification",
-    "MeterValues",
-    "NotifyChargingLimit",
-    "NotifyCustomerInformation",
-    "NotifyDisplayMessages",
-    "NotifyEVChargingNeeds",
-    "NotifyEVChargingSchedule",
-    "NotifyEvent",
-    "NotifyMonitoringReport",
-    "NotifyReport",
-    "PublishFirmwareStatusNotification",
-    "ReportChargingProfiles",
-    "ReservationStatusUpdate",
-    "SecurityEventNotification",
-    "SignCertificate",
-    "StatusNotification",
-    "TransactionEvent",
-];
-
-/// Actions the central system sends to a station (the command API's `{Action}`).
-pub const COMMAND_ACTIONS: &[&str] = &[
-    "CancelReservation",
-    "CertificateSigned",
-    "ChangeAvailability",
-    "ClearCache",
-    "ClearChargingProfile",
-    "ClearDisplayMessage",
-    "ClearVariableMonitoring",
-    "CostUpdated",
-    "CustomerInformation",
-    "DataTransfer",
-    "DeleteCertificate",
-    "GetBaseReport",
-    "GetChargingProfiles",
-    "GetCompositeSchedule",
-    "GetDisplayMessages",
-    "GetInstalledCertificateIds",
-    "GetLocalListVersion",
-    "GetLog",
-    "GetMonitoringReport",
-    "GetReport",
-    "GetTransactionStatus",
-    "GetVariables",
-    "InstallCertificate",
-    "PublishFirmware",
-    "RequestStartTransaction",
-    "RequestStopTransaction",
-    "ReserveNow",
-    "Reset",
-    "SendLocalList",
-    "SetChargingProfile",
-    "SetDisplayMessage",
-    "SetMonitoringBase",
-    "SetMonitoringLevel",
-    "SetNetworkProfile",
-    "SetVariableMonitoring",
-    "SetVariables",
-    "TriggerMessage",
-    "UnlockConnector",
-    "UnpublishFirmware",
-    "UpdateFirmware",
-];
-
-/// Runs the 2.0.1 handler of an action that passed the common checks of [`crate::ocpp::handler`].
-pub(crate) async fn dispatch(ctx: &StationContext<'_>, call: &Call) -> Result<Dispatched, HandlerError> {
-    let ((payload, notice), durable) = match call.action.as_str() {
-        "Authorize" => (run_handler!(authorize, ctx, call)?, false),
-        "BootNotification" => (run_handler!(boot_notification, ctx, call)?, true),
-        "FirmwareStatusNotification" => (run_handler!(firmware_status_notification, ctx, call)?, true),
-        "Heartbeat" => (run_handler!(heartbeat, ctx, call)?, false),
-        "MeterValues" => (run_handler!(meter_values, ctx, call)?, true),
-        "NotifyEvent" => (run_handler!(notify_event, ctx, call)?, true),
-        "NotifyReport" => (run_handler!(notify_report, ctx, call)?, true),
-        "StatusNotification" => (run_handler!(status_notification, ctx, call)?, true),
-        "TransactionEvent" => (run_handler!(transaction_event, ctx, call)?, true),
-        other => (recorded::handle(ctx, other, &call.payload).await?, true),
-    };
-    Ok(Dispatched { payload, notice, durable })
+declare_actions! {
+    /// Every action of OCPP 2.0.1.
+    pub static ACTIONS = schemas "v201", request "Request", response "Response";
+    Authorize:                         Station, volatile, handler(authorize);
+    BootNotification:                  Station, durable, handler(boot_notification);
+    CancelReservation:                 CentralSystem;
+    CertificateSigned:                 CentralSystem;
+    ChangeAvailability:                CentralSystem;
+    ClearCache:                        CentralSystem;
+    ClearChargingProfile:              CentralSystem;
+    ClearDisplayMessage:               CentralSystem;
+    ClearVariableMonitoring:           CentralSystem;
+    ClearedChargingLimit:              Station, durable, handler(recorded {});
+    CostUpdated:                       CentralSystem;
+    CustomerInformation:               CentralSystem;
+    DataTransfer:                      Both, durable, handler(recorded {"status": "UnknownVendorId"});
+    DeleteCertificate:                 CentralSystem;
+    FirmwareStatusNotification:        Station, durable, handler(firmware_status_notification);
+    Get15118EVCertificate:             Station, durable, handler(recorded {"status": "Failed", "exiResponse": ""});
+    GetBaseReport:                     CentralSystem;
+    GetCertificateStatus:              Station, durable, handler(recorded {"status": "Failed"});
+    GetChargingProfiles:               CentralSystem;
+    GetCompositeSchedule:              CentralSystem;
+    GetDisplayMessages:                CentralSystem;
+    GetInstalledCertificateIds:        CentralSystem;
+    GetLocalListVersion:               CentralSystem;
+    GetLog:                            CentralSystem;
+    GetMonitoringReport:               CentralSystem;
+    GetReport:                         CentralSystem;
+    GetTransactionStatus:              CentralSystem;
+    GetVariables:                      CentralSystem;
+    Heartbeat:                         Station, volatile, handler(heartbeat);
+    InstallCertificate:                CentralSystem;
+    LogStatusNotification:             Station, durable, handler(recorded {});
+    MeterValues:                       Station, durable, handler(meter_values);
+    NotifyChargingLimit:               Station, durable, handler(recorded {});
+    NotifyCustomerInformation:         Station, durable, handler(recorded {});
+    NotifyDisplayMessages:             Station, durable, handler(recorded {});
+    NotifyEVChargingNeeds:             Station, durable, handler(recorded {"status": "Rejected"});
+    NotifyEVChargingSchedule:          Station, durable, handler(recorded {"status": "Accepted"});
+    NotifyEvent:                       Station, durable, handler(notify_event);
+    NotifyMonitoringReport:            Station, durable, handler(recorded {});
+    NotifyReport:                      Station, durable, handler(notify_report);
+    PublishFirmware:                   CentralSystem;
+    PublishFirmwareStatusNotification: Station, durable, handler(recorded {});
+    ReportChargingProfiles:            Station, durable, handler(recorded {});
+    RequestStartTransaction:           CentralSystem;
+    RequestStopTransaction:            CentralSystem;
+    ReservationStatusUpdate:           Station, durable, handler(recorded {});
+    ReserveNow:                        CentralSystem;
+    Reset:                             CentralSystem;
+    SecurityEventNotification:         Station, durable, handler(recorded {});
+    SendLocalList:                     CentralSystem;
+    SetChargingProfile:                CentralSystem;
+    SetDisplayMessage:                 CentralSystem;
+    SetMonitoringBase:                 CentralSystem;
+    SetMonitoringLevel:                CentralSystem;
+    SetNetworkProfile:                 CentralSystem;
+    SetVariableMonitoring:             CentralSystem;
+    SetVariables:                      CentralSystem;
+    SignCertificate:                   Station, durable, handler(recorded {"status": "Rejected"});
+    StatusNotification:                Station, durable, handler(status_notification);
+    TransactionEvent:                  Station, durable, handler(transaction_event);
+    TriggerMessage:                    CentralSystem;
+    UnlockConnector:                   CentralSystem;
+    UnpublishFirmware:                 CentralSystem;
+    UpdateFirmware:                    CentralSystem;
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::v16::test_support::Fixture;
     use super::*;
+    use crate::ocpp::actions::Sender;
+    use crate::ocpp::common::test_support::Fixture;
     use crate::ocpp::schema::{self, Direction};
     use crate::ocpp::Version;
     use serde_json::json;
 
     #[test]
-    fn the_action_lists_cover_every_201_schema_once() {
-        let mut all: Vec<&str> = STATION_ACTIONS.iter().chain(COMMAND_ACTIONS).copied().collect();
-        all.sort();
-        let before = all.len();
-        all.dedup();
+    fn the_declarations_cover_every_201_schema_once() {
+        let declared: Vec<&str> = ACTIONS.iter().map(|a| a.name).collect();
+        let mut files: Vec<String> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/v201"))
+            .unwrap()
+            .filter_map(|e| {
+                e.unwrap().file_name().into_string().unwrap().strip_suffix("Request.json").map(String::from)
+            })
+            .collect();
+        files.sort();
+        assert_eq!(declared, files);
         // DataTransfer goes both ways.
-        assert_eq!(before - all.len(), 1);
-        let mut schemas: Vec<&str> = schema::V201_ACTIONS.iter().map(|(a, _, _)| *a).collect();
-        schemas.sort();
-        assert_eq!(all, schemas);
+        let both: Vec<&str> = ACTIONS.iter().filter(|a| a.sender == Sender::Both).map(|a| a.name).collect();
+        assert_eq!(both, ["DataTransfer"]);
     }
 
     #[tokio::test]

@@ -2,7 +2,8 @@
 //! variable attribute reported is kept, visible through `GET /api/v1/stations/{id}/variables`.
 
 use crate::model::DeviceVariable;
-use crate::ocpp::handler::{Handled, HandlerError, StationContext};
+use crate::ocpp::context::StationContext;
+use crate::ocpp::handler::{Handled, HandlerError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -99,7 +100,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
     tracing::debug!(station = ctx.station_id, request_id = req.request_id, seq_no = req.seq_no, tbc = req.tbc, generated_at = %req.generated_at, variables = variables.len(), "device model report part");
     // The device model a station reports counts against its event quota: the names are its own.
     if !ctx.charge_event(&variables) {
-        return Err(crate::ocpp::handler::over_event_quota());
+        return Err(crate::ocpp::common::events::over_event_quota());
     }
     ctx.store.put_variables(ctx.account_id, ctx.station_id, &variables).await?;
     Ok(Handled::reply(Response {}))
@@ -107,7 +108,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
 
 #[cfg(test)]
 mod tests {
-    use crate::ocpp::v16::test_support::{Fixture, ACCOUNT, STATION};
+    use crate::ocpp::common::test_support::{Fixture, ACCOUNT, STATION};
     use crate::ocpp::Version;
     use crate::store::prelude::*;
     use serde_json::json;

@@ -1,7 +1,9 @@
 //! StatusNotification (2.0.1): a connector of an EVSE changed status.
 
 use crate::model::{connector_key, ConnectorStatus, StationChange};
-use crate::ocpp::handler::{Handled, HandlerError, Notice, StationContext};
+use crate::ocpp::common::notice::Notice;
+use crate::ocpp::context::StationContext;
+use crate::ocpp::handler::{Handled, HandlerError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 

@@ -9,7 +9,9 @@
 use super::authorize::IdTokenInfo;
 use super::types::{Evse, IdToken, MeterValue201};
 use crate::model::{MeterRecord, Transaction, TransactionEventRecord, TransactionStop};
-use crate::ocpp::handler::{Handled, HandlerError, Notice, StationContext};
+use crate::ocpp::common::notice::Notice;
+use crate::ocpp::context::StationContext;
+use crate::ocpp::handler::{Handled, HandlerError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -147,7 +149,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
 
 #[cfg(test)]
 mod tests {
-    use crate::ocpp::v16::test_support::{Fixture, ACCOUNT, STATION};
+    use crate::ocpp::common::test_support::{Fixture, ACCOUNT, STATION};
     use crate::ocpp::Version;
     use crate::store::prelude::*;
     use serde_json::{json, Value};

@@ -528,6 +528,14 @@ impl StationStore for ClusterStore {
         })
     }
 
+    async fn observe_variables(&self, account_id: &str, station_id: &str, seen: &[DeviceVariable]) -> StoreResult<()> {
+        self.inner.append(WalOp::ObservedVariables {
+            account_id: account_id.to_string(),
+            station_id: station_id.to_string(),
+            seen: seen.to_vec(),
+        })
+    }
+
     async fn queued_commands(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<CommandRecord>> {
         self.inner.seen(self.inner.remote.queued_commands(account_id, station_id).await)
     }

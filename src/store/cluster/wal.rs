@@ -22,10 +22,30 @@ use std::time::Duration;
 #[serde(rename_all = "snake_case")]
 pub(super) enum WalOp {
     PutTransaction(Transaction),
-    MeterValues { account_id: String, records: Vec<MeterRecord> },
-    Event { account_id: String, event: StationEvent },
-    Variables { account_id: String, station_id: String, variables: Vec<DeviceVariable> },
-    StationChange { account_id: String, station_id: String, change: StationChange },
+    MeterValues {
+        account_id: String,
+        records: Vec<MeterRecord>,
+    },
+    Event {
+        account_id: String,
+        event: StationEvent,
+    },
+    Variables {
+        account_id: String,
+        station_id: String,
+        variables: Vec<DeviceVariable>,
+    },
+    /// Values a NotifyEvent saw ([`crate::store::StationStore::observe_variables`]).
+    ObservedVariables {
+        account_id: String,
+        station_id: String,
+        seen: Vec<DeviceVariable>,
+    },
+    StationChange {
+        account_id: String,
+        station_id: String,
+        change: StationChange,
+    },
 }
 
 impl WalOp {
@@ -35,6 +55,7 @@ impl WalOp {
             WalOp::MeterValues { account_id, .. }
             | WalOp::Event { account_id, .. }
             | WalOp::Variables { account_id, .. }
+            | WalOp::ObservedVariables { account_id, .. }
             | WalOp::StationChange { account_id, .. } => account_id,
         }
     }
@@ -48,9 +69,9 @@ impl WalOp {
                 (account_id.clone(), records.first().map(|r| r.station_id.clone()).unwrap_or_default())
             }
             WalOp::Event { account_id, event } => (account_id.clone(), event.station_id.clone()),
-            WalOp::Variables { account_id, station_id, .. } | WalOp::StationChange { account_id, station_id, .. } => {
-                (account_id.clone(), station_id.clone())
-            }
+            WalOp::Variables { account_id, station_id, .. }
+            | WalOp::ObservedVariables { account_id, station_id, .. }
+            | WalOp::StationChange { account_id, station_id, .. } => (account_id.clone(), station_id.clone()),
         }
     }
 
@@ -190,6 +211,9 @@ impl Inner {
             WalOp::Event { account_id, event } => remote.add_event(account_id, event).await?,
             WalOp::Variables { account_id, station_id, variables } => {
                 remote.put_variables(account_id, station_id, variables).await?
+            }
+            WalOp::ObservedVariables { account_id, station_id, seen } => {
+                remote.observe_variables(account_id, station_id, seen).await?
             }
             WalOp::StationChange { account_id, station_id, change } => {
                 if remote.change_station(account_id, station_id, change).await?.is_none() {

@@ -149,6 +149,29 @@ impl StationStore for RedisStore {
         self.query_pipe("put_variables", &pipe).await
     }
 
+    async fn observe_variables(&self, account_id: &str, station_id: &str, seen: &[DeviceVariable]) -> StoreResult<()> {
+        let hash = self.key("vars", &[account_id, station_id]);
+        let mut unknown: Vec<DeviceVariable> = Vec::new();
+        for v in seen {
+            if let Some(earlier) = unknown.iter_mut().find(|u| u.key() == v.key()) {
+                *earlier = DeviceVariable::observed(Some(earlier.clone()), v);
+                continue;
+            }
+            let known = self
+                .update_field("observe_variables", &hash, &v.key(), |known: Option<DeviceVariable>| {
+                    Ok(match known {
+                        Some(known) => (Some(DeviceVariable::observed(Some(known), v)), true),
+                        None => (None, false),
+                    })
+                })
+                .await?;
+            if !known {
+                unknown.push(v.clone());
+            }
+        }
+        self.put_variables(account_id, station_id, &unknown).await
+    }
+
     async fn update_command(&self, command: &CommandRecord) -> StoreResult<()> {
         let (account, station) = (command.account_id.as_str(), command.station_id.as_str());
         let mut pipe = redis::pipe();

@@ -381,6 +381,25 @@ impl StationStore for SledStore {
         self.device_model.apply_batch(batch).map_err(backend)
     }
 
+    async fn observe_variables(&self, account_id: &str, station_id: &str, seen: &[DeviceVariable]) -> StoreResult<()> {
+        // One station's messages are handled one at a time, so nothing else writes its device model
+        // between the read and the batch.
+        let mut batch = std::collections::BTreeMap::new();
+        for v in seen {
+            let k = key(&[account_id.as_bytes(), station_id.as_bytes(), v.key().as_bytes()]);
+            let known = match batch.remove(&k) {
+                Some(earlier) => Some(earlier),
+                None => get(&self.device_model, &k)?,
+            };
+            batch.insert(k, DeviceVariable::observed(known, v));
+        }
+        let mut writes = sled::Batch::default();
+        for (k, v) in &batch {
+            writes.insert(k.as_slice(), encode(v)?);
+        }
+        self.device_model.apply_batch(writes).map_err(backend)
+    }
+
     async fn add_meter_values(&self, account_id: &str, records: &[MeterRecord]) -> StoreResult<()> {
         let mut batch = sled::Batch::default();
         for record in records {

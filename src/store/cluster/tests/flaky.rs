@@ -120,6 +120,10 @@ impl StationStore for Flaky {
         self.gate()?;
         self.inner.put_variables(account_id, station_id, variables).await
     }
+    async fn observe_variables(&self, account_id: &str, station_id: &str, seen: &[DeviceVariable]) -> StoreResult<()> {
+        self.gate()?;
+        self.inner.observe_variables(account_id, station_id, seen).await
+    }
     async fn queued_commands(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<CommandRecord>> {
         self.gate()?;
         self.inner.queued_commands(account_id, station_id).await

@@ -3,7 +3,8 @@ mod flaky;
 use super::reconcile::reconcile;
 use super::*;
 use crate::model::{Registration, TagStatus, TransactionEventRecord, TransactionStop};
-use crate::ocpp::handler::{handle_call, HandlerSettings, Reply, StationContext};
+use crate::ocpp::context::{HandlerSettings, StationContext};
+use crate::ocpp::handler::{handle_call, Reply};
 use crate::ocpp::rpc::Call;
 use crate::ocpp::Version;
 use crate::store::CommitPolicy;
@@ -275,6 +276,39 @@ async fn with_the_shared_store_down_stations_are_answered_and_everything_drains_
     remote.set(true);
     drained(&store).await;
     assert_sessions_recorded(&remote, id16).await;
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_monitoring_event_while_the_shared_store_is_down_keeps_what_was_reported_of_the_variable() {
+    let remote = shared().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = node(&remote, dir.path(), 1000).await;
+    connect(&store, ACCOUNT, CP201).await;
+    let power = json!({"component": {"name": "EVSE", "evse": {"id": 1}}, "variable": {"name": "Power"}});
+    let mut data = power.clone();
+    data["variableAttribute"] = json!([{"value": "0", "mutability": "ReadOnly"}]);
+    data["variableCharacteristics"] = json!({"unit": "W", "dataType": "decimal", "supportsMonitoring": true});
+    let report = json!({"requestId": 1, "generatedAt": "2026-11-25T10:00:00Z", "seqNo": 0, "reportData": [data]});
+    ok(&store, CP201, "NotifyReport", report).await;
+    drained(&store).await;
+
+    remote.set(false);
+    let mut event = power;
+    event["eventId"] = json!(1);
+    event["timestamp"] = json!("2026-11-25T10:05:00Z");
+    event["trigger"] = json!("Delta");
+    event["actualValue"] = json!("7400");
+    event["eventNotificationType"] = json!("HardWiredNotification");
+    ok(&store, CP201, "NotifyEvent", json!({"generatedAt": "2026-11-25T10:05:00Z", "seqNo": 0, "eventData": [event]}))
+        .await;
+    remote.set(true);
+    drained(&store).await;
+
+    let vars = remote.inner.variables(ACCOUNT, CP201).await.unwrap();
+    assert_eq!(vars.len(), 1);
+    assert_eq!((vars[0].value.as_deref(), vars[0].mutability.as_deref()), (Some("7400"), Some("ReadOnly")));
+    assert_eq!(vars[0].characteristics.as_ref().map(|c| c["unit"].clone()), Some(json!("W")));
     store.shutdown().await;
 }
 

@@ -1,6 +1,7 @@
-//! Heartbeat: the station is alive and wants the time.
+//! Heartbeat, the same in both versions: the station is alive and wants the time.
 
-use super::{Handled, HandlerError, StationContext};
+use crate::ocpp::context::StationContext;
+use crate::ocpp::handler::{Handled, HandlerError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +23,7 @@ pub async fn handle(_ctx: &StationContext<'_>, _req: Request) -> Result<Handled<
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::*;
+    use crate::ocpp::common::test_support::*;
     use serde_json::json;
 
     #[tokio::test]
