@@ -159,6 +159,7 @@ pub struct LimitSettings {
     pub outbound_queue_bytes: usize,
     pub slow_consumer_secs: u64,
     pub replay_cache_bytes: usize,
+    pub waiting_commands: usize,
     pub station_messages_per_sec: f64,
     pub station_message_burst: u32,
     pub station_event_bytes: u64,

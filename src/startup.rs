@@ -255,10 +255,8 @@ impl Application {
             if let Mode::Cluster { wal } = &mode {
                 // What is still in the write-ahead log is safe on disk and drains at the next start;
                 // while Redis answers, give it the rest of the shutdown time to drain now.
-                while wal.pending() > 0 && wal.remote_up() && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                tracing::info!(pending = wal.pending(), "write-ahead log at shutdown");
+                let pending = wal.drain_until(deadline.into()).await;
+                tracing::info!(pending, "write-ahead log at shutdown");
                 wal.shutdown().await;
             }
             handle.stop(true).await;

@@ -62,10 +62,12 @@ pub enum Limit {
     StationsPerTenant,
     /// A log line held back.
     LogLines,
+    /// A command refused because too many wait for their station already (429).
+    WaitingCommands,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 17] = [
+    pub const ALL: [Limit; 18] = [
         Limit::FrameSize,
         Limit::OutboundQueue,
         Limit::SlowConsumer,
@@ -83,6 +85,7 @@ impl Limit {
         Limit::Signups,
         Limit::StationsPerTenant,
         Limit::LogLines,
+        Limit::WaitingCommands,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -104,6 +107,7 @@ impl Limit {
             Limit::Signups => "signups",
             Limit::StationsPerTenant => "stations_per_tenant",
             Limit::LogLines => "log_lines",
+            Limit::WaitingCommands => "waiting_commands",
         }
     }
 }

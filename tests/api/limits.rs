@@ -454,3 +454,34 @@ async fn answers_to_commands_never_sent_are_counted_and_change_nothing() {
     assert_eq!(cp.call("Heartbeat", json!({})).await[0], 3, "the session goes on");
     assert!(series_value(&app.metrics().await, "ocpp_unsolicited_answers_total", &[]) >= before + 50.0);
 }
+
+#[tokio::test]
+async fn a_command_past_the_waiting_bound_is_refused_with_429_and_counted_while_those_before_it_go_out() {
+    let app = spawn_app_with(|s| s.limits.waiting_commands = 1).await;
+    let t = app.tenant("acme").await;
+    let mut cp = app.connected_station(&t, "CP001").await;
+    cp.boot().await;
+    let before = limit_hits(&app.metrics().await, "waiting_commands");
+    let send = |key: &'static str, after_ms: u64| {
+        let (app, token) = (&app, t.token.clone());
+        async move {
+            tokio::time::sleep(Duration::from_millis(after_ms)).await;
+            app.post("/stations/CP001/commands/ChangeConfiguration", &token, json!({"key": key, "value": "1"})).await
+        }
+    };
+    // A goes on the wire, B waits behind it (the one place there is), C finds no room.
+    let station = async {
+        let a = cp.recv().await;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        cp.send_text(&json!([3, a[1], {"status": "Accepted"}]).to_string()).await;
+        let b = cp.recv().await;
+        cp.send_text(&json!([3, b[1], {"status": "Accepted"}]).to_string()).await;
+        (a, b)
+    };
+    let ((sa, _), (sb, _), (sc, bc), (a, b)) = tokio::join!(send("A", 0), send("B", 100), send("C", 300), station);
+    assert_eq!((sa, sb), (StatusCode::OK, StatusCode::OK));
+    assert_eq!((sc, bc["code"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")), "{bc}");
+    assert_eq!((a[3]["key"].as_str(), b[3]["key"].as_str()), (Some("A"), Some("B")));
+    let after = limit_hits(&app.metrics().await, "waiting_commands");
+    assert!(after > before, "the refusal is counted: {before} then {after}");
+}

@@ -59,10 +59,6 @@ use tracing::Instrument;
 /// Wait before queued-command delivery is tried again after the store could not be reached.
 const DELIVERY_RETRY: Duration = Duration::from_secs(2);
 
-/// Commands a session holds waiting behind the one on the wire; past it a command is refused at
-/// once rather than held (each waits with its HTTP request or delivery task).
-pub const MAX_WAITING_COMMANDS: usize = 256;
-
 /// Everything a session needs, given by the WebSocket endpoint.
 pub struct SessionSetup {
     pub key: StationKey,
@@ -152,6 +148,7 @@ impl StationSession {
             let recent_replies = ReplayCache::new(l.replay_cache_bytes);
             let rate = TokenBucket::new(l.station_messages_per_sec, l.station_message_burst);
             let warnings = LogBudget::new(l.session_warnings, Duration::from_secs(l.log_summary_secs));
+            let commands = CommandQueue::new(l.waiting_commands);
             let tenant = TenantLink::new(setup.accounts.clone(), setup.key.account_id.clone());
             StationSession {
                 id,
@@ -165,7 +162,7 @@ impl StationSession {
                 tenant,
                 last_activity: Instant::now(),
                 last_heard: chrono::Utc::now(),
-                commands: CommandQueue::new(MAX_WAITING_COMMANDS),
+                commands,
                 command_timer: None,
                 close_reason: None,
                 delivery: Delivery::NotStarted,
@@ -588,8 +585,9 @@ impl Handler<SendCommand> for StationSession {
         let pending =
             Pending { action: msg.action, payload: msg.payload, deadline: msg.deadline, responder: msg.responder };
         let next = self.commands.push(pending, Instant::now());
-        if self.commands.waiting() == MAX_WAITING_COMMANDS && self.warnings.allow() {
-            tracing::warn!(station = %self.setup.key, waiting = MAX_WAITING_COMMANDS, "commands pile up for a station that answers slowly; more are refused");
+        let bound = self.setup.limits.settings.waiting_commands;
+        if self.commands.waiting() == bound && self.warnings.allow() {
+            tracing::warn!(station = %self.setup.key, waiting = bound, "commands pile up for a station that answers slowly; more are refused");
         }
         self.send_command(next, ctx);
     }

@@ -59,6 +59,7 @@ impl CommandQueue {
     /// answered [`CommandError::QueueFull`] at once.
     pub fn push(&mut self, command: Pending, now: Instant) -> Option<Outgoing> {
         if self.waiting.len() >= self.max_waiting {
+            crate::limits::hit(crate::limits::Limit::WaitingCommands);
             let _ = command.responder.send(Err(CommandError::QueueFull));
             return None;
         }

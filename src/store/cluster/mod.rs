@@ -185,6 +185,9 @@ struct Inner {
     /// Transaction entries in the log per station: for a station with none, this node has no
     /// transaction record newer than the shared store's.
     pending_by_station: Mutex<HashMap<StationKey, usize>>,
+    /// Told each time an entry leaves the log or the shared store is found unreachable (see
+    /// [`ClusterStore::drain_until`]).
+    progress: Notify,
     up: AtomicBool,
     /// Serializes handing out ids from the lease.
     lease_lock: Mutex<()>,
@@ -259,6 +262,7 @@ impl ClusterStore {
             next_key: Mutex::new(next_key),
             pending: AtomicUsize::new(pending),
             pending_by_station: Mutex::new(by_station),
+            progress: Notify::new(),
             up: AtomicBool::new(true),
             lease_lock: Mutex::new(()),
             refill_lock: tokio::sync::Mutex::new(()),
@@ -296,6 +300,24 @@ impl ClusterStore {
         self.inner.pending.load(Ordering::Acquire)
     }
 
+    /// Waits until the log is empty, the shared store is found unreachable, or `deadline` passes,
+    /// whichever comes first; answers what is still in the log.
+    pub async fn drain_until(&self, deadline: tokio::time::Instant) -> usize {
+        loop {
+            // Registered before the checks, so a change between them and the wait is not missed.
+            let progress = self.inner.progress.notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
+            let pending = self.pending();
+            if pending == 0 || !self.remote_up() {
+                return pending;
+            }
+            if tokio::time::timeout_at(deadline, progress).await.is_err() {
+                return self.pending();
+            }
+        }
+    }
+
     /// Stops the drainer and waits for it to end (what is in the log stays there, for the next open).
     pub async fn shutdown(&self) {
         self.inner.signals.stopped.store(true, Ordering::Release);
@@ -315,6 +337,7 @@ impl Inner {
     }
 
     fn mark_down(&self, error: &StoreError) {
+        self.progress.notify_waiters();
         if self.up.swap(false, Ordering::AcqRel) {
             metrics::gauge!(m::REDIS_UP).set(0.0);
             tracing::warn!(

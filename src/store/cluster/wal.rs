@@ -143,6 +143,7 @@ impl Inner {
 
     pub(super) fn count_out(&self, station: &Option<StationKey>) {
         self.pending.fetch_sub(1, Ordering::AcqRel);
+        self.progress.notify_waiters();
         if let Some(s) = station {
             let mut map = lock(&self.pending_by_station);
             if let Some(n) = map.get_mut(s) {
