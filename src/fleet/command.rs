@@ -59,7 +59,8 @@ pub enum RemoteOutcome {
 /// station sent. Decisions and metric labels match on the kind, never on its spelling.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CallErrorCode {
-    Known(#[serde(with = "code_name")] ErrorCode),
+    /// Between nodes by kind (its variant's name), since two kinds share a 1.6 spelling.
+    Known(ErrorCode),
     Other(String),
 }
 
@@ -67,7 +68,7 @@ impl CallErrorCode {
     /// The code as received from (or sent to) a station speaking `version`: known only when it is
     /// that version's own spelling, so [`CallErrorCode::name`] gives back exactly what was on the wire.
     pub fn parse(code: &str, version: Version) -> CallErrorCode {
-        match ALL_CODES.iter().find(|c| c.name(version) == code) {
+        match ErrorCode::ALL.iter().find(|c| c.name(version) == code) {
             Some(known) => CallErrorCode::Known(*known),
             None => CallErrorCode::Other(code.to_string()),
         }
@@ -83,57 +84,6 @@ impl CallErrorCode {
 
     pub fn is(&self, code: ErrorCode) -> bool {
         matches!(self, CallErrorCode::Known(c) if *c == code)
-    }
-}
-
-const ALL_CODES: [ErrorCode; 12] = [
-    ErrorCode::NotImplemented,
-    ErrorCode::NotSupported,
-    ErrorCode::InternalError,
-    ErrorCode::ProtocolError,
-    ErrorCode::SecurityError,
-    ErrorCode::FormationViolation,
-    ErrorCode::PropertyConstraintViolation,
-    ErrorCode::OccurenceConstraintViolation,
-    ErrorCode::TypeConstraintViolation,
-    ErrorCode::GenericError,
-    ErrorCode::RpcFrameworkError,
-    ErrorCode::MessageTypeNotSupported,
-];
-
-/// An [`ErrorCode`] between nodes: by kind (its variant's name), since two kinds share a 1.6 spelling.
-mod code_name {
-    use super::ErrorCode;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    fn variant(code: ErrorCode) -> &'static str {
-        match code {
-            ErrorCode::NotImplemented => "NotImplemented",
-            ErrorCode::NotSupported => "NotSupported",
-            ErrorCode::InternalError => "InternalError",
-            ErrorCode::ProtocolError => "ProtocolError",
-            ErrorCode::SecurityError => "SecurityError",
-            ErrorCode::FormationViolation => "FormationViolation",
-            ErrorCode::PropertyConstraintViolation => "PropertyConstraintViolation",
-            ErrorCode::OccurenceConstraintViolation => "OccurenceConstraintViolation",
-            ErrorCode::TypeConstraintViolation => "TypeConstraintViolation",
-            ErrorCode::GenericError => "GenericError",
-            ErrorCode::RpcFrameworkError => "RpcFrameworkError",
-            ErrorCode::MessageTypeNotSupported => "MessageTypeNotSupported",
-        }
-    }
-
-    pub fn serialize<S: Serializer>(code: &ErrorCode, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(variant(*code))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ErrorCode, D::Error> {
-        let name = String::deserialize(d)?;
-        super::ALL_CODES
-            .iter()
-            .find(|c| variant(**c) == name)
-            .copied()
-            .ok_or_else(|| serde::de::Error::custom(format!("unknown error code {name}")))
     }
 }
 

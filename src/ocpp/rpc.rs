@@ -35,7 +35,7 @@ const CALL_ERROR: u64 = 4;
 
 /// CALLERROR codes. Each is a kind of error; [`ErrorCode::name`] gives its spelling in a version:
 /// OCPP-J 1.6 (section 4.2.3) and OCPP 2.0.1 (part 4, section 4.3) name some kinds differently.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ErrorCode {
     /// Requested Action is not known by receiver.
     NotImplemented,
@@ -77,6 +77,22 @@ impl ErrorCode {
             (code, _) => code.as_str(),
         }
     }
+
+    /// Every kind.
+    pub const ALL: [ErrorCode; 12] = [
+        ErrorCode::NotImplemented,
+        ErrorCode::NotSupported,
+        ErrorCode::InternalError,
+        ErrorCode::ProtocolError,
+        ErrorCode::SecurityError,
+        ErrorCode::FormationViolation,
+        ErrorCode::PropertyConstraintViolation,
+        ErrorCode::OccurenceConstraintViolation,
+        ErrorCode::TypeConstraintViolation,
+        ErrorCode::GenericError,
+        ErrorCode::RpcFrameworkError,
+        ErrorCode::MessageTypeNotSupported,
+    ];
 
     /// The OCPP 1.6 spelling.
     pub fn as_str(self) -> &'static str {
