@@ -15,6 +15,7 @@ start_redis() {
 start_redis
 sleep 1
 OCPP_CSS__STORAGE__DATA_DIR=$data_dir OCPP_CSS__LOG__LEVEL=warn \
+  OCPP_CSS__LIMITS__STATION_MESSAGES_PER_SEC=1000000 OCPP_CSS__LIMITS__STATION_MESSAGE_BURST=1000000 \
   OCPP_CSS__CLUSTER__REDIS_URL=redis://127.0.0.1:$port/0 OCPP_CSS__SERVER__NODE_ID=bench-1 \
   ./target/release/ocpp-css serve >"$data_dir.log" 2>&1 &
 node=$!
