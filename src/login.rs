@@ -5,6 +5,7 @@
 //! failure counts (an attacker gains one window's worth of tries per restart) and pending codes (the
 //! holder signs in again). A cluster would keep both in the shared store.
 
+use crate::ids::AccountId;
 use crate::config::LoginSettings;
 use crate::model::Account;
 use chrono::{DateTime, Utc};
@@ -74,7 +75,7 @@ impl LoginNotifier for LogNotifier {
 }
 
 struct Pending {
-    account_id: String,
+    account_id: AccountId,
     prefix: String,
     code: String,
     expires: Instant,
@@ -84,7 +85,7 @@ struct Pending {
 /// A confirmed challenge: the account may sign in, and `prefix` becomes one of its known locations.
 #[derive(Debug)]
 pub struct Confirmed {
-    pub account_id: String,
+    pub account_id: AccountId,
     pub prefix: String,
 }
 
@@ -94,7 +95,7 @@ pub enum ConfirmError {
     /// No such challenge, or expired, used or out of tries.
     Unknown,
     /// The code is wrong (a try was used), or it came from another network than the sign-in.
-    Refused { account_id: String },
+    Refused { account_id: AccountId },
 }
 
 /// Failure counts and pending challenges.
@@ -202,7 +203,7 @@ impl LoginGuard {
     }
 
     /// Issues a one-time code for a sign-in from `ip`.
-    pub fn challenge(&self, account_id: &str, ip: IpAddr) -> LocationChallenge {
+    pub fn challenge(&self, account_id: &AccountId, ip: IpAddr) -> LocationChallenge {
         let ttl = Duration::from_secs(self.settings.challenge_ttl_secs);
         let code = format!("{:06}", rand::thread_rng().gen_range(0..1_000_000u32));
         let challenge = LocationChallenge {
@@ -217,7 +218,7 @@ impl LoginGuard {
         challenges.insert(
             challenge.challenge_id.clone(),
             Pending {
-                account_id: account_id.to_string(),
+                account_id: account_id.clone(),
                 prefix: challenge.prefix.clone(),
                 code,
                 expires: Instant::now() + ttl,

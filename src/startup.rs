@@ -1,6 +1,7 @@
 //! Builds the application: store, registries, HTTP server bound to its listener (port 0 works;
 //! [`Application::port`] tells the port chosen).
 
+use crate::ids::AccountId;
 use crate::actors::station_registry::{NoPresence, StationRegistry};
 use crate::actors::tracker::SessionTracker;
 use crate::actors::AccountRegistry;
@@ -359,7 +360,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             "wal_pending": wal.pending(),
         }));
     }
-    match state.account_store.account("readiness-probe").await {
+    match state.account_store.account(&AccountId::from("readiness-probe")).await {
         Ok(_) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
         Err(e) => HttpResponse::ServiceUnavailable()
             .json(serde_json::json!({"code": "store_unavailable", "message": e.to_string()})),

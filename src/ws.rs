@@ -13,6 +13,7 @@
 //! than its window allows is refused with 429; the connection's bytes pass a [`FrameGuard`] that
 //! refuses an oversized message by its header.
 
+use crate::ids::StationId;
 use crate::actors::session::SessionSetup;
 use crate::actors::{StationKey, StationSession};
 use crate::auth;
@@ -133,7 +134,7 @@ fn shutting_down() -> HttpResponse {
 pub async fn ocpp_endpoint(
     req: HttpRequest,
     body: web::Payload,
-    path: web::Path<(String, String)>,
+    path: web::Path<(String, StationId)>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let (tenant, station_id) = path.into_inner();

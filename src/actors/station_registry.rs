@@ -7,6 +7,7 @@
 //! refused; so are all sessions once the node is shutting down. Every change of which session holds
 //! a station is reported to the node's [`PresenceSink`] (the cluster's presence, or nothing).
 
+use crate::ids::{AccountId, StationId};
 use super::session::messages::{CloseSession, DeliverQueued, SendCommand};
 use super::station::{DisconnectReason, SessionId, StationKey};
 use super::tracker::SessionGuard;
@@ -57,7 +58,7 @@ pub struct StationRegistry {
     sessions: HashMap<StationKey, Live>,
     /// Accounts erased since start-up: a session that authenticated just before its account was
     /// erased, and registers after, is closed rather than served. Ids only, which name nothing left.
-    erased: HashSet<String>,
+    erased: HashSet<AccountId>,
     /// Set by [`CloseAll`]: the node is shutting down, and a late registration is closed at once.
     closing: bool,
     presence: Arc<dyn PresenceSink>,
@@ -120,9 +121,9 @@ pub struct Lookup {
 
 /// The live sessions of an account's stations: station id → OCPP version.
 #[derive(Message)]
-#[rtype(result = "HashMap<String, Version>")]
+#[rtype(result = "HashMap<StationId, Version>")]
 pub struct LiveOf {
-    pub account_id: String,
+    pub account_id: AccountId,
 }
 
 /// Closes the station's session, if it has one; answers whether it had.
@@ -147,7 +148,7 @@ pub struct CloseIfSession {
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct CloseAccount {
-    pub account_id: String,
+    pub account_id: AccountId,
     pub guard: SessionGuard,
 }
 

@@ -1,6 +1,7 @@
 //! `POST /stations/{id}/commands/{Action}`: send an OCPP command to a connected station and wait for
 //! its answer.
 
+use crate::ids::StationId;
 use super::{ApiError, Tenant};
 use crate::actors::StationKey;
 use crate::fleet::{Command, CommandError, FleetError};
@@ -41,7 +42,7 @@ pub struct CommandOptions {
 pub async fn send(
     state: web::Data<AppState>,
     Tenant(account): Tenant,
-    path: web::Path<(String, String)>,
+    path: web::Path<(StationId, String)>,
     options: web::Query<CommandOptions>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
@@ -157,7 +158,7 @@ async fn enqueue(
 pub async fn get(
     state: web::Data<AppState>,
     Tenant(account): Tenant,
-    path: web::Path<(String, String)>,
+    path: web::Path<(StationId, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (station_id, command_id) = path.into_inner();
     let command = state

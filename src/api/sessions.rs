@@ -2,6 +2,7 @@
 //! `POST /sessions/confirm`, `DELETE /sessions/current`, `GET /account/tokens`,
 //! `DELETE /account/tokens/{id}`, and the test-only `GET /login-codes/{challenge_id}`.
 
+use crate::ids::AccountId;
 use super::accounts::{account_view, hash, normalize_email, verify_in};
 use super::{client_ip, ApiError, SignedIn};
 use crate::auth;
@@ -35,7 +36,7 @@ async fn unknown_account_hash() -> Result<String, ApiError> {
 }
 
 /// Keeps a sign-in attempt in the account's history.
-async fn record(state: &AppState, account_id: &str, ip: IpAddr, outcome: LoginOutcome) -> Result<(), ApiError> {
+async fn record(state: &AppState, account_id: &AccountId, ip: IpAddr, outcome: LoginOutcome) -> Result<(), ApiError> {
     let event = LoginEvent { at: Utc::now(), ip: ip.to_string(), outcome };
     state.account_store.add_login_event(account_id, &event, state.settings.login.history_limit).await?;
     Ok(())

@@ -1,6 +1,7 @@
 //! This node's connection to the cluster's Redis, shared by [`presence`](super::presence) and the
 //! [`bus`](super::bus), and [`LocalNode`]: what they hand this node's own stations.
 
+use crate::ids::AccountId;
 use crate::actors::station::{DisconnectReason, SessionId, StationKey};
 use crate::config::ClusterSettings;
 use crate::fleet::command::{Command, CommandResult};
@@ -22,7 +23,7 @@ pub trait LocalNode: Send + Sync {
     /// Tells the station's session here that commands were queued for it.
     async fn nudge_delivery(&self, key: &StationKey);
     /// Another node erased the account: close its sessions here and sweep what this node holds of it.
-    async fn account_erased(&self, account_id: &str);
+    async fn account_erased(&self, account_id: &AccountId);
 }
 
 /// Why a cluster operation failed.

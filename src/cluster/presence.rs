@@ -7,6 +7,7 @@
 //! another node, that node is told (over the [`bus`](super::bus)) to close its session — the newer
 //! connection wins. A refresh that finds the key held by another session closes the local one too.
 
+use crate::ids::{AccountId, StationId};
 use super::bus;
 use super::link::{lock, ClusterError, LocalNode, RedisLink};
 use crate::actors::station::{DisconnectReason, SessionId, StationKey};
@@ -171,14 +172,14 @@ impl PresenceTable {
     /// Where each of the account's stations is connected, for those that are.
     pub async fn presences(
         &self,
-        account_id: &str,
-        station_ids: &[String],
-    ) -> Result<HashMap<String, Presence>, ClusterError> {
+        account_id: &AccountId,
+        station_ids: &[StationId],
+    ) -> Result<HashMap<StationId, Presence>, ClusterError> {
         let mut out = HashMap::new();
         for chunk in station_ids.chunks(REFRESH_BATCH) {
             let mut cmd = redis::cmd("MGET");
             for id in chunk {
-                cmd.arg(self.presence_key(&StationKey { account_id: account_id.to_string(), station_id: id.clone() }));
+                cmd.arg(self.presence_key(&StationKey { account_id: account_id.clone(), station_id: id.clone() }));
             }
             let values: Vec<Option<String>> = self.link.run(&cmd).await?;
             for (id, v) in chunk.iter().zip(values) {

@@ -4,6 +4,7 @@
 //! is swept too. Each node of a cluster also sweeps its own write-ahead log ([`sweep_here`]), so
 //! nothing it still holds of the account reaches the shared store after the erasure.
 
+use crate::ids::AccountId;
 use super::local::LocalFleet;
 use super::{Fleet, FleetError};
 use crate::actors::tracker::SessionTracker;
@@ -34,7 +35,7 @@ pub async fn erase_account(
     fleet: &Fleet,
     stations: &dyn StationStore,
     accounts: &dyn AccountStore,
-    account_id: &str,
+    account_id: &AccountId,
 ) -> Result<Erased, ErasureError> {
     let mut report = store::erase_account(stations, accounts, account_id).await?;
     stations.flush().await?;
@@ -57,7 +58,7 @@ pub async fn sweep_here(
     local: &LocalFleet,
     stations: &dyn StationStore,
     accounts: &dyn AccountStore,
-    account_id: &str,
+    account_id: &AccountId,
 ) {
     let (tracker, guard) = SessionTracker::with_guard();
     if let Err(e) = local.close_account(account_id, guard).await {

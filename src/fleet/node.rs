@@ -1,6 +1,7 @@
 //! What this node does for the rest of a cluster: the cluster bus and presence hand what they
 //! receive for this node's stations to [`ThisNode`].
 
+use crate::ids::AccountId;
 use super::command::{Command, CommandResult};
 use super::erasure;
 use super::local::LocalFleet;
@@ -34,7 +35,7 @@ impl LocalNode for ThisNode {
         let _ = self.local.nudge(key).await;
     }
 
-    async fn account_erased(&self, account_id: &str) {
+    async fn account_erased(&self, account_id: &AccountId) {
         erasure::sweep_here(&self.local, self.station_store.as_ref(), self.account_store.as_ref(), account_id).await;
     }
 }

@@ -21,7 +21,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
         .meter_value
         .into_iter()
         .map(|meter_value| MeterRecord {
-            station_id: ctx.station_id.to_string(),
+            station_id: ctx.station_id.clone(),
             evse_id: None,
             connector_id: req.connector_id,
             transaction_id: req.transaction_id,

@@ -32,8 +32,8 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
     let (tx, created) = ctx
         .store
         .start_transaction(&NewTransaction {
-            account_id: ctx.account_id.to_string(),
-            station_id: ctx.station_id.to_string(),
+            account_id: ctx.account_id.clone(),
+            station_id: ctx.station_id.clone(),
             connector_id: req.connector_id,
             id_tag: req.id_tag,
             id_tag_status: id_tag_info.status.as_str().to_string(),
@@ -44,7 +44,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
         .await?;
     if !created {
         tracing::info!(
-            station = ctx.station_id,
+            station = ctx.station_id.as_str(),
             transaction_id = tx.id,
             "retried StartTransaction answered with its first id"
         );

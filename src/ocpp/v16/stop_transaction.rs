@@ -47,7 +47,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
                 .transaction_data
                 .into_iter()
                 .map(|mv| MeterRecord {
-                    station_id: ctx.station_id.to_string(),
+                    station_id: ctx.station_id.clone(),
                     evse_id: None,
                     connector_id: tx.connector_id,
                     transaction_id: Some(tx.id),
@@ -60,14 +60,14 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
             Some(Notice::TransactionStopped { transaction_id: tx.id })
         }
         StopOutcome::AlreadyStopped(tx) => {
-            tracing::info!(station = ctx.station_id, transaction_id = tx.id, "retried StopTransaction changed nothing");
+            tracing::info!(station = ctx.station_id.as_str(), transaction_id = tx.id, "retried StopTransaction changed nothing");
             None
         }
         StopOutcome::Unknown => {
             // The station must be able to clear the transaction from its queue, so it is answered; the
             // message is kept so that the meter reading is not lost.
             crate::warn_limited!(
-                station = ctx.station_id,
+                station = ctx.station_id.as_str(),
                 transaction_id = req.transaction_id,
                 "StopTransaction for an unknown transaction"
             );

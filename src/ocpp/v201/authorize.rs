@@ -1,5 +1,6 @@
 //! Authorize (2.0.1): is this id token allowed to charge? Answered from the tenant's id tags.
 
+use crate::ids::AccountId;
 use super::types::IdToken;
 use crate::ocpp::common::id_tag::authorise;
 use crate::ocpp::context::StationContext;
@@ -28,7 +29,7 @@ pub struct IdTokenInfo {
 impl IdTokenInfo {
     /// Unknown tokens are `Unknown`; an Accepted tag past its expiry is `Expired`; a token of type
     /// NoAuthorization (the station charges without identification) is `Accepted`.
-    pub async fn lookup(store: &dyn StationLookup, account_id: &str, token: &IdToken) -> Result<Self, HandlerError> {
+    pub async fn lookup(store: &dyn StationLookup, account_id: &AccountId, token: &IdToken) -> Result<Self, HandlerError> {
         if token.kind == "NoAuthorization" {
             return Ok(Self { status: "Accepted", cache_expiry_date_time: None, group_id_token: None });
         }

@@ -97,7 +97,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
             variables.push(v);
         }
     }
-    tracing::debug!(station = ctx.station_id, request_id = req.request_id, seq_no = req.seq_no, tbc = req.tbc, generated_at = %req.generated_at, variables = variables.len(), "device model report part");
+    tracing::debug!(station = ctx.station_id.as_str(), request_id = req.request_id, seq_no = req.seq_no, tbc = req.tbc, generated_at = %req.generated_at, variables = variables.len(), "device model report part");
     // The device model a station reports counts against its event quota: the names are its own.
     if !ctx.charge_event(&variables) {
         return Err(crate::ocpp::common::events::over_event_quota());

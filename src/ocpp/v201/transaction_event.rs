@@ -70,8 +70,8 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
     let info = &req.transaction_info;
     let create = |id: i32| Transaction {
         id,
-        account_id: ctx.account_id.to_string(),
-        station_id: ctx.station_id.to_string(),
+        account_id: ctx.account_id.clone(),
+        station_id: ctx.station_id.clone(),
         connector_id: connector,
         id_tag: None,
         id_tag_status: None,
@@ -120,14 +120,14 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
         .await?;
     let tx = &outcome.transaction;
     if !outcome.applied {
-        tracing::info!(station = ctx.station_id, transaction = %info.transaction_id, seq_no = req.seq_no, "repeated TransactionEvent changed nothing");
+        tracing::info!(station = ctx.station_id.as_str(), transaction = %info.transaction_id, seq_no = req.seq_no, "repeated TransactionEvent changed nothing");
         return Ok(Handled::reply(Response { id_token_info }));
     }
     let records: Vec<MeterRecord> = req
         .meter_value
         .iter()
         .map(|mv| MeterRecord {
-            station_id: ctx.station_id.to_string(),
+            station_id: ctx.station_id.clone(),
             evse_id: tx.evse_id,
             connector_id: tx.connector_id,
             transaction_id: Some(tx.id),

@@ -1,6 +1,7 @@
 //! What only the sled store has to show: its queue keys, erasure down to the last key, and that the
 //! account store's writes are durable when they return.
 
+use crate::ids::AccountId;
 use super::*;
 use crate::model::{ApiToken, Consents, LoginEvent};
 use crate::store::prelude::*;
@@ -72,7 +73,7 @@ fn account(id: &str, slug: &str) -> Account {
 }
 
 /// Puts one record of every kind under the account.
-async fn fill(store: &SledStore, account_id: &str) {
+async fn fill(store: &SledStore, account_id: &AccountId) {
     let token = ApiToken {
         id: format!("tok-{account_id}"),
         account_id: account_id.into(),
@@ -147,7 +148,7 @@ async fn fill(store: &SledStore, account_id: &str) {
 }
 
 /// Every key in every tree that starts with the account id.
-fn keys_of(store: &SledStore, account_id: &str) -> Vec<String> {
+fn keys_of(store: &SledStore, account_id: &AccountId) -> Vec<String> {
     let mut found = Vec::new();
     for name in store.db.tree_names() {
         let tree = store.db.open_tree(&name).unwrap();

@@ -1,5 +1,6 @@
 mod flaky;
 
+use crate::ids::{AccountId, StationId};
 use super::reconcile::reconcile;
 use super::*;
 use crate::model::{Registration, TagStatus, TransactionEventRecord, TransactionStop};
@@ -107,13 +108,13 @@ async fn drained(store: &ClusterStore) {
 }
 
 /// A station connecting to the node: its record and its id tag are looked up (and cached).
-async fn connect(store: &ClusterStore, account_id: &str, station_id: &str) {
+async fn connect(store: &ClusterStore, account_id: &AccountId, station_id: &StationId) {
     assert!(store.station(account_id, station_id).await.unwrap().is_some());
     store.id_tag(account_id, "TAG").await.unwrap();
 }
 
 /// Handles one CALL of a station of `account_id` through the OCPP handlers, flush included.
-async fn call_as(store: &ClusterStore, account_id: &str, station_id: &str, action: &str, payload: Value) -> Reply {
+async fn call_as(store: &ClusterStore, account_id: &AccountId, station_id: &StationId, action: &str, payload: Value) -> Reply {
     let version = if station_id == CP201 { Version::V201 } else { Version::V16 };
     let settings =
         HandlerSettings { heartbeat_interval: Duration::from_secs(300), boot_retry_interval: Duration::from_secs(60) };
@@ -130,7 +131,7 @@ async fn call_as(store: &ClusterStore, account_id: &str, station_id: &str, actio
 }
 
 /// A CALL that must be answered with a CALLRESULT (the station's acknowledgement).
-async fn ok(store: &ClusterStore, station_id: &str, action: &str, payload: Value) -> Value {
+async fn ok(store: &ClusterStore, station_id: &StationId, action: &str, payload: Value) -> Value {
     match call_as(store, ACCOUNT, station_id, action, payload).await {
         Reply::Result { payload, .. } => payload,
         Reply::Error(e) => panic!("{action} was not acknowledged: {e:?}"),
@@ -192,14 +193,14 @@ async fn session201(store: &ClusterStore) {
 }
 
 /// The shared store's transactions of the account, checked to have unique ids.
-async fn remote_transactions(remote: &Flaky, account_id: &str) -> Vec<Transaction> {
+async fn remote_transactions(remote: &Flaky, account_id: &AccountId) -> Vec<Transaction> {
     let txs = remote.inner.transactions(account_id, None).await.unwrap();
     let ids: HashSet<i32> = txs.iter().map(|t| t.id).collect();
     assert_eq!(ids.len(), txs.len(), "transaction ids are unique: {txs:?}");
     txs
 }
 
-fn by_station<'a>(txs: &'a [Transaction], station_id: &str) -> &'a Transaction {
+fn by_station<'a>(txs: &'a [Transaction], station_id: &StationId) -> &'a Transaction {
     let mut found = txs.iter().filter(|t| t.station_id == station_id);
     let tx = found.next().unwrap_or_else(|| panic!("no transaction of {station_id}"));
     assert!(found.next().is_none(), "one transaction of {station_id}");
