@@ -5,8 +5,8 @@
 //! failure counts (an attacker gains one window's worth of tries per restart) and pending codes (the
 //! holder signs in again). A cluster would keep both in the shared store.
 
-use crate::ids::AccountId;
 use crate::config::LoginSettings;
+use crate::ids::AccountId;
 use crate::model::Account;
 use chrono::{DateTime, Utc};
 use rand::Rng;
@@ -307,7 +307,7 @@ mod tests {
     fn a_code_confirms_once_from_the_challenged_network_and_wrong_codes_use_it_up() {
         let guard = LoginGuard::new(settings());
         let ip: IpAddr = "198.51.100.7".parse().unwrap();
-        let c = guard.challenge("a", ip);
+        let c = guard.challenge(&"a".into(), ip);
         assert_eq!(c.code.len(), 6);
         let elsewhere = "192.0.2.1".parse().unwrap();
         assert!(matches!(guard.confirm(&c.challenge_id, &c.code, elsewhere), Err(ConfirmError::Refused { .. })));
@@ -315,7 +315,7 @@ mod tests {
         assert_eq!((confirmed.account_id.as_str(), confirmed.prefix.as_str()), ("a", "198.51.100.0/24"));
         assert_eq!(guard.confirm(&c.challenge_id, &c.code, ip).unwrap_err(), ConfirmError::Unknown);
 
-        let c = guard.challenge("a", ip);
+        let c = guard.challenge(&"a".into(), ip);
         assert!(guard.confirm(&c.challenge_id, "nope", ip).is_err());
         assert!(guard.confirm(&c.challenge_id, "nope", ip).is_err());
         assert_eq!(guard.confirm(&c.challenge_id, &c.code, ip).unwrap_err(), ConfirmError::Unknown);

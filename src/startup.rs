@@ -1,7 +1,6 @@
 //! Builds the application: store, registries, HTTP server bound to its listener (port 0 works;
 //! [`Application::port`] tells the port chosen).
 
-use crate::ids::AccountId;
 use crate::actors::station_registry::{NoPresence, StationRegistry};
 use crate::actors::tracker::SessionTracker;
 use crate::actors::AccountRegistry;
@@ -11,6 +10,7 @@ use crate::cluster::{Bus, LocalNode, PresenceTable, RedisLink};
 use crate::config::Settings;
 use crate::fleet::node::ThisNode;
 use crate::fleet::{Fleet, LocalFleet};
+use crate::ids::AccountId;
 use crate::limits::connections::ConnectionTable;
 use crate::limits::{self, Limits};
 use crate::login::{LogNotifier, LoginGuard, LoginNotifier};

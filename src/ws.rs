@@ -13,10 +13,10 @@
 //! than its window allows is refused with 429; the connection's bytes pass a [`FrameGuard`] that
 //! refuses an oversized message by its header.
 
-use crate::ids::StationId;
 use crate::actors::session::SessionSetup;
 use crate::actors::{StationKey, StationSession};
 use crate::auth;
+use crate::ids::StationId;
 use crate::limits::connections::{AddressKey, Connection};
 use crate::limits::frames::FrameGuard;
 use crate::limits::{self, Limit};

@@ -2,8 +2,8 @@
 //! protocol, since when, their latest connector statuses). Started on demand by the AccountRegistry
 //! and stopped when idle. Later event streams and quotas hang on it.
 
-use crate::ids::{AccountId, StationId};
 use super::station::SessionId;
+use crate::ids::{AccountId, StationId};
 use crate::metrics as m;
 use crate::ocpp::common::notice::Notice;
 use actix::prelude::*;

@@ -7,10 +7,10 @@
 //! refused; so are all sessions once the node is shutting down. Every change of which session holds
 //! a station is reported to the node's [`PresenceSink`] (the cluster's presence, or nothing).
 
-use crate::ids::{AccountId, StationId};
 use super::session::messages::{CloseSession, DeliverQueued, SendCommand};
 use super::station::{DisconnectReason, SessionId, StationKey};
 use super::tracker::SessionGuard;
+use crate::ids::{AccountId, StationId};
 use crate::ocpp::Version;
 use actix::prelude::*;
 use std::collections::{HashMap, HashSet};

@@ -1,10 +1,10 @@
 //! `POST /stations/{id}/commands/{Action}`: send an OCPP command to a connected station and wait for
 //! its answer.
 
-use crate::ids::StationId;
 use super::{ApiError, Tenant};
 use crate::actors::StationKey;
 use crate::fleet::{Command, CommandError, FleetError};
+use crate::ids::StationId;
 use crate::model::{CommandRecord, CommandStatus};
 use crate::ocpp::schema::Direction;
 use crate::ocpp::Version;

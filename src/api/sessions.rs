@@ -2,10 +2,10 @@
 //! `POST /sessions/confirm`, `DELETE /sessions/current`, `GET /account/tokens`,
 //! `DELETE /account/tokens/{id}`, and the test-only `GET /login-codes/{challenge_id}`.
 
-use crate::ids::AccountId;
 use super::accounts::{account_view, hash, normalize_email, verify_in};
 use super::{client_ip, ApiError, SignedIn};
 use crate::auth;
+use crate::ids::AccountId;
 use crate::login::{location_prefix, ConfirmError};
 use crate::model::{Account, ApiToken, LoginEvent, LoginOutcome};
 use crate::startup::AppState;

@@ -1,11 +1,11 @@
 //! Stations: provisioning, their live and stored state, removal.
 
-use crate::ids::{AccountId, StationId};
 use super::{check_printable, check_station_id, ApiError, Tenant};
 use crate::actors::account::{self, GetLiveView, LiveStation};
 use crate::actors::StationKey;
 use crate::auth;
 use crate::fleet::Presence;
+use crate::ids::{AccountId, StationId};
 use crate::limits::{self, Limit};
 use crate::model::{Account, Registration, SecurityProfile, Station};
 use crate::startup::AppState;

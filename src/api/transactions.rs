@@ -1,7 +1,7 @@
 //! Transactions: what was charged, where, by whom, and the energy delivered.
 
-use crate::ids::StationId;
 use super::{ApiError, Tenant};
+use crate::ids::StationId;
 use crate::model::Transaction;
 use crate::startup::AppState;
 use actix_web::{web, HttpResponse};

@@ -3,10 +3,10 @@
 //! station's session (through its [`LocalNode`]) and publishes the answer to the asking node's inbox.
 //! Pub/sub delivers at most once: a lost message is a command timeout, as on one node.
 
-use crate::ids::{AccountId, StationId};
 use super::link::{lock, ClusterError, LocalNode, RedisLink};
 use crate::actors::station::{DisconnectReason, SessionId, StationKey};
 use crate::fleet::command::{Command, CommandError, RemoteOutcome};
+use crate::ids::{AccountId, StationId};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;

@@ -1,10 +1,10 @@
 //! This node's connection to the cluster's Redis, shared by [`presence`](super::presence) and the
 //! [`bus`](super::bus), and [`LocalNode`]: what they hand this node's own stations.
 
-use crate::ids::AccountId;
 use crate::actors::station::{DisconnectReason, SessionId, StationKey};
 use crate::config::ClusterSettings;
 use crate::fleet::command::{Command, CommandResult};
+use crate::ids::AccountId;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

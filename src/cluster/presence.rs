@@ -7,11 +7,11 @@
 //! another node, that node is told (over the [`bus`](super::bus)) to close its session — the newer
 //! connection wins. A refresh that finds the key held by another session closes the local one too.
 
-use crate::ids::{AccountId, StationId};
 use super::bus;
 use super::link::{lock, ClusterError, LocalNode, RedisLink};
 use crate::actors::station::{DisconnectReason, SessionId, StationKey};
 use crate::actors::station_registry::PresenceSink;
+use crate::ids::{AccountId, StationId};
 use crate::ocpp::Version;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -4,10 +4,10 @@
 //! is swept too. Each node of a cluster also sweeps its own write-ahead log ([`sweep_here`]), so
 //! nothing it still holds of the account reaches the shared store after the erasure.
 
-use crate::ids::AccountId;
 use super::local::LocalFleet;
 use super::{Fleet, FleetError};
 use crate::actors::tracker::SessionTracker;
+use crate::ids::AccountId;
 use crate::metrics as m;
 use crate::store::{self, AccountStore, ErasureReport, StationStore, StoreError};
 use std::time::Duration;

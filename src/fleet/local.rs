@@ -1,6 +1,5 @@
 //! The fleet on this node: the [`StationRegistry`] and the sessions it routes to.
 
-use crate::ids::{AccountId, StationId};
 use super::command::{Command, CommandError, CommandResult};
 use crate::actors::session::messages::{DeliverQueued, SendCommand};
 use crate::actors::station::{DisconnectReason, SessionId, StationKey};
@@ -8,6 +7,7 @@ use crate::actors::station_registry::{
     CloseAccount, CloseAll, CloseIfSession, CloseStation, LiveOf, Lookup, SessionHandle, StationRegistry,
 };
 use crate::actors::tracker::SessionGuard;
+use crate::ids::{AccountId, StationId};
 use crate::ocpp::Version;
 use actix::{Addr, MailboxError};
 use std::collections::HashMap;

@@ -20,11 +20,11 @@ pub use crate::cluster::Presence;
 pub use command::{CallErrorCode, Command, CommandError, CommandResult, RemoteOutcome};
 pub use local::LocalFleet;
 
-use crate::ids::{AccountId, StationId};
 use crate::actors::station::{DisconnectReason, StationKey};
 use crate::actors::station_registry::SessionHandle;
 use crate::actors::tracker::SessionGuard;
 use crate::cluster::{Bus, ClusterError, PresenceTable};
+use crate::ids::{AccountId, StationId};
 use crate::metrics as m;
 use crate::ocpp::Version;
 use actix::MailboxError;

@@ -1,12 +1,12 @@
 //! What this node does for the rest of a cluster: the cluster bus and presence hand what they
 //! receive for this node's stations to [`ThisNode`].
 
-use crate::ids::AccountId;
 use super::command::{Command, CommandResult};
 use super::erasure;
 use super::local::LocalFleet;
 use crate::actors::station::{DisconnectReason, SessionId, StationKey};
 use crate::cluster::LocalNode;
+use crate::ids::AccountId;
 use crate::store::{AccountStore, StationStore};
 use std::sync::Arc;
 

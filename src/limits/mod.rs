@@ -18,8 +18,8 @@ pub mod http;
 pub mod logs;
 pub mod quota;
 
-use crate::ids::StationId;
 use crate::config::LimitSettings;
+use crate::ids::StationId;
 use crate::metrics as m;
 use connections::{AddressKey, ConnectionLimits, ConnectionTable};
 use quota::{Backoff, WindowQuota};

@@ -1,8 +1,8 @@
 //! What a handler receives with its request: who sent the CALL, where its effects go, and the
 //! settings and limits it is handled under.
 
-use crate::ids::{AccountId, StationId};
 use super::Version;
+use crate::ids::{AccountId, StationId};
 use crate::limits::quota::WindowQuota;
 use crate::limits::{self, Limit};
 use crate::model::Registration;
@@ -46,7 +46,10 @@ impl StationContext<'_> {
             Ok(()) => true,
             Err(_) => {
                 limits::hit(Limit::EventStorage);
-                crate::warn_limited!(station = self.station_id.as_str(), "event storage quota of the station used up: not kept");
+                crate::warn_limited!(
+                    station = self.station_id.as_str(),
+                    "event storage quota of the station used up: not kept"
+                );
                 false
             }
         }

@@ -236,11 +236,21 @@ pub trait StationStore: StationLookup {
     async fn add_meter_values(&self, account_id: &AccountId, records: &[MeterRecord]) -> StoreResult<()>;
     async fn add_event(&self, account_id: &AccountId, event: &StationEvent) -> StoreResult<()>;
     /// Stores device-model variables of a station, replacing those with the same key.
-    async fn put_variables(&self, account_id: &AccountId, station_id: &StationId, variables: &[DeviceVariable]) -> StoreResult<()>;
+    async fn put_variables(
+        &self,
+        account_id: &AccountId,
+        station_id: &StationId,
+        variables: &[DeviceVariable],
+    ) -> StoreResult<()>;
     /// Applies values a station saw (NotifyEvent) to the attributes with the same key, which keep
     /// the rest of what was reported of them ([`DeviceVariable::observed`]); an attribute not
     /// stored yet is stored as seen.
-    async fn observe_variables(&self, account_id: &AccountId, station_id: &StationId, seen: &[DeviceVariable]) -> StoreResult<()>;
+    async fn observe_variables(
+        &self,
+        account_id: &AccountId,
+        station_id: &StationId,
+        seen: &[DeviceVariable],
+    ) -> StoreResult<()>;
 
     /// The station's commands still `Queued`, in the order they were queued.
     async fn queued_commands(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<Vec<CommandRecord>>;
@@ -317,7 +327,11 @@ pub trait AccountStore: StationLookup {
 
     async fn transaction(&self, account_id: &AccountId, transaction_id: i32) -> StoreResult<Option<Transaction>>;
     /// The account's transactions, newest first, optionally for one station.
-    async fn transactions(&self, account_id: &AccountId, station_id: Option<&StationId>) -> StoreResult<Vec<Transaction>>;
+    async fn transactions(
+        &self,
+        account_id: &AccountId,
+        station_id: Option<&StationId>,
+    ) -> StoreResult<Vec<Transaction>>;
     /// Meter readings of one transaction, by timestamp.
     async fn transaction_meter_values(
         &self,
@@ -335,8 +349,12 @@ pub trait AccountStore: StationLookup {
 
     /// Appends a command to its station's queue.
     async fn enqueue_command(&self, command: &CommandRecord) -> StoreResult<()>;
-    async fn command(&self, account_id: &AccountId, station_id: &StationId, command_id: &str)
-        -> StoreResult<Option<CommandRecord>>;
+    async fn command(
+        &self,
+        account_id: &AccountId,
+        station_id: &StationId,
+        command_id: &str,
+    ) -> StoreResult<Option<CommandRecord>>;
     /// Every command record of the account, whatever its status.
     async fn account_commands(&self, account_id: &AccountId) -> StoreResult<Vec<CommandRecord>>;
     /// Every queued command of every station, how many (for the queue gauge).

@@ -3,8 +3,8 @@
 //! ([`TransactionRecords`]): read the record, apply the rule to a copy, write it only if the stored
 //! record is still the one read, else read again.
 
-use crate::ids::{AccountId, StationId};
 use super::{EventOutcome, NewTransactionFn, StopOutcome, StoreError, StoreResult, TransactionUpdate};
+use crate::ids::{AccountId, StationId};
 use crate::model::{Stopping, Transaction};
 use async_trait::async_trait;
 use rand::Rng;

@@ -6,8 +6,8 @@
 //! reported at most every [`LIVENESS_REPORT_EVERY`], so a fleet's heartbeats do not each cost an
 //! actor message.
 
-use crate::ids::AccountId;
 use crate::actors::account::{self, AccountActor, AccountRegistry, GetAccount, StationConnected, StationDisconnected};
+use crate::ids::AccountId;
 use actix::prelude::*;
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -39,7 +39,7 @@ mod tests {
         )
         .await;
         f.ok("LogStatusNotification", json!({"status": "Uploaded", "requestId": 3})).await;
-        let ev = f.store.events(ACCOUNT, STATION).await.unwrap();
+        let ev = f.store.events(&ACCOUNT.into(), &STATION.into()).await.unwrap();
         let actions: Vec<&str> = ev.iter().map(|e| e.action.as_str()).collect();
         assert_eq!(actions, ["SecurityEventNotification", "LogStatusNotification"]);
         assert_eq!(ev[0].payload["type"], "TamperDetectionActivated");

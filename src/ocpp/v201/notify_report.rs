@@ -126,7 +126,7 @@ mod tests {
         };
         f.ok("NotifyReport", report("300")).await;
         f.ok("NotifyReport", report("60")).await;
-        let vars = f.store.variables(ACCOUNT, STATION).await.unwrap();
+        let vars = f.store.variables(&ACCOUNT.into(), &STATION.into()).await.unwrap();
         assert_eq!(vars.len(), 3);
         let hb = vars.iter().find(|v| v.variable == "HeartbeatInterval").unwrap();
         assert_eq!((hb.value.as_deref(), hb.mutability.as_deref()), (Some("60"), Some("ReadWrite")));

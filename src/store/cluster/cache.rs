@@ -2,9 +2,9 @@
 //! (so stations are served while Redis is down), and the replica of transactions, with how the
 //! station path picks between a copy and the shared store.
 
-use crate::ids::{AccountId, StationId};
 use super::wal::{WalEntry, WalOp};
 use super::{account_prefix, Inner};
+use crate::ids::{AccountId, StationId};
 use crate::model::{Account, Transaction};
 use crate::store::rules::{TransactionAt, TransactionRecords};
 use crate::store::sled::{backend, decode, encode, get};

@@ -57,13 +57,13 @@ mod reconcile;
 mod tests;
 mod wal;
 
-use crate::ids::{AccountId, StationId};
 use super::rules::{self, TransactionAt};
 use super::sled::{backend, decode, encode, get};
 use super::{
     Cause, EventOutcome, NewTransactionFn, SharedStore, SledStore, StationLookup, StationStore, StopOutcome,
     StoreError, StoreResult, TransactionUpdate,
 };
+use crate::ids::{AccountId, StationId};
 use crate::metrics as m;
 use crate::model::{
     Account, CommandRecord, DeviceVariable, IdTag, MeterRecord, NewTransaction, Station, StationChange, StationEvent,
@@ -521,7 +521,12 @@ impl StationStore for ClusterStore {
         self.inner.append(WalOp::Event { account_id: account_id.clone(), event: event.clone() })
     }
 
-    async fn put_variables(&self, account_id: &AccountId, station_id: &StationId, variables: &[DeviceVariable]) -> StoreResult<()> {
+    async fn put_variables(
+        &self,
+        account_id: &AccountId,
+        station_id: &StationId,
+        variables: &[DeviceVariable],
+    ) -> StoreResult<()> {
         self.inner.append(WalOp::Variables {
             account_id: account_id.clone(),
             station_id: station_id.clone(),
@@ -529,7 +534,12 @@ impl StationStore for ClusterStore {
         })
     }
 
-    async fn observe_variables(&self, account_id: &AccountId, station_id: &StationId, seen: &[DeviceVariable]) -> StoreResult<()> {
+    async fn observe_variables(
+        &self,
+        account_id: &AccountId,
+        station_id: &StationId,
+        seen: &[DeviceVariable],
+    ) -> StoreResult<()> {
         self.inner.append(WalOp::ObservedVariables {
             account_id: account_id.clone(),
             station_id: station_id.clone(),

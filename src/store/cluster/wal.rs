@@ -1,9 +1,9 @@
 //! The write-ahead log: what a station's messages change waits here, durable with the node's next
 //! flush, until the drainer has applied it to the shared store and the shared store made it durable.
 
-use crate::ids::{AccountId, StationId};
 use super::reconcile::reconcile;
 use super::{lock, Inner, Signals, StationKey, DRAIN_CONCURRENCY, PROBE_ACCOUNT_ID};
+use crate::ids::{AccountId, StationId};
 use crate::metrics as m;
 use crate::model::{DeviceVariable, MeterRecord, StationChange, StationEvent, Transaction};
 use crate::store::sled::{backend, decode, encode};

@@ -1,9 +1,9 @@
 //! The Redis store's [`AccountStore`]: a write is in Redis when its call returns (how durable it is
 //! there is Redis's AOF setting, see the module documentation).
 
-use crate::ids::{AccountId, StationId};
 use super::scripts::SCRIPTS;
 use super::{backend, command_field, decode, encode, queued_member, score, RedisStore};
+use crate::ids::{AccountId, StationId};
 use crate::model::{
     Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, Station, StationEvent,
     Transaction,
@@ -241,7 +241,11 @@ impl AccountStore for RedisStore {
         self.hget("transaction", &self.key("txs", &[account_id]), &transaction_id.to_string()).await
     }
 
-    async fn transactions(&self, account_id: &AccountId, station_id: Option<&StationId>) -> StoreResult<Vec<Transaction>> {
+    async fn transactions(
+        &self,
+        account_id: &AccountId,
+        station_id: Option<&StationId>,
+    ) -> StoreResult<Vec<Transaction>> {
         let mut all: Vec<Transaction> = self.hvalues("transactions", &self.key("txs", &[account_id])).await?;
         if let Some(station) = station_id {
             all.retain(|t| t.station_id == *station);

@@ -59,9 +59,9 @@ mod accounts;
 mod scripts;
 mod station;
 
-use crate::ids::{AccountId, StationId};
 use super::rules::{backoff, contention, CAS_ATTEMPTS};
 use super::{Cause, ErasureReport, StoreError, StoreResult};
+use crate::ids::{AccountId, StationId};
 use crate::model::{Account, CommandRecord, StartIdentity};
 use chrono::{DateTime, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};

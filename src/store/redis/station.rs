@@ -1,12 +1,12 @@
 //! The Redis store's [`StationStore`] and [`SharedStore`], and the compare-and-set the transaction
 //! rules run over.
 
-use crate::ids::{AccountId, StationId};
 use super::scripts::SCRIPTS;
 use super::{
     backend, command_field, decode, encode, join, parse_id, queued_member, score, start_field, transaction_id,
     RedisStore,
 };
+use crate::ids::{AccountId, StationId};
 use crate::model::{
     Account, CommandRecord, CommandStatus, DeviceVariable, IdTag, MeterRecord, NewTransaction, StartIdentity, Station,
     StationChange, StationEvent, Transaction, TransactionStop,
@@ -130,7 +130,12 @@ impl StationStore for RedisStore {
         self.query_pipe("add_event", &pipe).await
     }
 
-    async fn put_variables(&self, account_id: &AccountId, station_id: &StationId, variables: &[DeviceVariable]) -> StoreResult<()> {
+    async fn put_variables(
+        &self,
+        account_id: &AccountId,
+        station_id: &StationId,
+        variables: &[DeviceVariable],
+    ) -> StoreResult<()> {
         if variables.is_empty() {
             return Ok(());
         }
@@ -150,7 +155,12 @@ impl StationStore for RedisStore {
         self.query_pipe("put_variables", &pipe).await
     }
 
-    async fn observe_variables(&self, account_id: &AccountId, station_id: &StationId, seen: &[DeviceVariable]) -> StoreResult<()> {
+    async fn observe_variables(
+        &self,
+        account_id: &AccountId,
+        station_id: &StationId,
+        seen: &[DeviceVariable],
+    ) -> StoreResult<()> {
         let hash = self.key("vars", &[account_id, station_id]);
         let mut unknown: Vec<DeviceVariable> = Vec::new();
         for v in seen {

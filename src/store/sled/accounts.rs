@@ -1,8 +1,8 @@
 //! The sled store's [`AccountStore`]: each write made durable (through the group commit) before it
 //! returns.
 
-use crate::ids::{AccountId, StationId};
 use super::{abort, backend, decode, encode, get, key, prefix, scan, transactional, SledStore};
+use crate::ids::{AccountId, StationId};
 use crate::model::{
     Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, Station, StationEvent,
     Transaction,
@@ -251,7 +251,11 @@ impl AccountStore for SledStore {
         get(&self.transactions, &Self::transaction_key(account_id, transaction_id))
     }
 
-    async fn transactions(&self, account_id: &AccountId, station_id: Option<&StationId>) -> StoreResult<Vec<Transaction>> {
+    async fn transactions(
+        &self,
+        account_id: &AccountId,
+        station_id: Option<&StationId>,
+    ) -> StoreResult<Vec<Transaction>> {
         let mut all: Vec<Transaction> = scan(&self.transactions, &prefix(&[account_id.as_bytes()]))?;
         if let Some(station) = station_id {
             all.retain(|t| t.station_id == *station);

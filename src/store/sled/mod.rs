@@ -7,13 +7,13 @@ mod accounts;
 #[cfg(test)]
 mod tests;
 
-use crate::ids::{AccountId, StationId};
 use super::group_commit::{CommitPolicy, GroupCommit};
 use super::rules::{self, TransactionAt, TransactionRecords};
 use super::{
     Cause, ErasureReport, EventOutcome, NewTransactionFn, SharedStore, Source, StationLookup, StationStore,
     StopOutcome, StoreError, StoreResult, TransactionUpdate,
 };
+use crate::ids::{AccountId, StationId};
 use crate::model::{
     Account, CommandRecord, CommandStatus, DeviceVariable, IdTag, MeterRecord, NewTransaction, StartIdentity, Station,
     StationChange, StationEvent, Transaction, TransactionStop,
@@ -374,7 +374,12 @@ impl StationStore for SledStore {
         rules::apply_transaction_event(self, at, seq_no, create, apply).await
     }
 
-    async fn put_variables(&self, account_id: &AccountId, station_id: &StationId, variables: &[DeviceVariable]) -> StoreResult<()> {
+    async fn put_variables(
+        &self,
+        account_id: &AccountId,
+        station_id: &StationId,
+        variables: &[DeviceVariable],
+    ) -> StoreResult<()> {
         let mut batch = sled::Batch::default();
         for v in variables {
             batch.insert(key(&[account_id.as_bytes(), station_id.as_bytes(), v.key().as_bytes()]), encode(v)?);
@@ -382,7 +387,12 @@ impl StationStore for SledStore {
         self.device_model.apply_batch(batch).map_err(backend)
     }
 
-    async fn observe_variables(&self, account_id: &AccountId, station_id: &StationId, seen: &[DeviceVariable]) -> StoreResult<()> {
+    async fn observe_variables(
+        &self,
+        account_id: &AccountId,
+        station_id: &StationId,
+        seen: &[DeviceVariable],
+    ) -> StoreResult<()> {
         // One station's messages are handled one at a time, so nothing else writes its device model
         // between the read and the batch.
         let mut batch = std::collections::BTreeMap::new();

@@ -117,11 +117,21 @@ impl StationStore for Flaky {
         self.gate()?;
         self.inner.add_event(account_id, event).await
     }
-    async fn put_variables(&self, account_id: &AccountId, station_id: &StationId, variables: &[DeviceVariable]) -> StoreResult<()> {
+    async fn put_variables(
+        &self,
+        account_id: &AccountId,
+        station_id: &StationId,
+        variables: &[DeviceVariable],
+    ) -> StoreResult<()> {
         self.gate()?;
         self.inner.put_variables(account_id, station_id, variables).await
     }
-    async fn observe_variables(&self, account_id: &AccountId, station_id: &StationId, seen: &[DeviceVariable]) -> StoreResult<()> {
+    async fn observe_variables(
+        &self,
+        account_id: &AccountId,
+        station_id: &StationId,
+        seen: &[DeviceVariable],
+    ) -> StoreResult<()> {
         self.gate()?;
         self.inner.observe_variables(account_id, station_id, seen).await
     }
