@@ -11,21 +11,20 @@ use std::ops::Deref;
 macro_rules! string_id {
     ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
         pub struct $name(String);
 
         impl $name {
-            pub fn new(id: impl Into<String>) -> Self {
-                Self(id.into())
-            }
-
             pub fn as_str(&self) -> &str {
                 &self.0
             }
+        }
 
-            pub fn into_string(self) -> String {
-                self.0
+        /// As the string: logs and messages that show an id with `{:?}` read as before.
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&self.0, f)
             }
         }
 
@@ -138,5 +137,6 @@ mod tests {
         let back: StationId = serde_json::from_str("\"CP/1\"").unwrap();
         assert_eq!(back, "CP/1");
         assert_eq!(AccountId::from("acct").to_string(), "acct");
+        assert_eq!(format!("{:?}", AccountId::from("acct")), format!("{:?}", "acct"));
     }
 }

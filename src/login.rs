@@ -36,7 +36,7 @@ fn address_key(ip: IpAddr) -> String {
     format!("ip:{}", crate::limits::connections::AddressKey::of(ip))
 }
 
-fn account_key(account_id: &str) -> String {
+fn account_key(account_id: &AccountId) -> String {
     format!("account:{account_id}")
 }
 
@@ -104,7 +104,7 @@ pub struct LoginGuard {
     failures: Mutex<HashMap<String, VecDeque<Instant>>>,
     challenges: Mutex<HashMap<String, Pending>>,
     /// When a refusal for too many attempts was last written to each account's history.
-    limited_noted: Mutex<HashMap<String, Instant>>,
+    limited_noted: Mutex<HashMap<AccountId, Instant>>,
 }
 
 /// Failure lists this long are swept for expired entries, so idle keys do not accumulate.
@@ -141,7 +141,7 @@ impl LoginGuard {
 
     /// Whether a sign-in must be refused unchecked, and for how long: the longer of the account's
     /// and the address's waits.
-    pub fn blocked(&self, account_id: Option<&str>, ip: IpAddr) -> Option<Duration> {
+    pub fn blocked(&self, account_id: Option<&AccountId>, ip: IpAddr) -> Option<Duration> {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let by_ip = self.wait(&mut failures, &address_key(ip), self.settings.max_failures_per_ip);
         let by_account = account_id
@@ -151,7 +151,7 @@ impl LoginGuard {
 
     /// Whether the address or the account failed recently (within the window), though not enough
     /// to be blocked: such sign-ins wait behind others for a password check.
-    pub fn suspect(&self, account_id: Option<&str>, ip: IpAddr) -> bool {
+    pub fn suspect(&self, account_id: Option<&AccountId>, ip: IpAddr) -> bool {
         let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let window = self.window();
         let recent = |key: &str| failures.get(key).and_then(|l| l.back()).is_some_and(|t| t.elapsed() < window);
@@ -159,7 +159,7 @@ impl LoginGuard {
     }
 
     /// Counts a failed attempt against the address and, when known, the account.
-    pub fn record_failure(&self, account_id: Option<&str>, ip: IpAddr) {
+    pub fn record_failure(&self, account_id: Option<&AccountId>, ip: IpAddr) {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         if failures.len() >= SWEEP_AT {
             let window = self.window();
@@ -174,7 +174,7 @@ impl LoginGuard {
 
     /// Whether a refused attempt should go to the account's history: the first of each window does,
     /// so the holder sees the attack, and the rest do not, so an attacker cannot flush the history.
-    pub fn note_rate_limited(&self, account_id: &str) -> bool {
+    pub fn note_rate_limited(&self, account_id: &AccountId) -> bool {
         let mut noted = self.limited_noted.lock().unwrap_or_else(|e| e.into_inner());
         let window = self.window();
         if noted.len() >= SWEEP_AT {
@@ -183,7 +183,7 @@ impl LoginGuard {
         match noted.get(account_id) {
             Some(t) if t.elapsed() < window => false,
             _ => {
-                noted.insert(account_id.to_string(), Instant::now());
+                noted.insert(account_id.clone(), Instant::now());
                 true
             }
         }
@@ -191,15 +191,15 @@ impl LoginGuard {
 
     /// A successful sign-in clears the account's count (not the address's: one address may be
     /// trying many accounts).
-    pub fn clear_account(&self, account_id: &str) {
+    pub fn clear_account(&self, account_id: &AccountId) {
         self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&account_key(account_id));
     }
 
     /// Drops everything held about an erased account.
-    pub fn forget_account(&self, account_id: &str) {
+    pub fn forget_account(&self, account_id: &AccountId) {
         self.clear_account(account_id);
         self.limited_noted.lock().unwrap_or_else(|e| e.into_inner()).remove(account_id);
-        self.challenges.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, p| p.account_id != account_id);
+        self.challenges.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, p| p.account_id != *account_id);
     }
 
     /// Issues a one-time code for a sign-in from `ip`.
@@ -288,19 +288,19 @@ mod tests {
         let guard = LoginGuard::new(settings());
         let (ip, other_ip) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         for _ in 0..3 {
-            assert_eq!(guard.blocked(Some("a"), ip), None);
-            guard.record_failure(Some("a"), ip);
+            assert_eq!(guard.blocked(Some(&"a".into()), ip), None);
+            guard.record_failure(Some(&"a".into()), ip);
         }
-        let wait = guard.blocked(Some("a"), other_ip).expect("the account is blocked from any address");
+        let wait = guard.blocked(Some(&"a".into()), other_ip).expect("the account is blocked from any address");
         assert!(wait <= Duration::from_secs(900) && wait > Duration::from_secs(890), "{wait:?}");
-        assert_eq!(guard.blocked(Some("b"), other_ip), None);
-        guard.record_failure(Some("b"), ip);
-        guard.record_failure(Some("c"), ip);
-        assert!(guard.blocked(Some("d"), ip).is_some(), "five failures from one address block it");
-        guard.clear_account("a");
-        assert_eq!(guard.blocked(Some("a"), other_ip), None);
+        assert_eq!(guard.blocked(Some(&"b".into()), other_ip), None);
+        guard.record_failure(Some(&"b".into()), ip);
+        guard.record_failure(Some(&"c".into()), ip);
+        assert!(guard.blocked(Some(&"d".into()), ip).is_some(), "five failures from one address block it");
+        guard.clear_account(&"a".into());
+        assert_eq!(guard.blocked(Some(&"a".into()), other_ip), None);
         assert!(guard.suspect(None, ip), "the address failed recently");
-        assert!(!guard.suspect(Some("a"), other_ip), "the account's failures were cleared");
+        assert!(!guard.suspect(Some(&"a".into()), other_ip), "the account's failures were cleared");
     }
 
     #[test]

@@ -75,14 +75,14 @@ pub async fn login(
         Ok(email) => state.account_store.account_by_email(&email).await?,
         Err(_) => None,
     };
-    if let Some(retry_after) = state.login.blocked(account.as_ref().map(|a| a.id.as_str()), ip) {
+    if let Some(retry_after) = state.login.blocked(account.as_ref().map(|a| &a.id), ip) {
         if let Some(a) = account.as_ref().filter(|a| state.login.note_rate_limited(&a.id)) {
             record(&state, &a.id, ip, LoginOutcome::RateLimited).await?;
         }
         return Err(ApiError::TooManyAttempts { retry_after });
     }
     // After recent failures of this address or account, the password check waits behind others.
-    let lane = if state.login.suspect(account.as_ref().map(|a| a.id.as_str()), ip) {
+    let lane = if state.login.suspect(account.as_ref().map(|a| &a.id), ip) {
         auth::Lane::Suspect { max_waiting: state.limits.settings.auth_queue }
     } else {
         auth::Lane::Normal
