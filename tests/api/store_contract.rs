@@ -7,6 +7,7 @@
 
 use crate::redis::RedisServer;
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use ocpp_css::ids::AccountId;
 use ocpp_css::model::{
     Account, ApiToken, BootInfo, CommandRecord, CommandStatus, ConnectorStatus, Consent, Consents, DeviceVariable,
     IdTag, LoginEvent, LoginOutcome, MeterRecord, MeterValue, NewTransaction, Registration, SampledValue,
@@ -249,21 +250,22 @@ fn v201(account_id: &str, station_id: &str, reference: &str, id: i32) -> Transac
 
 /// Puts one record of every kind under the account, on station CP1.
 async fn fill(store: &dyn SharedStore, account_id: &str) {
+    let account_id = &AccountId::from(account_id);
     store.put_token(&format!("hash-{account_id}"), &token(account_id, &format!("tok-{account_id}"), 0)).await.unwrap();
     store.create_station(&station(account_id, "CP1")).await.unwrap();
-    store.put_id_tag(&account_id.into(), &tag("TAG", TagStatus::Accepted)).await.unwrap();
+    store.put_id_tag(account_id, &tag("TAG", TagStatus::Accepted)).await.unwrap();
     let (tx, _) = store.start_transaction(&new_tx(account_id, "CP1", 1, 0)).await.unwrap();
-    store.add_meter_values(&account_id.into(), &[reading("CP1", Some(tx.id), 150, "10")]).await.unwrap();
-    store.add_event(&account_id.into(), &event("CP1", "DataTransfer", 1)).await.unwrap();
+    store.add_meter_values(account_id, &[reading("CP1", Some(tx.id), 150, "10")]).await.unwrap();
+    store.add_event(account_id, &event("CP1", "DataTransfer", 1)).await.unwrap();
     store.enqueue_command(&command(account_id, "CP1", "Reset", 1)).await.unwrap();
     let consents =
         Consents { marketing_emails: Consent { granted: true, updated_at: Some(at(0)) }, ..Consents::default() };
-    store.put_consents(&account_id.into(), &consents).await.unwrap();
+    store.put_consents(account_id, &consents).await.unwrap();
     let login = LoginEvent { at: at(0), ip: "127.0.0.1".into(), outcome: LoginOutcome::Success };
-    store.add_login_event(&account_id.into(), &login, 10).await.unwrap();
+    store.add_login_event(account_id, &login, 10).await.unwrap();
     store
         .apply_transaction_event(
-            &account_id.into(),
+            account_id,
             &"CP1".into(),
             "tx-201",
             0,
@@ -273,35 +275,36 @@ async fn fill(store: &dyn SharedStore, account_id: &str) {
         .await
         .unwrap();
     store
-        .put_variables(&account_id.into(), &"CP1".into(), &[variable("OCPPCommCtrlr", "HeartbeatInterval", "60")])
+        .put_variables(account_id, &"CP1".into(), &[variable("OCPPCommCtrlr", "HeartbeatInterval", "60")])
         .await
         .unwrap();
 }
 
 /// Everything the store answers about an account, as text, to compare before and after.
 async fn everything_of(store: &dyn SharedStore, account_id: &str) -> String {
-    let txs = store.transactions(&account_id.into(), None).await.unwrap();
+    let account_id = &AccountId::from(account_id);
+    let txs = store.transactions(account_id, None).await.unwrap();
     let mut meter = Vec::new();
     for tx in &txs {
-        meter.push(store.transaction_meter_values(&account_id.into(), &tx.station_id, tx.id).await.unwrap());
+        meter.push(store.transaction_meter_values(account_id, &tx.station_id, tx.id).await.unwrap());
     }
     format!(
         "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
-        store.account(&account_id.into()).await.unwrap(),
-        store.tokens(&account_id.into()).await.unwrap(),
-        store.consents(&account_id.into()).await.unwrap(),
-        store.login_events(&account_id.into()).await.unwrap(),
-        store.stations(&account_id.into()).await.unwrap(),
-        store.id_tags(&account_id.into()).await.unwrap(),
+        store.account(account_id).await.unwrap(),
+        store.tokens(account_id).await.unwrap(),
+        store.consents(account_id).await.unwrap(),
+        store.login_events(account_id).await.unwrap(),
+        store.stations(account_id).await.unwrap(),
+        store.id_tags(account_id).await.unwrap(),
         txs,
         meter,
-        store.account_meter_values(&account_id.into()).await.unwrap(),
-        store.events(&account_id.into(), &"CP1".into()).await.unwrap(),
-        store.account_events(&account_id.into()).await.unwrap(),
-        store.account_commands(&account_id.into()).await.unwrap(),
-        store.queued_commands(&account_id.into(), &"CP1".into()).await.unwrap(),
-        store.variables(&account_id.into(), &"CP1".into()).await.unwrap(),
-        store.transaction_by_reference(&account_id.into(), &"CP1".into(), "tx-201").await.unwrap(),
+        store.account_meter_values(account_id).await.unwrap(),
+        store.events(account_id, &"CP1".into()).await.unwrap(),
+        store.account_events(account_id).await.unwrap(),
+        store.account_commands(account_id).await.unwrap(),
+        store.queued_commands(account_id, &"CP1".into()).await.unwrap(),
+        store.variables(account_id, &"CP1".into()).await.unwrap(),
+        store.transaction_by_reference(account_id, &"CP1".into(), "tx-201").await.unwrap(),
         store.transaction_by_start(&new_tx(account_id, "CP1", 1, 0).start_identity()).await.unwrap(),
     )
 }
