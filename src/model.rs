@@ -665,6 +665,16 @@ mod tests {
     }
 
     #[test]
+    fn ids_in_a_record_are_the_bare_strings_they_were() {
+        let station =
+            Station::new(&"acct".into(), &"CP1".into(), "h".into(), Registration::Accepted, SecurityProfile::Basic);
+        let stored = serde_json::to_value(&station).unwrap();
+        assert_eq!((&stored["account_id"], &stored["id"]), (&serde_json::json!("acct"), &serde_json::json!("CP1")));
+        let back: Station = serde_json::from_value(stored).unwrap();
+        assert_eq!((back.account_id.as_str(), back.id.as_str()), ("acct", "CP1"));
+    }
+
+    #[test]
     fn the_first_stop_wins_and_a_retried_or_foreign_stop_changes_nothing() {
         let mut tx = open_transaction();
         assert_eq!(tx.stop(&"CP2".into(), &stop_at(500)), Stopping::OtherStation);
