@@ -15,7 +15,7 @@
 //!   close an account, nudge queued delivery, locate), and account erasure.
 //! - [`cluster`]: cluster mode: station presence and the bus between nodes (command routing,
 //!   duplicate connections) through Redis.
-//! - [`model`]: the records kept.
+//! - [`model`]: the records kept; [`ids`]: the `AccountId` and `StationId` they and the stores are keyed by.
 //! - [`auth`]: password hashing and tokens; [`login`]: sign-in failure limits, new-location
 //!   challenges and the notifier of their one-time codes.
 //! - [`limits`]: bounds on what one station, tenant or stranger can consume (frame sizes,
@@ -30,6 +30,7 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod fleet;
+pub mod ids;
 pub mod limits;
 pub mod login;
 pub mod metrics;

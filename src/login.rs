@@ -6,6 +6,7 @@
 //! holder signs in again). A cluster would keep both in the shared store.
 
 use crate::config::LoginSettings;
+use crate::ids::AccountId;
 use crate::model::Account;
 use chrono::{DateTime, Utc};
 use rand::Rng;
@@ -35,7 +36,7 @@ fn address_key(ip: IpAddr) -> String {
     format!("ip:{}", crate::limits::connections::AddressKey::of(ip))
 }
 
-fn account_key(account_id: &str) -> String {
+fn account_key(account_id: &AccountId) -> String {
     format!("account:{account_id}")
 }
 
@@ -74,7 +75,7 @@ impl LoginNotifier for LogNotifier {
 }
 
 struct Pending {
-    account_id: String,
+    account_id: AccountId,
     prefix: String,
     code: String,
     expires: Instant,
@@ -84,7 +85,7 @@ struct Pending {
 /// A confirmed challenge: the account may sign in, and `prefix` becomes one of its known locations.
 #[derive(Debug)]
 pub struct Confirmed {
-    pub account_id: String,
+    pub account_id: AccountId,
     pub prefix: String,
 }
 
@@ -94,7 +95,7 @@ pub enum ConfirmError {
     /// No such challenge, or expired, used or out of tries.
     Unknown,
     /// The code is wrong (a try was used), or it came from another network than the sign-in.
-    Refused { account_id: String },
+    Refused { account_id: AccountId },
 }
 
 /// Failure counts and pending challenges.
@@ -103,7 +104,7 @@ pub struct LoginGuard {
     failures: Mutex<HashMap<String, VecDeque<Instant>>>,
     challenges: Mutex<HashMap<String, Pending>>,
     /// When a refusal for too many attempts was last written to each account's history.
-    limited_noted: Mutex<HashMap<String, Instant>>,
+    limited_noted: Mutex<HashMap<AccountId, Instant>>,
 }
 
 /// Failure lists this long are swept for expired entries, so idle keys do not accumulate.
@@ -140,7 +141,7 @@ impl LoginGuard {
 
     /// Whether a sign-in must be refused unchecked, and for how long: the longer of the account's
     /// and the address's waits.
-    pub fn blocked(&self, account_id: Option<&str>, ip: IpAddr) -> Option<Duration> {
+    pub fn blocked(&self, account_id: Option<&AccountId>, ip: IpAddr) -> Option<Duration> {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let by_ip = self.wait(&mut failures, &address_key(ip), self.settings.max_failures_per_ip);
         let by_account = account_id
@@ -150,7 +151,7 @@ impl LoginGuard {
 
     /// Whether the address or the account failed recently (within the window), though not enough
     /// to be blocked: such sign-ins wait behind others for a password check.
-    pub fn suspect(&self, account_id: Option<&str>, ip: IpAddr) -> bool {
+    pub fn suspect(&self, account_id: Option<&AccountId>, ip: IpAddr) -> bool {
         let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let window = self.window();
         let recent = |key: &str| failures.get(key).and_then(|l| l.back()).is_some_and(|t| t.elapsed() < window);
@@ -158,7 +159,7 @@ impl LoginGuard {
     }
 
     /// Counts a failed attempt against the address and, when known, the account.
-    pub fn record_failure(&self, account_id: Option<&str>, ip: IpAddr) {
+    pub fn record_failure(&self, account_id: Option<&AccountId>, ip: IpAddr) {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         if failures.len() >= SWEEP_AT {
             let window = self.window();
@@ -173,7 +174,7 @@ impl LoginGuard {
 
     /// Whether a refused attempt should go to the account's history: the first of each window does,
     /// so the holder sees the attack, and the rest do not, so an attacker cannot flush the history.
-    pub fn note_rate_limited(&self, account_id: &str) -> bool {
+    pub fn note_rate_limited(&self, account_id: &AccountId) -> bool {
         let mut noted = self.limited_noted.lock().unwrap_or_else(|e| e.into_inner());
         let window = self.window();
         if noted.len() >= SWEEP_AT {
@@ -182,7 +183,7 @@ impl LoginGuard {
         match noted.get(account_id) {
             Some(t) if t.elapsed() < window => false,
             _ => {
-                noted.insert(account_id.to_string(), Instant::now());
+                noted.insert(account_id.clone(), Instant::now());
                 true
             }
         }
@@ -190,19 +191,19 @@ impl LoginGuard {
 
     /// A successful sign-in clears the account's count (not the address's: one address may be
     /// trying many accounts).
-    pub fn clear_account(&self, account_id: &str) {
+    pub fn clear_account(&self, account_id: &AccountId) {
         self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&account_key(account_id));
     }
 
     /// Drops everything held about an erased account.
-    pub fn forget_account(&self, account_id: &str) {
+    pub fn forget_account(&self, account_id: &AccountId) {
         self.clear_account(account_id);
         self.limited_noted.lock().unwrap_or_else(|e| e.into_inner()).remove(account_id);
-        self.challenges.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, p| p.account_id != account_id);
+        self.challenges.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, p| p.account_id != *account_id);
     }
 
     /// Issues a one-time code for a sign-in from `ip`.
-    pub fn challenge(&self, account_id: &str, ip: IpAddr) -> LocationChallenge {
+    pub fn challenge(&self, account_id: &AccountId, ip: IpAddr) -> LocationChallenge {
         let ttl = Duration::from_secs(self.settings.challenge_ttl_secs);
         let code = format!("{:06}", rand::thread_rng().gen_range(0..1_000_000u32));
         let challenge = LocationChallenge {
@@ -217,7 +218,7 @@ impl LoginGuard {
         challenges.insert(
             challenge.challenge_id.clone(),
             Pending {
-                account_id: account_id.to_string(),
+                account_id: account_id.clone(),
                 prefix: challenge.prefix.clone(),
                 code,
                 expires: Instant::now() + ttl,
@@ -287,26 +288,26 @@ mod tests {
         let guard = LoginGuard::new(settings());
         let (ip, other_ip) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         for _ in 0..3 {
-            assert_eq!(guard.blocked(Some("a"), ip), None);
-            guard.record_failure(Some("a"), ip);
+            assert_eq!(guard.blocked(Some(&"a".into()), ip), None);
+            guard.record_failure(Some(&"a".into()), ip);
         }
-        let wait = guard.blocked(Some("a"), other_ip).expect("the account is blocked from any address");
+        let wait = guard.blocked(Some(&"a".into()), other_ip).expect("the account is blocked from any address");
         assert!(wait <= Duration::from_secs(900) && wait > Duration::from_secs(890), "{wait:?}");
-        assert_eq!(guard.blocked(Some("b"), other_ip), None);
-        guard.record_failure(Some("b"), ip);
-        guard.record_failure(Some("c"), ip);
-        assert!(guard.blocked(Some("d"), ip).is_some(), "five failures from one address block it");
-        guard.clear_account("a");
-        assert_eq!(guard.blocked(Some("a"), other_ip), None);
+        assert_eq!(guard.blocked(Some(&"b".into()), other_ip), None);
+        guard.record_failure(Some(&"b".into()), ip);
+        guard.record_failure(Some(&"c".into()), ip);
+        assert!(guard.blocked(Some(&"d".into()), ip).is_some(), "five failures from one address block it");
+        guard.clear_account(&"a".into());
+        assert_eq!(guard.blocked(Some(&"a".into()), other_ip), None);
         assert!(guard.suspect(None, ip), "the address failed recently");
-        assert!(!guard.suspect(Some("a"), other_ip), "the account's failures were cleared");
+        assert!(!guard.suspect(Some(&"a".into()), other_ip), "the account's failures were cleared");
     }
 
     #[test]
     fn a_code_confirms_once_from_the_challenged_network_and_wrong_codes_use_it_up() {
         let guard = LoginGuard::new(settings());
         let ip: IpAddr = "198.51.100.7".parse().unwrap();
-        let c = guard.challenge("a", ip);
+        let c = guard.challenge(&"a".into(), ip);
         assert_eq!(c.code.len(), 6);
         let elsewhere = "192.0.2.1".parse().unwrap();
         assert!(matches!(guard.confirm(&c.challenge_id, &c.code, elsewhere), Err(ConfirmError::Refused { .. })));
@@ -314,7 +315,7 @@ mod tests {
         assert_eq!((confirmed.account_id.as_str(), confirmed.prefix.as_str()), ("a", "198.51.100.0/24"));
         assert_eq!(guard.confirm(&c.challenge_id, &c.code, ip).unwrap_err(), ConfirmError::Unknown);
 
-        let c = guard.challenge("a", ip);
+        let c = guard.challenge(&"a".into(), ip);
         assert!(guard.confirm(&c.challenge_id, "nope", ip).is_err());
         assert!(guard.confirm(&c.challenge_id, "nope", ip).is_err());
         assert_eq!(guard.confirm(&c.challenge_id, &c.code, ip).unwrap_err(), ConfirmError::Unknown);

@@ -6,10 +6,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub use crate::ids::{AccountId, StationId};
+
 /// A tenant: a charging-network operator with its own stations, id tags and transactions.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Account {
-    pub id: String,
+    pub id: AccountId,
     pub email: String,
     pub name: String,
     /// Short name used in station URLs: `/ocpp/{slug}/{station_id}`.
@@ -31,7 +33,7 @@ pub struct ApiToken {
     /// existed have an empty one and are refused (they could be neither listed nor revoked).
     #[serde(default)]
     pub id: String,
-    pub account_id: String,
+    pub account_id: AccountId,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     /// When the token was last used, to within a minute (updating on every request would cost a
@@ -178,8 +180,8 @@ impl From<SecurityProfile> for u8 {
 /// A charge point provisioned by a tenant.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Station {
-    pub account_id: String,
-    pub id: String,
+    pub account_id: AccountId,
+    pub id: StationId,
     /// argon2 PHC string of the Basic-auth password.
     pub password_hash: String,
     /// Stations stored before profiles existed use profile 1, which is what they did.
@@ -209,15 +211,15 @@ pub fn connector_key(evse_id: Option<u32>, connector_id: u32) -> String {
 impl Station {
     /// A newly provisioned station: never connected, nothing reported yet.
     pub fn new(
-        account_id: &str,
-        id: &str,
+        account_id: &AccountId,
+        id: &StationId,
         password_hash: String,
         registration: Registration,
         security_profile: SecurityProfile,
     ) -> Self {
         Station {
-            account_id: account_id.to_string(),
-            id: id.to_string(),
+            account_id: account_id.clone(),
+            id: id.clone(),
             password_hash,
             security_profile,
             registration,
@@ -332,7 +334,7 @@ pub struct MeterValue {
 /// A stored meter reading with where it came from.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct MeterRecord {
-    pub station_id: String,
+    pub station_id: StationId,
     /// OCPP 2.0.1: the EVSE (then `connector_id` is 0).
     #[serde(default)]
     pub evse_id: Option<u32>,
@@ -356,8 +358,8 @@ pub struct TransactionStop {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Transaction {
     pub id: i32,
-    pub account_id: String,
-    pub station_id: String,
+    pub account_id: AccountId,
+    pub station_id: StationId,
     pub connector_id: u32,
     /// The id tag (1.6) or id token (2.0.1) that started it; 2.0.1 may start without one.
     pub id_tag: Option<String>,
@@ -440,8 +442,8 @@ impl Transaction {
 
     /// A station's StopTransaction: the first stop wins, so a retried one (or one for a transaction
     /// stopped otherwise) changes nothing; another station's transaction is left alone.
-    pub fn stop(&mut self, station_id: &str, stop: &TransactionStop) -> Stopping {
-        if self.station_id != station_id {
+    pub fn stop(&mut self, station_id: &StationId, stop: &TransactionStop) -> Stopping {
+        if self.station_id != *station_id {
             return Stopping::OtherStation;
         }
         if self.stop.is_some() {
@@ -491,8 +493,8 @@ pub struct TransactionEventRecord {
 /// What a StartTransaction asks to record.
 #[derive(Debug, Clone)]
 pub struct NewTransaction {
-    pub account_id: String,
-    pub station_id: String,
+    pub account_id: AccountId,
+    pub station_id: StationId,
     pub connector_id: u32,
     pub id_tag: String,
     pub id_tag_status: String,
@@ -504,8 +506,8 @@ pub struct NewTransaction {
 /// The fields that identify a 1.6 transaction's start; see [`Transaction::start_identity`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartIdentity {
-    pub account_id: String,
-    pub station_id: String,
+    pub account_id: AccountId,
+    pub station_id: StationId,
     pub connector_id: u32,
     pub start_timestamp: DateTime<Utc>,
     pub meter_start: i64,
@@ -526,7 +528,7 @@ impl NewTransaction {
 /// A message kept for the record that changes no other state (DataTransfer, security events, ...).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StationEvent {
-    pub station_id: String,
+    pub station_id: StationId,
     pub action: String,
     pub payload: serde_json::Value,
     pub received_at: DateTime<Utc>,
@@ -617,8 +619,8 @@ pub struct CommandRecord {
     /// The subprotocol the payload was validated for; delivered only over the same.
     #[serde(default = "default_protocol")]
     pub protocol: String,
-    pub account_id: String,
-    pub station_id: String,
+    pub account_id: AccountId,
+    pub station_id: StationId,
     pub action: String,
     pub payload: serde_json::Value,
     pub status: CommandStatus,
@@ -663,13 +665,23 @@ mod tests {
     }
 
     #[test]
+    fn ids_in_a_record_are_the_bare_strings_they_were() {
+        let station =
+            Station::new(&"acct".into(), &"CP1".into(), "h".into(), Registration::Accepted, SecurityProfile::Basic);
+        let stored = serde_json::to_value(&station).unwrap();
+        assert_eq!((&stored["account_id"], &stored["id"]), (&serde_json::json!("acct"), &serde_json::json!("CP1")));
+        let back: Station = serde_json::from_value(stored).unwrap();
+        assert_eq!((back.account_id.as_str(), back.id.as_str()), ("acct", "CP1"));
+    }
+
+    #[test]
     fn the_first_stop_wins_and_a_retried_or_foreign_stop_changes_nothing() {
         let mut tx = open_transaction();
-        assert_eq!(tx.stop("CP2", &stop_at(500)), Stopping::OtherStation);
+        assert_eq!(tx.stop(&"CP2".into(), &stop_at(500)), Stopping::OtherStation);
         assert!(tx.stop.is_none(), "another station cannot stop it");
-        assert_eq!(tx.stop("CP1", &stop_at(500)), Stopping::Stopped);
+        assert_eq!(tx.stop(&"CP1".into(), &stop_at(500)), Stopping::Stopped);
         let first = tx.clone();
-        assert_eq!(tx.stop("CP1", &stop_at(900)), Stopping::AlreadyStopped);
+        assert_eq!(tx.stop(&"CP1".into(), &stop_at(900)), Stopping::AlreadyStopped);
         assert_eq!(tx, first, "the retry changed nothing");
         assert_eq!(tx.energy_wh(), Some(400));
     }

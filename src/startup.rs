@@ -10,6 +10,7 @@ use crate::cluster::{Bus, LocalNode, PresenceTable, RedisLink};
 use crate::config::Settings;
 use crate::fleet::node::ThisNode;
 use crate::fleet::{Fleet, LocalFleet};
+use crate::ids::AccountId;
 use crate::limits::connections::ConnectionTable;
 use crate::limits::{self, Limits};
 use crate::login::{LogNotifier, LoginGuard, LoginNotifier};
@@ -357,7 +358,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             "wal_pending": wal.pending(),
         }));
     }
-    match state.account_store.account("readiness-probe").await {
+    match state.account_store.account(&AccountId::from("readiness-probe")).await {
         Ok(_) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
         Err(e) => HttpResponse::ServiceUnavailable()
             .json(serde_json::json!({"code": "store_unavailable", "message": e.to_string()})),

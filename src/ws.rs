@@ -16,6 +16,7 @@
 use crate::actors::session::SessionSetup;
 use crate::actors::{StationKey, StationSession};
 use crate::auth;
+use crate::ids::StationId;
 use crate::limits::connections::{AddressKey, Connection};
 use crate::limits::frames::FrameGuard;
 use crate::limits::{self, Limit};
@@ -133,7 +134,7 @@ fn shutting_down() -> HttpResponse {
 pub async fn ocpp_endpoint(
     req: HttpRequest,
     body: web::Payload,
-    path: web::Path<(String, String)>,
+    path: web::Path<(String, StationId)>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let (tenant, station_id) = path.into_inner();

@@ -3,6 +3,7 @@
 //! and stopped when idle. Later event streams and quotas hang on it.
 
 use super::station::SessionId;
+use crate::ids::{AccountId, StationId};
 use crate::metrics as m;
 use crate::ocpp::common::notice::Notice;
 use actix::prelude::*;
@@ -24,9 +25,9 @@ pub struct LiveStation {
 
 /// A tenant's live view.
 pub struct AccountActor {
-    account_id: String,
+    account_id: AccountId,
     registry: Addr<AccountRegistry>,
-    stations: HashMap<String, LiveStation>,
+    stations: HashMap<StationId, LiveStation>,
     idle_after: Duration,
     last_activity: Instant,
 }
@@ -55,7 +56,7 @@ impl Actor for AccountActor {
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct StationConnected {
-    pub station_id: String,
+    pub station_id: StationId,
     pub session_id: SessionId,
     pub protocol: String,
 }
@@ -64,7 +65,7 @@ pub struct StationConnected {
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct StationDisconnected {
-    pub station_id: String,
+    pub station_id: StationId,
     pub session_id: SessionId,
 }
 
@@ -72,7 +73,7 @@ pub struct StationDisconnected {
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct StationNotice {
-    pub station_id: String,
+    pub station_id: StationId,
     pub session_id: SessionId,
     /// None when the message only proves the station is alive.
     pub notice: Option<Notice>,
@@ -80,7 +81,7 @@ pub struct StationNotice {
 
 /// The live state of every connected station, by station id.
 #[derive(Message, Clone)]
-#[rtype(result = "HashMap<String, LiveStation>")]
+#[rtype(result = "HashMap<StationId, LiveStation>")]
 pub struct GetLiveView;
 
 impl AccountActor {
@@ -159,7 +160,7 @@ impl Handler<GetLiveView> for AccountActor {
 
 /// Starts account actors on demand and hands out their addresses.
 pub struct AccountRegistry {
-    accounts: HashMap<String, Addr<AccountActor>>,
+    accounts: HashMap<AccountId, Addr<AccountActor>>,
     idle_after: Duration,
 }
 
@@ -177,14 +178,14 @@ impl Actor for AccountRegistry {
 #[derive(Message)]
 #[rtype(result = "Addr<AccountActor>")]
 pub struct GetAccount {
-    pub account_id: String,
+    pub account_id: AccountId,
 }
 
 /// An account actor stopped.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct AccountStopped {
-    pub account_id: String,
+    pub account_id: AccountId,
     pub addr: Addr<AccountActor>,
 }
 
@@ -221,14 +222,14 @@ impl Handler<AccountStopped> for AccountRegistry {
 }
 
 /// Sends a message to the account's actor, starting it again if it stopped in between.
-pub async fn tell<M>(registry: &Addr<AccountRegistry>, account_id: &str, msg: M) -> Option<M::Result>
+pub async fn tell<M>(registry: &Addr<AccountRegistry>, account_id: &AccountId, msg: M) -> Option<M::Result>
 where
     M: Message + Send + Clone + 'static,
     M::Result: Send,
     AccountActor: Handler<M>,
 {
     for _ in 0..2 {
-        let addr = registry.send(GetAccount { account_id: account_id.to_string() }).await.ok()?;
+        let addr = registry.send(GetAccount { account_id: account_id.clone() }).await.ok()?;
         if let Ok(r) = addr.send(msg.clone()).await {
             return Some(r);
         }

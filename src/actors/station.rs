@@ -1,14 +1,15 @@
 //! A station's identity and a session's: the names every part of the station path shares (a leaf:
 //! it imports nothing of the crate).
 
+use crate::ids::{AccountId, StationId};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A station's identity: its tenant and its id within that tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StationKey {
-    pub account_id: String,
-    pub station_id: String,
+    pub account_id: AccountId,
+    pub station_id: StationId,
 }
 
 impl fmt::Display for StationKey {

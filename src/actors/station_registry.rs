@@ -10,6 +10,7 @@
 use super::session::messages::{CloseSession, DeliverQueued, SendCommand};
 use super::station::{DisconnectReason, SessionId, StationKey};
 use super::tracker::SessionGuard;
+use crate::ids::{AccountId, StationId};
 use crate::ocpp::Version;
 use actix::prelude::*;
 use std::collections::{HashMap, HashSet};
@@ -57,7 +58,7 @@ pub struct StationRegistry {
     sessions: HashMap<StationKey, Live>,
     /// Accounts erased since start-up: a session that authenticated just before its account was
     /// erased, and registers after, is closed rather than served. Ids only, which name nothing left.
-    erased: HashSet<String>,
+    erased: HashSet<AccountId>,
     /// Set by [`CloseAll`]: the node is shutting down, and a late registration is closed at once.
     closing: bool,
     presence: Arc<dyn PresenceSink>,
@@ -120,9 +121,9 @@ pub struct Lookup {
 
 /// The live sessions of an account's stations: station id → OCPP version.
 #[derive(Message)]
-#[rtype(result = "HashMap<String, Version>")]
+#[rtype(result = "HashMap<StationId, Version>")]
 pub struct LiveOf {
-    pub account_id: String,
+    pub account_id: AccountId,
 }
 
 /// Closes the station's session, if it has one; answers whether it had.
@@ -147,7 +148,7 @@ pub struct CloseIfSession {
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct CloseAccount {
-    pub account_id: String,
+    pub account_id: AccountId,
     pub guard: SessionGuard,
 }
 

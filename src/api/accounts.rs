@@ -147,7 +147,7 @@ pub async fn create(
         });
     }
     let account = Account {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: uuid::Uuid::new_v4().to_string().into(),
         email,
         name,
         slug: body.slug,

@@ -4,6 +4,7 @@
 use super::{ApiError, Tenant};
 use crate::actors::StationKey;
 use crate::fleet::{Command, CommandError, FleetError};
+use crate::ids::StationId;
 use crate::model::{CommandRecord, CommandStatus};
 use crate::ocpp::schema::Direction;
 use crate::ocpp::Version;
@@ -41,7 +42,7 @@ pub struct CommandOptions {
 pub async fn send(
     state: web::Data<AppState>,
     Tenant(account): Tenant,
-    path: web::Path<(String, String)>,
+    path: web::Path<(StationId, String)>,
     options: web::Query<CommandOptions>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
@@ -157,7 +158,7 @@ async fn enqueue(
 pub async fn get(
     state: web::Data<AppState>,
     Tenant(account): Tenant,
-    path: web::Path<(String, String)>,
+    path: web::Path<(StationId, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (station_id, command_id) = path.into_inner();
     let command = state

@@ -30,7 +30,7 @@ fn meter_view(r: &MeterRecord) -> Value {
 pub async fn export(state: web::Data<AppState>, signed_in: SignedIn) -> Result<HttpResponse, ApiError> {
     let account = &signed_in.account;
     let store = &state.account_store;
-    let id = account.id.as_str();
+    let id = &account.id;
     let stations = store.stations(id).await?;
     let meter_values = store.account_meter_values(id).await?;
     let events = store.account_events(id).await?;

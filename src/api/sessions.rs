@@ -5,6 +5,7 @@
 use super::accounts::{account_view, hash, normalize_email, verify_in};
 use super::{client_ip, ApiError, SignedIn};
 use crate::auth;
+use crate::ids::AccountId;
 use crate::login::{location_prefix, ConfirmError};
 use crate::model::{Account, ApiToken, LoginEvent, LoginOutcome};
 use crate::startup::AppState;
@@ -35,7 +36,7 @@ async fn unknown_account_hash() -> Result<String, ApiError> {
 }
 
 /// Keeps a sign-in attempt in the account's history.
-async fn record(state: &AppState, account_id: &str, ip: IpAddr, outcome: LoginOutcome) -> Result<(), ApiError> {
+async fn record(state: &AppState, account_id: &AccountId, ip: IpAddr, outcome: LoginOutcome) -> Result<(), ApiError> {
     let event = LoginEvent { at: Utc::now(), ip: ip.to_string(), outcome };
     state.account_store.add_login_event(account_id, &event, state.settings.login.history_limit).await?;
     Ok(())
@@ -74,14 +75,14 @@ pub async fn login(
         Ok(email) => state.account_store.account_by_email(&email).await?,
         Err(_) => None,
     };
-    if let Some(retry_after) = state.login.blocked(account.as_ref().map(|a| a.id.as_str()), ip) {
+    if let Some(retry_after) = state.login.blocked(account.as_ref().map(|a| &a.id), ip) {
         if let Some(a) = account.as_ref().filter(|a| state.login.note_rate_limited(&a.id)) {
             record(&state, &a.id, ip, LoginOutcome::RateLimited).await?;
         }
         return Err(ApiError::TooManyAttempts { retry_after });
     }
     // After recent failures of this address or account, the password check waits behind others.
-    let lane = if state.login.suspect(account.as_ref().map(|a| a.id.as_str()), ip) {
+    let lane = if state.login.suspect(account.as_ref().map(|a| &a.id), ip) {
         auth::Lane::Suspect { max_waiting: state.limits.settings.auth_queue }
     } else {
         auth::Lane::Normal

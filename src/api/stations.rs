@@ -5,6 +5,7 @@ use crate::actors::account::{self, GetLiveView, LiveStation};
 use crate::actors::StationKey;
 use crate::auth;
 use crate::fleet::Presence;
+use crate::ids::{AccountId, StationId};
 use crate::limits::{self, Limit};
 use crate::model::{Account, Registration, SecurityProfile, Station};
 use crate::startup::AppState;
@@ -17,7 +18,7 @@ use std::collections::HashMap;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewStation {
-    id: String,
+    id: StationId,
     password: Option<String>,
     registration: Option<Registration>,
     security_profile: Option<SecurityProfile>,
@@ -78,14 +79,14 @@ fn ocpp_url(state: &AppState, req: &HttpRequest, account: &Account, station: &St
 struct Connections {
     /// This node's id.
     here: String,
-    live: HashMap<String, LiveStation>,
-    elsewhere: HashMap<String, Presence>,
+    live: HashMap<StationId, LiveStation>,
+    elsewhere: HashMap<StationId, Presence>,
 }
 
 impl Connections {
-    async fn of(state: &AppState, account_id: &str, station_ids: &[String]) -> Connections {
+    async fn of(state: &AppState, account_id: &AccountId, station_ids: &[StationId]) -> Connections {
         let live = live_view(state, account_id).await;
-        let others: Vec<String> = station_ids.iter().filter(|id| !live.contains_key(*id)).cloned().collect();
+        let others: Vec<StationId> = station_ids.iter().filter(|id| !live.contains_key(*id)).cloned().collect();
         let elsewhere = state.fleet.elsewhere(account_id, &others).await;
         Connections { here: state.fleet.node_id().to_string(), live, elsewhere }
     }
@@ -125,11 +126,11 @@ fn view(state: &AppState, req: &HttpRequest, account: &Account, s: &Station, con
     })
 }
 
-async fn live_view(state: &AppState, account_id: &str) -> HashMap<String, LiveStation> {
+async fn live_view(state: &AppState, account_id: &AccountId) -> HashMap<StationId, LiveStation> {
     account::tell(&state.accounts, account_id, GetLiveView).await.unwrap_or_default()
 }
 
-async fn find(state: &AppState, account: &Account, id: &str) -> Result<Station, ApiError> {
+async fn find(state: &AppState, account: &Account, id: &StationId) -> Result<Station, ApiError> {
     state.account_store.station(&account.id, id).await?.ok_or_else(|| ApiError::NotFound(format!("no station {id}")))
 }
 
@@ -177,7 +178,7 @@ pub async fn list(
     Tenant(account): Tenant,
 ) -> Result<HttpResponse, ApiError> {
     let stations = state.account_store.stations(&account.id).await?;
-    let ids: Vec<String> = stations.iter().map(|s| s.id.clone()).collect();
+    let ids: Vec<StationId> = stations.iter().map(|s| s.id.clone()).collect();
     let conns = Connections::of(&state, &account.id, &ids).await;
     let views: Vec<Value> = stations.iter().map(|s| view(&state, &req, &account, s, &conns)).collect();
     Ok(HttpResponse::Ok().json(views))
@@ -187,7 +188,7 @@ pub async fn get(
     state: web::Data<AppState>,
     req: HttpRequest,
     Tenant(account): Tenant,
-    path: web::Path<String>,
+    path: web::Path<StationId>,
 ) -> Result<HttpResponse, ApiError> {
     let station = find(&state, &account, &path).await?;
     let conns = Connections::of(&state, &account.id, std::slice::from_ref(&station.id)).await;
@@ -198,7 +199,7 @@ pub async fn update(
     state: web::Data<AppState>,
     req: HttpRequest,
     Tenant(account): Tenant,
-    path: web::Path<String>,
+    path: web::Path<StationId>,
     body: web::Json<StationChange>,
 ) -> Result<HttpResponse, ApiError> {
     let StationChange { registration, security_profile } = body.into_inner();
@@ -330,7 +331,7 @@ pub async fn create_bulk(
 pub async fn delete(
     state: web::Data<AppState>,
     Tenant(account): Tenant,
-    path: web::Path<String>,
+    path: web::Path<StationId>,
 ) -> Result<HttpResponse, ApiError> {
     if !state.account_store.delete_station(&account.id, &path).await? {
         return Err(ApiError::NotFound(format!("no station {}", path.as_str())));
@@ -345,7 +346,7 @@ pub async fn delete(
 pub async fn variables(
     state: web::Data<AppState>,
     Tenant(account): Tenant,
-    path: web::Path<String>,
+    path: web::Path<StationId>,
 ) -> Result<HttpResponse, ApiError> {
     let station = find(&state, &account, &path).await?;
     let variables = state.account_store.variables(&account.id, &station.id).await?;

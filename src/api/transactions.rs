@@ -1,6 +1,7 @@
 //! Transactions: what was charged, where, by whom, and the energy delivered.
 
 use super::{ApiError, Tenant};
+use crate::ids::StationId;
 use crate::model::Transaction;
 use crate::startup::AppState;
 use actix_web::{web, HttpResponse};
@@ -10,7 +11,7 @@ use serde_json::{json, Value};
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Filter {
-    station: Option<String>,
+    station: Option<StationId>,
 }
 
 pub(crate) fn view(tx: &Transaction) -> Value {
@@ -40,7 +41,7 @@ pub async fn list(
     Tenant(account): Tenant,
     q: web::Query<Filter>,
 ) -> Result<HttpResponse, ApiError> {
-    let txs = state.account_store.transactions(&account.id, q.station.as_deref()).await?;
+    let txs = state.account_store.transactions(&account.id, q.station.as_ref()).await?;
     Ok(HttpResponse::Ok().json(txs.iter().map(view).collect::<Vec<_>>()))
 }
 

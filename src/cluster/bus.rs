@@ -6,6 +6,7 @@
 use super::link::{lock, ClusterError, LocalNode, RedisLink};
 use crate::actors::station::{DisconnectReason, SessionId, StationKey};
 use crate::fleet::command::{Command, CommandError, RemoteOutcome};
+use crate::ids::{AccountId, StationId};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -20,8 +21,8 @@ enum Envelope {
     Command {
         id: String,
         reply_to: String,
-        account_id: String,
-        station_id: String,
+        account_id: AccountId,
+        station_id: StationId,
         command: Command,
     },
     Reply {
@@ -30,23 +31,23 @@ enum Envelope {
     },
     /// A newer connection took the station: close this session of it.
     Kick {
-        account_id: String,
-        station_id: String,
+        account_id: AccountId,
+        station_id: StationId,
         session: SessionId,
     },
     /// The station was deleted, blocked or changed profile: close its session.
     Close {
-        account_id: String,
-        station_id: String,
+        account_id: AccountId,
+        station_id: StationId,
     },
     /// The account was erased: close its sessions and refuse its late ones.
     CloseAccount {
-        account_id: String,
+        account_id: AccountId,
     },
     /// New commands were queued for the station.
     DeliverQueued {
-        account_id: String,
-        station_id: String,
+        account_id: AccountId,
+        station_id: StationId,
     },
 }
 
@@ -148,8 +149,8 @@ impl Bus {
     }
 
     /// Tells every node that the account was erased.
-    pub async fn close_account_everywhere(&self, account_id: &str) -> Result<(), ClusterError> {
-        let envelope = Envelope::CloseAccount { account_id: account_id.to_string() };
+    pub async fn close_account_everywhere(&self, account_id: &AccountId) -> Result<(), ClusterError> {
+        let envelope = Envelope::CloseAccount { account_id: account_id.clone() };
         publish(&self.link, &broadcast(&self.link), &envelope).await.map(|_| ())
     }
 

@@ -4,6 +4,7 @@
 use crate::actors::station::{DisconnectReason, SessionId, StationKey};
 use crate::config::ClusterSettings;
 use crate::fleet::command::{Command, CommandResult};
+use crate::ids::AccountId;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,7 +23,7 @@ pub trait LocalNode: Send + Sync {
     /// Tells the station's session here that commands were queued for it.
     async fn nudge_delivery(&self, key: &StationKey);
     /// Another node erased the account: close its sessions here and sweep what this node holds of it.
-    async fn account_erased(&self, account_id: &str);
+    async fn account_erased(&self, account_id: &AccountId);
 }
 
 /// Why a cluster operation failed.

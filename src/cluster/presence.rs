@@ -11,6 +11,7 @@ use super::bus;
 use super::link::{lock, ClusterError, LocalNode, RedisLink};
 use crate::actors::station::{DisconnectReason, SessionId, StationKey};
 use crate::actors::station_registry::PresenceSink;
+use crate::ids::{AccountId, StationId};
 use crate::ocpp::Version;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -171,14 +172,14 @@ impl PresenceTable {
     /// Where each of the account's stations is connected, for those that are.
     pub async fn presences(
         &self,
-        account_id: &str,
-        station_ids: &[String],
-    ) -> Result<HashMap<String, Presence>, ClusterError> {
+        account_id: &AccountId,
+        station_ids: &[StationId],
+    ) -> Result<HashMap<StationId, Presence>, ClusterError> {
         let mut out = HashMap::new();
         for chunk in station_ids.chunks(REFRESH_BATCH) {
             let mut cmd = redis::cmd("MGET");
             for id in chunk {
-                cmd.arg(self.presence_key(&StationKey { account_id: account_id.to_string(), station_id: id.clone() }));
+                cmd.arg(self.presence_key(&StationKey { account_id: account_id.clone(), station_id: id.clone() }));
             }
             let values: Vec<Option<String>> = self.link.run(&cmd).await?;
             for (id, v) in chunk.iter().zip(values) {

@@ -7,6 +7,7 @@
 use super::local::LocalFleet;
 use super::{Fleet, FleetError};
 use crate::actors::tracker::SessionTracker;
+use crate::ids::AccountId;
 use crate::metrics as m;
 use crate::store::{self, AccountStore, ErasureReport, StationStore, StoreError};
 use std::time::Duration;
@@ -34,7 +35,7 @@ pub async fn erase_account(
     fleet: &Fleet,
     stations: &dyn StationStore,
     accounts: &dyn AccountStore,
-    account_id: &str,
+    account_id: &AccountId,
 ) -> Result<Erased, ErasureError> {
     let mut report = store::erase_account(stations, accounts, account_id).await?;
     stations.flush().await?;
@@ -57,7 +58,7 @@ pub async fn sweep_here(
     local: &LocalFleet,
     stations: &dyn StationStore,
     accounts: &dyn AccountStore,
-    account_id: &str,
+    account_id: &AccountId,
 ) {
     let (tracker, guard) = SessionTracker::with_guard();
     if let Err(e) = local.close_account(account_id, guard).await {

@@ -7,6 +7,7 @@ use crate::actors::station_registry::{
     CloseAccount, CloseAll, CloseIfSession, CloseStation, LiveOf, Lookup, SessionHandle, StationRegistry,
 };
 use crate::actors::tracker::SessionGuard;
+use crate::ids::{AccountId, StationId};
 use crate::ocpp::Version;
 use actix::{Addr, MailboxError};
 use std::collections::HashMap;
@@ -39,8 +40,8 @@ impl LocalFleet {
     }
 
     /// The account's live sessions here: station id → version.
-    pub async fn live_of(&self, account_id: &str) -> Result<HashMap<String, Version>, MailboxError> {
-        self.registry.send(LiveOf { account_id: account_id.to_string() }).await
+    pub async fn live_of(&self, account_id: &AccountId) -> Result<HashMap<StationId, Version>, MailboxError> {
+        self.registry.send(LiveOf { account_id: account_id.clone() }).await
     }
 
     /// Sends the command on `session` and waits for its answer.
@@ -76,8 +77,8 @@ impl LocalFleet {
 
     /// Closes the account's sessions here and refuses its later ones; each closed session holds a
     /// clone of `guard` until it is gone. Answers how many were closed.
-    pub async fn close_account(&self, account_id: &str, guard: SessionGuard) -> Result<usize, MailboxError> {
-        self.registry.send(CloseAccount { account_id: account_id.to_string(), guard }).await
+    pub async fn close_account(&self, account_id: &AccountId, guard: SessionGuard) -> Result<usize, MailboxError> {
+        self.registry.send(CloseAccount { account_id: account_id.clone(), guard }).await
     }
 
     /// Tells the station's session here that commands were queued for it; answers whether it has one.

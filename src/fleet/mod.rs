@@ -24,6 +24,7 @@ use crate::actors::station::{DisconnectReason, StationKey};
 use crate::actors::station_registry::SessionHandle;
 use crate::actors::tracker::SessionGuard;
 use crate::cluster::{Bus, ClusterError, PresenceTable};
+use crate::ids::{AccountId, StationId};
 use crate::metrics as m;
 use crate::ocpp::Version;
 use actix::MailboxError;
@@ -155,7 +156,7 @@ impl Fleet {
 
     /// Closes the account's sessions here (each holding a clone of `guard` until it is gone) and
     /// tells the other nodes to close theirs; answers how many were closed here.
-    pub async fn close_account(&self, account_id: &str, guard: SessionGuard) -> Result<usize, FleetError> {
+    pub async fn close_account(&self, account_id: &AccountId, guard: SessionGuard) -> Result<usize, FleetError> {
         let closed = self.local.close_account(account_id, guard).await?;
         if let Reach::Cluster { bus, .. } = &self.reach {
             // The other nodes close the account's sessions and sweep what they still hold of it.
@@ -183,7 +184,7 @@ impl Fleet {
 
     /// Where those of the account's stations not connected here are connected (cluster mode;
     /// nowhere on one node). Without Redis they are shown as this node knows them: offline.
-    pub async fn elsewhere(&self, account_id: &str, station_ids: &[String]) -> HashMap<String, Presence> {
+    pub async fn elsewhere(&self, account_id: &AccountId, station_ids: &[StationId]) -> HashMap<StationId, Presence> {
         let Reach::Cluster { presence, .. } = &self.reach else { return HashMap::new() };
         match presence.presences(account_id, station_ids).await {
             Ok(found) => found,

@@ -6,6 +6,7 @@ use super::erasure;
 use super::local::LocalFleet;
 use crate::actors::station::{DisconnectReason, SessionId, StationKey};
 use crate::cluster::LocalNode;
+use crate::ids::AccountId;
 use crate::store::{AccountStore, StationStore};
 use std::sync::Arc;
 
@@ -34,7 +35,7 @@ impl LocalNode for ThisNode {
         let _ = self.local.nudge(key).await;
     }
 
-    async fn account_erased(&self, account_id: &str) {
+    async fn account_erased(&self, account_id: &AccountId) {
         erasure::sweep_here(&self.local, self.station_store.as_ref(), self.account_store.as_ref(), account_id).await;
     }
 }

@@ -19,6 +19,7 @@ pub mod logs;
 pub mod quota;
 
 use crate::config::LimitSettings;
+use crate::ids::StationId;
 use crate::metrics as m;
 use connections::{AddressKey, ConnectionLimits, ConnectionTable};
 use quota::{Backoff, WindowQuota};
@@ -129,8 +130,9 @@ pub fn register_metrics() {
     metrics::gauge!(m::OUTBOUND_QUEUED_BYTES).increment(0.0);
 }
 
-/// A station as the per-station limits count it.
-pub fn station_key(account_id: &str, station_id: &str) -> String {
+/// A station as the per-station limits count it. `account_id` is a plain string because the
+/// reconnect window counts what the URL names, before any look-up: the tenant's slug.
+pub fn station_key(account_id: &str, station_id: &StationId) -> String {
     format!("{account_id}/{station_id}")
 }
 

@@ -2,6 +2,7 @@
 //! settings and limits it is handled under.
 
 use super::Version;
+use crate::ids::{AccountId, StationId};
 use crate::limits::quota::WindowQuota;
 use crate::limits::{self, Limit};
 use crate::model::Registration;
@@ -23,8 +24,8 @@ pub struct StationContext<'a> {
     /// The OCPP version of the session.
     pub version: Version,
     pub store: &'a dyn StationStore,
-    pub account_id: &'a str,
-    pub station_id: &'a str,
+    pub account_id: &'a AccountId,
+    pub station_id: &'a StationId,
     /// The station's registration as the session knows it.
     pub registration: Registration,
     pub settings: &'a HandlerSettings,
@@ -45,7 +46,10 @@ impl StationContext<'_> {
             Ok(()) => true,
             Err(_) => {
                 limits::hit(Limit::EventStorage);
-                crate::warn_limited!(station = self.station_id, "event storage quota of the station used up: not kept");
+                crate::warn_limited!(
+                    station = self.station_id.as_str(),
+                    "event storage quota of the station used up: not kept"
+                );
                 false
             }
         }

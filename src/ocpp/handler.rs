@@ -80,7 +80,7 @@ pub async fn handle_call(ctx: &StationContext<'_>, call: &Call) -> Reply {
             Reply::Error(CallError::new(ctx.version, call.unique_id.clone(), code, description))
         }
         Err(HandlerError::Store(e)) => {
-            crate::error_limited!(error = %e, action = %call.action, station = ctx.station_id, "store failed while handling a CALL");
+            crate::error_limited!(error = %e, action = %call.action, station = ctx.station_id.as_str(), "store failed while handling a CALL");
             Reply::Error(CallError::new(
                 ctx.version,
                 call.unique_id.clone(),

@@ -27,6 +27,7 @@ pub use self::sled::SledStore;
 pub use cluster::{ClusterStore, ClusterStoreSettings};
 pub use group_commit::{CommitPolicy, GroupCommit};
 
+use crate::ids::{AccountId, StationId};
 use crate::model::{
     Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, NewTransaction,
     StartIdentity, Station, StationChange, StationEvent, Transaction, TransactionStop,
@@ -182,8 +183,8 @@ pub struct ErasureReport {
 /// station is served while Redis is down) and the API (always the store of record).
 #[async_trait]
 pub trait StationLookup: Send + Sync + 'static {
-    async fn station(&self, account_id: &str, station_id: &str) -> StoreResult<Option<Station>>;
-    async fn id_tag(&self, account_id: &str, id_tag: &str) -> StoreResult<Option<IdTag>>;
+    async fn station(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<Option<Station>>;
+    async fn id_tag(&self, account_id: &AccountId, id_tag: &str) -> StoreResult<Option<IdTag>>;
 }
 
 /// What a connected station's messages change and read. Writes are applied when the call returns;
@@ -199,8 +200,8 @@ pub trait StationStore: StationLookup {
     /// while the shared store is unreachable.
     async fn change_station(
         &self,
-        account_id: &str,
-        station_id: &str,
+        account_id: &AccountId,
+        station_id: &StationId,
         change: &StationChange,
     ) -> StoreResult<Option<Station>>;
 
@@ -211,8 +212,8 @@ pub trait StationStore: StationLookup {
     /// ([`Transaction::stop`]).
     async fn stop_transaction(
         &self,
-        account_id: &str,
-        station_id: &str,
+        account_id: &AccountId,
+        station_id: &StationId,
         transaction_id: i32,
         stop: &TransactionStop,
     ) -> StoreResult<StopOutcome>;
@@ -222,8 +223,8 @@ pub trait StationStore: StationLookup {
     /// changes nothing ([`Transaction::apply_event`]).
     async fn apply_transaction_event(
         &self,
-        account_id: &str,
-        station_id: &str,
+        account_id: &AccountId,
+        station_id: &StationId,
         station_transaction_id: &str,
         seq_no: u64,
         create: NewTransactionFn<'_>,
@@ -232,24 +233,34 @@ pub trait StationStore: StationLookup {
 
     /// Keeps meter readings. A reading is identified by its station, connector, transaction, timestamp
     /// and values, so a retried MeterValues stores nothing twice.
-    async fn add_meter_values(&self, account_id: &str, records: &[MeterRecord]) -> StoreResult<()>;
-    async fn add_event(&self, account_id: &str, event: &StationEvent) -> StoreResult<()>;
+    async fn add_meter_values(&self, account_id: &AccountId, records: &[MeterRecord]) -> StoreResult<()>;
+    async fn add_event(&self, account_id: &AccountId, event: &StationEvent) -> StoreResult<()>;
     /// Stores device-model variables of a station, replacing those with the same key.
-    async fn put_variables(&self, account_id: &str, station_id: &str, variables: &[DeviceVariable]) -> StoreResult<()>;
+    async fn put_variables(
+        &self,
+        account_id: &AccountId,
+        station_id: &StationId,
+        variables: &[DeviceVariable],
+    ) -> StoreResult<()>;
     /// Applies values a station saw (NotifyEvent) to the attributes with the same key, which keep
     /// the rest of what was reported of them ([`DeviceVariable::observed`]); an attribute not
     /// stored yet is stored as seen.
-    async fn observe_variables(&self, account_id: &str, station_id: &str, seen: &[DeviceVariable]) -> StoreResult<()>;
+    async fn observe_variables(
+        &self,
+        account_id: &AccountId,
+        station_id: &StationId,
+        seen: &[DeviceVariable],
+    ) -> StoreResult<()>;
 
     /// The station's commands still `Queued`, in the order they were queued.
-    async fn queued_commands(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<CommandRecord>>;
+    async fn queued_commands(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<Vec<CommandRecord>>;
     /// Replaces a command's record; once it is no longer `Queued` it leaves its station's queue.
     async fn update_command(&self, command: &CommandRecord) -> StoreResult<()>;
 
     /// Drops what this store holds of an account beyond the account store's reach, before and after
     /// [`AccountStore::erase_account`] (see [`erase_account`]): nothing on one node, where both are
     /// one store; a cluster node's log entries, caches and replica of it.
-    async fn forget_account(&self, account_id: &str) -> StoreResult<()>;
+    async fn forget_account(&self, account_id: &AccountId) -> StoreResult<()>;
 
     /// Makes every write that returned before this call durable.
     async fn flush(&self) -> StoreResult<()>;
@@ -260,84 +271,92 @@ pub trait StationStore: StationLookup {
 #[async_trait]
 pub trait AccountStore: StationLookup {
     async fn create_account(&self, account: &Account) -> StoreResult<()>;
-    async fn account(&self, id: &str) -> StoreResult<Option<Account>>;
+    async fn account(&self, id: &AccountId) -> StoreResult<Option<Account>>;
     async fn account_by_email(&self, email: &str) -> StoreResult<Option<Account>>;
 
     /// Applies `update` to the account and returns the new record; `None` when there is no such account.
     /// A changed email or slug moves its index entry; one already taken is a `Conflict`.
-    async fn update_account(&self, id: &str, update: AccountUpdate<'_>) -> StoreResult<Option<Account>>;
+    async fn update_account(&self, id: &AccountId, update: AccountUpdate<'_>) -> StoreResult<Option<Account>>;
     /// Removes the account and everything held about it: its email and slug index entries, tokens,
     /// stations, id tags, transactions, meter values, events, commands, consents and login history.
     /// The slug stays reserved, linked to nothing: [`AccountStore::create_account`] refuses it
     /// (station certificates naming it may still be valid). An erasure interrupted by a crash is
     /// finished when the store is next opened. Callers erase through [`erase_account`], which also
     /// sweeps the station store.
-    async fn erase_account(&self, account_id: &str) -> StoreResult<ErasureReport>;
+    async fn erase_account(&self, account_id: &AccountId) -> StoreResult<ErasureReport>;
 
     /// Stores a token under the hash of its secret.
     async fn put_token(&self, token_hash: &str, token: &ApiToken) -> StoreResult<()>;
     async fn token(&self, token_hash: &str) -> StoreResult<Option<ApiToken>>;
     /// The account's tokens, expired ones included until they are removed.
-    async fn tokens(&self, account_id: &str) -> StoreResult<Vec<ApiToken>>;
+    async fn tokens(&self, account_id: &AccountId) -> StoreResult<Vec<ApiToken>>;
     /// Removes the account's token with this id; false when it has none.
-    async fn delete_token(&self, account_id: &str, token_id: &str) -> StoreResult<bool>;
+    async fn delete_token(&self, account_id: &AccountId, token_id: &str) -> StoreResult<bool>;
     /// Removes every token of the account except the one with id `keep`; returns how many went.
-    async fn delete_tokens_except(&self, account_id: &str, keep: Option<&str>) -> StoreResult<usize>;
+    async fn delete_tokens_except(&self, account_id: &AccountId, keep: Option<&str>) -> StoreResult<usize>;
 
     /// The account's choices; all off when it never made any.
-    async fn consents(&self, account_id: &str) -> StoreResult<Consents>;
-    async fn put_consents(&self, account_id: &str, consents: &Consents) -> StoreResult<()>;
+    async fn consents(&self, account_id: &AccountId) -> StoreResult<Consents>;
+    async fn put_consents(&self, account_id: &AccountId, consents: &Consents) -> StoreResult<()>;
 
     /// Appends a sign-in attempt to the account's history, keeping only the newest `keep`.
-    async fn add_login_event(&self, account_id: &str, event: &LoginEvent, keep: usize) -> StoreResult<()>;
+    async fn add_login_event(&self, account_id: &AccountId, event: &LoginEvent, keep: usize) -> StoreResult<()>;
     /// The account's sign-in history, oldest first.
-    async fn login_events(&self, account_id: &str) -> StoreResult<Vec<LoginEvent>>;
+    async fn login_events(&self, account_id: &AccountId) -> StoreResult<Vec<LoginEvent>>;
 
     async fn create_station(&self, station: &Station) -> StoreResult<()>;
-    async fn stations(&self, account_id: &str) -> StoreResult<Vec<Station>>;
+    async fn stations(&self, account_id: &AccountId) -> StoreResult<Vec<Station>>;
     /// How many stations the account has (its quota is checked against this).
-    async fn station_count(&self, account_id: &str) -> StoreResult<usize> {
+    async fn station_count(&self, account_id: &AccountId) -> StoreResult<usize> {
         Ok(self.stations(account_id).await?.len())
     }
     /// Applies `update` to the station and returns the new record; `None` when there is no such station.
     async fn update_station(
         &self,
-        account_id: &str,
-        station_id: &str,
+        account_id: &AccountId,
+        station_id: &StationId,
         update: StationUpdate<'_>,
     ) -> StoreResult<Option<Station>>;
     /// Removes the station; false when there was none.
-    async fn delete_station(&self, account_id: &str, station_id: &str) -> StoreResult<bool>;
+    async fn delete_station(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<bool>;
 
     /// Creates or replaces an id tag; true when it was created.
-    async fn put_id_tag(&self, account_id: &str, tag: &IdTag) -> StoreResult<bool>;
-    async fn id_tags(&self, account_id: &str) -> StoreResult<Vec<IdTag>>;
-    async fn delete_id_tag(&self, account_id: &str, id_tag: &str) -> StoreResult<bool>;
+    async fn put_id_tag(&self, account_id: &AccountId, tag: &IdTag) -> StoreResult<bool>;
+    async fn id_tags(&self, account_id: &AccountId) -> StoreResult<Vec<IdTag>>;
+    async fn delete_id_tag(&self, account_id: &AccountId, id_tag: &str) -> StoreResult<bool>;
 
-    async fn transaction(&self, account_id: &str, transaction_id: i32) -> StoreResult<Option<Transaction>>;
+    async fn transaction(&self, account_id: &AccountId, transaction_id: i32) -> StoreResult<Option<Transaction>>;
     /// The account's transactions, newest first, optionally for one station.
-    async fn transactions(&self, account_id: &str, station_id: Option<&str>) -> StoreResult<Vec<Transaction>>;
+    async fn transactions(
+        &self,
+        account_id: &AccountId,
+        station_id: Option<&StationId>,
+    ) -> StoreResult<Vec<Transaction>>;
     /// Meter readings of one transaction, by timestamp.
     async fn transaction_meter_values(
         &self,
-        account_id: &str,
-        station_id: &str,
+        account_id: &AccountId,
+        station_id: &StationId,
         transaction_id: i32,
     ) -> StoreResult<Vec<MeterRecord>>;
     /// Every meter reading of the account, with or without a transaction.
-    async fn account_meter_values(&self, account_id: &str) -> StoreResult<Vec<MeterRecord>>;
-    async fn events(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<StationEvent>>;
+    async fn account_meter_values(&self, account_id: &AccountId) -> StoreResult<Vec<MeterRecord>>;
+    async fn events(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<Vec<StationEvent>>;
     /// Every event of every station of the account.
-    async fn account_events(&self, account_id: &str) -> StoreResult<Vec<StationEvent>>;
+    async fn account_events(&self, account_id: &AccountId) -> StoreResult<Vec<StationEvent>>;
     /// A station's device model, ordered by component, then variable.
-    async fn variables(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<DeviceVariable>>;
+    async fn variables(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<Vec<DeviceVariable>>;
 
     /// Appends a command to its station's queue.
     async fn enqueue_command(&self, command: &CommandRecord) -> StoreResult<()>;
-    async fn command(&self, account_id: &str, station_id: &str, command_id: &str)
-        -> StoreResult<Option<CommandRecord>>;
+    async fn command(
+        &self,
+        account_id: &AccountId,
+        station_id: &StationId,
+        command_id: &str,
+    ) -> StoreResult<Option<CommandRecord>>;
     /// Every command record of the account, whatever its status.
-    async fn account_commands(&self, account_id: &str) -> StoreResult<Vec<CommandRecord>>;
+    async fn account_commands(&self, account_id: &AccountId) -> StoreResult<Vec<CommandRecord>>;
     /// Every queued command of every station, how many (for the queue gauge).
     async fn queued_command_count(&self) -> StoreResult<usize>;
     /// When the oldest command still queued was queued.
@@ -354,8 +373,8 @@ pub trait SharedStore: StationStore + AccountStore {
     /// The 2.0.1 transaction the station calls `station_transaction_id`, if one was recorded.
     async fn transaction_by_reference(
         &self,
-        account_id: &str,
-        station_id: &str,
+        account_id: &AccountId,
+        station_id: &StationId,
         station_transaction_id: &str,
     ) -> StoreResult<Option<Transaction>>;
     /// Stores a transaction record as it is, with what finds it again (its start for a 1.6
@@ -375,7 +394,7 @@ pub trait SharedStore: StationStore + AccountStore {
 pub async fn erase_account(
     stations: &dyn StationStore,
     accounts: &dyn AccountStore,
-    account_id: &str,
+    account_id: &AccountId,
 ) -> StoreResult<ErasureReport> {
     stations.forget_account(account_id).await?;
     let report = accounts.erase_account(account_id).await?;

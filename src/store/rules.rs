@@ -4,6 +4,7 @@
 //! record is still the one read, else read again.
 
 use super::{EventOutcome, NewTransactionFn, StopOutcome, StoreError, StoreResult, TransactionUpdate};
+use crate::ids::{AccountId, StationId};
 use crate::model::{Stopping, Transaction};
 use async_trait::async_trait;
 use rand::Rng;
@@ -15,8 +16,8 @@ pub(crate) const CAS_ATTEMPTS: u32 = 32;
 /// Which transaction record: by its id, or (2.0.1) by the station's own transaction id.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum TransactionAt<'a> {
-    Id { account_id: &'a str, id: i32 },
-    Reference { account_id: &'a str, station_id: &'a str, reference: &'a str },
+    Id { account_id: &'a AccountId, id: i32 },
+    Reference { account_id: &'a AccountId, station_id: &'a StationId, reference: &'a str },
 }
 
 /// A backend's transaction records, with the one compare-and-set the rules need.
@@ -48,8 +49,8 @@ pub(crate) fn contention(what: &str) -> StoreError {
 /// A StopTransaction ([`Transaction::stop`]).
 pub(crate) async fn stop_transaction<S: TransactionRecords + ?Sized>(
     store: &S,
-    account_id: &str,
-    station_id: &str,
+    account_id: &AccountId,
+    station_id: &StationId,
     transaction_id: i32,
     stop: &crate::model::TransactionStop,
 ) -> StoreResult<StopOutcome> {

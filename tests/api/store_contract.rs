@@ -7,6 +7,7 @@
 
 use crate::redis::RedisServer;
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use ocpp_css::ids::AccountId;
 use ocpp_css::model::{
     Account, ApiToken, BootInfo, CommandRecord, CommandStatus, ConnectorStatus, Consent, Consents, DeviceVariable,
     IdTag, LoginEvent, LoginOutcome, MeterRecord, MeterValue, NewTransaction, Registration, SampledValue,
@@ -107,7 +108,7 @@ fn account(id: &str, slug: &str) -> Account {
 }
 
 fn station(account_id: &str, id: &str) -> Station {
-    Station::new(account_id, id, format!("hash-{id}"), Registration::Accepted, SecurityProfile::Basic)
+    Station::new(&account_id.into(), &id.into(), format!("hash-{id}"), Registration::Accepted, SecurityProfile::Basic)
 }
 
 fn tag(id: &str, status: TagStatus) -> IdTag {
@@ -249,6 +250,7 @@ fn v201(account_id: &str, station_id: &str, reference: &str, id: i32) -> Transac
 
 /// Puts one record of every kind under the account, on station CP1.
 async fn fill(store: &dyn SharedStore, account_id: &str) {
+    let account_id = &AccountId::from(account_id);
     store.put_token(&format!("hash-{account_id}"), &token(account_id, &format!("tok-{account_id}"), 0)).await.unwrap();
     store.create_station(&station(account_id, "CP1")).await.unwrap();
     store.put_id_tag(account_id, &tag("TAG", TagStatus::Accepted)).await.unwrap();
@@ -262,16 +264,25 @@ async fn fill(store: &dyn SharedStore, account_id: &str) {
     let login = LoginEvent { at: at(0), ip: "127.0.0.1".into(), outcome: LoginOutcome::Success };
     store.add_login_event(account_id, &login, 10).await.unwrap();
     store
-        .apply_transaction_event(account_id, "CP1", "tx-201", 0, &|id| v201(account_id, "CP1", "tx-201", id), &|t| {
-            t.events.push(event_record(0, "Started", None))
-        })
+        .apply_transaction_event(
+            account_id,
+            &"CP1".into(),
+            "tx-201",
+            0,
+            &|id| v201(account_id, "CP1", "tx-201", id),
+            &|t| t.events.push(event_record(0, "Started", None)),
+        )
         .await
         .unwrap();
-    store.put_variables(account_id, "CP1", &[variable("OCPPCommCtrlr", "HeartbeatInterval", "60")]).await.unwrap();
+    store
+        .put_variables(account_id, &"CP1".into(), &[variable("OCPPCommCtrlr", "HeartbeatInterval", "60")])
+        .await
+        .unwrap();
 }
 
 /// Everything the store answers about an account, as text, to compare before and after.
 async fn everything_of(store: &dyn SharedStore, account_id: &str) -> String {
+    let account_id = &AccountId::from(account_id);
     let txs = store.transactions(account_id, None).await.unwrap();
     let mut meter = Vec::new();
     for tx in &txs {
@@ -288,12 +299,12 @@ async fn everything_of(store: &dyn SharedStore, account_id: &str) -> String {
         txs,
         meter,
         store.account_meter_values(account_id).await.unwrap(),
-        store.events(account_id, "CP1").await.unwrap(),
+        store.events(account_id, &"CP1".into()).await.unwrap(),
         store.account_events(account_id).await.unwrap(),
         store.account_commands(account_id).await.unwrap(),
-        store.queued_commands(account_id, "CP1").await.unwrap(),
-        store.variables(account_id, "CP1").await.unwrap(),
-        store.transaction_by_reference(account_id, "CP1", "tx-201").await.unwrap(),
+        store.queued_commands(account_id, &"CP1".into()).await.unwrap(),
+        store.variables(account_id, &"CP1".into()).await.unwrap(),
+        store.transaction_by_reference(account_id, &"CP1".into(), "tx-201").await.unwrap(),
         store.transaction_by_start(&new_tx(account_id, "CP1", 1, 0).start_identity()).await.unwrap(),
     )
 }
@@ -305,10 +316,10 @@ mod checks {
         let store = &*s.store;
         let a = account("acct-a", "alpha");
         store.create_account(&a).await.unwrap();
-        assert_eq!(store.account("acct-a").await.unwrap().unwrap().email, "ops@alpha.example");
+        assert_eq!(store.account(&"acct-a".into()).await.unwrap().unwrap().email, "ops@alpha.example");
         assert_eq!(store.account_by_email("ops@alpha.example").await.unwrap().unwrap().id, "acct-a");
         assert_eq!(store.account_by_slug("alpha").await.unwrap().unwrap().id, "acct-a");
-        assert!(store.account("nobody").await.unwrap().is_none());
+        assert!(store.account(&"nobody".into()).await.unwrap().is_none());
         assert!(store.account_by_email("nobody@example.com").await.unwrap().is_none());
         assert!(store.account_by_slug("nobody").await.unwrap().is_none());
 
@@ -318,14 +329,14 @@ mod checks {
         let mut same_slug = account("acct-b", "bravo");
         same_slug.slug = "alpha".into();
         assert!(matches!(store.create_account(&same_slug).await, Err(StoreError::Conflict("slug"))));
-        assert!(store.account("acct-b").await.unwrap().is_none(), "a refused account is not stored");
+        assert!(store.account(&"acct-b".into()).await.unwrap().is_none(), "a refused account is not stored");
         assert!(store.account_by_email("ops@bravo.example").await.unwrap().is_none());
         store.create_account(&account("acct-b", "bravo")).await.unwrap();
         assert_eq!(store.account_by_slug("bravo").await.unwrap().unwrap().id, "acct-b");
         // Ids with the characters a key layout might use stay apart.
         store.create_account(&account("x:y%z", "colon:slug")).await.unwrap();
         assert_eq!(store.account_by_slug("colon:slug").await.unwrap().unwrap().id, "x:y%z");
-        assert!(store.account("x").await.unwrap().is_none());
+        assert!(store.account(&"x".into()).await.unwrap().is_none());
     }
 
     pub async fn updating_an_account_moves_its_email_and_slug_and_refuses_taken_ones(s: &Subject) {
@@ -334,7 +345,7 @@ mod checks {
         store.create_account(&account("acct-b", "bravo")).await.unwrap();
 
         let updated = store
-            .update_account("acct-a", &|a| {
+            .update_account(&"acct-a".into(), &|a| {
                 a.email = "new@alpha.example".into();
                 a.name = "Alpha Renamed".into();
                 a.id = "hijack".into();
@@ -343,19 +354,19 @@ mod checks {
             .unwrap()
             .unwrap();
         assert_eq!((updated.id.as_str(), updated.name.as_str()), ("acct-a", "Alpha Renamed"), "the id cannot change");
-        assert!(store.account("hijack").await.unwrap().is_none());
+        assert!(store.account(&"hijack".into()).await.unwrap().is_none());
         assert!(store.account_by_email("ops@alpha.example").await.unwrap().is_none(), "the old email is free");
         assert_eq!(store.account_by_email("new@alpha.example").await.unwrap().unwrap().name, "Alpha Renamed");
 
-        store.update_account("acct-a", &|a| a.slug = "alpha2".into()).await.unwrap().unwrap();
+        store.update_account(&"acct-a".into(), &|a| a.slug = "alpha2".into()).await.unwrap().unwrap();
         assert_eq!(store.account_by_slug("alpha2").await.unwrap().unwrap().id, "acct-a");
         assert!(store.account_by_slug("alpha").await.unwrap().is_none());
 
-        let taken = store.update_account("acct-a", &|a| a.email = "ops@bravo.example".into()).await;
+        let taken = store.update_account(&"acct-a".into(), &|a| a.email = "ops@bravo.example".into()).await;
         assert!(matches!(taken, Err(StoreError::Conflict("email"))), "{taken:?}");
-        let taken = store.update_account("acct-a", &|a| a.slug = "bravo".into()).await;
+        let taken = store.update_account(&"acct-a".into(), &|a| a.slug = "bravo".into()).await;
         assert!(matches!(taken, Err(StoreError::Conflict("slug"))), "{taken:?}");
-        let a = store.account("acct-a").await.unwrap().unwrap();
+        let a = store.account(&"acct-a".into()).await.unwrap().unwrap();
         assert_eq!(
             (a.email.as_str(), a.slug.as_str()),
             ("new@alpha.example", "alpha2"),
@@ -366,7 +377,7 @@ mod checks {
 
         // The freed slug is free for a new account.
         store.create_account(&account("acct-c", "alpha")).await.unwrap();
-        assert!(store.update_account("nobody", &|a| a.name = "x".into()).await.unwrap().is_none());
+        assert!(store.update_account(&"nobody".into(), &|a| a.name = "x".into()).await.unwrap().is_none());
     }
 
     pub async fn concurrent_account_updates_from_two_handles_lose_nothing(s: &Subject) {
@@ -376,13 +387,17 @@ mod checks {
             let store = if i % 2 == 0 { s.store.clone() } else { s.other.clone() };
             tasks.push(tokio::spawn(async move {
                 let location = format!("10.0.{i}.0/24");
-                store.update_account("acct-a", &|a| a.known_locations.push(location.clone())).await.unwrap().unwrap();
+                store
+                    .update_account(&"acct-a".into(), &|a| a.known_locations.push(location.clone()))
+                    .await
+                    .unwrap()
+                    .unwrap();
             }));
         }
         for t in tasks {
             t.await.unwrap();
         }
-        let a = s.store.account("acct-a").await.unwrap().unwrap();
+        let a = s.store.account(&"acct-a".into()).await.unwrap().unwrap();
         assert_eq!(a.known_locations.len(), 16, "{:?}", a.known_locations);
     }
 
@@ -395,7 +410,7 @@ mod checks {
         let b_before = everything_of(store, "acct-b").await;
         assert_eq!(store.queued_command_count().await.unwrap(), 2);
 
-        let report = store.erase_account("acct-a").await.unwrap();
+        let report = store.erase_account(&"acct-a".into()).await.unwrap();
         assert_eq!(
             report,
             ErasureReport {
@@ -413,25 +428,25 @@ mod checks {
             }
         );
 
-        assert!(store.account("acct-a").await.unwrap().is_none());
+        assert!(store.account(&"acct-a".into()).await.unwrap().is_none());
         assert!(store.account_by_email("ops@alpha.example").await.unwrap().is_none());
         assert!(store.account_by_slug("alpha").await.unwrap().is_none());
         assert!(store.token("hash-acct-a").await.unwrap().is_none());
-        assert!(store.tokens("acct-a").await.unwrap().is_empty());
-        assert_eq!(store.consents("acct-a").await.unwrap(), Consents::default());
-        assert!(store.login_events("acct-a").await.unwrap().is_empty());
-        assert!(store.stations("acct-a").await.unwrap().is_empty());
-        assert!(store.station("acct-a", "CP1").await.unwrap().is_none());
-        assert!(store.id_tags("acct-a").await.unwrap().is_empty());
-        assert!(store.transactions("acct-a", None).await.unwrap().is_empty());
+        assert!(store.tokens(&"acct-a".into()).await.unwrap().is_empty());
+        assert_eq!(store.consents(&"acct-a".into()).await.unwrap(), Consents::default());
+        assert!(store.login_events(&"acct-a".into()).await.unwrap().is_empty());
+        assert!(store.stations(&"acct-a".into()).await.unwrap().is_empty());
+        assert!(store.station(&"acct-a".into(), &"CP1".into()).await.unwrap().is_none());
+        assert!(store.id_tags(&"acct-a".into()).await.unwrap().is_empty());
+        assert!(store.transactions(&"acct-a".into(), None).await.unwrap().is_empty());
         assert!(store.transaction_by_start(&new_tx("acct-a", "CP1", 1, 0).start_identity()).await.unwrap().is_none());
-        assert!(store.transaction_by_reference("acct-a", "CP1", "tx-201").await.unwrap().is_none());
-        assert!(store.account_meter_values("acct-a").await.unwrap().is_empty());
-        assert!(store.events("acct-a", "CP1").await.unwrap().is_empty());
-        assert!(store.account_events("acct-a").await.unwrap().is_empty());
-        assert!(store.account_commands("acct-a").await.unwrap().is_empty());
-        assert!(store.queued_commands("acct-a", "CP1").await.unwrap().is_empty());
-        assert!(store.variables("acct-a", "CP1").await.unwrap().is_empty());
+        assert!(store.transaction_by_reference(&"acct-a".into(), &"CP1".into(), "tx-201").await.unwrap().is_none());
+        assert!(store.account_meter_values(&"acct-a".into()).await.unwrap().is_empty());
+        assert!(store.events(&"acct-a".into(), &"CP1".into()).await.unwrap().is_empty());
+        assert!(store.account_events(&"acct-a".into()).await.unwrap().is_empty());
+        assert!(store.account_commands(&"acct-a".into()).await.unwrap().is_empty());
+        assert!(store.queued_commands(&"acct-a".into(), &"CP1".into()).await.unwrap().is_empty());
+        assert!(store.variables(&"acct-a".into(), &"CP1".into()).await.unwrap().is_empty());
         assert_eq!(store.queued_command_count().await.unwrap(), 1, "only the other account's command is queued");
         assert_eq!(store.oldest_queued_command().await.unwrap(), Some(command("acct-b", "CP1", "Reset", 1).created_at));
 
@@ -442,7 +457,11 @@ mod checks {
         store.create_account(&same_email).await.expect("the email is free again");
 
         assert_eq!(everything_of(store, "acct-b").await, b_before, "the other account is untouched");
-        assert_eq!(store.erase_account("acct-a").await.unwrap(), ErasureReport::default(), "erasing twice is harmless");
+        assert_eq!(
+            store.erase_account(&"acct-a".into()).await.unwrap(),
+            ErasureReport::default(),
+            "erasing twice is harmless"
+        );
     }
 
     pub async fn tokens_are_found_by_hash_listed_by_age_and_revoked_per_account(s: &Subject) {
@@ -455,45 +474,48 @@ mod checks {
         assert_eq!(store.token("h-old").await.unwrap().unwrap().id, "t-old");
         assert!(store.token("h-none").await.unwrap().is_none());
         let ids = |tokens: Vec<ApiToken>| tokens.into_iter().map(|t| t.id).collect::<Vec<_>>();
-        assert_eq!(ids(store.tokens("acct-a").await.unwrap()), ["t-old", "t-mid", "t-new"], "oldest first");
+        assert_eq!(ids(store.tokens(&"acct-a".into()).await.unwrap()), ["t-old", "t-mid", "t-new"], "oldest first");
 
-        assert!(!store.delete_token("acct-b", "t-old").await.unwrap(), "another account's token is not revoked");
-        assert!(store.delete_token("acct-a", "t-old").await.unwrap());
-        assert!(!store.delete_token("acct-a", "t-old").await.unwrap(), "once");
+        assert!(
+            !store.delete_token(&"acct-b".into(), "t-old").await.unwrap(),
+            "another account's token is not revoked"
+        );
+        assert!(store.delete_token(&"acct-a".into(), "t-old").await.unwrap());
+        assert!(!store.delete_token(&"acct-a".into(), "t-old").await.unwrap(), "once");
         assert!(store.token("h-old").await.unwrap().is_none());
 
-        assert_eq!(store.delete_tokens_except("acct-a", Some("t-new")).await.unwrap(), 1);
-        assert_eq!(ids(store.tokens("acct-a").await.unwrap()), ["t-new"]);
+        assert_eq!(store.delete_tokens_except(&"acct-a".into(), Some("t-new")).await.unwrap(), 1);
+        assert_eq!(ids(store.tokens(&"acct-a".into()).await.unwrap()), ["t-new"]);
         assert!(store.token("h-mid").await.unwrap().is_none());
-        assert_eq!(store.delete_tokens_except("acct-a", None).await.unwrap(), 1);
-        assert!(store.tokens("acct-a").await.unwrap().is_empty());
-        assert_eq!(store.delete_tokens_except("acct-a", None).await.unwrap(), 0);
-        assert_eq!(ids(store.tokens("acct-b").await.unwrap()), ["t-b"], "the other account keeps its token");
+        assert_eq!(store.delete_tokens_except(&"acct-a".into(), None).await.unwrap(), 1);
+        assert!(store.tokens(&"acct-a".into()).await.unwrap().is_empty());
+        assert_eq!(store.delete_tokens_except(&"acct-a".into(), None).await.unwrap(), 0);
+        assert_eq!(ids(store.tokens(&"acct-b".into()).await.unwrap()), ["t-b"], "the other account keeps its token");
     }
 
     pub async fn consents_are_all_off_until_set(s: &Subject) {
         let store = &*s.store;
-        assert_eq!(store.consents("acct-a").await.unwrap(), Consents::default());
+        assert_eq!(store.consents(&"acct-a".into()).await.unwrap(), Consents::default());
         let mut c =
             Consents { personalized_offers: Consent { granted: true, updated_at: Some(at(5)) }, ..Consents::default() };
-        store.put_consents("acct-a", &c).await.unwrap();
-        assert_eq!(store.consents("acct-a").await.unwrap(), c);
+        store.put_consents(&"acct-a".into(), &c).await.unwrap();
+        assert_eq!(store.consents(&"acct-a".into()).await.unwrap(), c);
         c.personalized_offers.granted = false;
-        store.put_consents("acct-a", &c).await.unwrap();
-        assert_eq!(store.consents("acct-a").await.unwrap(), c);
-        assert_eq!(store.consents("acct-b").await.unwrap(), Consents::default());
+        store.put_consents(&"acct-a".into(), &c).await.unwrap();
+        assert_eq!(store.consents(&"acct-a".into()).await.unwrap(), c);
+        assert_eq!(store.consents(&"acct-b".into()).await.unwrap(), Consents::default());
     }
 
     pub async fn login_history_keeps_the_newest_n_oldest_first(s: &Subject) {
         let store = &*s.store;
         let login = |i: i64| LoginEvent { at: at(i), ip: format!("192.0.2.{i}"), outcome: LoginOutcome::BadPassword };
         for i in 1..=5 {
-            store.add_login_event("acct-a", &login(i), 3).await.unwrap();
+            store.add_login_event(&"acct-a".into(), &login(i), 3).await.unwrap();
         }
-        store.add_login_event("acct-b", &login(9), 3).await.unwrap();
-        assert_eq!(store.login_events("acct-a").await.unwrap(), [login(3), login(4), login(5)]);
-        assert_eq!(store.login_events("acct-b").await.unwrap(), [login(9)]);
-        assert!(store.login_events("acct-c").await.unwrap().is_empty());
+        store.add_login_event(&"acct-b".into(), &login(9), 3).await.unwrap();
+        assert_eq!(store.login_events(&"acct-a".into()).await.unwrap(), [login(3), login(4), login(5)]);
+        assert_eq!(store.login_events(&"acct-b".into()).await.unwrap(), [login(9)]);
+        assert!(store.login_events(&"acct-c".into()).await.unwrap().is_empty());
     }
 
     pub async fn stations_are_created_once_listed_by_id_updated_and_deleted(s: &Subject) {
@@ -504,19 +526,35 @@ mod checks {
         store.create_station(&station("acct-b", "CP1")).await.unwrap();
         let again = store.create_station(&station("acct-a", "CP1")).await;
         assert!(matches!(again, Err(StoreError::Conflict("station id"))), "{again:?}");
-        let ids = store.stations("acct-a").await.unwrap().into_iter().map(|s| s.id).collect::<Vec<_>>();
+        let ids = store.stations(&"acct-a".into()).await.unwrap().into_iter().map(|s| s.id).collect::<Vec<_>>();
         assert_eq!(ids, ["CP1", "CP10", "CP2"], "by id");
-        assert_eq!(store.station_count("acct-a").await.unwrap(), 3);
-        assert_eq!(store.station_count("acct-none").await.unwrap(), 0);
-        assert_eq!(store.station("acct-a", "CP1").await.unwrap().unwrap().password_hash, "hash-CP1");
-        assert!(store.station("acct-a", "CP3").await.unwrap().is_none());
+        assert_eq!(store.station_count(&"acct-a".into()).await.unwrap(), 3);
+        assert_eq!(store.station_count(&"acct-none".into()).await.unwrap(), 0);
+        assert_eq!(store.station(&"acct-a".into(), &"CP1".into()).await.unwrap().unwrap().password_hash, "hash-CP1");
+        assert!(store.station(&"acct-a".into(), &"CP3".into()).await.unwrap().is_none());
 
-        let updated = store.update_station("acct-a", "CP1", &|s| s.registration = Registration::Blocked).await.unwrap();
+        let updated = store
+            .update_station(&"acct-a".into(), &"CP1".into(), &|s| s.registration = Registration::Blocked)
+            .await
+            .unwrap();
         assert_eq!(updated.unwrap().registration, Registration::Blocked);
-        assert_eq!(store.station("acct-a", "CP1").await.unwrap().unwrap().registration, Registration::Blocked);
-        assert_eq!(store.station("acct-b", "CP1").await.unwrap().unwrap().registration, Registration::Accepted);
-        assert!(store.update_station("acct-a", "CP3", &|s| s.protocol = Some("x".into())).await.unwrap().is_none());
-        assert!(store.station("acct-a", "CP3").await.unwrap().is_none(), "updating nothing creates nothing");
+        assert_eq!(
+            store.station(&"acct-a".into(), &"CP1".into()).await.unwrap().unwrap().registration,
+            Registration::Blocked
+        );
+        assert_eq!(
+            store.station(&"acct-b".into(), &"CP1".into()).await.unwrap().unwrap().registration,
+            Registration::Accepted
+        );
+        assert!(store
+            .update_station(&"acct-a".into(), &"CP3".into(), &|s| s.protocol = Some("x".into()))
+            .await
+            .unwrap()
+            .is_none());
+        assert!(
+            store.station(&"acct-a".into(), &"CP3".into()).await.unwrap().is_none(),
+            "updating nothing creates nothing"
+        );
 
         let boot = BootInfo {
             charge_point_vendor: "Acme".into(),
@@ -530,7 +568,11 @@ mod checks {
             meter_serial_number: None,
             booted_at: at(10),
         };
-        store.change_station("acct-a", "CP2", &StationChange::Booted(boot.clone())).await.unwrap().unwrap();
+        store
+            .change_station(&"acct-a".into(), &"CP2".into(), &StationChange::Booted(boot.clone()))
+            .await
+            .unwrap()
+            .unwrap();
         let status = ConnectorStatus {
             evse_id: None,
             connector_id: 1,
@@ -543,20 +585,32 @@ mod checks {
             received_at: at(20),
         };
         store
-            .change_station("acct-a", "CP2", &StationChange::Connector { key: "1".into(), status: status.clone() })
+            .change_station(
+                &"acct-a".into(),
+                &"CP2".into(),
+                &StationChange::Connector { key: "1".into(), status: status.clone() },
+            )
             .await
             .unwrap();
-        let cp2 = store.change_station("acct-a", "CP2", &StationChange::Seen(at(15))).await.unwrap().unwrap();
+        let cp2 =
+            store.change_station(&"acct-a".into(), &"CP2".into(), &StationChange::Seen(at(15))).await.unwrap().unwrap();
         assert_eq!(cp2.boot, Some(boot));
         assert_eq!(cp2.connectors.get("1"), Some(&status));
         assert_eq!(cp2.last_seen, Some(at(20)), "an earlier sighting does not move last_seen back");
-        assert_eq!(store.station("acct-a", "CP2").await.unwrap().unwrap().last_seen, Some(at(20)));
-        assert!(store.change_station("acct-a", "CP9", &StationChange::Seen(at(1))).await.unwrap().is_none());
+        assert_eq!(store.station(&"acct-a".into(), &"CP2".into()).await.unwrap().unwrap().last_seen, Some(at(20)));
+        assert!(store
+            .change_station(&"acct-a".into(), &"CP9".into(), &StationChange::Seen(at(1)))
+            .await
+            .unwrap()
+            .is_none());
 
-        assert!(store.delete_station("acct-a", "CP1").await.unwrap());
-        assert!(!store.delete_station("acct-a", "CP1").await.unwrap());
-        assert!(store.station("acct-a", "CP1").await.unwrap().is_none());
-        assert!(store.station("acct-b", "CP1").await.unwrap().is_some(), "the other tenant's CP1 stays");
+        assert!(store.delete_station(&"acct-a".into(), &"CP1".into()).await.unwrap());
+        assert!(!store.delete_station(&"acct-a".into(), &"CP1".into()).await.unwrap());
+        assert!(store.station(&"acct-a".into(), &"CP1".into()).await.unwrap().is_none());
+        assert!(
+            store.station(&"acct-b".into(), &"CP1".into()).await.unwrap().is_some(),
+            "the other tenant's CP1 stays"
+        );
         store.create_station(&station("acct-a", "CP1")).await.expect("a deleted id can be provisioned again");
     }
 
@@ -578,32 +632,32 @@ mod checks {
                     received_at: at(i64::from(i)),
                 };
                 let change = StationChange::Connector { key: i.to_string(), status };
-                store.change_station("acct-a", "CP1", &change).await.unwrap().unwrap();
+                store.change_station(&"acct-a".into(), &"CP1".into(), &change).await.unwrap().unwrap();
             }));
         }
         for t in tasks {
             t.await.unwrap();
         }
-        let cp1 = s.store.station("acct-a", "CP1").await.unwrap().unwrap();
+        let cp1 = s.store.station(&"acct-a".into(), &"CP1".into()).await.unwrap().unwrap();
         assert_eq!(cp1.connectors.len(), 20, "{:?}", cp1.connectors.keys().collect::<Vec<_>>());
         assert_eq!(cp1.last_seen, Some(at(19)));
     }
 
     pub async fn id_tags_are_created_replaced_listed_and_deleted(s: &Subject) {
         let store = &*s.store;
-        assert!(store.put_id_tag("acct-a", &tag("TAG-B", TagStatus::Accepted)).await.unwrap(), "created");
-        assert!(store.put_id_tag("acct-a", &tag("TAG-A", TagStatus::Accepted)).await.unwrap());
-        assert!(!store.put_id_tag("acct-a", &tag("TAG-B", TagStatus::Blocked)).await.unwrap(), "replaced");
-        assert!(store.put_id_tag("acct-b", &tag("TAG-B", TagStatus::Expired)).await.unwrap(), "per account");
-        assert_eq!(store.id_tag("acct-a", "TAG-B").await.unwrap(), Some(tag("TAG-B", TagStatus::Blocked)));
+        assert!(store.put_id_tag(&"acct-a".into(), &tag("TAG-B", TagStatus::Accepted)).await.unwrap(), "created");
+        assert!(store.put_id_tag(&"acct-a".into(), &tag("TAG-A", TagStatus::Accepted)).await.unwrap());
+        assert!(!store.put_id_tag(&"acct-a".into(), &tag("TAG-B", TagStatus::Blocked)).await.unwrap(), "replaced");
+        assert!(store.put_id_tag(&"acct-b".into(), &tag("TAG-B", TagStatus::Expired)).await.unwrap(), "per account");
+        assert_eq!(store.id_tag(&"acct-a".into(), "TAG-B").await.unwrap(), Some(tag("TAG-B", TagStatus::Blocked)));
         assert_eq!(
-            store.id_tags("acct-a").await.unwrap(),
+            store.id_tags(&"acct-a".into()).await.unwrap(),
             [tag("TAG-A", TagStatus::Accepted), tag("TAG-B", TagStatus::Blocked)]
         );
-        assert!(store.delete_id_tag("acct-a", "TAG-B").await.unwrap());
-        assert!(!store.delete_id_tag("acct-a", "TAG-B").await.unwrap());
-        assert!(store.id_tag("acct-a", "TAG-B").await.unwrap().is_none());
-        assert_eq!(store.id_tag("acct-b", "TAG-B").await.unwrap().unwrap().status, TagStatus::Expired);
+        assert!(store.delete_id_tag(&"acct-a".into(), "TAG-B").await.unwrap());
+        assert!(!store.delete_id_tag(&"acct-a".into(), "TAG-B").await.unwrap());
+        assert!(store.id_tag(&"acct-a".into(), "TAG-B").await.unwrap().is_none());
+        assert_eq!(store.id_tag(&"acct-b".into(), "TAG-B").await.unwrap().unwrap().status, TagStatus::Expired);
     }
 
     pub async fn a_retried_start_finds_its_transaction_and_a_stop_applies_once(s: &Subject) {
@@ -631,36 +685,39 @@ mod checks {
             .is_none());
 
         assert_eq!(
-            store.stop_transaction("acct-a", "CP2", first.id, &stop(1500)).await.unwrap(),
+            store.stop_transaction(&"acct-a".into(), &"CP2".into(), first.id, &stop(1500)).await.unwrap(),
             StopOutcome::Unknown,
             "another station's"
         );
         assert_eq!(
-            store.stop_transaction("acct-b", "CP1", first.id, &stop(1500)).await.unwrap(),
+            store.stop_transaction(&"acct-b".into(), &"CP1".into(), first.id, &stop(1500)).await.unwrap(),
             StopOutcome::Unknown,
             "another account's"
         );
-        assert_eq!(store.stop_transaction("acct-a", "CP1", 999_999, &stop(1500)).await.unwrap(), StopOutcome::Unknown);
+        assert_eq!(
+            store.stop_transaction(&"acct-a".into(), &"CP1".into(), 999_999, &stop(1500)).await.unwrap(),
+            StopOutcome::Unknown
+        );
         let StopOutcome::Stopped(stopped) =
-            store.stop_transaction("acct-a", "CP1", first.id, &stop(1500)).await.unwrap()
+            store.stop_transaction(&"acct-a".into(), &"CP1".into(), first.id, &stop(1500)).await.unwrap()
         else {
             panic!("the open transaction stops");
         };
         assert_eq!(stopped.energy_wh(), Some(500));
-        let again = store.stop_transaction("acct-a", "CP1", first.id, &stop(9999)).await.unwrap();
+        let again = store.stop_transaction(&"acct-a".into(), &"CP1".into(), first.id, &stop(9999)).await.unwrap();
         assert_eq!(again, StopOutcome::AlreadyStopped(stopped.clone()), "a retried stop changes nothing");
-        assert_eq!(store.transaction("acct-a", first.id).await.unwrap(), Some(stopped.clone()));
-        assert!(store.transaction("acct-b", first.id).await.unwrap().is_none());
+        assert_eq!(store.transaction(&"acct-a".into(), first.id).await.unwrap(), Some(stopped.clone()));
+        assert!(store.transaction(&"acct-b".into(), first.id).await.unwrap().is_none());
 
         let ids = |txs: Vec<Transaction>| txs.into_iter().map(|t| t.id).collect::<Vec<_>>();
         assert_eq!(
-            ids(store.transactions("acct-a", None).await.unwrap()),
+            ids(store.transactions(&"acct-a".into(), None).await.unwrap()),
             [third.id, second.id, first.id],
             "newest first"
         );
-        assert_eq!(ids(store.transactions("acct-a", Some("CP1")).await.unwrap()), [third.id, first.id]);
-        assert!(store.transactions("acct-a", Some("CP9")).await.unwrap().is_empty());
-        assert!(store.transactions("acct-b", None).await.unwrap().is_empty());
+        assert_eq!(ids(store.transactions(&"acct-a".into(), Some(&"CP1".into())).await.unwrap()), [third.id, first.id]);
+        assert!(store.transactions(&"acct-a".into(), Some(&"CP9".into())).await.unwrap().is_empty());
+        assert!(store.transactions(&"acct-b".into(), None).await.unwrap().is_empty());
     }
 
     pub async fn two_handles_racing_the_same_start_get_the_same_transaction(s: &Subject) {
@@ -676,7 +733,7 @@ mod checks {
             assert_eq!(ta.id, tb.id, "round {round}");
             assert!(created_a ^ created_b, "exactly one created it (round {round})");
         }
-        assert_eq!(s.store.transactions("acct-a", None).await.unwrap().len(), 10);
+        assert_eq!(s.store.transactions(&"acct-a".into(), None).await.unwrap().len(), 10);
     }
 
     pub async fn two_handles_racing_stops_of_one_transaction_record_only_the_first(s: &Subject) {
@@ -684,8 +741,12 @@ mod checks {
             let (open, _) = s.store.start_transaction(&new_tx("acct-a", "CP1", 1, round)).await.unwrap();
             let (a, b) = (s.store.clone(), s.other.clone());
             let (ra, rb) = tokio::join!(
-                tokio::spawn(async move { a.stop_transaction("acct-a", "CP1", open.id, &stop(1000 + round)).await }),
-                tokio::spawn(async move { b.stop_transaction("acct-a", "CP1", open.id, &stop(2000 + round)).await }),
+                tokio::spawn(async move {
+                    a.stop_transaction(&"acct-a".into(), &"CP1".into(), open.id, &stop(1000 + round)).await
+                }),
+                tokio::spawn(async move {
+                    b.stop_transaction(&"acct-a".into(), &"CP1".into(), open.id, &stop(2000 + round)).await
+                }),
             );
             let outcomes = [ra.unwrap().unwrap(), rb.unwrap().unwrap()];
             let stopped: Vec<_> = outcomes
@@ -700,7 +761,7 @@ mod checks {
                 outcomes.contains(&StopOutcome::AlreadyStopped(stopped[0].clone())),
                 "the other finds the winner's stop (round {round}): {outcomes:?}"
             );
-            assert_eq!(s.store.transaction("acct-a", open.id).await.unwrap().as_ref(), Some(&stopped[0]));
+            assert_eq!(s.store.transaction(&"acct-a".into(), open.id).await.unwrap().as_ref(), Some(&stopped[0]));
         }
     }
 
@@ -714,9 +775,16 @@ mod checks {
                     tokio::spawn(async move {
                         let create = |id| v201("acct-a", "CP1", &reference, id);
                         store
-                            .apply_transaction_event("acct-a", "CP1", &reference, seq_no, &create, &|t| {
-                                t.events.push(event_record(seq_no, "Updated", Some(100 * seq_no as i64)));
-                            })
+                            .apply_transaction_event(
+                                &"acct-a".into(),
+                                &"CP1".into(),
+                                &reference,
+                                seq_no,
+                                &create,
+                                &|t| {
+                                    t.events.push(event_record(seq_no, "Updated", Some(100 * seq_no as i64)));
+                                },
+                            )
                             .await
                             .unwrap()
                     })
@@ -729,7 +797,8 @@ mod checks {
                 created += usize::from(outcome.created);
             }
             assert_eq!(created, 1, "one event created it (round {round})");
-            let tx = s.store.transaction_by_reference("acct-a", "CP1", &reference).await.unwrap().unwrap();
+            let tx =
+                s.store.transaction_by_reference(&"acct-a".into(), &"CP1".into(), &reference).await.unwrap().unwrap();
             let mut seqs: Vec<u64> = tx.events.iter().map(|e| e.seq_no).collect();
             seqs.sort_unstable();
             assert_eq!(seqs, [0, 1, 2, 3, 4, 5], "no event lost (round {round})");
@@ -740,7 +809,7 @@ mod checks {
         let store = &*s.store;
         let create = |id| v201("acct-a", "CP1", "ref-1", id);
         let started = store
-            .apply_transaction_event("acct-a", "CP1", "ref-1", 0, &create, &|t| {
+            .apply_transaction_event(&"acct-a".into(), &"CP1".into(), "ref-1", 0, &create, &|t| {
                 t.events.push(event_record(0, "Started", Some(100)));
                 t.meter_start = Some(100);
             })
@@ -751,7 +820,7 @@ mod checks {
         assert_eq!(started.transaction.events.len(), 1);
 
         let repeated = store
-            .apply_transaction_event("acct-a", "CP1", "ref-1", 0, &create, &|t| {
+            .apply_transaction_event(&"acct-a".into(), &"CP1".into(), "ref-1", 0, &create, &|t| {
                 t.events.push(event_record(0, "Started", Some(100)));
                 t.charging_state = Some("should not be set".into());
             })
@@ -761,7 +830,7 @@ mod checks {
         assert_eq!(repeated.transaction, started.transaction);
 
         let updated = store
-            .apply_transaction_event("acct-a", "CP1", "ref-1", 1, &create, &|t| {
+            .apply_transaction_event(&"acct-a".into(), &"CP1".into(), "ref-1", 1, &create, &|t| {
                 t.events.push(event_record(1, "Updated", Some(150)));
                 t.charging_state = Some("Charging".into());
             })
@@ -771,14 +840,24 @@ mod checks {
         assert_eq!(updated.transaction.id, id);
         assert_eq!(updated.transaction.events.iter().map(|e| e.seq_no).collect::<Vec<_>>(), [0, 1]);
 
-        let stored = store.transaction("acct-a", id).await.unwrap().unwrap();
+        let stored = store.transaction(&"acct-a".into(), id).await.unwrap().unwrap();
         assert_eq!(stored, updated.transaction);
-        assert_eq!(store.transaction_by_reference("acct-a", "CP1", "ref-1").await.unwrap(), Some(stored));
-        assert!(store.transaction_by_reference("acct-a", "CP2", "ref-1").await.unwrap().is_none());
-        assert!(store.transaction_by_reference("acct-b", "CP1", "ref-1").await.unwrap().is_none());
+        assert_eq!(
+            store.transaction_by_reference(&"acct-a".into(), &"CP1".into(), "ref-1").await.unwrap(),
+            Some(stored)
+        );
+        assert!(store.transaction_by_reference(&"acct-a".into(), &"CP2".into(), "ref-1").await.unwrap().is_none());
+        assert!(store.transaction_by_reference(&"acct-b".into(), &"CP1".into(), "ref-1").await.unwrap().is_none());
 
         let other = store
-            .apply_transaction_event("acct-a", "CP2", "ref-1", 0, &|id| v201("acct-a", "CP2", "ref-1", id), &|_| {})
+            .apply_transaction_event(
+                &"acct-a".into(),
+                &"CP2".into(),
+                "ref-1",
+                0,
+                &|id| v201("acct-a", "CP2", "ref-1", id),
+                &|_| {},
+            )
             .await
             .unwrap();
         assert!(other.created, "the same reference on another station is another transaction");
@@ -793,7 +872,11 @@ mod checks {
         let started = Transaction::started(&new_tx("acct-a", "CP1", 1, 500), ids.start, at(101));
         store.put_transaction(&started).await.unwrap();
         store.put_transaction(&started).await.unwrap();
-        assert_eq!(store.transactions("acct-a", None).await.unwrap(), std::slice::from_ref(&started), "stored once");
+        assert_eq!(
+            store.transactions(&"acct-a".into(), None).await.unwrap(),
+            std::slice::from_ref(&started),
+            "stored once"
+        );
         assert_eq!(
             store.transaction_by_start(&new_tx("acct-a", "CP1", 1, 500).start_identity()).await.unwrap(),
             Some(started.clone())
@@ -805,24 +888,32 @@ mod checks {
         stopped.stop = Some(stop(900));
         store.put_transaction(&stopped).await.unwrap();
         store.put_transaction(&stopped).await.unwrap();
-        assert_eq!(store.transaction("acct-a", started.id).await.unwrap(), Some(stopped.clone()), "replaced");
-        assert_eq!(store.transactions("acct-a", None).await.unwrap().len(), 1);
+        assert_eq!(store.transaction(&"acct-a".into(), started.id).await.unwrap(), Some(stopped.clone()), "replaced");
+        assert_eq!(store.transactions(&"acct-a".into(), None).await.unwrap().len(), 1);
 
         let mut v2 = v201("acct-a", "CP1", "ref-9", ids.start + 1);
         v2.events.push(event_record(0, "Started", None));
         store.put_transaction(&v2).await.unwrap();
         store.put_transaction(&v2).await.unwrap();
-        assert_eq!(store.transaction_by_reference("acct-a", "CP1", "ref-9").await.unwrap(), Some(v2.clone()));
+        assert_eq!(
+            store.transaction_by_reference(&"acct-a".into(), &"CP1".into(), "ref-9").await.unwrap(),
+            Some(v2.clone())
+        );
         let next = store
-            .apply_transaction_event("acct-a", "CP1", "ref-9", 1, &|id| v201("acct-a", "CP1", "ref-9", id), &|t| {
-                t.events.push(event_record(1, "Updated", None))
-            })
+            .apply_transaction_event(
+                &"acct-a".into(),
+                &"CP1".into(),
+                "ref-9",
+                1,
+                &|id| v201("acct-a", "CP1", "ref-9", id),
+                &|t| t.events.push(event_record(1, "Updated", None)),
+            )
             .await
             .unwrap();
         assert!(!next.created && next.applied, "an event finds the transaction put there");
         assert_eq!(next.transaction.id, v2.id);
         let ids_listed =
-            store.transactions("acct-a", None).await.unwrap().into_iter().map(|t| t.id).collect::<Vec<_>>();
+            store.transactions(&"acct-a".into(), None).await.unwrap().into_iter().map(|t| t.id).collect::<Vec<_>>();
         assert_eq!(ids_listed, [v2.id, started.id]);
     }
 
@@ -837,7 +928,14 @@ mod checks {
         assert!(other_block.start >= block.end || other_block.end <= block.start, "{block:?} {other_block:?}");
         let (after, _) = store.start_transaction(&new_tx("acct-a", "CP1", 1, 1)).await.unwrap();
         let event = store
-            .apply_transaction_event("acct-a", "CP1", "r", 0, &|id| v201("acct-a", "CP1", "r", id), &|_| {})
+            .apply_transaction_event(
+                &"acct-a".into(),
+                &"CP1".into(),
+                "r",
+                0,
+                &|id| v201("acct-a", "CP1", "r", id),
+                &|_| {},
+            )
             .await
             .unwrap();
         for id in [before.id, after.id, event.transaction.id] {
@@ -856,23 +954,26 @@ mod checks {
         );
         let loose = reading("CP1", None, 5, "50");
         let other_tx = reading("CP1", Some(8), 15, "999");
-        store.add_meter_values("acct-a", &[r3.clone(), r1.clone()]).await.unwrap();
-        store.add_meter_values("acct-a", &[r2.clone(), r1.clone(), loose.clone()]).await.unwrap();
-        store.add_meter_values("acct-a", &[r3.clone(), other_tx.clone()]).await.unwrap();
-        store.add_meter_values("acct-a", &[]).await.unwrap();
+        store.add_meter_values(&"acct-a".into(), &[r3.clone(), r1.clone()]).await.unwrap();
+        store.add_meter_values(&"acct-a".into(), &[r2.clone(), r1.clone(), loose.clone()]).await.unwrap();
+        store.add_meter_values(&"acct-a".into(), &[r3.clone(), other_tx.clone()]).await.unwrap();
+        store.add_meter_values(&"acct-a".into(), &[]).await.unwrap();
         assert_eq!(
-            store.transaction_meter_values("acct-a", "CP1", 7).await.unwrap(),
+            store.transaction_meter_values(&"acct-a".into(), &"CP1".into(), 7).await.unwrap(),
             [r1.clone(), r2.clone(), r3.clone()]
         );
-        assert_eq!(store.transaction_meter_values("acct-a", "CP1", 8).await.unwrap(), std::slice::from_ref(&other_tx));
-        assert!(store.transaction_meter_values("acct-a", "CP2", 7).await.unwrap().is_empty());
-        assert!(store.transaction_meter_values("acct-b", "CP1", 7).await.unwrap().is_empty());
+        assert_eq!(
+            store.transaction_meter_values(&"acct-a".into(), &"CP1".into(), 8).await.unwrap(),
+            std::slice::from_ref(&other_tx)
+        );
+        assert!(store.transaction_meter_values(&"acct-a".into(), &"CP2".into(), 7).await.unwrap().is_empty());
+        assert!(store.transaction_meter_values(&"acct-b".into(), &"CP1".into(), 7).await.unwrap().is_empty());
         // A different value at the same instant is another reading.
         let corrected = reading("CP1", Some(7), 20, "201");
-        store.add_meter_values("acct-a", std::slice::from_ref(&corrected)).await.unwrap();
-        assert_eq!(store.transaction_meter_values("acct-a", "CP1", 7).await.unwrap().len(), 4);
+        store.add_meter_values(&"acct-a".into(), std::slice::from_ref(&corrected)).await.unwrap();
+        assert_eq!(store.transaction_meter_values(&"acct-a".into(), &"CP1".into(), 7).await.unwrap().len(), 4);
 
-        let mut all = store.account_meter_values("acct-a").await.unwrap();
+        let mut all = store.account_meter_values(&"acct-a".into()).await.unwrap();
         assert_eq!(all.len(), 6, "every reading once, with or without a transaction");
         let key =
             |r: &MeterRecord| (r.transaction_id, r.meter_value.timestamp, r.meter_value.sampled_value[0].value.clone());
@@ -890,21 +991,21 @@ mod checks {
             event("CP1", "DataTransfer", 3),
         );
         let elsewhere = event("CP2", "DataTransfer", 0);
-        store.add_event("acct-a", &e1).await.unwrap();
-        store.add_event("acct-a", &e3).await.unwrap();
-        store.add_event("acct-a", &e2).await.unwrap();
-        store.add_event("acct-a", &e1).await.unwrap();
-        store.add_event("acct-a", &elsewhere).await.unwrap();
-        store.add_event("acct-b", &e1).await.unwrap();
+        store.add_event(&"acct-a".into(), &e1).await.unwrap();
+        store.add_event(&"acct-a".into(), &e3).await.unwrap();
+        store.add_event(&"acct-a".into(), &e2).await.unwrap();
+        store.add_event(&"acct-a".into(), &e1).await.unwrap();
+        store.add_event(&"acct-a".into(), &elsewhere).await.unwrap();
+        store.add_event(&"acct-b".into(), &e1).await.unwrap();
         assert_eq!(
-            store.events("acct-a", "CP1").await.unwrap(),
+            store.events(&"acct-a".into(), &"CP1".into()).await.unwrap(),
             [e1.clone(), e2.clone(), e3.clone()],
             "once, by received time"
         );
-        assert_eq!(store.events("acct-a", "CP2").await.unwrap(), std::slice::from_ref(&elsewhere));
-        assert!(store.events("acct-a", "CP3").await.unwrap().is_empty());
-        assert_eq!(store.account_events("acct-a").await.unwrap(), [e1.clone(), e2, e3, elsewhere]);
-        assert_eq!(store.account_events("acct-b").await.unwrap(), [e1]);
+        assert_eq!(store.events(&"acct-a".into(), &"CP2".into()).await.unwrap(), std::slice::from_ref(&elsewhere));
+        assert!(store.events(&"acct-a".into(), &"CP3".into()).await.unwrap().is_empty());
+        assert_eq!(store.account_events(&"acct-a".into()).await.unwrap(), [e1.clone(), e2, e3, elsewhere]);
+        assert_eq!(store.account_events(&"acct-b".into()).await.unwrap(), [e1]);
     }
 
     pub async fn command_queues_keep_order_per_station_and_release_what_left_them(s: &Subject) {
@@ -922,44 +1023,45 @@ mod checks {
         }
         let actions = |cs: Vec<CommandRecord>| cs.into_iter().map(|c| c.action).collect::<Vec<_>>();
         assert_eq!(
-            actions(store.queued_commands("acct-a", "CP1").await.unwrap()),
+            actions(store.queued_commands(&"acct-a".into(), &"CP1".into()).await.unwrap()),
             ["Reset", "UnlockConnector", "TriggerMessage"]
         );
-        assert_eq!(store.queued_commands("acct-a", "CP2").await.unwrap(), std::slice::from_ref(&b1));
-        assert_eq!(store.queued_commands("acct-b", "CP1").await.unwrap(), std::slice::from_ref(&other));
+        assert_eq!(store.queued_commands(&"acct-a".into(), &"CP2".into()).await.unwrap(), std::slice::from_ref(&b1));
+        assert_eq!(store.queued_commands(&"acct-b".into(), &"CP1".into()).await.unwrap(), std::slice::from_ref(&other));
         assert_eq!(store.queued_command_count().await.unwrap(), 5);
         assert_eq!(store.oldest_queued_command().await.unwrap(), Some(b1.created_at));
-        assert_eq!(store.command("acct-a", "CP1", &a2.id).await.unwrap(), Some(a2.clone()));
-        assert!(store.command("acct-a", "CP2", &a2.id).await.unwrap().is_none());
-        assert!(store.command("acct-b", "CP1", &a2.id).await.unwrap().is_none());
+        assert_eq!(store.command(&"acct-a".into(), &"CP1".into(), &a2.id).await.unwrap(), Some(a2.clone()));
+        assert!(store.command(&"acct-a".into(), &"CP2".into(), &a2.id).await.unwrap().is_none());
+        assert!(store.command(&"acct-b".into(), &"CP1".into(), &a2.id).await.unwrap().is_none());
 
         let mut sent = a1.clone();
         sent.status = CommandStatus::Sent;
         sent.sent_at = Some(at(70));
         store.update_command(&sent).await.unwrap();
         assert_eq!(
-            actions(store.queued_commands("acct-a", "CP1").await.unwrap()),
+            actions(store.queued_commands(&"acct-a".into(), &"CP1".into()).await.unwrap()),
             ["UnlockConnector", "TriggerMessage"]
         );
-        assert_eq!(store.command("acct-a", "CP1", &a1.id).await.unwrap(), Some(sent.clone()));
+        assert_eq!(store.command(&"acct-a".into(), &"CP1".into(), &a1.id).await.unwrap(), Some(sent.clone()));
         assert_eq!(store.queued_command_count().await.unwrap(), 4);
         let mut answered = sent.clone();
         answered.status = CommandStatus::Answered;
         answered.response = Some(serde_json::json!({ "status": "Accepted" }));
         store.update_command(&answered).await.unwrap();
-        assert_eq!(store.command("acct-a", "CP1", &a1.id).await.unwrap(), Some(answered));
+        assert_eq!(store.command(&"acct-a".into(), &"CP1".into(), &a1.id).await.unwrap(), Some(answered));
         assert_eq!(store.queued_command_count().await.unwrap(), 4);
 
         let mut expired = b1.clone();
         expired.status = CommandStatus::Expired;
         store.update_command(&expired).await.unwrap();
-        assert!(store.queued_commands("acct-a", "CP2").await.unwrap().is_empty());
+        assert!(store.queued_commands(&"acct-a".into(), &"CP2".into()).await.unwrap().is_empty());
         assert_eq!(store.oldest_queued_command().await.unwrap(), Some(other.created_at));
         assert_eq!(store.queued_command_count().await.unwrap(), 3);
 
-        let mut all = store.account_commands("acct-a").await.unwrap();
+        let mut all = store.account_commands(&"acct-a".into()).await.unwrap();
         all.sort_by(|x, y| x.id.cmp(&y.id));
-        let mut expected = vec![store.command("acct-a", "CP1", &a1.id).await.unwrap().unwrap(), a2, a3, expired];
+        let mut expected =
+            vec![store.command(&"acct-a".into(), &"CP1".into(), &a1.id).await.unwrap().unwrap(), a2, a3, expired];
         expected.sort_by(|x, y| x.id.cmp(&y.id));
         assert_eq!(all, expected, "every command of the account, whatever its status");
     }
@@ -971,7 +1073,7 @@ mod checks {
         reported.mutability = Some("ReadOnly".into());
         reported.persistent = Some(false);
         reported.characteristics = Some(serde_json::json!({"unit": "W", "dataType": "decimal"}));
-        store.put_variables("acct-a", "CP1", std::slice::from_ref(&reported)).await.unwrap();
+        store.put_variables(&"acct-a".into(), &"CP1".into(), std::slice::from_ref(&reported)).await.unwrap();
 
         let seen = |value: &str, secs: i64| {
             let mut v = variable("EVSE", "Power", value);
@@ -983,14 +1085,21 @@ mod checks {
         let never_reported = seen("230", 5);
         let mut voltage = never_reported.clone();
         voltage.variable = "Voltage".into();
-        store.observe_variables("acct-a", "CP1", &[seen("7400", 10), voltage.clone(), seen("7300", 20)]).await.unwrap();
-        store.observe_variables("acct-a", "CP1", &[]).await.unwrap();
+        store
+            .observe_variables(&"acct-a".into(), &"CP1".into(), &[seen("7400", 10), voltage.clone(), seen("7300", 20)])
+            .await
+            .unwrap();
+        store.observe_variables(&"acct-a".into(), &"CP1".into(), &[]).await.unwrap();
 
         let mut expected = reported.clone();
         expected.value = Some("7300".into());
         expected.updated_at = at(20);
-        assert_eq!(store.variables("acct-a", "CP1").await.unwrap(), [expected, voltage], "the latest value seen wins");
-        assert!(s.other.variables("acct-a", "CP2").await.unwrap().is_empty());
+        assert_eq!(
+            store.variables(&"acct-a".into(), &"CP1".into()).await.unwrap(),
+            [expected, voltage],
+            "the latest value seen wins"
+        );
+        assert!(s.other.variables(&"acct-a".into(), &"CP2".into()).await.unwrap().is_empty());
     }
 
     pub async fn device_variables_are_replaced_by_key_and_ordered_by_component_then_variable(s: &Subject) {
@@ -1003,15 +1112,15 @@ mod checks {
             variable("OCPPCommCtrlr", "WebSocketPingInterval", "30"),
             variable("OCPPCommCtrlr", "HeartbeatInterval", "60"),
         ];
-        store.put_variables("acct-a", "CP1", &batch).await.unwrap();
-        store.put_variables("acct-a", "CP1", &[]).await.unwrap();
+        store.put_variables(&"acct-a".into(), &"CP1".into(), &batch).await.unwrap();
+        store.put_variables(&"acct-a".into(), &"CP1".into(), &[]).await.unwrap();
         let replaced = variable("OCPPCommCtrlr", "HeartbeatInterval", "120");
-        store.put_variables("acct-a", "CP1", std::slice::from_ref(&replaced)).await.unwrap();
+        store.put_variables(&"acct-a".into(), &"CP1".into(), std::slice::from_ref(&replaced)).await.unwrap();
         let mut target = variable("OCPPCommCtrlr", "HeartbeatInterval", "90");
         target.attribute_type = "Target".into();
-        store.put_variables("acct-a", "CP1", &[target.clone()]).await.unwrap();
+        store.put_variables(&"acct-a".into(), &"CP1".into(), &[target.clone()]).await.unwrap();
 
-        let got = store.variables("acct-a", "CP1").await.unwrap();
+        let got = store.variables(&"acct-a".into(), &"CP1".into()).await.unwrap();
         assert_eq!(
             got,
             [
@@ -1026,14 +1135,14 @@ mod checks {
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted, "in key order");
-        assert!(store.variables("acct-a", "CP2").await.unwrap().is_empty());
-        assert!(store.variables("acct-b", "CP1").await.unwrap().is_empty());
+        assert!(store.variables(&"acct-a".into(), &"CP2".into()).await.unwrap().is_empty());
+        assert!(store.variables(&"acct-b".into(), &"CP1".into()).await.unwrap().is_empty());
     }
 
     pub async fn flush_succeeds(s: &Subject) {
         s.store.create_account(&account("acct-a", "alpha")).await.unwrap();
         s.store.flush().await.unwrap();
-        assert!(s.store.account("acct-a").await.unwrap().is_some());
+        assert!(s.store.account(&"acct-a".into()).await.unwrap().is_some());
     }
 }
 
@@ -1057,7 +1166,7 @@ async fn redis_store_works_again_after_redis_restarts_and_fails_fast_while_it_is
     server.kill();
     for _ in 0..3 {
         let started = std::time::Instant::now();
-        let down = store.account("acct-a").await;
+        let down = store.account(&"acct-a".into()).await;
         let waited = started.elapsed();
         match down {
             Err(StoreError::Unavailable(message)) => assert!(message.to_string().contains("redis"), "{message}"),
@@ -1071,7 +1180,7 @@ async fn redis_store_works_again_after_redis_restarts_and_fails_fast_while_it_is
     assert_eq!(server.port(), port, "the same address: the store is not told of another");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let account = loop {
-        match store.account("acct-a").await {
+        match store.account(&"acct-a".into()).await {
             Ok(found) => break found,
             Err(e) => {
                 assert!(std::time::Instant::now() < deadline, "the store did not reconnect: {e}");
@@ -1080,11 +1189,12 @@ async fn redis_store_works_again_after_redis_restarts_and_fails_fast_while_it_is
         }
     };
     assert_eq!(account.map(|a| a.slug), Some("alpha".into()), "what was written before is still there");
-    assert!(store.station("acct-a", "CP1").await.unwrap().is_some());
+    assert!(store.station(&"acct-a".into(), &"CP1".into()).await.unwrap().is_some());
     let (next, created) = store.start_transaction(&new_tx("acct-a", "CP1", 2, 0)).await.unwrap();
     assert!(created && next.id > tx.id, "the id sequence survived too");
     // Scripts are gone from the restarted server: they are loaded again.
-    let updated = store.update_station("acct-a", "CP1", &|s| s.protocol = Some("ocpp1.6".into())).await.unwrap();
+    let updated =
+        store.update_station(&"acct-a".into(), &"CP1".into(), &|s| s.protocol = Some("ocpp1.6".into())).await.unwrap();
     assert_eq!(updated.and_then(|s| s.protocol), Some("ocpp1.6".into()));
 }
 
@@ -1113,13 +1223,13 @@ async fn redis_stores_keep_to_their_key_prefix_and_erasure_leaves_no_key_of_the_
     fill(&one, "acct-a").await;
     one.create_account(&account("acct-b", "bravo")).await.unwrap();
     fill(&one, "acct-b").await;
-    assert!(two.stations("acct-a").await.unwrap().is_empty());
+    assert!(two.stations(&"acct-a".into()).await.unwrap().is_empty());
     let keys = redis_keys(&server.url()).await;
     assert!(keys.iter().all(|k| k.starts_with("one:") || k.starts_with("two:")), "{keys:?}");
     let of_a = |keys: &[String]| keys.iter().filter(|k| k.contains("acct-a") && k.starts_with("one:")).count();
     assert!(of_a(&keys) >= 10, "{keys:?}");
 
-    one.erase_account("acct-a").await.unwrap();
+    one.erase_account(&"acct-a".into()).await.unwrap();
     let keys = redis_keys(&server.url()).await;
     assert_eq!(of_a(&keys), 0, "{keys:?}");
     // Nor a value naming it: the email index is gone, the slug index names no one, the queue of all
@@ -1136,7 +1246,7 @@ async fn redis_stores_keep_to_their_key_prefix_and_erasure_leaves_no_key_of_the_
     assert_eq!(queued.len(), 1);
     assert!(queued.iter().all(|m| !m.contains("acct-a")), "{queued:?}");
     assert!(keys.iter().any(|k| k.contains("acct-b")), "the other account is still there");
-    assert!(two.account("acct-a").await.unwrap().is_some(), "the other prefix's account of that id stays");
+    assert!(two.account(&"acct-a".into()).await.unwrap().is_some(), "the other prefix's account of that id stays");
 }
 
 #[tokio::test]
@@ -1151,9 +1261,9 @@ async fn a_redis_erasure_interrupted_by_a_crash_is_finished_when_a_store_next_co
     let _: i64 = ::redis::cmd("SADD").arg("crash:erasing").arg("acct-a").query_async(&mut conn).await.unwrap();
 
     let next = RedisStore::connect(&server.url(), "crash", REDIS_TIMEOUT).await.unwrap();
-    assert!(next.account("acct-a").await.unwrap().is_none());
-    assert!(next.stations("acct-a").await.unwrap().is_empty());
-    assert!(next.transactions("acct-a", None).await.unwrap().is_empty());
+    assert!(next.account(&"acct-a".into()).await.unwrap().is_none());
+    assert!(next.stations(&"acct-a".into()).await.unwrap().is_empty());
+    assert!(next.transactions(&"acct-a".into(), None).await.unwrap().is_empty());
     assert!(matches!(next.create_account(&account("acct-c", "alpha")).await, Err(StoreError::Conflict("slug"))));
     let keys = redis_keys(&server.url()).await;
     assert!(keys.iter().all(|k| !k.contains("acct-a") && k != "crash:erasing"), "{keys:?}");

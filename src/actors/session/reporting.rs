@@ -7,6 +7,7 @@
 //! actor message.
 
 use crate::actors::account::{self, AccountActor, AccountRegistry, GetAccount, StationConnected, StationDisconnected};
+use crate::ids::AccountId;
 use actix::prelude::*;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -17,7 +18,7 @@ pub const LIVENESS_REPORT_EVERY: Duration = Duration::from_secs(5);
 /// A session's line to its tenant's actor.
 pub struct TenantLink {
     accounts: Addr<AccountRegistry>,
-    account_id: String,
+    account_id: AccountId,
     /// The tenant's actor, once looked up.
     actor: Option<Addr<AccountActor>>,
     /// When the tenant's actor was last told this station is alive.
@@ -25,7 +26,7 @@ pub struct TenantLink {
 }
 
 impl TenantLink {
-    pub fn new(accounts: Addr<AccountRegistry>, account_id: String) -> TenantLink {
+    pub fn new(accounts: Addr<AccountRegistry>, account_id: AccountId) -> TenantLink {
         TenantLink { accounts, account_id, actor: None, last_reported: Instant::now() }
     }
 

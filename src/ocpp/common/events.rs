@@ -23,7 +23,7 @@ pub(crate) async fn record_event(ctx: &StationContext<'_>, action: &str, payload
 /// Records a message kept only for the record, its quota already charged.
 pub(crate) async fn store_event(ctx: &StationContext<'_>, action: &str, payload: &Value) -> Result<(), HandlerError> {
     let event = StationEvent {
-        station_id: ctx.station_id.to_string(),
+        station_id: ctx.station_id.clone(),
         action: action.to_string(),
         payload: payload.clone(),
         received_at: chrono::Utc::now(),

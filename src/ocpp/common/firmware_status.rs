@@ -19,7 +19,7 @@ pub struct Request {
 pub struct Response {}
 
 pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
-    tracing::debug!(station = ctx.station_id, request_id = ?req.request_id, status = %req.status, "signed firmware status");
+    tracing::debug!(station = ctx.station_id.as_str(), request_id = ?req.request_id, status = %req.status, "signed firmware status");
     set_firmware_status(ctx, req.status).await?;
     Ok(Handled::reply(Response {}))
 }

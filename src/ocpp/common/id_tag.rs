@@ -1,6 +1,7 @@
 //! Id-tag authorisation, the same in both versions: what the tenant's id tags say of a tag. Each
 //! version words the answer its own way (1.6 `IdTagInfo`, 2.0.1 `IdTokenInfo`).
 
+use crate::ids::AccountId;
 use crate::model::TagStatus;
 use crate::ocpp::handler::HandlerError;
 use crate::store::StationLookup;
@@ -18,7 +19,7 @@ pub struct Authorisation {
 /// Looks the tag up among the tenant's id tags; None for a tag it does not have.
 pub async fn authorise(
     store: &dyn StationLookup,
-    account_id: &str,
+    account_id: &AccountId,
     id_tag: &str,
 ) -> Result<Option<Authorisation>, HandlerError> {
     let Some(tag) = store.id_tag(account_id, id_tag).await? else {

@@ -1,6 +1,7 @@
 //! The fixture of every handler test, whatever the version: a store with one accepted station, and
 //! CALLs sent to it through [`handle_call`] as a session would, without sockets.
 
+use crate::ids::{AccountId, StationId};
 use crate::model::{Registration, Station};
 use crate::ocpp::context::{HandlerSettings, StationContext};
 use crate::ocpp::handler::{handle_call, Reply};
@@ -17,6 +18,9 @@ pub struct Fixture {
     pub version: crate::ocpp::Version,
     /// The station's event quota, when the test sets one.
     pub event_quota: Option<crate::limits::quota::WindowQuota<String>>,
+    /// [`ACCOUNT`] and [`STATION`], for the context to borrow.
+    account_id: AccountId,
+    station_id: StationId,
     _dir: tempfile::TempDir,
 }
 
@@ -31,13 +35,22 @@ impl Fixture {
     pub async fn with_version(version: crate::ocpp::Version) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), crate::store::CommitPolicy::default()).unwrap();
-        let station = Station::new(ACCOUNT, STATION, String::new(), Registration::Accepted, Default::default());
+        let station =
+            Station::new(&ACCOUNT.into(), &STATION.into(), String::new(), Registration::Accepted, Default::default());
         store.create_station(&station).await.unwrap();
         let settings = HandlerSettings {
             heartbeat_interval: Duration::from_secs(300),
             boot_retry_interval: Duration::from_secs(60),
         };
-        Self { store, settings, version, event_quota: None, _dir: dir }
+        Self {
+            store,
+            settings,
+            version,
+            event_quota: None,
+            account_id: ACCOUNT.into(),
+            station_id: STATION.into(),
+            _dir: dir,
+        }
     }
 
     /// A fixture whose station may keep `bytes` of events.
@@ -55,8 +68,8 @@ impl Fixture {
         StationContext {
             version: self.version,
             store: &self.store,
-            account_id: ACCOUNT,
-            station_id: STATION,
+            account_id: &self.account_id,
+            station_id: &self.station_id,
             registration,
             settings: &self.settings,
             event_quota: self.event_quota.as_ref(),

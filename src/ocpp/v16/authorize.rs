@@ -44,7 +44,7 @@ mod tests {
             parent_id_tag: parent.map(String::from),
             updated_at: Utc::now(),
         };
-        f.store.put_id_tag(ACCOUNT, &t).await.unwrap();
+        f.store.put_id_tag(&ACCOUNT.into(), &t).await.unwrap();
     }
 
     #[tokio::test]
@@ -74,7 +74,7 @@ mod tests {
             parent_id_tag: None,
             updated_at: Utc::now(),
         };
-        f.store.put_id_tag("other-account", &t).await.unwrap();
+        f.store.put_id_tag(&"other-account".into(), &t).await.unwrap();
         assert_eq!(f.ok("Authorize", json!({"idTag": "THEIRS"})).await["idTagInfo"]["status"], "Invalid");
     }
 }

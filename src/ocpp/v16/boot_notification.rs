@@ -82,7 +82,7 @@ mod tests {
         assert_eq!(r["status"], "Accepted");
         assert_eq!(r["interval"], 300);
         assert!(r["currentTime"].as_str().unwrap().ends_with('Z'));
-        let s = f.store.station(ACCOUNT, STATION).await.unwrap().unwrap();
+        let s = f.store.station(&ACCOUNT.into(), &STATION.into()).await.unwrap().unwrap();
         let boot = s.boot.unwrap();
         assert_eq!((boot.charge_point_vendor.as_str(), boot.firmware_version.as_deref()), ("ACME", Some("1.2")));
     }
@@ -91,7 +91,7 @@ mod tests {
     async fn pending_and_blocked_stations_are_told_to_retry_later() {
         let f = Fixture::new().await;
         for (reg, status) in [(Registration::Pending, "Pending"), (Registration::Blocked, "Rejected")] {
-            f.store.update_station(ACCOUNT, STATION, &|s| s.registration = reg).await.unwrap();
+            f.store.update_station(&ACCOUNT.into(), &STATION.into(), &|s| s.registration = reg).await.unwrap();
             let r = f.ok("BootNotification", json!({"chargePointVendor": "A", "chargePointModel": "B"})).await;
             assert_eq!(r["status"], status);
             assert_eq!(r["interval"], 60);

@@ -39,7 +39,7 @@ mod tests {
         let f = Fixture::new().await;
         let r = f.ok("DataTransfer", json!({"vendorId": "com.acme", "messageId": "m", "data": "x"})).await;
         assert_eq!(r, json!({"status": "UnknownVendorId"}));
-        let ev = f.store.events(ACCOUNT, STATION).await.unwrap();
+        let ev = f.store.events(&ACCOUNT.into(), &STATION.into()).await.unwrap();
         assert_eq!((ev[0].action.as_str(), &ev[0].payload["vendorId"]), ("DataTransfer", &json!("com.acme")));
     }
 }

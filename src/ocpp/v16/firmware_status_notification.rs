@@ -28,7 +28,7 @@ mod tests {
         let f = Fixture::new().await;
         f.ok("FirmwareStatusNotification", json!({"status": "Installing"})).await;
         f.ok("DiagnosticsStatusNotification", json!({"status": "Uploaded"})).await;
-        let s = f.store.station(ACCOUNT, STATION).await.unwrap().unwrap();
+        let s = f.store.station(&ACCOUNT.into(), &STATION.into()).await.unwrap().unwrap();
         assert_eq!(s.firmware_status.unwrap().status, "Installing");
         assert_eq!(s.diagnostics_status.unwrap().status, "Uploaded");
         assert_eq!(

@@ -1,5 +1,6 @@
 //! IdTagInfo: the authorization answer shared by Authorize, StartTransaction and StopTransaction.
 
+use crate::ids::AccountId;
 use crate::model::TagStatus;
 use crate::ocpp::common::id_tag::{authorise, Authorisation};
 use crate::ocpp::handler::HandlerError;
@@ -21,7 +22,7 @@ pub struct IdTagInfo {
 impl IdTagInfo {
     /// Looks the tag up among the tenant's id tags: unknown tags are Invalid, and an Accepted tag
     /// whose expiry date has passed is Expired.
-    pub async fn lookup(store: &dyn StationLookup, account_id: &str, id_tag: &str) -> Result<Self, HandlerError> {
+    pub async fn lookup(store: &dyn StationLookup, account_id: &AccountId, id_tag: &str) -> Result<Self, HandlerError> {
         Ok(match authorise(store, account_id, id_tag).await? {
             Some(Authorisation { status, expiry_date, parent_id_tag }) => Self { status, expiry_date, parent_id_tag },
             None => Self { status: TagStatus::Invalid, expiry_date: None, parent_id_tag: None },

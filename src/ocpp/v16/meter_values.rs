@@ -21,7 +21,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
         .meter_value
         .into_iter()
         .map(|meter_value| MeterRecord {
-            station_id: ctx.station_id.to_string(),
+            station_id: ctx.station_id.clone(),
             evse_id: None,
             connector_id: req.connector_id,
             transaction_id: req.transaction_id,
@@ -47,7 +47,7 @@ mod tests {
                 {"value": "7.4", "measurand": "Power.Active.Import", "unit": "kW", "phase": "L1"}]},
             {"timestamp": "2026-01-01T10:01:00Z", "sampledValue": [{"value": "220"}]}]});
         f.ok("MeterValues", mv).await;
-        let got = f.store.transaction_meter_values(ACCOUNT, STATION, 7).await.unwrap();
+        let got = f.store.transaction_meter_values(&ACCOUNT.into(), &STATION.into(), 7).await.unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].meter_value.sampled_value.len(), 2);
         assert_eq!(got[0].meter_value.sampled_value[1].phase.as_deref(), Some("L1"));

@@ -156,7 +156,11 @@ mod tests {
         assert_eq!(f.ok("DataTransfer", json!({"vendorId": "v", "data": data})).await["status"], "Rejected");
         let security = json!({"type": "TamperDetectionActivated", "timestamp": "2026-01-01T10:00:00Z", "techInfo": "x".repeat(250)});
         assert_eq!(f.error_code("SecurityEventNotification", security).await, "GenericError");
-        assert_eq!(f.store.events(ACCOUNT, STATION).await.unwrap().len(), 1, "only what was acknowledged is kept");
+        assert_eq!(
+            f.store.events(&ACCOUNT.into(), &STATION.into()).await.unwrap().len(),
+            1,
+            "only what was acknowledged is kept"
+        );
         let start = json!({"connectorId": 1, "idTag": "T", "meterStart": 0, "timestamp": "2026-01-01T10:00:00Z"});
         assert!(f.ok("StartTransaction", start).await["transactionId"].is_number(), "transactions do not count");
     }

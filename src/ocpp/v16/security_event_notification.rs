@@ -20,7 +20,7 @@ pub struct Response {}
 pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
     let payload = serde_json::json!({"type": req.kind, "timestamp": req.timestamp, "techInfo": req.tech_info});
     crate::ocpp::common::events::record_event(ctx, "SecurityEventNotification", &payload).await?;
-    crate::warn_limited!(station = ctx.station_id, kind = %req.kind, "station security event");
+    crate::warn_limited!(station = ctx.station_id.as_str(), kind = %req.kind, "station security event");
     Ok(Handled::reply(Response {}))
 }
 
@@ -39,7 +39,7 @@ mod tests {
         )
         .await;
         f.ok("LogStatusNotification", json!({"status": "Uploaded", "requestId": 3})).await;
-        let ev = f.store.events(ACCOUNT, STATION).await.unwrap();
+        let ev = f.store.events(&ACCOUNT.into(), &STATION.into()).await.unwrap();
         let actions: Vec<&str> = ev.iter().map(|e| e.action.as_str()).collect();
         assert_eq!(actions, ["SecurityEventNotification", "LogStatusNotification"]);
         assert_eq!(ev[0].payload["type"], "TamperDetectionActivated");

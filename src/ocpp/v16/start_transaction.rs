@@ -32,8 +32,8 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
     let (tx, created) = ctx
         .store
         .start_transaction(&NewTransaction {
-            account_id: ctx.account_id.to_string(),
-            station_id: ctx.station_id.to_string(),
+            account_id: ctx.account_id.clone(),
+            station_id: ctx.station_id.clone(),
             connector_id: req.connector_id,
             id_tag: req.id_tag,
             id_tag_status: id_tag_info.status.as_str().to_string(),
@@ -44,7 +44,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
         .await?;
     if !created {
         tracing::info!(
-            station = ctx.station_id,
+            station = ctx.station_id.as_str(),
             transaction_id = tx.id,
             "retried StartTransaction answered with its first id"
         );
@@ -73,7 +73,7 @@ mod tests {
         let b = f.ok("StartTransaction", start(2, "2026-01-01T10:00:00Z")).await;
         let (a, b) = (a["transactionId"].as_i64().unwrap(), b["transactionId"].as_i64().unwrap());
         assert_ne!(a, b);
-        let tx = f.store.transaction(ACCOUNT, a as i32).await.unwrap().unwrap();
+        let tx = f.store.transaction(&ACCOUNT.into(), a as i32).await.unwrap().unwrap();
         assert_eq!((tx.connector_id, tx.meter_start, tx.id_tag.as_deref()), (1, Some(1000), Some("TAG")));
         assert!(tx.stop.is_none());
     }
@@ -92,6 +92,6 @@ mod tests {
         let a = f.ok("StartTransaction", start(1, "2026-01-01T10:00:00Z")).await;
         let b = f.ok("StartTransaction", start(1, "2026-01-01T10:00:00Z")).await;
         assert_eq!(a["transactionId"], b["transactionId"]);
-        assert_eq!(f.store.transactions(ACCOUNT, None).await.unwrap().len(), 1);
+        assert_eq!(f.store.transactions(&ACCOUNT.into(), None).await.unwrap().len(), 1);
     }
 }

@@ -60,7 +60,7 @@ mod tests {
                    "timestamp": "2026-01-01T10:00:00Z"}),
         )
         .await;
-        let s = f.store.station(ACCOUNT, STATION).await.unwrap().unwrap();
+        let s = f.store.station(&ACCOUNT.into(), &STATION.into()).await.unwrap().unwrap();
         assert_eq!(s.connectors.len(), 3);
         let c1 = &s.connectors["1"];
         assert_eq!(

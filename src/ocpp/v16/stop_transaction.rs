@@ -47,7 +47,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
                 .transaction_data
                 .into_iter()
                 .map(|mv| MeterRecord {
-                    station_id: ctx.station_id.to_string(),
+                    station_id: ctx.station_id.clone(),
                     evse_id: None,
                     connector_id: tx.connector_id,
                     transaction_id: Some(tx.id),
@@ -60,14 +60,18 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
             Some(Notice::TransactionStopped { transaction_id: tx.id })
         }
         StopOutcome::AlreadyStopped(tx) => {
-            tracing::info!(station = ctx.station_id, transaction_id = tx.id, "retried StopTransaction changed nothing");
+            tracing::info!(
+                station = ctx.station_id.as_str(),
+                transaction_id = tx.id,
+                "retried StopTransaction changed nothing"
+            );
             None
         }
         StopOutcome::Unknown => {
             // The station must be able to clear the transaction from its queue, so it is answered; the
             // message is kept so that the meter reading is not lost.
             crate::warn_limited!(
-                station = ctx.station_id,
+                station = ctx.station_id.as_str(),
                 transaction_id = req.transaction_id,
                 "StopTransaction for an unknown transaction"
             );
@@ -110,10 +114,10 @@ mod tests {
         let id = started(&f).await;
         let r = f.ok("StopTransaction", stop(id, 9000)).await;
         assert_eq!(r["idTagInfo"]["status"], "Invalid");
-        let tx = f.store.transaction(ACCOUNT, id as i32).await.unwrap().unwrap();
+        let tx = f.store.transaction(&ACCOUNT.into(), id as i32).await.unwrap().unwrap();
         assert_eq!(tx.energy_wh(), Some(7500));
         assert_eq!(tx.stop.as_ref().unwrap().reason.as_deref(), Some("Local"));
-        let mv = f.store.transaction_meter_values(ACCOUNT, STATION, id as i32).await.unwrap();
+        let mv = f.store.transaction_meter_values(&ACCOUNT.into(), &STATION.into(), id as i32).await.unwrap();
         assert_eq!(mv.len(), 1);
         assert_eq!(mv[0].meter_value.sampled_value[0].value, "9000");
     }
@@ -124,9 +128,12 @@ mod tests {
         let id = started(&f).await;
         f.ok("StopTransaction", stop(id, 9000)).await;
         f.ok("StopTransaction", stop(id, 12000)).await;
-        let tx = f.store.transaction(ACCOUNT, id as i32).await.unwrap().unwrap();
+        let tx = f.store.transaction(&ACCOUNT.into(), id as i32).await.unwrap().unwrap();
         assert_eq!(tx.energy_wh(), Some(7500));
-        assert_eq!(f.store.transaction_meter_values(ACCOUNT, STATION, id as i32).await.unwrap().len(), 1);
+        assert_eq!(
+            f.store.transaction_meter_values(&ACCOUNT.into(), &STATION.into(), id as i32).await.unwrap().len(),
+            1
+        );
     }
 
     #[tokio::test]
@@ -136,7 +143,7 @@ mod tests {
             .ok("StopTransaction", json!({"transactionId": 4242, "meterStop": 10, "timestamp": "2026-01-01T11:00:00Z"}))
             .await;
         assert_eq!(r, json!({}));
-        let events = f.store.events(ACCOUNT, STATION).await.unwrap();
+        let events = f.store.events(&ACCOUNT.into(), &STATION.into()).await.unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].payload["transactionId"], 4242);
     }

@@ -1,6 +1,7 @@
 //! Authorize (2.0.1): is this id token allowed to charge? Answered from the tenant's id tags.
 
 use super::types::IdToken;
+use crate::ids::AccountId;
 use crate::ocpp::common::id_tag::authorise;
 use crate::ocpp::context::StationContext;
 use crate::ocpp::handler::{Handled, HandlerError};
@@ -28,7 +29,11 @@ pub struct IdTokenInfo {
 impl IdTokenInfo {
     /// Unknown tokens are `Unknown`; an Accepted tag past its expiry is `Expired`; a token of type
     /// NoAuthorization (the station charges without identification) is `Accepted`.
-    pub async fn lookup(store: &dyn StationLookup, account_id: &str, token: &IdToken) -> Result<Self, HandlerError> {
+    pub async fn lookup(
+        store: &dyn StationLookup,
+        account_id: &AccountId,
+        token: &IdToken,
+    ) -> Result<Self, HandlerError> {
         if token.kind == "NoAuthorization" {
             return Ok(Self { status: "Accepted", cache_expiry_date_time: None, group_id_token: None });
         }
@@ -72,7 +77,7 @@ mod tests {
             parent_id_tag: Some("FLEET".into()),
             updated_at: chrono::Utc::now(),
         };
-        f.store.put_id_tag(ACCOUNT, &tag).await.unwrap();
+        f.store.put_id_tag(&ACCOUNT.into(), &tag).await.unwrap();
         let r = f.ok("Authorize", json!({"idToken": {"idToken": "CARD-1", "type": "ISO14443"}})).await;
         assert_eq!(r["idTokenInfo"]["status"], "Accepted");
         assert_eq!(r["idTokenInfo"]["groupIdToken"], json!({"idToken": "FLEET", "type": "Central"}));

@@ -44,7 +44,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
     let now = Utc::now();
     let cs = req.charging_station;
     let (iccid, imsi) = cs.modem.map(|m| (m.iccid, m.imsi)).unwrap_or((None, None));
-    tracing::info!(station = ctx.station_id, reason = %req.reason, "boot");
+    tracing::info!(station = ctx.station_id.as_str(), reason = %req.reason, "boot");
     let boot = BootInfo {
         charge_point_vendor: cs.vendor_name,
         charge_point_model: cs.model,

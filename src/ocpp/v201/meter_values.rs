@@ -21,7 +21,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
         .meter_value
         .iter()
         .map(|mv| MeterRecord {
-            station_id: ctx.station_id.to_string(),
+            station_id: ctx.station_id.clone(),
             evse_id: Some(req.evse_id),
             connector_id: 0,
             transaction_id: None,

@@ -81,11 +81,11 @@ mod tests {
                                    {"type": "MaxSet", "value": "22000", "mutability": "ReadWrite"}],
              "variableCharacteristics": {"unit": "W", "dataType": "decimal", "supportsMonitoring": true}}]});
         f.ok("NotifyReport", report).await;
-        let reported = f.store.variables(ACCOUNT, STATION).await.unwrap();
+        let reported = f.store.variables(&ACCOUNT.into(), &STATION.into()).await.unwrap();
         let before = reported.iter().find(|v| v.attribute_type == "Actual").unwrap().clone();
 
         f.ok("NotifyEvent", event("Power", "7400")).await;
-        let vars = f.store.variables(ACCOUNT, STATION).await.unwrap();
+        let vars = f.store.variables(&ACCOUNT.into(), &STATION.into()).await.unwrap();
         assert_eq!(vars.len(), 2, "{vars:?}");
         let actual = vars.iter().find(|v| v.attribute_type == "Actual").unwrap();
         assert_eq!(actual.value.as_deref(), Some("7400"));
@@ -104,7 +104,7 @@ mod tests {
     async fn an_event_about_a_variable_never_reported_adds_its_actual_value() {
         let f = Fixture::with_version(Version::V201).await;
         f.ok("NotifyEvent", event("Voltage", "230")).await;
-        let vars = f.store.variables(ACCOUNT, STATION).await.unwrap();
+        let vars = f.store.variables(&ACCOUNT.into(), &STATION.into()).await.unwrap();
         assert_eq!(vars.len(), 1);
         let v = &vars[0];
         assert_eq!(
@@ -112,6 +112,6 @@ mod tests {
             ("Voltage", "Actual", Some("230"))
         );
         assert_eq!((v.evse_id, v.mutability.as_deref(), v.characteristics.as_ref()), (Some(1), None, None));
-        assert_eq!(f.store.events(ACCOUNT, STATION).await.unwrap()[0].action, "NotifyEvent");
+        assert_eq!(f.store.events(&ACCOUNT.into(), &STATION.into()).await.unwrap()[0].action, "NotifyEvent");
     }
 }

@@ -97,7 +97,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
             variables.push(v);
         }
     }
-    tracing::debug!(station = ctx.station_id, request_id = req.request_id, seq_no = req.seq_no, tbc = req.tbc, generated_at = %req.generated_at, variables = variables.len(), "device model report part");
+    tracing::debug!(station = ctx.station_id.as_str(), request_id = req.request_id, seq_no = req.seq_no, tbc = req.tbc, generated_at = %req.generated_at, variables = variables.len(), "device model report part");
     // The device model a station reports counts against its event quota: the names are its own.
     if !ctx.charge_event(&variables) {
         return Err(crate::ocpp::common::events::over_event_quota());
@@ -126,7 +126,7 @@ mod tests {
         };
         f.ok("NotifyReport", report("300")).await;
         f.ok("NotifyReport", report("60")).await;
-        let vars = f.store.variables(ACCOUNT, STATION).await.unwrap();
+        let vars = f.store.variables(&ACCOUNT.into(), &STATION.into()).await.unwrap();
         assert_eq!(vars.len(), 3);
         let hb = vars.iter().find(|v| v.variable == "HeartbeatInterval").unwrap();
         assert_eq!((hb.value.as_deref(), hb.mutability.as_deref()), (Some("60"), Some("ReadWrite")));

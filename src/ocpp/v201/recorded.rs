@@ -26,7 +26,7 @@ pub async fn handle(
         record_event(ctx, action, payload).await?;
     }
     if action == "SecurityEventNotification" {
-        crate::warn_limited!(station = ctx.station_id, kind = %payload["type"], "station security event");
+        crate::warn_limited!(station = ctx.station_id.as_str(), kind = %payload["type"], "station security event");
     }
     Ok((response, None))
 }

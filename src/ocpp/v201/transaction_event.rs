@@ -70,8 +70,8 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
     let info = &req.transaction_info;
     let create = |id: i32| Transaction {
         id,
-        account_id: ctx.account_id.to_string(),
-        station_id: ctx.station_id.to_string(),
+        account_id: ctx.account_id.clone(),
+        station_id: ctx.station_id.clone(),
         connector_id: connector,
         id_tag: None,
         id_tag_status: None,
@@ -120,14 +120,14 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
         .await?;
     let tx = &outcome.transaction;
     if !outcome.applied {
-        tracing::info!(station = ctx.station_id, transaction = %info.transaction_id, seq_no = req.seq_no, "repeated TransactionEvent changed nothing");
+        tracing::info!(station = ctx.station_id.as_str(), transaction = %info.transaction_id, seq_no = req.seq_no, "repeated TransactionEvent changed nothing");
         return Ok(Handled::reply(Response { id_token_info }));
     }
     let records: Vec<MeterRecord> = req
         .meter_value
         .iter()
         .map(|mv| MeterRecord {
-            station_id: ctx.station_id.to_string(),
+            station_id: ctx.station_id.clone(),
             evse_id: tx.evse_id,
             connector_id: tx.connector_id,
             transaction_id: Some(tx.id),
@@ -183,13 +183,13 @@ mod tests {
         );
         f.ok("TransactionEvent", ended.clone()).await;
         f.ok("TransactionEvent", ended).await;
-        let txs = f.store.transactions(ACCOUNT, Some(STATION)).await.unwrap();
+        let txs = f.store.transactions(&ACCOUNT.into(), Some(&STATION.into())).await.unwrap();
         assert_eq!(txs.len(), 1);
         let tx = &txs[0];
         assert_eq!((tx.meter_start, tx.energy_wh(), tx.events.len()), (Some(1000), Some(8500), 3));
         assert_eq!(tx.stop.as_ref().unwrap().reason.as_deref(), Some("EVDisconnected"));
         assert_eq!(tx.station_transaction_id.as_deref(), Some("tx-abc"));
-        assert_eq!(f.store.transaction_meter_values(ACCOUNT, STATION, tx.id).await.unwrap().len(), 3);
+        assert_eq!(f.store.transaction_meter_values(&ACCOUNT.into(), &STATION.into(), tx.id).await.unwrap().len(), 3);
     }
 
     #[tokio::test]
@@ -198,7 +198,7 @@ mod tests {
         f.ok("TransactionEvent", event("Ended", 2, Some(9500.0), json!({"offline": true}))).await;
         f.ok("TransactionEvent", event("Updated", 1, Some(4000.0), json!({"offline": true}))).await;
         f.ok("TransactionEvent", event("Started", 0, Some(1000.0), json!({"offline": true}))).await;
-        let tx = &f.store.transactions(ACCOUNT, None).await.unwrap()[0];
+        let tx = &f.store.transactions(&ACCOUNT.into(), None).await.unwrap()[0];
         assert_eq!((tx.meter_start, tx.energy_wh()), (Some(1000), Some(8500)));
         let seqs: Vec<u64> = tx.events.iter().map(|e| e.seq_no).collect();
         assert_eq!(seqs, [0, 1, 2]);

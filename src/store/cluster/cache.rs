@@ -4,6 +4,7 @@
 
 use super::wal::{WalEntry, WalOp};
 use super::{account_prefix, Inner};
+use crate::ids::{AccountId, StationId};
 use crate::model::{Account, Transaction};
 use crate::store::rules::{TransactionAt, TransactionRecords};
 use crate::store::sled::{backend, decode, encode, get};
@@ -78,8 +79,8 @@ impl Inner {
     /// could be in neither reachable place.
     pub(super) async fn current_transaction(
         &self,
-        account_id: &str,
-        station_id: &str,
+        account_id: &AccountId,
+        station_id: &StationId,
         transaction_id: i32,
     ) -> StoreResult<Option<Transaction>> {
         let local_first = !self.remote_current(account_id, station_id);
@@ -108,8 +109,8 @@ impl Inner {
     /// `None` also when the shared store cannot be asked (the event then creates it).
     pub(super) async fn current_by_reference(
         &self,
-        account_id: &str,
-        station_id: &str,
+        account_id: &AccountId,
+        station_id: &StationId,
         reference: &str,
     ) -> StoreResult<Option<Transaction>> {
         let local_first = !self.remote_current(account_id, station_id);
@@ -146,7 +147,7 @@ impl Inner {
 
     /// Drops everything this node holds of the account that could reach the shared store again: its
     /// log entries (and those set aside) and its cached stations and id tags.
-    pub(super) async fn forget_account(&self, account_id: &str) -> StoreResult<usize> {
+    pub(super) async fn forget_account(&self, account_id: &AccountId) -> StoreResult<usize> {
         let _gate = self.drain_gate.lock().await;
         let mut dropped = 0;
         for item in self.wal.iter() {
@@ -166,7 +167,7 @@ impl Inner {
         }
         for item in self.accounts_by_slug.iter() {
             let (k, v) = item.map_err(backend)?;
-            if decode::<Account>(&v).map_or(true, |a| a.id == account_id) {
+            if decode::<Account>(&v).map_or(true, |a| a.id == *account_id) {
                 self.accounts_by_slug.remove(k).map_err(backend)?;
             }
         }
@@ -186,7 +187,7 @@ impl Inner {
 /// station's lock is held around a whole rule, so the swap cannot lose to another writer here.
 pub(super) struct NodeTransactions<'a> {
     pub(super) inner: &'a Inner,
-    pub(super) station_id: &'a str,
+    pub(super) station_id: &'a StationId,
 }
 
 #[async_trait]

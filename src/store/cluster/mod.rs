@@ -63,6 +63,7 @@ use super::{
     Cause, EventOutcome, NewTransactionFn, SharedStore, SledStore, StationLookup, StationStore, StopOutcome,
     StoreError, StoreResult, TransactionUpdate,
 };
+use crate::ids::{AccountId, StationId};
 use crate::metrics as m;
 use crate::model::{
     Account, CommandRecord, DeviceVariable, IdTag, MeterRecord, NewTransaction, Station, StationChange, StationEvent,
@@ -136,7 +137,7 @@ impl ClusterStoreSettings {
 }
 
 /// (account id, station id).
-type StationKey = (String, String);
+type StationKey = (AccountId, StationId);
 
 fn key(a: &str, b: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(a.len() + b.len() + 1);
@@ -146,7 +147,7 @@ fn key(a: &str, b: &str) -> Vec<u8> {
     k
 }
 
-fn account_prefix(account_id: &str) -> Vec<u8> {
+fn account_prefix(account_id: &AccountId) -> Vec<u8> {
     let mut p = account_id.as_bytes().to_vec();
     p.push(0);
     p
@@ -372,17 +373,17 @@ impl Inner {
         Ok(value)
     }
 
-    fn station_has_pending(&self, account_id: &str, station_id: &str) -> bool {
-        lock(&self.pending_by_station).contains_key(&(account_id.to_string(), station_id.to_string()))
+    fn station_has_pending(&self, account_id: &AccountId, station_id: &StationId) -> bool {
+        lock(&self.pending_by_station).contains_key(&(account_id.clone(), station_id.clone()))
     }
 
     /// The shared store's copy of the station's transactions is current: it answers, and holds every
     /// transaction record this node wrote for the station.
-    fn remote_current(&self, account_id: &str, station_id: &str) -> bool {
+    fn remote_current(&self, account_id: &AccountId, station_id: &StationId) -> bool {
         self.up() && !self.station_has_pending(account_id, station_id)
     }
 
-    fn station_lock(&self, account_id: &str, station_id: &str) -> &tokio::sync::Mutex<()> {
+    fn station_lock(&self, account_id: &AccountId, station_id: &StationId) -> &tokio::sync::Mutex<()> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (account_id, station_id).hash(&mut h);
         &self.station_locks[(h.finish() % LOCK_STRIPES as u64) as usize]
@@ -391,12 +392,12 @@ impl Inner {
 
 #[async_trait]
 impl StationLookup for ClusterStore {
-    async fn station(&self, account_id: &str, station_id: &str) -> StoreResult<Option<Station>> {
+    async fn station(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<Option<Station>> {
         let remote = self.inner.remote.station(account_id, station_id);
         self.inner.cached_read(&self.inner.stations, key(account_id, station_id), remote).await
     }
 
-    async fn id_tag(&self, account_id: &str, id_tag: &str) -> StoreResult<Option<IdTag>> {
+    async fn id_tag(&self, account_id: &AccountId, id_tag: &str) -> StoreResult<Option<IdTag>> {
         let remote = self.inner.remote.id_tag(account_id, id_tag);
         self.inner.cached_read(&self.inner.id_tags, key(account_id, id_tag), remote).await
     }
@@ -432,8 +433,8 @@ impl StationStore for ClusterStore {
     /// change, so the drainer applies it to the shared store's record as it is then.
     async fn change_station(
         &self,
-        account_id: &str,
-        station_id: &str,
+        account_id: &AccountId,
+        station_id: &StationId,
         change: &StationChange,
     ) -> StoreResult<Option<Station>> {
         let inner = &self.inner;
@@ -462,8 +463,8 @@ impl StationStore for ClusterStore {
         change.apply(&mut station);
         inner.stations.insert(&k, encode(&station)?).map_err(backend)?;
         inner.append(WalOp::StationChange {
-            account_id: account_id.to_string(),
-            station_id: station_id.to_string(),
+            account_id: account_id.clone(),
+            station_id: station_id.clone(),
             change: change.clone(),
         })?;
         Ok(Some(station))
@@ -495,8 +496,8 @@ impl StationStore for ClusterStore {
 
     async fn stop_transaction(
         &self,
-        account_id: &str,
-        station_id: &str,
+        account_id: &AccountId,
+        station_id: &StationId,
         transaction_id: i32,
         stop: &crate::model::TransactionStop,
     ) -> StoreResult<StopOutcome> {
@@ -516,8 +517,8 @@ impl StationStore for ClusterStore {
     /// is down).
     async fn apply_transaction_event(
         &self,
-        account_id: &str,
-        station_id: &str,
+        account_id: &AccountId,
+        station_id: &StationId,
         station_transaction_id: &str,
         seq_no: u64,
         create: NewTransactionFn<'_>,
@@ -535,31 +536,41 @@ impl StationStore for ClusterStore {
         Ok(outcome)
     }
 
-    async fn add_meter_values(&self, account_id: &str, records: &[MeterRecord]) -> StoreResult<()> {
-        self.inner.append(WalOp::MeterValues { account_id: account_id.to_string(), records: records.to_vec() })
+    async fn add_meter_values(&self, account_id: &AccountId, records: &[MeterRecord]) -> StoreResult<()> {
+        self.inner.append(WalOp::MeterValues { account_id: account_id.clone(), records: records.to_vec() })
     }
 
-    async fn add_event(&self, account_id: &str, event: &StationEvent) -> StoreResult<()> {
-        self.inner.append(WalOp::Event { account_id: account_id.to_string(), event: event.clone() })
+    async fn add_event(&self, account_id: &AccountId, event: &StationEvent) -> StoreResult<()> {
+        self.inner.append(WalOp::Event { account_id: account_id.clone(), event: event.clone() })
     }
 
-    async fn put_variables(&self, account_id: &str, station_id: &str, variables: &[DeviceVariable]) -> StoreResult<()> {
+    async fn put_variables(
+        &self,
+        account_id: &AccountId,
+        station_id: &StationId,
+        variables: &[DeviceVariable],
+    ) -> StoreResult<()> {
         self.inner.append(WalOp::Variables {
-            account_id: account_id.to_string(),
-            station_id: station_id.to_string(),
+            account_id: account_id.clone(),
+            station_id: station_id.clone(),
             variables: variables.to_vec(),
         })
     }
 
-    async fn observe_variables(&self, account_id: &str, station_id: &str, seen: &[DeviceVariable]) -> StoreResult<()> {
+    async fn observe_variables(
+        &self,
+        account_id: &AccountId,
+        station_id: &StationId,
+        seen: &[DeviceVariable],
+    ) -> StoreResult<()> {
         self.inner.append(WalOp::ObservedVariables {
-            account_id: account_id.to_string(),
-            station_id: station_id.to_string(),
+            account_id: account_id.clone(),
+            station_id: station_id.clone(),
             seen: seen.to_vec(),
         })
     }
 
-    async fn queued_commands(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<CommandRecord>> {
+    async fn queued_commands(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<Vec<CommandRecord>> {
         self.inner.seen(self.inner.remote.queued_commands(account_id, station_id).await)
     }
 
@@ -570,7 +581,7 @@ impl StationStore for ClusterStore {
     /// Drops the account's log entries, cached records and replica, so no drain can bring erased
     /// records back (what other nodes' logs still hold of it is set aside when they drain: the shared
     /// store no longer knows the account).
-    async fn forget_account(&self, account_id: &str) -> StoreResult<()> {
+    async fn forget_account(&self, account_id: &AccountId) -> StoreResult<()> {
         let dropped = self.inner.forget_account(account_id).await?;
         self.inner.local.erase(account_id)?;
         if dropped > 0 {

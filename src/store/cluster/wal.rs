@@ -3,6 +3,7 @@
 
 use super::reconcile::reconcile;
 use super::{lock, Inner, Signals, StationKey, DRAIN_CONCURRENCY, PROBE_ACCOUNT_ID};
+use crate::ids::{AccountId, StationId};
 use crate::metrics as m;
 use crate::model::{DeviceVariable, MeterRecord, StationChange, StationEvent, Transaction};
 use crate::store::sled::{backend, decode, encode};
@@ -23,33 +24,33 @@ use std::time::Duration;
 pub(super) enum WalOp {
     PutTransaction(Transaction),
     MeterValues {
-        account_id: String,
+        account_id: AccountId,
         records: Vec<MeterRecord>,
     },
     Event {
-        account_id: String,
+        account_id: AccountId,
         event: StationEvent,
     },
     Variables {
-        account_id: String,
-        station_id: String,
+        account_id: AccountId,
+        station_id: StationId,
         variables: Vec<DeviceVariable>,
     },
     /// Values a NotifyEvent saw ([`crate::store::StationStore::observe_variables`]).
     ObservedVariables {
-        account_id: String,
-        station_id: String,
+        account_id: AccountId,
+        station_id: StationId,
         seen: Vec<DeviceVariable>,
     },
     StationChange {
-        account_id: String,
-        station_id: String,
+        account_id: AccountId,
+        station_id: StationId,
         change: StationChange,
     },
 }
 
 impl WalOp {
-    pub(super) fn account_id(&self) -> &str {
+    pub(super) fn account_id(&self) -> &AccountId {
         match self {
             WalOp::PutTransaction(tx) => &tx.account_id,
             WalOp::MeterValues { account_id, .. }
@@ -87,8 +88,8 @@ impl WalOp {
 }
 
 /// One call's worth of consecutive meter-value entries of one station.
-fn merged_readings(entries: &[(sled::IVec, WalOp)]) -> (String, Vec<MeterRecord>) {
-    let mut account = String::new();
+fn merged_readings(entries: &[(sled::IVec, WalOp)]) -> (AccountId, Vec<MeterRecord>) {
+    let mut account = AccountId::default();
     let mut records = Vec::new();
     for (_, op) in entries {
         if let WalOp::MeterValues { account_id, records: r } = op {
@@ -276,7 +277,7 @@ impl Inner {
         // replica and lease writes made before each, so nothing reaches the shared store that a crash
         // of this node could undo (an id used there but handed out again here, say).
         self.local.flush().await.map_err(DrainError::Local)?;
-        let mut accounts: HashMap<String, bool> = HashMap::new();
+        let mut accounts: HashMap<AccountId, bool> = HashMap::new();
         let mut order: Vec<StationKey> = Vec::new();
         let mut by_station: HashMap<StationKey, Vec<(sled::IVec, WalOp)>> = HashMap::new();
         for (k, v) in &batch {
@@ -293,7 +294,7 @@ impl Inner {
                 Some(known) => *known,
                 None => self.remote.account(account_id).await.map_err(DrainError::Remote)?.is_some(),
             };
-            accounts.insert(account_id.to_string(), known);
+            accounts.insert(account_id.clone(), known);
             if !known {
                 // Erased through another node (or never there): applying would bring erased records
                 // back; dropping would lose what a station was told is kept.
@@ -362,7 +363,7 @@ impl Inner {
                 }
             }
             if !self.up() {
-                self.remote.account(PROBE_ACCOUNT_ID).await.map_err(DrainError::Remote)?;
+                self.remote.account(&AccountId::from(PROBE_ACCOUNT_ID)).await.map_err(DrainError::Remote)?;
                 self.mark_up();
             }
             if self.lease_remaining().map_err(DrainError::Local)? < self.settings.refill_below() {

@@ -3,6 +3,7 @@
 
 use super::scripts::SCRIPTS;
 use super::{backend, command_field, decode, encode, queued_member, score, RedisStore};
+use crate::ids::{AccountId, StationId};
 use crate::model::{
     Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, Station, StationEvent,
     Transaction,
@@ -20,7 +21,7 @@ impl AccountStore for RedisStore {
             .key(self.key("account", &[&account.id]))
             .key(self.key("email", &[&account.email]))
             .key(self.key("slug", &[&account.slug]))
-            .arg(&account.id)
+            .arg(account.id.as_str())
             .arg(encode(account)?);
         let outcome: String = self.eval("create_account", &invocation).await?;
         match outcome.as_str() {
@@ -31,7 +32,7 @@ impl AccountStore for RedisStore {
         }
     }
 
-    async fn account(&self, id: &str) -> StoreResult<Option<Account>> {
+    async fn account(&self, id: &AccountId) -> StoreResult<Option<Account>> {
         self.get("account", &self.key("account", &[id])).await
     }
 
@@ -39,12 +40,12 @@ impl AccountStore for RedisStore {
         let id: Option<String> =
             self.query("account_by_email", redis::cmd("GET").arg(self.key("email", &[email]))).await?;
         match id {
-            Some(id) if !id.is_empty() => self.account(&id).await,
+            Some(id) if !id.is_empty() => self.account(&AccountId::from(id)).await,
             _ => Ok(None),
         }
     }
 
-    async fn update_account(&self, id: &str, update: AccountUpdate<'_>) -> StoreResult<Option<Account>> {
+    async fn update_account(&self, id: &AccountId, update: AccountUpdate<'_>) -> StoreResult<Option<Account>> {
         const WHAT: &str = "update_account";
         let key = self.key("account", &[id]);
         for attempt in 0..CAS_ATTEMPTS {
@@ -64,7 +65,7 @@ impl AccountStore for RedisStore {
                 .key(self.key("slug", &[&new.slug]))
                 .arg(&old_json)
                 .arg(encode(&new)?)
-                .arg(id);
+                .arg(id.as_str());
             let outcome: String = self.eval(WHAT, &invocation).await?;
             match outcome.as_str() {
                 "ok" => return Ok(Some(new)),
@@ -77,7 +78,7 @@ impl AccountStore for RedisStore {
         Err(contention(WHAT))
     }
 
-    async fn erase_account(&self, account_id: &str) -> StoreResult<ErasureReport> {
+    async fn erase_account(&self, account_id: &AccountId) -> StoreResult<ErasureReport> {
         self.erase(account_id).await
     }
 
@@ -100,7 +101,7 @@ impl AccountStore for RedisStore {
         self.get("token", &self.key("token", &[token_hash])).await
     }
 
-    async fn tokens(&self, account_id: &str) -> StoreResult<Vec<ApiToken>> {
+    async fn tokens(&self, account_id: &AccountId) -> StoreResult<Vec<ApiToken>> {
         let hashes = self.hgetall("tokens", &self.key("tokens", &[account_id])).await?;
         if hashes.is_empty() {
             return Ok(Vec::new());
@@ -115,7 +116,7 @@ impl AccountStore for RedisStore {
         Ok(out)
     }
 
-    async fn delete_token(&self, account_id: &str, token_id: &str) -> StoreResult<bool> {
+    async fn delete_token(&self, account_id: &AccountId, token_id: &str) -> StoreResult<bool> {
         let index = self.key("tokens", &[account_id]);
         let hash: Option<String> = self.query("delete_token", redis::cmd("HGET").arg(&index).arg(token_id)).await?;
         let Some(hash) = hash else { return Ok(false) };
@@ -125,7 +126,7 @@ impl AccountStore for RedisStore {
         Ok(removed == 1)
     }
 
-    async fn delete_tokens_except(&self, account_id: &str, keep: Option<&str>) -> StoreResult<usize> {
+    async fn delete_tokens_except(&self, account_id: &AccountId, keep: Option<&str>) -> StoreResult<usize> {
         let index = self.key("tokens", &[account_id]);
         let hashes = self.hgetall("delete_tokens_except", &index).await?;
         let mut pipe = redis::pipe();
@@ -145,16 +146,16 @@ impl AccountStore for RedisStore {
         Ok(removed.iter().filter(|&&r| r == 1).count())
     }
 
-    async fn consents(&self, account_id: &str) -> StoreResult<Consents> {
+    async fn consents(&self, account_id: &AccountId) -> StoreResult<Consents> {
         Ok(self.get("consents", &self.key("consents", &[account_id])).await?.unwrap_or_default())
     }
 
-    async fn put_consents(&self, account_id: &str, consents: &Consents) -> StoreResult<()> {
+    async fn put_consents(&self, account_id: &AccountId, consents: &Consents) -> StoreResult<()> {
         let cmd = redis::cmd("SET").arg(self.key("consents", &[account_id])).arg(encode(consents)?).to_owned();
         self.query("put_consents", &cmd).await
     }
 
-    async fn add_login_event(&self, account_id: &str, event: &LoginEvent, keep: usize) -> StoreResult<()> {
+    async fn add_login_event(&self, account_id: &AccountId, event: &LoginEvent, keep: usize) -> StoreResult<()> {
         let key = self.key("logins", &[account_id]);
         let mut pipe = redis::pipe();
         pipe.atomic();
@@ -168,7 +169,7 @@ impl AccountStore for RedisStore {
         self.query_pipe("add_login_event", &pipe).await
     }
 
-    async fn login_events(&self, account_id: &str) -> StoreResult<Vec<LoginEvent>> {
+    async fn login_events(&self, account_id: &AccountId) -> StoreResult<Vec<LoginEvent>> {
         let events: Vec<String> = self
             .query("login_events", redis::cmd("LRANGE").arg(self.key("logins", &[account_id])).arg(0).arg(-1))
             .await?;
@@ -178,7 +179,7 @@ impl AccountStore for RedisStore {
     async fn create_station(&self, station: &Station) -> StoreResult<()> {
         let cmd = redis::cmd("HSETNX")
             .arg(self.key("stations", &[&station.account_id]))
-            .arg(&station.id)
+            .arg(station.id.as_str())
             .arg(encode(station)?)
             .to_owned();
         let created: i64 = self.query("create_station", &cmd).await?;
@@ -189,18 +190,18 @@ impl AccountStore for RedisStore {
         }
     }
 
-    async fn stations(&self, account_id: &str) -> StoreResult<Vec<Station>> {
+    async fn stations(&self, account_id: &AccountId) -> StoreResult<Vec<Station>> {
         self.hvalues("stations", &self.key("stations", &[account_id])).await
     }
 
-    async fn station_count(&self, account_id: &str) -> StoreResult<usize> {
+    async fn station_count(&self, account_id: &AccountId) -> StoreResult<usize> {
         self.query("station_count", redis::cmd("HLEN").arg(self.key("stations", &[account_id]))).await
     }
 
     async fn update_station(
         &self,
-        account_id: &str,
-        station_id: &str,
+        account_id: &AccountId,
+        station_id: &StationId,
         update: StationUpdate<'_>,
     ) -> StoreResult<Option<Station>> {
         let key = self.key("stations", &[account_id]);
@@ -216,34 +217,38 @@ impl AccountStore for RedisStore {
         .await
     }
 
-    async fn delete_station(&self, account_id: &str, station_id: &str) -> StoreResult<bool> {
-        let cmd = redis::cmd("HDEL").arg(self.key("stations", &[account_id])).arg(station_id).to_owned();
+    async fn delete_station(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<bool> {
+        let cmd = redis::cmd("HDEL").arg(self.key("stations", &[account_id])).arg(station_id.as_str()).to_owned();
         Ok(self.query::<i64>("delete_station", &cmd).await? == 1)
     }
 
-    async fn put_id_tag(&self, account_id: &str, tag: &IdTag) -> StoreResult<bool> {
+    async fn put_id_tag(&self, account_id: &AccountId, tag: &IdTag) -> StoreResult<bool> {
         let cmd =
             redis::cmd("HSET").arg(self.key("id_tags", &[account_id])).arg(&tag.id_tag).arg(encode(tag)?).to_owned();
         Ok(self.query::<i64>("put_id_tag", &cmd).await? == 1)
     }
 
-    async fn id_tags(&self, account_id: &str) -> StoreResult<Vec<IdTag>> {
+    async fn id_tags(&self, account_id: &AccountId) -> StoreResult<Vec<IdTag>> {
         self.hvalues("id_tags", &self.key("id_tags", &[account_id])).await
     }
 
-    async fn delete_id_tag(&self, account_id: &str, id_tag: &str) -> StoreResult<bool> {
+    async fn delete_id_tag(&self, account_id: &AccountId, id_tag: &str) -> StoreResult<bool> {
         let cmd = redis::cmd("HDEL").arg(self.key("id_tags", &[account_id])).arg(id_tag).to_owned();
         Ok(self.query::<i64>("delete_id_tag", &cmd).await? == 1)
     }
 
-    async fn transaction(&self, account_id: &str, transaction_id: i32) -> StoreResult<Option<Transaction>> {
+    async fn transaction(&self, account_id: &AccountId, transaction_id: i32) -> StoreResult<Option<Transaction>> {
         self.hget("transaction", &self.key("txs", &[account_id]), &transaction_id.to_string()).await
     }
 
-    async fn transactions(&self, account_id: &str, station_id: Option<&str>) -> StoreResult<Vec<Transaction>> {
+    async fn transactions(
+        &self,
+        account_id: &AccountId,
+        station_id: Option<&StationId>,
+    ) -> StoreResult<Vec<Transaction>> {
         let mut all: Vec<Transaction> = self.hvalues("transactions", &self.key("txs", &[account_id])).await?;
         if let Some(station) = station_id {
-            all.retain(|t| t.station_id == station);
+            all.retain(|t| t.station_id == *station);
         }
         all.sort_by_key(|t| std::cmp::Reverse(t.id));
         Ok(all)
@@ -251,15 +256,15 @@ impl AccountStore for RedisStore {
 
     async fn transaction_meter_values(
         &self,
-        account_id: &str,
-        station_id: &str,
+        account_id: &AccountId,
+        station_id: &StationId,
         transaction_id: i32,
     ) -> StoreResult<Vec<MeterRecord>> {
         let key = self.key("meter", &[account_id, station_id, &transaction_id.to_string()]);
         self.zvalues("transaction_meter_values", &key).await
     }
 
-    async fn account_meter_values(&self, account_id: &str) -> StoreResult<Vec<MeterRecord>> {
+    async fn account_meter_values(&self, account_id: &AccountId) -> StoreResult<Vec<MeterRecord>> {
         const WHAT: &str = "account_meter_values";
         let mut keys: Vec<(String, i32)> = self
             .members(WHAT, &self.key("meter_keys", &[account_id]))
@@ -277,19 +282,19 @@ impl AccountStore for RedisStore {
         Ok(out)
     }
 
-    async fn events(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<StationEvent>> {
+    async fn events(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<Vec<StationEvent>> {
         self.zvalues("events", &self.key("events", &[account_id, station_id])).await
     }
 
-    async fn account_events(&self, account_id: &str) -> StoreResult<Vec<StationEvent>> {
+    async fn account_events(&self, account_id: &AccountId) -> StoreResult<Vec<StationEvent>> {
         let mut out = Vec::new();
         for station in self.members("account_events", &self.key("event_stations", &[account_id])).await? {
-            out.extend(self.events(account_id, &station).await?);
+            out.extend(self.events(account_id, &StationId::from(station)).await?);
         }
         Ok(out)
     }
 
-    async fn variables(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<DeviceVariable>> {
+    async fn variables(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<Vec<DeviceVariable>> {
         // By key: component, its instance, EVSE, connector, variable, … — the order sled keeps.
         self.hvalues("variables", &self.key("vars", &[account_id, station_id])).await
     }
@@ -303,7 +308,7 @@ impl AccountStore for RedisStore {
             .key(self.key("queue_stations", &[account]))
             .key(self.key("queued", &[]))
             .key(self.key("queue_seq", &[]))
-            .arg(command_field(station, &command.id))
+            .arg(command_field(&command.station_id, &command.id))
             .arg(encode(command)?)
             .arg(&command.id)
             .arg(station)
@@ -315,14 +320,14 @@ impl AccountStore for RedisStore {
 
     async fn command(
         &self,
-        account_id: &str,
-        station_id: &str,
+        account_id: &AccountId,
+        station_id: &StationId,
         command_id: &str,
     ) -> StoreResult<Option<CommandRecord>> {
         self.hget("command", &self.key("commands", &[account_id]), &command_field(station_id, command_id)).await
     }
 
-    async fn account_commands(&self, account_id: &str) -> StoreResult<Vec<CommandRecord>> {
+    async fn account_commands(&self, account_id: &AccountId) -> StoreResult<Vec<CommandRecord>> {
         // By field, `{station}:{command id}`: by station, then command id, as sled lists them.
         self.hvalues("account_commands", &self.key("commands", &[account_id])).await
     }
@@ -337,7 +342,7 @@ impl AccountStore for RedisStore {
             self.query(WHAT, redis::cmd("ZRANGE").arg(self.key("queued", &[])).arg(0).arg(0).arg("WITHSCORES")).await?;
         let Some((member, micros)) = oldest.into_iter().next() else { return Ok(None) };
         // The record has the time to the nanosecond; the score, to the microsecond, if the record is gone.
-        let (account, station, id): (String, String, String) = decode(&member)?;
+        let (account, station, id): (AccountId, StationId, String) = decode(&member)?;
         match self.command(&account, &station, &id).await? {
             Some(record) => Ok(Some(record.created_at)),
             None => Ok(DateTime::from_timestamp_micros(micros as i64)),

@@ -61,6 +61,7 @@ mod station;
 
 use super::rules::{backoff, contention, CAS_ATTEMPTS};
 use super::{Cause, ErasureReport, StoreError, StoreResult};
+use crate::ids::{AccountId, StationId};
 use crate::model::{Account, CommandRecord, StartIdentity};
 use chrono::{DateTime, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -146,13 +147,13 @@ fn start_field(start: &StartIdentity) -> String {
     ])
 }
 
-fn command_field(station_id: &str, command_id: &str) -> String {
+fn command_field(station_id: &StationId, command_id: &str) -> String {
     join(&[station_id, command_id])
 }
 
 /// The member of the `queued` sorted set that names a command.
 fn queued_member(command: &CommandRecord) -> StoreResult<String> {
-    encode(&[&command.account_id, &command.station_id, &command.id])
+    encode(&[command.account_id.as_str(), command.station_id.as_str(), &command.id])
 }
 
 impl RedisStore {
@@ -330,17 +331,17 @@ impl RedisStore {
     async fn finish_interrupted_erasures(&self) -> StoreResult<()> {
         for account_id in self.members("erasures", &self.key("erasing", &[])).await? {
             tracing::warn!(account = %account_id, "finishing an interrupted account erasure");
-            self.erase(&account_id).await?;
+            self.erase(&AccountId::from(account_id)).await?;
         }
         Ok(())
     }
 
     /// Removes every record of the account (see [`super::AccountStore::erase_account`]). Idempotent, so it can be
     /// run again after a crash; the account leaves the `erasing` set only once everything else is gone.
-    async fn erase(&self, account_id: &str) -> StoreResult<ErasureReport> {
+    async fn erase(&self, account_id: &AccountId) -> StoreResult<ErasureReport> {
         const WHAT: &str = "erase_account";
         let erasing = self.key("erasing", &[]);
-        self.query::<i64>(WHAT, redis::cmd("SADD").arg(&erasing).arg(account_id)).await?;
+        self.query::<i64>(WHAT, redis::cmd("SADD").arg(&erasing).arg(account_id.as_str())).await?;
 
         let account_key = self.key("account", &[account_id]);
         let mut removed = false;
@@ -357,7 +358,7 @@ impl RedisStore {
                 .key(self.key("email", &[&account.email]))
                 .key(self.key("slug", &[&account.slug]))
                 .arg(&json)
-                .arg(account_id);
+                .arg(account_id.as_str());
             if self.eval::<i64>(WHAT, &invocation).await? == 1 {
                 removed = true;
                 break;
@@ -466,7 +467,7 @@ impl RedisStore {
         ] {
             remove.cmd("DEL").arg(k(kind)).ignore();
         }
-        remove.cmd("SREM").arg(&erasing).arg(account_id).ignore();
+        remove.cmd("SREM").arg(&erasing).arg(account_id.as_str()).ignore();
         self.query_pipe::<()>(WHAT, &remove).await?;
         Ok(report)
     }

@@ -6,6 +6,7 @@ use super::{
     backend, command_field, decode, encode, join, parse_id, queued_member, score, start_field, transaction_id,
     RedisStore,
 };
+use crate::ids::{AccountId, StationId};
 use crate::model::{
     Account, CommandRecord, CommandStatus, DeviceVariable, IdTag, MeterRecord, NewTransaction, StartIdentity, Station,
     StationChange, StationEvent, Transaction, TransactionStop,
@@ -20,11 +21,11 @@ use chrono::Utc;
 
 #[async_trait]
 impl StationLookup for RedisStore {
-    async fn station(&self, account_id: &str, station_id: &str) -> StoreResult<Option<Station>> {
+    async fn station(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<Option<Station>> {
         self.hget("station", &self.key("stations", &[account_id]), station_id).await
     }
 
-    async fn id_tag(&self, account_id: &str, id_tag: &str) -> StoreResult<Option<IdTag>> {
+    async fn id_tag(&self, account_id: &AccountId, id_tag: &str) -> StoreResult<Option<IdTag>> {
         self.hget("id_tag", &self.key("id_tags", &[account_id]), id_tag).await
     }
 }
@@ -36,15 +37,15 @@ impl StationStore for RedisStore {
             self.query("account_by_slug", redis::cmd("GET").arg(self.key("slug", &[slug]))).await?;
         match id {
             // An empty id is the slug of an erased account: reserved, naming no one.
-            Some(id) if !id.is_empty() => self.account(&id).await,
+            Some(id) if !id.is_empty() => self.account(&AccountId::from(id)).await,
             _ => Ok(None),
         }
     }
 
     async fn change_station(
         &self,
-        account_id: &str,
-        station_id: &str,
+        account_id: &AccountId,
+        station_id: &StationId,
         change: &StationChange,
     ) -> StoreResult<Option<Station>> {
         AccountStore::update_station(self, account_id, station_id, &|s| change.apply(s)).await
@@ -73,8 +74,8 @@ impl StationStore for RedisStore {
 
     async fn stop_transaction(
         &self,
-        account_id: &str,
-        station_id: &str,
+        account_id: &AccountId,
+        station_id: &StationId,
         transaction_id: i32,
         stop: &TransactionStop,
     ) -> StoreResult<StopOutcome> {
@@ -83,8 +84,8 @@ impl StationStore for RedisStore {
 
     async fn apply_transaction_event(
         &self,
-        account_id: &str,
-        station_id: &str,
+        account_id: &AccountId,
+        station_id: &StationId,
         station_transaction_id: &str,
         seq_no: u64,
         create: NewTransactionFn<'_>,
@@ -94,7 +95,7 @@ impl StationStore for RedisStore {
         rules::apply_transaction_event(self, at, seq_no, create, apply).await
     }
 
-    async fn add_meter_values(&self, account_id: &str, records: &[MeterRecord]) -> StoreResult<()> {
+    async fn add_meter_values(&self, account_id: &AccountId, records: &[MeterRecord]) -> StoreResult<()> {
         if records.is_empty() {
             return Ok(());
         }
@@ -114,7 +115,7 @@ impl StationStore for RedisStore {
         self.query_pipe("add_meter_values", &pipe).await
     }
 
-    async fn add_event(&self, account_id: &str, event: &StationEvent) -> StoreResult<()> {
+    async fn add_event(&self, account_id: &AccountId, event: &StationEvent) -> StoreResult<()> {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("ZADD")
@@ -124,12 +125,17 @@ impl StationStore for RedisStore {
             .ignore()
             .cmd("SADD")
             .arg(self.key("event_stations", &[account_id]))
-            .arg(&event.station_id)
+            .arg(event.station_id.as_str())
             .ignore();
         self.query_pipe("add_event", &pipe).await
     }
 
-    async fn put_variables(&self, account_id: &str, station_id: &str, variables: &[DeviceVariable]) -> StoreResult<()> {
+    async fn put_variables(
+        &self,
+        account_id: &AccountId,
+        station_id: &StationId,
+        variables: &[DeviceVariable],
+    ) -> StoreResult<()> {
         if variables.is_empty() {
             return Ok(());
         }
@@ -144,12 +150,17 @@ impl StationStore for RedisStore {
             .ignore()
             .cmd("SADD")
             .arg(self.key("var_stations", &[account_id]))
-            .arg(station_id)
+            .arg(station_id.as_str())
             .ignore();
         self.query_pipe("put_variables", &pipe).await
     }
 
-    async fn observe_variables(&self, account_id: &str, station_id: &str, seen: &[DeviceVariable]) -> StoreResult<()> {
+    async fn observe_variables(
+        &self,
+        account_id: &AccountId,
+        station_id: &StationId,
+        seen: &[DeviceVariable],
+    ) -> StoreResult<()> {
         let hash = self.key("vars", &[account_id, station_id]);
         let mut unknown: Vec<DeviceVariable> = Vec::new();
         for v in seen {
@@ -178,7 +189,7 @@ impl StationStore for RedisStore {
         pipe.atomic()
             .cmd("HSET")
             .arg(self.key("commands", &[account]))
-            .arg(command_field(station, &command.id))
+            .arg(command_field(&command.station_id, &command.id))
             .arg(encode(command)?)
             .ignore();
         if command.status != CommandStatus::Queued {
@@ -188,7 +199,7 @@ impl StationStore for RedisStore {
         self.query_pipe("update_command", &pipe).await
     }
 
-    async fn queued_commands(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<CommandRecord>> {
+    async fn queued_commands(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<Vec<CommandRecord>> {
         const WHAT: &str = "queued_commands";
         let ids: Vec<String> = self
             .query(WHAT, redis::cmd("ZRANGE").arg(self.key("queue", &[account_id, station_id])).arg(0).arg(-1))
@@ -213,7 +224,7 @@ impl StationStore for RedisStore {
     }
 
     /// The account store is this store, and its erasure leaves nothing of the account behind.
-    async fn forget_account(&self, _account_id: &str) -> StoreResult<()> {
+    async fn forget_account(&self, _account_id: &AccountId) -> StoreResult<()> {
         Ok(())
     }
 
@@ -237,8 +248,8 @@ impl SharedStore for RedisStore {
 
     async fn transaction_by_reference(
         &self,
-        account_id: &str,
-        station_id: &str,
+        account_id: &AccountId,
+        station_id: &StationId,
         station_transaction_id: &str,
     ) -> StoreResult<Option<Transaction>> {
         let index = self.key("tx_refs", &[account_id]);

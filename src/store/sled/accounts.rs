@@ -2,6 +2,7 @@
 //! returns.
 
 use super::{abort, backend, decode, encode, get, key, prefix, scan, transactional, SledStore};
+use crate::ids::{AccountId, StationId};
 use crate::model::{
     Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, Station, StationEvent,
     Transaction,
@@ -33,7 +34,7 @@ impl AccountStore for SledStore {
         self.durable(written).await
     }
 
-    async fn account(&self, id: &str) -> StoreResult<Option<Account>> {
+    async fn account(&self, id: &AccountId) -> StoreResult<Option<Account>> {
         get(&self.accounts, id.as_bytes())
     }
 
@@ -41,7 +42,7 @@ impl AccountStore for SledStore {
         self.account_by_index(&self.accounts_by_email, email)
     }
 
-    async fn update_account(&self, id: &str, update: AccountUpdate<'_>) -> StoreResult<Option<Account>> {
+    async fn update_account(&self, id: &AccountId, update: AccountUpdate<'_>) -> StoreResult<Option<Account>> {
         let written: StoreResult<Option<Account>> = async {
             let r = (&self.accounts, &self.accounts_by_email, &self.accounts_by_slug).transaction(|(a, e, s)| {
                 let Some(bytes) = a.get(id.as_bytes())? else { return Ok(None) };
@@ -72,7 +73,7 @@ impl AccountStore for SledStore {
         self.durable(written).await
     }
 
-    async fn erase_account(&self, account_id: &str) -> StoreResult<ErasureReport> {
+    async fn erase_account(&self, account_id: &AccountId) -> StoreResult<ErasureReport> {
         let written: StoreResult<ErasureReport> = async { self.erase(account_id) }.await;
         self.durable(written).await
     }
@@ -96,7 +97,7 @@ impl AccountStore for SledStore {
         get(&self.tokens, token_hash.as_bytes())
     }
 
-    async fn tokens(&self, account_id: &str) -> StoreResult<Vec<ApiToken>> {
+    async fn tokens(&self, account_id: &AccountId) -> StoreResult<Vec<ApiToken>> {
         let mut out = Vec::new();
         for item in self.account_tokens.scan_prefix(prefix(&[account_id.as_bytes()])) {
             let (_, hash) = item.map_err(backend)?;
@@ -108,7 +109,7 @@ impl AccountStore for SledStore {
         Ok(out)
     }
 
-    async fn delete_token(&self, account_id: &str, token_id: &str) -> StoreResult<bool> {
+    async fn delete_token(&self, account_id: &AccountId, token_id: &str) -> StoreResult<bool> {
         let written: StoreResult<bool> = async {
             let index = key(&[account_id.as_bytes(), token_id.as_bytes()]);
             let r = (&self.tokens, &self.account_tokens).transaction(|(tokens, index_tree)| {
@@ -122,7 +123,7 @@ impl AccountStore for SledStore {
         self.durable(written).await
     }
 
-    async fn delete_tokens_except(&self, account_id: &str, keep: Option<&str>) -> StoreResult<usize> {
+    async fn delete_tokens_except(&self, account_id: &AccountId, keep: Option<&str>) -> StoreResult<usize> {
         let written: StoreResult<usize> = async {
             let mut removed = 0;
             for item in self.account_tokens.scan_prefix(prefix(&[account_id.as_bytes()])) {
@@ -141,11 +142,11 @@ impl AccountStore for SledStore {
         self.durable(written).await
     }
 
-    async fn consents(&self, account_id: &str) -> StoreResult<Consents> {
+    async fn consents(&self, account_id: &AccountId) -> StoreResult<Consents> {
         Ok(get(&self.consents, account_id.as_bytes())?.unwrap_or_default())
     }
 
-    async fn put_consents(&self, account_id: &str, consents: &Consents) -> StoreResult<()> {
+    async fn put_consents(&self, account_id: &AccountId, consents: &Consents) -> StoreResult<()> {
         let written: StoreResult<()> = async {
             self.consents.insert(account_id.as_bytes(), encode(consents)?).map_err(backend)?;
             Ok(())
@@ -154,7 +155,7 @@ impl AccountStore for SledStore {
         self.durable(written).await
     }
 
-    async fn add_login_event(&self, account_id: &str, event: &LoginEvent, keep: usize) -> StoreResult<()> {
+    async fn add_login_event(&self, account_id: &AccountId, event: &LoginEvent, keep: usize) -> StoreResult<()> {
         let written: StoreResult<()> = async {
             let seq = self.db.generate_id().map_err(backend)?;
             let p = prefix(&[account_id.as_bytes()]);
@@ -173,7 +174,7 @@ impl AccountStore for SledStore {
         self.durable(written).await
     }
 
-    async fn login_events(&self, account_id: &str) -> StoreResult<Vec<LoginEvent>> {
+    async fn login_events(&self, account_id: &AccountId) -> StoreResult<Vec<LoginEvent>> {
         scan(&self.login_events, &prefix(&[account_id.as_bytes()]))
     }
 
@@ -188,11 +189,11 @@ impl AccountStore for SledStore {
         self.durable(written).await
     }
 
-    async fn stations(&self, account_id: &str) -> StoreResult<Vec<Station>> {
+    async fn stations(&self, account_id: &AccountId) -> StoreResult<Vec<Station>> {
         scan(&self.stations, &prefix(&[account_id.as_bytes()]))
     }
 
-    async fn station_count(&self, account_id: &str) -> StoreResult<usize> {
+    async fn station_count(&self, account_id: &AccountId) -> StoreResult<usize> {
         let mut n = 0;
         for item in self.stations.scan_prefix(prefix(&[account_id.as_bytes()])) {
             item.map_err(backend)?;
@@ -203,15 +204,15 @@ impl AccountStore for SledStore {
 
     async fn update_station(
         &self,
-        account_id: &str,
-        station_id: &str,
+        account_id: &AccountId,
+        station_id: &StationId,
         update: StationUpdate<'_>,
     ) -> StoreResult<Option<Station>> {
         let written = self.update_station_now(account_id, station_id, |s| update(s));
         self.durable(written).await
     }
 
-    async fn delete_station(&self, account_id: &str, station_id: &str) -> StoreResult<bool> {
+    async fn delete_station(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<bool> {
         let written: StoreResult<bool> = async {
             let k = key(&[account_id.as_bytes(), station_id.as_bytes()]);
             Ok(self.stations.remove(k).map_err(backend)?.is_some())
@@ -220,7 +221,7 @@ impl AccountStore for SledStore {
         self.durable(written).await
     }
 
-    async fn put_id_tag(&self, account_id: &str, tag: &IdTag) -> StoreResult<bool> {
+    async fn put_id_tag(&self, account_id: &AccountId, tag: &IdTag) -> StoreResult<bool> {
         let written: StoreResult<bool> = async {
             let k = key(&[account_id.as_bytes(), tag.id_tag.as_bytes()]);
             Ok(self.id_tags.insert(k, encode(tag)?).map_err(backend)?.is_none())
@@ -229,11 +230,11 @@ impl AccountStore for SledStore {
         self.durable(written).await
     }
 
-    async fn id_tags(&self, account_id: &str) -> StoreResult<Vec<IdTag>> {
+    async fn id_tags(&self, account_id: &AccountId) -> StoreResult<Vec<IdTag>> {
         scan(&self.id_tags, &prefix(&[account_id.as_bytes()]))
     }
 
-    async fn delete_id_tag(&self, account_id: &str, id_tag: &str) -> StoreResult<bool> {
+    async fn delete_id_tag(&self, account_id: &AccountId, id_tag: &str) -> StoreResult<bool> {
         let written: StoreResult<bool> = async {
             let k = key(&[account_id.as_bytes(), id_tag.as_bytes()]);
             Ok(self.id_tags.remove(k).map_err(backend)?.is_some())
@@ -242,18 +243,22 @@ impl AccountStore for SledStore {
         self.durable(written).await
     }
 
-    async fn variables(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<DeviceVariable>> {
+    async fn variables(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<Vec<DeviceVariable>> {
         scan(&self.device_model, &prefix(&[account_id.as_bytes(), station_id.as_bytes()]))
     }
 
-    async fn transaction(&self, account_id: &str, transaction_id: i32) -> StoreResult<Option<Transaction>> {
+    async fn transaction(&self, account_id: &AccountId, transaction_id: i32) -> StoreResult<Option<Transaction>> {
         get(&self.transactions, &Self::transaction_key(account_id, transaction_id))
     }
 
-    async fn transactions(&self, account_id: &str, station_id: Option<&str>) -> StoreResult<Vec<Transaction>> {
+    async fn transactions(
+        &self,
+        account_id: &AccountId,
+        station_id: Option<&StationId>,
+    ) -> StoreResult<Vec<Transaction>> {
         let mut all: Vec<Transaction> = scan(&self.transactions, &prefix(&[account_id.as_bytes()]))?;
         if let Some(station) = station_id {
-            all.retain(|t| t.station_id == station);
+            all.retain(|t| t.station_id == *station);
         }
         all.reverse();
         Ok(all)
@@ -261,8 +266,8 @@ impl AccountStore for SledStore {
 
     async fn transaction_meter_values(
         &self,
-        account_id: &str,
-        station_id: &str,
+        account_id: &AccountId,
+        station_id: &StationId,
         transaction_id: i32,
     ) -> StoreResult<Vec<MeterRecord>> {
         scan(
@@ -271,15 +276,15 @@ impl AccountStore for SledStore {
         )
     }
 
-    async fn account_meter_values(&self, account_id: &str) -> StoreResult<Vec<MeterRecord>> {
+    async fn account_meter_values(&self, account_id: &AccountId) -> StoreResult<Vec<MeterRecord>> {
         scan(&self.meter_values, &prefix(&[account_id.as_bytes()]))
     }
 
-    async fn events(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<StationEvent>> {
+    async fn events(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<Vec<StationEvent>> {
         scan(&self.events, &prefix(&[account_id.as_bytes(), station_id.as_bytes()]))
     }
 
-    async fn account_events(&self, account_id: &str) -> StoreResult<Vec<StationEvent>> {
+    async fn account_events(&self, account_id: &AccountId) -> StoreResult<Vec<StationEvent>> {
         scan(&self.events, &prefix(&[account_id.as_bytes()]))
     }
 
@@ -303,14 +308,14 @@ impl AccountStore for SledStore {
 
     async fn command(
         &self,
-        account_id: &str,
-        station_id: &str,
+        account_id: &AccountId,
+        station_id: &StationId,
         command_id: &str,
     ) -> StoreResult<Option<CommandRecord>> {
         get(&self.commands, &key(&[account_id.as_bytes(), station_id.as_bytes(), command_id.as_bytes()]))
     }
 
-    async fn account_commands(&self, account_id: &str) -> StoreResult<Vec<CommandRecord>> {
+    async fn account_commands(&self, account_id: &AccountId) -> StoreResult<Vec<CommandRecord>> {
         scan(&self.commands, &prefix(&[account_id.as_bytes()]))
     }
 

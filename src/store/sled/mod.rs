@@ -13,6 +13,7 @@ use super::{
     Cause, ErasureReport, EventOutcome, NewTransactionFn, SharedStore, Source, StationLookup, StationStore,
     StopOutcome, StoreError, StoreResult, TransactionUpdate,
 };
+use crate::ids::{AccountId, StationId};
 use crate::model::{
     Account, CommandRecord, CommandStatus, DeviceVariable, IdTag, MeterRecord, NewTransaction, StartIdentity, Station,
     StationChange, StationEvent, Transaction, TransactionStop,
@@ -164,7 +165,7 @@ impl SledStore {
     fn finish_interrupted_erasures(&self) -> StoreResult<()> {
         for item in self.meta.scan_prefix(prefix(&[ERASING])) {
             let (k, _) = item.map_err(backend)?;
-            let account_id = String::from_utf8_lossy(&k[ERASING.len() + 1..]).to_string();
+            let account_id = AccountId::from(String::from_utf8_lossy(&k[ERASING.len() + 1..]).to_string());
             tracing::warn!(account = %account_id, "finishing an interrupted account erasure");
             self.erase(&account_id)?;
         }
@@ -193,7 +194,7 @@ impl SledStore {
         ])
     }
 
-    fn reference_key(account_id: &str, station_id: &str, station_transaction_id: &str) -> Vec<u8> {
+    fn reference_key(account_id: &AccountId, station_id: &StationId, station_transaction_id: &str) -> Vec<u8> {
         key(&[account_id.as_bytes(), station_id.as_bytes(), station_transaction_id.as_bytes()])
     }
 
@@ -206,7 +207,7 @@ impl SledStore {
 
     /// Removes every record of the account (see [`super::AccountStore::erase_account`]). Idempotent, so it can be
     /// run again after a crash; the marker in `meta` is removed only once everything else is.
-    pub(crate) fn erase(&self, account_id: &str) -> StoreResult<ErasureReport> {
+    pub(crate) fn erase(&self, account_id: &AccountId) -> StoreResult<ErasureReport> {
         let marker = key(&[ERASING, account_id.as_bytes()]);
         self.meta.insert(&marker, &[]).map_err(backend)?;
         let mut report = ErasureReport::default();
@@ -252,14 +253,14 @@ impl SledStore {
         Ok(report)
     }
 
-    fn transaction_key(account_id: &str, id: i32) -> Vec<u8> {
+    fn transaction_key(account_id: &AccountId, id: i32) -> Vec<u8> {
         key(&[account_id.as_bytes(), &id.to_be_bytes()])
     }
     /// Applies `update` to the station record (see [`AccountStore::update_station`]), not yet durable.
     fn update_station_now(
         &self,
-        account_id: &str,
-        station_id: &str,
+        account_id: &AccountId,
+        station_id: &StationId,
         update: impl Fn(&mut Station),
     ) -> StoreResult<Option<Station>> {
         let k = key(&[account_id.as_bytes(), station_id.as_bytes()]);
@@ -303,11 +304,11 @@ impl SledStore {
 
 #[async_trait]
 impl StationLookup for SledStore {
-    async fn station(&self, account_id: &str, station_id: &str) -> StoreResult<Option<Station>> {
+    async fn station(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<Option<Station>> {
         get(&self.stations, &key(&[account_id.as_bytes(), station_id.as_bytes()]))
     }
 
-    async fn id_tag(&self, account_id: &str, id_tag: &str) -> StoreResult<Option<IdTag>> {
+    async fn id_tag(&self, account_id: &AccountId, id_tag: &str) -> StoreResult<Option<IdTag>> {
         get(&self.id_tags, &key(&[account_id.as_bytes(), id_tag.as_bytes()]))
     }
 }
@@ -320,8 +321,8 @@ impl StationStore for SledStore {
 
     async fn change_station(
         &self,
-        account_id: &str,
-        station_id: &str,
+        account_id: &AccountId,
+        station_id: &StationId,
         change: &StationChange,
     ) -> StoreResult<Option<Station>> {
         self.update_station_now(account_id, station_id, |s| change.apply(s))
@@ -352,8 +353,8 @@ impl StationStore for SledStore {
 
     async fn stop_transaction(
         &self,
-        account_id: &str,
-        station_id: &str,
+        account_id: &AccountId,
+        station_id: &StationId,
         transaction_id: i32,
         stop: &TransactionStop,
     ) -> StoreResult<StopOutcome> {
@@ -362,8 +363,8 @@ impl StationStore for SledStore {
 
     async fn apply_transaction_event(
         &self,
-        account_id: &str,
-        station_id: &str,
+        account_id: &AccountId,
+        station_id: &StationId,
         station_transaction_id: &str,
         seq_no: u64,
         create: NewTransactionFn<'_>,
@@ -373,7 +374,12 @@ impl StationStore for SledStore {
         rules::apply_transaction_event(self, at, seq_no, create, apply).await
     }
 
-    async fn put_variables(&self, account_id: &str, station_id: &str, variables: &[DeviceVariable]) -> StoreResult<()> {
+    async fn put_variables(
+        &self,
+        account_id: &AccountId,
+        station_id: &StationId,
+        variables: &[DeviceVariable],
+    ) -> StoreResult<()> {
         let mut batch = sled::Batch::default();
         for v in variables {
             batch.insert(key(&[account_id.as_bytes(), station_id.as_bytes(), v.key().as_bytes()]), encode(v)?);
@@ -381,7 +387,12 @@ impl StationStore for SledStore {
         self.device_model.apply_batch(batch).map_err(backend)
     }
 
-    async fn observe_variables(&self, account_id: &str, station_id: &str, seen: &[DeviceVariable]) -> StoreResult<()> {
+    async fn observe_variables(
+        &self,
+        account_id: &AccountId,
+        station_id: &StationId,
+        seen: &[DeviceVariable],
+    ) -> StoreResult<()> {
         // One station's messages are handled one at a time, so nothing else writes its device model
         // between the read and the batch.
         let mut batch = std::collections::BTreeMap::new();
@@ -400,7 +411,7 @@ impl StationStore for SledStore {
         self.device_model.apply_batch(writes).map_err(backend)
     }
 
-    async fn add_meter_values(&self, account_id: &str, records: &[MeterRecord]) -> StoreResult<()> {
+    async fn add_meter_values(&self, account_id: &AccountId, records: &[MeterRecord]) -> StoreResult<()> {
         let mut batch = sled::Batch::default();
         for record in records {
             let tx = record.transaction_id.unwrap_or(0);
@@ -424,7 +435,7 @@ impl StationStore for SledStore {
         self.meter_values.apply_batch(batch).map_err(backend)
     }
 
-    async fn add_event(&self, account_id: &str, event: &StationEvent) -> StoreResult<()> {
+    async fn add_event(&self, account_id: &AccountId, event: &StationEvent) -> StoreResult<()> {
         let value = encode(event)?;
         // Keyed by when it was received and what it is, so the same event applied twice (a cluster
         // node's write-ahead log may replay it) is stored once, and a station's events list in the
@@ -454,7 +465,7 @@ impl StationStore for SledStore {
         Ok(())
     }
 
-    async fn queued_commands(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<CommandRecord>> {
+    async fn queued_commands(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<Vec<CommandRecord>> {
         let mut out = Vec::new();
         for item in self.command_queue.scan_prefix(prefix(&[account_id.as_bytes(), station_id.as_bytes()])) {
             let (_, id) = item.map_err(backend)?;
@@ -469,7 +480,7 @@ impl StationStore for SledStore {
     }
 
     /// One node: the account store is this store, and its erasure leaves nothing behind.
-    async fn forget_account(&self, _account_id: &str) -> StoreResult<()> {
+    async fn forget_account(&self, _account_id: &AccountId) -> StoreResult<()> {
         Ok(())
     }
 
@@ -490,8 +501,8 @@ impl SharedStore for SledStore {
 
     async fn transaction_by_reference(
         &self,
-        account_id: &str,
-        station_id: &str,
+        account_id: &AccountId,
+        station_id: &StationId,
         station_transaction_id: &str,
     ) -> StoreResult<Option<Transaction>> {
         let k = Self::reference_key(account_id, station_id, station_transaction_id);

@@ -2,6 +2,7 @@
 //! account store's writes are durable when they return.
 
 use super::*;
+use crate::ids::AccountId;
 use crate::model::{ApiToken, Consents, LoginEvent};
 use crate::store::prelude::*;
 use chrono::{Duration, Utc};
@@ -40,7 +41,7 @@ async fn command_queues_keep_order_per_station_and_release_what_was_sent() {
     store.enqueue_command(&oldest).await.unwrap();
     store.enqueue_command(&command("AB", "Other", 5)).await.unwrap();
 
-    let queued = store.queued_commands("acct", "A").await.unwrap();
+    let queued = store.queued_commands(&"acct".into(), &"A".into()).await.unwrap();
     assert_eq!(queued.iter().map(|c| c.action.as_str()).take(3).collect::<Vec<_>>(), ["Cmd0", "Cmd1", "Cmd2"]);
     assert_eq!(queued.len(), 300, "station A's queue holds none of B's or AB's");
     assert_eq!(store.queued_command_count().await.unwrap(), 302);
@@ -49,8 +50,11 @@ async fn command_queues_keep_order_per_station_and_release_what_was_sent() {
     let mut first = a[0].clone();
     first.status = CommandStatus::Sent;
     store.update_command(&first).await.unwrap();
-    assert_eq!(store.queued_commands("acct", "A").await.unwrap()[0].action, "Cmd1");
-    assert_eq!(store.command("acct", "A", &first.id).await.unwrap().unwrap().status, CommandStatus::Sent);
+    assert_eq!(store.queued_commands(&"acct".into(), &"A".into()).await.unwrap()[0].action, "Cmd1");
+    assert_eq!(
+        store.command(&"acct".into(), &"A".into(), &first.id).await.unwrap().unwrap().status,
+        CommandStatus::Sent
+    );
     assert_eq!(store.queued_command_count().await.unwrap(), 301);
 
     let mut old = oldest.clone();
@@ -72,10 +76,10 @@ fn account(id: &str, slug: &str) -> Account {
 }
 
 /// Puts one record of every kind under the account.
-async fn fill(store: &SledStore, account_id: &str) {
+async fn fill(store: &SledStore, account_id: &AccountId) {
     let token = ApiToken {
         id: format!("tok-{account_id}"),
-        account_id: account_id.into(),
+        account_id: account_id.clone(),
         created_at: Utc::now(),
         expires_at: Utc::now() + Duration::hours(1),
         last_used_at: None,
@@ -98,7 +102,7 @@ async fn fill(store: &SledStore, account_id: &str) {
     store.put_id_tag(account_id, &tag).await.unwrap();
     let (tx, _) = store
         .start_transaction(&NewTransaction {
-            account_id: account_id.into(),
+            account_id: account_id.clone(),
             station_id: "CP1".into(),
             connector_id: 1,
             id_tag: "T".into(),
@@ -125,7 +129,7 @@ async fn fill(store: &SledStore, account_id: &str) {
     };
     store.add_event(account_id, &event).await.unwrap();
     let mut c = command("CP1", "Reset", 1);
-    c.account_id = account_id.into();
+    c.account_id = account_id.clone();
     store.enqueue_command(&c).await.unwrap();
     store.put_consents(account_id, &Consents::default()).await.unwrap();
     let login = LoginEvent { at: Utc::now(), ip: "127.0.0.1".into(), outcome: crate::model::LoginOutcome::Success };
@@ -134,7 +138,14 @@ async fn fill(store: &SledStore, account_id: &str) {
     let mut v201 = tx.clone();
     v201.station_transaction_id = Some("tx-201".into());
     store
-        .apply_transaction_event(account_id, "CP1", "tx-201", 0, &|id| Transaction { id, ..v201.clone() }, &|_| {})
+        .apply_transaction_event(
+            account_id,
+            &"CP1".into(),
+            "tx-201",
+            0,
+            &|id| Transaction { id, ..v201.clone() },
+            &|_| {},
+        )
         .await
         .unwrap();
     let variable: crate::model::DeviceVariable = serde_json::from_value(serde_json::json!({
@@ -143,11 +154,11 @@ async fn fill(store: &SledStore, account_id: &str) {
         "mutability": null, "persistent": null, "constant": null, "characteristics": null, "updated_at": Utc::now(),
     }))
     .unwrap();
-    store.put_variables(account_id, "CP1", &[variable]).await.unwrap();
+    store.put_variables(account_id, &"CP1".into(), &[variable]).await.unwrap();
 }
 
 /// Every key in every tree that starts with the account id.
-fn keys_of(store: &SledStore, account_id: &str) -> Vec<String> {
+fn keys_of(store: &SledStore, account_id: &AccountId) -> Vec<String> {
     let mut found = Vec::new();
     for name in store.db.tree_names() {
         let tree = store.db.open_tree(&name).unwrap();
@@ -167,17 +178,17 @@ async fn erasure_leaves_no_record_of_the_account_and_reserves_its_slug() {
     let store = SledStore::open(dir.path(), CommitPolicy::default()).unwrap();
     for (id, slug) in [("acct-a", "alpha"), ("acct-b", "bravo")] {
         store.create_account(&account(id, slug)).await.unwrap();
-        fill(&store, id).await;
+        fill(&store, &id.into()).await;
     }
-    assert!(keys_of(&store, "acct-a").len() >= 14, "every kind of record is there to erase");
+    assert!(keys_of(&store, &"acct-a".into()).len() >= 14, "every kind of record is there to erase");
 
-    let report = store.erase_account("acct-a").await.unwrap();
+    let report = store.erase_account(&"acct-a".into()).await.unwrap();
     assert_eq!(report.device_variables, 1);
     assert_eq!(
         (report.stations, report.transactions, report.meter_values, report.tokens, report.queued_commands),
         (1, 2, 1, 1, 1)
     );
-    assert_eq!(keys_of(&store, "acct-a"), Vec::<String>::new());
+    assert_eq!(keys_of(&store, &"acct-a".into()), Vec::<String>::new());
     assert!(store.account_by_email("ops@alpha.example").await.unwrap().is_none());
     assert!(store.account_by_slug("alpha").await.unwrap().is_none());
     assert!(matches!(store.create_account(&account("acct-c", "alpha")).await, Err(StoreError::Conflict("slug"))));
@@ -185,9 +196,13 @@ async fn erasure_leaves_no_record_of_the_account_and_reserves_its_slug() {
     reuse.email = "ops@alpha.example".into();
     store.create_account(&reuse).await.expect("the email is free again");
 
-    assert!(keys_of(&store, "acct-b").len() >= 14, "the other account is untouched");
-    assert_eq!(store.tokens("acct-b").await.unwrap().len(), 1);
-    assert_eq!(store.erase_account("acct-a").await.unwrap(), ErasureReport::default(), "erasing twice is harmless");
+    assert!(keys_of(&store, &"acct-b".into()).len() >= 14, "the other account is untouched");
+    assert_eq!(store.tokens(&"acct-b".into()).await.unwrap().len(), 1);
+    assert_eq!(
+        store.erase_account(&"acct-a".into()).await.unwrap(),
+        ErasureReport::default(),
+        "erasing twice is harmless"
+    );
 }
 
 #[tokio::test]
@@ -195,12 +210,12 @@ async fn an_erasure_interrupted_by_a_crash_is_finished_on_the_next_open() {
     let dir = tempfile::tempdir().unwrap();
     let store = SledStore::open(dir.path(), CommitPolicy::default()).unwrap();
     store.create_account(&account("acct-a", "alpha")).await.unwrap();
-    fill(&store, "acct-a").await;
+    fill(&store, &"acct-a".into()).await;
     // As if the process died right after marking the erasure; `open` runs this on start-up (the
     // test cannot reopen: the group-commit thread holds the database until the process ends).
     store.meta.insert(key(&[ERASING, b"acct-a"]), &[]).unwrap();
     store.finish_interrupted_erasures().unwrap();
-    assert_eq!(keys_of(&store, "acct-a"), Vec::<String>::new());
+    assert_eq!(keys_of(&store, &"acct-a".into()), Vec::<String>::new());
     assert!(store.meta.scan_prefix(prefix(&[ERASING])).next().is_none());
 }
 
@@ -217,7 +232,9 @@ async fn account_store_writes_are_durable_when_they_return_and_concurrent_ones_s
     let writers: Vec<_> = (0..20)
         .map(|i| {
             let store = store.clone();
-            tokio::spawn(async move { store.put_consents(&format!("acct-{i}"), &Consents::default()).await })
+            tokio::spawn(async move {
+                store.put_consents(&AccountId::from(format!("acct-{i}")), &Consents::default()).await
+            })
         })
         .collect();
     for w in writers {
@@ -230,7 +247,7 @@ async fn account_store_writes_are_durable_when_they_return_and_concurrent_ones_s
     let before = store.flushes();
     store
         .add_event(
-            "acct-a",
+            &"acct-a".into(),
             &StationEvent {
                 station_id: "CP1".into(),
                 action: "DataTransfer".into(),

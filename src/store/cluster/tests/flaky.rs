@@ -1,6 +1,7 @@
 //! The shared store of the cluster store's tests: a sled store (in its own directory) that fails
 //! every call as unavailable while switched off, as Redis does while unreachable.
 
+use crate::ids::{AccountId, StationId};
 use crate::model::{
     Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, NewTransaction,
     StartIdentity, Station, StationChange, StationEvent, Transaction, TransactionStop,
@@ -54,13 +55,13 @@ macro_rules! gated {
 
 #[async_trait]
 impl StationLookup for Flaky {
-    async fn station(&self, account_id: &str, station_id: &str) -> StoreResult<Option<Station>> {
+    async fn station(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<Option<Station>> {
         self.reads.fetch_add(1, Ordering::SeqCst);
         self.gate()?;
         self.inner.station(account_id, station_id).await
     }
 
-    async fn id_tag(&self, account_id: &str, id_tag: &str) -> StoreResult<Option<IdTag>> {
+    async fn id_tag(&self, account_id: &AccountId, id_tag: &str) -> StoreResult<Option<IdTag>> {
         self.reads.fetch_add(1, Ordering::SeqCst);
         self.gate()?;
         self.inner.id_tag(account_id, id_tag).await
@@ -75,8 +76,8 @@ impl StationStore for Flaky {
     }
     async fn change_station(
         &self,
-        account_id: &str,
-        station_id: &str,
+        account_id: &AccountId,
+        station_id: &StationId,
         change: &StationChange,
     ) -> StoreResult<Option<Station>> {
         self.gate()?;
@@ -88,8 +89,8 @@ impl StationStore for Flaky {
     }
     async fn stop_transaction(
         &self,
-        account_id: &str,
-        station_id: &str,
+        account_id: &AccountId,
+        station_id: &StationId,
         transaction_id: i32,
         stop: &TransactionStop,
     ) -> StoreResult<StopOutcome> {
@@ -98,8 +99,8 @@ impl StationStore for Flaky {
     }
     async fn apply_transaction_event(
         &self,
-        account_id: &str,
-        station_id: &str,
+        account_id: &AccountId,
+        station_id: &StationId,
         station_transaction_id: &str,
         seq_no: u64,
         create: NewTransactionFn<'_>,
@@ -108,23 +109,33 @@ impl StationStore for Flaky {
         self.gate()?;
         self.inner.apply_transaction_event(account_id, station_id, station_transaction_id, seq_no, create, apply).await
     }
-    async fn add_meter_values(&self, account_id: &str, records: &[MeterRecord]) -> StoreResult<()> {
+    async fn add_meter_values(&self, account_id: &AccountId, records: &[MeterRecord]) -> StoreResult<()> {
         self.gate()?;
         self.inner.add_meter_values(account_id, records).await
     }
-    async fn add_event(&self, account_id: &str, event: &StationEvent) -> StoreResult<()> {
+    async fn add_event(&self, account_id: &AccountId, event: &StationEvent) -> StoreResult<()> {
         self.gate()?;
         self.inner.add_event(account_id, event).await
     }
-    async fn put_variables(&self, account_id: &str, station_id: &str, variables: &[DeviceVariable]) -> StoreResult<()> {
+    async fn put_variables(
+        &self,
+        account_id: &AccountId,
+        station_id: &StationId,
+        variables: &[DeviceVariable],
+    ) -> StoreResult<()> {
         self.gate()?;
         self.inner.put_variables(account_id, station_id, variables).await
     }
-    async fn observe_variables(&self, account_id: &str, station_id: &str, seen: &[DeviceVariable]) -> StoreResult<()> {
+    async fn observe_variables(
+        &self,
+        account_id: &AccountId,
+        station_id: &StationId,
+        seen: &[DeviceVariable],
+    ) -> StoreResult<()> {
         self.gate()?;
         self.inner.observe_variables(account_id, station_id, seen).await
     }
-    async fn queued_commands(&self, account_id: &str, station_id: &str) -> StoreResult<Vec<CommandRecord>> {
+    async fn queued_commands(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<Vec<CommandRecord>> {
         self.gate()?;
         self.inner.queued_commands(account_id, station_id).await
     }
@@ -132,7 +143,7 @@ impl StationStore for Flaky {
         self.gate()?;
         self.inner.update_command(command).await
     }
-    async fn forget_account(&self, account_id: &str) -> StoreResult<()> {
+    async fn forget_account(&self, account_id: &AccountId) -> StoreResult<()> {
         self.gate()?;
         self.inner.forget_account(account_id).await
     }
@@ -147,43 +158,43 @@ impl StationStore for Flaky {
 
 gated!(AccountStore {
     fn create_account(&self, account: &Account) -> ();
-    fn account(&self, id: &str) -> Option<Account>;
+    fn account(&self, id: &AccountId) -> Option<Account>;
     fn account_by_email(&self, email: &str) -> Option<Account>;
-    fn update_account(&self, id: &str, update: AccountUpdate<'_>) -> Option<Account>;
-    fn erase_account(&self, account_id: &str) -> ErasureReport;
+    fn update_account(&self, id: &AccountId, update: AccountUpdate<'_>) -> Option<Account>;
+    fn erase_account(&self, account_id: &AccountId) -> ErasureReport;
     fn put_token(&self, token_hash: &str, token: &ApiToken) -> ();
     fn token(&self, token_hash: &str) -> Option<ApiToken>;
-    fn tokens(&self, account_id: &str) -> Vec<ApiToken>;
-    fn delete_token(&self, account_id: &str, token_id: &str) -> bool;
-    fn delete_tokens_except(&self, account_id: &str, keep: Option<&str>) -> usize;
-    fn consents(&self, account_id: &str) -> Consents;
-    fn put_consents(&self, account_id: &str, consents: &Consents) -> ();
-    fn add_login_event(&self, account_id: &str, event: &LoginEvent, keep: usize) -> ();
-    fn login_events(&self, account_id: &str) -> Vec<LoginEvent>;
+    fn tokens(&self, account_id: &AccountId) -> Vec<ApiToken>;
+    fn delete_token(&self, account_id: &AccountId, token_id: &str) -> bool;
+    fn delete_tokens_except(&self, account_id: &AccountId, keep: Option<&str>) -> usize;
+    fn consents(&self, account_id: &AccountId) -> Consents;
+    fn put_consents(&self, account_id: &AccountId, consents: &Consents) -> ();
+    fn add_login_event(&self, account_id: &AccountId, event: &LoginEvent, keep: usize) -> ();
+    fn login_events(&self, account_id: &AccountId) -> Vec<LoginEvent>;
     fn create_station(&self, station: &Station) -> ();
-    fn stations(&self, account_id: &str) -> Vec<Station>;
-    fn update_station(&self, account_id: &str, station_id: &str, update: StationUpdate<'_>) -> Option<Station>;
-    fn delete_station(&self, account_id: &str, station_id: &str) -> bool;
-    fn put_id_tag(&self, account_id: &str, tag: &IdTag) -> bool;
-    fn id_tags(&self, account_id: &str) -> Vec<IdTag>;
-    fn delete_id_tag(&self, account_id: &str, id_tag: &str) -> bool;
-    fn transaction(&self, account_id: &str, transaction_id: i32) -> Option<Transaction>;
-    fn transactions(&self, account_id: &str, station_id: Option<&str>) -> Vec<Transaction>;
-    fn transaction_meter_values(&self, account_id: &str, station_id: &str, transaction_id: i32) -> Vec<MeterRecord>;
-    fn account_meter_values(&self, account_id: &str) -> Vec<MeterRecord>;
-    fn events(&self, account_id: &str, station_id: &str) -> Vec<StationEvent>;
-    fn account_events(&self, account_id: &str) -> Vec<StationEvent>;
-    fn variables(&self, account_id: &str, station_id: &str) -> Vec<DeviceVariable>;
+    fn stations(&self, account_id: &AccountId) -> Vec<Station>;
+    fn update_station(&self, account_id: &AccountId, station_id: &StationId, update: StationUpdate<'_>) -> Option<Station>;
+    fn delete_station(&self, account_id: &AccountId, station_id: &StationId) -> bool;
+    fn put_id_tag(&self, account_id: &AccountId, tag: &IdTag) -> bool;
+    fn id_tags(&self, account_id: &AccountId) -> Vec<IdTag>;
+    fn delete_id_tag(&self, account_id: &AccountId, id_tag: &str) -> bool;
+    fn transaction(&self, account_id: &AccountId, transaction_id: i32) -> Option<Transaction>;
+    fn transactions(&self, account_id: &AccountId, station_id: Option<&StationId>) -> Vec<Transaction>;
+    fn transaction_meter_values(&self, account_id: &AccountId, station_id: &StationId, transaction_id: i32) -> Vec<MeterRecord>;
+    fn account_meter_values(&self, account_id: &AccountId) -> Vec<MeterRecord>;
+    fn events(&self, account_id: &AccountId, station_id: &StationId) -> Vec<StationEvent>;
+    fn account_events(&self, account_id: &AccountId) -> Vec<StationEvent>;
+    fn variables(&self, account_id: &AccountId, station_id: &StationId) -> Vec<DeviceVariable>;
     fn enqueue_command(&self, command: &CommandRecord) -> ();
-    fn command(&self, account_id: &str, station_id: &str, command_id: &str) -> Option<CommandRecord>;
-    fn account_commands(&self, account_id: &str) -> Vec<CommandRecord>;
+    fn command(&self, account_id: &AccountId, station_id: &StationId, command_id: &str) -> Option<CommandRecord>;
+    fn account_commands(&self, account_id: &AccountId) -> Vec<CommandRecord>;
     fn queued_command_count(&self) -> usize;
     fn oldest_queued_command(&self) -> Option<DateTime<Utc>>;
 });
 
 gated!(SharedStore {
     fn transaction_by_start(&self, start: &StartIdentity) -> Option<Transaction>;
-    fn transaction_by_reference(&self, account_id: &str, station_id: &str, station_transaction_id: &str) -> Option<Transaction>;
+    fn transaction_by_reference(&self, account_id: &AccountId, station_id: &StationId, station_transaction_id: &str) -> Option<Transaction>;
     fn put_transaction(&self, tx: &Transaction) -> ();
     fn reserve_transaction_ids(&self, count: u32) -> std::ops::Range<i32>;
 });

@@ -2,6 +2,7 @@ mod flaky;
 
 use super::reconcile::reconcile;
 use super::*;
+use crate::ids::{AccountId, StationId};
 use crate::model::{Registration, TagStatus, TransactionEventRecord, TransactionStop};
 use crate::ocpp::context::{HandlerSettings, StationContext};
 use crate::ocpp::handler::{handle_call, Reply};
@@ -41,7 +42,7 @@ async fn shared() -> Arc<Flaky> {
         inner.create_account(&account(id, slug)).await.unwrap();
     }
     for (acct, station) in [(ACCOUNT, CP16), (ACCOUNT, CP201), (OTHER, CP_OTHER)] {
-        let s = Station::new(acct, station, String::new(), Registration::Accepted, Default::default());
+        let s = Station::new(&acct.into(), &station.into(), String::new(), Registration::Accepted, Default::default());
         inner.create_station(&s).await.unwrap();
     }
     let tag = IdTag {
@@ -51,8 +52,8 @@ async fn shared() -> Arc<Flaky> {
         parent_id_tag: None,
         updated_at: Utc::now(),
     };
-    inner.put_id_tag(ACCOUNT, &tag).await.unwrap();
-    inner.put_id_tag(OTHER, &tag).await.unwrap();
+    inner.put_id_tag(&ACCOUNT.into(), &tag).await.unwrap();
+    inner.put_id_tag(&OTHER.into(), &tag).await.unwrap();
     Arc::new(Flaky {
         inner,
         on: AtomicBool::new(true),
@@ -107,13 +108,19 @@ async fn drained(store: &ClusterStore) {
 }
 
 /// A station connecting to the node: its record and its id tag are looked up (and cached).
-async fn connect(store: &ClusterStore, account_id: &str, station_id: &str) {
+async fn connect(store: &ClusterStore, account_id: &AccountId, station_id: &StationId) {
     assert!(store.station(account_id, station_id).await.unwrap().is_some());
     store.id_tag(account_id, "TAG").await.unwrap();
 }
 
 /// Handles one CALL of a station of `account_id` through the OCPP handlers, flush included.
-async fn call_as(store: &ClusterStore, account_id: &str, station_id: &str, action: &str, payload: Value) -> Reply {
+async fn call_as(
+    store: &ClusterStore,
+    account_id: &AccountId,
+    station_id: &StationId,
+    action: &str,
+    payload: Value,
+) -> Reply {
     let version = if station_id == CP201 { Version::V201 } else { Version::V16 };
     let settings =
         HandlerSettings { heartbeat_interval: Duration::from_secs(300), boot_retry_interval: Duration::from_secs(60) };
@@ -130,8 +137,8 @@ async fn call_as(store: &ClusterStore, account_id: &str, station_id: &str, actio
 }
 
 /// A CALL that must be answered with a CALLRESULT (the station's acknowledgement).
-async fn ok(store: &ClusterStore, station_id: &str, action: &str, payload: Value) -> Value {
-    match call_as(store, ACCOUNT, station_id, action, payload).await {
+async fn ok(store: &ClusterStore, station_id: &StationId, action: &str, payload: Value) -> Value {
+    match call_as(store, &ACCOUNT.into(), station_id, action, payload).await {
         Reply::Result { payload, .. } => payload,
         Reply::Error(e) => panic!("{action} was not acknowledged: {e:?}"),
     }
@@ -169,38 +176,38 @@ fn event201(kind: &str, seq: u64, wh: f64) -> Value {
 /// A 1.6 charging session: boot, status, authorize, start (meter 1000), meter values, stop (9000),
 /// a DataTransfer; returns the transaction id.
 async fn session16(store: &ClusterStore) -> i64 {
-    ok(store, CP16, "BootNotification", json!({"chargePointVendor": "V", "chargePointModel": "M"})).await;
+    ok(store, &CP16.into(), "BootNotification", json!({"chargePointVendor": "V", "chargePointModel": "M"})).await;
     let status = json!({"connectorId": 1, "errorCode": "NoError", "status": "Charging"});
-    ok(store, CP16, "StatusNotification", status).await;
-    let auth = ok(store, CP16, "Authorize", json!({"idTag": "TAG"})).await;
+    ok(store, &CP16.into(), "StatusNotification", status).await;
+    let auth = ok(store, &CP16.into(), "Authorize", json!({"idTag": "TAG"})).await;
     assert_eq!(auth["idTagInfo"]["status"], "Accepted");
-    let started = ok(store, CP16, "StartTransaction", start16(0, 1000)).await;
+    let started = ok(store, &CP16.into(), "StartTransaction", start16(0, 1000)).await;
     assert_eq!(started["idTagInfo"]["status"], "Accepted");
     let id = started["transactionId"].as_i64().unwrap();
-    ok(store, CP16, "MeterValues", meter16(id, 5000)).await;
-    ok(store, CP16, "StopTransaction", stop16(id, 9000)).await;
-    ok(store, CP16, "DataTransfer", json!({"vendorId": "v"})).await;
+    ok(store, &CP16.into(), "MeterValues", meter16(id, 5000)).await;
+    ok(store, &CP16.into(), "StopTransaction", stop16(id, 9000)).await;
+    ok(store, &CP16.into(), "DataTransfer", json!({"vendorId": "v"})).await;
     id
 }
 
 /// A 2.0.1 transaction: Started (1000 Wh), Updated (4000 Wh), Ended (9500 Wh), Ended again.
 async fn session201(store: &ClusterStore) {
-    ok(store, CP201, "TransactionEvent", event201("Started", 0, 1000.0)).await;
-    ok(store, CP201, "TransactionEvent", event201("Updated", 1, 4000.0)).await;
-    ok(store, CP201, "TransactionEvent", event201("Ended", 2, 9500.0)).await;
-    ok(store, CP201, "TransactionEvent", event201("Ended", 2, 9500.0)).await;
+    ok(store, &CP201.into(), "TransactionEvent", event201("Started", 0, 1000.0)).await;
+    ok(store, &CP201.into(), "TransactionEvent", event201("Updated", 1, 4000.0)).await;
+    ok(store, &CP201.into(), "TransactionEvent", event201("Ended", 2, 9500.0)).await;
+    ok(store, &CP201.into(), "TransactionEvent", event201("Ended", 2, 9500.0)).await;
 }
 
 /// The shared store's transactions of the account, checked to have unique ids.
-async fn remote_transactions(remote: &Flaky, account_id: &str) -> Vec<Transaction> {
+async fn remote_transactions(remote: &Flaky, account_id: &AccountId) -> Vec<Transaction> {
     let txs = remote.inner.transactions(account_id, None).await.unwrap();
     let ids: HashSet<i32> = txs.iter().map(|t| t.id).collect();
     assert_eq!(ids.len(), txs.len(), "transaction ids are unique: {txs:?}");
     txs
 }
 
-fn by_station<'a>(txs: &'a [Transaction], station_id: &str) -> &'a Transaction {
-    let mut found = txs.iter().filter(|t| t.station_id == station_id);
+fn by_station<'a>(txs: &'a [Transaction], station_id: &StationId) -> &'a Transaction {
+    let mut found = txs.iter().filter(|t| t.station_id == *station_id);
     let tx = found.next().unwrap_or_else(|| panic!("no transaction of {station_id}"));
     assert!(found.next().is_none(), "one transaction of {station_id}");
     tx
@@ -208,21 +215,21 @@ fn by_station<'a>(txs: &'a [Transaction], station_id: &str) -> &'a Transaction {
 
 /// What the two sessions above must leave in the shared store.
 async fn assert_sessions_recorded(remote: &Flaky, id16: i64) {
-    let txs = remote_transactions(remote, ACCOUNT).await;
+    let txs = remote_transactions(remote, &ACCOUNT.into()).await;
     assert_eq!(txs.len(), 2, "{txs:?}");
-    let tx16 = by_station(&txs, CP16);
+    let tx16 = by_station(&txs, &CP16.into());
     assert_eq!(i64::from(tx16.id), id16);
     assert_eq!((tx16.meter_start, tx16.energy_wh()), (Some(1000), Some(8000)));
     assert_eq!(tx16.stop.as_ref().unwrap().reason.as_deref(), Some("Local"));
-    let readings = remote.inner.transaction_meter_values(ACCOUNT, CP16, tx16.id).await.unwrap();
+    let readings = remote.inner.transaction_meter_values(&ACCOUNT.into(), &CP16.into(), tx16.id).await.unwrap();
     assert_eq!(readings.len(), 1);
-    let tx201 = by_station(&txs, CP201);
+    let tx201 = by_station(&txs, &CP201.into());
     assert_eq!((tx201.meter_start, tx201.energy_wh(), tx201.events.len()), (Some(1000), Some(8500), 3));
     assert_eq!(tx201.id_tag_status.as_deref(), Some("Accepted"));
-    assert_eq!(remote.inner.transaction_meter_values(ACCOUNT, CP201, tx201.id).await.unwrap().len(), 3);
-    let events = remote.inner.events(ACCOUNT, CP16).await.unwrap();
+    assert_eq!(remote.inner.transaction_meter_values(&ACCOUNT.into(), &CP201.into(), tx201.id).await.unwrap().len(), 3);
+    let events = remote.inner.events(&ACCOUNT.into(), &CP16.into()).await.unwrap();
     assert_eq!(events.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["DataTransfer"]);
-    let station = remote.inner.station(ACCOUNT, CP16).await.unwrap().unwrap();
+    let station = remote.inner.station(&ACCOUNT.into(), &CP16.into()).await.unwrap().unwrap();
     assert_eq!(station.connectors["1"].status, "Charging");
     assert_eq!(station.boot.as_ref().map(|b| b.charge_point_vendor.as_str()), Some("V"));
 }
@@ -232,19 +239,19 @@ async fn with_the_shared_store_up_station_writes_reach_it_as_the_node_recorded_t
     let remote = shared().await;
     let dir = tempfile::tempdir().unwrap();
     let store = node(&remote, dir.path(), 1000).await;
-    connect(&store, ACCOUNT, CP16).await;
-    connect(&store, ACCOUNT, CP201).await;
+    connect(&store, &ACCOUNT.into(), &CP16.into()).await;
+    connect(&store, &ACCOUNT.into(), &CP201.into()).await;
     let id16 = session16(&store).await;
     session201(&store).await;
     drained(&store).await;
 
     assert_sessions_recorded(&remote, id16).await;
-    for tx in remote_transactions(&remote, ACCOUNT).await {
-        let replica = store.inner.local.transaction(ACCOUNT, tx.id).await.unwrap();
+    for tx in remote_transactions(&remote, &ACCOUNT.into()).await {
+        let replica = store.inner.local.transaction(&ACCOUNT.into(), tx.id).await.unwrap();
         assert_eq!(replica.as_ref(), Some(&tx), "the shared record is the one the node computed");
     }
     // The account store of a cluster node is the shared store itself.
-    assert_eq!(remote.transactions(ACCOUNT, None).await.unwrap().len(), 2, "API reads go to the shared store");
+    assert_eq!(remote.transactions(&ACCOUNT.into(), None).await.unwrap().len(), 2, "API reads go to the shared store");
     store.shutdown().await;
 }
 
@@ -253,25 +260,28 @@ async fn with_the_shared_store_down_stations_are_answered_and_everything_drains_
     let remote = shared().await;
     let dir = tempfile::tempdir().unwrap();
     let store = node(&remote, dir.path(), 1000).await;
-    connect(&store, ACCOUNT, CP16).await;
-    connect(&store, ACCOUNT, CP201).await;
+    connect(&store, &ACCOUNT.into(), &CP16.into()).await;
+    connect(&store, &ACCOUNT.into(), &CP201.into()).await;
 
     remote.set(false);
     // The first read finds the shared store down; later ones go straight to the cache.
-    assert!(store.station(ACCOUNT, CP16).await.unwrap().is_some());
+    assert!(store.station(&ACCOUNT.into(), &CP16.into()).await.unwrap().is_some());
     assert!(!store.remote_up());
     let reads = remote.reads.load(Ordering::SeqCst);
-    assert_eq!(store.id_tag(ACCOUNT, "TAG").await.unwrap().map(|t| t.status), Some(TagStatus::Accepted));
-    assert!(store.station(ACCOUNT, CP201).await.unwrap().is_some());
+    assert_eq!(store.id_tag(&ACCOUNT.into(), "TAG").await.unwrap().map(|t| t.status), Some(TagStatus::Accepted));
+    assert!(store.station(&ACCOUNT.into(), &CP201.into()).await.unwrap().is_some());
     let id16 = session16(&store).await;
     session201(&store).await;
     assert_eq!(remote.reads.load(Ordering::SeqCst), reads, "no read waited on the shared store");
-    assert!(matches!(remote.transactions(ACCOUNT, None).await, Err(StoreError::Unavailable(_))), "API reads fail");
+    assert!(
+        matches!(remote.transactions(&ACCOUNT.into(), None).await, Err(StoreError::Unavailable(_))),
+        "API reads fail"
+    );
 
     assert!(store.pending() > 0);
     assert!(!store.remote_up());
-    assert!(remote.inner.transactions(ACCOUNT, None).await.unwrap().is_empty(), "nothing reached it");
-    assert!(remote.inner.station(ACCOUNT, CP16).await.unwrap().unwrap().connectors.is_empty());
+    assert!(remote.inner.transactions(&ACCOUNT.into(), None).await.unwrap().is_empty(), "nothing reached it");
+    assert!(remote.inner.station(&ACCOUNT.into(), &CP16.into()).await.unwrap().unwrap().connectors.is_empty());
 
     remote.set(true);
     drained(&store).await;
@@ -284,13 +294,13 @@ async fn a_monitoring_event_while_the_shared_store_is_down_keeps_what_was_report
     let remote = shared().await;
     let dir = tempfile::tempdir().unwrap();
     let store = node(&remote, dir.path(), 1000).await;
-    connect(&store, ACCOUNT, CP201).await;
+    connect(&store, &ACCOUNT.into(), &CP201.into()).await;
     let power = json!({"component": {"name": "EVSE", "evse": {"id": 1}}, "variable": {"name": "Power"}});
     let mut data = power.clone();
     data["variableAttribute"] = json!([{"value": "0", "mutability": "ReadOnly"}]);
     data["variableCharacteristics"] = json!({"unit": "W", "dataType": "decimal", "supportsMonitoring": true});
     let report = json!({"requestId": 1, "generatedAt": "2026-11-25T10:00:00Z", "seqNo": 0, "reportData": [data]});
-    ok(&store, CP201, "NotifyReport", report).await;
+    ok(&store, &CP201.into(), "NotifyReport", report).await;
     drained(&store).await;
 
     remote.set(false);
@@ -300,12 +310,17 @@ async fn a_monitoring_event_while_the_shared_store_is_down_keeps_what_was_report
     event["trigger"] = json!("Delta");
     event["actualValue"] = json!("7400");
     event["eventNotificationType"] = json!("HardWiredNotification");
-    ok(&store, CP201, "NotifyEvent", json!({"generatedAt": "2026-11-25T10:05:00Z", "seqNo": 0, "eventData": [event]}))
-        .await;
+    ok(
+        &store,
+        &CP201.into(),
+        "NotifyEvent",
+        json!({"generatedAt": "2026-11-25T10:05:00Z", "seqNo": 0, "eventData": [event]}),
+    )
+    .await;
     remote.set(true);
     drained(&store).await;
 
-    let vars = remote.inner.variables(ACCOUNT, CP201).await.unwrap();
+    let vars = remote.inner.variables(&ACCOUNT.into(), &CP201.into()).await.unwrap();
     assert_eq!(vars.len(), 1);
     assert_eq!((vars[0].value.as_deref(), vars[0].mutability.as_deref()), (Some("7400"), Some("ReadOnly")));
     assert_eq!(vars[0].characteristics.as_ref().map(|c| c["unit"].clone()), Some(json!("W")));
@@ -317,7 +332,7 @@ async fn a_tenant_seen_before_redis_went_down_is_found_without_its_secrets() {
     let remote = shared().await;
     let dir = tempfile::tempdir().unwrap();
     let store = node(&remote, dir.path(), 1000).await;
-    remote.inner.update_account(ACCOUNT, &|a| a.password_hash = "$argon2id$stand-in".into()).await.unwrap();
+    remote.inner.update_account(&ACCOUNT.into(), &|a| a.password_hash = "$argon2id$stand-in".into()).await.unwrap();
     let up = store.account_by_slug("acme").await.unwrap().expect("the tenant");
     assert!(!up.password_hash.is_empty(), "while Redis answers, the whole record");
 
@@ -329,7 +344,7 @@ async fn a_tenant_seen_before_redis_went_down_is_found_without_its_secrets() {
     assert!(matches!(unknown, Err(StoreError::Unavailable(_))), "never looked up: ask again later, {unknown:?}");
 
     remote.set(true);
-    erase_account(&store, remote.as_ref(), ACCOUNT).await.unwrap();
+    erase_account(&store, remote.as_ref(), &ACCOUNT.into()).await.unwrap();
     remote.set(false);
     let erased = store.account_by_slug("acme").await;
     assert!(matches!(erased, Err(StoreError::Unavailable(_))), "an erased tenant is forgotten here too");
@@ -341,34 +356,38 @@ async fn acknowledged_writes_survive_a_restart_while_the_shared_store_is_down() 
     let remote = shared().await;
     let dir = tempfile::tempdir().unwrap();
     let store = node(&remote, dir.path(), 1000).await;
-    connect(&store, ACCOUNT, CP16).await;
-    connect(&store, ACCOUNT, CP201).await;
+    connect(&store, &ACCOUNT.into(), &CP16.into()).await;
+    connect(&store, &ACCOUNT.into(), &CP201.into()).await;
     remote.set(false);
-    let first = ok(&store, CP16, "StartTransaction", start16(0, 1000)).await["transactionId"].as_i64().unwrap();
-    ok(&store, CP16, "MeterValues", meter16(first, 5000)).await;
-    ok(&store, CP201, "TransactionEvent", event201("Started", 0, 1000.0)).await;
+    let first = ok(&store, &CP16.into(), "StartTransaction", start16(0, 1000)).await["transactionId"].as_i64().unwrap();
+    ok(&store, &CP16.into(), "MeterValues", meter16(first, 5000)).await;
+    ok(&store, &CP201.into(), "TransactionEvent", event201("Started", 0, 1000.0)).await;
     let pending = store.pending();
     store.shutdown().await;
     drop(store);
 
     let store = node(&remote, dir.path(), 1000).await;
     assert_eq!(store.pending(), pending, "the log outlived the process");
-    assert!(store.station(ACCOUNT, CP16).await.unwrap().is_some(), "the cache too");
-    ok(&store, CP16, "StopTransaction", stop16(first, 9000)).await;
-    let second = ok(&store, CP16, "StartTransaction", start16(5, 9000)).await["transactionId"].as_i64().unwrap();
+    assert!(store.station(&ACCOUNT.into(), &CP16.into()).await.unwrap().is_some(), "the cache too");
+    ok(&store, &CP16.into(), "StopTransaction", stop16(first, 9000)).await;
+    let second =
+        ok(&store, &CP16.into(), "StartTransaction", start16(5, 9000)).await["transactionId"].as_i64().unwrap();
     assert_ne!(second, first);
-    ok(&store, CP201, "TransactionEvent", event201("Ended", 1, 9500.0)).await;
+    ok(&store, &CP201.into(), "TransactionEvent", event201("Ended", 1, 9500.0)).await;
 
     remote.set(true);
     drained(&store).await;
-    let txs = remote_transactions(&remote, ACCOUNT).await;
+    let txs = remote_transactions(&remote, &ACCOUNT.into()).await;
     assert_eq!(txs.len(), 3, "{txs:?}");
     let stopped = txs.iter().find(|t| i64::from(t.id) == first).unwrap();
     assert_eq!(stopped.energy_wh(), Some(8000));
-    assert_eq!(remote.inner.transaction_meter_values(ACCOUNT, CP16, stopped.id).await.unwrap().len(), 1);
+    assert_eq!(
+        remote.inner.transaction_meter_values(&ACCOUNT.into(), &CP16.into(), stopped.id).await.unwrap().len(),
+        1
+    );
     let open = txs.iter().find(|t| i64::from(t.id) == second).unwrap();
     assert_eq!((open.meter_start, open.stop.is_none()), (Some(9000), true));
-    let tx201 = by_station(&txs, CP201);
+    let tx201 = by_station(&txs, &CP201.into());
     assert_eq!((tx201.energy_wh(), tx201.events.len()), (Some(8500), 2));
     store.shutdown().await;
 }
@@ -378,14 +397,14 @@ async fn a_retried_start_while_the_shared_store_is_down_gets_its_first_id() {
     let remote = shared().await;
     let dir = tempfile::tempdir().unwrap();
     let store = node(&remote, dir.path(), 1000).await;
-    connect(&store, ACCOUNT, CP16).await;
+    connect(&store, &ACCOUNT.into(), &CP16.into()).await;
     remote.set(false);
-    let a = ok(&store, CP16, "StartTransaction", start16(0, 1000)).await["transactionId"].clone();
-    let b = ok(&store, CP16, "StartTransaction", start16(0, 1000)).await["transactionId"].clone();
+    let a = ok(&store, &CP16.into(), "StartTransaction", start16(0, 1000)).await["transactionId"].clone();
+    let b = ok(&store, &CP16.into(), "StartTransaction", start16(0, 1000)).await["transactionId"].clone();
     assert_eq!(a, b);
     remote.set(true);
     drained(&store).await;
-    assert_eq!(remote_transactions(&remote, ACCOUNT).await.len(), 1);
+    assert_eq!(remote_transactions(&remote, &ACCOUNT.into()).await.len(), 1);
     store.shutdown().await;
 }
 
@@ -394,23 +413,23 @@ async fn entries_leave_the_log_only_once_the_shared_store_made_them_durable() {
     let remote = shared().await;
     let dir = tempfile::tempdir().unwrap();
     let store = node(&remote, dir.path(), 1000).await;
-    connect(&store, ACCOUNT, CP16).await;
+    connect(&store, &ACCOUNT.into(), &CP16.into()).await;
     remote.flush_ok.store(false, Ordering::SeqCst);
-    let id = ok(&store, CP16, "StartTransaction", start16(0, 1000)).await["transactionId"].as_i64().unwrap();
+    let id = ok(&store, &CP16.into(), "StartTransaction", start16(0, 1000)).await["transactionId"].as_i64().unwrap();
     for _ in 0..50 {
-        if remote.inner.transaction(ACCOUNT, id as i32).await.unwrap().is_some() {
+        if remote.inner.transaction(&ACCOUNT.into(), id as i32).await.unwrap().is_some() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(remote.inner.transaction(ACCOUNT, id as i32).await.unwrap().is_some(), "applied");
+    assert!(remote.inner.transaction(&ACCOUNT.into(), id as i32).await.unwrap().is_some(), "applied");
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(store.pending(), 1, "kept until the shared store's flush succeeds");
     assert!(!store.remote_up());
 
     remote.flush_ok.store(true, Ordering::SeqCst);
     drained(&store).await;
-    assert_eq!(remote_transactions(&remote, ACCOUNT).await.len(), 1, "applied again, changing nothing");
+    assert_eq!(remote_transactions(&remote, &ACCOUNT.into()).await.len(), 1, "applied again, changing nothing");
     store.shutdown().await;
 }
 
@@ -446,7 +465,7 @@ async fn an_exhausted_id_lease_while_the_shared_store_is_down_refuses_rather_tha
     assert!(created);
     assert!(c.id != a.id && c.id != b.id);
     drained(&store).await;
-    assert_eq!(remote_transactions(&remote, ACCOUNT).await.len(), 3);
+    assert_eq!(remote_transactions(&remote, &ACCOUNT.into()).await.len(), 3);
     store.shutdown().await;
 }
 
@@ -455,39 +474,42 @@ async fn an_erased_account_s_waiting_writes_never_reach_the_shared_store() {
     let remote = shared().await;
     let dir = tempfile::tempdir().unwrap();
     let store = node(&remote, dir.path(), 1000).await;
-    connect(&store, ACCOUNT, CP16).await;
-    connect(&store, OTHER, CP_OTHER).await;
+    connect(&store, &ACCOUNT.into(), &CP16.into()).await;
+    connect(&store, &OTHER.into(), &CP_OTHER.into()).await;
     remote.set(false);
-    ok(&store, CP16, "StartTransaction", start16(0, 1000)).await;
+    ok(&store, &CP16.into(), "StartTransaction", start16(0, 1000)).await;
     for payload in [start16(0, 1000), json!({"vendorId": "v"})] {
         let action = if payload.get("vendorId").is_some() { "DataTransfer" } else { "StartTransaction" };
-        assert!(matches!(call_as(&store, OTHER, CP_OTHER, action, payload).await, Reply::Result { .. }));
+        assert!(matches!(
+            call_as(&store, &OTHER.into(), &CP_OTHER.into(), action, payload).await,
+            Reply::Result { .. }
+        ));
     }
     let before = store.pending();
 
     // The shared store is down, so the erasure fails (and is asked again), but what this node
     // held of the account is gone already.
-    assert!(erase_account(&store, remote.as_ref(), OTHER).await.is_err());
+    assert!(erase_account(&store, remote.as_ref(), &OTHER.into()).await.is_err());
     assert_eq!(store.pending(), before - 2);
-    assert!(!store.inner.station_has_pending(OTHER, CP_OTHER));
-    let dropped = store.station(OTHER, CP_OTHER).await;
+    assert!(!store.inner.station_has_pending(&OTHER.into(), &CP_OTHER.into()));
+    let dropped = store.station(&OTHER.into(), &CP_OTHER.into()).await;
     assert!(matches!(dropped, Err(StoreError::Unavailable(_))), "its cached station is dropped: {dropped:?}");
 
     remote.set(true);
     drained(&store).await;
-    assert!(remote.inner.transactions(OTHER, None).await.unwrap().is_empty());
-    assert!(remote.inner.events(OTHER, CP_OTHER).await.unwrap().is_empty());
-    assert_eq!(remote_transactions(&remote, ACCOUNT).await.len(), 1, "the other account drained");
-    erase_account(&store, remote.as_ref(), OTHER).await.unwrap();
-    assert!(remote.inner.account(OTHER).await.unwrap().is_none());
+    assert!(remote.inner.transactions(&OTHER.into(), None).await.unwrap().is_empty());
+    assert!(remote.inner.events(&OTHER.into(), &CP_OTHER.into()).await.unwrap().is_empty());
+    assert_eq!(remote_transactions(&remote, &ACCOUNT.into()).await.len(), 1, "the other account drained");
+    erase_account(&store, remote.as_ref(), &OTHER.into()).await.unwrap();
+    assert!(remote.inner.account(&OTHER.into()).await.unwrap().is_none());
 
     // A station of the erased account still connected somewhere writes once more: set aside.
     assert!(matches!(
-        call_as(&store, OTHER, CP_OTHER, "DataTransfer", json!({"vendorId": "v"})).await,
+        call_as(&store, &OTHER.into(), &CP_OTHER.into(), "DataTransfer", json!({"vendorId": "v"})).await,
         Reply::Result { .. }
     ));
     drained(&store).await;
-    assert!(remote.inner.events(OTHER, CP_OTHER).await.unwrap().is_empty());
+    assert!(remote.inner.events(&OTHER.into(), &CP_OTHER.into()).await.unwrap().is_empty());
     assert_eq!(store.inner.set_aside.len(), 1);
     store.shutdown().await;
 }
@@ -498,26 +520,26 @@ async fn a_transaction_started_on_one_node_is_stopped_right_on_another() {
     let (dx, dy) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let x = node(&remote, dx.path(), 1000).await;
     let y = node(&remote, dy.path(), 1000).await;
-    connect(&x, ACCOUNT, CP16).await;
-    connect(&x, ACCOUNT, CP201).await;
-    let id = ok(&x, CP16, "StartTransaction", start16(0, 1000)).await["transactionId"].as_i64().unwrap();
-    ok(&x, CP201, "TransactionEvent", event201("Started", 0, 1000.0)).await;
+    connect(&x, &ACCOUNT.into(), &CP16.into()).await;
+    connect(&x, &ACCOUNT.into(), &CP201.into()).await;
+    let id = ok(&x, &CP16.into(), "StartTransaction", start16(0, 1000)).await["transactionId"].as_i64().unwrap();
+    ok(&x, &CP201.into(), "TransactionEvent", event201("Started", 0, 1000.0)).await;
     drained(&x).await;
 
     // The stations reconnect to node Y.
-    connect(&y, ACCOUNT, CP16).await;
-    connect(&y, ACCOUNT, CP201).await;
-    ok(&y, CP16, "MeterValues", meter16(id, 5000)).await;
-    ok(&y, CP16, "StopTransaction", stop16(id, 9000)).await;
-    ok(&y, CP201, "TransactionEvent", event201("Updated", 1, 4000.0)).await;
-    ok(&y, CP201, "TransactionEvent", event201("Ended", 2, 9500.0)).await;
+    connect(&y, &ACCOUNT.into(), &CP16.into()).await;
+    connect(&y, &ACCOUNT.into(), &CP201.into()).await;
+    ok(&y, &CP16.into(), "MeterValues", meter16(id, 5000)).await;
+    ok(&y, &CP16.into(), "StopTransaction", stop16(id, 9000)).await;
+    ok(&y, &CP201.into(), "TransactionEvent", event201("Updated", 1, 4000.0)).await;
+    ok(&y, &CP201.into(), "TransactionEvent", event201("Ended", 2, 9500.0)).await;
     drained(&y).await;
 
-    let txs = remote_transactions(&remote, ACCOUNT).await;
+    let txs = remote_transactions(&remote, &ACCOUNT.into()).await;
     assert_eq!(txs.len(), 2, "{txs:?}");
-    let tx16 = by_station(&txs, CP16);
+    let tx16 = by_station(&txs, &CP16.into());
     assert_eq!((i64::from(tx16.id), tx16.energy_wh()), (id, Some(8000)));
-    let tx201 = by_station(&txs, CP201);
+    let tx201 = by_station(&txs, &CP201.into());
     assert_eq!((tx201.energy_wh(), tx201.events.len()), (Some(8500), 3));
     x.shutdown().await;
     y.shutdown().await;
