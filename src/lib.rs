@@ -21,7 +21,8 @@
 //! - [`limits`]: bounds on what one station, tenant or stranger can consume (frame sizes,
 //!   connections, authentication cost, quotas, log volume), each with its counter.
 //! - [`tls`]: the TLS listener's configuration and station client certificates (security profiles 2, 3).
-//! - [`config`]: layered settings; [`startup`]: builds and binds the application; [`telemetry`]: logs;
+//! - [`config`]: layered settings; [`startup`]: builds and binds the application into the [`state`]
+//!   every handler shares; [`telemetry`]: logs;
 //!   [`metrics`]: metric names and the Prometheus recorder.
 
 pub mod actors;
@@ -37,6 +38,7 @@ pub mod metrics;
 pub mod model;
 pub mod ocpp;
 pub mod startup;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

@@ -23,7 +23,7 @@ use crate::limits::{self, Limit};
 use crate::metrics as m;
 use crate::model::SecurityProfile;
 use crate::ocpp::Version;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::tls::{client_identity, TlsConnection};
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};

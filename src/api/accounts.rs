@@ -8,7 +8,7 @@ use crate::limits::connections::AddressKey;
 use crate::limits::{self, Limit};
 use crate::login::location_prefix;
 use crate::model::Account;
-use crate::startup::AppState;
+use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde::Deserialize;

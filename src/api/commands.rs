@@ -8,7 +8,7 @@ use crate::ids::StationId;
 use crate::model::{CommandRecord, CommandStatus};
 use crate::ocpp::schema::Direction;
 use crate::ocpp::Version;
-use crate::startup::AppState;
+use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};

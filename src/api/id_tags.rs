@@ -2,7 +2,7 @@
 
 use super::{check_printable, ApiError, Tenant};
 use crate::model::{IdTag, TagStatus};
-use crate::startup::AppState;
+use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;

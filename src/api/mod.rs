@@ -18,7 +18,7 @@ pub use error::ApiError;
 
 use crate::auth;
 use crate::model::{Account, ApiToken};
-use crate::startup::AppState;
+use crate::state::AppState;
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use futures_util::future::LocalBoxFuture;

@@ -5,7 +5,7 @@ use super::accounts::account_view;
 use super::transactions;
 use super::{ApiError, SignedIn, Tenant};
 use crate::model::{Consent, Consents, MeterRecord};
-use crate::startup::AppState;
+use crate::state::AppState;
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use chrono::Utc;

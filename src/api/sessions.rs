@@ -8,7 +8,7 @@ use crate::auth;
 use crate::ids::AccountId;
 use crate::login::{location_prefix, ConfirmError};
 use crate::model::{Account, ApiToken, LoginEvent, LoginOutcome};
-use crate::startup::AppState;
+use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde::Deserialize;

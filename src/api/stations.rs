@@ -8,7 +8,7 @@ use crate::fleet::Presence;
 use crate::ids::{AccountId, StationId};
 use crate::limits::{self, Limit};
 use crate::model::{Account, Registration, SecurityProfile, Station};
-use crate::startup::AppState;
+use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::Deserialize;

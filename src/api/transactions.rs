@@ -3,7 +3,7 @@
 use super::{ApiError, Tenant};
 use crate::ids::StationId;
 use crate::model::Transaction;
-use crate::startup::AppState;
+use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};

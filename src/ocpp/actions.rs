@@ -8,8 +8,8 @@
 //! and the metric label of an action ([`label`]). Adding an action is one row and its handler file.
 
 use super::common::notice::Notice;
+use super::context::HandlerError;
 use super::context::StationContext;
-use super::handler::HandlerError;
 use super::rpc::Call;
 use super::Version;
 use futures_util::future::BoxFuture;
@@ -134,7 +134,7 @@ macro_rules! declare_actions {
         |ctx, call| Box::pin(recorded::handle(ctx, stringify!($name), &call.payload, serde_json::json!($answer)))
     };
     (@run $name:ident $module:ident) => {
-        |ctx, call| Box::pin(async move { $crate::ocpp::handler::run_handler!($module, ctx, call) })
+        |ctx, call| Box::pin(async move { $crate::ocpp::context::run_handler!($module, ctx, call) })
     };
 }
 pub(crate) use declare_actions;

@@ -1,13 +1,17 @@
-//! What a handler receives with its request: who sent the CALL, where its effects go, and the
-//! settings and limits it is handled under.
+//! What a handler receives with its request — who sent the CALL, where its effects go, the
+//! settings and limits it is handled under — and what it gives back: [`Handled`], or why it
+//! refused ([`HandlerError`]).
 
+use super::common::notice::Notice;
+use super::rpc::ErrorCode;
 use super::Version;
 use crate::ids::{AccountId, StationId};
 use crate::limits::quota::WindowQuota;
 use crate::limits::{self, Limit};
 use crate::model::Registration;
-use crate::store::StationStore;
-use serde::Serialize;
+use crate::store::{StationStore, StoreError};
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::Value;
 use std::time::Duration;
 
 /// Settings the handlers need.
@@ -55,3 +59,54 @@ impl StationContext<'_> {
         }
     }
 }
+
+/// What a handler produced.
+#[derive(Debug)]
+pub struct Handled<R> {
+    pub response: R,
+    pub notice: Option<Notice>,
+}
+
+impl<R> Handled<R> {
+    pub fn reply(response: R) -> Self {
+        Self { response, notice: None }
+    }
+    pub fn with_notice(response: R, notice: Notice) -> Self {
+        Self { response, notice: Some(notice) }
+    }
+}
+
+/// Why a CALL was not handled.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{description}")]
+    Refused { code: ErrorCode, description: String },
+}
+
+pub(crate) fn refused(code: ErrorCode, description: impl Into<String>) -> HandlerError {
+    HandlerError::Refused { code, description: description.into() }
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(payload: &Value) -> Result<T, HandlerError> {
+    // The payload passed the schema, so a failure here is a field the schema allows but this type does
+    // not (an integer beyond 64 bits, say): the value is outside what can be processed.
+    serde_json::from_value(payload.clone()).map_err(|e| refused(ErrorCode::PropertyConstraintViolation, e.to_string()))
+}
+
+pub(crate) fn encode<R: Serialize>(handled: Handled<R>) -> Result<(Value, Option<Notice>), HandlerError> {
+    let payload = serde_json::to_value(handled.response)
+        .map_err(|e| refused(ErrorCode::InternalError, format!("response encoding failed: {e}")))?;
+    Ok((payload, handled.notice))
+}
+
+/// Decodes a CALL's payload into `$module::Request`, runs `$module::handle` and encodes its
+/// response: the handler of a row of [`super::actions::declare_actions!`].
+macro_rules! run_handler {
+    ($module:ident, $ctx:expr, $call:expr) => {{
+        let request: $module::Request = $crate::ocpp::context::decode(&$call.payload)?;
+        $crate::ocpp::context::encode($module::handle($ctx, request).await?)
+    }};
+}
+pub(crate) use run_handler;

@@ -2,7 +2,7 @@
 
 use crate::model::StationEvent;
 use crate::ocpp::context::StationContext;
-use crate::ocpp::handler::{refused, HandlerError};
+use crate::ocpp::context::{refused, HandlerError};
 use crate::ocpp::rpc::ErrorCode;
 use serde_json::Value;
 

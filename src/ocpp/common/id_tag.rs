@@ -3,7 +3,7 @@
 
 use crate::ids::AccountId;
 use crate::model::TagStatus;
-use crate::ocpp::handler::HandlerError;
+use crate::ocpp::context::HandlerError;
 use crate::store::StationLookup;
 use chrono::{DateTime, Utc};
 

@@ -1,7 +1,7 @@
 //! FirmwareStatusNotification: progress of a firmware update asked by UpdateFirmware.
 
 use crate::ocpp::context::StationContext;
-use crate::ocpp::handler::{Handled, HandlerError};
+use crate::ocpp::context::{Handled, HandlerError};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize)]

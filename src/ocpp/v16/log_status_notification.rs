@@ -1,7 +1,7 @@
 //! LogStatusNotification (security extension): progress of a log upload asked by GetLog. Kept as an event.
 
 use crate::ocpp::context::StationContext;
-use crate::ocpp::handler::{Handled, HandlerError};
+use crate::ocpp::context::{Handled, HandlerError};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize)]

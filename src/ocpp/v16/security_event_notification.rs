@@ -1,7 +1,7 @@
 //! SecurityEventNotification (security extension): a security-relevant event at the station. Kept as an event.
 
 use crate::ocpp::context::StationContext;
-use crate::ocpp::handler::{Handled, HandlerError};
+use crate::ocpp::context::{Handled, HandlerError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 

@@ -2,7 +2,7 @@
 //! authority is configured for stations, so the request is kept for the record and Rejected.
 
 use crate::ocpp::context::StationContext;
-use crate::ocpp::handler::{Handled, HandlerError};
+use crate::ocpp::context::{Handled, HandlerError};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize)]

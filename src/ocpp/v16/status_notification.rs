@@ -3,7 +3,7 @@
 use crate::model::{connector_key, ConnectorStatus, StationChange};
 use crate::ocpp::common::notice::Notice;
 use crate::ocpp::context::StationContext;
-use crate::ocpp::handler::{Handled, HandlerError};
+use crate::ocpp::context::{Handled, HandlerError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 

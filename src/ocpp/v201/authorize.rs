@@ -4,7 +4,7 @@ use super::types::IdToken;
 use crate::ids::AccountId;
 use crate::ocpp::common::id_tag::authorise;
 use crate::ocpp::context::StationContext;
-use crate::ocpp::handler::{Handled, HandlerError};
+use crate::ocpp::context::{Handled, HandlerError};
 use crate::store::StationLookup;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

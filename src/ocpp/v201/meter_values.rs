@@ -3,7 +3,7 @@
 use super::types::MeterValue201;
 use crate::model::MeterRecord;
 use crate::ocpp::context::StationContext;
-use crate::ocpp::handler::{Handled, HandlerError};
+use crate::ocpp::context::{Handled, HandlerError};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize)]

@@ -5,7 +5,7 @@ use super::notify_report::{attribute, Component, Variable};
 use crate::model::DeviceVariable;
 use crate::ocpp::common::events::record_event;
 use crate::ocpp::context::StationContext;
-use crate::ocpp::handler::{Handled, HandlerError};
+use crate::ocpp::context::{Handled, HandlerError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 

@@ -7,8 +7,8 @@
 use crate::ocpp::common::data_transfer;
 use crate::ocpp::common::events::record_event;
 use crate::ocpp::common::notice::Notice;
+use crate::ocpp::context::HandlerError;
 use crate::ocpp::context::StationContext;
-use crate::ocpp::handler::HandlerError;
 use serde_json::{json, Value};
 
 /// Keeps the message as a station event and answers it `response`.
