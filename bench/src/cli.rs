@@ -1,6 +1,7 @@
 //! Command-line interface.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use crate::v201::ProtocolMix;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -46,6 +47,10 @@ pub struct SourceIps(pub Vec<IpAddr>);
 
 fn parse_source_ips(s: &str) -> Result<SourceIps, String> {
     crate::schedule::parse_source_ips(s).map(SourceIps)
+}
+
+fn parse_protocol(s: &str) -> Result<ProtocolMix, String> {
+    ProtocolMix::parse(s)
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -296,7 +301,13 @@ pub struct FleetArgs {
     #[arg(long, default_value_t = 1000, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub connect_concurrency: u32,
 
-    /// Connectors per station: each gets one StatusNotification (Available) after the boot
+    /// OCPP version of the stations: 1.6, 2.0.1, mix (half each), or shares in percent summing to
+    /// 100, e.g. 1.6=70,2.0.1=30 (the 2.0.1 stations are spread evenly over the fleet)
+    #[arg(long, default_value = "1.6", value_parser = parse_protocol, value_name = "VERSION")]
+    pub protocol: ProtocolMix,
+
+    /// Connectors per station: each gets one StatusNotification (Available) after the boot (2.0.1:
+    /// one EVSE per connector, each with connector 1)
     #[arg(long, default_value_t = 1, value_name = "C", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub connectors: u32,
 
@@ -559,6 +570,10 @@ mod tests {
         assert_eq!(a.connectors, 1);
         assert_eq!(a.timeout, 10.0);
         assert_eq!(a.target.provision_api.as_deref(), Some("http://127.0.0.1:8180/api/v1"));
+        assert_eq!(a.protocol, ProtocolMix { v201_percent: 0 });
+        let cli = Cli::try_parse_from(["ocpp-bench", "fleet", "--protocol", "1.6=70,2.0.1=30"]).unwrap();
+        let Command::Fleet(a) = cli.command else { panic!("not fleet") };
+        assert_eq!(a.protocol.v201_percent, 30);
     }
 
     #[test]
@@ -570,6 +585,8 @@ mod tests {
             &["--source-ips", "127.0.0.9-127.0.0.1"],
             &["--stations", "0"],
             &["--timeout", "0"],
+            &["--protocol", "2.0"],
+            &["--protocol", "1.6=60,2.0.1=30"],
         ];
         for extra in bad {
             let args = ["ocpp-bench", "fleet"].iter().chain(extra.iter());

@@ -32,6 +32,7 @@ mod schedule;
 mod stations;
 mod stats;
 mod sys;
+mod v201;
 
 use clap::Parser;
 use cli::{Cli, Command};
