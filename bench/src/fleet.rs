@@ -500,7 +500,7 @@ async fn hold(
                         if step <= k { TX_UPDATED } else { TX_ENDED },
                         "TransactionEvent",
                         v201::transaction_event(
-                            &v201::transaction_id(ctx.run_tag, index, id as u64),
+                            &v201::transaction_id(ctx.run_tag, index, id as u32),
                             step,
                             k,
                             connector,
@@ -545,7 +545,7 @@ async fn hold(
                         TX_STARTED,
                         "TransactionEvent",
                         v201::transaction_event(
-                            &v201::transaction_id(ctx.run_tag, index, u64::from(number)),
+                            &v201::transaction_id(ctx.run_tag, index, number),
                             0,
                             k,
                             connector,

@@ -138,7 +138,7 @@ fn id_token(tag: &str) -> Value {
 
 /// A transaction's id as a 2.0.1 station names it: unique per run (`run` is the run's start in
 /// milliseconds), station (`index`) and transaction number; at most 32 characters (the schema allows 36).
-pub fn transaction_id(run: u64, index: u32, n: u64) -> String {
+pub fn transaction_id(run: u64, index: u32, n: u32) -> String {
     format!("{:x}-{index:x}-{n:x}", run & 0xffff_ffff_ffff)
 }
 
@@ -248,6 +248,33 @@ pub fn answer(protocol: Protocol, action: &str, payload: &Value) -> Value {
         }
         (Protocol::V16, "GetLocalListVersion") => json!({"listVersion": 0}),
         (Protocol::V201, "GetLocalListVersion") => json!({"versionNumber": 0}),
+        (Protocol::V201, "SetVariableMonitoring") => {
+            let results: Vec<Value> = payload["setMonitoringData"]
+                .as_array()
+                .map(|data| {
+                    data.iter()
+                        .zip(1u64..)
+                        .map(|(d, n)| {
+                            json!({"id": d.get("id").cloned().unwrap_or(json!(n)), "status": "Accepted",
+                                   "type": d.get("type").cloned().unwrap_or(json!("Delta")),
+                                   "severity": d.get("severity").cloned().unwrap_or(json!(0)),
+                                   "component": d["component"].clone(), "variable": d["variable"].clone()})
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            json!({"setMonitoringResult": results})
+        }
+        (Protocol::V201, "ClearVariableMonitoring") => {
+            let results: Vec<Value> = payload["id"]
+                .as_array()
+                .map(|ids| ids.iter().map(|id| json!({"status": "Accepted", "id": id})).collect())
+                .unwrap_or_default();
+            json!({"clearMonitoringResult": results})
+        }
+        (Protocol::V201, "CostUpdated") | (Protocol::V16, "UpdateFirmware") => json!({}),
+        (_, "UnlockConnector") => json!({"status": "Unlocked"}),
+        (Protocol::V201, "UnpublishFirmware") => json!({"status": "Unpublished"}),
         (Protocol::V201, "GetTransactionStatus") => json!({"messagesInQueue": false}),
         (Protocol::V16, "GetConfiguration") => json!({"configurationKey": []}),
         (Protocol::V16, "GetDiagnostics") => json!({}),
@@ -303,7 +330,7 @@ mod tests {
         assert!(a.len() <= 36, "{a}");
         assert_ne!(a, transaction_id(1_764_658_800_123, 99_999, 13));
         assert_ne!(a, transaction_id(1_764_658_800_124, 99_999, 12));
-        assert!(transaction_id(u64::MAX, u32::MAX, u64::MAX).len() <= 36);
+        assert!(transaction_id(u64::MAX, u32::MAX, u32::MAX).len() <= 36);
     }
 
     #[test]
@@ -336,5 +363,95 @@ mod tests {
         assert_eq!(answer(Protocol::V16, "GetLocalListVersion", &json!({})), json!({"listVersion": 0}));
         assert_eq!(answer(Protocol::V201, "GetLocalListVersion", &json!({})), json!({"versionNumber": 0}));
         assert_eq!(answer(Protocol::V16, "RemoteStartTransaction", &json!({})), json!({"status": "Accepted"}));
+        let clear = answer(Protocol::V201, "ClearVariableMonitoring", &json!({"id": [3, 4]}));
+        assert_eq!(clear["clearMonitoringResult"][1], json!({"status": "Accepted", "id": 4}));
+    }
+}
+
+/// The builders of both versions against the vendored OCA schemas (`schemas/` at the repository root).
+#[cfg(test)]
+mod schema_tests {
+    use super::*;
+    use crate::messages;
+
+    const TS: &str = "2026-12-02T07:00:00.123Z";
+
+    fn schema(version: &str, file: &str) -> jsonschema::Validator {
+        let path = format!("{}/../schemas/{version}/{file}.json", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let schema: Value = serde_json::from_str(&text).unwrap();
+        jsonschema::options().should_validate_formats(true).build(&schema).unwrap()
+    }
+
+    fn errors(version: &str, file: &str, payload: &Value) -> Vec<String> {
+        let v = schema(version, file);
+        v.iter_errors(payload).map(|e| format!("{version}/{file} rejects {payload}: {e} at {}", e.instance_path)).collect()
+    }
+
+    #[track_caller]
+    fn valid(version: &str, file: &str, payload: &Value) {
+        let errors = errors(version, file, payload);
+        assert!(errors.is_empty(), "{errors:#?}");
+    }
+
+    #[test]
+    fn the_201_payloads_match_their_schemas() {
+        valid("v201", "BootNotificationRequest", &boot_notification());
+        valid("v201", "StatusNotificationRequest", &status_available(3, 1, TS));
+        valid("v201", "HeartbeatRequest", &crate::messages::heartbeat());
+        valid("v201", "MeterValuesRequest", &meter_values(1, 1234, TS));
+        let id = transaction_id(1_764_658_800_123, 4_000_000_000, u32::MAX);
+        for seq in 0..=4 {
+            valid("v201", "TransactionEventRequest", &transaction_event(&id, seq, 3, 2, "BENCH-TAG", 1000, TS));
+        }
+    }
+
+    #[test]
+    fn the_16_payloads_match_their_schemas() {
+        valid("v16", "BootNotification", &messages::boot_notification());
+        valid("v16", "StatusNotification", &messages::status_available(0, TS));
+        valid("v16", "StatusNotification", &messages::status_notification(1, TS));
+        valid("v16", "Heartbeat", &messages::heartbeat());
+        valid("v16", "StartTransaction", &messages::start_transaction(1, "BENCH-TAG", 100, TS));
+        valid("v16", "MeterValues", &messages::meter_values(1, 7, 200, TS));
+        valid("v16", "StopTransaction", &messages::stop_transaction(7, "BENCH-TAG", 300, TS));
+    }
+
+    /// Every call a central system may make gets an answer its response schema accepts.
+    #[test]
+    fn every_central_system_call_gets_a_valid_answer() {
+        let v201 = "CancelReservation CertificateSigned ChangeAvailability ClearCache ClearChargingProfile \
+            ClearDisplayMessage ClearVariableMonitoring CostUpdated CustomerInformation DataTransfer DeleteCertificate \
+            GetBaseReport GetChargingProfiles GetCompositeSchedule GetDisplayMessages GetInstalledCertificateIds \
+            GetLocalListVersion GetLog GetMonitoringReport GetReport GetTransactionStatus GetVariables \
+            InstallCertificate PublishFirmware RequestStartTransaction RequestStopTransaction ReserveNow Reset \
+            SendLocalList SetChargingProfile SetDisplayMessage SetMonitoringBase SetMonitoringLevel \
+            SetNetworkProfile SetVariableMonitoring SetVariables TriggerMessage UnlockConnector UnpublishFirmware \
+            UpdateFirmware";
+        let v16 = "CancelReservation CertificateSigned ChangeAvailability ChangeConfiguration ClearCache \
+            ClearChargingProfile DataTransfer DeleteCertificate ExtendedTriggerMessage GetCompositeSchedule \
+            GetConfiguration GetDiagnostics GetInstalledCertificateIds GetLocalListVersion GetLog InstallCertificate \
+            RemoteStartTransaction RemoteStopTransaction ReserveNow Reset SendLocalList SetChargingProfile \
+            SignedUpdateFirmware TriggerMessage UnlockConnector UpdateFirmware";
+        let get = json!({"getVariableData": [
+            {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}},
+            {"component": {"name": "EVSE", "evse": {"id": 1, "connectorId": 1}}, "variable": {"name": "Power", "instance": "x"}, "attributeType": "Actual"}]});
+        let set = json!({"setVariableData": [{"attributeValue": "60", "component": {"name": "OCPPCommCtrlr"},
+            "variable": {"name": "HeartbeatInterval"}}]});
+        let monitors = json!({"setMonitoringData": [{"value": 1.0, "type": "Delta", "severity": 5,
+            "component": {"name": "EVSE"}, "variable": {"name": "Power"}}], "id": [3, 4]});
+        let mut bad = Vec::new();
+        for action in v201.split_whitespace() {
+            let payload = match action {
+                "GetVariables" => &get,
+                "SetVariables" => &set,
+                _ => &monitors,
+            };
+            bad.extend(errors("v201", &format!("{action}Response"), &answer(Protocol::V201, action, payload)));
+        }
+        for action in v16.split_whitespace() {
+            bad.extend(errors("v16", &format!("{action}Response"), &answer(Protocol::V16, action, &json!({}))));
+        }
+        assert!(bad.is_empty(), "{bad:#?}");
     }
 }
