@@ -1,7 +1,7 @@
 //! Command-line interface.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::v201::ProtocolMix;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::IpAddr;
 use std::path::PathBuf;
 

@@ -46,15 +46,12 @@ impl ProtocolMix {
             _ => {}
         }
         if !s.contains('=') {
-            return Err(format!(
-                "{s:?}: expected 1.6, 2.0.1, mix, or shares in percent such as 1.6=70,2.0.1=30"
-            ));
+            return Err(format!("{s:?}: expected 1.6, 2.0.1, mix, or shares in percent such as 1.6=70,2.0.1=30"));
         }
         let (mut v16, mut v201) = (None, None);
         for part in s.split(',') {
-            let (name, pct) = part
-                .split_once('=')
-                .ok_or_else(|| format!("{part:?}: a share is VERSION=PERCENT, e.g. 2.0.1=30"))?;
+            let (name, pct) =
+                part.split_once('=').ok_or_else(|| format!("{part:?}: a share is VERSION=PERCENT, e.g. 2.0.1=30"))?;
             let pct: u32 = pct
                 .trim()
                 .parse()
@@ -345,7 +342,10 @@ mod tests {
         assert_eq!(u["meterValue"][0]["sampledValue"][0]["value"], 1200);
         assert!(u.get("idToken").is_none() && u.get("evse").is_none());
         let e = transaction_event("tx", 3, 2, 3, "TAG", 1300, t);
-        assert_eq!((e["eventType"].as_str(), e["transactionInfo"]["stoppedReason"].as_str()), (Some("Ended"), Some("Local")));
+        assert_eq!(
+            (e["eventType"].as_str(), e["transactionInfo"]["stoppedReason"].as_str()),
+            (Some("Ended"), Some("Local"))
+        );
     }
 
     #[test]
@@ -355,8 +355,14 @@ mod tests {
             {"component": {"name": "EVSE", "evse": {"id": 1}}, "variable": {"name": "Power"}, "attributeType": "Target"}]});
         let a = answer(Protocol::V201, "GetVariables", &get);
         let r = &a["getVariableResult"];
-        assert_eq!((r[0]["attributeStatus"].as_str(), r[0]["attributeValue"].as_str()), (Some("Accepted"), Some("300")));
-        assert_eq!((r[1]["component"]["evse"]["id"].as_u64(), r[1]["attributeType"].as_str()), (Some(1), Some("Target")));
+        assert_eq!(
+            (r[0]["attributeStatus"].as_str(), r[0]["attributeValue"].as_str()),
+            (Some("Accepted"), Some("300"))
+        );
+        assert_eq!(
+            (r[1]["component"]["evse"]["id"].as_u64(), r[1]["attributeType"].as_str()),
+            (Some(1), Some("Target"))
+        );
         // Malformed input gives an empty (still well-formed) answer, no panic.
         assert_eq!(answer(Protocol::V201, "GetVariables", &json!("x")), json!({"getVariableResult": []}));
         assert_eq!(answer(Protocol::V201, "Reset", &json!({"type": "Immediate"})), json!({"status": "Accepted"}));
@@ -385,7 +391,9 @@ mod schema_tests {
 
     fn errors(version: &str, file: &str, payload: &Value) -> Vec<String> {
         let v = schema(version, file);
-        v.iter_errors(payload).map(|e| format!("{version}/{file} rejects {payload}: {e} at {}", e.instance_path)).collect()
+        v.iter_errors(payload)
+            .map(|e| format!("{version}/{file} rejects {payload}: {e} at {}", e.instance_path))
+            .collect()
     }
 
     #[track_caller]
