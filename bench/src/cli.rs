@@ -1,6 +1,6 @@
 //! Command-line interface.
 
-use crate::v201::ProtocolMix;
+use crate::v201::{Protocol, ProtocolMix};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -51,6 +51,14 @@ fn parse_source_ips(s: &str) -> Result<SourceIps, String> {
 
 fn parse_protocol(s: &str) -> Result<ProtocolMix, String> {
     ProtocolMix::parse(s)
+}
+
+fn parse_one_protocol(s: &str) -> Result<Protocol, String> {
+    match s.trim() {
+        "1.6" => Ok(Protocol::V16),
+        "2.0.1" => Ok(Protocol::V201),
+        other => Err(format!("{other:?}: expected 1.6 or 2.0.1 (mixed fleets: `fleet --protocol`)")),
+    }
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -469,6 +477,12 @@ pub struct EventsArgs {
     #[arg(long, value_enum, default_value_t = MessageKind::MeterValues)]
     pub message: MessageKind,
 
+    /// OCPP version of the stations: 1.6, or 2.0.1 (the transaction is a TransactionEvent Started;
+    /// meter-values sends TransactionEvent Updated with the reading, status StatusNotification
+    /// Occupied/Available of EVSE 1)
+    #[arg(long, default_value = "1.6", value_parser = parse_one_protocol, value_name = "VERSION")]
+    pub protocol: Protocol,
+
     /// Open loop: total calls per second over all stations, each station on a fixed schedule;
     /// latency counts from the scheduled send time. Default: closed loop (send on each answer)
     #[arg(long, value_name = "MSGS_PER_SEC")]
@@ -675,6 +689,14 @@ mod tests {
         assert!(AttackKind::BigFrame.probes().is_empty());
         assert!(AttackKind::ConnFlood.floods_connections() && !AttackKind::AuthBrute.floods_connections());
         assert!(!AttackKind::ConnFlood.uses_stations() && AttackKind::Unsolicited.uses_stations());
+    }
+
+    #[test]
+    fn events_take_one_protocol() {
+        let parse = |p: &str| Cli::try_parse_from(["ocpp-bench", "events", "--protocol", p]);
+        let Command::Events(a) = parse("2.0.1").unwrap().command else { panic!("not events") };
+        assert_eq!(a.protocol, Protocol::V201);
+        assert!(parse("mix").is_err() && parse("1.6=50,2.0.1=50").is_err() && parse("2.0").is_err());
     }
 
     #[test]

@@ -18,14 +18,6 @@ impl Protocol {
             Protocol::V201 => "ocpp2.0.1",
         }
     }
-
-    /// The name `--protocol` uses: `1.6`, `2.0.1`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Protocol::V16 => "1.6",
-            Protocol::V201 => "2.0.1",
-        }
-    }
 }
 
 /// `--protocol` as parsed: the percentage of stations that speak 2.0.1 (the rest speak 1.6).
@@ -178,9 +170,16 @@ pub fn transaction_event(
     v
 }
 
-/// MeterValues outside a transaction event (`events --protocol 2.0.1`).
+/// MeterValues outside a transaction event.
+#[cfg(test)]
 pub fn meter_values(evse: u32, energy_wh: i64, timestamp: &str) -> Value {
     json!({"evseId": evse, "meterValue": energy(energy_wh, "Sample.Periodic", timestamp)})
+}
+
+/// The `n`-th StatusNotification of EVSE 1 (`events --message status`): Occupied and Available in turn.
+pub fn status_notification(n: u64, timestamp: &str) -> Value {
+    let status = if n.is_multiple_of(2) { "Occupied" } else { "Available" };
+    json!({"timestamp": timestamp, "connectorStatus": status, "evseId": 1, "connectorId": 1})
 }
 
 /// What a value of the station's device model reads, for GetVariables.
@@ -408,6 +407,8 @@ mod schema_tests {
         valid("v201", "StatusNotificationRequest", &status_available(3, 1, TS));
         valid("v201", "HeartbeatRequest", &crate::messages::heartbeat());
         valid("v201", "MeterValuesRequest", &meter_values(1, 1234, TS));
+        valid("v201", "StatusNotificationRequest", &status_notification(0, TS));
+        valid("v201", "StatusNotificationRequest", &status_notification(1, TS));
         let id = transaction_id(1_764_658_800_123, 4_000_000_000, u32::MAX);
         for seq in 0..=4 {
             valid("v201", "TransactionEventRequest", &transaction_event(&id, seq, 3, 2, "BENCH-TAG", 1000, TS));

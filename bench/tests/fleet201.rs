@@ -297,3 +297,67 @@ async fn a_mixed_fleet_speaks_both_versions_to_the_server() {
     assert_eq!(txs.len() as u64, ok_of("StartTransaction") + v201);
     assert!(txs.iter().all(|t| t["energy_wh"] == 200 && t["status"] == "completed"), "{txs:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_201_stations_are_transaction_events_the_server_keeps() {
+    let server = start_server();
+    let api = format!("http://127.0.0.1:{}/api/v1", server.port);
+    let out = tempfile::tempdir().expect("temp dir");
+    let json_path = out.path().join("events.json");
+    let args: Vec<String> = [
+        "events",
+        "--provision-api",
+        &api,
+        "--tenant",
+        "ev",
+        "--id-prefix",
+        "EV-",
+        "--protocol",
+        "2.0.1",
+        "--stations",
+        "5",
+        "--rate",
+        "50",
+        "--warmup",
+        "1",
+        "--duration",
+        "2",
+        "--threads",
+        "2",
+        "--json",
+        json_path.to_str().expect("utf-8 path"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (ok, stdout, stderr) = finish(bench(&args), Duration::from_secs(120)).await;
+    assert!(ok, "ocpp-bench failed:\n{stdout}\n{stderr}");
+    let s = summary(&json_path);
+    assert_eq!((s["stations_ready"].as_u64(), s["setup_failures"].as_u64()), (Some(5), Some(0)), "{stderr}");
+    assert_eq!(
+        (s["call_errors"].as_u64(), s["timeouts"].as_u64(), s["disconnects"].as_u64()),
+        (Some(0), Some(0), Some(0)),
+        "{stderr}"
+    );
+    let total = s["messages_ok_total"].as_u64().unwrap_or(0);
+    assert!(s["messages_ok"].as_u64().unwrap_or(0) >= 80 && total >= 120, "{s}");
+    assert!(s["message"].as_str().is_some_and(|m| m.contains("TransactionEvent")), "{s}");
+
+    let http = reqwest::Client::new();
+    let t = token(&http, &api, "bench@ev.example.com").await;
+    let txs: Value = http
+        .get(format!("{api}/transactions"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .expect("transactions listed")
+        .json()
+        .await
+        .expect("transactions parse");
+    let txs = txs.as_array().expect("a list");
+    assert_eq!(txs.len(), 5, "{txs:?}");
+    assert!(txs.iter().all(|t| t["status"] == "completed"), "{txs:?}");
+    // Every TransactionEvent Updated added 7 Wh.
+    let energy: u64 = txs.iter().filter_map(|t| t["energy_wh"].as_u64()).sum();
+    assert_eq!(energy, 7 * total);
+}
