@@ -9,7 +9,7 @@ use std::path::PathBuf;
 pub const DEFAULT_PROVISION_PASSWORD: &str = "bench-password-0001";
 
 #[derive(Debug, Parser)]
-#[command(name = "ocpp-bench", version, about = "Load harness for OCPP-J 1.6 central systems")]
+#[command(name = "ocpp-bench", version, about = "Load harness for OCPP-J 1.6 and 2.0.1 central systems")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -319,7 +319,7 @@ pub struct FleetArgs {
     #[arg(long, default_value_t = 1, value_name = "C", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub connectors: u32,
 
-    /// Also send a StatusNotification for connector 0 (the charge point itself)
+    /// Also send a StatusNotification for connector 0 (the charge point itself; 1.6 stations only)
     #[arg(long)]
     pub connector_zero: bool,
 

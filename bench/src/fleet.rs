@@ -19,6 +19,10 @@
 //!
 //! Every wait of a station is bounded by `--timeout`; every phase of the coordinator has a deadline,
 //! and station tasks still running at the last one are aborted.
+//!
+//! `--protocol` makes some or all stations OCPP 2.0.1 ones ([`v201`]): the same phases, with 2.0.1's
+//! BootNotification and StatusNotification (per EVSE), and TransactionEvent Started/Updated/Ended
+//! (seqNo 0, 1…K, K+1) in place of Start/MeterValues/Stop.
 
 use crate::cli::{FleetArgs, StormClose};
 use crate::conn::{self, Conn, Endpoint, Outcome};
