@@ -1,5 +1,6 @@
 //! Command-line interface.
 
+use crate::v201::{Protocol, ProtocolMix};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use std::path::PathBuf;
 pub const DEFAULT_PROVISION_PASSWORD: &str = "bench-password-0001";
 
 #[derive(Debug, Parser)]
-#[command(name = "ocpp-bench", version, about = "Load harness for OCPP-J 1.6 central systems")]
+#[command(name = "ocpp-bench", version, about = "Load harness for OCPP-J 1.6 and 2.0.1 central systems")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -46,6 +47,18 @@ pub struct SourceIps(pub Vec<IpAddr>);
 
 fn parse_source_ips(s: &str) -> Result<SourceIps, String> {
     crate::schedule::parse_source_ips(s).map(SourceIps)
+}
+
+fn parse_protocol(s: &str) -> Result<ProtocolMix, String> {
+    ProtocolMix::parse(s)
+}
+
+fn parse_one_protocol(s: &str) -> Result<Protocol, String> {
+    match s.trim() {
+        "1.6" => Ok(Protocol::V16),
+        "2.0.1" => Ok(Protocol::V201),
+        other => Err(format!("{other:?}: expected 1.6 or 2.0.1 (mixed fleets: `fleet --protocol`)")),
+    }
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -296,11 +309,17 @@ pub struct FleetArgs {
     #[arg(long, default_value_t = 1000, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub connect_concurrency: u32,
 
-    /// Connectors per station: each gets one StatusNotification (Available) after the boot
+    /// OCPP version of the stations: 1.6, 2.0.1, mix (half each), or shares in percent summing to
+    /// 100, e.g. 1.6=70,2.0.1=30 (the 2.0.1 stations are spread evenly over the fleet)
+    #[arg(long, default_value = "1.6", value_parser = parse_protocol, value_name = "VERSION")]
+    pub protocol: ProtocolMix,
+
+    /// Connectors per station: each gets one StatusNotification (Available) after the boot (2.0.1:
+    /// one EVSE per connector, each with connector 1)
     #[arg(long, default_value_t = 1, value_name = "C", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub connectors: u32,
 
-    /// Also send a StatusNotification for connector 0 (the charge point itself)
+    /// Also send a StatusNotification for connector 0 (the charge point itself; 1.6 stations only)
     #[arg(long)]
     pub connector_zero: bool,
 
@@ -458,6 +477,12 @@ pub struct EventsArgs {
     #[arg(long, value_enum, default_value_t = MessageKind::MeterValues)]
     pub message: MessageKind,
 
+    /// OCPP version of the stations: 1.6, or 2.0.1 (the transaction is a TransactionEvent Started;
+    /// meter-values sends TransactionEvent Updated with the reading, status StatusNotification
+    /// Occupied/Available of EVSE 1)
+    #[arg(long, default_value = "1.6", value_parser = parse_one_protocol, value_name = "VERSION")]
+    pub protocol: Protocol,
+
     /// Open loop: total calls per second over all stations, each station on a fixed schedule;
     /// latency counts from the scheduled send time. Default: closed loop (send on each answer)
     #[arg(long, value_name = "MSGS_PER_SEC")]
@@ -559,6 +584,10 @@ mod tests {
         assert_eq!(a.connectors, 1);
         assert_eq!(a.timeout, 10.0);
         assert_eq!(a.target.provision_api.as_deref(), Some("http://127.0.0.1:8180/api/v1"));
+        assert_eq!(a.protocol, ProtocolMix { v201_percent: 0 });
+        let cli = Cli::try_parse_from(["ocpp-bench", "fleet", "--protocol", "1.6=70,2.0.1=30"]).unwrap();
+        let Command::Fleet(a) = cli.command else { panic!("not fleet") };
+        assert_eq!(a.protocol.v201_percent, 30);
     }
 
     #[test]
@@ -570,6 +599,8 @@ mod tests {
             &["--source-ips", "127.0.0.9-127.0.0.1"],
             &["--stations", "0"],
             &["--timeout", "0"],
+            &["--protocol", "2.0"],
+            &["--protocol", "1.6=60,2.0.1=30"],
         ];
         for extra in bad {
             let args = ["ocpp-bench", "fleet"].iter().chain(extra.iter());
@@ -658,6 +689,14 @@ mod tests {
         assert!(AttackKind::BigFrame.probes().is_empty());
         assert!(AttackKind::ConnFlood.floods_connections() && !AttackKind::AuthBrute.floods_connections());
         assert!(!AttackKind::ConnFlood.uses_stations() && AttackKind::Unsolicited.uses_stations());
+    }
+
+    #[test]
+    fn events_take_one_protocol() {
+        let parse = |p: &str| Cli::try_parse_from(["ocpp-bench", "events", "--protocol", p]);
+        let Command::Events(a) = parse("2.0.1").unwrap().command else { panic!("not events") };
+        assert_eq!(a.protocol, Protocol::V201);
+        assert!(parse("mix").is_err() && parse("1.6=50,2.0.1=50").is_err() && parse("2.0").is_err());
     }
 
     #[test]

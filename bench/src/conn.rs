@@ -17,6 +17,8 @@ use tokio_tungstenite::WebSocketStream;
 
 pub const SUBPROTOCOL: &str = "ocpp1.6";
 
+use crate::v201::Protocol;
+
 type Ws = WebSocketStream<TcpStream>;
 
 /// Small buffers: a bench holds many connections whose messages are a few hundred bytes.
@@ -60,6 +62,8 @@ pub enum Outcome {
 pub struct Conn {
     ws: Ws,
     next_id: u64,
+    /// The version agreed on: how the central system's calls are answered.
+    protocol: Protocol,
     /// How the connection ended, once it did: see [`end_kind`].
     end: Option<String>,
 }
@@ -83,8 +87,8 @@ pub enum ConnectError {
     Http(u16),
     /// The WebSocket handshake failed otherwise (connection closed, malformed answer).
     Handshake(String),
-    /// The upgrade succeeded but the server did not select `ocpp1.6`.
-    Subprotocol(Option<String>),
+    /// The upgrade succeeded but the server did not select the subprotocol offered (the first).
+    Subprotocol(&'static str, Option<String>),
     /// Connect and handshake did not finish in time.
     Timeout,
 }
@@ -101,7 +105,7 @@ impl ConnectError {
             ConnectError::Tcp(_) => "tcp_error".into(),
             ConnectError::Http(code) => format!("http_{code}"),
             ConnectError::Handshake(_) => "handshake".into(),
-            ConnectError::Subprotocol(_) => "subprotocol".into(),
+            ConnectError::Subprotocol(..) => "subprotocol".into(),
             ConnectError::Timeout => "timeout".into(),
         }
     }
@@ -118,8 +122,8 @@ impl std::fmt::Display for ConnectError {
             ConnectError::Tcp(e) => write!(f, "TCP connect: {e}"),
             ConnectError::Http(code) => write!(f, "WebSocket upgrade answered HTTP {code}"),
             ConnectError::Handshake(e) => write!(f, "WebSocket handshake: {e}"),
-            ConnectError::Subprotocol(agreed) => {
-                write!(f, "server did not agree on subprotocol {SUBPROTOCOL} (answered {agreed:?})")
+            ConnectError::Subprotocol(offered, agreed) => {
+                write!(f, "server did not agree on subprotocol {offered} (answered {agreed:?})")
             }
             ConnectError::Timeout => write!(f, "connect timed out"),
         }
@@ -161,10 +165,16 @@ pub fn bind_address_no_port(_socket: &TcpSocket) {}
 
 /// Connects, offering `ocpp1.6` and HTTP Basic credentials; every step ends by `deadline`.
 pub async fn connect(ep: &Endpoint, deadline: Instant) -> Result<Conn, ConnectError> {
+    connect_as(ep, Protocol::V16, deadline).await
+}
+
+/// [`connect`] offering the subprotocol of `protocol` (`ocpp1.6` or `ocpp2.0.1`).
+pub async fn connect_as(ep: &Endpoint, protocol: Protocol, deadline: Instant) -> Result<Conn, ConnectError> {
+    let subprotocol = protocol.subprotocol();
     let bad_url = |e: String| ConnectError::BadUrl(format!("{}: {e}", ep.url));
     let mut request = ep.url.as_str().into_client_request().map_err(|e| bad_url(e.to_string()))?;
     let headers = request.headers_mut();
-    headers.insert("Sec-WebSocket-Protocol", HeaderValue::from_static(SUBPROTOCOL));
+    headers.insert("Sec-WebSocket-Protocol", HeaderValue::from_static(subprotocol));
     if let Some(password) = &ep.password {
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:{password}", ep.id));
         let value = HeaderValue::from_str(&format!("Basic {basic}")).map_err(|e| bad_url(e.to_string()))?;
@@ -206,10 +216,10 @@ pub async fn connect(ep: &Endpoint, deadline: Instant) -> Result<Conn, ConnectEr
                 other => ConnectError::Handshake(other.to_string()),
             })?;
         let agreed = response.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok()).map(str::trim);
-        if agreed != Some(SUBPROTOCOL) {
-            return Err(ConnectError::Subprotocol(agreed.map(str::to_string)));
+        if agreed != Some(subprotocol) {
+            return Err(ConnectError::Subprotocol(subprotocol, agreed.map(str::to_string)));
         }
-        Ok(Conn { ws, next_id: 0, end: None })
+        Ok(Conn { ws, next_id: 0, protocol, end: None })
     };
     timeout_at(deadline, work).await.map_err(|_| ConnectError::Timeout)?
 }
@@ -257,14 +267,25 @@ pub enum Incoming {
     Ignored,
 }
 
-/// Classifies an OCPP-J text frame.
+/// Classifies an OCPP-J text frame (a 1.6 station's view).
+#[cfg(test)]
 pub fn classify(text: &str, waiting_for: Option<&str>) -> Incoming {
+    classify_as(text, waiting_for, Protocol::V16)
+}
+
+/// Classifies an OCPP-J text frame; a call of the central system gets the answer a station of
+/// `protocol` gives it ([`crate::v201::answer`]).
+pub fn classify_as(text: &str, waiting_for: Option<&str>, protocol: Protocol) -> Incoming {
     let Ok(Value::Array(frame)) = serde_json::from_str::<Value>(text) else {
         return Incoming::Ignored;
     };
     let id = frame.get(1).and_then(Value::as_str);
     match frame.first().and_then(Value::as_i64) {
-        Some(2) if id.is_some() => Incoming::ServerCall(json!([3, id, {"status": "Accepted"}]).to_string()),
+        Some(2) if id.is_some() => {
+            let action = frame.get(2).and_then(Value::as_str).unwrap_or("");
+            let answer = crate::v201::answer(protocol, action, frame.get(3).unwrap_or(&Value::Null));
+            Incoming::ServerCall(json!([3, id, answer]).to_string())
+        }
         Some(3) if id.is_some() && id == waiting_for => Incoming::Result(frame.get(2).cloned().unwrap_or(Value::Null)),
         Some(4) if id.is_some() && id == waiting_for => Incoming::Error {
             code: frame.get(2).and_then(Value::as_str).unwrap_or("?").to_string(),
@@ -314,7 +335,7 @@ impl Conn {
                 }
                 _ => continue,
             };
-            match classify(&text, Some(&id)) {
+            match classify_as(&text, Some(&id), self.protocol) {
                 Incoming::Result(v) => return Outcome::Result(v),
                 Incoming::Error { code, description } => return Outcome::CallError { code, description },
                 Incoming::ServerCall(answer) => match timeout_at(deadline, self.ws.send(Message::Text(answer))).await {
@@ -347,7 +368,7 @@ impl Conn {
                         return Err(format!("closed by server: {f:?}"));
                     }
                     Some(Ok(Message::Text(text))) => {
-                        if let Incoming::ServerCall(answer) = classify(&text, None) {
+                        if let Incoming::ServerCall(answer) = classify_as(&text, None, self.protocol) {
                             self.ws.send(Message::Text(answer)).await.map_err(|e| e.to_string())?;
                         }
                     }
@@ -372,7 +393,7 @@ impl Conn {
             Some(ws_config()),
         )
         .await;
-        Conn { ws, next_id: 0, end: None }
+        Conn { ws, next_id: 0, protocol: Protocol::V16, end: None }
     }
 
     /// Closes with a normal close frame and waits (at most `wait`) for the server's close; true if
@@ -438,6 +459,12 @@ mod tests {
         };
         let v: Value = serde_json::from_str(&answer).unwrap();
         assert_eq!(v, json!([3, "srv-1", {"status": "Accepted"}]));
+        let get = r#"[2,"g",{"x":1},{}]"#; // an action that is not a string: still answered
+        assert!(matches!(classify_as(get, None, Protocol::V201), Incoming::ServerCall(_)));
+        let get = r#"[2,"g","GetVariables",{"getVariableData":[{"component":{"name":"C"},"variable":{"name":"V"}}]}]"#;
+        let Incoming::ServerCall(answer) = classify_as(get, None, Protocol::V201) else { panic!("not a call") };
+        let v: Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(v[2]["getVariableResult"][0]["attributeStatus"], "Accepted");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::messages::{self, UniqueClock};
 use crate::provision;
 use crate::stations;
 use crate::stats::{self, RunInfo, Shared, Summary};
+use crate::v201::{self, Protocol};
 use anyhow::{bail, Context, Result};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -27,6 +28,9 @@ struct Ctx {
     warmup: Duration,
     duration: Duration,
     id_tag: String,
+    protocol: Protocol,
+    /// The run's start, ms since the epoch: part of the 2.0.1 transactionIds.
+    run_tag: u64,
     stations: u32,
     shared: Arc<Shared>,
     handshakes: Semaphore,
@@ -53,17 +57,47 @@ pub fn still_due(remaining: Duration, interval: Duration) -> u64 {
 /// Connects and sends BootNotification; the boot must be Accepted.
 async fn connect_and_boot(ctx: &Ctx, ep: &Endpoint) -> Result<Conn> {
     let _permit = ctx.handshakes.acquire().await?;
-    let mut c = conn::connect(ep, Instant::now() + ctx.timeout).await?;
-    match c.call("BootNotification", &messages::boot_notification(), Instant::now() + ctx.timeout).await {
+    let mut c = conn::connect_as(ep, ctx.protocol, Instant::now() + ctx.timeout).await?;
+    let boot = match ctx.protocol {
+        Protocol::V16 => messages::boot_notification(),
+        Protocol::V201 => v201::boot_notification(),
+    };
+    match c.call("BootNotification", &boot, Instant::now() + ctx.timeout).await {
         Outcome::Result(v) if v["status"] == "Accepted" => Ok(c),
         Outcome::Result(v) => bail!("BootNotification not accepted: {v}"),
         other => bail!("BootNotification: {other:?}"),
     }
 }
 
-/// Connect, boot, start the transaction: returns the connection and the transaction id.
-async fn setup(ctx: &Ctx, ep: &Endpoint, meter_start: i64, clock: &mut UniqueClock) -> Result<(Conn, i64)> {
+/// Connect, boot, start the transaction: returns the connection and the transaction id (2.0.1: 0,
+/// the station's own id being [`tx201`]).
+async fn setup(
+    ctx: &Ctx,
+    ep: &Endpoint,
+    index: usize,
+    meter_start: i64,
+    clock: &mut UniqueClock,
+) -> Result<(Conn, i64)> {
     let mut c = connect_and_boot(ctx, ep).await?;
+    if ctx.protocol == Protocol::V201 {
+        let payload =
+            v201::transaction_event(&tx201(ctx, index), 0, u32::MAX, 1, &ctx.id_tag, meter_start, &clock.next());
+        return match c.call("TransactionEvent", &payload, Instant::now() + ctx.timeout).await {
+            Outcome::Result(v) => {
+                let status = &v["idTokenInfo"]["status"];
+                if status != "Accepted" {
+                    ctx.shared.log(|| {
+                        format!(
+                            "{}: TransactionEvent Started idTokenInfo.status is {status} (the bench meters on)",
+                            ep.id
+                        )
+                    });
+                }
+                Ok((c, 0))
+            }
+            other => bail!("TransactionEvent Started: {other:?}"),
+        };
+    }
     let payload = messages::start_transaction(1, &ctx.id_tag, meter_start, &clock.next());
     match c.call("StartTransaction", &payload, Instant::now() + ctx.timeout).await {
         Outcome::Result(v) => {
@@ -85,7 +119,7 @@ async fn run_station(ctx: Arc<Ctx>, index: usize, ep: Endpoint) {
     let sh = &ctx.shared;
     let mut clock = UniqueClock::default();
     let mut energy: i64 = 1_000 + (index as i64 % 1000) * 100;
-    let (conn, tx) = match setup(&ctx, &ep, energy, &mut clock).await {
+    let (conn, tx) = match setup(&ctx, &ep, index, energy, &mut clock).await {
         Ok(v) => v,
         Err(e) => {
             sh.setup_failures.fetch_add(1, Relaxed);
@@ -161,12 +195,19 @@ async fn run_station(ctx: Arc<Ctx>, index: usize, ep: Endpoint) {
             }
         }
         let ts = clock.next();
-        let (action, payload) = match ctx.message {
-            MessageKind::MeterValues => {
+        let (action, payload) = match (ctx.message, ctx.protocol) {
+            (MessageKind::MeterValues, Protocol::V16) => {
                 energy += 7;
                 ("MeterValues", messages::meter_values(1, tx, energy, &ts))
             }
-            MessageKind::Status => ("StatusNotification", messages::status_notification(n, &ts)),
+            (MessageKind::MeterValues, Protocol::V201) => {
+                energy += 7;
+                let seq = u32::try_from(n + 1).unwrap_or(u32::MAX - 1);
+                let e = v201::transaction_event(&tx201(&ctx, index), seq, u32::MAX, 1, &ctx.id_tag, energy, &ts);
+                ("TransactionEvent", e)
+            }
+            (MessageKind::Status, Protocol::V16) => ("StatusNotification", messages::status_notification(n, &ts)),
+            (MessageKind::Status, Protocol::V201) => ("StatusNotification", v201::status_notification(n, &ts)),
         };
         n += 1;
         let sent = Instant::now();
@@ -199,12 +240,22 @@ async fn run_station(ctx: Arc<Ctx>, index: usize, ep: Endpoint) {
     }
     if let Some(mut c) = conn {
         // End the transaction, as a charger would; unmeasured, and a failure here only counts.
-        let payload = messages::stop_transaction(tx, &ctx.id_tag, energy, &clock.next());
-        match c.call("StopTransaction", &payload, Instant::now() + ctx.timeout).await {
+        let (action, payload) = match ctx.protocol {
+            Protocol::V16 => ("StopTransaction", messages::stop_transaction(tx, &ctx.id_tag, energy, &clock.next())),
+            Protocol::V201 => {
+                // Ended follows the last Updated (only MeterValues runs sent any).
+                let sent = if ctx.message == MessageKind::MeterValues { n } else { 0 };
+                let seq = u32::try_from(sent + 1).unwrap_or(u32::MAX);
+                let e =
+                    v201::transaction_event(&tx201(&ctx, index), seq, seq - 1, 1, &ctx.id_tag, energy, &clock.next());
+                ("TransactionEvent", e)
+            }
+        };
+        match c.call(action, &payload, Instant::now() + ctx.timeout).await {
             Outcome::Result(_) => {}
             Outcome::CallError { code, description } => {
                 sh.record_call_error(&code);
-                sh.log(|| format!("{}: StopTransaction CALLERROR {code}: {description}", ep.id));
+                sh.log(|| format!("{}: {action} (end of the transaction) CALLERROR {code}: {description}", ep.id));
             }
             Outcome::Timeout => {
                 sh.timeouts.fetch_add(1, Relaxed);
@@ -215,6 +266,11 @@ async fn run_station(ctx: Arc<Ctx>, index: usize, ep: Endpoint) {
         }
         c.close(ctx.timeout.min(Duration::from_secs(2))).await;
     }
+}
+
+/// The 2.0.1 transactionId of station `index` in this run.
+fn tx201(ctx: &Ctx, index: usize) -> String {
+    v201::transaction_id(ctx.run_tag, index as u32, 0)
 }
 
 /// Prints one line a second on stderr until `stop` turns true.
@@ -277,6 +333,8 @@ pub async fn run(args: EventsArgs) -> Result<Summary> {
         warmup: Duration::from_secs(args.warmup),
         duration: Duration::from_secs(args.duration),
         id_tag: args.target.id_tag.clone(),
+        protocol: args.protocol,
+        run_tag: chrono::Utc::now().timestamp_millis().max(0) as u64,
         stations: args.stations,
         shared: shared.clone(),
         handshakes: Semaphore::new(args.connect_concurrency as usize),
@@ -327,7 +385,11 @@ pub async fn run(args: EventsArgs) -> Result<Summary> {
     let h = shared.latency.lock().expect("histogram lock").clone();
     let info = RunInfo {
         scenario: "events",
-        message: args.message.name(),
+        message: match (args.message, args.protocol) {
+            (m, Protocol::V16) => m.name(),
+            (MessageKind::MeterValues, Protocol::V201) => "meter-values (OCPP 2.0.1: TransactionEvent Updated)",
+            (MessageKind::Status, Protocol::V201) => "status (OCPP 2.0.1)",
+        },
         mode: if interval.is_some() { "open-loop" } else { "closed-loop" },
         target_rate: args.rate,
         url_template: template.replace("{tenant}", &tenant),

@@ -19,6 +19,10 @@
 //!
 //! Every wait of a station is bounded by `--timeout`; every phase of the coordinator has a deadline,
 //! and station tasks still running at the last one are aborted.
+//!
+//! `--protocol` makes some or all stations OCPP 2.0.1 ones ([`v201`]): the same phases, with 2.0.1's
+//! BootNotification and StatusNotification (per EVSE), and TransactionEvent Started/Updated/Ended
+//! (seqNo 0, 1…K, K+1) in place of Start/MeterValues/Stop.
 
 use crate::cli::{FleetArgs, StormClose};
 use crate::conn::{self, Conn, Endpoint, Outcome};
@@ -32,6 +36,7 @@ use crate::schedule;
 use crate::stations;
 use crate::stats::{latency_ms, new_histogram};
 use crate::sys::{self, ProcSample};
+use crate::v201::{self, Protocol};
 use anyhow::{anyhow, bail, Result};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
@@ -58,6 +63,11 @@ const STATUS: usize = 1;
 const START: usize = 2;
 const METER: usize = 3;
 const STOP: usize = 4;
+const TX_STARTED: usize = 5;
+const TX_UPDATED: usize = 6;
+const TX_ENDED: usize = 7;
+/// The calls of the hold (all but the ramp's StatusNotifications).
+const HOLD_ACTIONS: [usize; 7] = [HEARTBEAT, START, METER, STOP, TX_STARTED, TX_UPDATED, TX_ENDED];
 
 type Hist = Mutex<Histogram<u64>>;
 
@@ -84,7 +94,7 @@ struct ActionStats {
 
 /// What all stations add to; the progress line and the summary read it.
 struct Counters {
-    actions: [ActionStats; 5],
+    actions: [ActionStats; ACTIONS.len()],
     call_errors_by_code: Mutex<BTreeMap<String, u64>>,
     /// Successful calls, all phases and actions (progress rate).
     ok_total: AtomicU64,
@@ -194,6 +204,8 @@ struct Ctx {
     meter_gap: Duration,
     id_tag: String,
     seed: u64,
+    /// The run's start, ms since the epoch: part of every 2.0.1 transactionId.
+    run_tag: u64,
     storm_rate: Option<f64>,
     storm_timeout: Duration,
     storm_reset: bool,
@@ -258,14 +270,14 @@ impl Ctx {
 }
 
 /// Connect, then BootNotification, which must be Accepted; the error is the failure's kind.
-async fn connect_boot(ctx: &Ctx, ep: &Endpoint, stage: Stage) -> Result<Conn, String> {
+async fn connect_boot(ctx: &Ctx, ep: &Endpoint, proto: Protocol, stage: Stage) -> Result<Conn, String> {
     let (connect_h, boot_h) = match stage {
         Stage::Ramp => (Some(&ctx.c.connect), Some(&ctx.c.boot)),
         Stage::Storm => (Some(&ctx.c.storm_connect), Some(&ctx.c.storm_boot)),
         Stage::Hold => (None, None),
     };
     let t0 = Instant::now();
-    let mut c = match Box::pin(conn::connect(ep, t0 + ctx.timeout)).await {
+    let mut c = match Box::pin(conn::connect_as(ep, proto, t0 + ctx.timeout)).await {
         Ok(c) => c,
         Err(e) => {
             ctx.c.log(|| format!("{}: connect failed: {e}", ep.id));
@@ -276,7 +288,11 @@ async fn connect_boot(ctx: &Ctx, ep: &Endpoint, stage: Stage) -> Result<Conn, St
     if let Some(h) = connect_h {
         record(h, t1 - t0);
     }
-    let out = Box::pin(c.call("BootNotification", &messages::boot_notification(), t1 + ctx.timeout)).await;
+    let boot = match proto {
+        Protocol::V16 => messages::boot_notification(),
+        Protocol::V201 => v201::boot_notification(),
+    };
+    let out = Box::pin(c.call("BootNotification", &boot, t1 + ctx.timeout)).await;
     let kind = match out {
         Outcome::Result(v) if v["status"] == "Accepted" => {
             if let Some(h) = boot_h {
@@ -309,8 +325,8 @@ async fn connect_boot(ctx: &Ctx, ep: &Endpoint, stage: Stage) -> Result<Conn, St
 }
 
 /// Phase 1 for one station. `Err` if it never booted; `Ok(None)` if it booted but lost the connection.
-async fn ramp_up(ctx: &Ctx, ep: &Endpoint, clock: &mut UniqueClock) -> Result<Option<Conn>, ()> {
-    let mut c = match connect_boot(ctx, ep, Stage::Ramp).await {
+async fn ramp_up(ctx: &Ctx, ep: &Endpoint, proto: Protocol, clock: &mut UniqueClock) -> Result<Option<Conn>, ()> {
+    let mut c = match connect_boot(ctx, ep, proto, Stage::Ramp).await {
         Ok(c) => c,
         Err(kind) => {
             ctx.c.ramp_failed.fetch_add(1, Relaxed);
@@ -320,12 +336,15 @@ async fn ramp_up(ctx: &Ctx, ep: &Endpoint, clock: &mut UniqueClock) -> Result<Op
     };
     ctx.c.connected.fetch_add(1, Relaxed);
     ctx.c.booted.fetch_add(1, Relaxed);
-    let first = if ctx.connector_zero { 0 } else { 1 };
+    // 2.0.1 has no connector 0: the station itself is not a connector there.
+    let first = if ctx.connector_zero && proto == Protocol::V16 { 0 } else { 1 };
     for connector in first..=ctx.connectors {
         let sent = Instant::now();
-        let out = c
-            .call("StatusNotification", &messages::status_available(connector, &clock.next()), sent + ctx.timeout)
-            .await;
+        let payload = match proto {
+            Protocol::V16 => messages::status_available(connector, &clock.next()),
+            Protocol::V201 => v201::status_available(connector, 1, &clock.next()),
+        };
+        let out = c.call("StatusNotification", &payload, sent + ctx.timeout).await;
         if !ctx.outcome(STATUS, sent, &out, false, &ep.id) {
             let mut gone = Some(c);
             ctx.lost(&mut gone, false);
@@ -370,13 +389,22 @@ async fn wait_phase(
 enum Tx {
     /// The next StartTransaction is due then (`None`: no transactions).
     Idle(Option<Instant>),
-    /// `step` 1..=K is the K-th MeterValues, K+1 the StopTransaction, due `at`.
+    /// `step` 1..=K is the K-th MeterValues, K+1 the StopTransaction, due `at` (2.0.1: the
+    /// TransactionEvent of seqNo `step`, Updated then Ended; `id` is the station's transaction number).
     Open { cycle: Instant, id: i64, connector: u32, step: u32, at: Instant },
 }
 
 /// Phase 2 for one station: its heartbeats and transactions until the hold's end (a transaction
 /// begun in the hold runs to its StopTransaction).
-async fn hold(ctx: &Ctx, index: u32, ep: &Endpoint, conn: &mut Option<Conn>, clock: &mut UniqueClock, start: Instant) {
+async fn hold(
+    ctx: &Ctx,
+    index: u32,
+    ep: &Endpoint,
+    proto: Protocol,
+    conn: &mut Option<Conn>,
+    clock: &mut UniqueClock,
+    start: Instant,
+) {
     let end = start + ctx.hold;
     let in_window = |t: Instant| t >= start && t < end;
     let k = ctx.meter_values;
@@ -419,7 +447,7 @@ async fn hold(ctx: &Ctx, index: u32, ep: &Endpoint, conn: &mut Option<Conn>, clo
             }
             if Instant::now() >= next_reconnect {
                 next_reconnect = Instant::now() + Duration::from_secs(1);
-                if let Ok(c) = connect_boot(ctx, ep, Stage::Hold).await {
+                if let Ok(c) = connect_boot(ctx, ep, proto, Stage::Hold).await {
                     *conn = Some(c);
                     ctx.c.connected.fetch_add(1, Relaxed);
                     ctx.c.reconnects.fetch_add(1, Relaxed);
@@ -462,11 +490,29 @@ async fn hold(ctx: &Ctx, index: u32, ep: &Endpoint, conn: &mut Option<Conn>, clo
                 if in_window(cycle) {
                     ctx.c.hold_scheduled.fetch_add(1, Relaxed);
                 }
-                let (action, name, payload) = if step <= k {
+                if step <= k {
                     energy += 100;
-                    (METER, "MeterValues", messages::meter_values(connector, id, energy, &clock.next()))
-                } else {
-                    (STOP, "StopTransaction", messages::stop_transaction(id, &ctx.id_tag, energy, &clock.next()))
+                }
+                let (action, name, payload) = match proto {
+                    Protocol::V16 if step <= k => {
+                        (METER, "MeterValues", messages::meter_values(connector, id, energy, &clock.next()))
+                    }
+                    Protocol::V16 => {
+                        (STOP, "StopTransaction", messages::stop_transaction(id, &ctx.id_tag, energy, &clock.next()))
+                    }
+                    Protocol::V201 => (
+                        if step <= k { TX_UPDATED } else { TX_ENDED },
+                        "TransactionEvent",
+                        v201::transaction_event(
+                            &v201::transaction_id(ctx.run_tag, index, id as u32),
+                            step,
+                            k,
+                            connector,
+                            &ctx.id_tag,
+                            energy,
+                            &clock.next(),
+                        ),
+                    ),
                 };
                 let out = c.call(name, &payload, deadline).await;
                 let alive = ctx.outcome(action, due, &out, in_window(cycle), &ep.id);
@@ -491,14 +537,36 @@ async fn hold(ctx: &Ctx, index: u32, ep: &Endpoint, conn: &mut Option<Conn>, clo
                     ctx.c.hold_scheduled.fetch_add(1, Relaxed);
                 }
                 let connector = tx_count % ctx.connectors + 1;
+                let number = tx_count;
                 tx_count = tx_count.wrapping_add(1);
-                let payload = messages::start_transaction(connector, &ctx.id_tag, energy, &clock.next());
-                let out = c.call("StartTransaction", &payload, deadline).await;
-                let tx_id = match &out {
-                    Outcome::Result(v) => v["transactionId"].as_i64(),
+                let (action, name, payload) = match proto {
+                    Protocol::V16 => (
+                        START,
+                        "StartTransaction",
+                        messages::start_transaction(connector, &ctx.id_tag, energy, &clock.next()),
+                    ),
+                    Protocol::V201 => (
+                        TX_STARTED,
+                        "TransactionEvent",
+                        v201::transaction_event(
+                            &v201::transaction_id(ctx.run_tag, index, number),
+                            0,
+                            k,
+                            connector,
+                            &ctx.id_tag,
+                            energy,
+                            &clock.next(),
+                        ),
+                    ),
+                };
+                let out = c.call(name, &payload, deadline).await;
+                let tx_id = match (&out, proto) {
+                    (Outcome::Result(v), Protocol::V16) => v["transactionId"].as_i64(),
+                    // The station names a 2.0.1 transaction itself.
+                    (Outcome::Result(_), Protocol::V201) => Some(i64::from(number)),
                     _ => None,
                 };
-                let alive = ctx.outcome(START, at, &out, in_window(at), &ep.id);
+                let alive = ctx.outcome(action, at, &out, in_window(at), &ep.id);
                 tx = match tx_id {
                     Some(id) => Tx::Open { cycle: at, id, connector, step: 1, at: at + ctx.meter_gap },
                     None => {
@@ -533,7 +601,7 @@ async fn hold(ctx: &Ctx, index: u32, ep: &Endpoint, conn: &mut Option<Conn>, clo
 
 /// Phase 3 for one station: drop the connection, reconnect and boot from `at` (or its slot in the
 /// storm's rate), retrying until the storm's deadline.
-async fn storm(ctx: &Ctx, index: u32, ep: &Endpoint, conn: &mut Option<Conn>, at: Instant) {
+async fn storm(ctx: &Ctx, index: u32, ep: &Endpoint, proto: Protocol, conn: &mut Option<Conn>, at: Instant) {
     ctx.c.storm_entered.fetch_add(1, Relaxed);
     ctx.c.storm_pending.fetch_add(1, Relaxed);
     if let Some(c) = conn.take() {
@@ -547,7 +615,7 @@ async fn storm(ctx: &Ctx, index: u32, ep: &Endpoint, conn: &mut Option<Conn>, at
     for attempt in 0u32.. {
         sleep_until(attempt_at).await;
         ctx.c.storm_attempts.fetch_add(1, Relaxed);
-        match connect_boot(ctx, ep, Stage::Storm).await {
+        match connect_boot(ctx, ep, proto, Stage::Storm).await {
             Ok(c) => {
                 let now = Instant::now();
                 record(&ctx.c.storm_recover, now - scheduled);
@@ -573,9 +641,9 @@ async fn storm(ctx: &Ctx, index: u32, ep: &Endpoint, conn: &mut Option<Conn>, at
     ctx.c.storm_pending.fetch_sub(1, Relaxed);
 }
 
-async fn run_station(ctx: Arc<Ctx>, index: u32, ep: Endpoint, permit: OwnedSemaphorePermit) {
+async fn run_station(ctx: Arc<Ctx>, index: u32, ep: Endpoint, proto: Protocol, permit: OwnedSemaphorePermit) {
     let mut clock = UniqueClock::default();
-    let ramp = Box::pin(ramp_up(&ctx, &ep, &mut clock)).await;
+    let ramp = Box::pin(ramp_up(&ctx, &ep, proto, &mut clock)).await;
     drop(permit);
     ctx.c.ramp_done.fetch_add(1, Relaxed);
     let Ok(conn) = ramp else { return };
@@ -585,12 +653,12 @@ async fn run_station(ctx: Arc<Ctx>, index: u32, ep: Endpoint, permit: OwnedSemap
     let mut phase = wait_phase(&ctx, &mut rx, &mut conn, |p| p != Phase::Ramp).await;
     if let Phase::Hold(start) = phase {
         ctx.c.in_hold.fetch_add(1, Relaxed);
-        Box::pin(hold(&ctx, index, &ep, &mut conn, &mut clock, start)).await;
+        Box::pin(hold(&ctx, index, &ep, proto, &mut conn, &mut clock, start)).await;
         ctx.c.in_hold.fetch_sub(1, Relaxed);
         phase = wait_phase(&ctx, &mut rx, &mut conn, |p| matches!(p, Phase::Storm(_) | Phase::Close)).await;
     }
     if let Phase::Storm(at) = phase {
-        Box::pin(storm(&ctx, index, &ep, &mut conn, at)).await;
+        Box::pin(storm(&ctx, index, &ep, proto, &mut conn, at)).await;
         wait_phase(&ctx, &mut rx, &mut conn, |p| p == Phase::Close).await;
     }
     if let Some(c) = conn.take() {
@@ -774,6 +842,7 @@ pub async fn run(args: FleetArgs) -> Result<FleetSummary> {
         meter_gap: Duration::from_secs_f64(args.meter_interval),
         id_tag: args.target.id_tag.clone(),
         seed: args.seed,
+        run_tag: chrono::Utc::now().timestamp_millis().max(0) as u64,
         storm_rate: args.storm_rate,
         storm_timeout: Duration::from_secs(args.storm_timeout),
         storm_reset: args.storm_close == StormClose::Rst,
@@ -805,7 +874,7 @@ pub async fn run(args: FleetArgs) -> Result<FleetSummary> {
             password: cred.password,
             source_ip: (!source_ips.is_empty()).then(|| source_ips[i % source_ips.len()]),
         };
-        tasks.push(tokio::spawn(run_station(ctx.clone(), i as u32, ep, permit)));
+        tasks.push(tokio::spawn(run_station(ctx.clone(), i as u32, ep, args.protocol.of(i as u64), permit)));
     }
     if not_started > 0 {
         ctx.c.ramp_failed.fetch_add(not_started, Relaxed);
@@ -930,6 +999,8 @@ pub async fn run(args: FleetArgs) -> Result<FleetSummary> {
         config: FleetConfig {
             url_template: template.replace("{tenant}", &tenant),
             stations: n,
+            protocol: args.protocol.label(),
+            stations_v201: args.protocol.count_v201(n),
             connectors: args.connectors,
             connector_zero: args.connector_zero,
             connect_rate: args.connect_rate,
@@ -965,8 +1036,8 @@ pub async fn run(args: FleetArgs) -> Result<FleetSummary> {
             scheduled: c.hold_scheduled.load(Relaxed),
             ok: hold_ok,
             unsent: c.unsent.load(Relaxed),
-            timeouts: [HEARTBEAT, START, METER, STOP].iter().map(|&a| c.actions[a].timeouts.load(Relaxed)).sum(),
-            call_errors: [HEARTBEAT, START, METER, STOP].iter().map(|&a| c.actions[a].call_errors.load(Relaxed)).sum(),
+            timeouts: HOLD_ACTIONS.iter().map(|&a| c.actions[a].timeouts.load(Relaxed)).sum(),
+            call_errors: HOLD_ACTIONS.iter().map(|&a| c.actions[a].call_errors.load(Relaxed)).sum(),
             disconnects: c.hold_disconnects.load(Relaxed),
             reconnects: c.hold_reconnects.load(Relaxed),
         },
@@ -1032,6 +1103,7 @@ mod tests {
             meter_gap: Duration::from_secs(1),
             id_tag: "T".into(),
             seed: 1,
+            run_tag: 0,
             storm_rate: None,
             storm_timeout: Duration::from_secs(1),
             storm_reset: true,

@@ -1,4 +1,4 @@
-//! ocpp-bench: the load harness for OCPP-J 1.6 central systems.
+//! ocpp-bench: the load harness for OCPP-J 1.6 and 2.0.1 central systems.
 //!
 //! `ocpp-bench events` measures durable events per second and their ack latency: N stations each
 //! boot, start a transaction and then send MeterValues (or StatusNotification) calls, closed loop
@@ -13,8 +13,9 @@
 //! reconnect loops, unsolicited answers) while a small legitimate fleet beside it measures the
 //! latency, and the server's RSS, open files and CPU are sampled.
 //!
-//! All speak plain OCPP-J 1.6, so any central system can be the target; `--provision-api` also
-//! creates the account and stations on an ocpp-css server.
+//! All speak plain OCPP-J 1.6, `fleet` and `events` also OCPP 2.0.1 (`--protocol`, see [`v201`]), so
+//! any central system can be the target; `--provision-api` also creates the account and stations on
+//! an ocpp-css server.
 
 mod attacks;
 mod cli;
@@ -32,6 +33,7 @@ mod schedule;
 mod stations;
 mod stats;
 mod sys;
+mod v201;
 
 use clap::Parser;
 use cli::{Cli, Command};

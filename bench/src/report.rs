@@ -6,14 +6,27 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// The calls whose latency is reported per action, in table order.
-pub const ACTIONS: [&str; 5] =
-    ["Heartbeat", "StatusNotification", "StartTransaction", "MeterValues", "StopTransaction"];
+/// (OCPP 1.6 and 2.0.1: a 2.0.1 transaction's events are told apart by their eventType.)
+pub const ACTIONS: [&str; 8] = [
+    "Heartbeat",
+    "StatusNotification",
+    "StartTransaction",
+    "MeterValues",
+    "StopTransaction",
+    "TransactionEvent(Started)",
+    "TransactionEvent(Updated)",
+    "TransactionEvent(Ended)",
+];
 
 /// What the run was asked to do.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FleetConfig {
     pub url_template: String,
     pub stations: u64,
+    /// `--protocol` as given: `1.6`, `2.0.1`, or shares `1.6=70,2.0.1=30`.
+    pub protocol: String,
+    /// Of the stations, those speaking OCPP 2.0.1.
+    pub stations_v201: u64,
     pub connectors: u32,
     pub connector_zero: bool,
     pub connect_rate: f64,
@@ -209,11 +222,17 @@ pub fn render_table(s: &FleetSummary) -> String {
         (
             "stations".into(),
             format!(
-                "{} × {} connector(s){}, from {} source address(es)",
+                "{} × {} connector(s){}, from {} source address(es); OCPP {}{}",
                 c.stations,
                 c.connectors,
                 if c.connector_zero { " + connector 0" } else { "" },
-                c.source_ips.max(1)
+                c.source_ips.max(1),
+                c.protocol,
+                if c.stations_v201 > 0 && c.stations_v201 < c.stations {
+                    format!(" ({} on 2.0.1)", c.stations_v201)
+                } else {
+                    String::new()
+                }
             ),
         ),
         ("RAMP".into(), format!("{} conn/s asked, at most {} at once", c.connect_rate, c.connect_concurrency)),
@@ -367,6 +386,8 @@ pub mod tests {
             config: FleetConfig {
                 url_template: "ws://127.0.0.1:8180/ocpp/bench/{id}".into(),
                 stations: 1000,
+                protocol: "1.6=70,2.0.1=30".into(),
+                stations_v201: 300,
                 connectors: 1,
                 connector_zero: false,
                 connect_rate: 500.0,
@@ -492,6 +513,9 @@ pub mod tests {
             "HARNESS",
             "Heartbeat",
             "StopTransaction",
+            "TransactionEvent(Started)",
+            "TransactionEvent(Ended)",
+            "OCPP 1.6=70,2.0.1=30 (300 on 2.0.1)",
             "http_401 1",
             "41 KiB/session",
             "999.5 achieved of 1000 asked",
