@@ -23,12 +23,14 @@ mod events;
 mod fleet;
 mod hostile;
 mod hostile_report;
+mod merge;
 mod messages;
 mod outcomes;
 mod provision;
 mod rawws;
 mod report;
 mod schedule;
+mod shard;
 mod stations;
 mod stats;
 mod sys;
@@ -118,6 +120,18 @@ fn main() -> ExitCode {
         Command::Hostile(args) => {
             let (threads, json) = (args.threads, args.json.clone());
             if scenario(threads, json, true, hostile::run(args), hostile_report::render_table).is_none() {
+                return ExitCode::FAILURE;
+            }
+        }
+        Command::Merge(args) => {
+            let summary = match merge::merge_files(&args.files, args.allow_missing) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("ocpp-bench merge: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if !report(report::render_table(&summary), &summary, args.json) {
                 return ExitCode::FAILURE;
             }
         }

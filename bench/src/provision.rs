@@ -231,6 +231,13 @@ async fn create_stations(client: &Client, api: &str, token: &str, plan: &Plan<'_
 /// The stations of a run (`count` of them) and the URL template and tenant to connect with,
 /// provisioning them first when `--provision-api` is given.
 pub async fn stations_of(t: &TargetArgs, count: usize) -> Result<(Vec<StationCred>, String, String)> {
+    stations_in(t, 0..count as u64).await
+}
+
+/// [`stations_of`] for the stations of the 0-based indices `range` only (a shard's slice): ids
+/// `{prefix}{start+1:06}…`, or those lines of the credentials file; only these are provisioned.
+pub async fn stations_in(t: &TargetArgs, range: std::ops::Range<u64>) -> Result<(Vec<StationCred>, String, String)> {
+    let count = range.end as usize;
     if let Some(tpl) = &t.url_template {
         stations::check_template(tpl)?;
     }
@@ -242,9 +249,10 @@ pub async fn stations_of(t: &TargetArgs, count: usize) -> Result<(Vec<StationCre
             bail!("{} lists {} stations, fewer than --stations {count}", path.display(), all.len());
         }
         all.truncate(count);
+        all.drain(..range.start as usize);
         all
     } else {
-        let ids = stations::station_ids(&t.id_prefix, count);
+        let ids = stations::station_ids_in(&t.id_prefix, range.clone());
         let password = match &t.provision_api {
             Some(api) => {
                 let password = t.password.clone().unwrap_or_else(|| DEFAULT_PROVISION_PASSWORD.into());

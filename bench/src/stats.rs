@@ -1,7 +1,7 @@
 //! Counters shared by the stations, and the run's summary.
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -122,7 +122,7 @@ pub struct RunInfo {
 }
 
 /// Ack latency percentiles, milliseconds.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LatencyMs {
     pub samples: u64,
     pub mean: f64,
