@@ -467,6 +467,7 @@ mod tests {
 
     /// A local WebSocket server that agrees on `ocpp1.6`, answers one BootNotification, and reports
     /// the close frame the station sent (its code; `None`: a close frame without one).
+    #[allow(clippy::result_large_err)] // the handshake callback's error type is tungstenite's
     async fn close_server() -> (String, tokio::task::JoinHandle<Option<Option<u16>>>) {
         use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

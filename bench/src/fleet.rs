@@ -1054,6 +1054,10 @@ pub async fn run(args: FleetArgs) -> Result<FleetSummary> {
 }
 
 #[cfg(test)]
+#[path = "fleet_shard_tests.rs"]
+mod shard_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
