@@ -11,8 +11,8 @@
 //! * storm: `secs` = latest last completion − earliest first reconnect, `rate_per_sec` =
 //!   Σ completed / secs.
 //!
-//! The server report is the first shard's (by index) that sampled one (it is one server); the
-//! harness's RSS is summed over the processes, its open-file limit the smallest, aborted tasks summed.
+//! The server report (it is one server) is that of the shard whose ramp ended last, its
+//! `rss_per_session_kib` recomputed over all shards' connections; the harness's RSS is summed over the processes, its open-file limit the smallest, aborted tasks summed.
 
 use crate::report::{
     per, ActionReport, CloseReport, FleetSummary, HarnessReport, HoldReport, MergedReport, RampReport, StormReport,
@@ -237,6 +237,18 @@ pub fn merge(mut inputs: Vec<(String, FleetSummary)>, allow_missing: bool) -> Re
             recover_ms: lat("storm.recover"),
         }
     });
+    // One server: the report of the shard whose ramp ended last (its after-ramp sample saw every
+    // shard's sessions), the per-session RSS over the whole fleet's connections.
+    let server = inputs
+        .iter()
+        .filter(|(_, s)| s.server.is_some())
+        .max_by_key(|(_, s)| s.windows.ramp_end_ms)
+        .and_then(|(_, s)| s.server.clone())
+        .map(|mut sv| {
+            sv.rss_per_session_kib =
+                per((sv.rss_after_ramp_mib - sv.rss_before_ramp_mib).max(0.0) * 1024.0, ramp.connected as f64);
+            sv
+        });
     let mut config = first.config.clone();
     config.source_ips = inputs.iter().map(|(_, s)| s.config.source_ips).sum();
     let hold_starts = inputs.iter().map(|(_, s)| s.windows.hold_start_ms);
@@ -255,7 +267,7 @@ pub fn merge(mut inputs: Vec<(String, FleetSummary)>, allow_missing: bool) -> Re
         timeouts: sum(&|s| s.timeouts),
         disconnects: sum(&|s| s.disconnects),
         call_errors_by_code: errors_by_code,
-        server: inputs.iter().find_map(|(_, s)| s.server.clone()),
+        server,
         harness: HarnessReport {
             rss_after_ramp_mib: sum_f(&|h| h.rss_after_ramp_mib),
             rss_end_mib: sum_f(&|h| h.rss_end_mib),
