@@ -801,7 +801,10 @@ pub async fn run(args: FleetArgs) -> Result<FleetSummary> {
         sys::sample(pid).ok_or_else(|| anyhow!("--server-pid {pid}: no such process readable in /proc"))?;
     }
 
-    let (creds, template, tenant) = provision::stations_in(&args.target, range.clone()).await?;
+    // Shard 1 creates the account if need be, the others wait for it (sign-ups are rate-limited
+    // per address); each shard creates only its own stations.
+    let sign_up = if range.start == 0 { provision::SignUp::IfMissing } else { provision::SignUp::WaitForIt };
+    let (creds, template, tenant) = provision::stations_in(&args.target, range.clone(), sign_up).await?;
 
     let (phase_tx, phase_rx) = watch::channel(Phase::Ramp);
     let ctx = Arc::new(Ctx {
