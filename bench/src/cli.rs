@@ -398,6 +398,11 @@ pub struct FleetArgs {
     /// `ocpp-bench merge`
     #[arg(long, value_parser = crate::shard::parse_shard, value_name = "I/N")]
     pub shard: Option<crate::shard::Shard>,
+
+    /// Begin the ramp at this wall-clock time, seconds since the Unix epoch (after provisioning),
+    /// so that the shards of a distributed run start together: e.g. --start-at $(($(date +%s) + 15))
+    #[arg(long, value_name = "UNIX_SECS")]
+    pub start_at: Option<u64>,
 }
 
 /// Which CALL the stations repeat during the run.

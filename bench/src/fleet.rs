@@ -805,6 +805,18 @@ pub async fn run(args: FleetArgs) -> Result<FleetSummary> {
     // per address); each shard creates only its own stations.
     let sign_up = if range.start == 0 { provision::SignUp::IfMissing } else { provision::SignUp::WaitForIt };
     let (creds, template, tenant) = provision::stations_in(&args.target, range.clone(), sign_up).await?;
+    if let Some(at) = args.start_at {
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(at);
+        match at.duration_since(std::time::SystemTime::now()) {
+            Ok(wait) => {
+                eprintln!("starting the ramp in {:.1} s (--start-at)", wait.as_secs_f64());
+                sleep(wait).await;
+            }
+            Err(late) => {
+                eprintln!("warning: --start-at was {:.1} s ago; starting now", late.duration().as_secs_f64())
+            }
+        }
+    }
 
     let (phase_tx, phase_rx) = watch::channel(Phase::Ramp);
     let ctx = Arc::new(Ctx {
