@@ -188,6 +188,7 @@ fn merged_shards_equal_one_run_of_the_whole() {
     assert_eq!(ms.secs, 1.7);
     assert_eq!(m.merged.as_ref().unwrap().shards, vec![1, 2, 3]);
     assert_eq!(m.merged.as_ref().unwrap().hold_start_spread_secs, 0.2);
+    assert_eq!(m.merged.as_ref().unwrap().storm_start_spread_secs, Some(0.2));
     assert_eq!(m.config, whole.config);
     assert!(m.shard.is_none());
 

@@ -9,7 +9,7 @@
 //!   `target_msgs_per_sec` = Σ of the shards' targets; `merged.hold_start_spread_secs` says how far
 //!   apart the holds began (the sum is a fleet rate only if they overlapped);
 //! * storm: `secs` = latest last completion − earliest first reconnect, `rate_per_sec` =
-//!   Σ completed / secs.
+//!   Σ completed / secs (`merged.storm_start_spread_secs` says how far apart the storms began).
 //!
 //! The server report (it is one server) is that of the shard whose ramp ended last, its
 //! `rss_per_session_kib` recomputed over all shards' connections; the harness's RSS is summed over the processes, its open-file limit the smallest, aborted tasks summed.
@@ -253,6 +253,11 @@ pub fn merge(mut inputs: Vec<(String, FleetSummary)>, allow_missing: bool) -> Re
     config.source_ips = inputs.iter().map(|(_, s)| s.config.source_ips).sum();
     let hold_starts = inputs.iter().map(|(_, s)| s.windows.hold_start_ms);
     let spread = secs(hold_starts.clone().min().unwrap_or(0), hold_starts.max().unwrap_or(0));
+    let storm_starts: Vec<u64> = inputs.iter().filter_map(|(_, s)| s.windows.storm_start_ms).collect();
+    let storm_spread = match (storm_starts.iter().min(), storm_starts.iter().max()) {
+        (Some(&a), Some(&b)) => Some(secs(a, b)),
+        _ => None,
+    };
     let sum_f = |f: &dyn Fn(&HarnessReport) -> f64| {
         (inputs.iter().map(|(_, s)| f(&s.harness)).sum::<f64>() * 10.0).round() / 10.0
     };
@@ -280,6 +285,7 @@ pub fn merge(mut inputs: Vec<(String, FleetSummary)>, allow_missing: bool) -> Re
             count,
             files: inputs.iter().map(|(n, _)| n.clone()).collect(),
             hold_start_spread_secs: spread,
+            storm_start_spread_secs: storm_spread,
         }),
         windows,
         histograms: encode_all(hists.iter().map(|(k, h)| (k.clone(), h))),

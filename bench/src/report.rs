@@ -69,6 +69,10 @@ pub struct MergedReport {
     pub files: Vec<String>,
     /// Latest hold start minus earliest, seconds: how far apart the shards' holds began.
     pub hold_start_spread_secs: f64,
+    /// The same for the storms' first reconnects (`None` without storm): each shard's storm begins
+    /// after its own hold has drained, so they may start apart even with --start-at.
+    #[serde(default)]
+    pub storm_start_spread_secs: Option<f64>,
 }
 
 /// Phase 1: connect, boot, one StatusNotification per connector.
@@ -286,11 +290,12 @@ pub fn render_table(s: &FleetSummary) -> String {
         rows.push((
             "merged".into(),
             format!(
-                "{} of {} shards ({:?}); holds began within {} s",
+                "{} of {} shards ({:?}); holds began within {} s{}",
                 m.shards.len(),
                 m.count,
                 m.shards,
-                m.hold_start_spread_secs
+                m.hold_start_spread_secs,
+                m.storm_start_spread_secs.map(|x| format!(", storms within {x} s")).unwrap_or_default()
             ),
         ));
     }
