@@ -45,7 +45,8 @@ pub struct Provisioned {
 pub enum SignUp {
     /// This process does (an unsharded run, shard 1).
     IfMissing,
-    /// Another process does (shard 1): wait for it, signing in once a second for up to a minute.
+    /// Another process does (shard 1): wait for it, signing in again after 1, 2, 4 … s for up to a
+    /// minute.
     WaitForIt,
 }
 
@@ -94,10 +95,14 @@ pub async fn provision_with(plan: &Plan<'_>, sign_up: SignUp) -> Result<Provisio
                 r = sign_in(&client, api, plan).await?;
             }
             SignUp::WaitForIt => {
+                // Each failed sign-in counts against the server's limit per address (ocpp-css: 20 in
+                // 15 min), so the tries back off: 1, 2, 4, 8, 16 s, then to the minute's end.
                 let deadline = tokio::time::Instant::now() + ACCOUNT_WAIT;
                 eprintln!("waiting for the account {} (shard 1 creates it)", plan.email);
+                let mut pause = Duration::from_secs(1);
                 while r.status() == StatusCode::UNAUTHORIZED && tokio::time::Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::time::sleep(pause.min(deadline - tokio::time::Instant::now())).await;
+                    pause *= 2;
                     r = sign_in(&client, api, plan).await?;
                 }
                 account = "created by shard 1";
