@@ -511,6 +511,17 @@ pub struct EventsArgs {
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub connect_concurrency: u32,
 
+    /// Distributed run: this process is shard I of N (1-based, e.g. 2/4). --stations and --rate are
+    /// the whole run's; this shard runs stations (I-1)·N/n+1 … I·N/n at their share of the rate
+    /// and writes its histogram into --json for `ocpp-bench merge`
+    #[arg(long, value_parser = crate::shard::parse_shard, value_name = "I/N")]
+    pub shard: Option<crate::shard::Shard>,
+
+    /// Start (the warmup) at this wall-clock time, seconds since the Unix epoch, once set up, so
+    /// that shards measure the same window
+    #[arg(long, value_name = "UNIX_SECS")]
+    pub start_at: Option<u64>,
+
     /// Longest wait, seconds, for all stations to be connected before the warmup starts anyway
     #[arg(long, default_value_t = 60)]
     pub setup_timeout: u64,

@@ -124,14 +124,15 @@ fn main() -> ExitCode {
             }
         }
         Command::Merge(args) => {
-            let summary = match merge::merge_files(&args.files, args.allow_missing) {
-                Ok(s) => s,
+            let written = match merge::merge_any(&args.files, args.allow_missing) {
+                Ok(merge::Merged::Fleet(s)) => report(report::render_table(&s), &*s, args.json),
+                Ok(merge::Merged::Events(s)) => report(stats::render_table(&s), &*s, args.json),
                 Err(e) => {
                     eprintln!("ocpp-bench merge: {e:#}");
                     return ExitCode::FAILURE;
                 }
             };
-            if !report(report::render_table(&summary), &summary, args.json) {
+            if !written {
                 return ExitCode::FAILURE;
             }
         }

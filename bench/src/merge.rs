@@ -15,10 +15,10 @@
 //! `rss_per_session_kib` recomputed over all shards' connections; the harness's RSS is summed over the processes, its open-file limit the smallest, aborted tasks summed.
 
 use crate::report::{
-    per, ActionReport, CloseReport, FleetSummary, HarnessReport, HoldReport, MergedReport, RampReport, StormReport,
-    Windows,
+    per, ActionReport, CloseReport, FleetSummary, HarnessReport, HoldReport, MergedReport, RampReport, ShardReport,
+    StormReport, Windows,
 };
-use crate::stats::{latency_ms, new_histogram, LatencyMs};
+use crate::stats::{latency_ms, new_histogram, LatencyMs, Summary};
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
@@ -44,17 +44,141 @@ pub fn encode_all<'a>(hists: impl IntoIterator<Item = (String, &'a Histogram<u64
     hists.into_iter().map(|(name, h)| (name, encode(h))).collect()
 }
 
-/// Reads one shard's output.
-pub fn read(path: &Path) -> Result<FleetSummary> {
+/// Reads one output: its scenario and its JSON.
+fn read_value(path: &Path) -> Result<(String, serde_json::Value)> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
     match v.get("scenario").and_then(|s| s.as_str()) {
-        Some("fleet") => {}
-        Some(other) => bail!("{}: a {other:?} output; merge takes `fleet --shard` outputs", path.display()),
+        Some(s @ ("fleet" | "events")) => Ok((s.to_string(), v)),
+        Some(other) => bail!("{}: a {other:?} output; merge takes `fleet` or `events` --shard outputs", path.display()),
         None => bail!("{}: not an ocpp-bench output (no \"scenario\")", path.display()),
+    }
+}
+
+/// Reads one shard's `fleet` output.
+pub fn read(path: &Path) -> Result<FleetSummary> {
+    let (scenario, v) = read_value(path)?;
+    if scenario != "fleet" {
+        bail!("{}: a {scenario:?} output, not a fleet one", path.display());
     }
     serde_json::from_value(v)
         .with_context(|| format!("{}: not a fleet output of this ocpp-bench version", path.display()))
+}
+
+/// What `merge` made: the summary of the scenario the files are of.
+pub enum Merged {
+    Fleet(Box<FleetSummary>),
+    Events(Box<Summary>),
+}
+
+/// Reads the files and merges them as the scenario they are of (all must be of one).
+pub fn merge_any(files: &[PathBuf], allow_missing: bool) -> Result<Merged> {
+    let Some(first) = files.first() else { bail!("no file to merge") };
+    let (scenario, _) = read_value(first)?;
+    if scenario == "fleet" {
+        return Ok(Merged::Fleet(Box::new(merge_files(files, allow_missing)?)));
+    }
+    let mut inputs = Vec::with_capacity(files.len());
+    for f in files {
+        let (sc, v) = read_value(f)?;
+        if sc != scenario {
+            bail!("{} is a {sc:?} output, {} an {scenario:?} one: not one run", f.display(), first.display());
+        }
+        let s: Summary = serde_json::from_value(v)
+            .with_context(|| format!("{}: not an events output of this ocpp-bench version", f.display()))?;
+        inputs.push((f.display().to_string(), s));
+    }
+    Ok(Merged::Events(Box::new(merge_events(inputs, allow_missing)?)))
+}
+
+/// The shard checks of `events` outputs: every input a shard of one count, each once; the indices
+/// merged. `inputs`: (file, shard, is a merged report).
+fn check_shards(inputs: &[(&str, Option<&ShardReport>, bool)], allow_missing: bool) -> Result<Vec<u32>> {
+    let Some(&(first_name, _, _)) = inputs.first() else { bail!("no file to merge") };
+    let mut count = None;
+    let mut seen: BTreeMap<u32, &str> = BTreeMap::new();
+    for &(name, shard, merged) in inputs {
+        if merged {
+            bail!("{name} is already a merged report; merge the shards' own outputs");
+        }
+        let Some(sh) = shard else { bail!("{name} was not written by a sharded run (--shard I/N)") };
+        let n = *count.get_or_insert(sh.count);
+        if sh.count != n {
+            bail!("{name} is shard {}/{} but {first_name} is of {n} shards: not one run", sh.index, sh.count);
+        }
+        if let Some(other) = seen.insert(sh.index, name) {
+            bail!("{other} and {name} are both shard {}/{n}: each shard once", sh.index);
+        }
+    }
+    let n = count.unwrap_or(0);
+    let missing: Vec<u32> = (1..=n).filter(|i| !seen.contains_key(i)).collect();
+    if !missing.is_empty() {
+        if !allow_missing {
+            bail!(
+                "shards {missing:?} of {n} are missing (give every shard's file, or --allow-missing to merge the {} \
+                 given)",
+                inputs.len()
+            );
+        }
+        eprintln!("warning: merging {} of {n} shards; missing {missing:?}", inputs.len());
+    }
+    Ok(seen.into_keys().collect())
+}
+
+/// Merges `events --shard` outputs: counts summed, histograms added, msgs/s = Σ messages_ok /
+/// duration (every shard measures as long; `merged.hold_start_spread_secs` says how far apart the
+/// measured windows began).
+pub fn merge_events(inputs: Vec<(String, Summary)>, allow_missing: bool) -> Result<Summary> {
+    let shards = check_shards(
+        &inputs.iter().map(|(n, s)| (n.as_str(), s.shard.as_ref(), s.merged.is_some())).collect::<Vec<_>>(),
+        allow_missing,
+    )?;
+    let (first_name, first) = &inputs[0];
+    let same = |s: &Summary| {
+        let mut r = s.run.clone();
+        r.setup_secs = first.run.setup_secs;
+        r
+    };
+    let mut h = new_histogram();
+    let mut by_code = BTreeMap::new();
+    for (name, s) in &inputs {
+        if same(s) != first.run {
+            bail!(
+                "{name} and {first_name} are not shards of one run; what they were asked differs: {:?} against {:?}",
+                s.run,
+                first.run
+            );
+        }
+        let sh = decode(&s.histogram).with_context(|| format!("{name}: histogram"))?;
+        h.add(&sh).map_err(|e| anyhow!("{name}: histogram does not fit: {e:?}"))?;
+        add_kinds(&mut by_code, &s.call_errors_by_code);
+    }
+    let sum = |f: &dyn Fn(&Summary) -> u64| -> u64 { inputs.iter().map(|(_, s)| f(s)).sum() };
+    let mut run = first.run.clone();
+    run.setup_secs = inputs.iter().map(|(_, s)| s.run.setup_secs).fold(0.0, f64::max);
+    let counts = crate::stats::Counts {
+        call_errors: sum(&|s| s.call_errors),
+        call_errors_by_code: by_code,
+        timeouts: sum(&|s| s.timeouts),
+        disconnects: sum(&|s| s.disconnects),
+        reconnects: sum(&|s| s.reconnects),
+        unsent: sum(&|s| s.unsent),
+        stations_ready: sum(&|s| s.stations_ready),
+        setup_failures: sum(&|s| s.setup_failures),
+        ok_total: sum(&|s| s.messages_ok_total),
+    };
+    let mut m = crate::stats::summarize(run, &h, counts);
+    let starts = inputs.iter().map(|(_, s)| s.window_start_ms);
+    m.window_start_ms = starts.clone().min().unwrap_or(0);
+    m.window_end_ms = inputs.iter().map(|(_, s)| s.window_end_ms).max().unwrap_or(0);
+    m.merged = Some(MergedReport {
+        count: first.shard.as_ref().map_or(0, |s| s.count),
+        shards,
+        files: inputs.iter().map(|(n, _)| n.clone()).collect(),
+        hold_start_spread_secs: starts.max().unwrap_or(0).saturating_sub(m.window_start_ms) as f64 / 1000.0,
+        storm_start_spread_secs: None,
+    });
+    Ok(m)
 }
 
 /// Reads and merges the files.
@@ -290,4 +414,107 @@ pub fn merge(mut inputs: Vec<(String, FleetSummary)>, allow_missing: bool) -> Re
         windows,
         histograms: encode_all(hists.iter().map(|(k, h)| (k.clone(), h))),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::Shard;
+    use crate::stats::{summarize, RunInfo, Shared};
+
+    const N: u64 = 7;
+
+    fn info() -> RunInfo {
+        RunInfo {
+            scenario: "events".into(),
+            message: "meter-values".into(),
+            mode: "open-loop".into(),
+            target_rate: Some(700.0),
+            url_template: "ws://h/{id}".into(),
+            stations: N,
+            warmup_secs: 1.0,
+            duration_secs: 10.0,
+            setup_secs: 0.5,
+        }
+    }
+
+    /// Station `g`'s samples, recorded as its task does.
+    fn record(sh: &Shared, g: u64) {
+        for k in 0..500 {
+            let us = 1 + crate::schedule::splitmix64(g * 7919 + k) % 200_000;
+            sh.record_ok(us, k >= 50); // the first 50 in the warmup
+        }
+        sh.stations_ready.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if g == 4 {
+            sh.record_call_error("InternalError");
+        }
+    }
+
+    fn summary(stations: std::ops::Range<u64>, shard: Option<Shard>, start_ms: u64) -> Summary {
+        let sh = Shared::default();
+        for g in stations.clone() {
+            record(&sh, g);
+        }
+        let h = sh.latency.lock().unwrap().clone();
+        let mut s = summarize(info(), &h, sh.counts());
+        s.shard = shard.map(|x| ShardReport {
+            index: x.index,
+            count: x.count,
+            first_station: stations.start + 1,
+            stations: stations.end - stations.start,
+        });
+        s.window_start_ms = start_ms;
+        s.window_end_ms = start_ms + 10_000;
+        s
+    }
+
+    #[test]
+    fn merged_events_shards_equal_one_run_of_the_whole() {
+        let dir = std::env::temp_dir().join(format!("ocpp-bench-merge-events-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let whole = summary(0..N, None, 0);
+        let mut files = Vec::new();
+        for index in 1..=3 {
+            let sh = Shard { index, count: 3 };
+            let s = summary(sh.range(N), Some(sh), u64::from(index) * 50);
+            let p = dir.join(format!("e{index}.json"));
+            std::fs::write(&p, serde_json::to_string(&s).unwrap()).unwrap();
+            files.push(p);
+        }
+        let Merged::Events(m) = merge_any(&files, false).unwrap() else { panic!("not events") };
+        assert_eq!((m.messages_ok, m.messages_ok_total), (whole.messages_ok, whole.messages_ok_total));
+        assert_eq!((m.stations_ready, m.call_errors), (whole.stations_ready, whole.call_errors));
+        assert_eq!(m.call_errors_by_code, whole.call_errors_by_code);
+        // The same histogram, so the same percentiles to the last digit.
+        assert_eq!(m.latency_ms, whole.latency_ms);
+        assert_eq!(m.histogram, whole.histogram);
+        assert_eq!(m.msgs_per_sec, whole.msgs_per_sec);
+        assert_eq!(m.merged.as_ref().unwrap().hold_start_spread_secs, 0.1);
+        assert!(crate::stats::render_table(&m).contains("3 of 3 shards"));
+
+        // Refusals: a fleet among events, a duplicate, another rate.
+        let mut other: Summary = serde_json::from_str(&std::fs::read_to_string(&files[1]).unwrap()).unwrap();
+        other.run.target_rate = Some(1.0);
+        let p = dir.join("other.json");
+        std::fs::write(&p, serde_json::to_string(&other).unwrap()).unwrap();
+        let err = |f: &[PathBuf]| format!("{:#}", merge_any(f, false).err().expect("refused"));
+        assert!(err(&[files[0].clone(), p.clone(), files[2].clone()]).contains("not shards of one run"));
+        assert!(err(&[files[0].clone(), files[0].clone()]).contains("both shard 1/3"));
+        assert!(err(&files[..2]).contains("missing"));
+        std::fs::write(&p, r#"{"scenario":"fleet"}"#).unwrap();
+        assert!(err(&[files[0].clone(), p.clone()]).contains("not one run"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn histograms_round_trip_and_garbage_is_refused() {
+        let mut h = new_histogram();
+        for v in [1u64, 10, 1_000, 3_600_000_000] {
+            h.record(v).unwrap();
+        }
+        let back = decode(&encode(&h)).unwrap();
+        assert_eq!(back, h);
+        assert!(format!("{:#}", decode("!!").unwrap_err()).contains("not base64"));
+        assert!(format!("{:#}", decode("AAAA").unwrap_err()).contains("not a V2 histogram"));
+    }
 }
