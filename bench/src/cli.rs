@@ -29,7 +29,7 @@ pub enum Command {
     /// the legitimate latency of both phases, probes of sign-in/connect/API latency, and what the
     /// server did to the attack (close codes, HTTP statuses, resets), counted by kind.
     Hostile(HostileArgs),
-    /// Merge the --json outputs of a distributed `fleet` run (one per --shard I/N) into one report:
+    /// Merge the --json outputs of a distributed `fleet` or `events` run (one per --shard I/N) into one report:
     /// counts summed, histograms added (percentiles from the merged histograms), rates over the
     /// shards' combined windows. Prints the same table as a single run; --json writes the same JSON.
     Merge(MergeArgs),

@@ -315,6 +315,7 @@ pub async fn run(args: EventsArgs) -> Result<Summary> {
     {
         sleep(Duration::from_millis(20)).await;
     }
+    let setup_secs = start.elapsed().as_secs_f64();
     if let Some(at) = args.start_at {
         let at = std::time::UNIX_EPOCH + Duration::from_secs(at);
         match at.duration_since(std::time::SystemTime::now()) {
@@ -327,7 +328,6 @@ pub async fn run(args: EventsArgs) -> Result<Summary> {
     }
     let go = Instant::now();
     let go_wall = std::time::SystemTime::now();
-    let setup_secs = go.duration_since(start).as_secs_f64();
     let _ = go_tx.send(Some(go));
 
     // Everything ends by itself; this is the backstop for a task stuck beyond its own timeouts.
