@@ -91,7 +91,7 @@ pub fn merge_any(files: &[PathBuf], allow_missing: bool) -> Result<Merged> {
     Ok(Merged::Events(Box::new(merge_events(inputs, allow_missing)?)))
 }
 
-/// The shard checks of `events` outputs: every input a shard of one count, each once; the indices
+/// The shard checks of both scenarios: every input a shard of one count, each once; the indices
 /// merged. `inputs`: (file, shard, is a merged report).
 fn check_shards(inputs: &[(&str, Option<&ShardReport>, bool)], allow_missing: bool) -> Result<Vec<u32>> {
     let Some(&(first_name, _, _)) = inputs.first() else { bail!("no file to merge") };
@@ -201,20 +201,10 @@ const PER_PROCESS_CONFIG: [&str; 1] = ["source_ips"];
 
 /// Merges shard outputs (name, summary); refuses outputs of different runs, duplicates, non-shards.
 pub fn merge(mut inputs: Vec<(String, FleetSummary)>, allow_missing: bool) -> Result<FleetSummary> {
-    if inputs.is_empty() {
-        bail!("no file to merge");
-    }
-    for (name, s) in &inputs {
-        if s.merged.is_some() {
-            bail!("{name} is already a merged report; merge the shards' own outputs");
-        }
-        if s.shard.is_none() {
-            bail!("{name} was not written by a sharded run (fleet --shard I/N)");
-        }
-        if s.histograms.is_empty() {
-            bail!("{name} has no histograms (written by an ocpp-bench without merge support?)");
-        }
-    }
+    let shards = check_shards(
+        &inputs.iter().map(|(n, s)| (n.as_str(), s.shard.as_ref(), s.merged.is_some())).collect::<Vec<_>>(),
+        allow_missing,
+    )?;
     inputs.sort_by_key(|(_, s)| s.shard.as_ref().map_or(0, |sh| sh.index));
     let (first_name, first) = &inputs[0];
     let count = first.shard.as_ref().map_or(0, |sh| sh.count);
@@ -228,14 +218,9 @@ pub fn merge(mut inputs: Vec<(String, FleetSummary)>, allow_missing: bool) -> Re
         Ok(m)
     };
     let base = config_of(first)?;
-    let mut seen: BTreeMap<u32, &str> = BTreeMap::new();
     for (name, s) in &inputs {
-        let sh = s.shard.as_ref().expect("checked above");
-        if sh.count != count {
-            bail!("{name} is shard {}/{} but {first_name} is of {count} shards: not one run", sh.index, sh.count);
-        }
-        if let Some(other) = seen.insert(sh.index, name) {
-            bail!("{other} and {name} are both shard {}/{count}: each shard once", sh.index);
+        if s.histograms.is_empty() {
+            bail!("{name} has no histograms (written by an ocpp-bench without merge support?)");
         }
         let c = config_of(s)?;
         let differ: Vec<String> = base
@@ -249,17 +234,6 @@ pub fn merge(mut inputs: Vec<(String, FleetSummary)>, allow_missing: bool) -> Re
         if s.storm.is_some() != first.storm.is_some() {
             bail!("{name} and {first_name}: one has a storm report and the other not");
         }
-    }
-    let missing: Vec<u32> = (1..=count).filter(|i| !seen.contains_key(i)).collect();
-    if !missing.is_empty() {
-        if !allow_missing {
-            bail!(
-                "shards {missing:?} of {count} are missing (give every shard's file, or --allow-missing to merge \
-                 the {} given)",
-                inputs.len()
-            );
-        }
-        eprintln!("warning: merging {} of {count} shards; missing {missing:?}", inputs.len());
     }
 
     // Histograms: every name any shard has, added.
@@ -405,7 +379,7 @@ pub fn merge(mut inputs: Vec<(String, FleetSummary)>, allow_missing: bool) -> Re
         },
         shard: None,
         merged: Some(MergedReport {
-            shards: seen.keys().copied().collect(),
+            shards,
             count,
             files: inputs.iter().map(|(n, _)| n.clone()).collect(),
             hold_start_spread_secs: spread,
