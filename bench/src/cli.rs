@@ -30,6 +30,25 @@ pub enum Command {
     /// the legitimate latency of both phases, probes of sign-in/connect/API latency, and what the
     /// server did to the attack (close codes, HTTP statuses, resets), counted by kind.
     Hostile(HostileArgs),
+    /// Merge the --json outputs of a distributed `fleet` or `events` run (one per --shard I/N) into one report:
+    /// counts summed, histograms added (percentiles from the merged histograms), rates over the
+    /// shards' combined windows. Prints the same table as a single run; --json writes the same JSON.
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MergeArgs {
+    /// The shards' --json files (all shards of one run, each once)
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+
+    /// Merge even if some shards of the run are missing (the report says which were merged)
+    #[arg(long)]
+    pub allow_missing: bool,
+
+    /// Also write the merged summary as JSON to this file
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 /// How the storm drops its connections (neither sends a WebSocket close).
@@ -390,6 +409,19 @@ pub struct FleetArgs {
     /// Runtime worker threads [default: one per core]
     #[arg(long)]
     pub threads: Option<usize>,
+
+    /// Distributed run: this process is shard I of N (1-based, e.g. 2/4). --stations and the rates
+    /// (--connect-rate, --connect-concurrency, --heartbeat-rate, --transaction-rate, --storm-rate)
+    /// are the whole fleet's; this shard runs stations (I-1)·N/n+1 … I·N/n and its share of the
+    /// rates, provisions only its own stations, and writes its histograms into --json for
+    /// `ocpp-bench merge`
+    #[arg(long, value_parser = crate::shard::parse_shard, value_name = "I/N")]
+    pub shard: Option<crate::shard::Shard>,
+
+    /// Begin the ramp at this wall-clock time, seconds since the Unix epoch (after provisioning),
+    /// so that the shards of a distributed run start together: e.g. --start-at $(($(date +%s) + 15))
+    #[arg(long, value_name = "UNIX_SECS")]
+    pub start_at: Option<u64>,
 }
 
 /// Which CALL the stations repeat during the run.
@@ -503,6 +535,17 @@ pub struct EventsArgs {
     /// Most connection handshakes (connect and BootNotification) in progress at once
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub connect_concurrency: u32,
+
+    /// Distributed run: this process is shard I of N (1-based, e.g. 2/4). --stations and --rate are
+    /// the whole run's; this shard runs stations (I-1)·N/n+1 … I·N/n at their share of the rate
+    /// and writes its histogram into --json for `ocpp-bench merge`
+    #[arg(long, value_parser = crate::shard::parse_shard, value_name = "I/N")]
+    pub shard: Option<crate::shard::Shard>,
+
+    /// Start (the warmup) at this wall-clock time, seconds since the Unix epoch, once set up, so
+    /// that shards measure the same window
+    #[arg(long, value_name = "UNIX_SECS")]
+    pub start_at: Option<u64>,
 
     /// Longest wait, seconds, for all stations to be connected before the warmup starts anyway
     #[arg(long, default_value_t = 60)]
@@ -697,6 +740,26 @@ mod tests {
         let Command::Events(a) = parse("2.0.1").unwrap().command else { panic!("not events") };
         assert_eq!(a.protocol, Protocol::V201);
         assert!(parse("mix").is_err() && parse("1.6=50,2.0.1=50").is_err() && parse("2.0").is_err());
+    }
+
+    #[test]
+    fn fleet_takes_a_shard_and_refuses_bad_ones() {
+        let cli = Cli::try_parse_from(["ocpp-bench", "fleet", "--shard", "2/4"]).unwrap();
+        let Command::Fleet(a) = cli.command else { panic!("not fleet") };
+        assert_eq!(a.shard, Some(crate::shard::Shard { index: 2, count: 4 }));
+        for bad in ["0/4", "5/4", "1/0", "x", "1/4/4"] {
+            let err = Cli::try_parse_from(["ocpp-bench", "fleet", "--shard", bad]).unwrap_err();
+            assert!(err.to_string().contains("--shard"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn merge_needs_files() {
+        assert!(Cli::try_parse_from(["ocpp-bench", "merge"]).is_err());
+        let cli = Cli::try_parse_from(["ocpp-bench", "merge", "a.json", "b.json", "--json", "m.json"]).unwrap();
+        let Command::Merge(m) = cli.command else { panic!("not merge") };
+        assert_eq!(m.files.len(), 2);
+        assert!(!m.allow_missing);
     }
 
     #[test]

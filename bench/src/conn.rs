@@ -11,7 +11,8 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{timeout_at, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
@@ -250,6 +251,12 @@ pub fn end_kind(close: Option<Option<u16>>, error: Option<&WsError>) -> String {
     }
 }
 
+/// The close frame a station sends when it ends its connection: status 1000 (Normal), no reason.
+/// (`close(None)` would send a close frame without a status, which the server sees as 1005.)
+fn normal_close() -> CloseFrame<'static> {
+    CloseFrame { code: CloseCode::Normal, reason: "".into() }
+}
+
 fn close_code(frame: &Option<tokio_tungstenite::tungstenite::protocol::CloseFrame<'_>>) -> Option<Option<u16>> {
     Some(frame.as_ref().map(|f| u16::from(f.code)))
 }
@@ -396,11 +403,11 @@ impl Conn {
         Conn { ws, next_id: 0, protocol: Protocol::V16, end: None }
     }
 
-    /// Closes with a normal close frame and waits (at most `wait`) for the server's close; true if
+    /// Closes with a close frame of status 1000 (Normal) and waits (at most `wait`) for the server's close; true if
     /// the closing handshake completed in time.
     pub async fn close(mut self, wait: Duration) -> bool {
         tokio::time::timeout(wait, async {
-            if self.ws.close(None).await.is_err() {
+            if self.ws.close(Some(normal_close())).await.is_err() {
                 return false;
             }
             loop {
@@ -416,10 +423,10 @@ impl Conn {
         .unwrap_or(false)
     }
 
-    /// Sends a close frame (waiting at most `wait` to get it out) and drops the connection at once,
+    /// Sends a close frame of status 1000 (waiting at most `wait` to get it out) and drops the connection at once,
     /// without waiting for the server's answer.
     pub async fn hang_up(mut self, wait: Duration) {
-        let _ = tokio::time::timeout(wait, self.ws.close(None)).await;
+        let _ = tokio::time::timeout(wait, self.ws.close(Some(normal_close()))).await;
     }
 
     /// Drops the connection without a WebSocket close, as a network failure would: with `reset`,
@@ -483,6 +490,68 @@ mod tests {
         let big = WsError::Capacity(CapacityError::MessageTooLong { size: 2, max_size: 1 });
         assert_eq!(end_kind(None, Some(&big)), "too_big");
         assert_eq!(end_kind(None, Some(&WsError::Utf8)), "protocol_error");
+    }
+
+    /// A local WebSocket server that agrees on `ocpp1.6`, answers one BootNotification, and reports
+    /// the close frame the station sent (its code; `None`: a close frame without one).
+    #[allow(clippy::result_large_err)] // the handshake callback's error type is tungstenite's
+    async fn close_server() -> (String, tokio::task::JoinHandle<Option<Option<u16>>>) {
+        use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/ocpp/t/{{id}}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let agree = |_: &Request, mut r: Response| {
+                r.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(SUBPROTOCOL));
+                Ok(r)
+            };
+            let mut ws = tokio_tungstenite::accept_hdr_async(tcp, agree).await.unwrap();
+            while let Some(msg) = ws.next().await {
+                match msg.unwrap() {
+                    Message::Text(t) => {
+                        let v: Value = serde_json::from_str(&t).unwrap();
+                        let answer = json!([3, v[1], {"status": "Accepted", "interval": 60, "currentTime": "x"}]);
+                        ws.send(Message::Text(answer.to_string())).await.unwrap();
+                    }
+                    Message::Close(f) => {
+                        let code = f.as_ref().map(|f| u16::from(f.code));
+                        // tungstenite answers the close itself as the stream goes on.
+                        let _ = ws.next().await;
+                        return Some(code);
+                    }
+                    _ => {}
+                }
+            }
+            None
+        });
+        (url, task)
+    }
+
+    fn endpoint(template: &str) -> Endpoint {
+        Endpoint {
+            url: template.replace("{id}", "CP1"),
+            id: "CP1".into(),
+            password: Some("pw".into()),
+            source_ip: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn close_sends_status_1000() {
+        let (url, server) = close_server().await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut c = connect(&endpoint(&url), deadline).await.unwrap();
+        assert!(matches!(c.call("BootNotification", &json!({}), deadline).await, Outcome::Result(_)));
+        assert!(c.close(Duration::from_secs(5)).await, "closing handshake completed");
+        assert_eq!(server.await.unwrap(), Some(Some(1000)), "the server saw close code 1000 (Normal)");
+    }
+
+    #[tokio::test]
+    async fn hang_up_sends_status_1000_too() {
+        let (url, server) = close_server().await;
+        let c = connect(&endpoint(&url), Instant::now() + Duration::from_secs(5)).await.unwrap();
+        c.hang_up(Duration::from_secs(5)).await;
+        assert_eq!(server.await.unwrap(), Some(Some(1000)));
     }
 
     #[test]

@@ -320,7 +320,18 @@ pub async fn run(args: EventsArgs) -> Result<Summary> {
             bail!("--rate must be a positive number of calls per second");
         }
     }
-    let (creds, template, tenant) = provision::stations_of(&args.target, args.stations as usize).await?;
+    // With --shard, this process runs its slice of the stations; each keeps the interval and
+    // offset it has in the whole run (fleet-wide index and count), so its rate is its share.
+    let all = u64::from(args.stations);
+    let range = match args.shard {
+        Some(sh) if sh.range(all).is_empty() => {
+            bail!("--shard {}: {all} stations leave this shard none; use at most {all} shards", sh.label())
+        }
+        Some(sh) => sh.range(all),
+        None => 0..all,
+    };
+    let sign_up = if range.start == 0 { provision::SignUp::IfMissing } else { provision::SignUp::WaitForIt };
+    let (creds, template, tenant) = provision::stations_in(&args.target, range.clone(), sign_up).await?;
 
     let shared = Arc::new(Shared::default());
     let (go_tx, go_rx) = watch::channel(None::<Instant>);
@@ -351,19 +362,30 @@ pub async fn run(args: EventsArgs) -> Result<Summary> {
             password: cred.password,
             source_ip: (!args.source_ips.is_empty()).then(|| args.source_ips[i % args.source_ips.len()]),
         };
-        tasks.push(tokio::spawn(run_station(ctx.clone(), i, ep)));
+        tasks.push(tokio::spawn(run_station(ctx.clone(), range.start as usize + i, ep)));
     }
 
     // Setup: until every station is ready or has failed, or the setup time is up.
     let setup_deadline = start + Duration::from_secs(args.setup_timeout);
-    let n = args.stations as u64;
+    let n = range.end - range.start;
     while shared.stations_ready.load(Relaxed) + shared.setup_failures.load(Relaxed) < n
         && Instant::now() < setup_deadline
     {
         sleep(Duration::from_millis(20)).await;
     }
+    let setup_secs = start.elapsed().as_secs_f64();
+    if let Some(at) = args.start_at {
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(at);
+        match at.duration_since(std::time::SystemTime::now()) {
+            Ok(wait) => {
+                eprintln!("starting in {:.1} s (--start-at)", wait.as_secs_f64());
+                sleep(wait).await;
+            }
+            Err(late) => eprintln!("warning: --start-at was {:.1} s ago; starting now", late.duration().as_secs_f64()),
+        }
+    }
     let go = Instant::now();
-    let setup_secs = go.duration_since(start).as_secs_f64();
+    let go_wall = std::time::SystemTime::now();
     let _ = go_tx.send(Some(go));
 
     // Everything ends by itself; this is the backstop for a task stuck beyond its own timeouts.
@@ -384,21 +406,32 @@ pub async fn run(args: EventsArgs) -> Result<Summary> {
 
     let h = shared.latency.lock().expect("histogram lock").clone();
     let info = RunInfo {
-        scenario: "events",
+        scenario: "events".into(),
         message: match (args.message, args.protocol) {
             (m, Protocol::V16) => m.name(),
             (MessageKind::MeterValues, Protocol::V201) => "meter-values (OCPP 2.0.1: TransactionEvent Updated)",
             (MessageKind::Status, Protocol::V201) => "status (OCPP 2.0.1)",
-        },
-        mode: if interval.is_some() { "open-loop" } else { "closed-loop" },
+        }
+        .into(),
+        mode: if interval.is_some() { "open-loop" } else { "closed-loop" }.into(),
         target_rate: args.rate,
         url_template: template.replace("{tenant}", &tenant),
-        stations: n,
+        stations: all,
         warmup_secs: args.warmup as f64,
         duration_secs: args.duration as f64,
         setup_secs: (setup_secs * 1000.0).round() / 1000.0,
     };
-    Ok(stats::summarize(info, &h, shared.counts()))
+    let mut summary = stats::summarize(info, &h, shared.counts());
+    let ms = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    summary.window_start_ms = ms(go_wall + ctx.warmup);
+    summary.window_end_ms = ms(go_wall + ctx.warmup + ctx.duration);
+    summary.shard = args.shard.map(|sh| crate::report::ShardReport {
+        index: sh.index,
+        count: sh.count,
+        first_station: range.start + 1,
+        stations: n,
+    });
+    Ok(summary)
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use crate::messages::{self, UniqueClock};
 use crate::provision;
 use crate::report::{
     self, ActionReport, CloseReport, FleetConfig, FleetSummary, HarnessReport, HoldReport, RampReport, ServerReport,
-    StormReport, ACTIONS,
+    ShardReport, StormReport, Windows, ACTIONS,
 };
 use crate::schedule;
 use crate::stations;
@@ -796,7 +796,49 @@ pub fn check(args: &FleetArgs) -> Result<()> {
     Ok(())
 }
 
+/// With `--shard`: the shard's own arguments (its stations, its share of the rates; see
+/// [`crate::shard::Shard::share`]) and its 0-based station indices; without, the whole fleet.
+pub fn shard_args(mut args: FleetArgs) -> Result<(FleetArgs, std::ops::Range<u64>)> {
+    let n = u64::from(args.stations);
+    let Some(sh) = args.shard else { return Ok((args, 0..n)) };
+    let range = sh.range(n);
+    if range.is_empty() {
+        bail!("--shard {}: {n} stations leave this shard none; use at most {n} shards", sh.label());
+    }
+    args.stations = range.end as u32 - range.start as u32;
+    args.connect_rate = sh.share(args.connect_rate, n);
+    args.heartbeat_rate = sh.share(args.heartbeat_rate, n);
+    args.transaction_rate = sh.share(args.transaction_rate, n);
+    args.storm_rate = args.storm_rate.map(|r| sh.share(r, n));
+    args.connect_concurrency = (sh.share(f64::from(args.connect_concurrency), n).ceil() as u32).max(1);
+    Ok((args, range))
+}
+
+/// `at` as milliseconds since the Unix epoch, given one instant whose wall-clock time is known.
+fn unix_ms(base: (Instant, std::time::SystemTime), at: Instant) -> u64 {
+    let t = if at >= base.0 { base.1 + (at - base.0) } else { base.1 - (base.0 - at) };
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The run's latency histograms under their names in the JSON (`histograms`).
+fn histograms(c: &Counters, storm: bool) -> BTreeMap<String, String> {
+    let mut named: Vec<(String, &Hist)> = vec![("ramp.connect".into(), &c.connect), ("ramp.boot".into(), &c.boot)];
+    for (name, a) in ACTIONS.iter().zip(0..) {
+        named.push((format!("actions.{name}"), c.action_hist(a)));
+    }
+    if storm {
+        named.extend([
+            ("storm.connect".into(), &c.storm_connect),
+            ("storm.boot".into(), &c.storm_boot),
+            ("storm.recover".into(), &c.storm_recover),
+        ]);
+    }
+    named.into_iter().map(|(k, h)| (k, crate::merge::encode(&h.lock().expect("histogram lock")))).collect()
+}
+
 pub async fn run(args: FleetArgs) -> Result<FleetSummary> {
+    let whole = args.clone();
+    let (args, range) = shard_args(args)?;
     check(&args)?;
     let n = args.stations as u64;
     let timeout = Duration::from_secs_f64(args.timeout);
@@ -827,7 +869,22 @@ pub async fn run(args: FleetArgs) -> Result<FleetSummary> {
         sys::sample(pid).ok_or_else(|| anyhow!("--server-pid {pid}: no such process readable in /proc"))?;
     }
 
-    let (creds, template, tenant) = provision::stations_of(&args.target, n as usize).await?;
+    // Shard 1 creates the account if need be, the others wait for it (sign-ups are rate-limited
+    // per address); each shard creates only its own stations.
+    let sign_up = if range.start == 0 { provision::SignUp::IfMissing } else { provision::SignUp::WaitForIt };
+    let (creds, template, tenant) = provision::stations_in(&args.target, range.clone(), sign_up).await?;
+    if let Some(at) = args.start_at {
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(at);
+        match at.duration_since(std::time::SystemTime::now()) {
+            Ok(wait) => {
+                eprintln!("starting the ramp in {:.1} s (--start-at)", wait.as_secs_f64());
+                sleep(wait).await;
+            }
+            Err(late) => {
+                eprintln!("warning: --start-at was {:.1} s ago; starting now", late.duration().as_secs_f64())
+            }
+        }
+    }
 
     let (phase_tx, phase_rx) = watch::channel(Phase::Ramp);
     let ctx = Arc::new(Ctx {
@@ -853,6 +910,7 @@ pub async fn run(args: FleetArgs) -> Result<FleetSummary> {
     let mut peak_kib = 0u64;
     let srv_before = server_sample(args.server_pid, &mut peak_kib);
     let started = Instant::now();
+    let clock_base = (started, std::time::SystemTime::now());
     let (stop_tx, stop_rx) = watch::channel(false);
     let monitor = tokio::spawn(monitor(ctx.clone(), n, args.server_pid, started, stop_rx));
 
@@ -874,7 +932,9 @@ pub async fn run(args: FleetArgs) -> Result<FleetSummary> {
             password: cred.password,
             source_ip: (!source_ips.is_empty()).then(|| source_ips[i % source_ips.len()]),
         };
-        tasks.push(tokio::spawn(run_station(ctx.clone(), i as u32, ep, args.protocol.of(i as u64), permit)));
+        // The fleet-wide index: a station's schedule offsets and protocol are the same sharded or not.
+        let index = range.start + i as u64;
+        tasks.push(tokio::spawn(run_station(ctx.clone(), index as u32, ep, args.protocol.of(index), permit)));
     }
     if not_started > 0 {
         ctx.c.ramp_failed.fetch_add(not_started, Relaxed);
@@ -912,8 +972,10 @@ pub async fn run(args: FleetArgs) -> Result<FleetSummary> {
 
     // Phase 3: storm.
     let mut storm_window = None;
+    let mut storm_at = None;
     if args.storm {
         let at = Instant::now() + Duration::from_secs_f64(args.storm_pause);
+        storm_at = Some(at);
         let srv_storm_start = server_sample(args.server_pid, &mut peak_kib);
         let _ = phase_tx.send(Phase::Storm(at));
         let storm_deadline = at + ctx.storm_timeout + timeout * 2 + Duration::from_secs(2);
@@ -995,29 +1057,32 @@ pub async fn run(args: FleetArgs) -> Result<FleetSummary> {
     let hold_ok = c.hold_ok.load(Relaxed);
     let total_timeouts: u64 = c.actions.iter().map(|a| a.timeouts.load(Relaxed)).sum();
     let summary = FleetSummary {
-        scenario: "fleet",
+        scenario: "fleet".into(),
+        // The whole fleet's (with --shard, `shard` says which part this process ran).
         config: FleetConfig {
             url_template: template.replace("{tenant}", &tenant),
-            stations: n,
+            stations: u64::from(whole.stations),
             protocol: args.protocol.label(),
-            stations_v201: args.protocol.count_v201(n),
+            stations_v201: args.protocol.count_v201(u64::from(whole.stations)),
             connectors: args.connectors,
             connector_zero: args.connector_zero,
-            connect_rate: args.connect_rate,
-            connect_concurrency: args.connect_concurrency,
+            connect_rate: whole.connect_rate,
+            connect_concurrency: whole.connect_concurrency,
             hold_secs,
-            heartbeat_rate: args.heartbeat_rate,
-            transaction_rate: args.transaction_rate,
+            heartbeat_rate: whole.heartbeat_rate,
+            transaction_rate: whole.transaction_rate,
             meter_values: args.meter_values,
             meter_interval_secs: args.meter_interval,
             storm: args.storm,
-            storm_rate: args.storm_rate,
+            storm_rate: whole.storm_rate,
             storm_close: match args.storm_close {
                 StormClose::Rst => "rst",
                 StormClose::Fin => "fin",
-            },
+            }
+            .into(),
             timeout_secs: args.timeout,
             source_ips: source_ips.len(),
+            seed: args.seed,
         },
         ramp: RampReport {
             secs: (ramp_secs * 1000.0).round() / 1000.0,
@@ -1054,9 +1119,30 @@ pub async fn run(args: FleetArgs) -> Result<FleetSummary> {
             nofile_limit: nofile,
             tasks_aborted: aborted,
         },
+        shard: whole.shard.map(|sh| ShardReport {
+            index: sh.index,
+            count: sh.count,
+            first_station: range.start + 1,
+            stations: n,
+        }),
+        merged: None,
+        windows: Windows {
+            ramp_start_ms: unix_ms(clock_base, started),
+            ramp_end_ms: unix_ms(clock_base, ramp_end),
+            hold_start_ms: unix_ms(clock_base, hold_start),
+            hold_end_ms: unix_ms(clock_base, hold_end),
+            storm_start_ms: storm_at.map(|at| unix_ms(clock_base, at)),
+            storm_end_ms: storm_at
+                .map(|at| unix_ms(clock_base, at + Duration::from_micros(c.storm_last_us.load(Relaxed)))),
+        },
+        histograms: histograms(c, args.storm),
     };
     Ok(summary)
 }
+
+#[cfg(test)]
+#[path = "fleet_shard_tests.rs"]
+mod shard_tests;
 
 #[cfg(test)]
 mod tests {

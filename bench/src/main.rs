@@ -24,12 +24,14 @@ mod events;
 mod fleet;
 mod hostile;
 mod hostile_report;
+mod merge;
 mod messages;
 mod outcomes;
 mod provision;
 mod rawws;
 mod report;
 mod schedule;
+mod shard;
 mod stations;
 mod stats;
 mod sys;
@@ -120,6 +122,19 @@ fn main() -> ExitCode {
         Command::Hostile(args) => {
             let (threads, json) = (args.threads, args.json.clone());
             if scenario(threads, json, true, hostile::run(args), hostile_report::render_table).is_none() {
+                return ExitCode::FAILURE;
+            }
+        }
+        Command::Merge(args) => {
+            let written = match merge::merge_any(&args.files, args.allow_missing) {
+                Ok(merge::Merged::Fleet(s)) => report(report::render_table(&s), &*s, args.json),
+                Ok(merge::Merged::Events(s)) => report(stats::render_table(&s), &*s, args.json),
+                Err(e) => {
+                    eprintln!("ocpp-bench merge: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if !written {
                 return ExitCode::FAILURE;
             }
         }

@@ -40,35 +40,83 @@ pub struct Provisioned {
     pub token: String,
 }
 
-/// Makes sure the account, its Accepted id tag and the stations exist; returns the account's slug
-/// and a token. Stations that exist already (409) are assumed to have `station_password`.
-pub async fn provision(plan: &Plan<'_>) -> Result<Provisioned> {
-    let api = plan.api.trim_end_matches('/');
-    let client = Client::builder().timeout(Duration::from_secs(60)).build()?;
+/// Who creates the account when it does not exist yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignUp {
+    /// This process does (an unsharded run, shard 1).
+    IfMissing,
+    /// Another process does (shard 1): wait for it, signing in again after 1, 2, 4 … s for up to a
+    /// minute.
+    WaitForIt,
+}
 
-    let r = client
-        .post(format!("{api}/accounts"))
-        .json(&json!({"email": plan.email, "password": plan.account_password,
-                      "name": format!("ocpp-bench {}", plan.slug), "slug": plan.slug}))
-        .send()
-        .await
-        .with_context(|| format!("POST {api}/accounts"))?;
-    let account = match r.status() {
-        StatusCode::CREATED => "created",
-        StatusCode::CONFLICT => "exists",
-        s => bail!("POST {api}/accounts answered {s}: {}", body_text(r).await),
-    };
+/// How long a shard other than the first waits for the account to exist.
+const ACCOUNT_WAIT: Duration = Duration::from_secs(60);
 
-    let r = client
+async fn sign_in(client: &Client, api: &str, plan: &Plan<'_>) -> Result<reqwest::Response> {
+    client
         .post(format!("{api}/sessions"))
         .json(&json!({"email": plan.email, "password": plan.account_password}))
         .send()
         .await
-        .with_context(|| format!("POST {api}/sessions"))?;
+        .with_context(|| format!("POST {api}/sessions"))
+}
+
+/// Makes sure the account, its Accepted id tag and the stations exist; returns the account's slug
+/// and a token. Stations that exist already (409) are assumed to have `station_password`.
+pub async fn provision(plan: &Plan<'_>) -> Result<Provisioned> {
+    provision_with(plan, SignUp::IfMissing).await
+}
+
+/// [`provision`], creating the account only if `sign_up` says so. It signs in first and signs up
+/// only when that fails: servers limit sign-ups per address (ocpp-css: 5 an hour), so a run against
+/// an existing account must not spend one.
+pub async fn provision_with(plan: &Plan<'_>, sign_up: SignUp) -> Result<Provisioned> {
+    let api = plan.api.trim_end_matches('/');
+    let client = Client::builder().timeout(Duration::from_secs(60)).build()?;
+
+    let mut account = "exists";
+    let mut r = sign_in(&client, api, plan).await?;
+    if r.status() == StatusCode::UNAUTHORIZED {
+        match sign_up {
+            SignUp::IfMissing => {
+                let created = client
+                    .post(format!("{api}/accounts"))
+                    .json(&json!({"email": plan.email, "password": plan.account_password,
+                                  "name": format!("ocpp-bench {}", plan.slug), "slug": plan.slug}))
+                    .send()
+                    .await
+                    .with_context(|| format!("POST {api}/accounts"))?;
+                account = match created.status() {
+                    StatusCode::CREATED => "created",
+                    StatusCode::CONFLICT => "exists",
+                    s => bail!("POST {api}/accounts answered {s}: {}", body_text(created).await),
+                };
+                r = sign_in(&client, api, plan).await?;
+            }
+            SignUp::WaitForIt => {
+                // Each failed sign-in counts against the server's limit per address (ocpp-css: 20 in
+                // 15 min), so the tries back off: 1, 2, 4, 8, 16 s, then to the minute's end.
+                let deadline = tokio::time::Instant::now() + ACCOUNT_WAIT;
+                eprintln!("waiting for the account {} (shard 1 creates it)", plan.email);
+                let mut pause = Duration::from_secs(1);
+                while r.status() == StatusCode::UNAUTHORIZED && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(pause.min(deadline - tokio::time::Instant::now())).await;
+                    pause *= 2;
+                    r = sign_in(&client, api, plan).await?;
+                }
+                account = "created by shard 1";
+            }
+        }
+    }
     if !r.status().is_success() {
         let s = r.status();
+        let hint = match sign_up {
+            SignUp::WaitForIt => " (only shard 1 creates the account: start it too, or create the account first)",
+            SignUp::IfMissing => "",
+        };
         bail!(
-            "signing in as {} answered {s}: {} (if the account exists with another password, or slug {:?} \
+            "signing in as {} answered {s}: {}{hint} (if the account exists with another password, or slug {:?} \
              belongs to another account, pass --email/--account-password/--tenant)",
             plan.email,
             body_text(r).await,
@@ -231,6 +279,18 @@ async fn create_stations(client: &Client, api: &str, token: &str, plan: &Plan<'_
 /// The stations of a run (`count` of them) and the URL template and tenant to connect with,
 /// provisioning them first when `--provision-api` is given.
 pub async fn stations_of(t: &TargetArgs, count: usize) -> Result<(Vec<StationCred>, String, String)> {
+    stations_in(t, 0..count as u64, SignUp::IfMissing).await
+}
+
+/// [`stations_of`] for the stations of the 0-based indices `range` only (a shard's slice): ids
+/// `{prefix}{start+1:06}…`, or those lines of the credentials file; only these are provisioned
+/// (and the account only if `sign_up` says so).
+pub async fn stations_in(
+    t: &TargetArgs,
+    range: std::ops::Range<u64>,
+    sign_up: SignUp,
+) -> Result<(Vec<StationCred>, String, String)> {
+    let count = range.end as usize;
     if let Some(tpl) = &t.url_template {
         stations::check_template(tpl)?;
     }
@@ -242,22 +302,26 @@ pub async fn stations_of(t: &TargetArgs, count: usize) -> Result<(Vec<StationCre
             bail!("{} lists {} stations, fewer than --stations {count}", path.display(), all.len());
         }
         all.truncate(count);
+        all.drain(..range.start as usize);
         all
     } else {
-        let ids = stations::station_ids(&t.id_prefix, count);
+        let ids = stations::station_ids_in(&t.id_prefix, range.clone());
         let password = match &t.provision_api {
             Some(api) => {
                 let password = t.password.clone().unwrap_or_else(|| DEFAULT_PROVISION_PASSWORD.into());
                 let email = t.email.clone().unwrap_or_else(|| format!("bench@{}.example.com", t.tenant));
-                tenant = provision(&Plan {
-                    api,
-                    slug: &t.tenant,
-                    email: &email,
-                    account_password: &t.account_password,
-                    id_tag: &t.id_tag,
-                    station_password: &password,
-                    station_ids: &ids,
-                })
+                tenant = provision_with(
+                    &Plan {
+                        api,
+                        slug: &t.tenant,
+                        email: &email,
+                        account_password: &t.account_password,
+                        id_tag: &t.id_tag,
+                        station_password: &password,
+                        station_ids: &ids,
+                    },
+                    sign_up,
+                )
                 .await
                 .context("provisioning")?
                 .slug;

@@ -1,7 +1,7 @@
 //! The `fleet` scenario's summary: what was asked, what each phase measured; a table and JSON.
 
 use crate::stats::LatencyMs;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -19,7 +19,7 @@ pub const ACTIONS: [&str; 8] = [
 ];
 
 /// What the run was asked to do.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FleetConfig {
     pub url_template: String,
     pub stations: u64,
@@ -39,13 +39,57 @@ pub struct FleetConfig {
     pub storm: bool,
     /// Reconnects per second in the storm; `None`: all at once.
     pub storm_rate: Option<f64>,
-    pub storm_close: &'static str,
+    pub storm_close: String,
     pub timeout_secs: f64,
+    /// Source addresses of this process (merged: the sum over the shards).
     pub source_ips: usize,
+    /// --seed of the stations' schedule offsets.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// Which part of a distributed run (`--shard I/N`) this output is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ShardReport {
+    /// 1-based.
+    pub index: u32,
+    pub count: u32,
+    /// The shard's first station, 1-based (`{prefix}{first_station:06}`).
+    pub first_station: u64,
+    /// The shard's stations: `first_station .. first_station + stations`.
+    pub stations: u64,
+}
+
+/// The phases' wall-clock windows, milliseconds since the Unix epoch (what `merge` combines the
+/// shards' rates with).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Windows {
+    pub ramp_start_ms: u64,
+    pub ramp_end_ms: u64,
+    pub hold_start_ms: u64,
+    pub hold_end_ms: u64,
+    /// The storm's first reconnect and its last completion (`None` without --storm).
+    pub storm_start_ms: Option<u64>,
+    pub storm_end_ms: Option<u64>,
+}
+
+/// What `ocpp-bench merge` combined.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MergedReport {
+    /// The shards merged (1-based indices, sorted) of `count`.
+    pub shards: Vec<u32>,
+    pub count: u32,
+    pub files: Vec<String>,
+    /// Latest hold start minus earliest, seconds: how far apart the shards' holds began.
+    pub hold_start_spread_secs: f64,
+    /// The same for the storms' first reconnects (`None` without storm): each shard's storm begins
+    /// after its own hold has drained, so they may start apart even with --start-at.
+    #[serde(default)]
+    pub storm_start_spread_secs: Option<f64>,
 }
 
 /// Phase 1: connect, boot, one StatusNotification per connector.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RampReport {
     /// From the first scheduled connect until every station had booted or failed.
     pub secs: f64,
@@ -66,7 +110,7 @@ pub struct RampReport {
 }
 
 /// Phase 2: the held connections' open-loop traffic.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct HoldReport {
     pub secs: f64,
     /// heartbeat_rate + transaction_rate × (meter_values + 2).
@@ -90,7 +134,7 @@ pub struct HoldReport {
 }
 
 /// One action's outcome over the whole run.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ActionReport {
     pub ok: u64,
     pub call_errors: u64,
@@ -102,7 +146,7 @@ pub struct ActionReport {
 }
 
 /// Phase 3: drop everything, reconnect everything.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StormReport {
     /// Stations that took part (those booted before).
     pub stations: u64,
@@ -127,7 +171,7 @@ pub struct StormReport {
 }
 
 /// Phase 4: WebSocket close.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CloseReport {
     /// Closing handshakes completed.
     pub clean: u64,
@@ -136,7 +180,7 @@ pub struct CloseReport {
 }
 
 /// The server process, sampled from /proc every second.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ServerReport {
     pub pid: u32,
     pub rss_before_ramp_mib: f64,
@@ -155,7 +199,7 @@ pub struct ServerReport {
 }
 
 /// The harness itself.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct HarnessReport {
     pub rss_after_ramp_mib: f64,
     pub rss_end_mib: f64,
@@ -164,9 +208,9 @@ pub struct HarnessReport {
     pub tasks_aborted: u64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FleetSummary {
-    pub scenario: &'static str,
+    pub scenario: String,
     pub config: FleetConfig,
     pub ramp: RampReport,
     pub hold: HoldReport,
@@ -181,6 +225,19 @@ pub struct FleetSummary {
     pub call_errors_by_code: BTreeMap<String, u64>,
     pub server: Option<ServerReport>,
     pub harness: HarnessReport,
+    /// With --shard: which part of the fleet this process ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardReport>,
+    /// Written by `merge`: which shards it combined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged: Option<MergedReport>,
+    #[serde(default)]
+    pub windows: Windows,
+    /// The latency histograms (µs, 3 significant digits) in HdrHistogram's V2 serialized form,
+    /// base64: `ramp.connect`, `ramp.boot`, `actions.<Action>`, and with --storm `storm.connect`,
+    /// `storm.boot`, `storm.recover`.
+    #[serde(default)]
+    pub histograms: BTreeMap<String, String>,
 }
 
 pub fn mib(kib: u64) -> f64 {
@@ -235,6 +292,33 @@ pub fn render_table(s: &FleetSummary) -> String {
                 }
             ),
         ),
+    ];
+    if let Some(sh) = &s.shard {
+        rows.push((
+            "shard".into(),
+            format!(
+                "{} of the fleet: stations {}..{} ({}), its share of the rates",
+                format_args!("{}/{}", sh.index, sh.count),
+                sh.first_station,
+                sh.first_station + sh.stations.saturating_sub(1),
+                sh.stations
+            ),
+        ));
+    }
+    if let Some(m) = &s.merged {
+        rows.push((
+            "merged".into(),
+            format!(
+                "{} of {} shards ({:?}); holds began within {} s{}",
+                m.shards.len(),
+                m.count,
+                m.shards,
+                m.hold_start_spread_secs,
+                m.storm_start_spread_secs.map(|x| format!(", storms within {x} s")).unwrap_or_default()
+            ),
+        ));
+    }
+    rows.extend([
         ("RAMP".into(), format!("{} conn/s asked, at most {} at once", c.connect_rate, c.connect_concurrency)),
         (
             "  booted".into(),
@@ -265,7 +349,7 @@ pub fn render_table(s: &FleetSummary) -> String {
             ),
         ),
         ("  disconnects".into(), format!("{} ({} reconnected)", s.hold.disconnects, s.hold.reconnects)),
-    ];
+    ]);
     for name in ACTIONS {
         if let Some(a) = s.actions.get(name).filter(|a| a.ok + a.call_errors + a.timeouts + a.closed > 0) {
             let mut v = lat(&a.latency_ms);
@@ -382,7 +466,7 @@ pub mod tests {
             );
         }
         FleetSummary {
-            scenario: "fleet",
+            scenario: "fleet".into(),
             config: FleetConfig {
                 url_template: "ws://127.0.0.1:8180/ocpp/bench/{id}".into(),
                 stations: 1000,
@@ -399,9 +483,10 @@ pub mod tests {
                 meter_interval_secs: 1.0,
                 storm: true,
                 storm_rate: None,
-                storm_close: "rst",
+                storm_close: "rst".into(),
                 timeout_secs: 10.0,
                 source_ips: 0,
+                seed: 1,
             },
             ramp: RampReport {
                 secs: 2.1,
@@ -461,6 +546,10 @@ pub mod tests {
                 nofile_limit: 20_000,
                 tasks_aborted: 0,
             },
+            shard: None,
+            merged: None,
+            windows: Windows::default(),
+            histograms: BTreeMap::new(),
         }
     }
 

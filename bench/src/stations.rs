@@ -16,6 +16,11 @@ pub fn station_ids(prefix: &str, count: usize) -> Vec<String> {
     (1..=count).map(|i| format!("{prefix}{i:06}")).collect()
 }
 
+/// Generated station ids of the 0-based indices `range`: `{prefix}{index + 1:06}` (a shard's slice).
+pub fn station_ids_in(prefix: &str, range: std::ops::Range<u64>) -> Vec<String> {
+    range.map(|i| format!("{prefix}{:06}", i + 1)).collect()
+}
+
 /// The template's URL for one station: `{id}` and `{tenant}` replaced.
 pub fn expand_template(template: &str, tenant: &str, id: &str) -> String {
     template.replace("{tenant}", tenant).replace("{id}", id)
@@ -96,6 +101,8 @@ mod tests {
         assert_eq!(station_ids("BENCH", 3), vec!["BENCH000001", "BENCH000002", "BENCH000003"]);
         assert_eq!(station_ids("X", 1_000_000)[999_999], "X1000000");
         assert!(station_ids("X", 0).is_empty());
+        assert_eq!(station_ids_in("B", 0..3), station_ids("B", 3));
+        assert_eq!(station_ids_in("B", 5..7), vec!["B000006", "B000007"]);
     }
 
     #[test]

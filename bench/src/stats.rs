@@ -1,7 +1,7 @@
 //! Counters shared by the stations, and the run's summary.
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -106,12 +106,12 @@ pub struct Counts {
 }
 
 /// What the run was asked to do.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunInfo {
-    pub scenario: &'static str,
-    pub message: &'static str,
+    pub scenario: String,
+    pub message: String,
     /// "closed-loop" or "open-loop".
-    pub mode: &'static str,
+    pub mode: String,
     /// Total calls per second asked for in open loop.
     pub target_rate: Option<f64>,
     pub url_template: String,
@@ -122,7 +122,7 @@ pub struct RunInfo {
 }
 
 /// Ack latency percentiles, milliseconds.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LatencyMs {
     pub samples: u64,
     pub mean: f64,
@@ -135,7 +135,7 @@ pub struct LatencyMs {
 }
 
 /// The result of a run, printed as a table and written as JSON.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
     #[serde(flatten)]
     pub run: RunInfo,
@@ -156,6 +156,21 @@ pub struct Summary {
     /// messages_ok / duration_secs.
     pub msgs_per_sec: f64,
     pub latency_ms: LatencyMs,
+    /// With --shard: which part of the stations this process ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::report::ShardReport>,
+    /// Written by `merge`: which shards it combined (`hold_start_spread_secs`: how far apart the
+    /// shards' measured windows began).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged: Option<crate::report::MergedReport>,
+    /// The measured window, milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub window_start_ms: u64,
+    #[serde(default)]
+    pub window_end_ms: u64,
+    /// The latency histogram (µs) in HdrHistogram's V2 serialized form, base64.
+    #[serde(default)]
+    pub histogram: String,
 }
 
 fn us_to_ms(us: f64) -> f64 {
@@ -199,6 +214,11 @@ pub fn summarize(run: RunInfo, h: &Histogram<u64>, counts: Counts) -> Summary {
         unsent: counts.unsent,
         msgs_per_sec,
         latency_ms: latency_ms(h),
+        shard: None,
+        merged: None,
+        window_start_ms: 0,
+        window_end_ms: 0,
+        histogram: crate::merge::encode(h),
     }
 }
 
@@ -208,6 +228,30 @@ pub fn render_table(s: &Summary) -> String {
         ("scenario".into(), format!("{} ({}, {})", s.run.scenario, s.run.message, s.run.mode)),
         ("url template".into(), s.run.url_template.clone()),
     ];
+    if let Some(sh) = &s.shard {
+        rows.push((
+            "shard".into(),
+            format!(
+                "{}/{}: stations {}..{}, its share of the rate",
+                sh.index,
+                sh.count,
+                sh.first_station,
+                sh.first_station + sh.stations.saturating_sub(1)
+            ),
+        ));
+    }
+    if let Some(m) = &s.merged {
+        rows.push((
+            "merged".into(),
+            format!(
+                "{} of {} shards ({:?}); windows began within {} s",
+                m.shards.len(),
+                m.count,
+                m.shards,
+                m.hold_start_spread_secs
+            ),
+        ));
+    }
     if let Some(r) = s.run.target_rate {
         rows.push(("target rate".into(), format!("{r} msgs/s")));
     }
@@ -254,9 +298,9 @@ mod tests {
 
     fn info(duration: f64) -> RunInfo {
         RunInfo {
-            scenario: "events",
-            message: "meter-values",
-            mode: "closed-loop",
+            scenario: "events".into(),
+            message: "meter-values".into(),
+            mode: "closed-loop".into(),
             target_rate: None,
             url_template: "ws://h/{id}".into(),
             stations: 2,
