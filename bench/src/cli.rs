@@ -422,6 +422,54 @@ pub struct FleetArgs {
     /// so that the shards of a distributed run start together: e.g. --start-at $(($(date +%s) + 15))
     #[arg(long, value_name = "UNIX_SECS")]
     pub start_at: Option<u64>,
+
+    #[command(flatten)]
+    pub answers: AnswerArgs,
+
+    #[command(flatten)]
+    pub commands: CommandArgs,
+}
+
+/// How the simulated stations answer the central system's calls.
+#[derive(Debug, Clone, Args)]
+pub struct AnswerArgs {
+    /// Wait this long before answering each call of the central system, milliseconds: MS, or
+    /// MIN-MAX (uniform) [default: answer at once]
+    #[arg(long, value_parser = crate::commands::parse_answer_delay, value_name = "MS|MIN-MAX")]
+    pub answer_delay: Option<crate::commands::AnswerDelay>,
+
+    /// Answer the action with this JSON object instead of the schema-valid default (repeatable), e.g.
+    /// --answer Reset='{"status":"Rejected"}'. Any action name is taken, vendor ones too; it is not
+    /// checked against the OCPP schemas
+    #[arg(long = "answer", value_parser = crate::commands::parse_answer, value_name = "ACTION=JSON")]
+    pub answers: Vec<(String, serde_json::Value)>,
+}
+
+/// Commands sent through an HTTP API during the hold.
+#[derive(Debug, Clone, Args)]
+pub struct CommandArgs {
+    /// Commands per second during the hold (open loop, spread over this process's stations
+    /// round-robin from a --seed offset); 0: none
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate, value_name = "PER_SEC")]
+    pub command_rate: f64,
+
+    /// A command of the mix: ACTION or ACTION=JSON payload (default payload {}); repeatable, sent
+    /// round-robin in the order given (repeat one to weight it)
+    #[arg(long = "command", value_parser = crate::commands::parse_command, value_name = "ACTION[=JSON]")]
+    pub commands: Vec<crate::commands::CommandSpec>,
+
+    /// Where a command goes: POST to this URL, {id} the station id, {action} the action [default with
+    /// --provision-api: {api}/stations/{id}/commands/{action} with the account's bearer token]
+    #[arg(long, value_name = "URL")]
+    pub command_url_template: Option<String>,
+
+    /// A header of every command request, 'Name: value' (repeatable), e.g. 'Authorization: Bearer …'
+    #[arg(long = "command-header", value_parser = crate::commands::parse_header, value_name = "NAME: VALUE")]
+    pub command_headers: Vec<(String, String)>,
+
+    /// Most command requests in flight at once; one not sent within --timeout of its due time is unsent
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub command_concurrency: u32,
 }
 
 /// Which CALL the stations repeat during the run.
