@@ -791,6 +791,70 @@ mod tests {
     }
 
     #[test]
+    fn fleet_takes_answers_and_commands() {
+        let cli = Cli::try_parse_from([
+            "ocpp-bench",
+            "fleet",
+            "--answer-delay",
+            "10-200",
+            "--answer",
+            r#"Reset={"status":"Rejected"}"#,
+            "--answer",
+            "AcmeVendorCall={}",
+            "--command-rate",
+            "50",
+            "--command",
+            r#"Reset={"type":"Immediate"}"#,
+            "--command",
+            "GetConfiguration",
+            "--command-url-template",
+            "http://csms/api/{id}/{action}",
+            "--command-header",
+            "Authorization: Bearer abc",
+            "--command-concurrency",
+            "8",
+        ])
+        .unwrap();
+        let Command::Fleet(a) = cli.command else { panic!("not fleet") };
+        let d = a.answers.answer_delay.unwrap();
+        assert_eq!((d.min_ms, d.max_ms), (10, 200));
+        assert_eq!(a.answers.answers.len(), 2);
+        assert_eq!(a.answers.answers[0].1, serde_json::json!({"status": "Rejected"}));
+        let c = &a.commands;
+        assert_eq!((c.command_rate, c.command_concurrency, c.commands.len()), (50.0, 8, 2));
+        assert_eq!(c.commands[1].action, "GetConfiguration");
+        assert_eq!(c.command_headers, vec![("Authorization".to_string(), "Bearer abc".to_string())]);
+        assert!(crate::fleet::check(&a).is_ok());
+        // Defaults: no delay, no overrides, no commands, 64 in flight.
+        let cli = Cli::try_parse_from(["ocpp-bench", "fleet"]).unwrap();
+        let Command::Fleet(a) = cli.command else { panic!("not fleet") };
+        assert!(a.answers.answer_delay.is_none() && a.answers.answers.is_empty());
+        assert_eq!((a.commands.command_rate, a.commands.command_concurrency), (0.0, 64));
+        for bad in [
+            &["--answer-delay", "9-1"][..],
+            &["--answer", "Reset={nope"],
+            &["--answer", "Reset"],
+            &["--command", "Reset=1"],
+            &["--command-rate", "-1"],
+            &["--command-header", "nocolon"],
+            &["--command-concurrency", "0"],
+        ] {
+            assert!(Cli::try_parse_from(["ocpp-bench", "fleet"].iter().chain(bad)).is_err(), "{bad:?} was accepted");
+        }
+        // Commands need a mix and somewhere to go; a template needs {id}.
+        for (extra, why) in [
+            (&["--command-rate", "5", "--provision-api", "http://h/api/v1"][..], "--command"),
+            (&["--command-rate", "5", "--command", "Reset"], "--command-url-template"),
+            (&["--command-rate", "5", "--command", "Reset", "--command-url-template", "http://h/x"], "{id}"),
+        ] {
+            let cli = Cli::try_parse_from(["ocpp-bench", "fleet"].iter().chain(extra)).unwrap();
+            let Command::Fleet(a) = cli.command else { panic!("not fleet") };
+            let err = crate::fleet::check(&a).unwrap_err().to_string();
+            assert!(err.contains(why), "{extra:?}: {err}");
+        }
+    }
+
+    #[test]
     fn fleet_takes_a_shard_and_refuses_bad_ones() {
         let cli = Cli::try_parse_from(["ocpp-bench", "fleet", "--shard", "2/4"]).unwrap();
         let Command::Fleet(a) = cli.command else { panic!("not fleet") };

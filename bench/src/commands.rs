@@ -123,10 +123,14 @@ pub fn answer(protocol: crate::v201::Protocol, action: &str, payload: &Value) ->
 pub fn next_delay() -> Option<Duration> {
     let a = ANSWERS.get()?;
     let d = a.delay?;
-    let n = a.n.fetch_add(1, Relaxed);
+    Some(delay_of(d, a.seed, a.n.fetch_add(1, Relaxed)))
+}
+
+/// The `n`-th answer's delay: uniform in `d`'s range, drawn from `seed`.
+fn delay_of(d: AnswerDelay, seed: u64, n: u64) -> Duration {
     let span = (d.max_ms - d.min_ms) as f64;
-    let ms = d.min_ms as f64 + span * schedule::fraction(a.seed, n as u32, 300 + (n >> 32) as u32);
-    Some(Duration::from_secs_f64(ms / 1000.0))
+    let ms = d.min_ms as f64 + span * schedule::fraction(seed, n as u32, 300 + (n >> 32) as u32);
+    Duration::from_secs_f64(ms / 1000.0)
 }
 
 /// Waits the `--answer-delay` before an answer is sent.
@@ -419,6 +423,20 @@ mod tests {
         for bad in ["", "x", "200-10", "-5", "1-", "1.5", "99999999"] {
             assert!(parse_answer_delay(bad).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn delays_are_uniform_in_their_range() {
+        let d = AnswerDelay { min_ms: 20, max_ms: 60 };
+        let all: Vec<Duration> = (0..1000).map(|n| delay_of(d, 1, n)).collect();
+        assert!(all.iter().all(|x| *x >= Duration::from_millis(20) && *x <= Duration::from_millis(60)));
+        let mean = all.iter().map(Duration::as_secs_f64).sum::<f64>() / 1000.0;
+        assert!((0.038..0.042).contains(&mean), "mean {mean}");
+        assert!(
+            all.iter().any(|x| *x < Duration::from_millis(25)) && all.iter().any(|x| *x > Duration::from_millis(55))
+        );
+        let fixed = AnswerDelay { min_ms: 50, max_ms: 50 };
+        assert!((0..10).all(|n| delay_of(fixed, 3, n) == Duration::from_millis(50)));
     }
 
     #[test]
