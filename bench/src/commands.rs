@@ -205,14 +205,29 @@ pub struct CommandsReport {
     pub actions: BTreeMap<String, CommandActionReport>,
 }
 
-#[derive(Default)]
 struct Stats {
+    /// Shortest round trip, µs, exact (the histogram's minimum is its bucket's lower bound).
+    min_us: AtomicU64,
     sent: AtomicU64,
     ok: AtomicU64,
     errors: AtomicU64,
     unsent: AtomicU64,
     maps: Mutex<[BTreeMap<String, u64>; 3]>,
     hist: Mutex<Option<Histogram<u64>>>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            min_us: AtomicU64::new(u64::MAX),
+            sent: AtomicU64::default(),
+            ok: AtomicU64::default(),
+            errors: AtomicU64::default(),
+            unsent: AtomicU64::default(),
+            maps: Mutex::default(),
+            hist: Mutex::default(),
+        }
+    }
 }
 
 fn bump(stats: &Stats, which: usize, key: String) {
@@ -253,7 +268,20 @@ pub async fn run(
             headers.append(k, v);
         }
     }
-    let stats: Arc<Vec<Stats>> = Arc::new(plan.commands.iter().map(|_| Stats::default()).collect());
+    // One set of figures per action (an action repeated in the mix to weight it counts as one).
+    let mut names: Vec<String> = Vec::new();
+    let stat_of: Vec<usize> = plan
+        .commands
+        .iter()
+        .map(|c| match names.iter().position(|n| *n == c.action) {
+            Some(i) => i,
+            None => {
+                names.push(c.action.clone());
+                names.len() - 1
+            }
+        })
+        .collect();
+    let stats: Arc<Vec<Stats>> = Arc::new(names.iter().map(|_| Stats::default()).collect());
     let bodies: Vec<Arc<String>> = plan.commands.iter().map(|c| Arc::new(c.payload.to_string())).collect();
     let sem = Arc::new(Semaphore::new(plan.concurrency.max(1) as usize));
     let n = stations.len() as u64;
@@ -267,7 +295,7 @@ pub async fn run(
         }
         scheduled += 1;
         sleep_until(due).await;
-        let st = &stats[which];
+        let st = &stats[stat_of[which]];
         let Ok(Ok(permit)) = timeout_at(due + plan.timeout, sem.clone().acquire_owned()).await else {
             st.unsent.fetch_add(1, Relaxed);
             continue;
@@ -283,8 +311,9 @@ pub async fn run(
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(bodies[which].as_str().to_owned());
         let stats = stats.clone();
+        let stat = stat_of[which];
         tasks.push(tokio::spawn(async move {
-            let st = &stats[which];
+            let st = &stats[stat];
             st.sent.fetch_add(1, Relaxed);
             let sent = Instant::now();
             let answer = async {
@@ -297,6 +326,7 @@ pub async fn run(
             let d = sent.elapsed();
             match answer {
                 Ok((status, body)) => {
+                    st.min_us.fetch_min(d.as_micros() as u64, Relaxed);
                     st.hist
                         .lock()
                         .expect("histogram lock")
@@ -317,41 +347,24 @@ pub async fn run(
         let _ = t.await;
     }
     let mut actions: BTreeMap<String, CommandActionReport> = BTreeMap::new();
-    for (spec, st) in plan.commands.iter().zip(stats.iter()) {
+    for (name, st) in names.iter().zip(stats.iter()) {
         let h = st.hist.lock().expect("histogram lock").take().unwrap_or_else(new_histogram);
-        let maps = st.maps.lock().expect("map lock").clone();
-        let [by_status_class, by_code, by_status] = maps;
-        let add = |m: &mut BTreeMap<String, u64>, from: BTreeMap<String, u64>| {
-            for (k, v) in from {
-                *m.entry(k).or_default() += v;
-            }
-        };
-        let e = actions.entry(spec.action.clone()).or_insert_with(|| CommandActionReport {
-            sent: 0,
-            ok: 0,
-            errors: 0,
-            unsent: 0,
-            by_status_class: BTreeMap::new(),
-            by_code: BTreeMap::new(),
-            by_status: BTreeMap::new(),
-            min_ms: 0.0,
-            latency_ms: latency_ms(&new_histogram()),
-        });
-        // The same action twice in the mix: counts are added, the latency is the first's plus the rest.
-        e.sent += st.sent.load(Relaxed);
-        e.ok += st.ok.load(Relaxed);
-        e.errors += st.errors.load(Relaxed);
-        e.unsent += st.unsent.load(Relaxed);
-        add(&mut e.by_status_class, by_status_class);
-        add(&mut e.by_code, by_code);
-        add(&mut e.by_status, by_status);
-        if !h.is_empty() {
-            let min = h.min() as f64 / 1000.0;
-            e.min_ms = if e.latency_ms.samples == 0 { min } else { e.min_ms.min(min) };
-            if e.latency_ms.samples == 0 {
-                e.latency_ms = latency_ms(&h);
-            }
-        }
+        let [by_status_class, by_code, by_status] = st.maps.lock().expect("map lock").clone();
+        let min_us = st.min_us.load(Relaxed);
+        actions.insert(
+            name.clone(),
+            CommandActionReport {
+                sent: st.sent.load(Relaxed),
+                ok: st.ok.load(Relaxed),
+                errors: st.errors.load(Relaxed),
+                unsent: st.unsent.load(Relaxed),
+                by_status_class,
+                by_code,
+                by_status,
+                min_ms: if min_us == u64::MAX { 0.0 } else { min_us as f64 / 1000.0 },
+                latency_ms: latency_ms(&h),
+            },
+        );
     }
     let sum = |f: fn(&CommandActionReport) -> u64| actions.values().map(f).sum::<u64>();
     CommandsReport {
@@ -489,6 +502,116 @@ mod tests {
         assert_eq!(m[0], BTreeMap::from([("2xx".into(), 1), ("4xx".into(), 1), ("5xx".into(), 1)]));
         assert_eq!(m[1], BTreeMap::from([("station_timeout".into(), 1), ("http_429".into(), 1)]));
         assert_eq!(m[2], BTreeMap::from([("rejected".into(), 1)]));
+    }
+
+    /// A tiny HTTP/1.1 server: `/ok/...` answers 200 `{"status":"accepted"}` after `delay`,
+    /// `/slow/...` 504 `{"code":"station_timeout"}` after `delay`; without the bearer header 401.
+    async fn http_server(delay: Duration) -> (String, Arc<Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let paths = Arc::new(Mutex::new(Vec::new()));
+        let seen = paths.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            let mut chunk = [0u8; 4096];
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        while buf.len() < end + 4 + len {
+                            let mut chunk = [0u8; 4096];
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                        let authorized = head.contains("authorization: bearer t0k");
+                        buf.drain(..end + 4 + len);
+                        seen.lock().unwrap().push(path.clone());
+                        tokio::time::sleep(delay).await;
+                        let (status, body) = match () {
+                            _ if !authorized => ("401 Unauthorized", r#"{"code":"unauthorized"}"#),
+                            _ if path.starts_with("/ok/") => ("200 OK", r#"{"status":"accepted"}"#),
+                            _ => ("504 Gateway Timeout", r#"{"code":"station_timeout"}"#),
+                        };
+                        let answer = format!(
+                            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if sock.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (base, paths)
+    }
+
+    fn plan(base: &str, concurrency: u32, timeout_ms: u64) -> Plan {
+        Plan {
+            url_template: format!("{base}/{{action}}/{{id}}"),
+            headers: vec![("Authorization".into(), "Bearer t0k".into())],
+            commands: vec![
+                CommandSpec { action: "ok".into(), payload: json!({}) },
+                CommandSpec { action: "ok".into(), payload: json!({}) },
+                CommandSpec { action: "slow".into(), payload: json!({}) },
+            ],
+            rate: 20.0,
+            concurrency,
+            timeout: Duration::from_millis(timeout_ms),
+            seed: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn commands_are_timed_counted_and_bounded_in_flight() {
+        let (base, paths) = http_server(Duration::from_millis(30)).await;
+        let ids: Vec<String> = (1..=4).map(|i| format!("S{i}")).collect();
+        let start = Instant::now();
+        let r = run(plan(&base, 8, 2000), ids.clone(), start, start + Duration::from_secs(1), None, vec![]).await;
+        // 20/s for 1 s, "ok" weighted twice: 14 + 6.
+        assert_eq!((r.scheduled, r.sent, r.ok, r.errors, r.unsent), (20, 20, 14, 6, 0), "{r:?}");
+        let ok = &r.actions["ok"];
+        assert_eq!((ok.sent, ok.ok, ok.latency_ms.samples), (14, 14, 14));
+        assert!(ok.min_ms >= 30.0, "{ok:?}");
+        assert_eq!(ok.by_status, BTreeMap::from([("accepted".into(), 14)]));
+        let slow = &r.actions["slow"];
+        assert_eq!(slow.by_status_class, BTreeMap::from([("5xx".into(), 6)]));
+        assert_eq!(slow.by_code, BTreeMap::from([("station_timeout".into(), 6)]));
+        // Spread over the stations: each got 5.
+        let paths = paths.lock().unwrap().clone();
+        for id in &ids {
+            let id = id.to_lowercase();
+            assert_eq!(paths.iter().filter(|p| p.ends_with(&format!("/{id}"))).count(), 5, "{paths:?}");
+        }
+
+        // One in flight, each 300 ms, due every 50 ms, at most 200 ms late: most are not sent.
+        let (base, _) = http_server(Duration::from_millis(300)).await;
+        let start = Instant::now();
+        let r = run(plan(&base, 1, 200), ids, start, start + Duration::from_secs(1), None, vec![]).await;
+        assert_eq!(r.scheduled, 20);
+        assert_eq!(r.sent + r.unsent, 20, "{r:?}");
+        assert!(r.unsent >= 10 && r.sent >= 2, "{r:?}");
+        // Each sent one outlived the 200 ms --timeout: counted as timeouts, no HTTP class.
+        assert_eq!(r.errors, r.sent, "{r:?}");
+        let codes: u64 = r.actions.values().map(|a| a.by_code.get("timeout").copied().unwrap_or(0)).sum();
+        assert_eq!(codes, r.sent, "{r:?}");
     }
 
     #[test]
