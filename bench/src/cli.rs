@@ -448,8 +448,8 @@ pub struct AnswerArgs {
 /// Commands sent through an HTTP API during the hold.
 #[derive(Debug, Clone, Args)]
 pub struct CommandArgs {
-    /// Commands per second during the hold (open loop, spread over this process's stations
-    /// round-robin from a --seed offset); 0: none
+    /// Commands per second during the hold (open loop, spread over the stations round-robin from a
+    /// --seed offset; with --shard the fleet's, each shard sending its share); 0: none
     #[arg(long, default_value_t = 0.0, value_parser = parse_rate, value_name = "PER_SEC")]
     pub command_rate: f64,
 

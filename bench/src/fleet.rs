@@ -856,6 +856,7 @@ pub fn shard_args(mut args: FleetArgs) -> Result<(FleetArgs, std::ops::Range<u64
     args.heartbeat_rate = sh.share(args.heartbeat_rate, n);
     args.transaction_rate = sh.share(args.transaction_rate, n);
     args.storm_rate = args.storm_rate.map(|r| sh.share(r, n));
+    args.commands.command_rate = sh.share(args.commands.command_rate, n);
     args.connect_concurrency = (sh.share(f64::from(args.connect_concurrency), n).ceil() as u32).max(1);
     Ok((args, range))
 }
@@ -1229,6 +1230,12 @@ mod tests {
         let err = check(&args(&["--stations", "1000", "--transaction-rate", "1000"])).unwrap_err();
         assert!(err.to_string().contains("--meter-interval"), "{err}");
         assert!(check(&args(&["--transaction-rate", "1000", "--meter-interval", "0.1"])).is_ok());
+    }
+
+    #[test]
+    fn shards_share_the_command_rate() {
+        let (a, r) = shard_args(args(&["--stations", "10", "--command-rate", "10", "--shard", "2/2"])).unwrap();
+        assert_eq!((a.commands.command_rate, r), (5.0, 5..10));
     }
 
     #[test]
