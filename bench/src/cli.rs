@@ -422,6 +422,54 @@ pub struct FleetArgs {
     /// so that the shards of a distributed run start together: e.g. --start-at $(($(date +%s) + 15))
     #[arg(long, value_name = "UNIX_SECS")]
     pub start_at: Option<u64>,
+
+    #[command(flatten)]
+    pub answers: AnswerArgs,
+
+    #[command(flatten)]
+    pub commands: CommandArgs,
+}
+
+/// How the simulated stations answer the central system's calls.
+#[derive(Debug, Clone, Args)]
+pub struct AnswerArgs {
+    /// Wait this long before answering each call of the central system, milliseconds: MS, or
+    /// MIN-MAX (uniform) [default: answer at once]
+    #[arg(long, value_parser = crate::commands::parse_answer_delay, value_name = "MS|MIN-MAX")]
+    pub answer_delay: Option<crate::commands::AnswerDelay>,
+
+    /// Answer the action with this JSON object instead of the schema-valid default (repeatable), e.g.
+    /// --answer Reset='{"status":"Rejected"}'. Any action name is taken, vendor ones too; it is not
+    /// checked against the OCPP schemas
+    #[arg(long = "answer", value_parser = crate::commands::parse_answer, value_name = "ACTION=JSON")]
+    pub answers: Vec<(String, serde_json::Value)>,
+}
+
+/// Commands sent through an HTTP API during the hold.
+#[derive(Debug, Clone, Args)]
+pub struct CommandArgs {
+    /// Commands per second during the hold (open loop, spread over the stations round-robin from a
+    /// --seed offset; with --shard the fleet's, each shard sending its share); 0: none
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate, value_name = "PER_SEC")]
+    pub command_rate: f64,
+
+    /// A command of the mix: ACTION or ACTION=JSON payload (default payload {}); repeatable, sent
+    /// round-robin in the order given (repeat one to weight it)
+    #[arg(long = "command", value_parser = crate::commands::parse_command, value_name = "ACTION[=JSON]")]
+    pub commands: Vec<crate::commands::CommandSpec>,
+
+    /// Where a command goes: POST to this URL, {id} the station id, {action} the action [default with
+    /// --provision-api: {api}/stations/{id}/commands/{action} with the account's bearer token]
+    #[arg(long, value_name = "URL")]
+    pub command_url_template: Option<String>,
+
+    /// A header of every command request, 'Name: value' (repeatable), e.g. 'Authorization: Bearer …'
+    #[arg(long = "command-header", value_parser = crate::commands::parse_header, value_name = "NAME: VALUE")]
+    pub command_headers: Vec<(String, String)>,
+
+    /// Most command requests in flight at once; one not sent within --timeout of its due time is unsent
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub command_concurrency: u32,
 }
 
 /// Which CALL the stations repeat during the run.
@@ -740,6 +788,70 @@ mod tests {
         let Command::Events(a) = parse("2.0.1").unwrap().command else { panic!("not events") };
         assert_eq!(a.protocol, Protocol::V201);
         assert!(parse("mix").is_err() && parse("1.6=50,2.0.1=50").is_err() && parse("2.0").is_err());
+    }
+
+    #[test]
+    fn fleet_takes_answers_and_commands() {
+        let cli = Cli::try_parse_from([
+            "ocpp-bench",
+            "fleet",
+            "--answer-delay",
+            "10-200",
+            "--answer",
+            r#"Reset={"status":"Rejected"}"#,
+            "--answer",
+            "AcmeVendorCall={}",
+            "--command-rate",
+            "50",
+            "--command",
+            r#"Reset={"type":"Immediate"}"#,
+            "--command",
+            "GetConfiguration",
+            "--command-url-template",
+            "http://csms/api/{id}/{action}",
+            "--command-header",
+            "Authorization: Bearer abc",
+            "--command-concurrency",
+            "8",
+        ])
+        .unwrap();
+        let Command::Fleet(a) = cli.command else { panic!("not fleet") };
+        let d = a.answers.answer_delay.unwrap();
+        assert_eq!((d.min_ms, d.max_ms), (10, 200));
+        assert_eq!(a.answers.answers.len(), 2);
+        assert_eq!(a.answers.answers[0].1, serde_json::json!({"status": "Rejected"}));
+        let c = &a.commands;
+        assert_eq!((c.command_rate, c.command_concurrency, c.commands.len()), (50.0, 8, 2));
+        assert_eq!(c.commands[1].action, "GetConfiguration");
+        assert_eq!(c.command_headers, vec![("Authorization".to_string(), "Bearer abc".to_string())]);
+        assert!(crate::fleet::check(&a).is_ok());
+        // Defaults: no delay, no overrides, no commands, 64 in flight.
+        let cli = Cli::try_parse_from(["ocpp-bench", "fleet"]).unwrap();
+        let Command::Fleet(a) = cli.command else { panic!("not fleet") };
+        assert!(a.answers.answer_delay.is_none() && a.answers.answers.is_empty());
+        assert_eq!((a.commands.command_rate, a.commands.command_concurrency), (0.0, 64));
+        for bad in [
+            &["--answer-delay", "9-1"][..],
+            &["--answer", "Reset={nope"],
+            &["--answer", "Reset"],
+            &["--command", "Reset=1"],
+            &["--command-rate", "-1"],
+            &["--command-header", "nocolon"],
+            &["--command-concurrency", "0"],
+        ] {
+            assert!(Cli::try_parse_from(["ocpp-bench", "fleet"].iter().chain(bad)).is_err(), "{bad:?} was accepted");
+        }
+        // Commands need a mix and somewhere to go; a template needs {id}.
+        for (extra, why) in [
+            (&["--command-rate", "5", "--provision-api", "http://h/api/v1"][..], "--command"),
+            (&["--command-rate", "5", "--command", "Reset"], "--command-url-template"),
+            (&["--command-rate", "5", "--command", "Reset", "--command-url-template", "http://h/x"], "{id}"),
+        ] {
+            let cli = Cli::try_parse_from(["ocpp-bench", "fleet"].iter().chain(extra)).unwrap();
+            let Command::Fleet(a) = cli.command else { panic!("not fleet") };
+            let err = crate::fleet::check(&a).unwrap_err().to_string();
+            assert!(err.contains(why), "{extra:?}: {err}");
+        }
     }
 
     #[test]

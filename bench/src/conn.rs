@@ -290,7 +290,7 @@ pub fn classify_as(text: &str, waiting_for: Option<&str>, protocol: Protocol) ->
     match frame.first().and_then(Value::as_i64) {
         Some(2) if id.is_some() => {
             let action = frame.get(2).and_then(Value::as_str).unwrap_or("");
-            let answer = crate::v201::answer(protocol, action, frame.get(3).unwrap_or(&Value::Null));
+            let answer = crate::commands::answer(protocol, action, frame.get(3).unwrap_or(&Value::Null));
             Incoming::ServerCall(json!([3, id, answer]).to_string())
         }
         Some(3) if id.is_some() && id == waiting_for => Incoming::Result(frame.get(2).cloned().unwrap_or(Value::Null)),
@@ -345,7 +345,12 @@ impl Conn {
             match classify_as(&text, Some(&id), self.protocol) {
                 Incoming::Result(v) => return Outcome::Result(v),
                 Incoming::Error { code, description } => return Outcome::CallError { code, description },
-                Incoming::ServerCall(answer) => match timeout_at(deadline, self.ws.send(Message::Text(answer))).await {
+                Incoming::ServerCall(answer) => match timeout_at(deadline, async {
+                    crate::commands::answer_delay().await;
+                    self.ws.send(Message::Text(answer)).await
+                })
+                .await
+                {
                     Err(_) => return Outcome::Timeout,
                     Ok(Err(e)) => return Outcome::Closed(format!("send failed: {e}")),
                     Ok(Ok(())) => {}
@@ -376,6 +381,7 @@ impl Conn {
                     }
                     Some(Ok(Message::Text(text))) => {
                         if let Incoming::ServerCall(answer) = classify_as(&text, None, self.protocol) {
+                            crate::commands::answer_delay().await;
                             self.ws.send(Message::Text(answer)).await.map_err(|e| e.to_string())?;
                         }
                     }

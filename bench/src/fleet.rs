@@ -793,7 +793,53 @@ pub fn check(args: &FleetArgs) -> Result<()> {
             );
         }
     }
+    let cmd = &args.commands;
+    if cmd.command_rate > 0.0 {
+        if cmd.commands.is_empty() {
+            bail!("--command-rate needs at least one --command ACTION[=JSON]");
+        }
+        match &cmd.command_url_template {
+            Some(t) if !t.contains("{id}") => bail!("--command-url-template {t:?} has no {{id}}"),
+            None if args.target.provision_api.is_none() => {
+                bail!("--command-rate needs --command-url-template (or --provision-api for ocpp-css's command API)")
+            }
+            _ => {}
+        }
+    }
     Ok(())
+}
+
+/// The commands' plan: URL template and headers (with --provision-api and no template of one's
+/// own, ocpp-css's command API with a bearer token of the account).
+async fn command_plan(args: &FleetArgs) -> Result<Option<crate::commands::Plan>> {
+    let cmd = &args.commands;
+    if cmd.command_rate <= 0.0 {
+        return Ok(None);
+    }
+    let mut headers = cmd.command_headers.clone();
+    let url_template = match (&cmd.command_url_template, &args.target.provision_api) {
+        (Some(t), _) => t.clone(),
+        (None, Some(api)) => {
+            let api = api.trim_end_matches('/');
+            let t = &args.target;
+            let email = t.email.clone().unwrap_or_else(|| format!("bench@{}.example.com", t.tenant));
+            if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization")) {
+                let token = provision::token_of(api, &email, &t.account_password).await?;
+                headers.push(("Authorization".into(), format!("Bearer {token}")));
+            }
+            format!("{api}/stations/{{id}}/commands/{{action}}")
+        }
+        (None, None) => bail!("--command-rate needs --command-url-template or --provision-api"),
+    };
+    Ok(Some(crate::commands::Plan {
+        url_template,
+        headers,
+        commands: cmd.commands.clone(),
+        rate: cmd.command_rate,
+        concurrency: cmd.command_concurrency,
+        timeout: Duration::from_secs_f64(args.timeout),
+        seed: args.seed,
+    }))
 }
 
 /// With `--shard`: the shard's own arguments (its stations, its share of the rates; see
@@ -810,6 +856,7 @@ pub fn shard_args(mut args: FleetArgs) -> Result<(FleetArgs, std::ops::Range<u64
     args.heartbeat_rate = sh.share(args.heartbeat_rate, n);
     args.transaction_rate = sh.share(args.transaction_rate, n);
     args.storm_rate = args.storm_rate.map(|r| sh.share(r, n));
+    args.commands.command_rate = sh.share(args.commands.command_rate, n);
     args.connect_concurrency = (sh.share(f64::from(args.connect_concurrency), n).ceil() as u32).max(1);
     Ok((args, range))
 }
@@ -873,6 +920,9 @@ pub async fn run(args: FleetArgs) -> Result<FleetSummary> {
     // per address); each shard creates only its own stations.
     let sign_up = if range.start == 0 { provision::SignUp::IfMissing } else { provision::SignUp::WaitForIt };
     let (creds, template, tenant) = provision::stations_in(&args.target, range.clone(), sign_up).await?;
+    crate::commands::configure_answers(args.answers.answer_delay, &args.answers.answers, args.seed);
+    let command_plan = command_plan(&args).await?;
+    let station_ids: Vec<String> = creds.iter().map(|c| c.id.clone()).collect();
     if let Some(at) = args.start_at {
         let at = std::time::UNIX_EPOCH + Duration::from_secs(at);
         match at.duration_since(std::time::SystemTime::now()) {
@@ -962,6 +1012,17 @@ pub async fn run(args: FleetArgs) -> Result<FleetSummary> {
     let hold_start = Instant::now();
     let hold_end = hold_start + ctx.hold;
     let _ = phase_tx.send(Phase::Hold(hold_start));
+    let commands = command_plan.map(|plan| {
+        let overrides = args.answers.answers.iter().map(|(a, _)| a.clone()).collect();
+        tokio::spawn(crate::commands::run(
+            plan,
+            station_ids,
+            hold_start,
+            hold_end,
+            args.answers.answer_delay,
+            overrides,
+        ))
+    });
     sleep_until(hold_end).await;
     let srv_hold_end = server_sample(args.server_pid, &mut peak_kib);
     let tx_secs = ctx.meter_gap * (args.meter_values + 1);
@@ -969,6 +1030,10 @@ pub async fn run(args: FleetArgs) -> Result<FleetSummary> {
     while ctx.c.in_hold.load(Relaxed) > 0 && Instant::now() < drain_deadline {
         sleep(Duration::from_millis(10)).await;
     }
+    let commands = match commands {
+        Some(t) => t.await.ok(),
+        None => None,
+    };
 
     // Phase 3: storm.
     let mut storm_window = None;
@@ -1136,6 +1201,7 @@ pub async fn run(args: FleetArgs) -> Result<FleetSummary> {
                 .map(|at| unix_ms(clock_base, at + Duration::from_micros(c.storm_last_us.load(Relaxed)))),
         },
         histograms: histograms(c, args.storm),
+        commands,
     };
     Ok(summary)
 }
@@ -1164,6 +1230,12 @@ mod tests {
         let err = check(&args(&["--stations", "1000", "--transaction-rate", "1000"])).unwrap_err();
         assert!(err.to_string().contains("--meter-interval"), "{err}");
         assert!(check(&args(&["--transaction-rate", "1000", "--meter-interval", "0.1"])).is_ok());
+    }
+
+    #[test]
+    fn shards_share_the_command_rate() {
+        let (a, r) = shard_args(args(&["--stations", "10", "--command-rate", "10", "--shard", "2/2"])).unwrap();
+        assert_eq!((a.commands.command_rate, r), (5.0, 5..10));
     }
 
     #[test]

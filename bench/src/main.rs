@@ -19,6 +19,7 @@
 
 mod attacks;
 mod cli;
+mod commands;
 mod conn;
 mod events;
 mod fleet;

@@ -387,6 +387,8 @@ pub fn merge(mut inputs: Vec<(String, FleetSummary)>, allow_missing: bool) -> Re
         }),
         windows,
         histograms: encode_all(hists.iter().map(|(k, h)| (k.clone(), h))),
+        // Not merged: each shard's commands stay in its own file.
+        commands: None,
     })
 }
 

@@ -238,6 +238,9 @@ pub struct FleetSummary {
     /// `storm.boot`, `storm.recover`.
     #[serde(default)]
     pub histograms: BTreeMap<String, String>,
+    /// With --command-rate: the commands sent through the API during the hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commands: Option<crate::commands::CommandsReport>,
 }
 
 pub fn mib(kib: u64) -> f64 {
@@ -439,6 +442,9 @@ pub fn render_table(s: &FleetSummary) -> String {
             }
         ),
     ));
+    if let Some(c) = &s.commands {
+        rows.extend(crate::commands::rows(c));
+    }
     let width = rows.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
     let mut out = String::new();
     for (k, v) in rows {
@@ -550,6 +556,7 @@ pub mod tests {
             merged: None,
             windows: Windows::default(),
             histograms: BTreeMap::new(),
+            commands: None,
         }
     }
 
