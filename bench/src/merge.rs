@@ -280,6 +280,8 @@ pub fn merge(mut inputs: Vec<(String, FleetSummary)>, allow_missing: bool) -> Re
         failures_by_kind: ramp_kinds,
         achieved_rate: per(booted as f64, ramp_secs),
         connect_ms: lat("ramp.connect"),
+        // The shards carry no histograms of the connect's steps: not merged.
+        steps: None,
         boot_ms: lat("ramp.boot"),
     };
     let hold_ok = sum(&|s| s.hold.ok);
@@ -331,6 +333,7 @@ pub fn merge(mut inputs: Vec<(String, FleetSummary)>, allow_missing: bool) -> Re
             secs: storm_secs,
             rate_per_sec: per(completed as f64, storm_secs),
             connect_ms: lat("storm.connect"),
+            steps: None,
             boot_ms: lat("storm.boot"),
             recover_ms: lat("storm.recover"),
         }
