@@ -47,7 +47,7 @@ enum ClientAuth {
     Dir(PathBuf),
     /// Minted at first use: CN = station id, O = tenant, signed by this CA.
     Mint {
-        issuer: Issuer,
+        issuer: Box<Issuer>,
         tenant: String,
     },
 }
@@ -223,7 +223,9 @@ impl TlsClient {
                 }
                 ClientAuth::Dir(dir.clone())
             }
-            (None, Some(c), Some(k)) => ClientAuth::Mint { issuer: load_issuer(c, k)?, tenant: opts.tenant.clone() },
+            (None, Some(c), Some(k)) => {
+                ClientAuth::Mint { issuer: Box::new(load_issuer(c, k)?), tenant: opts.tenant.clone() }
+            }
             (None, Some(_), None) => bail!("--client-ca needs --client-ca-key (the CA's private key)"),
             (None, None, Some(_)) => bail!("--client-ca-key needs --client-ca (the CA's certificate)"),
             (None, None, None) => ClientAuth::None,
@@ -254,21 +256,19 @@ impl TlsClient {
     /// The configuration station `id` connects with (made at its first connect, then reused, so that
     /// a reconnect can resume its session).
     pub fn for_station(&self, id: &str) -> Result<Arc<ClientConfig>, String> {
-        let client = match &self.auth {
-            ClientAuth::None => return Ok(self.shared.clone()),
-            ClientAuth::Dir(dir) => None.or(Some(dir)),
-            ClientAuth::Mint { .. } => None,
-        };
+        if matches!(self.auth, ClientAuth::None) {
+            return Ok(self.shared.clone());
+        }
         if let Some(c) = self.per_station.lock().map_err(|_| "TLS cache lock".to_string())?.get(id) {
             return Ok(c.clone());
         }
-        let pair = match (&self.auth, client) {
-            (_, Some(dir)) => {
+        let pair = match &self.auth {
+            ClientAuth::None => return Ok(self.shared.clone()),
+            ClientAuth::Dir(dir) => {
                 let (pem, key) = (dir.join(format!("{id}.pem")), dir.join(format!("{id}.key")));
                 read_certs(&pem).and_then(|c| Ok((c, read_key(&key)?)))
             }
-            (ClientAuth::Mint { issuer, tenant }, None) => mint(issuer, id, tenant),
-            _ => return Ok(self.shared.clone()),
+            ClientAuth::Mint { issuer, tenant } => mint(issuer, id, tenant),
         }
         .map_err(|e| format!("{e:#}"))?;
         let config = Arc::new(Self::config(&self.roots, Some(pair), self.resumption).map_err(|e| format!("{e:#}"))?);
