@@ -506,7 +506,7 @@ pub struct TargetArgs {
     pub client_ca_key: Option<PathBuf>,
 
     /// wss:// only: TLS session resumption on reconnects (each station its own session cache)
-    #[arg(long, value_name = "on|off", default_value = "on", value_parser = on_off)]
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
     pub tls_resumption: bool,
 }
 
@@ -805,6 +805,29 @@ mod tests {
         let Command::Merge(m) = cli.command else { panic!("not merge") };
         assert_eq!(m.files.len(), 2);
         assert!(!m.allow_missing);
+    }
+
+    #[test]
+    fn tls_flags_parse_and_pair_up() {
+        let fleet = |extra: &[&str]| {
+            let mut a = vec!["ocpp-bench", "fleet"];
+            a.extend_from_slice(extra);
+            Cli::try_parse_from(a).map(|c| match c.command {
+                Command::Fleet(f) => f.target,
+                _ => panic!("not fleet"),
+            })
+        };
+        assert!(fleet(&[]).unwrap().tls_resumption, "resumption on by default");
+        assert!(!fleet(&["--tls-resumption", "off"]).unwrap().tls_resumption);
+        assert!(fleet(&["--tls-resumption", "on"]).unwrap().tls_resumption);
+        let e = fleet(&["--tls-resumption", "maybe"]).unwrap_err().to_string();
+        assert!(e.contains("on or off"), "{e}");
+        assert!(fleet(&["--client-ca", "ca.pem"]).is_err(), "needs --client-ca-key");
+        assert!(fleet(&["--client-ca-key", "ca.key"]).is_err(), "needs --client-ca");
+        assert!(fleet(&["--client-cert-dir", "d", "--client-ca", "c", "--client-ca-key", "k"]).is_err());
+        let t = fleet(&["--ca-file", "s.pem", "--client-ca", "c.pem", "--client-ca-key", "c.key"]).unwrap();
+        assert_eq!(t.tls().ca_file.as_deref(), Some(std::path::Path::new("s.pem")));
+        assert_eq!(t.tls().tenant, "bench");
     }
 
     #[test]
