@@ -76,6 +76,8 @@ pub struct Conn {
 pub struct Timing {
     pub tcp: Duration,
     pub tls: Option<Duration>,
+    /// The TLS handshake resumed an earlier session (`--tls-resumption on`, a reconnect).
+    pub tls_resumed: bool,
     pub ws: Duration,
 }
 
@@ -257,6 +259,7 @@ pub async fn connect_as(ep: &Endpoint, protocol: Protocol, deadline: Instant) ->
             Some((connector, name)) => {
                 let s = connector.connect(name, stream).await.map_err(tls_error)?;
                 timing.tls = Some(t1.elapsed());
+                timing.tls_resumed = matches!(s.get_ref().1.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
                 MaybeTlsStream::Rustls(s)
             }
             None => MaybeTlsStream::Plain(stream),

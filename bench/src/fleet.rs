@@ -75,12 +75,13 @@ type Hist = Mutex<Histogram<u64>>;
 struct Steps {
     tcp: Hist,
     tls: Hist,
+    tls_resumed: AtomicU64,
     ws: Hist,
 }
 
 impl Default for Steps {
     fn default() -> Steps {
-        Steps { tcp: hist(), tls: hist(), ws: hist() }
+        Steps { tcp: hist(), tls: hist(), tls_resumed: AtomicU64::new(0), ws: hist() }
     }
 }
 
@@ -89,6 +90,7 @@ impl Steps {
         record(&self.tcp, t.tcp);
         if let Some(tls) = t.tls {
             record(&self.tls, tls);
+            self.tls_resumed.fetch_add(u64::from(t.tls_resumed), Relaxed);
         }
         record(&self.ws, t.ws);
     }
@@ -99,6 +101,7 @@ impl Steps {
         let tls = lat(&self.tls);
         (ws.samples > 0).then(|| report::StepsMs {
             tcp_ms: lat(&self.tcp),
+            tls_resumed: (tls.samples > 0).then(|| self.tls_resumed.load(Relaxed)),
             tls_ms: (tls.samples > 0).then_some(tls),
             ws_ms: ws,
         })

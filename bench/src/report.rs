@@ -120,6 +120,9 @@ pub struct StepsMs {
     /// TLS handshake (wss:// only), client certificate included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_ms: Option<LatencyMs>,
+    /// Of those handshakes, how many resumed an earlier session (wss:// only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_resumed: Option<u64>,
     /// WebSocket upgrade (HTTP request to 101, the server's authentication included).
     pub ws_ms: LatencyMs,
 }
@@ -286,7 +289,8 @@ fn insert_steps(rows: &mut Vec<(String, String)>, section: &str, steps: &Option<
     let Some(at) = rows[start..].iter().position(|(k, _)| k == "  connect") else { return };
     let mut add = vec![("    tcp".to_string(), lat(&st.tcp_ms))];
     if let Some(tls) = &st.tls_ms {
-        add.push(("    tls".into(), lat(tls)));
+        let resumed = st.tls_resumed.map(|n| format!("; {n} resumed")).unwrap_or_default();
+        add.push(("    tls".into(), format!("{}{resumed}", lat(tls))));
     }
     add.push(("    ws upgrade".into(), lat(&st.ws_ms)));
     let at = start + at + 1;
@@ -530,7 +534,12 @@ pub mod tests {
                 failures_by_kind: BTreeMap::from([("refused".into(), 1), ("http_401".into(), 1)]),
                 achieved_rate: 476.2,
                 connect_ms: l.clone(),
-                steps: Some(StepsMs { tcp_ms: l.clone(), tls_ms: Some(l.clone()), ws_ms: l.clone() }),
+                steps: Some(StepsMs {
+                    tcp_ms: l.clone(),
+                    tls_ms: Some(l.clone()),
+                    tls_resumed: Some(0),
+                    ws_ms: l.clone(),
+                }),
                 boot_ms: l.clone(),
             },
             hold: HoldReport {
@@ -555,7 +564,12 @@ pub mod tests {
                 secs: 1.5,
                 rate_per_sec: 666.7,
                 connect_ms: l.clone(),
-                steps: Some(StepsMs { tcp_ms: l.clone(), tls_ms: Some(l.clone()), ws_ms: l.clone() }),
+                steps: Some(StepsMs {
+                    tcp_ms: l.clone(),
+                    tls_ms: Some(l.clone()),
+                    tls_resumed: Some(0),
+                    ws_ms: l.clone(),
+                }),
                 boot_ms: l.clone(),
                 recover_ms: l,
             }),

@@ -225,6 +225,9 @@ async fn a_profile_3_fleet_boots_over_wss_with_minted_certificates_and_reports_t
             assert!(steps[step]["p50"].as_f64().unwrap_or(0.0) > 0.0, "{phase}.steps.{step}: {steps}");
         }
     }
+    // Every storm reconnect resumed its station's session from the ramp (--tls-resumption on).
+    assert_eq!(s["ramp"]["steps"]["tls_resumed"], 0);
+    assert_eq!(s["storm"]["steps"]["tls_resumed"], 10, "{}", s["storm"]["steps"]);
     assert_eq!((s["storm"]["completed"].as_u64(), s["storm"]["gave_up"].as_u64()), (Some(10), Some(0)));
     assert_eq!(s["close"]["clean"], 10);
     assert!(stdout.matches("    tls ").count() == 2, "a tls row in the ramp and the storm tables:\n{stdout}");
