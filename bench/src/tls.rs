@@ -351,6 +351,39 @@ mod tests {
     }
 
     #[test]
+    fn a_cert_dir_station_loads_its_own_files_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = ca(dir.path());
+        let issuer = load_issuer(&c, &k).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, "CP1");
+        let cert = params.signed_by(&key, &issuer.cert, &issuer.key).unwrap();
+        std::fs::write(dir.path().join("CP1.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("CP1.key"), key.serialize_pem()).unwrap();
+        let o = TlsOptions { ca_file: Some(c), client_cert_dir: Some(dir.path().into()), ..Default::default() };
+        let t = TlsClient::new(&o).unwrap();
+        let first = t.for_station("CP1").unwrap();
+        assert!(first.client_auth_cert_resolver.has_certs());
+        assert!(Arc::ptr_eq(&first, &t.for_station("CP1").unwrap()), "cached: a reconnect can resume");
+        // A key that does not parse.
+        std::fs::write(dir.path().join("CP2.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("CP2.key"), "not a key").unwrap();
+        let e = t.for_station("CP2").err().unwrap();
+        assert!(e.contains("CP2.key"), "{e}");
+    }
+
+    #[test]
+    fn a_wrong_ca_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, _) = ca(dir.path());
+        let other = tempfile::tempdir().unwrap();
+        let (_, k) = ca(other.path());
+        let e = load_issuer(&c, &k).err().unwrap().to_string();
+        assert!(e.contains("is not the key of the --client-ca certificate"), "{e}");
+    }
+
+    #[test]
     fn a_cert_dir_station_without_files_is_an_error_naming_them() {
         let dir = tempfile::tempdir().unwrap();
         let (c, _) = ca(dir.path());
