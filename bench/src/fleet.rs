@@ -871,6 +871,16 @@ fn histograms(c: &Counters, storm: bool) -> BTreeMap<String, String> {
     for (name, a) in ACTIONS.iter().zip(0..) {
         named.push((format!("actions.{name}"), c.action_hist(a)));
     }
+    // The connect's steps (merged into `steps`); `*.tls` only over wss://.
+    for (phase, st) in [("ramp", &c.ramp_steps), ("storm", &c.storm_steps)] {
+        if phase == "ramp" || storm {
+            named.extend([
+                (format!("{phase}.tcp"), &st.tcp),
+                (format!("{phase}.tls"), &st.tls),
+                (format!("{phase}.ws"), &st.ws),
+            ]);
+        }
+    }
     if storm {
         named.extend([
             ("storm.connect".into(), &c.storm_connect),
