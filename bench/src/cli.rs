@@ -533,6 +533,51 @@ pub struct TargetArgs {
     /// idTag of the StartTransaction (--provision-api registers it as Accepted)
     #[arg(long, default_value = "BENCH-TAG")]
     pub id_tag: String,
+
+    /// wss:// only: trust the server certificates signed by these PEM CA certificates [default: the
+    /// system bundle, $SSL_CERT_FILE or /etc/ssl/certs/ca-certificates.crt and the like]
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+
+    /// wss:// only (profile 3): station `{id}` presents the chain `DIR/{id}.pem` (leaf first) and the key
+    /// `DIR/{id}.key` (PEM, PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["client_ca", "client_ca_key"])]
+    pub client_cert_dir: Option<PathBuf>,
+
+    /// wss:// only (profile 3): mint each station's client certificate (CN = station id, O = --tenant)
+    /// with this CA certificate (PEM) at its first connect; needs --client-ca-key
+    #[arg(long, value_name = "CERT", requires = "client_ca_key")]
+    pub client_ca: Option<PathBuf>,
+
+    /// The private key (PEM) of --client-ca
+    #[arg(long, value_name = "KEY", requires = "client_ca")]
+    pub client_ca_key: Option<PathBuf>,
+
+    /// wss:// only: TLS session resumption on reconnects (each station its own session cache)
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
+    pub tls_resumption: bool,
+}
+
+fn on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{s:?}: on or off")),
+    }
+}
+
+impl TargetArgs {
+    /// The TLS flags.
+    pub fn tls(&self) -> crate::tls::TlsOptions {
+        crate::tls::TlsOptions {
+            ca_file: self.ca_file.clone(),
+            client_cert_dir: self.client_cert_dir.clone(),
+            client_ca: self.client_ca.clone(),
+            client_ca_key: self.client_ca_key.clone(),
+            tenant: self.tenant.clone(),
+            resumption: self.tls_resumption,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -872,6 +917,29 @@ mod tests {
         let Command::Merge(m) = cli.command else { panic!("not merge") };
         assert_eq!(m.files.len(), 2);
         assert!(!m.allow_missing);
+    }
+
+    #[test]
+    fn tls_flags_parse_and_pair_up() {
+        let fleet = |extra: &[&str]| {
+            let mut a = vec!["ocpp-bench", "fleet"];
+            a.extend_from_slice(extra);
+            Cli::try_parse_from(a).map(|c| match c.command {
+                Command::Fleet(f) => f.target,
+                _ => panic!("not fleet"),
+            })
+        };
+        assert!(fleet(&[]).unwrap().tls_resumption, "resumption on by default");
+        assert!(!fleet(&["--tls-resumption", "off"]).unwrap().tls_resumption);
+        assert!(fleet(&["--tls-resumption", "on"]).unwrap().tls_resumption);
+        let e = fleet(&["--tls-resumption", "maybe"]).unwrap_err().to_string();
+        assert!(e.contains("on or off"), "{e}");
+        assert!(fleet(&["--client-ca", "ca.pem"]).is_err(), "needs --client-ca-key");
+        assert!(fleet(&["--client-ca-key", "ca.key"]).is_err(), "needs --client-ca");
+        assert!(fleet(&["--client-cert-dir", "d", "--client-ca", "c", "--client-ca-key", "k"]).is_err());
+        let t = fleet(&["--ca-file", "s.pem", "--client-ca", "c.pem", "--client-ca-key", "c.key"]).unwrap();
+        assert_eq!(t.tls().ca_file.as_deref(), Some(std::path::Path::new("s.pem")));
+        assert_eq!(t.tls().tenant, "bench");
     }
 
     #[test]

@@ -14,13 +14,13 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const SUBPROTOCOL: &str = "ocpp1.6";
 
 use crate::v201::Protocol;
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Small buffers: a bench holds many connections whose messages are a few hundred bytes.
 /// (tungstenite 0.24 reads in fixed 4 KiB chunks; its read buffer size is not configurable.)
@@ -67,6 +67,18 @@ pub struct Conn {
     protocol: Protocol,
     /// How the connection ended, once it did: see [`end_kind`].
     end: Option<String>,
+    /// How long the steps of its connect took.
+    pub timing: Timing,
+}
+
+/// The steps of one connect: TCP connect, TLS handshake (`wss://` only), WebSocket upgrade.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timing {
+    pub tcp: Duration,
+    pub tls: Option<Duration>,
+    /// The TLS handshake resumed an earlier session (`--tls-resumption on`, a reconnect).
+    pub tls_resumed: bool,
+    pub ws: Duration,
 }
 
 /// Why a connection attempt failed; [`ConnectError::kind`] is the label it is counted under.
@@ -84,6 +96,10 @@ pub enum ConnectError {
     Refused,
     /// Another TCP-level failure (reset, unreachable, …).
     Tcp(String),
+    /// The TLS handshake failed: `tls_cert` (the server's certificate is not trusted or not for this
+    /// host), `tls_alert` (the server refused, e.g. our client certificate), `tls_setup` (our own
+    /// certificates or flags), `tls` (anything else).
+    Tls(&'static str, String),
     /// The server answered the WebSocket upgrade with this HTTP status instead of 101.
     Http(u16),
     /// The WebSocket handshake failed otherwise (connection closed, malformed answer).
@@ -104,6 +120,7 @@ impl ConnectError {
             ConnectError::NoPort(_) => "no_port".into(),
             ConnectError::Refused => "refused".into(),
             ConnectError::Tcp(_) => "tcp_error".into(),
+            ConnectError::Tls(kind, _) => (*kind).into(),
             ConnectError::Http(code) => format!("http_{code}"),
             ConnectError::Handshake(_) => "handshake".into(),
             ConnectError::Subprotocol(..) => "subprotocol".into(),
@@ -121,6 +138,7 @@ impl std::fmt::Display for ConnectError {
             ConnectError::NoPort(e) => write!(f, "no free local port (add --source-ips): {e}"),
             ConnectError::Refused => write!(f, "TCP connection refused"),
             ConnectError::Tcp(e) => write!(f, "TCP connect: {e}"),
+            ConnectError::Tls(kind, e) => write!(f, "TLS handshake ({kind}): {e}"),
             ConnectError::Http(code) => write!(f, "WebSocket upgrade answered HTTP {code}"),
             ConnectError::Handshake(e) => write!(f, "WebSocket handshake: {e}"),
             ConnectError::Subprotocol(offered, agreed) => {
@@ -140,6 +158,20 @@ fn tcp_error(e: std::io::Error) -> ConnectError {
         std::io::ErrorKind::AddrNotAvailable => ConnectError::NoPort(e.to_string()),
         _ => ConnectError::Tcp(e.to_string()),
     }
+}
+
+/// The failure of a TLS handshake, by the rustls error inside.
+fn tls_error(e: std::io::Error) -> ConnectError {
+    let kind = match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(_)) => "tls_cert",
+        Some(rustls::Error::AlertReceived(_)) => "tls_alert",
+        Some(_) => "tls",
+        None => match e.kind() {
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof => "tls_reset",
+            _ => "tls",
+        },
+    };
+    ConnectError::Tls(kind, e.to_string())
 }
 
 /// Lets the kernel pick the local port at connect time rather than at bind time
@@ -184,7 +216,17 @@ pub async fn connect_as(ep: &Endpoint, protocol: Protocol, deadline: Instant) ->
     let uri = request.uri();
     let host =
         uri.host().ok_or_else(|| bad_url("no host".into()))?.trim_start_matches('[').trim_end_matches(']').to_string();
-    let port = uri.port_u16().unwrap_or(80);
+    let wss = uri.scheme_str() == Some("wss");
+    let port = uri.port_u16().unwrap_or(if wss { 443 } else { 80 });
+    let tls = if wss {
+        let config =
+            crate::tls::client().and_then(|t| t.for_station(&ep.id)).map_err(|e| ConnectError::Tls("tls_setup", e))?;
+        let name = rustls::pki_types::ServerName::try_from(host.clone())
+            .map_err(|e| bad_url(format!("TLS server name {host:?}: {e}")))?;
+        Some((tokio_rustls::TlsConnector::from(config), name))
+    } else {
+        None
+    };
 
     let work = async {
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
@@ -208,8 +250,21 @@ pub async fn connect_as(ep: &Endpoint, protocol: Protocol, deadline: Instant) ->
                 _ => ConnectError::Bind(format!("source address {ip}: {e}")),
             })?;
         }
+        let t0 = Instant::now();
         let stream = socket.connect(addr).await.map_err(tcp_error)?;
         let _ = stream.set_nodelay(true);
+        let t1 = Instant::now();
+        let mut timing = Timing { tcp: t1 - t0, ..Timing::default() };
+        let stream = match tls {
+            Some((connector, name)) => {
+                let s = connector.connect(name, stream).await.map_err(tls_error)?;
+                timing.tls = Some(t1.elapsed());
+                timing.tls_resumed = matches!(s.get_ref().1.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+                MaybeTlsStream::Rustls(s)
+            }
+            None => MaybeTlsStream::Plain(stream),
+        };
+        let t2 = Instant::now();
         let (ws, response) = tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config()))
             .await
             .map_err(|e| match e {
@@ -220,7 +275,8 @@ pub async fn connect_as(ep: &Endpoint, protocol: Protocol, deadline: Instant) ->
         if agreed != Some(subprotocol) {
             return Err(ConnectError::Subprotocol(subprotocol, agreed.map(str::to_string)));
         }
-        Ok(Conn { ws, next_id: 0, protocol, end: None })
+        timing.ws = t2.elapsed();
+        Ok(Conn { ws, next_id: 0, protocol, end: None, timing })
     };
     timeout_at(deadline, work).await.map_err(|_| ConnectError::Timeout)?
 }
@@ -400,13 +456,13 @@ impl Conn {
     /// `read_ahead` holds the bytes read past the upgrade answer.
     pub async fn from_upgraded(stream: TcpStream, read_ahead: Vec<u8>) -> Conn {
         let ws = WebSocketStream::from_partially_read(
-            stream,
+            MaybeTlsStream::Plain(stream),
             read_ahead,
             tokio_tungstenite::tungstenite::protocol::Role::Client,
             Some(ws_config()),
         )
         .await;
-        Conn { ws, next_id: 0, protocol: Protocol::V16, end: None }
+        Conn { ws, next_id: 0, protocol: Protocol::V16, end: None, timing: Timing::default() }
     }
 
     /// Closes with a close frame of status 1000 (Normal) and waits (at most `wait`) for the server's close; true if
@@ -439,7 +495,14 @@ impl Conn {
     /// an abortive close (RST, no TIME_WAIT left behind), otherwise an orderly TCP FIN.
     pub fn abandon(self, reset: bool) {
         if reset {
-            let _ = self.ws.get_ref().set_zero_linger();
+            let tcp = match self.ws.get_ref() {
+                MaybeTlsStream::Plain(s) => Some(s),
+                MaybeTlsStream::Rustls(s) => Some(s.get_ref().0),
+                _ => None,
+            };
+            if let Some(tcp) = tcp {
+                let _ = tcp.set_zero_linger();
+            }
         }
         drop(self);
     }

@@ -71,6 +71,43 @@ const HOLD_ACTIONS: [usize; 7] = [HEARTBEAT, START, METER, STOP, TX_STARTED, TX_
 
 type Hist = Mutex<Histogram<u64>>;
 
+/// Connect latency by step.
+struct Steps {
+    tcp: Hist,
+    tls: Hist,
+    tls_resumed: AtomicU64,
+    ws: Hist,
+}
+
+impl Default for Steps {
+    fn default() -> Steps {
+        Steps { tcp: hist(), tls: hist(), tls_resumed: AtomicU64::new(0), ws: hist() }
+    }
+}
+
+impl Steps {
+    fn record(&self, t: &conn::Timing) {
+        record(&self.tcp, t.tcp);
+        if let Some(tls) = t.tls {
+            record(&self.tls, tls);
+            self.tls_resumed.fetch_add(u64::from(t.tls_resumed), Relaxed);
+        }
+        record(&self.ws, t.ws);
+    }
+
+    /// `None` when nothing connected.
+    fn report(&self) -> Option<report::StepsMs> {
+        let ws = lat(&self.ws);
+        let tls = lat(&self.tls);
+        (ws.samples > 0).then(|| report::StepsMs {
+            tcp_ms: lat(&self.tcp),
+            tls_resumed: (tls.samples > 0).then(|| self.tls_resumed.load(Relaxed)),
+            tls_ms: (tls.samples > 0).then_some(tls),
+            ws_ms: ws,
+        })
+    }
+}
+
 fn hist() -> Hist {
     Mutex::new(new_histogram())
 }
@@ -102,6 +139,9 @@ struct Counters {
     window: Hist,
 
     connect: Hist,
+    /// The connect's steps (TCP, TLS, WebSocket upgrade), ramp and storm.
+    ramp_steps: Steps,
+    storm_steps: Steps,
     boot: Hist,
     ramp_failures: Mutex<BTreeMap<String, u64>>,
     ramp_failed: AtomicU64,
@@ -167,6 +207,8 @@ impl Default for Counters {
             storm_last_us: AtomicU64::new(0),
             storm_failures: Mutex::default(),
             storm_connect: hist(),
+            ramp_steps: Steps::default(),
+            storm_steps: Steps::default(),
             storm_boot: hist(),
             storm_recover: hist(),
             closed_clean: AtomicU64::new(0),
@@ -271,10 +313,10 @@ impl Ctx {
 
 /// Connect, then BootNotification, which must be Accepted; the error is the failure's kind.
 async fn connect_boot(ctx: &Ctx, ep: &Endpoint, proto: Protocol, stage: Stage) -> Result<Conn, String> {
-    let (connect_h, boot_h) = match stage {
-        Stage::Ramp => (Some(&ctx.c.connect), Some(&ctx.c.boot)),
-        Stage::Storm => (Some(&ctx.c.storm_connect), Some(&ctx.c.storm_boot)),
-        Stage::Hold => (None, None),
+    let (connect_h, boot_h, steps) = match stage {
+        Stage::Ramp => (Some(&ctx.c.connect), Some(&ctx.c.boot), Some(&ctx.c.ramp_steps)),
+        Stage::Storm => (Some(&ctx.c.storm_connect), Some(&ctx.c.storm_boot), Some(&ctx.c.storm_steps)),
+        Stage::Hold => (None, None, None),
     };
     let t0 = Instant::now();
     let mut c = match Box::pin(conn::connect_as(ep, proto, t0 + ctx.timeout)).await {
@@ -287,6 +329,9 @@ async fn connect_boot(ctx: &Ctx, ep: &Endpoint, proto: Protocol, stage: Stage) -
     let t1 = Instant::now();
     if let Some(h) = connect_h {
         record(h, t1 - t0);
+    }
+    if let Some(st) = steps {
+        st.record(&c.timing);
     }
     let boot = match proto {
         Protocol::V16 => messages::boot_notification(),
@@ -873,6 +918,16 @@ fn histograms(c: &Counters, storm: bool) -> BTreeMap<String, String> {
     for (name, a) in ACTIONS.iter().zip(0..) {
         named.push((format!("actions.{name}"), c.action_hist(a)));
     }
+    // The connect's steps (merged into `steps`); `*.tls` only over wss://.
+    for (phase, st) in [("ramp", &c.ramp_steps), ("storm", &c.storm_steps)] {
+        if phase == "ramp" || storm {
+            named.extend([
+                (format!("{phase}.tcp"), &st.tcp),
+                (format!("{phase}.tls"), &st.tls),
+                (format!("{phase}.ws"), &st.ws),
+            ]);
+        }
+    }
     if storm {
         named.extend([
             ("storm.connect".into(), &c.storm_connect),
@@ -1112,6 +1167,7 @@ pub async fn run(args: FleetArgs) -> Result<FleetSummary> {
             secs: (secs * 1000.0).round() / 1000.0,
             rate_per_sec: report::per(completed as f64, secs),
             connect_ms: lat(&c.storm_connect),
+            steps: c.storm_steps.report(),
             boot_ms: lat(&c.storm_boot),
             recover_ms: lat(&c.storm_recover),
         }
@@ -1157,6 +1213,7 @@ pub async fn run(args: FleetArgs) -> Result<FleetSummary> {
             failures_by_kind: c.ramp_failures.lock().expect("map lock").clone(),
             achieved_rate: report::per(c.booted.load(Relaxed) as f64, ramp_secs),
             connect_ms: lat(&c.connect),
+            steps: c.ramp_steps.report(),
             boot_ms: lat(&c.boot),
         },
         hold: HoldReport {

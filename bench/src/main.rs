@@ -36,6 +36,7 @@ mod shard;
 mod stations;
 mod stats;
 mod sys;
+mod tls;
 mod v201;
 
 use clap::Parser;

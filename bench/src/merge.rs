@@ -246,6 +246,18 @@ pub fn merge(mut inputs: Vec<(String, FleetSummary)>, allow_missing: bool) -> Re
         }
     }
     let lat = |key: &str| -> LatencyMs { latency_ms(hists.get(key).unwrap_or(&new_histogram())) };
+    // The connect's steps, from the shards' `{phase}.tcp|tls|ws` histograms (absent: older shards).
+    let steps = |phase: &str, of: &dyn Fn(&FleetSummary) -> Option<&crate::report::StepsMs>| {
+        let ws = lat(&format!("{phase}.ws"));
+        let tls = lat(&format!("{phase}.tls"));
+        (ws.samples > 0).then(|| crate::report::StepsMs {
+            tcp_ms: lat(&format!("{phase}.tcp")),
+            tls_resumed: (tls.samples > 0)
+                .then(|| inputs.iter().filter_map(|(_, s)| of(s).and_then(|st| st.tls_resumed)).sum()),
+            tls_ms: (tls.samples > 0).then_some(tls),
+            ws_ms: ws,
+        })
+    };
     let sum = |f: &dyn Fn(&FleetSummary) -> u64| -> u64 { inputs.iter().map(|(_, s)| f(s)).sum() };
     let min_of = |f: &dyn Fn(&Windows) -> u64| inputs.iter().map(|(_, s)| f(&s.windows)).min().unwrap_or(0);
     let max_of = |f: &dyn Fn(&Windows) -> u64| inputs.iter().map(|(_, s)| f(&s.windows)).max().unwrap_or(0);
@@ -280,6 +292,7 @@ pub fn merge(mut inputs: Vec<(String, FleetSummary)>, allow_missing: bool) -> Re
         failures_by_kind: ramp_kinds,
         achieved_rate: per(booted as f64, ramp_secs),
         connect_ms: lat("ramp.connect"),
+        steps: steps("ramp", &|s| s.ramp.steps.as_ref()),
         boot_ms: lat("ramp.boot"),
     };
     let hold_ok = sum(&|s| s.hold.ok);
@@ -331,6 +344,7 @@ pub fn merge(mut inputs: Vec<(String, FleetSummary)>, allow_missing: bool) -> Re
             secs: storm_secs,
             rate_per_sec: per(completed as f64, storm_secs),
             connect_ms: lat("storm.connect"),
+            steps: steps("storm", &|s| s.storm.as_ref().and_then(|st| st.steps.as_ref())),
             boot_ms: lat("storm.boot"),
             recover_ms: lat("storm.recover"),
         }

@@ -293,6 +293,8 @@ pub async fn stations_in(
     let count = range.end as usize;
     if let Some(tpl) = &t.url_template {
         stations::check_template(tpl)?;
+        // TLS flags are checked (and client CAs loaded) before anything is provisioned.
+        crate::tls::install(&t.tls(), tpl)?;
     }
     let mut tenant = t.tenant.clone();
     let creds = if let Some(path) = &t.credentials {
@@ -337,6 +339,9 @@ pub async fn stations_in(
         (None, None) => "ws://127.0.0.1:8180/ocpp/{tenant}/{id}".to_string(),
     };
     stations::check_template(&template)?;
+    if t.url_template.is_none() {
+        crate::tls::install(&t.tls(), &template)?;
+    }
     Ok((creds, template, tenant))
 }
 

@@ -105,8 +105,26 @@ pub struct RampReport {
     pub achieved_rate: f64,
     /// TCP connect + WebSocket handshake.
     pub connect_ms: LatencyMs,
+    /// The connect by step (absent when nothing connected, and in merged reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<StepsMs>,
     /// BootNotification round trip.
     pub boot_ms: LatencyMs,
+}
+
+/// A connect's steps, each timed on its own: `connect_ms` ≈ `tcp_ms` + `tls_ms` + `ws_ms`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepsMs {
+    /// TCP connect (SYN to established).
+    pub tcp_ms: LatencyMs,
+    /// TLS handshake (wss:// only), client certificate included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ms: Option<LatencyMs>,
+    /// Of those handshakes, how many resumed an earlier session (wss:// only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_resumed: Option<u64>,
+    /// WebSocket upgrade (HTTP request to 101, the server's authentication included).
+    pub ws_ms: LatencyMs,
 }
 
 /// Phase 2: the held connections' open-loop traffic.
@@ -164,6 +182,9 @@ pub struct StormReport {
     pub rate_per_sec: f64,
     /// Per attempt: TCP connect + WebSocket handshake.
     pub connect_ms: LatencyMs,
+    /// Per successful attempt, the connect by step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<StepsMs>,
     /// Per attempt: BootNotification round trip.
     pub boot_ms: LatencyMs,
     /// Per station: from its scheduled reconnect to its accepted boot, retries included.
@@ -262,6 +283,21 @@ fn kinds(m: &BTreeMap<String, u64>) -> String {
     }
     let parts: Vec<String> = m.iter().map(|(k, n)| format!("{k} {n}")).collect();
     format!(" ({})", parts.join(", "))
+}
+
+/// The connect's steps as rows under the `  connect` row of `section`.
+fn insert_steps(rows: &mut Vec<(String, String)>, section: &str, steps: &Option<StepsMs>) {
+    let Some(st) = steps else { return };
+    let Some(start) = rows.iter().position(|(k, _)| k == section) else { return };
+    let Some(at) = rows[start..].iter().position(|(k, _)| k == "  connect") else { return };
+    let mut add = vec![("    tcp".to_string(), lat(&st.tcp_ms))];
+    if let Some(tls) = &st.tls_ms {
+        let resumed = st.tls_resumed.map(|n| format!("; {n} resumed")).unwrap_or_default();
+        add.push(("    tls".into(), format!("{}{resumed}", lat(tls))));
+    }
+    add.push(("    ws upgrade".into(), lat(&st.ws_ms)));
+    let at = start + at + 1;
+    rows.splice(at..at, add);
 }
 
 fn lat(l: &LatencyMs) -> String {
@@ -393,7 +429,9 @@ pub fn render_table(s: &FleetSummary) -> String {
             ("  boot".into(), lat(&st.boot_ms)),
             ("  recover".into(), lat(&st.recover_ms)),
         ]);
+        insert_steps(&mut rows, "STORM", &st.steps);
     }
+    insert_steps(&mut rows, "RAMP", &s.ramp.steps);
     rows.push(("CLOSE".into(), format!("{} clean, {} unacknowledged", s.close.clean, s.close.unclean)));
     rows.push(("timeouts".into(), s.timeouts.to_string()));
     rows.push(("disconnects".into(), s.disconnects.to_string()));
@@ -502,6 +540,12 @@ pub mod tests {
                 failures_by_kind: BTreeMap::from([("refused".into(), 1), ("http_401".into(), 1)]),
                 achieved_rate: 476.2,
                 connect_ms: l.clone(),
+                steps: Some(StepsMs {
+                    tcp_ms: l.clone(),
+                    tls_ms: Some(l.clone()),
+                    tls_resumed: Some(0),
+                    ws_ms: l.clone(),
+                }),
                 boot_ms: l.clone(),
             },
             hold: HoldReport {
@@ -526,6 +570,12 @@ pub mod tests {
                 secs: 1.5,
                 rate_per_sec: 666.7,
                 connect_ms: l.clone(),
+                steps: Some(StepsMs {
+                    tcp_ms: l.clone(),
+                    tls_ms: Some(l.clone()),
+                    tls_resumed: Some(0),
+                    ws_ms: l.clone(),
+                }),
                 boot_ms: l.clone(),
                 recover_ms: l,
             }),

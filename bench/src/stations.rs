@@ -31,11 +31,8 @@ pub fn check_template(template: &str) -> Result<()> {
     if !template.contains("{id}") {
         bail!("--url-template {template:?} has no {{id}}: OCPP-J puts the station id in the URL");
     }
-    if template.starts_with("wss://") {
-        bail!("--url-template {template:?}: wss:// (TLS) is not supported by this harness, use ws://");
-    }
-    if !template.starts_with("ws://") {
-        bail!("--url-template {template:?} must start with ws://");
+    if !template.starts_with("ws://") && !template.starts_with("wss://") {
+        bail!("--url-template {template:?} must start with ws:// or wss://");
     }
     Ok(())
 }
@@ -116,7 +113,7 @@ mod tests {
     fn templates_are_checked() {
         assert!(check_template("ws://h/{id}").is_ok());
         assert!(check_template("ws://h/station").is_err());
-        assert!(check_template("wss://h/{id}").is_err());
+        assert!(check_template("wss://h/{id}").is_ok());
         assert!(check_template("http://h/{id}").is_err());
     }
 
