@@ -2,79 +2,11 @@
 //! with the stations' answers delayed (`--answer-delay`) and overridden (`--answer`), against the real
 //! server (ocpp-css, in-process on port 0 with a temporary data directory).
 
-use ocpp_css::config::Settings;
-use ocpp_css::startup::Application;
+mod common;
+
+use common::*;
 use serde_json::Value;
-use std::process::{Command, Stdio};
 use std::time::Duration;
-
-struct Server {
-    port: u16,
-    _data: tempfile::TempDir,
-}
-
-/// Starts the server in a thread of its own (it runs its own actix system) and waits until it is bound.
-fn start_server() -> Server {
-    let data = tempfile::tempdir().expect("temp dir");
-    let mut s = Settings::load(None).expect("default config loads");
-    s.server.port = 0;
-    s.server.workers = 2;
-    s.storage.data_dir = data.path().to_path_buf();
-    s.ocpp.command_timeout_secs = 5;
-    s.log.level = "warn".into();
-    s.limits.refusal_delay_ms = 0;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let system = actix_rt::System::new();
-        system.block_on(async move {
-            let app = Application::build(s).await.expect("application builds");
-            let _ = tx.send(app.port());
-            let _ = app.run_until_stopped().await;
-        });
-    });
-    let port = rx.recv_timeout(Duration::from_secs(60)).expect("server started");
-    Server { port, _data: data }
-}
-
-/// The harness's process; killed if the test ends (fails) before it did.
-struct Bench(Option<std::process::Child>);
-
-impl Drop for Bench {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn bench(args: &[String]) -> Bench {
-    let child = Command::new(env!("CARGO_BIN_EXE_ocpp-bench"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ocpp-bench starts");
-    Bench(Some(child))
-}
-
-/// Waits for the harness (at most `limit`), killing it if it overran; its exit success and output.
-async fn finish(mut bench: Bench, limit: Duration) -> (bool, String, String) {
-    let child = bench.0.take().expect("not finished yet");
-    let id = child.id();
-    let waiter = tokio::task::spawn_blocking(move || child.wait_with_output());
-    match tokio::time::timeout(limit, waiter).await {
-        Ok(Ok(Ok(out))) => (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ),
-        _ => {
-            let _ = Command::new("kill").arg(id.to_string()).status();
-            panic!("ocpp-bench {id} did not finish within {limit:?}");
-        }
-    }
-}
 
 fn fleet_args(port: u16, tenant: &str, protocol: &str, json: &std::path::Path, extra: &[&str]) -> Vec<String> {
     let api = format!("http://127.0.0.1:{port}/api/v1");
@@ -110,10 +42,6 @@ fn fleet_args(port: u16, tenant: &str, protocol: &str, json: &std::path::Path, e
     .collect();
     a.extend(extra.iter().map(|s| s.to_string()));
     a
-}
-
-fn summary(path: &std::path::Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).expect("JSON summary written")).expect("JSON summary parses")
 }
 
 /// The checks every command run passes: all sent and answered 2xx, none unsent, counts adding up,

@@ -2,14 +2,14 @@
 //! made here with rcgen) and a fleet of profile-3 stations driven by the harness's binary, each with
 //! a client certificate it mints from the station CA.
 
-use ocpp_css::config::Settings;
-use ocpp_css::startup::Application;
+mod common;
+
+use common::*;
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
 };
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn ca(name: &str) -> (Certificate, KeyPair) {
@@ -54,67 +54,19 @@ impl Pki {
     }
 }
 
-struct Server {
-    port: u16,
-    tls_port: u16,
-    _data: tempfile::TempDir,
-}
-
-fn start_server(pki: &Pki) -> Server {
-    let data = tempfile::tempdir().expect("temp dir");
-    let mut s = Settings::load(None).expect("default config loads");
-    s.server.port = 0;
-    s.server.workers = 2;
-    s.storage.data_dir = data.path().to_path_buf();
-    s.log.level = "warn".into();
-    s.limits.refusal_delay_ms = 0;
-    s.tls.enabled = true;
-    s.tls.port = 0;
-    s.tls.cert_path = pki.path("server.pem");
-    s.tls.key_path = pki.path("server.key");
-    s.tls.client_ca_path = pki.path("stations-ca.pem");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let system = actix_rt::System::new();
-        system.block_on(async move {
-            let app = Application::build(s).await.expect("application builds");
-            let _ = tx.send((app.port(), app.tls_port()));
-            let _ = app.run_until_stopped().await;
-        });
-    });
-    let (port, tls_port) = rx.recv_timeout(Duration::from_secs(60)).expect("server started");
-    Server { port, tls_port: tls_port.expect("TLS enabled"), _data: data }
-}
-
-/// Runs the harness to its end (killed after `limit`); its exit success, stdout and stderr.
-async fn run_bench(args: Vec<String>, limit: Duration) -> (bool, String, String) {
-    let child = Command::new(env!("CARGO_BIN_EXE_ocpp-bench"))
-        .args(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ocpp-bench starts");
-    let id = child.id();
-    let waiter = tokio::task::spawn_blocking(move || child.wait_with_output());
-    match tokio::time::timeout(limit, waiter).await {
-        Ok(Ok(Ok(out))) => (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ),
-        _ => {
-            let _ = Command::new("kill").arg(id.to_string()).status();
-            panic!("ocpp-bench {id} did not finish within {limit:?}");
-        }
-    }
+fn start_tls_server(pki: &Pki) -> Server {
+    let (cert, key, client_ca) = (pki.path("server.pem"), pki.path("server.key"), pki.path("stations-ca.pem"));
+    start_server_with(move |s| {
+        s.tls.enabled = true;
+        s.tls.port = 0;
+        s.tls.cert_path = cert;
+        s.tls.key_path = key;
+        s.tls.client_ca_path = client_ca;
+    })
 }
 
 fn strings(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
-}
-
-fn summary(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).expect("JSON summary written")).expect("JSON summary parses")
 }
 
 const TENANT: &str = "wss-bench";
@@ -170,7 +122,7 @@ async fn provision_profile_3(server: &Server, out: &Path) {
 }
 
 fn wss_args(server: &Server, pki: &Pki, ca_file: &str, json: &Path, extra: &[&str]) -> Vec<String> {
-    let url = format!("wss://127.0.0.1:{}/ocpp/{{tenant}}/{{id}}", server.tls_port);
+    let url = format!("wss://127.0.0.1:{}/ocpp/{{tenant}}/{{id}}", server.tls_port.expect("TLS enabled"));
     let mut a = strings(&[
         "fleet",
         "--url-template",
@@ -203,7 +155,7 @@ fn wss_args(server: &Server, pki: &Pki, ca_file: &str, json: &Path, extra: &[&st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_profile_3_fleet_boots_over_wss_with_minted_certificates_and_reports_the_tls_handshake() {
     let pki = Pki::new();
-    let server = start_server(&pki);
+    let server = start_tls_server(&pki);
     let out = tempfile::tempdir().expect("temp dir");
     provision_profile_3(&server, out.path()).await;
 
@@ -236,7 +188,7 @@ async fn a_profile_3_fleet_boots_over_wss_with_minted_certificates_and_reports_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_ca_file_counts_tls_failures_and_no_certificate_is_refused_by_the_server() {
     let pki = Pki::new();
-    let server = start_server(&pki);
+    let server = start_tls_server(&pki);
     let out = tempfile::tempdir().expect("temp dir");
     provision_profile_3(&server, out.path()).await;
 
@@ -255,7 +207,7 @@ async fn a_wrong_ca_file_counts_tls_failures_and_no_certificate_is_refused_by_th
     // The right CA but no client certificate: the server lets the handshake through (the client CA is
     // optional there) and refuses the profile-3 station at the upgrade.
     let json_path = out.path().join("no-cert.json");
-    let url = format!("wss://127.0.0.1:{}/ocpp/{{tenant}}/{{id}}", server.tls_port);
+    let url = format!("wss://127.0.0.1:{}/ocpp/{{tenant}}/{{id}}", server.tls_port.expect("TLS enabled"));
     let ca = pki.path("server-ca.pem");
     let args = strings(&[
         "fleet",
