@@ -162,7 +162,9 @@ mod tests {
         assert_eq!(label("BootNotification"), "BootNotification");
         assert_eq!(label("TransactionEvent"), "TransactionEvent");
         assert_eq!(label("StartTransaction"), "StartTransaction");
+        assert_eq!(label("NotifyReport"), "NotifyReport");
         assert_eq!(label("Teleport"), "unknown");
+        assert_eq!(label("x".repeat(40).as_str()), "unknown");
         assert_eq!(label(""), "unknown");
     }
 }

@@ -1,13 +1,8 @@
-//! Metric labels of a session's messages: only values OCPP defines, so what a station sends cannot
-//! create unbounded label values.
+//! The CALLERROR code as a metric label: only values OCPP defines, so what a station sends cannot
+//! create unbounded label values (the action's label is [`crate::ocpp::actions::label`]).
 
 use crate::fleet::command::CallErrorCode;
 use crate::ocpp::Version;
-
-/// The action as a metric label: an action OCPP defines, or "unknown".
-pub fn action_label(action: &str) -> &'static str {
-    crate::ocpp::actions::label(action)
-}
 
 /// A CALLERROR code as a metric label: as `version` spells a code OCPP names, or "other".
 pub fn error_code_label(code: &CallErrorCode, version: Version) -> &'static str {
@@ -23,10 +18,7 @@ mod tests {
     use crate::ocpp::rpc::ErrorCode;
 
     #[test]
-    fn labels_are_bounded_to_what_ocpp_names() {
-        assert_eq!(action_label("BootNotification"), "BootNotification");
-        assert_eq!(action_label("NotifyReport"), "NotifyReport");
-        assert_eq!(action_label("x".repeat(40).as_str()), "unknown");
+    fn error_code_labels_are_bounded_to_what_ocpp_names() {
         let v201 = CallErrorCode::parse("FormatViolation", Version::V201);
         assert_eq!(error_code_label(&v201, Version::V201), "FormatViolation");
         assert_eq!(error_code_label(&CallErrorCode::Known(ErrorCode::InternalError), Version::V16), "InternalError");

@@ -28,7 +28,7 @@ pub use messages::{CloseSession, DeliverQueued, SendCommand};
 
 use self::delivery::Delivery;
 use self::inbound::{Fingerprint, ReplayCache};
-use self::labels::{action_label, error_code_label};
+use self::labels::error_code_label;
 use self::outbound::{CommandQueue, Outgoing, Pending};
 use self::reporting::TenantLink;
 use self::writer::{Outbox, WriterEnd};
@@ -302,7 +302,7 @@ impl StationSession {
         let fut = fut.instrument(self.span.clone());
         ctx.wait(fut.into_actor(self).map(move |(call, reply), act, ctx| {
             let _enter = act.span.clone().entered();
-            let action = action_label(&call.action);
+            let action = crate::ocpp::actions::label(&call.action);
             metrics::histogram!(m::CALL_DURATION, "action" => action).record(started.elapsed().as_secs_f64());
             match reply {
                 Reply::Result { payload, notice } => {

@@ -6,9 +6,9 @@
 //! unsolicited and changes nothing. A plain struct: the session actor sends what it returns and
 //! arms one timer per command on the wire; nothing here needs actix.
 
-use super::labels::action_label;
 use crate::fleet::command::{CommandError, CommandResult};
 use crate::metrics as m;
+use crate::ocpp::actions::label as action_label;
 use crate::ocpp::rpc::Call;
 use serde_json::Value;
 use std::collections::VecDeque;
