@@ -1,8 +1,7 @@
 //! What both versions' BootNotification do: keep what the station says and answer by its registration.
 
 use crate::model::{BootInfo, Registration, StationChange};
-use crate::ocpp::context::HandlerError;
-use crate::ocpp::context::StationContext;
+use crate::ocpp::context::{HandlerError, StationContext};
 use std::time::Duration;
 
 /// Keeps what a BootNotification says about the station; answers its registration and the interval

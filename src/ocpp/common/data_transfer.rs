@@ -1,8 +1,7 @@
 //! DataTransfer from a station, in either version: no vendor extensions are installed, so the
 //! message is only kept for the record, within the station's event quota.
 
-use crate::ocpp::context::HandlerError;
-use crate::ocpp::context::StationContext;
+use crate::ocpp::context::{HandlerError, StationContext};
 use serde_json::Value;
 
 /// Keeps the message as a station event; false (and nothing kept) past the station's event quota,

@@ -1,8 +1,7 @@
 //! Messages kept only for the record, as station events, within the station's event quota.
 
 use crate::model::StationEvent;
-use crate::ocpp::context::StationContext;
-use crate::ocpp::context::{refused, HandlerError};
+use crate::ocpp::context::{refused, HandlerError, StationContext};
 use crate::ocpp::rpc::ErrorCode;
 use serde_json::Value;
 

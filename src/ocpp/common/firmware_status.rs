@@ -4,8 +4,7 @@
 //! (no request id) keeps its progress through `set_firmware_status`.
 
 use crate::model::{StationChange, StatusReport};
-use crate::ocpp::context::StationContext;
-use crate::ocpp::context::{Handled, HandlerError};
+use crate::ocpp::context::{Handled, HandlerError, StationContext};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize)]

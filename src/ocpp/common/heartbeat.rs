@@ -1,7 +1,6 @@
 //! Heartbeat, the same in both versions: the station is alive and wants the time.
 
-use crate::ocpp::context::StationContext;
-use crate::ocpp::context::{Handled, HandlerError};
+use crate::ocpp::context::{Handled, HandlerError, StationContext};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 

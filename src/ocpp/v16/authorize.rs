@@ -1,8 +1,7 @@
 //! Authorize: is this id tag allowed to charge?
 
 use super::id_tag_info::IdTagInfo;
-use crate::ocpp::context::StationContext;
-use crate::ocpp::context::{Handled, HandlerError};
+use crate::ocpp::context::{Handled, HandlerError, StationContext};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize)]

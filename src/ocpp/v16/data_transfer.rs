@@ -3,8 +3,7 @@
 //! quota it is Rejected and not kept.
 
 use crate::ocpp::common::data_transfer;
-use crate::ocpp::context::StationContext;
-use crate::ocpp::context::{Handled, HandlerError};
+use crate::ocpp::context::{Handled, HandlerError, StationContext};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize, Serialize)]

@@ -1,8 +1,7 @@
 //! DiagnosticsStatusNotification: progress of a diagnostics upload asked by GetDiagnostics.
 
 use crate::model::{StationChange, StatusReport};
-use crate::ocpp::context::StationContext;
-use crate::ocpp::context::{Handled, HandlerError};
+use crate::ocpp::context::{Handled, HandlerError, StationContext};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize)]

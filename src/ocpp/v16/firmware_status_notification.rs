@@ -1,7 +1,6 @@
 //! FirmwareStatusNotification: progress of a firmware update asked by UpdateFirmware.
 
-use crate::ocpp::context::StationContext;
-use crate::ocpp::context::{Handled, HandlerError};
+use crate::ocpp::context::{Handled, HandlerError, StationContext};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize)]

@@ -1,7 +1,6 @@
 //! LogStatusNotification (security extension): progress of a log upload asked by GetLog. Kept as an event.
 
-use crate::ocpp::context::StationContext;
-use crate::ocpp::context::{Handled, HandlerError};
+use crate::ocpp::context::{Handled, HandlerError, StationContext};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize)]

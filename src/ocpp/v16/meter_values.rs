@@ -1,8 +1,7 @@
 //! MeterValues: periodic or triggered meter readings; every sampled value is kept.
 
 use crate::model::{MeterRecord, MeterValue};
-use crate::ocpp::context::StationContext;
-use crate::ocpp::context::{Handled, HandlerError};
+use crate::ocpp::context::{Handled, HandlerError, StationContext};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize)]

@@ -1,7 +1,6 @@
 //! SecurityEventNotification (security extension): a security-relevant event at the station. Kept as an event.
 
-use crate::ocpp::context::StationContext;
-use crate::ocpp::context::{Handled, HandlerError};
+use crate::ocpp::context::{Handled, HandlerError, StationContext};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 

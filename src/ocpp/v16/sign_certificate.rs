@@ -1,8 +1,7 @@
 //! SignCertificate (security extension): the station asks for its CSR to be signed. No certificate
 //! authority is configured for stations, so the request is kept for the record and Rejected.
 
-use crate::ocpp::context::StationContext;
-use crate::ocpp::context::{Handled, HandlerError};
+use crate::ocpp::context::{Handled, HandlerError, StationContext};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize)]

@@ -3,8 +3,7 @@
 use super::id_tag_info::IdTagInfo;
 use crate::model::NewTransaction;
 use crate::ocpp::common::notice::Notice;
-use crate::ocpp::context::StationContext;
-use crate::ocpp::context::{Handled, HandlerError};
+use crate::ocpp::context::{Handled, HandlerError, StationContext};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 

@@ -2,8 +2,7 @@
 
 use crate::model::{connector_key, ConnectorStatus, StationChange};
 use crate::ocpp::common::notice::Notice;
-use crate::ocpp::context::StationContext;
-use crate::ocpp::context::{Handled, HandlerError};
+use crate::ocpp::context::{Handled, HandlerError, StationContext};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 

@@ -3,8 +3,7 @@
 use super::types::IdToken;
 use crate::ids::AccountId;
 use crate::ocpp::common::id_tag::authorise;
-use crate::ocpp::context::StationContext;
-use crate::ocpp::context::{Handled, HandlerError};
+use crate::ocpp::context::{Handled, HandlerError, StationContext};
 use crate::store::StationLookup;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -3,8 +3,7 @@
 use crate::model::{BootInfo, Registration};
 use crate::ocpp::common::boot::record_boot;
 use crate::ocpp::common::notice::Notice;
-use crate::ocpp::context::StationContext;
-use crate::ocpp::context::{Handled, HandlerError};
+use crate::ocpp::context::{Handled, HandlerError, StationContext};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 

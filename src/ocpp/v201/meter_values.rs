@@ -2,8 +2,7 @@
 
 use super::types::MeterValue201;
 use crate::model::MeterRecord;
-use crate::ocpp::context::StationContext;
-use crate::ocpp::context::{Handled, HandlerError};
+use crate::ocpp::context::{Handled, HandlerError, StationContext};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize)]

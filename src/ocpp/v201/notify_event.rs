@@ -4,8 +4,7 @@
 use super::notify_report::{attribute, Component, Variable};
 use crate::model::DeviceVariable;
 use crate::ocpp::common::events::record_event;
-use crate::ocpp::context::StationContext;
-use crate::ocpp::context::{Handled, HandlerError};
+use crate::ocpp::context::{Handled, HandlerError, StationContext};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 

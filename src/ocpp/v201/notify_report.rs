@@ -2,8 +2,7 @@
 //! variable attribute reported is kept, visible through `GET /api/v1/stations/{id}/variables`.
 
 use crate::model::DeviceVariable;
-use crate::ocpp::context::StationContext;
-use crate::ocpp::context::{Handled, HandlerError};
+use crate::ocpp::context::{Handled, HandlerError, StationContext};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 

@@ -7,8 +7,7 @@
 use crate::ocpp::common::data_transfer;
 use crate::ocpp::common::events::record_event;
 use crate::ocpp::common::notice::Notice;
-use crate::ocpp::context::HandlerError;
-use crate::ocpp::context::StationContext;
+use crate::ocpp::context::{HandlerError, StationContext};
 use serde_json::{json, Value};
 
 /// Keeps the message as a station event and answers it `response`.

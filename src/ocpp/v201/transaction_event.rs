@@ -10,8 +10,7 @@ use super::authorize::IdTokenInfo;
 use super::types::{Evse, IdToken, MeterValue201};
 use crate::model::{MeterRecord, Transaction, TransactionEventRecord, TransactionStop};
 use crate::ocpp::common::notice::Notice;
-use crate::ocpp::context::StationContext;
-use crate::ocpp::context::{Handled, HandlerError};
+use crate::ocpp::context::{Handled, HandlerError, StationContext};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
