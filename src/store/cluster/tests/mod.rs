@@ -589,3 +589,32 @@ fn an_older_record_from_the_log_never_undoes_what_the_shared_store_recorded() {
     behind.events = vec![event_record(0, "Started", 1000)];
     assert_eq!(reconcile(&behind, Some(y)), None, "the shared copy has every event already");
 }
+
+#[tokio::test]
+async fn the_drain_at_shutdown_ends_at_once_while_the_shared_store_is_down_and_with_an_empty_log_once_it_is_back() {
+    let remote = shared().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = node(&remote, dir.path(), 1000).await;
+    connect(&store, &ACCOUNT.into(), &CP16.into()).await;
+    remote.set(false);
+    let id = ok(&store, &CP16.into(), "StartTransaction", start16(0, 1000)).await["transactionId"].as_i64().unwrap();
+    ok(&store, &CP16.into(), "MeterValues", meter16(id, 2000)).await;
+    eventually("the drainer finds the shared store gone", || !store.remote_up()).await;
+    let pending = store.pending();
+    assert!(pending > 0);
+
+    // Down: nothing can drain, so the wait ends now rather than at its deadline.
+    let started = std::time::Instant::now();
+    let left = store.drain_until(tokio::time::Instant::now() + Duration::from_secs(60)).await;
+    assert_eq!(left, pending);
+    assert!(started.elapsed() < Duration::from_secs(10), "waited {:?}", started.elapsed());
+
+    // Back: the wait ends with the log empty, well before its deadline.
+    remote.set(true);
+    eventually("the drainer finds the shared store back", || store.remote_up()).await;
+    let started = std::time::Instant::now();
+    assert_eq!(store.drain_until(tokio::time::Instant::now() + Duration::from_secs(60)).await, 0);
+    assert!(started.elapsed() < Duration::from_secs(30), "waited {:?}", started.elapsed());
+    assert_eq!(remote_transactions(&remote, &ACCOUNT.into()).await.len(), 1);
+    store.shutdown().await;
+}
