@@ -185,9 +185,17 @@ pub async fn ocpp_endpoint(
                 return Ok(refuse(&state, &req, Refusal::UnknownStation, &offered));
             }
             let phc = station.password_hash.clone();
-            // A password verified before is recognised without argon2, whatever the back-off: an
-            // attacker failing against a station's id does not lock the station out.
-            if !state.credentials.contains(&station_key, &password, &phc) {
+            // A generated secret's keyed hash is checked at once (about a microsecond), and a right
+            // one is let in whatever the back-off. An operator-chosen password has an argon2 hash: one
+            // verified before is recognised from the cache without argon2, whatever the back-off.
+            // Either way, an attacker failing against a station's id does not lock the station out.
+            let keyed = auth::is_keyed_hash(&phc);
+            let recognised = if keyed {
+                auth::verify_keyed(&password, &phc)
+            } else {
+                state.credentials.contains(&station_key, &password, &phc)
+            };
+            if !recognised {
                 let wait = l.station_auth.blocked(&station_key).max(l.address_auth.blocked(&address));
                 if let Some(wait) = wait {
                     return Ok(too_many(
@@ -197,6 +205,15 @@ pub async fn ocpp_endpoint(
                         wait,
                     ));
                 }
+            }
+            if keyed && !recognised {
+                l.station_auth.fail(&station_key);
+                l.address_auth.fail(&address);
+                return Ok(refuse(&state, &req, Refusal::BadPassword, &offered));
+            }
+            if keyed {
+                l.station_auth.clear(&station_key);
+            } else if !recognised {
                 let lane = if l.station_auth.suspect(&station_key) || l.address_auth.suspect(&address) {
                     auth::Lane::Suspect { max_waiting: l.settings.auth_queue }
                 } else {

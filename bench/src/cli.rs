@@ -503,9 +503,16 @@ pub struct TargetArgs {
     pub id_prefix: String,
 
     /// Password of every station (HTTP Basic auth, user = station id); with --provision-api, the
-    /// password given to the stations it creates [default there: bench-password-0001]
+    /// password given to the stations it creates [default there: none, the server generates one per
+    /// station (ocpp-css checks those with a fast keyed hash; a chosen one costs an argon2 run at
+    /// each station's first connection); `hostile` gives bench-password-0001]
     #[arg(long)]
     pub password: Option<String>,
+
+    /// Write the run's stations and passwords to FILE (CSV `id,password`), e.g. the passwords
+    /// --provision-api had generated, for a later run's --credentials
+    #[arg(long, value_name = "FILE")]
+    pub save_credentials: Option<PathBuf>,
 
     /// Stations and their passwords, one per line: CSV `id,password` or JSON `{"id":…,"password":…}`;
     /// the first --stations lines are used

@@ -676,7 +676,7 @@ async fn cast(args: &HostileArgs, nonce: &str, fresh_n: usize) -> Result<Cast> {
         email: &email,
         account_password: &t.account_password,
         id_tag: &t.id_tag,
-        station_password: &password,
+        station_password: Some(&password),
         station_ids: &all,
     })
     .await
@@ -688,7 +688,7 @@ async fn cast(args: &HostileArgs, nonce: &str, fresh_n: usize) -> Result<Cast> {
         email: &format!("attacker@{}.example.com", args.attacker_tenant),
         account_password: ATTACKER_ACCOUNT_PASSWORD,
         id_tag: "EVIL-TAG",
-        station_password: &attacker_pw,
+        station_password: Some(&attacker_pw),
         station_ids: &attacker_ids,
     })
     .await

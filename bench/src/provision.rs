@@ -1,12 +1,13 @@
 //! Provisioning on an ocpp-css server through its REST API: account, sign-in, id tag, stations.
 
-use crate::cli::{TargetArgs, DEFAULT_PROVISION_PASSWORD};
+use crate::cli::TargetArgs;
 use crate::stations::{self, StationCred};
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::StreamExt;
 use reqwest::{Client, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::time::Duration;
 
 pub struct Plan<'a> {
@@ -16,11 +17,13 @@ pub struct Plan<'a> {
     pub email: &'a str,
     pub account_password: &'a str,
     pub id_tag: &'a str,
-    pub station_password: &'a str,
+    /// The password of every station created; None: the server generates one per station (ocpp-css
+    /// then checks it with a fast keyed hash instead of argon2) and the answers carry them.
+    pub station_password: Option<&'a str>,
     pub station_ids: &'a [String],
 }
 
-/// Stations created in parallel one by one; the server hashes each password with argon2.
+/// Stations created in parallel one by one (a chosen password costs the server an argon2 run each).
 const PARALLEL_CREATES: usize = 4;
 /// Stations per `POST /stations/bulk` request (the endpoint takes at most 1000).
 pub const BULK_CHUNK: usize = 1000;
@@ -38,6 +41,8 @@ pub struct Provisioned {
     pub slug: String,
     /// A bearer token of the account.
     pub token: String,
+    /// The passwords the server generated for the stations this run created, by station id.
+    pub generated: HashMap<String, String>,
 }
 
 /// Who creates the account when it does not exist yet.
@@ -63,7 +68,8 @@ async fn sign_in(client: &Client, api: &str, plan: &Plan<'_>) -> Result<reqwest:
 }
 
 /// Makes sure the account, its Accepted id tag and the stations exist; returns the account's slug
-/// and a token. Stations that exist already (409) are assumed to have `station_password`.
+/// and a token. Stations that exist already (409) are assumed to have `station_password`; with
+/// none given, their passwords are not known (see [`Provisioned::generated`]).
 pub async fn provision(plan: &Plan<'_>) -> Result<Provisioned> {
     provision_with(plan, SignUp::IfMissing).await
 }
@@ -145,14 +151,14 @@ pub async fn provision_with(plan: &Plan<'_>, sign_up: SignUp) -> Result<Provisio
         );
     }
 
-    let (created, existing, how) = create_stations(&client, api, &token, plan).await?;
+    let (created, existing, how, generated) = create_stations(&client, api, &token, plan).await?;
     eprintln!(
         "provisioned: account {} ({account}), id tag {}, {} stations ({created} created, {existing} existing; {how})",
         plan.email,
         plan.id_tag,
         plan.station_ids.len(),
     );
-    Ok(Provisioned { slug, token })
+    Ok(Provisioned { slug, token, generated })
 }
 
 /// Signs in to the account API; the bearer token.
@@ -173,9 +179,16 @@ pub async fn token_of(api: &str, email: &str, password: &str) -> Result<String> 
     session["token"].as_str().map(str::to_string).ok_or_else(|| anyhow!("sign-in answer has no token: {session}"))
 }
 
-/// The body of one `POST /stations/bulk` request.
-pub fn bulk_body(ids: &[String], password: &str) -> Value {
-    let stations: Vec<Value> = ids.iter().map(|id| json!({"id": id, "password": password})).collect();
+/// The body of one `POST /stations/bulk` request: each station with `password`, or without one
+/// for the server to generate.
+pub fn bulk_body(ids: &[String], password: Option<&str>) -> Value {
+    let stations: Vec<Value> = ids
+        .iter()
+        .map(|id| match password {
+            Some(p) => json!({"id": id, "password": p}),
+            None => json!({"id": id}),
+        })
+        .collect();
     json!({ "stations": stations })
 }
 
@@ -183,6 +196,15 @@ pub fn bulk_body(ids: &[String], password: &str) -> Value {
 pub struct BulkAnswer {
     pub created: u64,
     pub existing: u64,
+    /// Passwords the server generated, for the stations created without one.
+    #[serde(default)]
+    pub generated: Vec<GeneratedPassword>,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+pub struct GeneratedPassword {
+    pub id: String,
+    pub password: String,
 }
 
 /// What one bulk request gave: counts, or "the server has no bulk endpoint".
@@ -191,7 +213,7 @@ enum Bulk {
     Unsupported,
 }
 
-async fn post_bulk(client: &Client, api: &str, token: &str, ids: &[String], password: &str) -> Result<Bulk> {
+async fn post_bulk(client: &Client, api: &str, token: &str, ids: &[String], password: Option<&str>) -> Result<Bulk> {
     let r = client
         .post(format!("{api}/stations/bulk"))
         .bearer_auth(token)
@@ -222,14 +244,21 @@ fn progress(done: usize, total: usize, step: usize) {
 }
 
 /// Creates the stations: in bulk when the server offers `POST /stations/bulk`, else one by one.
-/// Returns (created, existing, method).
-async fn create_stations(client: &Client, api: &str, token: &str, plan: &Plan<'_>) -> Result<(u64, u64, &'static str)> {
+/// Returns (created, existing, method, generated passwords by id).
+async fn create_stations(
+    client: &Client,
+    api: &str,
+    token: &str,
+    plan: &Plan<'_>,
+) -> Result<(u64, u64, &'static str, HashMap<String, String>)> {
     let ids = plan.station_ids;
     let Some(first) = ids.chunks(BULK_CHUNK).next() else {
-        return Ok((0, 0, "none asked"));
+        return Ok((0, 0, "none asked", HashMap::new()));
     };
+    let mut generated = HashMap::new();
     if let Bulk::Done(a) = post_bulk(client, api, token, first, plan.station_password).await? {
         let (mut created, mut existing) = (a.created, a.existing);
+        generated.extend(a.generated.into_iter().map(|g| (g.id, g.password)));
         let mut done = first.len();
         let mut rest = futures_util::stream::iter(ids.chunks(BULK_CHUNK).skip(1))
             .map(|chunk| async move {
@@ -243,37 +272,46 @@ async fn create_stations(client: &Client, api: &str, token: &str, plan: &Plan<'_
             let (n, a) = r?;
             created += a.created;
             existing += a.existing;
+            generated.extend(a.generated.into_iter().map(|g| (g.id, g.password)));
             done += n;
             progress(done, ids.len(), BULK_CHUNK);
         }
-        return Ok((created, existing, "bulk"));
+        return Ok((created, existing, "bulk", generated));
     }
     eprintln!("note: {api}/stations/bulk is not offered; creating the stations one by one");
     let mut results = futures_util::stream::iter(ids)
         .map(|id| async move {
+            let body = match plan.station_password {
+                Some(p) => json!({"id": id, "password": p}),
+                None => json!({"id": id}),
+            };
             let r = client
                 .post(format!("{api}/stations"))
                 .bearer_auth(token)
-                .json(&json!({"id": id, "password": plan.station_password}))
+                .json(&body)
                 .send()
                 .await
                 .with_context(|| format!("POST {api}/stations ({id})"))?;
             match r.status() {
-                StatusCode::CREATED => Ok(true),
-                StatusCode::CONFLICT => Ok(false),
+                StatusCode::CREATED => {
+                    let answer: Value = r.json().await.with_context(|| format!("POST {api}/stations ({id}) answer"))?;
+                    Ok(Some(answer["password"].as_str().map(|p| (id.clone(), p.to_string()))))
+                }
+                StatusCode::CONFLICT => Ok(None),
                 s => bail!("creating station {id} answered {s}: {}", body_text(r).await),
             }
         })
         .buffer_unordered(PARALLEL_CREATES);
     let (mut created, mut done) = (0u64, 0usize);
     while let Some(r) = results.next().await {
-        if r? {
+        if let Some(password) = r? {
             created += 1;
+            generated.extend(password);
         }
         done += 1;
         progress(done, ids.len(), 1000);
     }
-    Ok((created, ids.len() as u64 - created, "one by one"))
+    Ok((created, ids.len() as u64 - created, "one by one", generated))
 }
 
 /// The stations of a run (`count` of them) and the URL template and tenant to connect with,
@@ -308,31 +346,37 @@ pub async fn stations_in(
         all
     } else {
         let ids = stations::station_ids_in(&t.id_prefix, range.clone());
-        let password = match &t.provision_api {
+        match &t.provision_api {
             Some(api) => {
-                let password = t.password.clone().unwrap_or_else(|| DEFAULT_PROVISION_PASSWORD.into());
                 let email = t.email.clone().unwrap_or_else(|| format!("bench@{}.example.com", t.tenant));
-                tenant = provision_with(
+                let done = provision_with(
                     &Plan {
                         api,
                         slug: &t.tenant,
                         email: &email,
                         account_password: &t.account_password,
                         id_tag: &t.id_tag,
-                        station_password: &password,
+                        station_password: t.password.as_deref(),
                         station_ids: &ids,
                     },
                     sign_up,
                 )
                 .await
-                .context("provisioning")?
-                .slug;
-                Some(password)
+                .context("provisioning")?;
+                tenant = done.slug;
+                match &t.password {
+                    Some(p) => ids.into_iter().map(|id| StationCred { id, password: Some(p.clone()) }).collect(),
+                    None => with_generated(ids, done.generated)?,
+                }
             }
-            None => t.password.clone(),
-        };
-        ids.into_iter().map(|id| StationCred { id, password: password.clone() }).collect()
+            None => ids.into_iter().map(|id| StationCred { id, password: t.password.clone() }).collect(),
+        }
     };
+    if let Some(path) = &t.save_credentials {
+        let lines: String =
+            creds.iter().map(|c| format!("{},{}\n", c.id, c.password.as_deref().unwrap_or_default())).collect();
+        std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))?;
+    }
     let template = match (&t.url_template, &t.provision_api) {
         (Some(tpl), _) => tpl.clone(),
         (None, Some(api)) => stations::template_from_api(api)?,
@@ -345,22 +389,61 @@ pub async fn stations_in(
     Ok((creds, template, tenant))
 }
 
+/// The stations with the passwords the server generated for them; an error naming what to do when
+/// some existed already (their passwords were generated by an earlier run and are not known here).
+fn with_generated(ids: Vec<String>, mut generated: HashMap<String, String>) -> Result<Vec<StationCred>> {
+    let unknown: Vec<&String> = ids.iter().filter(|id| !generated.contains_key(*id)).collect();
+    if let Some(first) = unknown.first() {
+        bail!(
+            "{} of the stations ({first} among them) existed already, with passwords the server generated for an \
+             earlier run: pass that run's --save-credentials file as --credentials, or the password they were made \
+             with as --password, or provision others (--id-prefix, --tenant, a fresh server)",
+            unknown.len()
+        );
+    }
+    Ok(ids
+        .into_iter()
+        .map(|id| {
+            let password = generated.remove(&id);
+            StationCred { id, password }
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn bulk_body_lists_ids_with_the_password() {
+    fn bulk_body_lists_ids_with_the_password_or_asks_for_generated_ones() {
         let ids = stations::station_ids("B", 3);
-        let v = bulk_body(&ids, "pw-0123456789abcdef");
+        let v = bulk_body(&ids, Some("pw-0123456789abcdef"));
         assert_eq!(v["stations"].as_array().unwrap().len(), 3);
         assert_eq!(v["stations"][2], json!({"id": "B000003", "password": "pw-0123456789abcdef"}));
+        assert_eq!(bulk_body(&ids, None)["stations"][1], json!({"id": "B000002"}));
+    }
+
+    #[test]
+    fn generated_passwords_go_to_their_stations_and_unknown_ones_are_an_error() {
+        let ids = stations::station_ids("B", 2);
+        let generated: HashMap<String, String> =
+            [("B000001".into(), "p1".into()), ("B000002".into(), "p2".into())].into_iter().collect();
+        let creds = with_generated(ids.clone(), generated).unwrap();
+        assert_eq!(creds[1].id, "B000002");
+        assert_eq!(creds[1].password.as_deref(), Some("p2"));
+        let only_one: HashMap<String, String> = [("B000001".into(), "p1".into())].into_iter().collect();
+        let e = with_generated(ids, only_one).unwrap_err().to_string();
+        assert!(e.starts_with("1 of the stations (B000002 among them) existed already"), "{e}");
     }
 
     #[test]
     fn bulk_answer_parses() {
         let a: BulkAnswer = serde_json::from_str(r#"{"created": 998, "existing": 2, "extra": true}"#).unwrap();
-        assert_eq!(a, BulkAnswer { created: 998, existing: 2 });
+        assert_eq!(a, BulkAnswer { created: 998, existing: 2, generated: vec![] });
+        let a: BulkAnswer =
+            serde_json::from_str(r#"{"created": 1, "existing": 0, "generated": [{"id": "B1", "password": "x"}]}"#)
+                .unwrap();
+        assert_eq!(a.generated, vec![GeneratedPassword { id: "B1".into(), password: "x".into() }]);
     }
 
     #[test]

@@ -143,12 +143,13 @@ pub async fn create(
     let body = body.into_inner();
     check_station_id(&body.id)?;
     // OCPP security profile 1 asks for 16 to 40 characters.
+    let chosen = body.password.is_some();
     let password = match body.password {
         Some(p) => {
             check_printable("password", &p, 16, 40)?;
             p
         }
-        None => auth::random_secret(32),
+        None => auth::random_secret(auth::STATION_SECRET_LEN),
     };
     let security_profile = body.security_profile.unwrap_or_default();
     check_profile(&state, security_profile)?;
@@ -158,7 +159,7 @@ pub async fn create(
         Registration::Pending
     });
     check_station_quota(&state, &account, 1).await?;
-    let password_hash = hash_station_password(&state, password.clone()).await?;
+    let password_hash = hash_station_password(&state, password.clone(), chosen).await?;
     let station = Station::new(&account.id, &body.id, password_hash, registration, security_profile);
     state.account_store.create_station(&station).await?;
     tracing::info!(account = %account.id, station = %station.id, "station provisioned");
@@ -248,8 +249,13 @@ async fn check_station_quota(state: &AppState, account: &Account, adding: usize)
     Ok(())
 }
 
-/// Hashes a station password on the blocking pool with the configured (light) argon2 cost.
-async fn hash_station_password(state: &AppState, password: String) -> Result<String, ApiError> {
+/// Hashes a station password: one the server generated with a keyed fast hash (it has ~190 bits of
+/// randomness, see [`auth`]), one the operator chose with argon2 at the configured (light) cost on
+/// the blocking pool, since it may be guessable.
+async fn hash_station_password(state: &AppState, password: String, chosen: bool) -> Result<String, ApiError> {
+    if !chosen {
+        return Ok(auth::hash_generated_secret(&password));
+    }
     let (m, t) = (state.settings.ocpp.station_hash_memory_kib, state.settings.ocpp.station_hash_iterations);
     auth::argon2_job(move || auth::hash_password_with(&password, m, t))
         .await
@@ -294,13 +300,15 @@ pub async fn create_bulk(
     check_station_quota(&state, &account, adding).await?;
     let default_registration =
         if state.settings.ocpp.auto_accept_stations { Registration::Accepted } else { Registration::Pending };
-    // Hash on the blocking pool, a few at a time: argon2 is the cost of provisioning.
+    // Chosen passwords are hashed with argon2 on the blocking pool, a few at a time: argon2 is the
+    // cost of provisioning them. Generated ones are hashed at once.
     let hashed: Vec<Result<(NewStation, String, String), ApiError>> = futures_util::stream::iter(items)
         .map(|item| {
             let state = state.clone();
             async move {
-                let password = item.password.clone().unwrap_or_else(|| auth::random_secret(32));
-                let hash = hash_station_password(&state, password.clone()).await?;
+                let chosen = item.password.is_some();
+                let password = item.password.clone().unwrap_or_else(|| auth::random_secret(auth::STATION_SECRET_LEN));
+                let hash = hash_station_password(&state, password.clone(), chosen).await?;
                 Ok((item, password, hash))
             }
         })

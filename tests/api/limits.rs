@@ -299,13 +299,21 @@ async fn at_capacity_the_oldest_unauthenticated_connection_makes_room_for_a_new_
 }
 
 #[tokio::test]
-async fn a_brute_force_on_a_station_password_is_throttled_and_stops_costing_argon2_runs() {
-    let (_data, server, http, password) = binary_with_station(&[
-        ("OCPP_CSS__LIMITS__AUTH_FAILURES_PER_STATION", "3"),
-        ("OCPP_CSS__LIMITS__AUTH_BACKOFF_MAX_SECS", "60"),
-        ("OCPP_CSS__LIMITS__REFUSAL_DELAY_MS", "0"),
-    ])
-    .await;
+async fn a_brute_force_on_a_chosen_station_password_is_throttled_and_stops_costing_argon2_runs() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start_with(
+        data.path(),
+        &[
+            ("OCPP_CSS__LIMITS__AUTH_FAILURES_PER_STATION", "3"),
+            ("OCPP_CSS__LIMITS__AUTH_BACKOFF_MAX_SECS", "60"),
+            ("OCPP_CSS__LIMITS__REFUSAL_DELAY_MS", "0"),
+        ],
+    );
+    let http = reqwest::Client::new();
+    let token = server.sign_in(&http).await;
+    // An operator-chosen password may be guessable: it is hashed and checked with argon2.
+    let password = "operator-chosen-pw-01".to_string();
+    server.station_with_password(&http, &token, "CP001", &password).await;
     // The real station connected once: it is recognised from now on without argon2.
     drop(StationClient::connect(server.port, "acme", "CP001", &password).await.unwrap());
     let argon2 = |m: &str| series_value(m, "ocpp_argon2_jobs_total", &[]);
@@ -328,6 +336,38 @@ async fn a_brute_force_on_a_station_password_is_throttled_and_stops_costing_argo
     let metrics = server.metrics(&http).await;
     assert_eq!(argon2(&metrics), start + 3.0, "no argon2 run while throttled");
     assert_eq!(limit_hits(&metrics, "auth_backoff"), 11.0);
+    let mut real =
+        StationClient::connect(server.port, "acme", "CP001", &password).await.expect("the real station gets in");
+    assert_eq!(real.call("Heartbeat", json!({})).await[0], 3);
+}
+
+#[tokio::test]
+async fn generated_station_passwords_cost_no_argon2_run_right_or_wrong_and_wrong_ones_still_back_off() {
+    let (_data, server, http, password) = binary_with_station(&[
+        ("OCPP_CSS__LIMITS__AUTH_FAILURES_PER_STATION", "3"),
+        ("OCPP_CSS__LIMITS__AUTH_BACKOFF_MAX_SECS", "60"),
+        ("OCPP_CSS__LIMITS__REFUSAL_DELAY_MS", "0"),
+    ])
+    .await;
+    let argon2 = |m: &str| series_value(m, "ocpp_argon2_jobs_total", &[]);
+    let start = argon2(&server.metrics(&http).await);
+    // The first connection of a station with a generated password: no argon2 run.
+    drop(StationClient::connect(server.port, "acme", "CP001", &password).await.unwrap());
+    for i in 0..3 {
+        let wrong = format!("wrong-password-{i:04}");
+        let refused = try_connect(server.port, "acme", "CP001", Some(("CP001", &wrong)), None).await;
+        assert_eq!(refused.err().as_deref(), Some("HTTP 401"));
+    }
+    for i in 0..5 {
+        let wrong = format!("more-wrong-pass-{i:04}");
+        let refused = try_connect(server.port, "acme", "CP001", Some(("CP001", &wrong)), None).await;
+        assert_eq!(refused.err().as_deref(), Some("HTTP 429"), "attempt {i} during the back-off");
+    }
+    let metrics = server.metrics(&http).await;
+    assert_eq!(argon2(&metrics), start, "no argon2 run for a generated password, right or wrong");
+    assert_eq!(limit_hits(&metrics, "auth_backoff"), 5.0);
+    // The right password gets in during the back-off: failing against a station's id does not
+    // lock the station out.
     let mut real =
         StationClient::connect(server.port, "acme", "CP001", &password).await.expect("the real station gets in");
     assert_eq!(real.call("Heartbeat", json!({})).await[0], 3);

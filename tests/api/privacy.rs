@@ -70,7 +70,9 @@ async fn the_export_holds_everything_kept_about_the_account_and_no_secret() {
     assert_eq!(doc["login_history"][0]["ip"], "127.0.0.1");
     assert_eq!(doc["tokens"].as_array().map(Vec::len), Some(1));
 
-    for secret in ["password_hash", "$argon2", t.token.as_str(), "OTHER-CP", "OTHER-TAG", "ops@other.example"] {
+    for secret in
+        ["password_hash", "$argon2", "$hmac-sha256", t.token.as_str(), "OTHER-CP", "OTHER-TAG", "ops@other.example"]
+    {
         assert!(!text.contains(secret), "the export must not contain {secret:?}");
     }
 }

@@ -46,6 +46,18 @@ impl Server {
             .unwrap();
         created["password"].as_str().expect("password").to_string()
     }
+
+    /// Provisions a station with a password the operator chose (hashed with argon2).
+    pub(crate) async fn station_with_password(&self, http: &reqwest::Client, token: &str, id: &str, password: &str) {
+        let r = http
+            .post(self.api("/stations"))
+            .bearer_auth(token)
+            .json(&json!({"id": id, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    }
 }
 
 impl Server {
