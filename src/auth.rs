@@ -3,8 +3,8 @@
 //!
 //! Which verifier a password gets follows from who chose it. A station password the server
 //! generated ([`STATION_SECRET_LEN`] random alphanumerics, about 190 bits) cannot be guessed, so a
-//! salted HMAC-SHA256 ([`hash_generated_secret`]) protects it as well as argon2 would and checks in
-//! about a microsecond: a cold fleet comes up at the rate of its handshakes, not of argon2 runs.
+//! salted HMAC-SHA256 ([`hash_generated_secret`]) protects it as well as argon2 would and checks
+//! with one HMAC computation: a cold fleet's first connections wait for no argon2 run.
 //! A password a person chose (an account's, or a station's set through the API) may be guessable,
 //! so it keeps argon2, which makes each guess against a leaked store expensive.
 
@@ -66,7 +66,7 @@ fn keyed_tag(salt: &[u8], secret: &str) -> Hmac<Sha256> {
     mac
 }
 
-/// Whether a stored hash is a keyed hash of a generated secret (checked in microseconds, no argon2).
+/// Whether a stored hash is a keyed hash of a generated secret (checked with one HMAC, no argon2).
 pub fn is_keyed_hash(stored: &str) -> bool {
     stored.starts_with(KEYED_PREFIX)
 }

@@ -185,8 +185,8 @@ pub async fn ocpp_endpoint(
                 return Ok(refuse(&state, &req, Refusal::UnknownStation, &offered));
             }
             let phc = station.password_hash.clone();
-            // A generated secret's keyed hash is checked at once (about a microsecond), and a right
-            // one is let in whatever the back-off. An operator-chosen password has an argon2 hash: one
+            // A generated secret's keyed hash is checked at once, with one HMAC, and a right one is
+            // let in whatever the back-off. An operator-chosen password has an argon2 hash: one
             // verified before is recognised from the cache without argon2, whatever the back-off.
             // Either way, an attacker failing against a station's id does not lock the station out.
             let keyed = auth::is_keyed_hash(&phc);
@@ -195,7 +195,11 @@ pub async fn ocpp_endpoint(
             } else {
                 state.credentials.contains(&station_key, &password, &phc)
             };
-            if !recognised {
+            if recognised {
+                if keyed {
+                    l.station_auth.clear(&station_key);
+                }
+            } else {
                 let wait = l.station_auth.blocked(&station_key).max(l.address_auth.blocked(&address));
                 if let Some(wait) = wait {
                     return Ok(too_many(
@@ -205,28 +209,26 @@ pub async fn ocpp_endpoint(
                         wait,
                     ));
                 }
-            }
-            if keyed && !recognised {
-                l.station_auth.fail(&station_key);
-                l.address_auth.fail(&address);
-                return Ok(refuse(&state, &req, Refusal::BadPassword, &offered));
-            }
-            if keyed {
-                l.station_auth.clear(&station_key);
-            } else if !recognised {
-                let lane = if l.station_auth.suspect(&station_key) || l.address_auth.suspect(&address) {
-                    auth::Lane::Suspect { max_waiting: l.settings.auth_queue }
+                // A keyed hash was checked above; only an argon2 hash is left to check.
+                let verified = if keyed {
+                    false
                 } else {
-                    auth::Lane::Normal
-                };
-                let (pw, hash) = (password.clone(), phc.clone());
-                let Some(verified) = auth::argon2_job_in(lane, move || auth::verify_password(&pw, &hash)).await? else {
-                    return Ok(too_many(
-                        Limit::AuthQueue,
-                        "too_many_attempts",
-                        "too many password checks waiting",
-                        Duration::from_secs(1),
-                    ));
+                    let lane = if l.station_auth.suspect(&station_key) || l.address_auth.suspect(&address) {
+                        auth::Lane::Suspect { max_waiting: l.settings.auth_queue }
+                    } else {
+                        auth::Lane::Normal
+                    };
+                    let (pw, hash) = (password.clone(), phc.clone());
+                    let Some(verified) = auth::argon2_job_in(lane, move || auth::verify_password(&pw, &hash)).await?
+                    else {
+                        return Ok(too_many(
+                            Limit::AuthQueue,
+                            "too_many_attempts",
+                            "too many password checks waiting",
+                            Duration::from_secs(1),
+                        ));
+                    };
+                    verified
                 };
                 if !verified {
                     l.station_auth.fail(&station_key);

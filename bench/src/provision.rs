@@ -179,16 +179,17 @@ pub async fn token_of(api: &str, email: &str, password: &str) -> Result<String> 
     session["token"].as_str().map(str::to_string).ok_or_else(|| anyhow!("sign-in answer has no token: {session}"))
 }
 
-/// The body of one `POST /stations/bulk` request: each station with `password`, or without one
-/// for the server to generate.
+/// One station to create: with `password`, or without one for the server to generate.
+fn station_body(id: &str, password: Option<&str>) -> Value {
+    match password {
+        Some(p) => json!({"id": id, "password": p}),
+        None => json!({"id": id}),
+    }
+}
+
+/// The body of one `POST /stations/bulk` request (see [`station_body`]).
 pub fn bulk_body(ids: &[String], password: Option<&str>) -> Value {
-    let stations: Vec<Value> = ids
-        .iter()
-        .map(|id| match password {
-            Some(p) => json!({"id": id, "password": p}),
-            None => json!({"id": id}),
-        })
-        .collect();
+    let stations: Vec<Value> = ids.iter().map(|id| station_body(id, password)).collect();
     json!({ "stations": stations })
 }
 
@@ -281,14 +282,10 @@ async fn create_stations(
     eprintln!("note: {api}/stations/bulk is not offered; creating the stations one by one");
     let mut results = futures_util::stream::iter(ids)
         .map(|id| async move {
-            let body = match plan.station_password {
-                Some(p) => json!({"id": id, "password": p}),
-                None => json!({"id": id}),
-            };
             let r = client
                 .post(format!("{api}/stations"))
                 .bearer_auth(token)
-                .json(&body)
+                .json(&station_body(id, plan.station_password))
                 .send()
                 .await
                 .with_context(|| format!("POST {api}/stations ({id})"))?;

@@ -143,14 +143,9 @@ pub async fn create(
     let body = body.into_inner();
     check_station_id(&body.id)?;
     // OCPP security profile 1 asks for 16 to 40 characters.
-    let chosen = body.password.is_some();
-    let password = match body.password {
-        Some(p) => {
-            check_printable("password", &p, 16, 40)?;
-            p
-        }
-        None => auth::random_secret(auth::STATION_SECRET_LEN),
-    };
+    if let Some(p) = &body.password {
+        check_printable("password", p, 16, 40)?;
+    }
     let security_profile = body.security_profile.unwrap_or_default();
     check_profile(&state, security_profile)?;
     let registration = body.registration.unwrap_or(if state.settings.ocpp.auto_accept_stations {
@@ -159,7 +154,7 @@ pub async fn create(
         Registration::Pending
     });
     check_station_quota(&state, &account, 1).await?;
-    let password_hash = hash_station_password(&state, password.clone(), chosen).await?;
+    let (password, password_hash) = station_secret(&state, body.password).await?;
     let station = Station::new(&account.id, &body.id, password_hash, registration, security_profile);
     state.account_store.create_station(&station).await?;
     tracing::info!(account = %account.id, station = %station.id, "station provisioned");
@@ -249,18 +244,23 @@ async fn check_station_quota(state: &AppState, account: &Account, adding: usize)
     Ok(())
 }
 
-/// Hashes a station password: one the server generated with a keyed fast hash (it has ~190 bits of
-/// randomness, see [`auth`]), one the operator chose with argon2 at the configured (light) cost on
-/// the blocking pool, since it may be guessable.
-async fn hash_station_password(state: &AppState, password: String, chosen: bool) -> Result<String, ApiError> {
-    if !chosen {
-        return Ok(auth::hash_generated_secret(&password));
-    }
+/// A station's password and the hash stored for it. The operator's `chosen` password is hashed with
+/// argon2 at the configured (light) cost on the blocking pool, since it may be guessable; without
+/// one, a password is generated ([`auth::STATION_SECRET_LEN`] random characters, about 190 bits) and
+/// gets a keyed fast hash (see [`auth`]).
+async fn station_secret(state: &AppState, chosen: Option<String>) -> Result<(String, String), ApiError> {
+    let Some(password) = chosen else {
+        let password = auth::random_secret(auth::STATION_SECRET_LEN);
+        let hash = auth::hash_generated_secret(&password);
+        return Ok((password, hash));
+    };
     let (m, t) = (state.settings.ocpp.station_hash_memory_kib, state.settings.ocpp.station_hash_iterations);
-    auth::argon2_job(move || auth::hash_password_with(&password, m, t))
+    let hashing = password.clone();
+    let hash = auth::argon2_job(move || auth::hash_password_with(&hashing, m, t))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(e.to_string()))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((password, hash))
 }
 
 /// Most stations one bulk request may provision.
@@ -306,9 +306,7 @@ pub async fn create_bulk(
         .map(|item| {
             let state = state.clone();
             async move {
-                let chosen = item.password.is_some();
-                let password = item.password.clone().unwrap_or_else(|| auth::random_secret(auth::STATION_SECRET_LEN));
-                let hash = hash_station_password(&state, password.clone(), chosen).await?;
+                let (password, hash) = station_secret(&state, item.password.clone()).await?;
                 Ok((item, password, hash))
             }
         })
