@@ -13,7 +13,7 @@
 //! than its window allows is refused with 429; the connection's bytes pass a [`FrameGuard`] that
 //! refuses an oversized message by its header.
 
-use crate::actors::session::SessionSetup;
+use crate::actors::session::{socket, SessionSetup};
 use crate::actors::{StationKey, StationSession};
 use crate::auth;
 use crate::ids::StationId;
@@ -26,7 +26,7 @@ use crate::ocpp::Version;
 use crate::state::AppState;
 use crate::tls::{client_identity, TlsConnection};
 use actix_web::http::header;
-use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
 use serde_json::json;
 use std::time::Duration;
@@ -264,15 +264,13 @@ pub async fn ocpp_endpoint(
         return Ok(too_many_reconnects(wait));
     }
     let max = state.settings.ocpp.max_frame_bytes;
-    // Every byte the station sends passes the guard first: a message too big is refused by its
-    // frame header, before the codec buffers it.
-    let guard: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>>>> =
-        Box::pin(FrameGuard::new(body.into_inner(), max));
-    let mut guarded = actix_web::dev::Payload::Stream { payload: guard };
-    let body = web::Payload::from_request(&req, &mut guarded).await?;
     // Taken before the session exists, so shutdown waits for it; none once shutdown has begun.
     let Some(guard) = state.sessions.guard() else { return Ok(shutting_down()) };
-    let (response, session, stream) = actix_ws::handle_with_protocols(&req, body, &[version.subprotocol()])?;
+    // Every byte the station sends passes the frame guard first: a message too big is refused by
+    // its frame header, before the codec buffers it.
+    let subprotocol = (!offered.is_empty()).then(|| version.subprotocol());
+    let (response, out, stream) =
+        socket::upgrade(&req, FrameGuard::new(body, max), subprotocol, max, l.settings.outbound_queue_bytes)?;
     // A station's session from now on: the connection no longer counts against its address, and
     // the session's own timeouts bound it.
     let connection = req.conn_data::<Connection>().map(|c| {
@@ -280,7 +278,6 @@ pub async fn ocpp_endpoint(
         c.upgraded();
         c.handle()
     });
-    let stream = stream.max_frame_size(max).aggregate_continuations().max_continuation_size(max);
     let ocpp = &state.settings.ocpp;
     let setup = SessionSetup {
         key: StationKey { account_id: account.id, station_id },
@@ -297,6 +294,6 @@ pub async fn ocpp_endpoint(
         connection,
         guard,
     };
-    StationSession::start(setup, session, stream);
+    StationSession::start(setup, out, stream);
     Ok(response)
 }

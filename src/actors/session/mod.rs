@@ -1,12 +1,13 @@
 //! StationSession: the actor of one station's WebSocket connection, and its parts.
 //!
-//! The actor consumes the actix-ws message stream and ties the parts together; each part is a plain
-//! piece that knows nothing of actix contexts:
+//! The actor consumes the station's message stream ([`socket`]) and ties the parts together; each
+//! part is a plain piece that knows nothing of actix contexts:
 //! - [`inbound`]: the station's CALLs, handled one at a time (a CALLRESULT goes out only once the
 //!   handler's writes are durable), and the replay cache that answers a repeated CALL again;
 //! - [`outbound`]: the central system's commands, one on the wire at a time, as OCPP-J asks, each
 //!   with its deadline, correlated with their answers by unique id;
 //! - [`delivery`]: the commands queued while the station was offline, delivered once it is back;
+//! - [`socket`]: the WebSocket on the HTTP connection, the station's messages decoded;
 //! - [`writer`]: the outgoing frames, bounded in bytes, so the actor never waits on the socket and a
 //!   station that stops reading is cut off as a slow consumer;
 //! - [`reporting`]: what the tenant's actor hears; [`labels`]: the bounded metric labels;
@@ -22,6 +23,7 @@ pub mod labels;
 pub mod messages;
 pub mod outbound;
 pub mod reporting;
+pub mod socket;
 pub mod writer;
 
 pub use messages::{CloseSession, DeliverQueued, SendCommand};
@@ -31,7 +33,8 @@ use self::inbound::{Fingerprint, ReplayCache};
 use self::labels::error_code_label;
 use self::outbound::{CommandQueue, Outgoing, Pending};
 use self::reporting::TenantLink;
-use self::writer::{Outbox, WriterEnd};
+use self::socket::Incoming;
+use self::writer::Outbox;
 use crate::actors::account::{AccountRegistry, StationConnected, StationDisconnected, StationNotice};
 use crate::actors::station::{next_session_id, DisconnectReason, SessionId, StationKey};
 use crate::actors::station_registry::{Register, SessionHandle, StationRegistry, Unregister};
@@ -51,7 +54,7 @@ use crate::ocpp::schema::Direction;
 use crate::ocpp::Version;
 use crate::store::StationStore;
 use actix::prelude::*;
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
+use actix_http::ws::{CloseCode, CloseReason, ProtocolError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -85,6 +88,8 @@ pub struct StationSession {
     setup: SessionSetup,
     registration: Registration,
     out: Outbox,
+    /// The slow-consumer watch is armed: frames wait for the connection to take them.
+    watching_out: bool,
     last_activity: Instant,
     /// When the station's last message arrived.
     last_heard: chrono::DateTime<chrono::Utc>,
@@ -116,11 +121,6 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// been written by then; a peer still streaming is not read any further).
 const CLOSE_GRACE_VIOLATION: Duration = Duration::from_secs(1);
 
-/// A writer task that ended on a station that does not read.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct WriterStuck;
-
 /// The delivery task has emptied the queue (or stopped on an error).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -128,23 +128,16 @@ struct DeliveryFinished;
 
 impl StationSession {
     /// Starts the session actor on the current arbiter, consuming the station's message stream and
-    /// writing through `ws`.
-    pub fn start(
-        setup: SessionSetup,
-        ws: actix_ws::Session,
-        stream: actix_ws::AggregatedMessageStream,
-    ) -> Addr<StationSession> {
+    /// writing to `out` (both from [`socket::upgrade`]).
+    pub fn start<S>(setup: SessionSetup, out: Outbox, stream: S) -> Addr<StationSession>
+    where
+        S: futures_util::Stream<Item = Result<Incoming, ProtocolError>> + 'static,
+    {
         StationSession::create(move |ctx| {
             ctx.add_stream(stream);
             let id = next_session_id();
             let span = tracing::info_span!("station_session", station = %setup.key, session = id, protocol = setup.version.subprotocol());
-            let session = ctx.address();
             let l = &setup.limits.settings;
-            let out = Outbox::start(ws, l.outbound_queue_bytes, l.slow_consumer(), move |end| {
-                if end == WriterEnd::Stuck {
-                    session.do_send(WriterStuck);
-                }
-            });
             let recent_replies = ReplayCache::new(l.replay_cache_bytes);
             let rate = TokenBucket::new(l.station_messages_per_sec, l.station_message_burst);
             let warnings = LogBudget::new(l.session_warnings, Duration::from_secs(l.log_summary_secs));
@@ -156,6 +149,7 @@ impl StationSession {
                 registration: setup.registration,
                 setup,
                 out,
+                watching_out: false,
                 recent_replies,
                 rate,
                 warnings,
@@ -176,12 +170,39 @@ impl StationSession {
     }
 
     fn send_text(&mut self, text: String, ctx: &mut Context<Self>) {
-        if let Err(overflow) = self.out.text(text) {
-            if self.warnings.allow() {
-                tracing::warn!(station = %self.setup.key, queued = overflow.queued, "outgoing queue full: the station is not reading, cutting it off");
+        match self.out.text(text) {
+            Ok(()) => self.watch_out(ctx),
+            Err(overflow) => {
+                if self.warnings.allow() {
+                    tracing::warn!(station = %self.setup.key, queued = overflow.queued, "outgoing queue full: the station is not reading, cutting it off");
+                }
+                self.cut_off(Limit::OutboundQueue, ctx);
             }
-            self.cut_off(Limit::OutboundQueue, ctx);
         }
+    }
+
+    /// While frames wait, looks every `limits.slow_consumer_secs` whether the connection took any
+    /// since the last look: a station that took none is not reading.
+    fn watch_out(&mut self, ctx: &mut Context<Self>) {
+        if self.watching_out || self.out.queued() == 0 || self.close_reason.is_some() {
+            return;
+        }
+        self.watching_out = true;
+        let taken = self.out.taken();
+        ctx.run_later(self.setup.limits.settings.slow_consumer(), move |act, ctx| {
+            act.watching_out = false;
+            if act.out.queued() == 0 || act.close_reason.is_some() {
+                return;
+            }
+            if act.out.taken() != taken {
+                return act.watch_out(ctx);
+            }
+            let _enter = act.span.clone().entered();
+            if act.warnings.allow() {
+                tracing::warn!(station = %act.setup.key, queued = act.out.queued(), "the station took nothing it was sent for too long: slow consumer, cutting it off");
+            }
+            act.cut_off(Limit::SlowConsumer, ctx);
+        });
     }
 
     /// Ends a session whose station is not reading: the close frame would wait behind everything
@@ -477,6 +498,8 @@ impl Actor for StationSession {
                 act.close(DisconnectReason::IdleTimeout, ctx);
             } else if act.out.ping().is_err() {
                 act.cut_off(Limit::OutboundQueue, ctx);
+            } else {
+                act.watch_out(ctx);
             }
         });
     }
@@ -503,16 +526,16 @@ impl Actor for StationSession {
     }
 }
 
-impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for StationSession {
-    fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Context<Self>) {
+impl StreamHandler<Result<Incoming, ProtocolError>> for StationSession {
+    fn handle(&mut self, item: Result<Incoming, ProtocolError>, ctx: &mut Context<Self>) {
         let _enter = self.span.clone().entered();
         self.last_activity = Instant::now();
-        if matches!(item, Ok(AggregatedMessage::Text(_))) {
+        if matches!(item, Ok(Incoming::Text(_))) {
             self.last_heard = chrono::Utc::now();
         }
         match item {
-            Ok(AggregatedMessage::Text(text)) => self.on_text(&text, ctx),
-            Ok(AggregatedMessage::Binary(_)) => {
+            Ok(Incoming::Text(text)) => self.on_text(&text, ctx),
+            Ok(Incoming::Binary(_)) => {
                 // OCPP-J is text only; the frame cannot be parsed for a unique id.
                 self.reply_error(
                     CallError::new(
@@ -524,13 +547,15 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for StationSession 
                     ctx,
                 );
             }
-            Ok(AggregatedMessage::Ping(bytes)) => {
+            Ok(Incoming::Ping(bytes)) => {
                 if self.out.pong(bytes).is_err() {
                     self.cut_off(Limit::OutboundQueue, ctx);
+                } else {
+                    self.watch_out(ctx);
                 }
             }
-            Ok(AggregatedMessage::Pong(_)) => {}
-            Ok(AggregatedMessage::Close(reason)) => {
+            Ok(Incoming::Pong(_)) => {}
+            Ok(Incoming::Close(reason)) => {
                 tracing::debug!(station = %self.setup.key, ?reason, "station closed the connection");
                 self.close(DisconnectReason::ClosedByStation, ctx);
             }
@@ -619,19 +644,5 @@ impl Handler<CloseSession> for StationSession {
     fn handle(&mut self, msg: CloseSession, ctx: &mut Context<Self>) {
         self.close_guards.extend(msg.guard);
         self.close(msg.reason, ctx);
-    }
-}
-
-impl Handler<WriterStuck> for StationSession {
-    type Result = ();
-
-    fn handle(&mut self, _: WriterStuck, ctx: &mut Context<Self>) {
-        let _enter = self.span.clone().entered();
-        if self.close_reason.is_none() {
-            if self.warnings.allow() {
-                tracing::warn!(station = %self.setup.key, queued = self.out.queued(), "the station took nothing it was sent for too long: slow consumer, cutting it off");
-            }
-            self.cut_off(Limit::SlowConsumer, ctx);
-        }
     }
 }

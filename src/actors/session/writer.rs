@@ -1,27 +1,42 @@
-//! A session's outgoing frames: a queue bounded in bytes, and the task that writes it to the socket.
+//! A session's outgoing frames: a queue bounded in bytes that is itself the body of the
+//! WebSocket's HTTP response.
 //!
-//! The session actor never waits on the socket: it puts frames in the [`Outbox`], and the writer
-//! task hands them to the WebSocket one at a time. A station that stops reading its socket fills
-//! the kernel's buffers and then the WebSocket's own small queue, and the writer's next hand-over
-//! blocks; it may block for `limits.slow_consumer_secs`, after which the station is a slow
-//! consumer. Meanwhile the session keeps queueing, up to `limits.outbound_queue_bytes`: one more
-//! frame is refused ([`Overflow`]) and the station is a slow consumer too. Pings and pongs never
-//! pile up: one of each waits at most.
+//! The session actor never waits on the socket: it puts frames in the [`Outbox`], and the
+//! connection takes them, encoded, whenever its socket has room ([`OutboxBody`], the body of the
+//! upgrade response). Nothing sits between the two — no task, no channel — so the queue of an idle
+//! station holds no memory. A station that stops reading fills the kernel's buffers and then the
+//! connection's write buffer, after which the connection takes nothing more: the session watches
+//! [`Outbox::taken`], and a station that has taken nothing for `limits.slow_consumer_secs` while
+//! frames wait is a slow consumer. Meanwhile the session keeps queueing, up to
+//! `limits.outbound_queue_bytes`: one more frame is refused ([`Overflow`]) and the station is a
+//! slow consumer too. Pings and pongs never pile up: one of each waits at most.
+//!
+//! Session and connection run on the same thread (the arbiter that accepted the connection), so
+//! the queue is shared without locks.
 
-use actix_web::web::Bytes;
-use actix_ws::CloseReason;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::mpsc;
+use actix_http::body::{BodySize, MessageBody};
+use actix_http::ws::{CloseReason, OpCode, Parser};
+use actix_web::web::{Bytes, BytesMut};
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 
-/// What the writer task sends on the socket.
+/// What the connection sends on the socket.
 enum Outbound {
     Text(String),
     Ping,
     Pong(Bytes),
     Close(CloseReason),
 }
+
+/// A control frame's payload is at most 125 bytes (RFC 6455 §5.5).
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// The most the connection takes from the queue at once, encoded.
+const MAX_CHUNK: usize = 64 * 1024;
 
 impl Outbound {
     /// What the frame weighs in the queue: its payload and a header.
@@ -35,6 +50,19 @@ impl Outbound {
                 Outbound::Close(_) => 125,
             }
     }
+
+    /// Appends the frame as it goes on the wire (a server's frames are not masked).
+    fn encode(self, dst: &mut BytesMut) {
+        match self {
+            Outbound::Text(text) => Parser::write_message(dst, text, OpCode::Text, true, false),
+            Outbound::Ping => Parser::write_message(dst, b"", OpCode::Ping, true, false),
+            Outbound::Pong(payload) => {
+                let payload = &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)];
+                Parser::write_message(dst, payload, OpCode::Pong, true, false)
+            }
+            Outbound::Close(reason) => Parser::write_close(dst, Some(reason), false),
+        }
+    }
 }
 
 /// The node-wide gauge of queued bytes, its handle looked up once (a lookup per frame would cost
@@ -44,23 +72,42 @@ fn queued_gauge() -> &'static metrics::Gauge {
     GAUGE.get_or_init(|| metrics::gauge!(crate::metrics::OUTBOUND_QUEUED_BYTES))
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Shared {
-    /// Bytes queued and not yet handed to the WebSocket.
-    queued: AtomicUsize,
-    ping_waiting: AtomicBool,
-    pong_waiting: AtomicBool,
+    frames: RefCell<VecDeque<Outbound>>,
+    /// Bytes queued and not yet taken by the connection.
+    queued: Cell<usize>,
+    /// Frames the connection has taken so far.
+    taken: Cell<u64>,
+    ping_waiting: Cell<bool>,
+    pong_waiting: Cell<bool>,
+    /// A close frame is queued: nothing is queued after it.
+    closing: Cell<bool>,
+    /// The session is gone: once the queue is empty the connection ends.
+    session_gone: Cell<bool>,
+    /// The connection is gone (it dropped its body): nothing more will be written.
+    connection_gone: Cell<bool>,
+    /// The connection waiting for frames.
+    body_waker: Cell<Option<Waker>>,
+    /// The station's incoming messages waiting for bytes, told when the connection is gone.
+    hangup_waker: Cell<Option<Waker>>,
 }
 
 impl Shared {
     fn hold(&self, weight: usize) {
-        self.queued.fetch_add(weight, Ordering::Relaxed);
+        self.queued.set(self.queued.get() + weight);
         queued_gauge().increment(weight as f64);
     }
 
     fn release(&self, weight: usize) {
-        self.queued.fetch_sub(weight, Ordering::Relaxed);
+        self.queued.set(self.queued.get() - weight);
         queued_gauge().decrement(weight as f64);
+    }
+
+    fn wake(slot: &Cell<Option<Waker>>) {
+        if let Some(waker) = slot.take() {
+            waker.wake();
+        }
     }
 }
 
@@ -70,137 +117,246 @@ pub struct Overflow {
     pub queued: usize,
 }
 
-/// Why the writer task ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriterEnd {
-    /// The session closed the connection, or the connection is gone.
-    Closed,
-    /// The socket took nothing for the slow-consumer time.
-    Stuck,
-}
-
 /// The session's side of the queue.
 pub struct Outbox {
-    tx: mpsc::UnboundedSender<Outbound>,
-    shared: Arc<Shared>,
+    shared: Rc<Shared>,
     max_bytes: usize,
 }
 
-impl Outbox {
-    /// A queue of at most `max_bytes` and its writer task, which ends (calling `on_end`) when the
-    /// session closes or when the socket takes nothing for `stuck_after`.
-    pub fn start(
-        ws: actix_ws::Session,
-        max_bytes: usize,
-        stuck_after: Duration,
-        on_end: impl FnOnce(WriterEnd) + 'static,
-    ) -> Outbox {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared::default());
-        let writer = write_loop(ws, rx, shared.clone(), stuck_after);
-        actix_rt::spawn(async move { on_end(writer.await) });
-        Outbox { tx, shared, max_bytes }
-    }
+/// A queue of at most `max_bytes`; the body goes in the upgrade response, the hangup to the
+/// stream of the station's messages.
+pub fn outbox(max_bytes: usize) -> (Outbox, OutboxBody, Hangup) {
+    let shared = Rc::new(Shared::default());
+    let body = OutboxBody { shared: shared.clone(), ended: false };
+    let hangup = Hangup { shared: shared.clone() };
+    (Outbox { shared, max_bytes }, body, hangup)
+}
 
-    fn push(&self, frame: Outbound) -> Result<(), Overflow> {
+impl Outbox {
+    fn push(&self, frame: Outbound, bounded: bool) -> Result<(), Overflow> {
+        let s = &*self.shared;
+        // Nothing more is written after a close frame or once the connection is gone.
+        if s.closing.get() || s.connection_gone.get() {
+            return Ok(());
+        }
         let weight = frame.weight();
-        let queued = self.shared.queued.load(Ordering::Relaxed);
+        let queued = s.queued.get();
         // One frame always fits an empty queue, however large (a command the API accepted).
-        if queued > 0 && queued + weight > self.max_bytes {
+        if bounded && queued > 0 && queued + weight > self.max_bytes {
             return Err(Overflow { queued });
         }
-        // A closed channel means the writer has ended with the connection (the stream's end stops
-        // the session): nothing is queued then. The writer runs on this thread, so it cannot take
-        // the frame before it is counted.
-        if self.tx.send(frame).is_ok() {
-            self.shared.hold(weight);
+        if matches!(frame, Outbound::Close(_)) {
+            s.closing.set(true);
         }
+        s.hold(weight);
+        s.frames.borrow_mut().push_back(frame);
+        Shared::wake(&s.body_waker);
         Ok(())
     }
 
     pub fn text(&self, text: String) -> Result<(), Overflow> {
-        self.push(Outbound::Text(text))
+        self.push(Outbound::Text(text), true)
     }
 
     /// Queues a ping unless one is still waiting.
     pub fn ping(&self) -> Result<(), Overflow> {
-        if self.shared.ping_waiting.swap(true, Ordering::Relaxed) {
+        if self.shared.ping_waiting.replace(true) {
             return Ok(());
         }
-        self.push(Outbound::Ping)
+        self.push(Outbound::Ping, true)
     }
 
     /// Queues the answer to a station's ping unless an answer is still waiting (answering the
     /// latest of several pings with one pong is what RFC 6455 §5.5.3 allows).
     pub fn pong(&self, payload: Bytes) -> Result<(), Overflow> {
-        if self.shared.pong_waiting.swap(true, Ordering::Relaxed) {
+        if self.shared.pong_waiting.replace(true) {
             return Ok(());
         }
-        self.push(Outbound::Pong(payload))
+        self.push(Outbound::Pong(payload), true)
     }
 
-    /// Queues the close frame, after which the writer ends. It goes whatever the bound.
+    /// Queues the close frame, after which the connection's body ends. It goes whatever the bound.
     pub fn close(&self, reason: CloseReason) {
-        let frame = Outbound::Close(reason);
-        let weight = frame.weight();
-        if self.tx.send(frame).is_ok() {
-            self.shared.hold(weight);
-        }
+        let _always_fits = self.push(Outbound::Close(reason), false);
     }
 
     /// Bytes waiting.
     pub fn queued(&self) -> usize {
-        self.shared.queued.load(Ordering::Relaxed)
+        self.shared.queued.get()
+    }
+
+    /// Frames the connection has taken so far: unchanged over a while with frames waiting, the
+    /// station is not reading.
+    pub fn taken(&self) -> u64 {
+        self.shared.taken.get()
     }
 }
 
-async fn write_loop(
-    ws: actix_ws::Session,
-    mut rx: mpsc::UnboundedReceiver<Outbound>,
-    shared: Arc<Shared>,
-    stuck_after: Duration,
-) -> WriterEnd {
-    let end = write_frames(ws, &mut rx, &shared, stuck_after).await;
-    // What is still queued will never be written: it leaves the count, and nothing more comes in.
-    rx.close();
-    while let Ok(frame) = rx.try_recv() {
-        shared.release(frame.weight());
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        // What is queued still goes (the close frame last); then the body ends.
+        self.shared.session_gone.set(true);
+        Shared::wake(&self.shared.body_waker);
     }
-    end
 }
 
-async fn write_frames(
-    mut ws: actix_ws::Session,
-    rx: &mut mpsc::UnboundedReceiver<Outbound>,
-    shared: &Shared,
-    stuck_after: Duration,
-) -> WriterEnd {
-    while let Some(out) = rx.recv().await {
-        let weight = out.weight();
-        let sent = match out {
-            Outbound::Text(text) => tokio::time::timeout(stuck_after, ws.text(text)).await,
-            Outbound::Ping => {
-                shared.ping_waiting.store(false, Ordering::Relaxed);
-                tokio::time::timeout(stuck_after, ws.ping(b"")).await
-            }
-            Outbound::Pong(bytes) => {
-                shared.pong_waiting.store(false, Ordering::Relaxed);
-                tokio::time::timeout(stuck_after, ws.pong(&bytes)).await
-            }
-            Outbound::Close(reason) => {
-                let _ = tokio::time::timeout(stuck_after, ws.close(Some(reason))).await;
-                shared.release(weight);
-                return WriterEnd::Closed;
-            }
-        };
-        shared.release(weight);
-        match sent {
-            Ok(Ok(())) => {}
-            Ok(Err(_closed)) => return WriterEnd::Closed,
-            Err(_elapsed) => return WriterEnd::Stuck,
+/// The body of the upgrade response: the queued frames, encoded, as the connection takes them.
+pub struct OutboxBody {
+    shared: Rc<Shared>,
+    ended: bool,
+}
+
+impl MessageBody for OutboxBody {
+    type Error = Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Infallible>>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
         }
+        let s = &*this.shared;
+        let mut frames = s.frames.borrow_mut();
+        if frames.is_empty() && !s.session_gone.get() {
+            let waker = cx.waker();
+            match s.body_waker.take() {
+                Some(w) if w.will_wake(waker) => s.body_waker.set(Some(w)),
+                _ => s.body_waker.set(Some(waker.clone())),
+            }
+            return Poll::Pending;
+        }
+        let mut buf = BytesMut::with_capacity(s.queued.get().clamp(16, MAX_CHUNK));
+        while let Some(frame) = frames.pop_front() {
+            s.release(frame.weight());
+            s.taken.set(s.taken.get() + 1);
+            match frame {
+                Outbound::Ping => s.ping_waiting.set(false),
+                Outbound::Pong(_) => s.pong_waiting.set(false),
+                Outbound::Close(_) => this.ended = true,
+                Outbound::Text(_) => {}
+            }
+            frame.encode(&mut buf);
+            if this.ended || buf.len() >= MAX_CHUNK {
+                break;
+            }
+        }
+        if frames.is_empty() {
+            // Drained: an idle station's queue holds no memory.
+            *frames = VecDeque::new();
+        }
+        if frames.is_empty() && s.session_gone.get() && !this.ended {
+            // The session ended without a close frame (it always sends one; this is a safeguard).
+            this.ended = true;
+            Parser::write_close(&mut buf, None, false);
+        }
+        Poll::Ready(Some(Ok(buf.freeze())))
     }
-    // The session is gone without an explicit close (it always sends one first; this is a safeguard).
-    let _ = tokio::time::timeout(stuck_after, ws.close(None)).await;
-    WriterEnd::Closed
+}
+
+impl Drop for OutboxBody {
+    fn drop(&mut self) {
+        let s = &*self.shared;
+        s.connection_gone.set(true);
+        // What is still queued will never be written: it leaves the count.
+        for frame in s.frames.take() {
+            s.release(frame.weight());
+        }
+        Shared::wake(&s.hangup_waker);
+    }
+}
+
+/// Tells the stream of the station's messages that the connection is gone: the HTTP payload it
+/// reads may then never end by itself.
+pub struct Hangup {
+    shared: Rc<Shared>,
+}
+
+impl Hangup {
+    /// Whether the connection is gone; if not, `cx` is woken when it goes.
+    pub fn poll_gone(&self, cx: &mut Context<'_>) -> bool {
+        let s = &*self.shared;
+        if s.connection_gone.get() {
+            return true;
+        }
+        let waker = cx.waker();
+        match s.hangup_waker.take() {
+            Some(w) if w.will_wake(waker) => s.hangup_waker.set(Some(w)),
+            _ => s.hangup_waker.set(Some(waker.clone())),
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_http::ws::CloseCode;
+    use futures_util::task::noop_waker;
+
+    fn poll(body: &mut OutboxBody) -> Poll<Option<Bytes>> {
+        let waker = noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        Pin::new(body).poll_next(&mut cx).map(|o| o.map(|r| r.unwrap_or_else(|never| match never {})))
+    }
+
+    fn close_reason() -> CloseReason {
+        CloseReason { code: CloseCode::Policy, description: Some("bye".into()) }
+    }
+
+    #[test]
+    fn frames_go_out_encoded_in_order_and_leave_the_count() {
+        let (out, mut body, _hangup) = outbox(1024);
+        assert!(poll(&mut body).is_pending(), "nothing queued, nothing to write");
+        out.text("[2,\"1\",\"Heartbeat\",{}]".into()).unwrap();
+        out.ping().unwrap();
+        out.ping().unwrap();
+        assert_eq!(out.queued(), 14 + 22 + 14, "the second ping waits behind the first, not beside it");
+        let Poll::Ready(Some(bytes)) = poll(&mut body) else { panic!("frames were queued") };
+        let mut expected = BytesMut::new();
+        Parser::write_message(&mut expected, "[2,\"1\",\"Heartbeat\",{}]", OpCode::Text, true, false);
+        Parser::write_message(&mut expected, b"", OpCode::Ping, true, false);
+        assert_eq!(bytes, expected.freeze());
+        assert_eq!((out.queued(), out.taken()), (0, 2));
+        out.ping().unwrap();
+        assert_eq!(out.queued(), 14, "taken, a ping may be queued again");
+    }
+
+    #[test]
+    fn the_bound_refuses_a_frame_but_never_the_first_nor_the_close() {
+        let (out, mut body, _hangup) = outbox(100);
+        out.text("x".repeat(200)).unwrap();
+        assert_eq!(out.text("y".into()), Err(Overflow { queued: 214 }));
+        out.close(close_reason());
+        assert!(out.text("after close".into()).is_ok() && out.queued() == 214 + 139, "nothing after the close");
+        let Poll::Ready(Some(bytes)) = poll(&mut body) else { panic!("frames were queued") };
+        assert_eq!(bytes.len(), 4 + 200 + 2 + 2 + 3, "the text, then the close frame");
+        assert_eq!(poll(&mut body), Poll::Ready(None), "the body ends after the close frame");
+    }
+
+    #[test]
+    fn a_dropped_session_ends_the_body_after_what_it_queued() {
+        let (out, mut body, _hangup) = outbox(1024);
+        out.text("last".into()).unwrap();
+        drop(out);
+        let Poll::Ready(Some(bytes)) = poll(&mut body) else { panic!("a frame was queued") };
+        assert_eq!(&bytes[..], &[0x81, 4, b'l', b'a', b's', b't', 0x88, 0][..], "the text, then a bare close");
+        assert_eq!(poll(&mut body), Poll::Ready(None));
+    }
+
+    #[test]
+    fn a_gone_connection_drops_what_waits_and_tells_the_reader() {
+        let (out, body, hangup) = outbox(1024);
+        let waker = noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(!hangup.poll_gone(&mut cx));
+        out.text("never written".into()).unwrap();
+        drop(body);
+        assert!(hangup.poll_gone(&mut cx));
+        assert_eq!(out.queued(), 0, "nothing left counted");
+        out.text("too late".into()).unwrap();
+        assert_eq!(out.queued(), 0, "nothing is queued for a connection that is gone");
+    }
 }
