@@ -183,11 +183,12 @@ impl Frame {
         let value: Value = serde_json::from_str(text).map_err(|e| {
             FrameError::new(None, ErrorCode::RpcFrameworkError, format!("frame is not valid JSON: {e}"))
         })?;
-        let Value::Array(items) = value else {
+        let Value::Array(mut items) = value else {
             return Err(FrameError::new(None, ErrorCode::RpcFrameworkError, "frame is not a JSON array"));
         };
-        // Read the unique id first, so every later error can be answered to the right call.
-        let unique_id = match items.get(1) {
+        // Read the unique id first, so every later error can be answered to the right call. The
+        // parts are moved out of the array, never copied.
+        let unique_id = match items.get_mut(1) {
             Some(Value::String(id)) if id.is_empty() => {
                 return Err(FrameError::new(None, ErrorCode::RpcFrameworkError, "unique id is empty"))
             }
@@ -198,99 +199,82 @@ impl Frame {
                     format!("unique id is longer than {MAX_UNIQUE_ID_LEN} characters"),
                 ))
             }
-            Some(Value::String(id)) => id.clone(),
+            Some(Value::String(id)) => std::mem::take(id),
             Some(_) => return Err(FrameError::new(None, ErrorCode::RpcFrameworkError, "unique id is not a string")),
             None => return Err(FrameError::new(None, ErrorCode::RpcFrameworkError, "frame has no unique id")),
         };
-        let id = Some(unique_id.clone());
+        let refuse =
+            |code: ErrorCode, description: String| Err(FrameError::new(Some(unique_id.clone()), code, description));
         let type_id = match items.first() {
             Some(Value::Number(n)) => n.as_u64(),
             _ => None,
         };
         let Some(type_id) = type_id else {
-            return Err(FrameError::new(id, ErrorCode::RpcFrameworkError, "message type id is not a number"));
+            return refuse(ErrorCode::RpcFrameworkError, "message type id is not a number".into());
         };
         match type_id {
             CALL => {
                 if items.len() != 4 {
-                    return Err(FrameError::new(
-                        id,
+                    return refuse(
                         ErrorCode::RpcFrameworkError,
                         format!("a CALL has 4 elements, this frame has {}", items.len()),
-                    ));
+                    );
                 }
-                let action = match &items[2] {
-                    Value::String(a) if !a.is_empty() => a.clone(),
-                    _ => {
-                        return Err(FrameError::new(
-                            id,
-                            ErrorCode::RpcFrameworkError,
-                            "action is not a non-empty string",
-                        ))
-                    }
+                let action = match &mut items[2] {
+                    Value::String(a) if !a.is_empty() => std::mem::take(a),
+                    _ => return refuse(ErrorCode::RpcFrameworkError, "action is not a non-empty string".into()),
                 };
-                let payload = items[3].clone();
+                let payload = items[3].take();
                 if !payload.is_object() {
-                    return Err(FrameError::new(id, ErrorCode::RpcFrameworkError, "CALL payload is not a JSON object"));
+                    return refuse(ErrorCode::RpcFrameworkError, "CALL payload is not a JSON object".into());
                 }
                 Ok(Frame::Call(Call { unique_id, action, payload }))
             }
             CALL_RESULT => {
                 if items.len() != 3 {
-                    return Err(FrameError::new(
-                        id,
+                    return refuse(
                         ErrorCode::RpcFrameworkError,
                         format!("a CALLRESULT has 3 elements, this frame has {}", items.len()),
-                    ));
+                    );
                 }
-                let payload = items[2].clone();
+                let payload = items[2].take();
                 if !payload.is_object() {
-                    return Err(FrameError::new(
-                        id,
-                        ErrorCode::RpcFrameworkError,
-                        "CALLRESULT payload is not a JSON object",
-                    ));
+                    return refuse(ErrorCode::RpcFrameworkError, "CALLRESULT payload is not a JSON object".into());
                 }
                 Ok(Frame::CallResult(CallResult { unique_id, payload }))
             }
             CALL_ERROR => {
                 if items.len() != 5 {
-                    return Err(FrameError::new(
-                        id,
+                    return refuse(
                         ErrorCode::RpcFrameworkError,
                         format!("a CALLERROR has 5 elements, this frame has {}", items.len()),
-                    ));
+                    );
                 }
-                let (Value::String(code), Value::String(description)) = (&items[2], &items[3]) else {
-                    return Err(FrameError::new(
-                        id,
+                let details = items[4].take();
+                let (Value::String(code), Value::String(description)) = (items[2].take(), items[3].take()) else {
+                    return refuse(
                         ErrorCode::RpcFrameworkError,
-                        "CALLERROR code and description must be strings",
-                    ));
+                        "CALLERROR code and description must be strings".into(),
+                    );
                 };
-                Ok(Frame::CallError(CallError {
-                    unique_id,
-                    code: code.clone(),
-                    description: description.clone(),
-                    details: items[4].clone(),
-                }))
+                Ok(Frame::CallError(CallError { unique_id, code, description, details }))
             }
-            other => {
-                Err(FrameError::new(id, ErrorCode::MessageTypeNotSupported, format!("unknown message type id {other}")))
-            }
+            other => refuse(ErrorCode::MessageTypeNotSupported, format!("unknown message type id {other}")),
         }
     }
 
     /// Encode to the text sent on the wire.
     pub fn to_text(&self) -> String {
-        let value = match self {
-            Frame::Call(c) => json!([CALL, c.unique_id, c.action, c.payload]),
-            Frame::CallResult(r) => json!([CALL_RESULT, r.unique_id, r.payload]),
+        // Serialized from the parts as they are (a tuple is a JSON array), not copied into a Value.
+        let text = match self {
+            Frame::Call(c) => serde_json::to_string(&(CALL, &c.unique_id, &c.action, &c.payload)),
+            Frame::CallResult(r) => serde_json::to_string(&(CALL_RESULT, &r.unique_id, &r.payload)),
             Frame::CallError(e) => {
-                json!([CALL_ERROR, e.unique_id, e.code, e.description, e.details])
+                serde_json::to_string(&(CALL_ERROR, &e.unique_id, &e.code, &e.description, &e.details))
             }
         };
-        value.to_string()
+        // Strings and JSON values always serialize (no map has non-string keys).
+        text.unwrap_or_else(|e| unreachable!("a frame always serializes: {e}"))
     }
 
     pub fn unique_id(&self) -> &str {
