@@ -56,8 +56,9 @@ impl ReplayCache {
 
     /// The answer given to this very frame, if it is remembered.
     pub fn answer(&self, unique_id: &str, frame: Fingerprint) -> Option<&str> {
-        let entry = self.entries.iter().find(|e| e.unique_id == unique_id)?;
-        (entry.frame == frame).then_some(entry.reply.as_str())
+        // The fingerprint first: two numbers, where most frames differ (one id is never remembered twice).
+        let entry = self.entries.iter().find(|e| e.frame == frame && e.unique_id == unique_id)?;
+        Some(entry.reply.as_str())
     }
 
     /// Remembers the answer to a CALL, dropping the oldest answers to make room. An answer larger
