@@ -92,7 +92,8 @@ pub(crate) fn refused(code: ErrorCode, description: impl Into<String>) -> Handle
 pub(crate) fn decode<T: DeserializeOwned>(payload: &Value) -> Result<T, HandlerError> {
     // The payload passed the schema, so a failure here is a field the schema allows but this type does
     // not (an integer beyond 64 bits, say): the value is outside what can be processed.
-    serde_json::from_value(payload.clone()).map_err(|e| refused(ErrorCode::PropertyConstraintViolation, e.to_string()))
+    // Read from the payload where it is, not from a copy.
+    T::deserialize(payload).map_err(|e| refused(ErrorCode::PropertyConstraintViolation, e.to_string()))
 }
 
 pub(crate) fn encode<R: Serialize>(handled: Handled<R>) -> Result<(Value, Option<Notice>), HandlerError> {
