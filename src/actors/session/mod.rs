@@ -34,7 +34,7 @@ use self::labels::error_code_label;
 use self::outbound::{CommandQueue, Outgoing, Pending};
 use self::reporting::TenantLink;
 use self::socket::Incoming;
-use self::writer::Outbox;
+use self::writer::{Outbox, Overflow};
 use crate::actors::account::{AccountRegistry, StationConnected, StationDisconnected, StationNotice};
 use crate::actors::station::{next_session_id, DisconnectReason, SessionId, StationKey};
 use crate::actors::station_registry::{Register, SessionHandle, StationRegistry, Unregister};
@@ -170,7 +170,14 @@ impl StationSession {
     }
 
     fn send_text(&mut self, text: String, ctx: &mut Context<Self>) {
-        match self.out.text(text) {
+        let queued = self.out.text(text);
+        self.after_queueing(queued, ctx);
+    }
+
+    /// What follows putting a frame in the outbox: the slow-consumer watch, or, past the queue's
+    /// bound, the end of a station that is not reading.
+    fn after_queueing(&mut self, queued: Result<(), Overflow>, ctx: &mut Context<Self>) {
+        match queued {
             Ok(()) => self.watch_out(ctx),
             Err(overflow) => {
                 if self.warnings.allow() {
@@ -496,10 +503,9 @@ impl Actor for StationSession {
             if act.last_activity.elapsed() >= act.setup.idle_timeout {
                 tracing::info!(station = %act.setup.key, "no traffic within the idle timeout, closing");
                 act.close(DisconnectReason::IdleTimeout, ctx);
-            } else if act.out.ping().is_err() {
-                act.cut_off(Limit::OutboundQueue, ctx);
             } else {
-                act.watch_out(ctx);
+                let queued = act.out.ping();
+                act.after_queueing(queued, ctx);
             }
         });
     }
@@ -548,11 +554,8 @@ impl StreamHandler<Result<Incoming, ProtocolError>> for StationSession {
                 );
             }
             Ok(Incoming::Ping(bytes)) => {
-                if self.out.pong(bytes).is_err() {
-                    self.cut_off(Limit::OutboundQueue, ctx);
-                } else {
-                    self.watch_out(ctx);
-                }
+                let queued = self.out.pong(bytes);
+                self.after_queueing(queued, ctx);
             }
             Ok(Incoming::Pong(_)) => {}
             Ok(Incoming::Close(reason)) => {

@@ -138,22 +138,21 @@ where
         let this = self.get_mut();
         loop {
             if !this.buf.is_empty() {
-                match this.codec.decode(&mut this.buf) {
+                let message = match this.codec.decode(&mut this.buf) {
+                    Ok(None) => None,
                     Ok(Some(frame)) => match this.on_frame(frame) {
-                        Some(Err(e)) => {
-                            this.ending = true;
-                            this.buf = BytesMut::new();
-                            return Poll::Ready(Some(Err(e)));
-                        }
-                        Some(message) => return Poll::Ready(Some(message)),
                         None => continue,
+                        message => message,
                     },
-                    Ok(None) => {}
-                    Err(e) => {
+                    Err(e) => Some(Err(e)),
+                };
+                if let Some(message) = message {
+                    if message.is_err() {
+                        // The stream ends at its first error; what was not decoded is dropped.
                         this.ending = true;
                         this.buf = BytesMut::new();
-                        return Poll::Ready(Some(Err(e)));
                     }
+                    return Poll::Ready(Some(message));
                 }
             }
             if this.buf.is_empty() {

@@ -109,6 +109,15 @@ impl Shared {
             waker.wake();
         }
     }
+
+    /// Leaves `cx`'s waker in `slot`, for [`Shared::wake`].
+    fn register(slot: &Cell<Option<Waker>>, cx: &Context<'_>) {
+        let waker = cx.waker();
+        match slot.take() {
+            Some(w) if w.will_wake(waker) => slot.set(Some(w)),
+            _ => slot.set(Some(waker.clone())),
+        }
+    }
 }
 
 /// The queue would pass its bound: the station is not reading.
@@ -221,11 +230,7 @@ impl MessageBody for OutboxBody {
         let s = &*this.shared;
         let mut frames = s.frames.borrow_mut();
         if frames.is_empty() && !s.session_gone.get() {
-            let waker = cx.waker();
-            match s.body_waker.take() {
-                Some(w) if w.will_wake(waker) => s.body_waker.set(Some(w)),
-                _ => s.body_waker.set(Some(waker.clone())),
-            }
+            Shared::register(&s.body_waker, cx);
             return Poll::Pending;
         }
         let mut buf = BytesMut::with_capacity(s.queued.get().clamp(16, MAX_CHUNK));
@@ -281,11 +286,7 @@ impl Hangup {
         if s.connection_gone.get() {
             return true;
         }
-        let waker = cx.waker();
-        match s.hangup_waker.take() {
-            Some(w) if w.will_wake(waker) => s.hangup_waker.set(Some(w)),
-            _ => s.hangup_waker.set(Some(waker.clone())),
-        }
+        Shared::register(&s.hangup_waker, cx);
         false
     }
 }
