@@ -9,7 +9,7 @@
 //! - [`store`]: the system of record, one trait per caller: `StationStore` (the station path, flushed
 //!   before each acknowledgement) and `AccountStore` (the API, durable when a call returns);
 //!   [`store::SledStore`] is both on one node, [`store::RedisStore`] the shared store of a cluster and its
-//!   account store, [`store::ClusterStore`] a cluster node's station store: its sled write-ahead log in
+//!   account store, [`store::NodeLog`] a cluster node's station store: its sled write-ahead log in
 //!   front of Redis.
 //! - [`fleet`]: the one way to reach a station wherever it is connected (send a command, close,
 //!   close an account, nudge queued delivery, locate), and account erasure.

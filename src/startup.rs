@@ -17,7 +17,7 @@ use crate::login::{LogNotifier, LoginGuard};
 use crate::metrics as m;
 use crate::ocpp::context::HandlerSettings;
 use crate::state::{AppState, Mode};
-use crate::store::{AccountStore, ClusterStore, ClusterStoreSettings, RedisStore, SledStore, StationStore};
+use crate::store::{AccountStore, NodeLog, NodeLogSettings, RedisStore, SledStore, StationStore};
 use crate::{tls, ws};
 use actix::prelude::*;
 use actix_web::dev::Server;
@@ -26,6 +26,9 @@ use anyhow::Context as _;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Where one node keeps its write-ahead log, inside the data directory.
+pub const NODE_LOG_DIR: &str = "station-log";
 
 /// A built, bound, not yet running application.
 pub struct Application {
@@ -51,8 +54,15 @@ impl Application {
         let local = SledStore::open(dir, settings.storage.commit_policy())
             .with_context(|| format!("opening the store in {}", dir.display()))?;
         if !settings.cluster.enabled() {
-            let local = Arc::new(local);
-            return Self::build_with_store(settings, local.clone(), local, Mode::Single).await;
+            // One node: the store of record, behind a write-ahead log of its own in a subdirectory.
+            let main = Arc::new(local);
+            let log_dir = dir.join(NODE_LOG_DIR);
+            let log_store = SledStore::open(&log_dir, settings.storage.commit_policy())
+                .with_context(|| format!("opening the node's log in {}", log_dir.display()))?;
+            let log = NodeLog::open(log_store, main.clone(), NodeLogSettings::single(&settings.cluster))
+                .context("opening the node's log")?;
+            let mode = Mode::Single { log: log.clone() };
+            return Self::build_with_store(settings, Arc::new(log), main, mode).await;
         }
         if settings.server.node_id.is_empty() {
             anyhow::bail!("cluster mode (cluster.redis_url) needs server.node_id: a name unique to each node");
@@ -66,7 +76,7 @@ impl Application {
         )
         .with_context(|| format!("configuring Redis at {}", redact(&settings.cluster.redis_url)))?;
         let redis = Arc::new(redis);
-        let wal = ClusterStore::open(local, redis.clone(), ClusterStoreSettings::from(&settings.cluster))
+        let wal = NodeLog::open(local, redis.clone(), NodeLogSettings::from(&settings.cluster))
             .context("opening the write-ahead log")?;
         tracing::info!(node = %settings.server.node_id(), redis = %redact(&settings.cluster.redis_url), pending = wal.pending(), "cluster mode");
         Self::build_with_store(settings, Arc::new(wal.clone()), redis, Mode::Cluster { wal }).await
@@ -214,13 +224,12 @@ impl Application {
             if let Err(e) = store.flush().await {
                 tracing::error!(error = %e, "final flush failed");
             }
-            if let Mode::Cluster { wal } = &mode {
-                // What is still in the write-ahead log is safe on disk and drains at the next start;
-                // while Redis answers, give it the rest of the shutdown time to drain now.
-                let pending = wal.drain_until(deadline.into()).await;
-                tracing::info!(pending, "write-ahead log at shutdown");
-                wal.shutdown().await;
-            }
+            // What is still in the write-ahead log is safe on disk and drains at the next start;
+            // while the store of record answers, give it the rest of the shutdown time to drain now.
+            let wal = mode.log();
+            let pending = wal.drain_until(deadline.into()).await;
+            tracing::info!(pending, "write-ahead log at shutdown");
+            wal.shutdown().await;
             handle.stop(true).await;
         });
         self.server.await
@@ -237,7 +246,7 @@ fn build_fleet(
 ) -> anyhow::Result<Fleet> {
     let node_id = settings.server.node_id().to_string();
     match mode {
-        Mode::Single => {
+        Mode::Single { .. } => {
             let registry = StationRegistry::new(Arc::new(NoPresence)).start();
             Ok(Fleet::single(node_id, LocalFleet::new(registry)))
         }

@@ -8,7 +8,7 @@ use crate::fleet::Fleet;
 use crate::limits::Limits;
 use crate::login::{LoginGuard, LoginNotifier};
 use crate::ocpp::context::HandlerSettings;
-use crate::store::{AccountStore, ClusterStore, StationStore};
+use crate::store::{AccountStore, NodeLog, StationStore};
 use actix::Addr;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
@@ -16,11 +16,36 @@ use std::sync::Arc;
 /// How this node is deployed.
 #[derive(Clone)]
 pub enum Mode {
-    /// One node: the embedded store is the system of record.
-    Single,
+    /// One node: the embedded store is the system of record; `log` is the node's write-ahead log in
+    /// front of it (and the station path's store).
+    Single { log: NodeLog },
     /// A node of a cluster: `wal` is its write-ahead log in front of the shared store in Redis
-    /// (and the store every caller holds).
-    Cluster { wal: ClusterStore },
+    /// (and the station path's store).
+    Cluster { wal: NodeLog },
+}
+
+/// How long a tenant's request waits for this node's log to catch up before it is served anyway.
+/// The log drains in milliseconds; only a failing store of record keeps it waiting this long.
+const CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Mode {
+    /// This node's write-ahead log.
+    pub fn log(&self) -> &NodeLog {
+        match self {
+            Mode::Single { log } | Mode::Cluster { wal: log } => log,
+        }
+    }
+
+    /// On one node, waits until what stations were acknowledged for before now is in the store of
+    /// record, so a tenant's request sees it (at most [`CATCH_UP_WAIT`]). A cluster makes no such
+    /// promise: the request may be served by another node than the station's.
+    pub async fn caught_up(&self) {
+        if let Mode::Single { log } = self {
+            if !log.caught_up(tokio::time::Instant::now() + CATCH_UP_WAIT).await {
+                tracing::warn!(pending = log.pending(), "answering a request before the node's log caught up with it");
+            }
+        }
+    }
 }
 
 /// What every request handler shares.

@@ -85,7 +85,8 @@ async fn openapi() -> HttpResponse {
 /// The account a request acts for, from its `Authorization: Bearer <token>` header.
 pub struct Tenant(pub Account);
 
-/// The account a request acts for and the token it came with.
+/// The account a request acts for and the token it came with. Resolving it also waits until the
+/// station messages acknowledged before the request are in the store it reads ([`crate::state::Mode::caught_up`]).
 pub struct SignedIn {
     pub account: Account,
     pub token: ApiToken,
@@ -127,6 +128,7 @@ impl FromRequest for SignedIn {
                 // At most once a resolution period per token, so its flush is rare.
                 state.account_store.put_token(&hash, &record).await?;
             }
+            state.mode.caught_up().await;
             Ok(SignedIn { account, token: record })
         })
     }

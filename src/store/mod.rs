@@ -3,7 +3,7 @@
 //! - [`StationStore`]: what a connected station's messages change and read (the OCPP handlers, the
 //!   session, queued-command delivery). Writes are applied when a call returns and made durable by
 //!   [`StationStore::flush`], which a station's message is acknowledged after: one group commit
-//!   serves many messages. In cluster mode this is the node's write-ahead log ([`ClusterStore`]).
+//!   serves many messages. In cluster mode this is the node's write-ahead log ([`NodeLog`]).
 //! - [`AccountStore`]: the API's records (accounts, tokens, consents, sign-ins, stations, id tags,
 //!   command records, erasure, the reads of transactions, meter values and events). Every write is
 //!   durable when it returns. In cluster mode this is [`RedisStore`] itself.
@@ -16,16 +16,16 @@
 //! seqNo seen changes nothing") are methods of [`Transaction`]; each backend gives one
 //! compare-and-set of a transaction record, over which [`rules`] runs them.
 
-mod cluster;
 mod group_commit;
+mod node_log;
 mod redis;
 pub(crate) mod rules;
 mod sled;
 
 pub use self::redis::RedisStore;
 pub use self::sled::SledStore;
-pub use cluster::{ClusterStore, ClusterStoreSettings};
 pub use group_commit::{CommitPolicy, GroupCommit};
+pub use node_log::{NodeLog, NodeLogSettings};
 
 use crate::ids::{AccountId, StationId};
 use crate::model::{

@@ -1,7 +1,7 @@
 //! The sled store's [`AccountStore`]: each write made durable (through the group commit) before it
 //! returns.
 
-use super::{abort, backend, decode, encode, get, key, prefix, scan, transactional, SledStore};
+use super::{abort, backend, decode, encode, get, key, prefix, readings, scan, transactional, SledStore};
 use crate::ids::{AccountId, StationId};
 use crate::model::{
     Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, Station, StationEvent,
@@ -270,14 +270,14 @@ impl AccountStore for SledStore {
         station_id: &StationId,
         transaction_id: i32,
     ) -> StoreResult<Vec<MeterRecord>> {
-        scan(
+        readings(
             &self.meter_values,
             &prefix(&[account_id.as_bytes(), station_id.as_bytes(), &transaction_id.to_be_bytes()]),
         )
     }
 
     async fn account_meter_values(&self, account_id: &AccountId) -> StoreResult<Vec<MeterRecord>> {
-        scan(&self.meter_values, &prefix(&[account_id.as_bytes()]))
+        readings(&self.meter_values, &prefix(&[account_id.as_bytes()]))
     }
 
     async fn events(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<Vec<StationEvent>> {

@@ -19,7 +19,7 @@ use crate::model::{
     StationChange, StationEvent, Transaction, TransactionStop,
 };
 use async_trait::async_trait;
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use std::path::Path;
@@ -100,6 +100,46 @@ pub(crate) fn get<T: DeserializeOwned>(tree: &sled::Tree, k: &[u8]) -> StoreResu
 
 pub(super) fn scan<T: DeserializeOwned>(tree: &sled::Tree, p: &[u8]) -> StoreResult<Vec<T>> {
     tree.scan_prefix(p).map(|item| item.map_err(backend).and_then(|(_, v)| decode(&v))).collect()
+}
+
+/// A time as a key part that sorts as the time does: the sign bit flipped, so that negative
+/// (pre-1970) times still sort before positive ones.
+pub(super) fn time_key(t: i64) -> [u8; 8] {
+    ((t as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// What one meter-values entry holds: the readings of one call for one station and transaction, or
+/// (stored before readings were grouped) one reading.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoredReadings {
+    Many(Vec<MeterRecord>),
+    One(MeterRecord),
+}
+
+/// The readings under `p`, in the order of their station, transaction and time, each once (the same
+/// reading may have come in two calls: a station resends what it got no answer for).
+pub(super) fn readings(tree: &sled::Tree, p: &[u8]) -> StoreResult<Vec<MeterRecord>> {
+    let mut out = Vec::new();
+    for item in tree.scan_prefix(p) {
+        let (_, v) = item.map_err(backend)?;
+        match decode::<StoredReadings>(&v)? {
+            StoredReadings::Many(records) => out.extend(records),
+            StoredReadings::One(record) => out.push(record),
+        }
+    }
+    let mut keyed = out.into_iter().map(|r| encode(&r).map(|bytes| (bytes, r))).collect::<StoreResult<Vec<_>>>()?;
+    keyed.sort_by(|(ab, a), (bb, b)| {
+        (a.station_id.as_str(), a.transaction_id, a.meter_value.timestamp, a.connector_id, ab).cmp(&(
+            b.station_id.as_str(),
+            b.transaction_id,
+            b.meter_value.timestamp,
+            b.connector_id,
+            bb,
+        ))
+    });
+    keyed.dedup_by(|(a, _), (b, _)| a == b);
+    Ok(keyed.into_iter().map(|(_, r)| r).collect())
 }
 
 /// Unwraps a sled transaction result whose abort value is a `StoreError`.
@@ -243,7 +283,8 @@ impl SledStore {
         clear(&self.transaction_starts)?;
         clear(&self.transaction_refs)?;
         report.device_variables = clear(&self.device_model)?;
-        report.meter_values = clear(&self.meter_values)?;
+        report.meter_values = readings(&self.meter_values, &p)?.len();
+        clear(&self.meter_values)?;
         report.events = clear(&self.events)?;
         report.queued_commands = clear(&self.command_queue)?;
         report.commands = clear(&self.commands)?;
@@ -412,27 +453,28 @@ impl StationStore for SledStore {
     }
 
     async fn add_meter_values(&self, account_id: &AccountId, records: &[MeterRecord]) -> StoreResult<()> {
-        let mut batch = sled::Batch::default();
+        // One entry per station and transaction of the call (a drained log hands over many calls at
+        // once): a growing tree costs a leaf written per insert, so fewer, larger entries are the
+        // cheaper write. Keyed by the entry's earliest time and what it holds, so the same readings
+        // applied twice (a log replayed after a crash) are stored once.
+        let mut groups: std::collections::BTreeMap<(&str, i32), Vec<&MeterRecord>> = Default::default();
         for record in records {
-            let tx = record.transaction_id.unwrap_or(0);
-            let value = encode(record)?;
-            // Keyed by what the reading is, so the same reading sent twice is stored once, and a
-            // transaction's readings list in time order.
+            groups.entry((record.station_id.as_str(), record.transaction_id.unwrap_or(0))).or_default().push(record);
+        }
+        for ((station, tx), group) in groups {
+            let value = encode(&group)?;
             let fingerprint = Sha256::digest(&value);
-            let millis = record.meter_value.timestamp.timestamp_millis();
-            // Flip the sign bit so that negative (pre-1970) times still sort before positive ones.
-            let time = ((millis as u64) ^ (1 << 63)).to_be_bytes();
+            let first = group.iter().map(|r| r.meter_value.timestamp.timestamp_millis()).min().unwrap_or(0);
             let k = key(&[
                 account_id.as_bytes(),
-                record.station_id.as_bytes(),
+                station.as_bytes(),
                 &tx.to_be_bytes(),
-                &time,
-                &record.connector_id.to_be_bytes(),
+                &time_key(first),
                 &fingerprint[..8],
             ]);
-            batch.insert(k, value);
+            self.meter_values.insert(k, value).map_err(backend)?;
         }
-        self.meter_values.apply_batch(batch).map_err(backend)
+        Ok(())
     }
 
     async fn add_event(&self, account_id: &AccountId, event: &StationEvent) -> StoreResult<()> {
@@ -442,9 +484,7 @@ impl StationStore for SledStore {
         // order they were received. Events stored before were keyed by a sequence number, which
         // sorts before any time key: they still list first.
         let fingerprint = Sha256::digest(&value);
-        let micros = event.received_at.timestamp_micros();
-        // Flip the sign bit so that negative (pre-1970) times still sort before positive ones.
-        let time = ((micros as u64) ^ (1 << 63)).to_be_bytes();
+        let time = time_key(event.received_at.timestamp_micros());
         let k = key(&[account_id.as_bytes(), event.station_id.as_bytes(), &time, &fingerprint[..8]]);
         self.events.insert(k, value).map_err(backend)?;
         Ok(())

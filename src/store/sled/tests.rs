@@ -261,3 +261,51 @@ async fn account_store_writes_are_durable_when_they_return_and_concurrent_ones_s
     store.flush().await.unwrap();
     assert!(store.flushes() > before);
 }
+
+fn reading(tx: Option<i32>, connector: u32, at: chrono::DateTime<Utc>, value: &str) -> MeterRecord {
+    serde_json::from_value(serde_json::json!({
+        "station_id": "CP1", "connector_id": connector, "transaction_id": tx,
+        "meter_value": {"timestamp": at, "sampledValue": [{"value": value}]},
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn readings_written_together_list_by_time_once_each_and_count_one_by_one_on_erasure() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path(), CommitPolicy::default()).unwrap();
+    let a: AccountId = "acct-a".into();
+    store.create_account(&account("acct-a", "alpha")).await.unwrap();
+    let t0 = Utc::now();
+    let at = |s: i64| t0 + Duration::seconds(s);
+    // A log drains many calls' readings at once: out of time order, of two transactions, one
+    // reading sent twice (once in each call), one without a transaction.
+    let first = [reading(Some(7), 1, at(20), "20"), reading(Some(7), 1, at(0), "0"), reading(Some(8), 2, at(5), "b")];
+    store.add_meter_values(&a, &first).await.unwrap();
+    let second = [reading(Some(7), 1, at(10), "10"), reading(Some(7), 1, at(20), "20"), reading(None, 1, at(1), "n")];
+    store.add_meter_values(&a, &second).await.unwrap();
+    // A reading stored before readings were grouped: one per entry.
+    let old = reading(Some(7), 1, at(15), "15");
+    let k = key(&[
+        a.as_bytes(),
+        b"CP1",
+        &7i32.to_be_bytes(),
+        &time_key(old.meter_value.timestamp.timestamp_millis()),
+        &1u32.to_be_bytes(),
+        b"fingerpr",
+    ]);
+    store.meter_values.insert(k, encode(&old).unwrap()).unwrap();
+
+    let values =
+        |rs: Vec<MeterRecord>| rs.iter().map(|r| r.meter_value.sampled_value[0].value.clone()).collect::<Vec<_>>();
+    let seven = store.transaction_meter_values(&a, &"CP1".into(), 7).await.unwrap();
+    assert_eq!(values(seven), ["0", "10", "15", "20"]);
+    assert_eq!(values(store.transaction_meter_values(&a, &"CP1".into(), 8).await.unwrap()), ["b"]);
+    assert_eq!(store.account_meter_values(&a).await.unwrap().len(), 6);
+    // The same call applied twice (a log replayed after a crash) adds nothing.
+    store.add_meter_values(&a, &second).await.unwrap();
+    assert_eq!(store.account_meter_values(&a).await.unwrap().len(), 6);
+
+    assert_eq!(store.erase_account(&a).await.unwrap().meter_values, 6);
+    assert!(store.account_meter_values(&a).await.unwrap().is_empty());
+}

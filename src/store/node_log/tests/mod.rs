@@ -63,18 +63,19 @@ async fn shared() -> Arc<Flaky> {
     })
 }
 
-fn settings(block: u32) -> ClusterStoreSettings {
-    ClusterStoreSettings {
+fn settings(block: u32) -> NodeLogSettings {
+    NodeLogSettings {
         transaction_id_block: block,
         retry_min: Duration::from_millis(10),
         retry_max: Duration::from_millis(50),
         drain_batch: 256,
+        networked: true,
     }
 }
 
 /// A node over the sled database in `dir` (reopened after a previous node's shutdown: its
 /// group-commit thread lets the database go shortly after), with its id lease filled.
-async fn node(remote: &Arc<Flaky>, dir: &Path, block: u32) -> ClusterStore {
+async fn node(remote: &Arc<Flaky>, dir: &Path, block: u32) -> NodeLog {
     let mut attempts = 0;
     let local = loop {
         match SledStore::open(dir, CommitPolicy::default()) {
@@ -86,7 +87,7 @@ async fn node(remote: &Arc<Flaky>, dir: &Path, block: u32) -> ClusterStore {
             Err(e) => panic!("could not reopen the node's database: {e}"),
         }
     };
-    let store = ClusterStore::open(local, remote.clone(), settings(block)).unwrap();
+    let store = NodeLog::open(local, remote.clone(), settings(block)).unwrap();
     if remote.on.load(Ordering::SeqCst) {
         eventually("the id lease is filled", || store.inner.lease_remaining().unwrap() > 0).await;
     }
@@ -103,19 +104,19 @@ async fn eventually(what: &str, done: impl Fn() -> bool) {
     panic!("timed out waiting until {what}");
 }
 
-async fn drained(store: &ClusterStore) {
+async fn drained(store: &NodeLog) {
     eventually("the write-ahead log is drained", || store.pending() == 0 && store.remote_up()).await;
 }
 
 /// A station connecting to the node: its record and its id tag are looked up (and cached).
-async fn connect(store: &ClusterStore, account_id: &AccountId, station_id: &StationId) {
+async fn connect(store: &NodeLog, account_id: &AccountId, station_id: &StationId) {
     assert!(store.station(account_id, station_id).await.unwrap().is_some());
     store.id_tag(account_id, "TAG").await.unwrap();
 }
 
 /// Handles one CALL of a station of `account_id` through the OCPP handlers, flush included.
 async fn call_as(
-    store: &ClusterStore,
+    store: &NodeLog,
     account_id: &AccountId,
     station_id: &StationId,
     action: &str,
@@ -137,7 +138,7 @@ async fn call_as(
 }
 
 /// A CALL that must be answered with a CALLRESULT (the station's acknowledgement).
-async fn ok(store: &ClusterStore, station_id: &StationId, action: &str, payload: Value) -> Value {
+async fn ok(store: &NodeLog, station_id: &StationId, action: &str, payload: Value) -> Value {
     match call_as(store, &ACCOUNT.into(), station_id, action, payload).await {
         Reply::Result { payload, .. } => payload,
         Reply::Error(e) => panic!("{action} was not acknowledged: {e:?}"),
@@ -175,7 +176,7 @@ fn event201(kind: &str, seq: u64, wh: f64) -> Value {
 
 /// A 1.6 charging session: boot, status, authorize, start (meter 1000), meter values, stop (9000),
 /// a DataTransfer; returns the transaction id.
-async fn session16(store: &ClusterStore) -> i64 {
+async fn session16(store: &NodeLog) -> i64 {
     ok(store, &CP16.into(), "BootNotification", json!({"chargePointVendor": "V", "chargePointModel": "M"})).await;
     let status = json!({"connectorId": 1, "errorCode": "NoError", "status": "Charging"});
     ok(store, &CP16.into(), "StatusNotification", status).await;
@@ -191,7 +192,7 @@ async fn session16(store: &ClusterStore) -> i64 {
 }
 
 /// A 2.0.1 transaction: Started (1000 Wh), Updated (4000 Wh), Ended (9500 Wh), Ended again.
-async fn session201(store: &ClusterStore) {
+async fn session201(store: &NodeLog) {
     ok(store, &CP201.into(), "TransactionEvent", event201("Started", 0, 1000.0)).await;
     ok(store, &CP201.into(), "TransactionEvent", event201("Updated", 1, 4000.0)).await;
     ok(store, &CP201.into(), "TransactionEvent", event201("Ended", 2, 9500.0)).await;
@@ -616,5 +617,32 @@ async fn the_drain_at_shutdown_ends_at_once_while_the_shared_store_is_down_and_w
     assert_eq!(store.drain_until(tokio::time::Instant::now() + Duration::from_secs(60)).await, 0);
     assert!(started.elapsed() < Duration::from_secs(30), "waited {:?}", started.elapsed());
     assert_eq!(remote_transactions(&remote, &ACCOUNT.into()).await.len(), 1);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn caught_up_returns_once_what_was_logged_before_it_is_in_the_store_of_record() {
+    let remote = shared().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = node(&remote, dir.path(), 1000).await;
+    connect(&store, &ACCOUNT.into(), &CP16.into()).await;
+    let id = ok(&store, &CP16.into(), "StartTransaction", start16(0, 1000)).await["transactionId"].as_i64().unwrap();
+    for wh in [2000, 3000, 4000] {
+        ok(&store, &CP16.into(), "MeterValues", meter16(id, wh)).await;
+    }
+    assert!(store.caught_up(tokio::time::Instant::now() + Duration::from_secs(30)).await);
+    // At once, not eventually: the wait is what makes an API read after an acknowledgement see it.
+    let readings = remote.inner.transaction_meter_values(&ACCOUNT.into(), &CP16.into(), id as i32).await.unwrap();
+    assert_eq!(readings.len(), 3);
+    assert_eq!(remote_transactions(&remote, &ACCOUNT.into()).await.len(), 1);
+
+    // With the store of record gone the wait ends when the drainer finds out, not at its deadline.
+    remote.set(false);
+    ok(&store, &CP16.into(), "MeterValues", meter16(id, 5000)).await;
+    let started = std::time::Instant::now();
+    assert!(!store.caught_up(tokio::time::Instant::now() + Duration::from_secs(60)).await);
+    assert!(started.elapsed() < Duration::from_secs(10), "waited {:?}", started.elapsed());
+    remote.set(true);
+    drained(&store).await;
     store.shutdown().await;
 }

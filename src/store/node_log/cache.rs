@@ -60,6 +60,9 @@ impl Inner {
         T: Serialize + DeserializeOwned,
         F: std::future::Future<Output = StoreResult<Option<T>>>,
     {
+        if !self.settings.networked {
+            return remote.await;
+        }
         if self.up() {
             match remote.await {
                 Ok(found) => {

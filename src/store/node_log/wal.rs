@@ -403,7 +403,7 @@ impl Inner {
 }
 
 /// The drainer: rounds until the store is dropped or shut down. It holds the store only during a
-/// round, so dropping the last [`ClusterStore`] ends it.
+/// round, so dropping the last [`NodeLog`] ends it.
 pub(super) async fn drain_loop(store: Weak<Inner>, signals: Arc<Signals>) {
     let mut backoff: Option<Duration> = None;
     loop {
