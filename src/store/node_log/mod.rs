@@ -41,6 +41,9 @@
 //!   shared store is down. New ids come from the node's lease.
 //! - Station changes: applied to the cached record and logged as data, so the drainer applies them
 //!   to the shared store's record as it is then (API changes made through other nodes stay).
+//! - On one node (`NodeLogSettings::networked` false) there are no copies: station, id-tag and
+//!   account reads and station changes go straight to the store of record; only transactions, meter
+//!   values, events and device variables go through the log.
 //!
 //! Limits:
 //! - A station that moves to another node while transaction records of it wait in this node's log
