@@ -75,6 +75,50 @@ pub const OUTBOUND_QUEUED_BYTES: &str = "ocpp_outbound_queued_bytes";
 /// connections and connections still handshaking), held (over their address's limit, refused).
 pub const HTTP_CONNECTIONS: &str = "ocpp_http_connections";
 
+/// The series a station's CALL of one action moves: its handling time and its outcome. Each handle
+/// is looked up once per process rather than once per message (a look-up builds the series' key
+/// and searches the registry, which costs more than the recording), and only when first used, so
+/// that a series appears in `/metrics` once it has something to say, as with the macros.
+#[derive(Default)]
+pub struct CallMetrics {
+    action: &'static str,
+    duration: OnceLock<metrics::Histogram>,
+    ok: OnceLock<metrics::Counter>,
+    error: OnceLock<metrics::Counter>,
+}
+
+impl CallMetrics {
+    pub fn duration(&self) -> &metrics::Histogram {
+        self.duration.get_or_init(|| metrics::histogram!(CALL_DURATION, "action" => self.action))
+    }
+
+    pub fn ok(&self) -> &metrics::Counter {
+        self.ok
+            .get_or_init(|| metrics::counter!(MESSAGES, "action" => self.action, "direction" => "in", "result" => "ok"))
+    }
+
+    pub fn error(&self) -> &metrics::Counter {
+        self.error.get_or_init(
+            || metrics::counter!(MESSAGES, "action" => self.action, "direction" => "in", "result" => "error"),
+        )
+    }
+}
+
+/// The [`CallMetrics`] of an action's label: an action name of either version, or `unknown` for
+/// anything else.
+pub fn call_metrics(action: &str) -> &'static CallMetrics {
+    static TABLE: OnceLock<std::collections::HashMap<&'static str, CallMetrics>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let names = crate::ocpp::Version::ALL.into_iter().flat_map(|v| v.actions().iter().map(|a| a.name));
+        names
+            .chain(std::iter::once("unknown"))
+            .map(|action| (action, CallMetrics { action, ..Default::default() }))
+            .collect()
+    });
+    // "unknown" is in the table (added above), so the second look-up cannot fail.
+    table.get(action).or_else(|| table.get("unknown")).expect("the table holds \"unknown\"")
+}
+
 const LATENCY_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 

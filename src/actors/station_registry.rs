@@ -1,4 +1,4 @@
-//! StationRegistry: station key → the live session's handle (the `Recipient`s of the messages a
+//! StationRegistry: station key → the live session's handle (a `Recipient` of the messages a
 //! session takes, as in actix's `websockets/chat` server; never the session type).
 //!
 //! The newest connection wins: a registration from a session with a higher id replaces the current
@@ -7,7 +7,7 @@
 //! refused; so are all sessions once the node is shutting down. Every change of which session holds
 //! a station is reported to the node's [`PresenceSink`] (the cluster's presence, or nothing).
 
-use super::session::messages::{CloseSession, DeliverQueued, SendCommand};
+use super::session::messages::{CloseSession, DeliverQueued, SendCommand, ToSession};
 use super::station::{DisconnectReason, SessionId, StationKey};
 use super::tracker::SessionGuard;
 use crate::ids::{AccountId, StationId};
@@ -36,14 +36,22 @@ impl PresenceSink for NoPresence {
 /// What the registry holds of a live session: where to send it what it takes.
 #[derive(Clone)]
 pub struct SessionHandle {
-    pub commands: Recipient<SendCommand>,
-    pub deliver: Recipient<DeliverQueued>,
-    pub close: Recipient<CloseSession>,
+    pub inbox: Recipient<ToSession>,
 }
 
 impl SessionHandle {
     fn close(&self, reason: DisconnectReason, guard: Option<SessionGuard>) {
-        self.close.do_send(CloseSession { reason, guard });
+        self.inbox.do_send(ToSession::Close(CloseSession { reason, guard }));
+    }
+
+    /// Hands the session a command; fails when the session is gone.
+    pub async fn command(&self, command: SendCommand) -> Result<(), MailboxError> {
+        self.inbox.send(ToSession::Command(command)).await
+    }
+
+    /// Tells the session that commands were queued for its station.
+    pub fn deliver(&self) {
+        self.inbox.do_send(ToSession::Deliver(DeliverQueued));
     }
 }
 

@@ -1,7 +1,7 @@
 //! The fleet on this node: the [`StationRegistry`] and the sessions it routes to.
 
 use super::command::{Command, CommandError, CommandResult};
-use crate::actors::session::messages::{DeliverQueued, SendCommand};
+use crate::actors::session::messages::SendCommand;
 use crate::actors::station::{DisconnectReason, SessionId, StationKey};
 use crate::actors::station_registry::{
     CloseAccount, CloseAll, CloseIfSession, CloseStation, LiveOf, Lookup, SessionHandle, StationRegistry,
@@ -49,7 +49,7 @@ impl LocalFleet {
         let (responder, answer) = oneshot::channel();
         let Command { action, payload, timeout } = command;
         let deadline = Instant::now() + timeout;
-        session.commands.send(SendCommand { action, payload, deadline, responder }).await.map_err(|_| Gone)?;
+        session.command(SendCommand { action, payload, deadline, responder }).await.map_err(|_| Gone)?;
         // The session answers Timeout itself at the deadline; the extra second only guards against
         // a session that vanished without answering.
         Ok(match tokio::time::timeout(timeout + Duration::from_secs(1), answer).await {
@@ -85,7 +85,7 @@ impl LocalFleet {
     pub async fn nudge(&self, key: &StationKey) -> Result<bool, MailboxError> {
         let session = self.lookup(key).await?;
         if let Some((session, _)) = &session {
-            session.deliver.do_send(DeliverQueued);
+            session.deliver();
         }
         Ok(session.is_some())
     }

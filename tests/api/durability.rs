@@ -52,6 +52,26 @@ async fn a_repeated_call_is_answered_again_and_applied_once_but_a_reused_id_is_a
 }
 
 #[tokio::test]
+async fn a_repeated_call_that_changes_nothing_is_answered_afresh_not_from_memory() {
+    let app = spawn_app().await;
+    let t = app.tenant("acme").await;
+    let mut cp = app.connected_station(&t, "CP001").await;
+    cp.boot().await;
+    let heartbeat = json!([2, "hb-1", "Heartbeat", {}]).to_string();
+    cp.send_text(&heartbeat).await;
+    let first = cp.recv().await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    cp.send_text(&heartbeat).await;
+    let second = cp.recv().await;
+    assert_eq!((first[0].as_i64(), first[1].as_str()), (Some(3), Some("hb-1")), "{first}");
+    assert_eq!((second[0].as_i64(), second[1].as_str()), (Some(3), Some("hb-1")), "{second}");
+    // Nothing was remembered for it: the repeat went through the handler again and got the time
+    // of its own answer (a remembered answer would be the first, byte for byte).
+    assert!(second[2]["currentTime"].is_string(), "{second}");
+    assert_ne!(first[2]["currentTime"], second[2]["currentTime"]);
+}
+
+#[tokio::test]
 async fn a_retried_meter_values_message_is_stored_once() {
     let app = spawn_app().await;
     let t = app.tenant("acme").await;

@@ -6,7 +6,7 @@
 //! (CALLERROR) or `unanswered`; a command past its expiry becomes `expired` without being sent. A
 //! command the session could not send (it ended first) goes back to `queued` for the next connection.
 
-use super::messages::SendCommand;
+use super::messages::{SendCommand, ToSession};
 use crate::actors::station::StationKey;
 use crate::fleet::command::CommandError;
 use crate::metrics as m;
@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 /// Delivers the station's queued commands until none is left; returns how many were sent.
 pub async fn deliver(
     store: Arc<dyn StationStore>,
-    session: Recipient<SendCommand>,
+    session: Recipient<ToSession>,
     key: StationKey,
     version: Version,
     answer_timeout: Duration,
@@ -68,7 +68,7 @@ pub async fn deliver(
                 deadline: Instant::now() + answer_timeout,
                 responder,
             };
-            let result = match session.send(send).await {
+            let result = match session.send(ToSession::Command(send)).await {
                 Ok(()) => answer.await.unwrap_or(Err(CommandError::NotSent)),
                 Err(_) => Err(CommandError::NotSent),
             };

@@ -1,6 +1,8 @@
 //! The inbound direction of a session: what it answers the station's CALLs with, and its memory of
 //! its latest answers, so that a station repeating a CALL (same unique id,
 //! same frame: it did not get the answer) is answered again without the CALL being applied twice.
+//! Only answers to CALLs that change something (durable actions) are kept; a repeated Heartbeat or
+//! Authorize is answered afresh.
 //!
 //! It is bounded in bytes (`limits.replay_cache_bytes`) and in entries, and answers only a true
 //! repeat: a frame reusing a unique id with other content is a new CALL (stations restart their id
@@ -25,15 +27,18 @@ const MAX_ENTRIES: usize = 8;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fingerprint(u64, usize);
 
+/// An answer, under its CALL's unique id and frame. The id is kept as its keyed hash: the frame's
+/// fingerprint (which covers the id too) must match as well, so a look-up compares numbers only
+/// and an entry holds one allocation, the answer.
 struct Entry {
-    unique_id: String,
+    unique_id: u64,
     frame: Fingerprint,
     reply: String,
 }
 
 impl Entry {
     fn weight(&self) -> usize {
-        self.unique_id.len() + self.reply.len() + std::mem::size_of::<Entry>()
+        self.reply.len() + std::mem::size_of::<Entry>()
     }
 }
 
@@ -57,7 +62,8 @@ impl ReplayCache {
     /// The answer given to this very frame, if it is remembered.
     pub fn answer(&self, unique_id: &str, frame: Fingerprint) -> Option<&str> {
         // The fingerprint first: two numbers, where most frames differ (one id is never remembered twice).
-        let entry = self.entries.iter().find(|e| e.frame == frame && e.unique_id == unique_id)?;
+        let mut same_frame = self.entries.iter().filter(|e| e.frame == frame);
+        let entry = same_frame.find(|e| e.unique_id == self.hasher.hash_one(unique_id))?;
         Some(entry.reply.as_str())
     }
 
@@ -65,9 +71,9 @@ impl ReplayCache {
     /// than the whole cache is not kept (a repeat is then applied again: the store's own
     /// idempotency still holds for transactions and meter values).
     pub fn remember(&mut self, unique_id: &str, frame: Fingerprint, reply: String) {
-        let entry = Entry { unique_id: unique_id.to_string(), frame, reply };
+        let entry = Entry { unique_id: self.hasher.hash_one(unique_id), frame, reply };
         // A newer answer under the same id replaces the older.
-        if let Some(i) = self.entries.iter().position(|e| e.unique_id == unique_id) {
+        if let Some(i) = self.entries.iter().position(|e| e.unique_id == entry.unique_id) {
             if let Some(old) = self.entries.remove(i) {
                 self.bytes -= old.weight();
             }

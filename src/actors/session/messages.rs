@@ -1,5 +1,7 @@
 //! The messages a station's session handles from the rest of the node. Declared apart from the
-//! actor so that the registry can hold `Recipient`s of them without naming the session type.
+//! actor so that the registry can hold a `Recipient` of them without naming the session type: one
+//! recipient of [`ToSession`] (each recipient is an address clone with allocations of its own,
+//! held for as long as the station is connected).
 
 use crate::actors::station::DisconnectReason;
 use crate::actors::tracker::SessionGuard;
@@ -9,9 +11,16 @@ use serde_json::Value;
 use std::time::Instant;
 use tokio::sync::oneshot;
 
-/// Sends a command (a CSMS-initiated CALL) to the station. The payload must already be validated.
+/// What the rest of the node tells a session.
 #[derive(Message)]
 #[rtype(result = "()")]
+pub enum ToSession {
+    Command(SendCommand),
+    Deliver(DeliverQueued),
+    Close(CloseSession),
+}
+
+/// Sends a command (a CSMS-initiated CALL) to the station. The payload must already be validated.
 pub struct SendCommand {
     pub action: String,
     pub payload: Value,
@@ -21,13 +30,9 @@ pub struct SendCommand {
 }
 
 /// The station has new queued commands: deliver them if delivery has begun on this session.
-#[derive(Message)]
-#[rtype(result = "()")]
 pub struct DeliverQueued;
 
 /// Closes the session.
-#[derive(Message)]
-#[rtype(result = "()")]
 pub struct CloseSession {
     pub reason: DisconnectReason,
     /// Kept by the session until it is gone, for whoever waits for that.

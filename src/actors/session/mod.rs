@@ -26,7 +26,7 @@ pub mod reporting;
 pub mod socket;
 pub mod writer;
 
-pub use messages::{CloseSession, DeliverQueued, SendCommand};
+pub use messages::{CloseSession, DeliverQueued, SendCommand, ToSession};
 
 use self::delivery::Delivery;
 use self::inbound::{Fingerprint, ReplayCache};
@@ -91,8 +91,8 @@ pub struct StationSession {
     /// The slow-consumer watch is armed: frames wait for the connection to take them.
     watching_out: bool,
     last_activity: Instant,
-    /// When the station's last message arrived.
-    last_heard: chrono::DateTime<chrono::Utc>,
+    /// When the station's last message arrived (a data frame; a ping or pong is not a message).
+    last_heard: Instant,
     /// The central system's commands, and the timer of the one on the wire.
     commands: CommandQueue,
     command_timer: Option<SpawnHandle>,
@@ -155,7 +155,7 @@ impl StationSession {
                 warnings,
                 tenant,
                 last_activity: Instant::now(),
-                last_heard: chrono::Utc::now(),
+                last_heard: Instant::now(),
                 commands,
                 command_timer: None,
                 close_reason: None,
@@ -279,8 +279,7 @@ impl StationSession {
             }
             Err(e) => {
                 tracing::debug!(station = %self.setup.key, code = %e.code, error = %e.description, "undecodable frame");
-                metrics::counter!(m::MESSAGES, "action" => "unknown", "direction" => "in", "result" => "error")
-                    .increment(1);
+                m::call_metrics("unknown").error().increment(1);
                 self.reply_error(e.to_call_error(self.setup.version), ctx);
             }
         }
@@ -330,17 +329,20 @@ impl StationSession {
         let fut = fut.instrument(self.span.clone());
         ctx.wait(fut.into_actor(self).map(move |(call, reply), act, ctx| {
             let _enter = act.span.clone().entered();
-            let action = crate::ocpp::actions::label(&call.action);
-            metrics::histogram!(m::CALL_DURATION, "action" => action).record(started.elapsed().as_secs_f64());
+            let series = m::call_metrics(crate::ocpp::actions::label(&call.action));
+            // Only an answer to a CALL that changed something is kept for a repeat: one that changed
+            // nothing (Heartbeat, Authorize…) is simply answered afresh, and an idle station's
+            // heartbeats do not fill its session's memory.
+            let applied = act.setup.version.action(&call.action).is_some_and(|a| a.durable());
+            series.duration().record(started.elapsed().as_secs_f64());
             match reply {
                 Reply::Result { payload, notice } => {
-                    metrics::counter!(m::MESSAGES, "action" => action, "direction" => "in", "result" => "ok")
-                        .increment(1);
+                    series.ok().increment(1);
                     if let Some(Notice::Booted { registration }) = &notice {
                         act.registration = *registration;
                     }
                     let frame = Frame::CallResult(crate::ocpp::rpc::CallResult { unique_id: call.unique_id, payload });
-                    act.answer_call(frame, fingerprint, true, ctx);
+                    act.answer_call(frame, fingerprint, applied, ctx);
                     // A notice changes the tenant's live view and always goes; a message that only
                     // proves the station alive (most are heartbeats) is reported now and then.
                     if act.tenant.due(notice.is_some()) {
@@ -356,8 +358,7 @@ impl StationSession {
                     }
                 }
                 Reply::Error(error) => {
-                    metrics::counter!(m::MESSAGES, "action" => action, "direction" => "in", "result" => "error")
-                        .increment(1);
+                    series.error().increment(1);
                     tracing::debug!(station = %act.setup.key, action = %call.action, code = %error.code, error = %error.description, "CALL refused");
                     let code = act.code_of(&error);
                     metrics::counter!(m::CALL_ERRORS, "code" => error_code_label(&code, act.setup.version))
@@ -406,7 +407,7 @@ impl StationSession {
             session.do_send(DeliveryFinished);
             if retry {
                 tokio::time::sleep(DELIVERY_RETRY).await;
-                session.do_send(DeliverQueued);
+                session.do_send(ToSession::Deliver(DeliverQueued));
             }
         });
     }
@@ -475,11 +476,7 @@ impl Actor for StationSession {
             key: self.setup.key.clone(),
             session_id: self.id,
             version: self.setup.version,
-            session: SessionHandle {
-                commands: addr.clone().recipient(),
-                deliver: addr.clone().recipient(),
-                close: addr.recipient(),
-            },
+            session: SessionHandle { inbox: addr.recipient() },
         });
         let connected = StationConnected {
             station_id: self.setup.key.station_id.clone(),
@@ -521,7 +518,10 @@ impl Actor for StationSession {
         self.tenant
             .disconnected(StationDisconnected { station_id: self.setup.key.station_id.clone(), session_id: self.id });
         // Heartbeats write nothing; the last time the station was heard from is kept now.
-        let (store, key, seen) = (self.setup.store.clone(), self.setup.key.clone(), self.last_heard);
+        // Kept as an instant (a clock read per message less), turned into a time once, here.
+        let ago = chrono::TimeDelta::from_std(self.last_heard.elapsed()).unwrap_or(chrono::TimeDelta::zero());
+        let seen = chrono::Utc::now() - ago;
+        let (store, key) = (self.setup.store.clone(), self.setup.key.clone());
         actix_rt::spawn(async move {
             let r = store.change_station(&key.account_id, &key.station_id, &StationChange::Seen(seen)).await;
             if let Err(e) = r {
@@ -537,7 +537,7 @@ impl StreamHandler<Result<Incoming, ProtocolError>> for StationSession {
         let _enter = self.span.clone().entered();
         self.last_activity = Instant::now();
         if matches!(item, Ok(Incoming::Text(_))) {
-            self.last_heard = chrono::Utc::now();
+            self.last_heard = self.last_activity;
         }
         match item {
             Ok(Incoming::Text(text)) => self.on_text(&text, ctx),
@@ -602,10 +602,28 @@ impl StreamHandler<Result<Incoming, ProtocolError>> for StationSession {
     }
 }
 
-impl Handler<SendCommand> for StationSession {
+impl Handler<ToSession> for StationSession {
     type Result = ();
 
-    fn handle(&mut self, msg: SendCommand, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: ToSession, ctx: &mut Context<Self>) {
+        match msg {
+            ToSession::Command(msg) => self.on_command(msg, ctx),
+            ToSession::Deliver(DeliverQueued) => {
+                if self.delivery.nudged(self.close_reason.is_none()) {
+                    self.start_delivery(ctx);
+                }
+            }
+            ToSession::Close(msg) => {
+                self.close_guards.extend(msg.guard);
+                self.close(msg.reason, ctx);
+            }
+        }
+    }
+}
+
+impl StationSession {
+    /// A command from the API (or a queued one being delivered) to send to the station.
+    fn on_command(&mut self, msg: SendCommand, ctx: &mut Context<Self>) {
         if self.close_reason.is_some() {
             let _ = msg.responder.send(Err(CommandError::NotSent));
             return;
@@ -628,24 +646,5 @@ impl Handler<DeliveryFinished> for StationSession {
         if self.delivery.finished(self.close_reason.is_none()) {
             self.start_delivery(ctx);
         }
-    }
-}
-
-impl Handler<DeliverQueued> for StationSession {
-    type Result = ();
-
-    fn handle(&mut self, _: DeliverQueued, ctx: &mut Context<Self>) {
-        if self.delivery.nudged(self.close_reason.is_none()) {
-            self.start_delivery(ctx);
-        }
-    }
-}
-
-impl Handler<CloseSession> for StationSession {
-    type Result = ();
-
-    fn handle(&mut self, msg: CloseSession, ctx: &mut Context<Self>) {
-        self.close_guards.extend(msg.guard);
-        self.close(msg.reason, ctx);
     }
 }

@@ -298,6 +298,9 @@ impl SledStore {
         key(&[account_id.as_bytes(), &id.to_be_bytes()])
     }
     /// Applies `update` to the station record (see [`AccountStore::update_station`]), not yet durable.
+    /// A change that leaves the record as it was writes nothing (a station reconnecting with the
+    /// protocol it had, a boot that repeats the last one to the second): a reconnect storm then
+    /// rewrites only what moved.
     fn update_station_now(
         &self,
         account_id: &AccountId,
@@ -305,33 +308,19 @@ impl SledStore {
         update: impl Fn(&mut Station),
     ) -> StoreResult<Option<Station>> {
         let k = key(&[account_id.as_bytes(), station_id.as_bytes()]);
-        let mut failure = None;
-        let new = self
-            .stations
-            .update_and_fetch(&k, |old| {
-                let old = old?;
-                match decode::<Station>(old) {
-                    Ok(mut station) => {
-                        update(&mut station);
-                        match encode(&station) {
-                            Ok(bytes) => Some(bytes),
-                            Err(e) => {
-                                failure = Some(e);
-                                Some(old.to_vec())
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        failure = Some(e);
-                        Some(old.to_vec())
-                    }
-                }
-            })
-            .map_err(backend)?;
-        if let Some(e) = failure {
-            return Err(e);
+        loop {
+            let Some(old) = self.stations.get(&k).map_err(backend)? else { return Ok(None) };
+            let mut station: Station = decode(&old)?;
+            update(&mut station);
+            let bytes = encode(&station)?;
+            if bytes.as_slice() == old.as_ref() {
+                return Ok(Some(station));
+            }
+            // Another writer in between: apply the change again to what it wrote.
+            if self.stations.compare_and_swap(&k, Some(old), Some(bytes)).map_err(backend)?.is_ok() {
+                return Ok(Some(station));
+            }
         }
-        new.map(|v| decode(&v)).transpose()
     }
 
     /// Passes a write's result on once it is durable: the account store's writes are durable when
