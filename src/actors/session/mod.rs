@@ -329,11 +329,14 @@ impl StationSession {
         let fut = fut.instrument(self.span.clone());
         ctx.wait(fut.into_actor(self).map(move |(call, reply), act, ctx| {
             let _enter = act.span.clone().entered();
-            let series = m::call_metrics(crate::ocpp::actions::label(&call.action));
+            // The action is looked up once, in this session's version; the label of a name this
+            // version does not declare is still another version's, or `unknown`.
+            let declared = act.setup.version.action(&call.action);
+            let series = m::call_metrics(declared.map_or_else(|| crate::ocpp::actions::label(&call.action), |a| a.name));
             // Only an answer to a CALL that changed something is kept for a repeat: one that changed
             // nothing (Heartbeat, Authorize…) is simply answered afresh, and an idle station's
             // heartbeats do not fill its session's memory.
-            let applied = act.setup.version.action(&call.action).is_some_and(|a| a.durable());
+            let applied = declared.is_some_and(|a| a.durable());
             series.duration().record(started.elapsed().as_secs_f64());
             match reply {
                 Reply::Result { payload, notice } => {
