@@ -21,7 +21,7 @@ use crate::store::{AccountStore, NodeLog, NodeLogSettings, RedisStore, SledStore
 use crate::{tls, ws};
 use actix::prelude::*;
 use actix_web::dev::Server;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpResponse};
 use anyhow::Context as _;
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -29,6 +29,55 @@ use std::time::{Duration, Instant};
 
 /// Where one node keeps its write-ahead log, inside the data directory.
 pub const NODE_LOG_DIR: &str = "station-log";
+
+/// What a new connection's data gets (its TLS peer, its place in the connection table).
+type OnConnect = Arc<dyn Fn(&dyn std::any::Any, &mut actix_web::dev::Extensions) + Send + Sync>;
+
+/// What every listener's HTTP service shares.
+#[derive(Clone)]
+struct HttpSetup {
+    keep_alive: Duration,
+    shutdown: actix_server::GracefulShutdownSignal,
+    on_connect: OnConnect,
+}
+
+/// One listener's HTTP/1 service over sockets of type `$io`: the application `$app` serves every
+/// request, and a WebSocket upgrade request is served by [`ws::upgraded`], which hands a station's
+/// socket to its session. What actix-web's `HttpServer` would build, plus the upgrade (a macro:
+/// the service's type cannot be named).
+macro_rules! http_service {
+    ($app:expr, $setup:expr, $secure:expr, $addr:expr, $io:ty) => {{
+        use actix_service::{
+            fn_factory, fn_service, map_config, IntoServiceFactory as _, ServiceFactory as _, ServiceFactoryExt as _,
+        };
+        let (app, setup, secure, addr) = ($app.clone(), $setup.clone(), $secure, $addr);
+        let shutdown = setup.shutdown.clone();
+        let on_connect = setup.on_connect.clone();
+        // `AppConfig::new` is crate-private; this is the constructor actix's own test server uses.
+        let config = move || actix_web::dev::AppConfig::__priv_test_new(secure, addr.to_string(), addr);
+        let upgrade_app = app.clone();
+        actix_http::HttpService::<$io, _, _>::build()
+            .graceful_shutdown_signal(move || {
+                let signal = shutdown.clone();
+                async move { signal.notified().await }
+            })
+            .keep_alive(setup.keep_alive)
+            // Headers are timed by the connection table's reaper, for every request (actix's own
+            // timer covers only a connection's first).
+            .client_request_timeout(Duration::ZERO)
+            .client_disconnect_timeout(Duration::from_secs(1))
+            .local_addr(addr)
+            .on_connect_ext(move |io: &$io, data: &mut actix_web::dev::Extensions| (on_connect)(io, data))
+            .upgrade(fn_factory(move || {
+                let factory = upgrade_app().into_factory();
+                async move {
+                    let app = std::rc::Rc::new(factory.new_service(config()).await?);
+                    Ok::<_, ()>(fn_service(move |(req, framed)| ws::upgraded(app.clone(), req, framed)))
+                }
+            }))
+            .finish(map_config(app().into_factory().map_err(|err| err.error_response()), move |_| config()))
+    }};
+}
 
 /// A built, bound, not yet running application.
 pub struct Application {
@@ -151,7 +200,7 @@ impl Application {
         });
         let expose_login_codes = settings.api.expose_login_codes;
         let api_body_bytes = settings.limits.api_body_bytes;
-        let mut server = HttpServer::new(move || {
+        let app = move || {
             App::new()
                 .app_data(state.clone())
                 .wrap_fn(move |req, srv| middleware::around(request_limits, req, srv))
@@ -163,28 +212,44 @@ impl Application {
                 .default_service(web::to(|| async {
                     Err::<HttpResponse, ApiError>(ApiError::NotFound("no such route".into()))
                 }))
-        })
-        .backlog(settings.server.backlog)
-        .max_connections(settings.server.max_connections_per_worker)
-        // Headers are timed by the connection table's reaper, for every request (actix's own timer
-        // covers only a connection's first).
-        .client_request_timeout(Duration::ZERO)
-        .keep_alive(settings.limits.keep_alive())
-        .shutdown_timeout(settings.ocpp.shutdown_timeout_secs)
-        // Signals are handled by `run_until_stopped`, which closes the station sessions first.
-        .disable_signals()
-        // Must come before the listeners: it is captured when each is added.
-        .on_connect(move |conn, data| {
-            tls::on_connect(conn, data);
-            connections.on_connect(conn, data);
-        })
-        .listen(listener)?;
-        if let Some((listener, config)) = tls {
-            server = server.listen_rustls_0_23(listener, config)?;
-        }
+        };
+        let mut builder = actix_server::Server::build()
+            .backlog(settings.server.backlog)
+            .max_concurrent_connections(settings.server.max_connections_per_worker)
+            .shutdown_timeout(settings.ocpp.shutdown_timeout_secs)
+            // Signals are handled by `run_until_stopped`, which closes the station sessions first.
+            .disable_signals();
         if settings.server.workers > 0 {
-            server = server.workers(settings.server.workers);
+            builder = builder.workers(settings.server.workers);
         }
+        let http = HttpSetup {
+            keep_alive: settings.limits.keep_alive(),
+            shutdown: builder.graceful_shutdown_signal(),
+            on_connect: Arc::new(move |conn: &dyn std::any::Any, data: &mut actix_web::dev::Extensions| {
+                tls::on_connect(conn, data);
+                connections.on_connect(conn, data);
+            }),
+        };
+        let plain = listener.local_addr()?;
+        let (setup, plain_app) = (http.clone(), app.clone());
+        builder = builder.listen("ocpp-css", listener, move || {
+            http_service!(plain_app, setup, false, plain, actix_web::rt::net::TcpStream).tcp()
+        })?;
+        if let Some((listener, config)) = tls {
+            let secure = listener.local_addr()?;
+            let setup = http.clone();
+            builder = builder.listen("ocpp-css-tls", listener, move || {
+                http_service!(
+                    app,
+                    setup,
+                    true,
+                    secure,
+                    actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>
+                )
+                .rustls_0_23_with_config(config.clone(), actix_http::TlsAcceptorConfig::default())
+            })?;
+        }
+        let server = builder;
         tracing::info!(address = %address, port, tls_port, "listening");
         let shutdown_timeout = Duration::from_secs(settings.ocpp.shutdown_timeout_secs);
         Ok(Application { port, tls_port, server: server.run(), fleet, station_store, shutdown_timeout, sessions, mode })

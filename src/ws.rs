@@ -12,8 +12,14 @@
 //! off after failures, and waits behind clean attempts; an accepted station reconnecting more often
 //! than its window allows is refused with 429; the connection's bytes pass a [`FrameGuard`] that
 //! refuses an oversized message by its header.
+//!
+//! actix-http hands every WebSocket upgrade request to [`upgraded`] with its connection; the
+//! application still answers it (middleware, routing, [`ocpp_endpoint`]), and a station's 101 then
+//! takes the socket away from the HTTP connection to its session's task. A station costs one task,
+//! its session's, and no HTTP dispatcher for the life of its connection.
 
-use crate::actors::session::{socket, SessionSetup};
+use crate::actors::session::socket::{self, SocketKeep, StationIo};
+use crate::actors::session::SessionSetup;
 use crate::actors::{StationKey, StationSession};
 use crate::auth;
 use crate::ids::StationId;
@@ -25,10 +31,17 @@ use crate::model::SecurityProfile;
 use crate::ocpp::Version;
 use crate::state::AppState;
 use crate::tls::{client_identity, TlsConnection};
-use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_codec::{AsyncRead, AsyncWrite, Framed};
+use actix_http::body::{BodySize, MessageBody};
+use actix_http::{h1, ConnectionType, Request};
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::http::{header, StatusCode};
+use actix_web::web::BytesMut;
+use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse};
 use base64::Engine;
+use futures_util::SinkExt as _;
 use serde_json::json;
+use std::rc::Rc;
 use std::time::Duration;
 
 /// Why a connection was refused; the `reason` label of the auth-failure counter.
@@ -133,7 +146,6 @@ fn shutting_down() -> HttpResponse {
 
 pub async fn ocpp_endpoint(
     req: HttpRequest,
-    body: web::Payload,
     path: web::Path<(String, StationId)>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
@@ -266,14 +278,12 @@ pub async fn ocpp_endpoint(
     let max = state.settings.ocpp.max_frame_bytes;
     // Taken before the session exists, so shutdown waits for it; none once shutdown has begun.
     let Some(guard) = state.sessions.guard() else { return Ok(shutting_down()) };
-    // Every byte the station sends passes the frame guard first: a message too big is refused by
-    // its frame header, before the codec buffers it.
     let subprotocol = (!offered.is_empty()).then(|| version.subprotocol());
-    let (response, out, stream) =
-        socket::upgrade(&req, FrameGuard::new(body, max), subprotocol, max, l.settings.outbound_queue_bytes)?;
+    let response = socket::handshake(&req, subprotocol)?;
     // A station's session from now on: the connection no longer counts against its address, and
     // the session's own timeouts bound it.
-    let connection = req.conn_data::<Connection>().map(|c| {
+    let shared = req.conn_data::<Rc<Connection>>().cloned();
+    let connection = shared.as_ref().map(|c| {
         c.authenticated();
         c.upgraded();
         c.handle()
@@ -292,8 +302,87 @@ pub async fn ocpp_endpoint(
         command_timeout: ocpp.command_timeout(),
         limits: state.limits.clone(),
         connection,
-        guard,
     };
-    StationSession::start(setup, out, stream);
+    let keep = SocketKeep { connection: shared, guard: Some(guard) };
+    // The session starts once the 101 is written and the socket handed over ([`upgraded`]).
+    req.extensions_mut().insert(PendingSession {
+        setup,
+        max_frame: max,
+        max_queued: l.settings.outbound_queue_bytes,
+        keep,
+    });
     Ok(response)
+}
+
+/// An accepted station whose 101 is on its way: what its session needs once it has the socket.
+struct PendingSession {
+    setup: SessionSetup,
+    max_frame: usize,
+    max_queued: usize,
+    keep: SocketKeep,
+}
+
+impl PendingSession {
+    fn start(self, io: Box<dyn StationIo>, early: BytesMut, head: BytesMut) {
+        let max = self.max_frame;
+        // Every byte the station sends passes the frame guard first: a message too big is refused
+        // by its frame header, before the codec buffers it.
+        let (out, stream, pump) =
+            socket::connect(io, early, head, |bytes| FrameGuard::new(bytes, max), max, self.max_queued, self.keep);
+        StationSession::start(self.setup, out, stream, pump);
+    }
+}
+
+/// Serves a WebSocket upgrade request, which actix-http hands here with its connection: the
+/// application answers it as it answers any request (middleware, routing, [`ocpp_endpoint`]).
+/// A station's 101 is written and the socket given to its session, which then reads and writes it
+/// on its own task, without the HTTP connection; any other answer is written and the connection
+/// closed.
+pub async fn upgraded<T, S, B>(
+    app: Rc<S>,
+    req: Request,
+    mut framed: Framed<T, h1::Codec>,
+) -> Result<(), actix_http::Error>
+where
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
+    S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody + 'static,
+{
+    let (response, pending) = match app.call(req).await {
+        Ok(res) => {
+            let (req, res) = res.into_parts();
+            let pending = req.extensions_mut().remove::<PendingSession>();
+            (res.map_into_boxed_body(), pending)
+        }
+        Err(e) => (e.error_response(), None),
+    };
+    let (mut head, body) = actix_http::Response::from(response).into_parts();
+    match pending {
+        Some(pending) if head.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            // Encoded, not yet written: the session exists (and has its id, which orders it among
+            // the station's connections) before the station can see its 101 and connect again.
+            if framed.feed(h1::Message::Item((head, BodySize::None))).await.is_err() {
+                return Ok(());
+            }
+            let parts = framed.into_parts();
+            pending.start(Box::new(parts.io), parts.read_buf, parts.write_buf);
+        }
+        _ => {
+            head.head_mut().set_connection_type(ConnectionType::Close);
+            let size = body.size();
+            if framed.send(h1::Message::Item((head, size))).await.is_err() {
+                return Ok(());
+            }
+            let mut body = std::pin::pin!(body);
+            while let Some(chunk) = std::future::poll_fn(|cx| body.as_mut().poll_next(cx)).await {
+                let Ok(chunk) = chunk else { return Ok(()) };
+                if framed.send(h1::Message::Chunk(Some(chunk))).await.is_err() {
+                    return Ok(());
+                }
+            }
+            let _ = framed.send(h1::Message::Chunk(None)).await;
+            let _ = framed.close().await;
+        }
+    }
+    Ok(())
 }

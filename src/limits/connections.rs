@@ -189,7 +189,8 @@ impl ConnectionTable {
         let address = AddressKey::of(peer.ip());
         match self.admit(socket, address) {
             Ok(state) => {
-                data.insert(Connection { state, table: self.clone() });
+                // Shared: the station's session keeps it after the HTTP connection hands its socket over.
+                data.insert(std::rc::Rc::new(Connection { state, table: self.clone() }));
             }
             Err(limit) => {
                 hit(limit);
@@ -412,8 +413,9 @@ impl ConnectionTable {
     }
 }
 
-/// A connection, kept in actix's connection data (`HttpRequest::conn_data`); dropped with the
-/// connection, which takes it out of the table.
+/// A connection, kept in actix's connection data (`HttpRequest::conn_data`, as an `Rc`) and, once
+/// it is a station's WebSocket, by the session's socket; dropped with the socket, which takes it
+/// out of the table.
 pub struct Connection {
     state: Arc<ConnState>,
     table: Arc<ConnectionTable>,

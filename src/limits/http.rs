@@ -56,7 +56,7 @@ pub fn is_body_timeout(e: &PayloadError) -> bool {
 /// Called as a request enters the application: marks its connection busy, and gives an API
 /// request's body its deadline (a station's WebSocket stream is not a body: its session bounds it).
 pub fn begin(req: &mut ServiceRequest, body_timeout: Duration) -> Option<RequestInFlight> {
-    let in_flight = req.conn_data::<Connection>().map(Connection::request);
+    let in_flight = req.conn_data::<std::rc::Rc<Connection>>().map(|c| c.request());
     if !req.path().starts_with("/ocpp/") {
         let (_, payload) = req.parts_mut();
         if !matches!(payload, Payload::None) {
@@ -70,7 +70,7 @@ pub fn begin(req: &mut ServiceRequest, body_timeout: Duration) -> Option<Request
 
 /// The refusal delay left, when the request came on a connection held over its address's limit.
 pub fn held_refusal(req: &ServiceRequest) -> Option<Duration> {
-    req.conn_data::<Connection>().filter(|c| c.refused()).map(Connection::refusal_delay)
+    req.conn_data::<std::rc::Rc<Connection>>().filter(|c| c.refused()).map(|c| c.refusal_delay())
 }
 
 /// The answer to a request on a held connection: 429, and the connection closed.

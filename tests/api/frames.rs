@@ -81,3 +81,50 @@ async fn a_frame_over_the_size_limit_closes_only_that_connection_with_1009() {
     let mut again = StationClient::connect(app.port, "acme", "CP001", &password).await.expect("server still accepts");
     assert_eq!(again.call("Heartbeat", json!({})).await[0], 3);
 }
+
+#[tokio::test]
+async fn a_message_sent_with_the_handshake_in_one_packet_is_answered() {
+    use base64::Engine;
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app().await;
+    let t = app.tenant("acme").await;
+    let password = app.station(&t, "CP001").await;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("CP001:{password}"));
+    let mut bytes = format!(
+        "GET /ocpp/acme/CP001 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: ocpp1.6\r\nAuthorization: Basic {auth}\r\n\r\n"
+    )
+    .into_bytes();
+    // The first CALL goes in the same write as the request: the server reads it with the request's
+    // bytes, before it knows it is a WebSocket.
+    bytes.extend(crate::raw::text(r#"[2,"early-1","Heartbeat",{}]"#));
+    let mut stream = crate::raw::tcp(app.port, None, None).await.unwrap();
+    stream.write_all(&bytes).await.unwrap();
+    let head = crate::raw::read_head(&mut stream).await.unwrap();
+    assert_eq!(crate::raw::status_of(&head), 101, "{head}");
+    let (ending, texts) = crate::raw::read_until_close(&mut stream, std::time::Duration::from_secs(3)).await;
+    assert!(matches!(ending, crate::raw::Ending::Open), "the session stays up");
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    let answer: serde_json::Value = serde_json::from_str(&texts[0]).unwrap();
+    assert_eq!(answer[0], 3, "{answer}");
+    assert_eq!(answer[1], "early-1", "{answer}");
+}
+
+#[tokio::test]
+async fn a_websocket_upgrade_to_a_path_that_is_no_station_gets_the_routes_answer_and_a_closed_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let mut stream = crate::raw::tcp(app.port, None, None).await.unwrap();
+    let request = "GET /api/v1/nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut response)).await;
+    assert!(read.is_ok(), "the server closes the connection after its answer");
+    let response = String::from_utf8_lossy(&response);
+    assert_eq!(crate::raw::status_of(&response), 404, "{response}");
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let body: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("a JSON body: {response}"));
+    assert_eq!(body["code"], "not_found", "{body}");
+}

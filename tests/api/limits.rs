@@ -525,3 +525,25 @@ async fn a_command_past_the_waiting_bound_is_refused_with_429_and_counted_while_
     let after = limit_hits(&app.metrics().await, "waiting_commands");
     assert!(after > before, "the refusal is counted: {before} then {after}");
 }
+
+#[tokio::test]
+async fn a_station_session_keeps_its_place_in_the_connection_table_after_the_handshake() {
+    // The API client's pooled connection, two stations and one idle client fill a table of 4. The
+    // sessions own their sockets once the handshake is answered; they still count, so a new client
+    // must evict an idle connection, and never a station.
+    let app = spawn_app_with(|s| s.limits.max_connections = 4).await;
+    let t = app.tenant("acme").await;
+    let mut one = app.connected_station(&t, "CP001").await;
+    let mut two = app.connected_station(&t, "CP002").await;
+    let _idle = raw::tcp(app.port, Some("127.0.1.20"), None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let ok = reqwest::Client::new().get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let metrics = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(limit_hits(&metrics, "connection_evicted") >= 1.0, "the table was full: {metrics}");
+    for cp in [&mut one, &mut two] {
+        // Answered at all (the station is not booted): its session is alive.
+        let answer = cp.call("Heartbeat", json!({})).await;
+        assert!(matches!(answer[0].as_u64(), Some(3 | 4)), "the stations were not evicted: {answer}");
+    }
+}

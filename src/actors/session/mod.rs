@@ -33,7 +33,7 @@ use self::inbound::{Fingerprint, ReplayCache};
 use self::labels::error_code_label;
 use self::outbound::{CommandQueue, Outgoing, Pending};
 use self::reporting::TenantLink;
-use self::socket::Incoming;
+use self::socket::{Incoming, Pump};
 use self::writer::{Outbox, Overflow};
 use crate::actors::account::{AccountRegistry, StationConnected, StationDisconnected, StationNotice};
 use crate::actors::station::{next_session_id, DisconnectReason, SessionId, StationKey};
@@ -55,7 +55,9 @@ use crate::ocpp::Version;
 use crate::store::StationStore;
 use actix::prelude::*;
 use actix_http::ws::{CloseCode, CloseReason, ProtocolError};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
@@ -79,8 +81,6 @@ pub struct SessionSetup {
     pub limits: Arc<Limits>,
     /// The connection under the session, to cut it off when the station misbehaves.
     pub connection: Option<ConnectionHandle>,
-    /// The node's count of live sessions (shutdown waits for it), held as long as the session.
-    pub guard: SessionGuard,
 }
 
 pub struct StationSession {
@@ -88,6 +88,8 @@ pub struct StationSession {
     setup: SessionSetup,
     registration: Registration,
     out: Outbox,
+    /// Writes `out` to the socket; after the session, the task that writes what is left.
+    pump: Option<Pump>,
     /// The slow-consumer watch is armed: frames wait for the connection to take them.
     watching_out: bool,
     last_activity: Instant,
@@ -129,12 +131,14 @@ struct DeliveryFinished;
 impl StationSession {
     /// Starts the session actor on the current arbiter, consuming the station's message stream and
     /// writing to `out` (both from [`socket::upgrade`]).
-    pub fn start<S>(setup: SessionSetup, out: Outbox, stream: S) -> Addr<StationSession>
+    pub fn start<S>(setup: SessionSetup, out: Outbox, stream: S, pump: Pump) -> Addr<StationSession>
     where
         S: futures_util::Stream<Item = Result<Incoming, ProtocolError>> + 'static,
     {
         StationSession::create(move |ctx| {
             ctx.add_stream(stream);
+            // After the stream: a reply queued while a message is handled is written in the same turn.
+            ctx.spawn(Pumping);
             let id = next_session_id();
             let span = tracing::info_span!("station_session", station = %setup.key, session = id, protocol = setup.version.subprotocol());
             let l = &setup.limits.settings;
@@ -149,6 +153,7 @@ impl StationSession {
                 registration: setup.registration,
                 setup,
                 out,
+                pump: Some(pump),
                 watching_out: false,
                 recent_replies,
                 rate,
@@ -178,7 +183,12 @@ impl StationSession {
     /// bound, the end of a station that is not reading.
     fn after_queueing(&mut self, queued: Result<(), Overflow>, ctx: &mut Context<Self>) {
         match queued {
-            Ok(()) => self.watch_out(ctx),
+            Ok(()) => {
+                if let Some(pump) = self.pump.as_mut() {
+                    pump.write_now();
+                }
+                self.watch_out(ctx)
+            }
             Err(overflow) => {
                 if self.warnings.allow() {
                     tracing::warn!(station = %self.setup.key, queued = overflow.queued, "outgoing queue full: the station is not reading, cutting it off");
@@ -327,7 +337,7 @@ impl StationSession {
             (call, reply)
         };
         let fut = fut.instrument(self.span.clone());
-        ctx.wait(fut.into_actor(self).map(move |(call, reply), act, ctx| {
+        ctx.wait(Writing::new(fut.into_actor(self).map(move |(call, reply), act, ctx| {
             let _enter = act.span.clone().entered();
             // The action is looked up once, in this session's version; the label of a name this
             // version does not declare is still another version's, or `unknown`.
@@ -370,7 +380,7 @@ impl StationSession {
                     act.answer_call(Frame::CallError(error), fingerprint, remember, ctx);
                 }
             }
-        }));
+        })));
     }
 
     /// Sends the answer to a CALL, remembered (when `remember`) for a repeat of the very same frame.
@@ -487,7 +497,8 @@ impl Actor for StationSession {
             protocol: protocol.to_string(),
         };
         // Waited for, so the tenant's actor knows the station before any of its messages is handled.
-        ctx.wait(self.tenant.announce(connected).into_actor(self).map(|addr, act, _| act.tenant.found(addr)));
+        let announced = self.tenant.announce(connected).into_actor(self).map(|addr, act, _| act.tenant.found(addr));
+        ctx.wait(Writing::new(announced));
         let store = self.setup.store.clone();
         let key = self.setup.key.clone();
         actix_rt::spawn(async move {
@@ -532,6 +543,62 @@ impl Actor for StationSession {
             }
         });
         self.commands.close();
+        // What the session queued last (its close frame) is written after it, within the grace
+        // its closing allows.
+        if let Some(pump) = self.pump.take() {
+            actix_rt::spawn(pump.finish(CLOSE_GRACE));
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future the session waits for (`ctx.wait`, which holds every other event of the session)
+    /// while its socket is still written: what it queued before goes out meanwhile.
+    struct Writing<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F> Writing<F> {
+    fn new(inner: F) -> Self {
+        Writing { inner }
+    }
+}
+
+impl<F: ActorFuture<StationSession>> ActorFuture<StationSession> for Writing<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut StationSession,
+        ctx: &mut Context<StationSession>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<F::Output> {
+        if let Some(pump) = act.pump.as_mut() {
+            let _written_or_waiting = pump.poll_write(cx);
+        }
+        self.project().inner.poll(act, ctx, cx)
+    }
+}
+
+/// The session's socket written from the session's own task: polls the [`Pump`] whenever the
+/// session is woken (by the socket having room, or by the session queueing a frame).
+struct Pumping;
+
+impl ActorFuture<StationSession> for Pumping {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut StationSession,
+        _: &mut Context<StationSession>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<()> {
+        match act.pump.as_mut() {
+            Some(pump) => pump.poll_write(cx),
+            None => Poll::Ready(()),
+        }
     }
 }
 
@@ -595,7 +662,7 @@ impl StreamHandler<Result<Incoming, ProtocolError>> for StationSession {
         if self.close_reason.is_none() {
             if let Some(pause) = self.rate.take() {
                 limits::hit(Limit::MessageRate);
-                ctx.wait(actix::clock::sleep(pause).into_actor(self));
+                ctx.wait(Writing::new(actix::clock::sleep(pause).into_actor(self)));
             }
         }
     }

@@ -1,23 +1,30 @@
-//! A station's WebSocket on its HTTP connection: the upgrade response, whose body is the session's
-//! [`Outbox`], and the station's messages, decoded from the connection's bytes and reassembled
-//! from their fragments.
+//! A station's WebSocket: the upgrade response, then the socket itself, handed over by the HTTP
+//! connection with the 101 encoded and not yet written (`ws::upgraded`). The session's task reads it —
+//! the station's messages, decoded and reassembled from their fragments — and writes it: the
+//! [`Pump`] takes the session's [`Outbox`] as the socket has room.
 //!
-//! Written on actix-http's WebSocket codec, without a channel or a task of its own between the
-//! connection and the session: an idle station's connection holds the session's state and
-//! nothing more (actix-ws puts a 32-slot channel and a task between them).
+//! Written on actix-http's WebSocket codec, with no task, channel or HTTP dispatcher of its own
+//! between the socket and the session: one task per station, and an idle station's socket holds
+//! the session's state and nothing more.
 
-use super::writer::{self, Hangup, Outbox};
+use super::writer::{self, Hangup, Outbox, OutboxBody};
+use crate::actors::tracker::SessionGuard;
+use crate::limits::connections::Connection;
+use actix_codec::{AsyncRead, AsyncWrite, ReadBuf};
 use actix_http::body::MessageBody as _;
 use actix_http::error::PayloadError;
 use actix_http::ws::{self, CloseReason, Codec, Frame, Item, ProtocolError};
 use actix_web::http::header;
-use actix_web::web::{Bytes, BytesMut};
+use actix_web::web::{Buf as _, Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
 use bytestring::ByteString;
 use futures_util::Stream;
+use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 /// A message from the station, its fragments (if any) put together.
 #[derive(Debug, PartialEq, Eq)]
@@ -29,23 +36,211 @@ pub enum Incoming {
     Close(Option<CloseReason>),
 }
 
-/// Answers a WebSocket upgrade request: the response to send (naming `subprotocol` when given),
-/// the queue of what the session sends, and the stream of what the station sends, read from
-/// `payload`, no message larger than `max_message` bytes.
-pub fn upgrade<S>(
-    req: &HttpRequest,
-    payload: S,
-    subprotocol: Option<&'static str>,
-    max_message: usize,
-    max_queued: usize,
-) -> Result<(HttpResponse, Outbox, StationStream<S>), actix_web::Error> {
+/// The answer to a station's WebSocket upgrade request (naming `subprotocol` when given): 101,
+/// whose connection then hands its socket to [`connect`].
+pub fn handshake(req: &HttpRequest, subprotocol: Option<&'static str>) -> Result<HttpResponse, actix_web::Error> {
     let mut response = ws::handshake(req.head())?;
     if let Some(subprotocol) = subprotocol {
         response.insert_header((header::SEC_WEBSOCKET_PROTOCOL, subprotocol));
     }
+    Ok(HttpResponse::from(response.finish().map_into_boxed_body()))
+}
+
+/// A station's socket, plain or TLS, once the HTTP connection has handed it over.
+pub trait StationIo: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> StationIo for T {}
+
+/// The socket, shared by its reading half (the session's stream) and its writing half ([`Pump`]).
+/// Both are polled by the session's task, one at a time, so the cell is never contended.
+type SharedIo = Rc<RefCell<Box<dyn StationIo>>>;
+
+/// The station's side of an upgraded socket, for the session: the queue of what it sends, the
+/// stream of what the station sends (through `guard`, no message larger than `max_message`
+/// bytes), and the pump that writes the queue. `early` holds the bytes the station sent right
+/// after its handshake (read with the request); `head`, the encoded 101, is written first. `keep`
+/// is held as long as the socket.
+pub fn connect<G, S>(
+    io: Box<dyn StationIo>,
+    early: BytesMut,
+    head: BytesMut,
+    guard: G,
+    max_message: usize,
+    max_queued: usize,
+    keep: SocketKeep,
+) -> (Outbox, StationStream<S>, Pump)
+where
+    G: FnOnce(IoReader) -> S,
+{
+    let io: SharedIo = Rc::new(RefCell::new(io));
     let (outbox, body, hangup) = writer::outbox(max_queued);
-    let stream = StationStream::new(payload, hangup, max_message);
-    Ok((response.message_body(body.boxed())?.into(), outbox, stream))
+    let reader = IoReader { io: io.clone(), early: (!early.is_empty()).then(|| early.freeze()), ended: false };
+    let stream = StationStream::new(guard(reader), hangup, max_message);
+    let pump = Pump { io, body: Some(body), chunk: head.freeze(), unflushed: true, keep, waker: None };
+    (outbox, stream, pump)
+}
+
+/// What lives as long as the socket: the connection's place in the connection table, and the
+/// session's count for shutdown (which then waits for the close frame to be written).
+pub struct SocketKeep {
+    pub connection: Option<Rc<Connection>>,
+    pub guard: Option<SessionGuard>,
+}
+
+/// The station's bytes as they arrive, read straight from the socket.
+pub struct IoReader {
+    io: SharedIo,
+    early: Option<Bytes>,
+    ended: bool,
+}
+
+/// The most read from the socket at once.
+const READ_CHUNK: usize = 8 * 1024;
+
+impl Stream for IoReader {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(early) = this.early.take() {
+            return Poll::Ready(Some(Ok(early)));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        // Read on the stack, copied out at the size read: an idle station's socket holds no buffer.
+        // Left uninitialised: zeroing 8 KiB per message showed in the profile.
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut read = ReadBuf::uninit(&mut buf);
+        let mut io = this.io.borrow_mut();
+        match Pin::new(&mut **io).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) if read.filled().is_empty() => {
+                this.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Ok(())) => Poll::Ready(Some(Ok(Bytes::copy_from_slice(read.filled())))),
+            Poll::Ready(Err(e)) => {
+                this.ended = true;
+                Poll::Ready(Some(Err(PayloadError::Io(e))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Writes the session's queue to the socket as the socket takes it: one chunk at a time, the next
+/// taken from the queue only when the last is written (so a station that does not read stops
+/// taking, which is how the session sees a slow consumer).
+pub struct Pump {
+    io: SharedIo,
+    /// `None` once the queue has ended (after its close frame) or the socket failed: dropping the
+    /// body tells the stream the connection is gone.
+    body: Option<OutboxBody>,
+    chunk: Bytes,
+    unflushed: bool,
+    keep: SocketKeep,
+    /// The waker of the task that last polled the pump (the session's), for [`Pump::write_now`].
+    waker: Option<Waker>,
+}
+
+impl Pump {
+    /// Writes what waits; ready once nothing more will be written (the queue ended, or the socket
+    /// failed).
+    pub fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match &self.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => self.waker = Some(cx.waker().clone()),
+        }
+        self.write(cx)
+    }
+
+    /// Writes what the session just queued, from the session's own handler: no wake-up and no
+    /// second turn of the session. What the socket does not take at once is written when the
+    /// socket wakes the session. Before the session was first polled there is nothing to write.
+    pub fn write_now(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            let _written_or_waiting = self.write(&mut Context::from_waker(&waker));
+            self.waker.get_or_insert(waker);
+        }
+    }
+
+    fn write(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if !self.chunk.is_empty() {
+                let mut io = self.io.borrow_mut();
+                match Pin::new(&mut **io).poll_write(cx, &self.chunk) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        self.chunk.advance(n);
+                        continue;
+                    }
+                    Poll::Ready(_) => {
+                        drop(io);
+                        return self.fail();
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            if self.unflushed {
+                let mut io = self.io.borrow_mut();
+                match Pin::new(&mut **io).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => self.unflushed = false,
+                    Poll::Ready(Err(_)) => {
+                        drop(io);
+                        return self.fail();
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            let Some(body) = self.body.as_mut() else { return Poll::Ready(()) };
+            match Pin::new(body).poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    // Taken as it is: the queue gives its memory back once drained.
+                    self.chunk = chunk;
+                    self.unflushed = true;
+                }
+                Poll::Ready(Some(Err(never))) => match never {},
+                Poll::Ready(None) => {
+                    self.body = None;
+                    return Poll::Ready(());
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn fail(&mut self) -> Poll<()> {
+        self.chunk = Bytes::new();
+        self.body = None;
+        Poll::Ready(())
+    }
+
+    /// After the session: writes what it left queued (its close frame last), ends the socket's
+    /// sending side, and reads until the station closes its side; `within` bounds all of it.
+    pub async fn finish(mut self, within: Duration) {
+        let done = async {
+            std::future::poll_fn(|cx| self.poll_write(cx)).await;
+            let io = self.io.clone();
+            if std::future::poll_fn(|cx| Pin::new(&mut **io.borrow_mut()).poll_shutdown(cx)).await.is_err() {
+                return;
+            }
+            // Written: a node shutting down need not wait for the station's side.
+            self.keep.guard = None;
+            // The station answers the close frame and closes its side; what it sends meanwhile
+            // is not read by anyone (closing with unread bytes would reset the connection).
+            let mut buf = [0u8; READ_CHUNK];
+            loop {
+                let mut read = ReadBuf::new(&mut buf);
+                match std::future::poll_fn(|cx| Pin::new(&mut **io.borrow_mut()).poll_read(cx, &mut read)).await {
+                    Ok(()) if !read.filled().is_empty() => {}
+                    _ => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(within, done).await;
+        // The socket closes before the connection leaves the table (fields drop in order).
+        let Pump { io, keep, .. } = self;
+        drop(io);
+        drop(keep);
+    }
 }
 
 /// The parts of a fragmented data message received so far.

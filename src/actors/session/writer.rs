@@ -2,8 +2,8 @@
 //! WebSocket's HTTP response.
 //!
 //! The session actor never waits on the socket: it puts frames in the [`Outbox`], and the
-//! connection takes them, encoded, whenever its socket has room ([`OutboxBody`], the body of the
-//! upgrade response). Nothing sits between the two — no task, no channel — so the queue of an idle
+//! socket's writer (`socket::Pump`, on the session's own task) takes them, encoded, from the
+//! [`OutboxBody`] whenever the socket has room. Nothing sits between the two — no task, no channel — so the queue of an idle
 //! station holds no memory. A station that stops reading fills the kernel's buffers and then the
 //! connection's write buffer, after which the connection takes nothing more: the session watches
 //! [`Outbox::taken`], and a station that has taken nothing for `limits.slow_consumer_secs` while
@@ -132,7 +132,7 @@ pub struct Outbox {
     max_bytes: usize,
 }
 
-/// A queue of at most `max_bytes`; the body goes in the upgrade response, the hangup to the
+/// A queue of at most `max_bytes`; the body goes to the socket's writer, the hangup to the
 /// stream of the station's messages.
 pub fn outbox(max_bytes: usize) -> (Outbox, OutboxBody, Hangup) {
     let shared = Rc::new(Shared::default());
@@ -159,7 +159,8 @@ impl Outbox {
         }
         s.hold(weight);
         s.frames.borrow_mut().push_back(frame);
-        Shared::wake(&s.body_waker);
+        // No wake-up: the session, whose task also writes the socket, writes what it queued
+        // itself (`Pump::write_now`) — a wake-up would poll the whole session once more.
         Ok(())
     }
 
@@ -209,7 +210,7 @@ impl Drop for Outbox {
     }
 }
 
-/// The body of the upgrade response: the queued frames, encoded, as the connection takes them.
+/// The queued frames, encoded, as the socket's writer takes them.
 pub struct OutboxBody {
     shared: Rc<Shared>,
     ended: bool,
