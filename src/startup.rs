@@ -249,10 +249,18 @@ impl Application {
                 .rustls_0_23_with_config(config.clone(), actix_http::TlsAcceptorConfig::default())
             })?;
         }
-        let server = builder;
         tracing::info!(address = %address, port, tls_port, "listening");
         let shutdown_timeout = Duration::from_secs(settings.ocpp.shutdown_timeout_secs);
-        Ok(Application { port, tls_port, server: server.run(), fleet, station_store, shutdown_timeout, sessions, mode })
+        Ok(Application {
+            port,
+            tls_port,
+            server: builder.run(),
+            fleet,
+            station_store,
+            shutdown_timeout,
+            sessions,
+            mode,
+        })
     }
 
     pub fn port(&self) -> u16 {

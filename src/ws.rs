@@ -304,7 +304,8 @@ pub async fn ocpp_endpoint(
         connection,
     };
     let keep = SocketKeep { connection: shared, guard: Some(guard) };
-    // The session starts once the 101 is written and the socket handed over ([`upgraded`]).
+    // The session starts once the socket is handed over, its 101 encoded and not yet written
+    // ([`upgraded`]).
     req.extensions_mut().insert(PendingSession {
         setup,
         max_frame: max,

@@ -123,6 +123,16 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// been written by then; a peer still streaming is not read any further).
 const CLOSE_GRACE_VIOLATION: Duration = Duration::from_secs(1);
 
+/// How long the connection of a session closed for `reason` may linger (none: the station closed it).
+fn close_grace(reason: Option<DisconnectReason>) -> Duration {
+    match reason {
+        Some(DisconnectReason::ProtocolError | DisconnectReason::FrameTooBig | DisconnectReason::InvalidUtf8) => {
+            CLOSE_GRACE_VIOLATION
+        }
+        _ => CLOSE_GRACE,
+    }
+}
+
 /// The delivery task has emptied the queue (or stopped on an error).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -130,7 +140,7 @@ struct DeliveryFinished;
 
 impl StationSession {
     /// Starts the session actor on the current arbiter, consuming the station's message stream and
-    /// writing to `out` (both from [`socket::upgrade`]).
+    /// writing to `out` through `pump` (all three from [`socket::connect`]).
     pub fn start<S>(setup: SessionSetup, out: Outbox, stream: S, pump: Pump) -> Addr<StationSession>
     where
         S: futures_util::Stream<Item = Result<Incoming, ProtocolError>> + 'static,
@@ -259,15 +269,10 @@ impl StationSession {
         };
         self.out.close(CloseReason { code, description: Some(description.to_string()) });
         // The connection goes with the session: a peer that does not finish the closing handshake
-        // is reset after a grace period (actix would otherwise keep reading it for as long as it
-        // sends).
+        // within the grace is reset (without lingering on what it has not read), whatever the
+        // socket's last writer is still doing then.
         if let Some(connection) = self.setup.connection.clone() {
-            let grace = match reason {
-                DisconnectReason::ProtocolError | DisconnectReason::FrameTooBig | DisconnectReason::InvalidUtf8 => {
-                    CLOSE_GRACE_VIOLATION
-                }
-                _ => CLOSE_GRACE,
-            };
+            let grace = close_grace(Some(reason));
             actix_rt::spawn(async move {
                 tokio::time::sleep(grace).await;
                 connection.abort(None);
@@ -546,7 +551,7 @@ impl Actor for StationSession {
         // What the session queued last (its close frame) is written after it, within the grace
         // its closing allows.
         if let Some(pump) = self.pump.take() {
-            actix_rt::spawn(pump.finish(CLOSE_GRACE));
+            actix_rt::spawn(pump.finish(close_grace(self.close_reason)));
         }
     }
 }
@@ -575,9 +580,7 @@ impl<F: ActorFuture<StationSession>> ActorFuture<StationSession> for Writing<F> 
         ctx: &mut Context<StationSession>,
         cx: &mut std::task::Context<'_>,
     ) -> Poll<F::Output> {
-        if let Some(pump) = act.pump.as_mut() {
-            let _written_or_waiting = pump.poll_write(cx);
-        }
+        let _written_or_waiting = act.poll_pump(cx);
         self.project().inner.poll(act, ctx, cx)
     }
 }
@@ -595,7 +598,14 @@ impl ActorFuture<StationSession> for Pumping {
         _: &mut Context<StationSession>,
         cx: &mut std::task::Context<'_>,
     ) -> Poll<()> {
-        match act.pump.as_mut() {
+        act.poll_pump(cx)
+    }
+}
+
+impl StationSession {
+    /// Writes what waits for the socket; ready once nothing more will be written by the session.
+    fn poll_pump(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        match self.pump.as_mut() {
             Some(pump) => pump.poll_write(cx),
             None => Poll::Ready(()),
         }
