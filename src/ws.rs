@@ -293,6 +293,7 @@ pub async fn ocpp_endpoint(
         key: StationKey { account_id: account.id, station_id },
         version,
         registration: station.registration,
+        protocol_recorded: station.protocol.as_deref() == Some(version.subprotocol()),
         store: state.station_store.clone(),
         handler_settings: state.handler_settings.clone(),
         stations: state.fleet.local().registry().clone(),

@@ -24,7 +24,7 @@
 use super::{hit, Limit};
 use crate::metrics as m;
 use actix_rt::ArbiterHandle;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -116,6 +116,9 @@ struct Table {
     entries: HashMap<u64, Entry>,
     /// Ids of unauthenticated connections: ids grow with time, so the first is the oldest.
     unauthenticated: BTreeSet<u64>,
+    /// Ids of the connections the reaper looks at: those not (yet) a station's WebSocket. A node's
+    /// stations are not walked four times a second.
+    watched: HashSet<u64>,
     per_address: HashMap<AddressKey, u32>,
     /// Connections held over their address's limit (see [`ConnectionLimits::tarpit`]).
     tarpit: usize,
@@ -248,6 +251,7 @@ impl ConnectionTable {
             owner_thread: std::thread::current().id(),
         };
         table.entries.insert(state.id, entry);
+        table.watched.insert(state.id);
         if tarpit {
             hit(Limit::ConnectionsPerAddress);
             table.tarpit += 1;
@@ -278,9 +282,14 @@ impl ConnectionTable {
         }
     }
 
+    fn upgrade(&self, id: u64) {
+        self.lock().watched.remove(&id);
+    }
+
     fn remove(&self, state: &ConnState) {
         let mut table = self.lock();
         if let Some(entry) = table.entries.remove(&state.id) {
+            table.watched.remove(&state.id);
             if state.tarpit {
                 table.tarpit -= 1;
             }
@@ -348,18 +357,15 @@ impl ConnectionTable {
     pub fn reap(self: &Arc<Self>) -> usize {
         let now = self.now_ms();
         let table = self.lock();
+        let watched = || table.watched.iter().filter_map(|id| table.entries.get(id));
         // Held refusals whose delay is over: reset, already counted.
-        let refused: Vec<&Entry> = table
-            .entries
-            .values()
+        let refused: Vec<&Entry> = watched()
             .filter(|e| e.state.tarpit && e.state.accepted.elapsed() >= self.limits.refusal_delay)
             .filter(|e| !e.state.reset.swap(true, Ordering::Relaxed))
             .take(REAP_AT_MOST)
             .collect();
         self.abort_all(&refused);
-        let due: Vec<&Entry> = table
-            .entries
-            .values()
+        let due: Vec<&Entry> = watched()
             .filter(|e| {
                 let s = &e.state;
                 if s.upgraded.load(Ordering::Relaxed)
@@ -443,7 +449,9 @@ impl Connection {
 
     /// The connection became a WebSocket: its session's own timeouts bound it from now on.
     pub fn upgraded(&self) {
-        self.state.upgraded.store(true, Ordering::Relaxed);
+        if !self.state.upgraded.swap(true, Ordering::Relaxed) {
+            self.table.upgrade(self.state.id);
+        }
     }
 
     /// Marks a request as being handled until the returned guard (held until its response is
@@ -633,5 +641,11 @@ mod tests {
         assert!(idle.state.aborted.load(Ordering::Relaxed));
         assert!(!busy.state.aborted.load(Ordering::Relaxed) && !upgraded.state.aborted.load(Ordering::Relaxed));
         assert_eq!(t.reap(), 0, "counted once");
+        // The reaper walks only the connections that are no station's WebSocket.
+        assert_eq!(t.lock().watched.len(), 2);
+        drop((idle, busy));
+        assert_eq!(t.lock().watched.len(), 0);
+        drop(upgraded);
+        assert_eq!(t.counts(), (0, 0));
     }
 }

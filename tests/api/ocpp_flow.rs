@@ -133,3 +133,49 @@ async fn id_tags_decide_authorize_answers_and_are_managed_through_the_api() {
     let (status, _) = app.get("/id-tags/CHILD", &t.token).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// The station's `last_seen` once it is offline: the time of its last message, whether that message
+/// recorded it (a boot) or only proved the station alive (a heartbeat, recorded as it disconnects).
+#[tokio::test]
+async fn an_offline_station_shows_when_its_last_message_arrived() {
+    use chrono::{DateTime, TimeDelta, Utc};
+    let app = spawn_app().await;
+    let t = app.tenant("acme").await;
+    // Polled: the disconnect is recorded after the session has ended.
+    let offline_seen_at_least = |id: &'static str, at_least: DateTime<Utc>| {
+        let (app, token) = (&app, t.token.clone());
+        async move {
+            let mut last = None;
+            for _ in 0..100 {
+                let (_, s) = app.get(&format!("/stations/{id}"), &token).await;
+                let seen =
+                    s["last_seen"].as_str().and_then(|v| DateTime::parse_from_rfc3339(v).ok()).map(|d| d.to_utc());
+                if s["connected"] == false && seen.is_some_and(|seen| seen >= at_least) {
+                    return seen.unwrap_or(at_least);
+                }
+                last = Some(s);
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            panic!("{id} not shown offline and seen at {at_least} or later: {last:?}");
+        }
+    };
+
+    // Booted, then gone: the boot's time.
+    let mut cp = app.connected_station(&t, "CP-BOOT").await;
+    cp.boot().await;
+    let (_, booted) = app.get("/stations/CP-BOOT", &t.token).await;
+    let boot_seen = DateTime::parse_from_rfc3339(booted["last_seen"].as_str().expect("a boot is a sighting"))
+        .expect("RFC 3339")
+        .to_utc();
+    drop(cp);
+    assert_eq!(offline_seen_at_least("CP-BOOT", boot_seen).await, boot_seen);
+
+    // Booted, a heartbeat later, then gone: the heartbeat's time, which only the disconnect records.
+    let mut cp = app.connected_station(&t, "CP-HB").await;
+    cp.boot().await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let before_heartbeat = Utc::now() - TimeDelta::milliseconds(5);
+    cp.ok("Heartbeat", json!({})).await;
+    drop(cp);
+    offline_seen_at_least("CP-HB", before_heartbeat).await;
+}

@@ -46,6 +46,7 @@ use crate::limits::quota::TokenBucket;
 use crate::limits::{self, Limit, Limits};
 use crate::metrics as m;
 use crate::model::{Registration, StationChange};
+use crate::ocpp::actions::Action;
 use crate::ocpp::common::notice::Notice;
 use crate::ocpp::context::{HandlerSettings, StationContext};
 use crate::ocpp::handler::{self, Reply};
@@ -69,6 +70,8 @@ pub struct SessionSetup {
     pub key: StationKey,
     pub version: Version,
     pub registration: Registration,
+    /// The station's record, read when it connected, names the protocol it connected with.
+    pub protocol_recorded: bool,
     pub store: Arc<dyn StationStore>,
     pub handler_settings: Arc<HandlerSettings>,
     pub stations: Addr<StationRegistry>,
@@ -95,6 +98,9 @@ pub struct StationSession {
     last_activity: Instant,
     /// When the station's last message arrived (a data frame; a ping or pong is not a message).
     last_heard: Instant,
+    /// The message that arrived at `last_heard` was recorded as the station's last sight in its
+    /// record (a boot, a status): the session's end has no sight to record.
+    sight_recorded: bool,
     /// The central system's commands, and the timer of the one on the wire.
     commands: CommandQueue,
     command_timer: Option<SpawnHandle>,
@@ -171,6 +177,7 @@ impl StationSession {
                 tenant,
                 last_activity: Instant::now(),
                 last_heard: Instant::now(),
+                sight_recorded: false,
                 commands,
                 command_timer: None,
                 close_reason: None,
@@ -284,8 +291,12 @@ impl StationSession {
     fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
         match Frame::parse(text) {
             Ok(Frame::Call(call)) => {
-                let fingerprint = self.recent_replies.fingerprint(text);
-                self.on_call(call, fingerprint, ctx)
+                // The action is looked up once, in this session's version. Only an answer to a CALL
+                // that changes something is kept for a repeat, so only such a CALL can be a repeat
+                // to answer from memory: the frame of any other is not even hashed.
+                let declared = self.setup.version.action(&call.action);
+                let fingerprint = declared.is_some_and(|a| a.durable()).then(|| self.recent_replies.fingerprint(text));
+                self.on_call(call, declared, fingerprint, ctx)
             }
             Ok(Frame::CallResult(result)) => self.on_answer(&result.unique_id, Ok(result.payload), ctx),
             Ok(Frame::CallError(e)) => {
@@ -311,10 +322,17 @@ impl StationSession {
         self.send_frame(&Frame::CallError(error), ctx);
     }
 
-    /// Handles a station's CALL. `ctx.wait` holds every other event of this session until the reply
-    /// is sent, so a station's messages are applied in the order it sent them.
-    fn on_call(&mut self, call: Call, fingerprint: Fingerprint, ctx: &mut Context<Self>) {
-        if let Some(reply) = self.recent_replies.answer(&call.unique_id, fingerprint) {
+    /// Handles a station's CALL (`declared`: its action in this session's version). `ctx.wait` holds
+    /// every other event of this session until the reply is sent, so a station's messages are
+    /// applied in the order it sent them. `fingerprint`: the frame's, when its answer is kept.
+    fn on_call(
+        &mut self,
+        call: Call,
+        declared: Option<&'static Action>,
+        fingerprint: Option<Fingerprint>,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Some(reply) = fingerprint.and_then(|f| self.recent_replies.answer(&call.unique_id, f)) {
             tracing::debug!(station = %self.setup.key, unique_id = %call.unique_id, action = %call.action, "repeated CALL answered again, not applied");
             metrics::counter!(m::DUPLICATE_CALLS).increment(1);
             let reply = reply.to_string();
@@ -344,14 +362,8 @@ impl StationSession {
         let fut = fut.instrument(self.span.clone());
         ctx.wait(Writing::new(fut.into_actor(self).map(move |(call, reply), act, ctx| {
             let _enter = act.span.clone().entered();
-            // The action is looked up once, in this session's version; the label of a name this
-            // version does not declare is still another version's, or `unknown`.
-            let declared = act.setup.version.action(&call.action);
+            // The label of a name this version does not declare is still another version's, or `unknown`.
             let series = m::call_metrics(declared.map_or_else(|| crate::ocpp::actions::label(&call.action), |a| a.name));
-            // Only an answer to a CALL that changed something is kept for a repeat: one that changed
-            // nothing (Heartbeat, Authorize…) is simply answered afresh, and an idle station's
-            // heartbeats do not fill its session's memory.
-            let applied = declared.is_some_and(|a| a.durable());
             series.duration().record(started.elapsed().as_secs_f64());
             match reply {
                 Reply::Result { payload, notice } => {
@@ -359,11 +371,14 @@ impl StationSession {
                     if let Some(Notice::Booted { registration }) = &notice {
                         act.registration = *registration;
                     }
+                    // Nothing else is handled before this answer: `last_heard` is still this CALL's.
+                    act.sight_recorded = notice.as_ref().is_some_and(Notice::recorded_sight);
                     let frame = Frame::CallResult(crate::ocpp::rpc::CallResult { unique_id: call.unique_id, payload });
-                    act.answer_call(frame, fingerprint, applied, ctx);
-                    // A notice changes the tenant's live view and always goes; a message that only
-                    // proves the station alive (most are heartbeats) is reported now and then.
-                    if act.tenant.due(notice.is_some()) {
+                    act.answer_call(frame, fingerprint, ctx);
+                    // A notice that changes the tenant's live view always goes; a message that only
+                    // proves the station alive (most are heartbeats; a boot or a status, which its
+                    // record shows) is reported now and then.
+                    if act.tenant.due(notice.as_ref().is_some_and(Notice::changes_live_view)) {
                         let msg = StationNotice {
                             station_id: act.setup.key.station_id.clone(),
                             session_id: act.id,
@@ -381,17 +396,20 @@ impl StationSession {
                     let code = act.code_of(&error);
                     metrics::counter!(m::CALL_ERRORS, "code" => error_code_label(&code, act.setup.version))
                         .increment(1);
-                    let remember = inbound::remember_refusal(&code);
-                    act.answer_call(Frame::CallError(error), fingerprint, remember, ctx);
+                    let remember = fingerprint.filter(|_| inbound::remember_refusal(&code));
+                    act.answer_call(Frame::CallError(error), remember, ctx);
                 }
             }
         })));
     }
 
-    /// Sends the answer to a CALL, remembered (when `remember`) for a repeat of the very same frame.
-    fn answer_call(&mut self, frame: Frame, fingerprint: Fingerprint, remember: bool, ctx: &mut Context<Self>) {
+    /// Sends the answer to a CALL, remembered for a repeat of the very same frame when its
+    /// fingerprint is given: only an answer to a CALL that changed something is (one that changed
+    /// nothing, a Heartbeat or an Authorize, is simply answered afresh, and an idle station's
+    /// heartbeats do not fill its session's memory).
+    fn answer_call(&mut self, frame: Frame, fingerprint: Option<Fingerprint>, ctx: &mut Context<Self>) {
         let text = frame.to_text();
-        if remember {
+        if let Some(fingerprint) = fingerprint {
             self.recent_replies.remember(frame.unique_id(), fingerprint, text.clone());
         }
         self.send_text(text, ctx);
@@ -501,18 +519,24 @@ impl Actor for StationSession {
             session_id: self.id,
             protocol: protocol.to_string(),
         };
-        // Waited for, so the tenant's actor knows the station before any of its messages is handled.
-        let announced = self.tenant.announce(connected).into_actor(self).map(|addr, act, _| act.tenant.found(addr));
-        ctx.wait(Writing::new(announced));
-        let store = self.setup.store.clone();
-        let key = self.setup.key.clone();
-        actix_rt::spawn(async move {
-            let change = StationChange::Protocol(protocol.to_string());
-            let r = store.change_station(&key.account_id, &key.station_id, &change).await;
-            if let Err(e) = r {
-                tracing::warn!(station = %key, error = %e, "could not record the station's protocol");
-            }
-        });
+        // A lookup is waited for, so the tenant's actor knows the station before any of its
+        // messages is handled.
+        if let Some(lookup) = self.tenant.announce(connected) {
+            ctx.wait(Writing::new(lookup.into_actor(self).map(|addr, act, _| act.tenant.found(addr))));
+        }
+        // Written only when the record read at the connection names another protocol: a station
+        // reconnecting as it was costs no write.
+        if !self.setup.protocol_recorded {
+            let store = self.setup.store.clone();
+            let key = self.setup.key.clone();
+            actix_rt::spawn(async move {
+                let change = StationChange::Protocol(protocol.to_string());
+                let r = store.change_station(&key.account_id, &key.station_id, &change).await;
+                if let Err(e) = r {
+                    tracing::warn!(station = %key, error = %e, "could not record the station's protocol");
+                }
+            });
+        }
         ctx.run_interval(self.setup.ping_interval, |act, ctx| {
             let _enter = act.span.clone().entered();
             act.warnings.flush();
@@ -536,17 +560,20 @@ impl Actor for StationSession {
         self.setup.stations.do_send(Unregister { key: self.setup.key.clone(), session_id: self.id });
         self.tenant
             .disconnected(StationDisconnected { station_id: self.setup.key.station_id.clone(), session_id: self.id });
-        // Heartbeats write nothing; the last time the station was heard from is kept now.
-        // Kept as an instant (a clock read per message less), turned into a time once, here.
-        let ago = chrono::TimeDelta::from_std(self.last_heard.elapsed()).unwrap_or(chrono::TimeDelta::zero());
-        let seen = chrono::Utc::now() - ago;
-        let (store, key) = (self.setup.store.clone(), self.setup.key.clone());
-        actix_rt::spawn(async move {
-            let r = store.change_station(&key.account_id, &key.station_id, &StationChange::Seen(seen)).await;
-            if let Err(e) = r {
-                tracing::warn!(station = %key, error = %e, "could not record when the station was last seen");
-            }
-        });
+        // Heartbeats write nothing; the last time the station was heard from is kept now, unless
+        // its last message (a boot, a status) recorded it already. Kept as an instant (a clock read
+        // per message less), turned into a time once, here.
+        if !self.sight_recorded {
+            let ago = chrono::TimeDelta::from_std(self.last_heard.elapsed()).unwrap_or(chrono::TimeDelta::zero());
+            let seen = chrono::Utc::now() - ago;
+            let (store, key) = (self.setup.store.clone(), self.setup.key.clone());
+            actix_rt::spawn(async move {
+                let r = store.change_station(&key.account_id, &key.station_id, &StationChange::Seen(seen)).await;
+                if let Err(e) = r {
+                    tracing::warn!(station = %key, error = %e, "could not record when the station was last seen");
+                }
+            });
+        }
         self.commands.close();
         // What the session queued last (its close frame) is written after it, within the grace
         // its closing allows.
@@ -618,6 +645,7 @@ impl StreamHandler<Result<Incoming, ProtocolError>> for StationSession {
         self.last_activity = Instant::now();
         if matches!(item, Ok(Incoming::Text(_))) {
             self.last_heard = self.last_activity;
+            self.sight_recorded = false;
         }
         match item {
             Ok(Incoming::Text(text)) => self.on_text(&text, ctx),

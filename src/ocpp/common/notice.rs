@@ -21,3 +21,19 @@ pub enum Notice {
         transaction_id: i32,
     },
 }
+
+impl Notice {
+    /// Whether the tenant's actor learns from it what nothing else shows: the open transactions.
+    /// A boot or a connector status is in the station's record, with the time it was received,
+    /// by the time the notice would arrive; it proves the station alive and no more.
+    pub fn changes_live_view(&self) -> bool {
+        matches!(self, Notice::TransactionStarted { .. } | Notice::TransactionStopped { .. })
+    }
+
+    /// Whether the handler recorded, with its change of the station's record, the time the message
+    /// was handled as the station's last sight ([`crate::model::StationChange::Booted`] and
+    /// `Connector` do): until the station is heard again, its record's `last_seen` is current.
+    pub fn recorded_sight(&self) -> bool {
+        matches!(self, Notice::Booted { .. } | Notice::ConnectorStatus { .. })
+    }
+}

@@ -55,6 +55,10 @@
 //! - A 2.0.1 TransactionEvent for a transaction neither in the replica nor reachable creates it (the
 //!   store cannot tell a Started event from a later one), so such a station gets a second record too.
 //! - Entries on a node's disk reach the shared store only when that node runs again.
+//! - A station's protocol is written at its connection only when the record read then names
+//!   another; read from this node's cache while Redis is down, that record can be older than the
+//!   shared store's (the station used another protocol through another node since), and the shared
+//!   store then keeps the other protocol until the station's next connection while Redis answers.
 //! - While the shared store is unreachable an id tag or station never looked up through this node is
 //!   unknown here, and no new station can connect (accounts are not cached).
 //! - An erasure through this node clears its log, caches and replica; other nodes' caches and replicas
@@ -86,7 +90,7 @@ use cache::{unknown_while_down, NodeTransactions};
 use chrono::Utc;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -208,6 +212,12 @@ struct Inner {
     next_key: Mutex<u64>,
     /// Entries in the log.
     pending: AtomicUsize,
+    /// Entries appended since the log was opened, and how many of those the last flush that
+    /// completed covers: a flush with nothing new appended since has nothing of this node's to make
+    /// durable (on one node a station's own record goes straight to the store of record), and is
+    /// answered without waiting for the committer.
+    appended: AtomicU64,
+    appended_durable: AtomicU64,
     /// Transaction entries in the log per station: for a station with none, this node has no
     /// transaction record newer than the shared store's.
     pending_by_station: Mutex<HashMap<StationKey, usize>>,
@@ -287,6 +297,8 @@ impl NodeLog {
             remote,
             next_key: Mutex::new(next_key),
             pending: AtomicUsize::new(pending),
+            appended: AtomicU64::new(0),
+            appended_durable: AtomicU64::new(0),
             pending_by_station: Mutex::new(by_station),
             progress: Notify::new(),
             up: AtomicBool::new(true),
@@ -657,8 +669,20 @@ impl StationStore for NodeLog {
     }
 
     /// Makes this node's writes durable (replica, caches, lease and log together): what a station
-    /// is acknowledged after. The shared store gets them from the drainer.
+    /// is acknowledged after. The shared store gets them from the drainer. Every write a station is
+    /// acknowledged for is a log entry (a transaction's replica record is written before its
+    /// entry), so when no entry was appended since the last completed flush began there is nothing
+    /// to wait for: a BootNotification or StatusNotification on one node, whose change went to the
+    /// store of record directly, is answered without a trip to the committer.
     async fn flush(&self) -> StoreResult<()> {
-        self.inner.local.flush().await
+        let inner = &self.inner;
+        // Read before the flush is asked for: every entry counted here was inserted before it starts.
+        let appended = inner.appended.load(Ordering::Acquire);
+        if appended <= inner.appended_durable.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        inner.local.flush().await?;
+        inner.appended_durable.fetch_max(appended, Ordering::AcqRel);
+        Ok(())
     }
 }

@@ -170,6 +170,8 @@ impl Inner {
             }
             *next += 1;
         }
+        // After the insert: a flush that reads this count starts after the entry is in the tree.
+        self.appended.fetch_add(1, Ordering::AcqRel);
         metrics::gauge!(m::WAL_PENDING).set(self.pending.load(Ordering::Acquire) as f64);
         self.signals.work.notify_one();
         Ok(())

@@ -172,7 +172,10 @@ fn take_ids(
 impl SledStore {
     /// Opens (or creates) the database in `dir`; [`StationStore::flush`] follows `policy`.
     pub fn open(dir: &Path, policy: CommitPolicy) -> StoreResult<Self> {
-        let db = sled::Config::new().path(dir).open().map_err(backend)?;
+        // Written every 500 ms even when no one waits for a flush: on one node a station's own
+        // record (boot, status, last seen) is written here without one (README, "Durable before
+        // acknowledged").
+        let db = sled::Config::new().path(dir).flush_every_ms(Some(500)).open().map_err(backend)?;
         let commit = GroupCommit::start(db.clone(), policy).map_err(backend)?;
         let tree = |name: &str| db.open_tree(name).map_err(backend);
         let store = Self {

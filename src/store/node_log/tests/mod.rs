@@ -646,3 +646,49 @@ async fn caught_up_returns_once_what_was_logged_before_it_is_in_the_store_of_rec
     drained(&store).await;
     store.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_flush_with_nothing_logged_since_the_last_one_waits_for_no_committer() {
+    let remote = shared().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = node(&remote, dir.path(), 1000).await;
+    let (account_id, station_id): (AccountId, StationId) = (ACCOUNT.into(), CP16.into());
+    connect(&store, &account_id, &station_id).await;
+    let flushes = || store.inner.local.flushes();
+
+    // A logged write is made durable by a flush of the node's database before it is acknowledged.
+    let before = flushes();
+    ok(&store, &station_id, "StartTransaction", start16(0, 1000)).await;
+    assert!(flushes() > before, "a logged write was acknowledged without a flush");
+
+    // Nothing logged since: a station record change on one node goes to the store of record, and
+    // the acknowledgement after it has nothing of the log's to wait for.
+    let one_dir = tempfile::tempdir().unwrap();
+    let one_node = NodeLog::open(
+        SledStore::open(one_dir.path(), CommitPolicy::default()).unwrap(),
+        remote.clone(),
+        NodeLogSettings { networked: false, ..settings(1000) },
+    )
+    .unwrap();
+    let before = one_node.inner.local.flushes();
+    let change = StationChange::Protocol("ocpp1.6".into());
+    one_node.change_station(&account_id, &station_id, &change).await.unwrap().unwrap();
+    one_node.flush().await.unwrap();
+    assert_eq!(one_node.inner.local.flushes(), before, "a flush with nothing logged went to the committer");
+
+    // The next logged write is flushed again, and a second flush right after has nothing left.
+    let event = StationEvent {
+        station_id: station_id.clone(),
+        action: "DataTransfer".into(),
+        payload: json!({"vendorId": "test"}),
+        received_at: Utc::now(),
+    };
+    one_node.add_event(&account_id, &event).await.unwrap();
+    one_node.flush().await.unwrap();
+    let after_event = one_node.inner.local.flushes();
+    assert!(after_event > before, "a logged event was not flushed");
+    one_node.flush().await.unwrap();
+    assert_eq!(one_node.inner.local.flushes(), after_event);
+    one_node.shutdown().await;
+    store.shutdown().await;
+}
