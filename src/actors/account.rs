@@ -1,6 +1,6 @@
 //! AccountActor: one per tenant, holding its live view (which stations are connected, over which
-//! protocol, since when, their latest connector statuses). Started on demand by the AccountRegistry
-//! and stopped when idle. Later event streams and quotas hang on it.
+//! protocol, since when, when each was last heard from, their open transactions). Started on demand
+//! by the AccountRegistry and stopped when idle. Later event streams and quotas hang on it.
 
 use super::station::SessionId;
 use crate::ids::{AccountId, StationId};
@@ -10,17 +10,58 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+/// When a connected station's last message arrived: written by its session as each message
+/// arrives, read by the live view when it is asked. That a station is alive costs no actor message
+/// (a fleet heartbeating every few minutes would otherwise send its tenant's actor one per heartbeat).
+#[derive(Debug)]
+pub struct LastHeard(AtomicU64);
+
+/// What [`LastHeard`] counts from: the first time any was made.
+fn anchor() -> Instant {
+    static ANCHOR: OnceLock<Instant> = OnceLock::new();
+    *ANCHOR.get_or_init(Instant::now)
+}
+
+impl LastHeard {
+    pub fn new(at: Instant) -> Arc<Self> {
+        let heard = Arc::new(LastHeard(AtomicU64::new(0)));
+        heard.mark(at);
+        heard
+    }
+
+    /// A message arrived at `at`.
+    pub fn mark(&self, at: Instant) {
+        let since = at.saturating_duration_since(anchor()).as_nanos();
+        self.0.store(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    pub fn instant(&self) -> Instant {
+        anchor() + Duration::from_nanos(self.0.load(Ordering::Relaxed))
+    }
+
+    /// The wall-clock time of the last message (now less how long ago it was).
+    pub fn time(&self) -> DateTime<Utc> {
+        let ago = chrono::TimeDelta::from_std(self.instant().elapsed()).unwrap_or(chrono::TimeDelta::zero());
+        Utc::now() - ago
+    }
+}
+
 /// What the tenant sees of one connected station.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize)]
 pub struct LiveStation {
     #[serde(skip)]
     pub session_id: SessionId,
     pub protocol: String,
     pub connected_at: DateTime<Utc>,
+    /// As of the live view's answer (from `heard`).
     pub last_message_at: DateTime<Utc>,
     pub open_transactions: BTreeMap<u32, i32>,
+    #[serde(skip)]
+    heard: Arc<LastHeard>,
 }
 
 /// A tenant's live view.
@@ -59,6 +100,8 @@ pub struct StationConnected {
     pub station_id: StationId,
     pub session_id: SessionId,
     pub protocol: String,
+    /// Kept up to date by the session.
+    pub heard: Arc<LastHeard>,
 }
 
 /// A station's session ended.
@@ -69,14 +112,13 @@ pub struct StationDisconnected {
     pub session_id: SessionId,
 }
 
-/// A handled message changed what the tenant sees.
+/// A handled message changed what the tenant sees ([`Notice::changes_live_view`]).
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct StationNotice {
     pub station_id: StationId,
     pub session_id: SessionId,
-    /// None when the message only proves the station is alive.
-    pub notice: Option<Notice>,
+    pub notice: Notice,
 }
 
 /// The live state of every connected station, by station id.
@@ -109,6 +151,7 @@ impl Handler<StationConnected> for AccountActor {
                 connected_at: now,
                 last_message_at: now,
                 open_transactions: BTreeMap::new(),
+                heard: msg.heard,
             },
         );
     }
@@ -136,15 +179,14 @@ impl Handler<StationNotice> for AccountActor {
         if live.session_id != msg.session_id {
             return;
         }
-        live.last_message_at = Utc::now();
         match msg.notice {
-            Some(Notice::TransactionStarted { transaction_id, connector_id }) => {
+            Notice::TransactionStarted { transaction_id, connector_id } => {
                 live.open_transactions.insert(connector_id, transaction_id);
             }
-            Some(Notice::TransactionStopped { transaction_id }) => {
+            Notice::TransactionStopped { transaction_id } => {
                 live.open_transactions.retain(|_, id| *id != transaction_id);
             }
-            Some(Notice::Booted { .. }) | Some(Notice::ConnectorStatus { .. }) | None => {}
+            Notice::Booted { .. } | Notice::ConnectorStatus { .. } => {}
         }
     }
 }
@@ -154,6 +196,9 @@ impl Handler<GetLiveView> for AccountActor {
 
     fn handle(&mut self, _: GetLiveView, _: &mut Context<Self>) -> Self::Result {
         self.touch();
+        for live in self.stations.values_mut() {
+            live.last_message_at = live.heard.time().max(live.connected_at);
+        }
         MessageResult(self.stations.clone())
     }
 }

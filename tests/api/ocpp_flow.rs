@@ -134,8 +134,9 @@ async fn id_tags_decide_authorize_answers_and_are_managed_through_the_api() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
-/// The station's `last_seen` once it is offline: the time of its last message, whether that message
-/// recorded it (a boot) or only proved the station alive (a heartbeat, recorded as it disconnects).
+/// The station's `last_seen`: the time of its last message, while it is connected and once it is
+/// offline, whether that message recorded it (a boot) or only proved the station alive (a heartbeat,
+/// recorded as it disconnects).
 #[tokio::test]
 async fn an_offline_station_shows_when_its_last_message_arrived() {
     use chrono::{DateTime, TimeDelta, Utc};
@@ -176,6 +177,10 @@ async fn an_offline_station_shows_when_its_last_message_arrived() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let before_heartbeat = Utc::now() - TimeDelta::milliseconds(5);
     cp.ok("Heartbeat", json!({})).await;
+    // While it is connected, from its session, at once.
+    let (_, live) = app.get("/stations/CP-HB", &t.token).await;
+    let seen = DateTime::parse_from_rfc3339(live["last_seen"].as_str().unwrap_or_default()).map(|d| d.to_utc());
+    assert!(live["connected"] == true && seen.is_ok_and(|seen| seen >= before_heartbeat), "{live}");
     drop(cp);
     offline_seen_at_least("CP-HB", before_heartbeat).await;
 }

@@ -35,7 +35,7 @@ use self::outbound::{CommandQueue, Outgoing, Pending};
 use self::reporting::TenantLink;
 use self::socket::{Incoming, Pump};
 use self::writer::{Outbox, Overflow};
-use crate::actors::account::{AccountRegistry, StationConnected, StationDisconnected, StationNotice};
+use crate::actors::account::{AccountRegistry, LastHeard, StationConnected, StationDisconnected, StationNotice};
 use crate::actors::station::{next_session_id, DisconnectReason, SessionId, StationKey};
 use crate::actors::station_registry::{Register, SessionHandle, StationRegistry, Unregister};
 use crate::actors::tracker::SessionGuard;
@@ -96,9 +96,10 @@ pub struct StationSession {
     /// The slow-consumer watch is armed: frames wait for the connection to take them.
     watching_out: bool,
     last_activity: Instant,
-    /// When the station's last message arrived (a data frame; a ping or pong is not a message).
-    last_heard: Instant,
-    /// The message that arrived at `last_heard` was recorded as the station's last sight in its
+    /// When the station's last message arrived (a data frame; a ping or pong is not a message),
+    /// shared with the tenant's live view.
+    heard: Arc<LastHeard>,
+    /// The message that arrived last (`heard`) was recorded as the station's last sight in its
     /// record (a boot, a status): the session's end has no sight to record.
     sight_recorded: bool,
     /// The central system's commands, and the timer of the one on the wire.
@@ -176,7 +177,7 @@ impl StationSession {
                 warnings,
                 tenant,
                 last_activity: Instant::now(),
-                last_heard: Instant::now(),
+                heard: LastHeard::new(Instant::now()),
                 sight_recorded: false,
                 commands,
                 command_timer: None,
@@ -371,19 +372,16 @@ impl StationSession {
                     if let Some(Notice::Booted { registration }) = &notice {
                         act.registration = *registration;
                     }
-                    // Nothing else is handled before this answer: `last_heard` is still this CALL's.
+                    // Nothing else is handled before this answer: `heard` is still this CALL's arrival.
                     act.sight_recorded = notice.as_ref().is_some_and(Notice::recorded_sight);
                     let frame = Frame::CallResult(crate::ocpp::rpc::CallResult { unique_id: call.unique_id, payload });
                     act.answer_call(frame, fingerprint, ctx);
-                    // A notice that changes the tenant's live view always goes; a message that only
-                    // proves the station alive (most are heartbeats; a boot or a status, which its
-                    // record shows) is reported now and then.
-                    if act.tenant.due(notice.as_ref().is_some_and(Notice::changes_live_view)) {
-                        let msg = StationNotice {
-                            station_id: act.setup.key.station_id.clone(),
-                            session_id: act.id,
-                            notice,
-                        };
+                    // Only what the live view shows and nothing else does goes to the tenant's actor:
+                    // that the station is alive it reads from `heard`; a boot or a status is in the
+                    // station's record.
+                    if let Some(notice) = notice.filter(Notice::changes_live_view) {
+                        let msg =
+                            StationNotice { station_id: act.setup.key.station_id.clone(), session_id: act.id, notice };
                         act.tell_tenant(msg, ctx);
                     }
                     if act.delivery.handled(act.registration == Registration::Accepted) {
@@ -518,6 +516,7 @@ impl Actor for StationSession {
             station_id: self.setup.key.station_id.clone(),
             session_id: self.id,
             protocol: protocol.to_string(),
+            heard: self.heard.clone(),
         };
         // A lookup is waited for, so the tenant's actor knows the station before any of its
         // messages is handled.
@@ -564,8 +563,7 @@ impl Actor for StationSession {
         // its last message (a boot, a status) recorded it already. Kept as an instant (a clock read
         // per message less), turned into a time once, here.
         if !self.sight_recorded {
-            let ago = chrono::TimeDelta::from_std(self.last_heard.elapsed()).unwrap_or(chrono::TimeDelta::zero());
-            let seen = chrono::Utc::now() - ago;
+            let seen = self.heard.time();
             let (store, key) = (self.setup.store.clone(), self.setup.key.clone());
             actix_rt::spawn(async move {
                 let r = store.change_station(&key.account_id, &key.station_id, &StationChange::Seen(seen)).await;
@@ -644,7 +642,7 @@ impl StreamHandler<Result<Incoming, ProtocolError>> for StationSession {
         let _enter = self.span.clone().entered();
         self.last_activity = Instant::now();
         if matches!(item, Ok(Incoming::Text(_))) {
-            self.last_heard = self.last_activity;
+            self.heard.mark(self.last_activity);
             self.sight_recorded = false;
         }
         match item {

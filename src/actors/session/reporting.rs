@@ -1,12 +1,13 @@
 //! What a session tells its tenant's [`AccountActor`]: the station connected, what its messages
-//! changed (notices), that it is alive, and that it disconnected.
+//! changed that only the live view shows (notices), and that it disconnected. When it was last
+//! heard from is no message: the session writes it where the actor reads it
+//! ([`crate::actors::account::LastHeard`]).
 //!
 //! The actor's address is cached after the first lookup, in the session and for the thread, so a
 //! session's messages do not pass through the (global) account registry and a new session of a
 //! tenant already served on its thread announces itself without waiting for a lookup (a reconnect
 //! storm's sessions would each wait for two round trips to the registry's thread); a stopped actor
-//! is looked up again. Liveness alone is reported at most every [`LIVENESS_REPORT_EVERY`], so a
-//! fleet's heartbeats do not each cost an actor message.
+//! is looked up again.
 
 use crate::actors::account::{self, AccountActor, AccountRegistry, GetAccount, StationConnected, StationDisconnected};
 use crate::ids::AccountId;
@@ -14,10 +15,6 @@ use actix::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
-use std::time::{Duration, Instant};
-
-/// How often at most the tenant's actor hears that a station is alive when nothing else changed.
-pub const LIVENESS_REPORT_EVERY: Duration = Duration::from_secs(5);
 
 /// Below this many cached tenants, a thread's cache is not pruned.
 const CACHE_PRUNE_FLOOR: usize = 64;
@@ -57,13 +54,11 @@ pub struct TenantLink {
     account_id: AccountId,
     /// The tenant's actor, once looked up.
     actor: Option<Addr<AccountActor>>,
-    /// When the tenant's actor was last told this station is alive.
-    last_reported: Instant,
 }
 
 impl TenantLink {
     pub fn new(accounts: Addr<AccountRegistry>, account_id: AccountId) -> TenantLink {
-        TenantLink { accounts, account_id, actor: None, last_reported: Instant::now() }
+        TenantLink { accounts, account_id, actor: None }
     }
 
     /// Announces the station, so the tenant's actor knows it before any of its messages is
@@ -93,16 +88,6 @@ impl TenantLink {
             cache_actor(&self.account_id, &addr);
             self.actor = Some(addr);
         }
-    }
-
-    /// Whether a handled message is reported: always when it changed something (`changed`), else
-    /// when the last report is old enough.
-    pub fn due(&mut self, changed: bool) -> bool {
-        if changed || self.last_reported.elapsed() >= LIVENESS_REPORT_EVERY {
-            self.last_reported = Instant::now();
-            return true;
-        }
-        false
     }
 
     /// Tells the tenant's actor: at once when its address is known, else the lookup to run (on
