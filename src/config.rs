@@ -1,14 +1,22 @@
 //! Layered settings: `config/default.toml` (compiled in), then the file given by `--config`, then
-//! `OCPP_CSS__SECTION__KEY` environment variables.
+//! `OCPP_CSS__SECTION__KEY` environment variables. A key no setting has, in the file or in an
+//! `OCPP_CSS__` variable, is an error that names it and the closest known key: a typo does not
+//! silently leave the default in force.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// The prefix of the environment variables that set settings (`OCPP_CSS__SECTION__KEY`).
+pub const ENV_PREFIX: &str = "OCPP_CSS";
+const ENV_SEPARATOR: &str = "__";
 
 /// The commented default configuration, the first layer of every configuration.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/default.toml");
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Settings {
     pub server: ServerSettings,
     pub storage: StorageSettings,
@@ -23,7 +31,7 @@ pub struct Settings {
     pub log: LogSettings,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ServerSettings {
     pub host: String,
     pub port: u16,
@@ -54,7 +62,7 @@ fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct StorageSettings {
     pub data_dir: PathBuf,
     pub group_commit_window_us: u64,
@@ -70,12 +78,12 @@ impl StorageSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct CommandSettings {
     pub queue_ttl_secs: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct OcppSettings {
     pub heartbeat_interval_secs: u64,
     pub boot_retry_interval_secs: u64,
@@ -95,7 +103,7 @@ impl OcppSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ApiSettings {
     pub token_ttl_secs: u64,
     /// Take the client address from the last `X-Forwarded-For` entry (set by a proxy in front).
@@ -104,7 +112,7 @@ pub struct ApiSettings {
     pub expose_login_codes: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct LoginSettings {
     pub max_failures_per_account: usize,
     pub max_failures_per_ip: usize,
@@ -114,7 +122,7 @@ pub struct LoginSettings {
     pub history_limit: usize,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct TlsSettings {
     pub enabled: bool,
     pub port: u16,
@@ -131,7 +139,7 @@ impl TlsSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ClusterSettings {
     /// Redis URL of the shared store; empty means a single node with no Redis.
     pub redis_url: String,
@@ -154,7 +162,7 @@ impl ClusterSettings {
 }
 
 /// Bounds on what outsiders' input may consume (`[limits]`; see `config/default.toml`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct LimitSettings {
     pub outbound_queue_bytes: usize,
     pub slow_consumer_secs: u64,
@@ -206,18 +214,18 @@ impl LimitSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct AccountSettings {
     pub idle_secs: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct LogSettings {
     pub level: String,
     pub format: LogFormat,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
@@ -225,24 +233,144 @@ pub enum LogFormat {
 }
 
 impl Settings {
-    /// Loads the layers: defaults, then `file` when given, then the environment.
-    pub fn load(file: Option<&Path>) -> Result<Settings, config::ConfigError> {
+    /// Loads the layers: defaults, then `file` when given, then the process's environment.
+    pub fn load(file: Option<&Path>) -> Result<Settings, SettingsError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// [`Settings::load`] with the environment given (tests pass their own).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, SettingsError> {
+        let env: HashMap<String, String> = env.into_iter().filter(|(name, _)| env_key(name).is_some()).collect();
         let mut builder =
             config::Config::builder().add_source(config::File::from_str(DEFAULT_CONFIG, config::FileFormat::Toml));
         if let Some(path) = file {
             builder = builder.add_source(config::File::from(path).required(true));
         }
-        builder
+        let layered = builder
             .add_source(
-                config::Environment::with_prefix("OCPP_CSS").prefix_separator("__").separator("__").try_parsing(true),
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator(ENV_SEPARATOR)
+                    .separator(ENV_SEPARATOR)
+                    .try_parsing(true)
+                    .source(Some(env.clone())),
             )
-            .build()?
-            .try_deserialize()
-            .map(|mut settings: Settings| {
-                settings.server.host_name = host_name();
-                settings
-            })
+            .build()?;
+        let mut ignored = Vec::new();
+        let mut settings: Settings = serde_ignored::deserialize(layered, |path| ignored.push(path.to_string()))?;
+        if !ignored.is_empty() {
+            let known = known_keys();
+            let unknown = ignored
+                .into_iter()
+                .map(|key| {
+                    // The variable that set it, if one did: its key is the ignored one or lies under it.
+                    let variable = env
+                        .keys()
+                        .filter(|name| env_key(name).is_some_and(|k| k == key || k.starts_with(&format!("{key}."))))
+                        .min()
+                        .cloned();
+                    let closest = closest(&key, &known);
+                    UnknownKey { key, variable, closest }
+                })
+                .collect();
+            return Err(SettingsError::Unknown { unknown });
+        }
+        settings.server.host_name = host_name();
+        Ok(settings)
     }
+
+    /// The settings as TOML, every key with its effective value; a password in `cluster.redis_url`
+    /// is shown as `***` (`ocpp-css check-config`).
+    pub fn to_redacted_toml(&self) -> Result<String, toml::ser::Error> {
+        let mut shown = self.clone();
+        shown.cluster.redis_url = redact_url_password(&shown.cluster.redis_url);
+        toml::to_string(&shown)
+    }
+}
+
+/// The settings key an `OCPP_CSS__SECTION__KEY` variable names (`section.key`), or None for
+/// another variable.
+fn env_key(name: &str) -> Option<String> {
+    let rest = name.strip_prefix(ENV_PREFIX)?.strip_prefix(ENV_SEPARATOR)?;
+    Some(rest.to_lowercase().replace(ENV_SEPARATOR, "."))
+}
+
+/// Every section and key the settings have (`section`, `section.key`): those of the compiled-in
+/// defaults, which name them all.
+fn known_keys() -> Vec<String> {
+    fn walk(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+        for (name, value) in table {
+            let key = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+            if let toml::Value::Table(inner) = value {
+                walk(&key, inner, out);
+            }
+            out.push(key);
+        }
+    }
+    let mut keys = Vec::new();
+    // The defaults are compiled in and parsed by every load before this is reached.
+    if let Ok(table) = DEFAULT_CONFIG.parse::<toml::Table>() {
+        walk("", &table, &mut keys);
+    }
+    keys
+}
+
+/// The known key most like `key`, when one is close enough to be a likely typo.
+fn closest(key: &str, known: &[String]) -> Option<String> {
+    known
+        .iter()
+        .map(|k| (strsim::levenshtein(key, k), k))
+        .filter(|(distance, k)| *distance <= (k.len() / 3).max(2))
+        .min()
+        .map(|(_, k)| k.clone())
+}
+
+/// `redis://user:secret@host/0` shown as `redis://user:***@host/0`.
+fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else { return url.to_string() };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+/// A key no setting has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownKey {
+    /// As `section.key` (a whole unknown section as `section`).
+    pub key: String,
+    /// The `OCPP_CSS__` variable that set it, when one did (else the `--config` file did: the
+    /// compiled-in defaults have every key and no other).
+    pub variable: Option<String>,
+    /// The known key it most likely meant.
+    pub closest: Option<String>,
+}
+
+impl fmt::Display for UnknownKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown setting `{}`", self.key)?;
+        match &self.variable {
+            Some(variable) => write!(f, " (environment variable {variable})")?,
+            None => f.write_str(" (in the --config file)")?,
+        }
+        if let Some(closest) = &self.closest {
+            write!(f, "; did you mean `{closest}`?")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why the settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// A file that cannot be read or parsed, or a value of the wrong type.
+    #[error(transparent)]
+    Invalid(#[from] config::ConfigError),
+    #[error("{}", unknown.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Unknown { unknown: Vec<UnknownKey> },
 }
 
 #[cfg(test)]
@@ -281,6 +409,83 @@ mod tests {
         assert_eq!(s.server.node_id(), expected, "the host name, read when the settings loaded");
         s.server.node_id = "node-a".into();
         assert_eq!(s.server.node_id(), "node-a", "a name set after loading counts");
+    }
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn unknown(r: Result<Settings, SettingsError>) -> Vec<UnknownKey> {
+        match r {
+            Err(SettingsError::Unknown { unknown }) => unknown,
+            Err(e) => panic!("another error: {e}"),
+            Ok(_) => panic!("an unknown key was accepted"),
+        }
+    }
+
+    #[test]
+    fn variables_set_settings_and_others_are_not_read() {
+        let s =
+            Settings::load_from(None, env(&[("OCPP_CSS__SERVER__PORT", "8199"), ("OCPP_CSSX", "1"), ("PATH", "/bin")]))
+                .unwrap();
+        assert_eq!(s.server.port, 8199);
+    }
+
+    #[test]
+    fn an_unknown_variable_is_an_error_naming_it_and_the_key_it_likely_meant() {
+        let found = unknown(Settings::load_from(None, env(&[("OCPP_CSS__SERVER__PORTT", "8199")])));
+        assert_eq!(
+            found,
+            vec![UnknownKey {
+                key: "server.portt".into(),
+                variable: Some("OCPP_CSS__SERVER__PORTT".into()),
+                closest: Some("server.port".into())
+            }]
+        );
+        assert_eq!(
+            found[0].to_string(),
+            "unknown setting `server.portt` (environment variable OCPP_CSS__SERVER__PORTT); did you mean `server.port`?"
+        );
+        // A misspelt section would have started a node without Redis.
+        let found = unknown(Settings::load_from(None, env(&[("OCPP_CSS__CLUSTR__REDIS_URL", "redis://127.0.0.1/0")])));
+        assert_eq!(found[0].key, "clustr");
+        assert_eq!(found[0].variable.as_deref(), Some("OCPP_CSS__CLUSTR__REDIS_URL"));
+        assert_eq!(found[0].closest.as_deref(), Some("cluster"));
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_an_error_and_a_far_one_gets_no_guess() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[server]\nprot = 8199\n[limits]\nzzzzzzzzzzzzzz = 1\n").unwrap();
+        let mut found = unknown(Settings::load_from(Some(&path), env(&[])));
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0].key, "limits.zzzzzzzzzzzzzz");
+        assert_eq!(found[0].closest, None);
+        assert_eq!((found[1].key.as_str(), found[1].closest.as_deref()), ("server.prot", Some("server.port")));
+        assert!(found.iter().all(|u| u.variable.is_none() && u.to_string().contains("--config file")));
+    }
+
+    #[test]
+    fn the_printed_settings_load_back_as_they_were_with_the_redis_password_hidden() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("OCPP_CSS__CLUSTER__REDIS_URL", "redis://app:s3cret@127.0.0.1:6379/0"),
+                ("OCPP_CSS__SERVER__PORT", "8199"),
+            ]),
+        )
+        .unwrap();
+        let shown = s.to_redacted_toml().unwrap();
+        assert!(!shown.contains("s3cret") && shown.contains("redis://app:***@127.0.0.1:6379/0"), "{shown}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shown.toml");
+        std::fs::write(&path, &shown).unwrap();
+        let back = Settings::load_from(Some(&path), env(&[])).expect("check-config's output is a config file");
+        assert_eq!(back.to_redacted_toml().unwrap(), shown);
+        assert_eq!(redact_url_password("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+        assert_eq!(redact_url_password("redis://:pw@h/0"), "redis://:***@h/0");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `ocpp-css serve [--config FILE]`: runs the central system.
+//! `ocpp-css serve [--config FILE]`: runs the central system. `ocpp-css check-config [--config FILE]`:
+//! checks the settings (unknown keys are errors) and prints the effective ones, secrets redacted.
 
 use clap::{Parser, Subcommand};
 use ocpp_css::config::Settings;
@@ -16,6 +17,14 @@ struct Cli {
 enum Command {
     /// Run the server (HTTP API, OCPP WebSocket endpoint, metrics).
     Serve {
+        /// A TOML file layered over the built-in defaults (see config/default.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Check the settings (defaults, --config file, OCPP_CSS__ variables) and print the effective
+    /// ones as TOML, a password in cluster.redis_url redacted; exits non-zero on an unknown key or
+    /// a bad value.
+    CheckConfig {
         /// A TOML file layered over the built-in defaults (see config/default.toml).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -53,6 +62,11 @@ async fn main() -> anyhow::Result<()> {
             }
             let app = Application::build(settings).await?;
             app.run_until_stopped().await?;
+        }
+        Command::CheckConfig { config } => {
+            use std::io::Write as _;
+            let shown = Settings::load(config.as_deref())?.to_redacted_toml()?;
+            std::io::stdout().write_all(shown.as_bytes())?;
         }
     }
     Ok(())

@@ -4,6 +4,7 @@
 mod accounts;
 mod cluster;
 mod commands;
+mod config;
 mod dashboards;
 mod durability;
 mod frames;
