@@ -60,3 +60,34 @@ fn check_config_prints_the_settings_in_force_with_the_redis_password_hidden() {
         "{stderr}"
     );
 }
+
+#[test]
+fn logs_redirected_away_from_a_terminal_are_plain_text() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocpp-css"));
+    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("OCPP_CSS") || name == "RUST_LOG") {
+        cmd.env_remove(name);
+    }
+    let mut server = cmd
+        .arg("serve")
+        .env("OCPP_CSS__STORAGE__DATA_DIR", dir.path())
+        .env("OCPP_CSS__SERVER__PORT", "0")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the server starts");
+    let stdout = server.stdout.take().expect("piped");
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("text");
+        let listening = line.contains("listening");
+        lines.push(line);
+        if listening {
+            break;
+        }
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(lines.iter().any(|l| l.contains("listening")), "{lines:?}");
+    assert!(lines.iter().all(|l| !l.contains('\u{1b}')), "ANSI escapes in redirected logs: {lines:?}");
+}
