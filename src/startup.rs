@@ -169,6 +169,10 @@ impl Application {
             boot_retry_interval: Duration::from_secs(settings.ocpp.boot_retry_interval_secs),
         });
         limits::register_metrics();
+        crate::ws::register_metrics();
+        crate::actors::session::register_metrics();
+        crate::actors::account::register_metrics();
+        crate::api::middleware::register_metrics();
         limits::logs::set_per_site_per_minute(settings.limits.site_warnings);
         let capacity = match settings.limits.max_connections {
             0 => ConnectionTable::capacity_for_fd_limit(settings.limits.fd_reserve),

@@ -61,6 +61,17 @@ enum Refusal {
 }
 
 impl Refusal {
+    const ALL: [Refusal; 8] = [
+        Refusal::UnsupportedSubprotocol,
+        Refusal::MissingCredentials,
+        Refusal::UnknownTenant,
+        Refusal::UnknownStation,
+        Refusal::BadPassword,
+        Refusal::TlsRequired,
+        Refusal::ClientCertRequired,
+        Refusal::ClientCertMismatch,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             Refusal::UnsupportedSubprotocol => "unsupported_subprotocol",
@@ -72,6 +83,13 @@ impl Refusal {
             Refusal::ClientCertRequired => "client_cert_required",
             Refusal::ClientCertMismatch => "client_cert_mismatch",
         }
+    }
+}
+
+/// Registers the refusal counter of every reason at zero, so that a fresh node already exports it.
+pub fn register_metrics() {
+    for reason in Refusal::ALL {
+        metrics::counter!(m::AUTH_FAILURES, "reason" => reason.as_str()).increment(0);
     }
 }
 

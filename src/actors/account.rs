@@ -203,6 +203,11 @@ impl Handler<GetLiveView> for AccountActor {
     }
 }
 
+/// Registers the account-actor gauge at zero, so that a fresh node already exports it.
+pub fn register_metrics() {
+    metrics::gauge!(m::ACCOUNT_ACTORS).increment(0.0);
+}
+
 /// Starts account actors on demand and hands out their addresses.
 pub struct AccountRegistry {
     accounts: HashMap<AccountId, Addr<AccountActor>>,

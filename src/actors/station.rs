@@ -53,6 +53,18 @@ pub enum DisconnectReason {
 }
 
 impl DisconnectReason {
+    pub const ALL: [DisconnectReason; 9] = [
+        DisconnectReason::ClosedByStation,
+        DisconnectReason::Replaced,
+        DisconnectReason::Deleted,
+        DisconnectReason::IdleTimeout,
+        DisconnectReason::ProtocolError,
+        DisconnectReason::FrameTooBig,
+        DisconnectReason::Shutdown,
+        DisconnectReason::InvalidUtf8,
+        DisconnectReason::SlowConsumer,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DisconnectReason::ClosedByStation => "closed_by_station",

@@ -1,7 +1,8 @@
 //! What wraps every request (API and station upgrades alike): the refusal of a connection held over
 //! its address's limit, the body deadline and busy-connection tracking ([`crate::limits::http`]),
-//! a request id in a span around the handling and in the `x-request-id` header, the slow 429, and
-//! the request counter by status class.
+//! a request id in a span around the handling and in the `x-request-id` header (the caller's own,
+//! when it sent a usable one), the slow 429, and the request counter by status class (API requests
+//! only: not station upgrades, health probes or metrics scrapes).
 
 use crate::limits;
 use crate::metrics as m;
@@ -10,6 +11,30 @@ use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use std::future::Future;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// Paths that are not API requests: a health probe or a metrics scrape every few seconds would
+/// otherwise be most of what the request counter counts.
+const PROBES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// Longest `x-request-id` taken from a caller.
+const MAX_REQUEST_ID: usize = 64;
+
+/// A caller's request id is kept when it is short and made of safe characters (it goes into every
+/// log line of the request and back in the response); otherwise the request gets a new one.
+fn usable_request_id(id: &str) -> bool {
+    (1..=MAX_REQUEST_ID).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// Registers the request counter of every status class at zero, so that a fresh node already
+/// exports it.
+pub fn register_metrics() {
+    for class in ["2xx", "3xx", "4xx", "5xx"] {
+        metrics::counter!(m::API_REQUESTS, "status" => class).increment(0);
+    }
+}
 
 /// The middleware's settings.
 #[derive(Debug, Clone, Copy)]
@@ -38,9 +63,14 @@ where
     // Every request gets an id, in a span around its handling (so in every log line it causes) and
     // in the `x-request-id` response header.
     let started = Instant::now();
-    let request_id = uuid::Uuid::new_v4().simple().to_string();
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| usable_request_id(id))
+        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_string);
     let span = tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.path());
-    let is_station = req.path().starts_with("/ocpp/");
+    let counted = !(req.path().starts_with("/ocpp/") || PROBES.contains(&req.path()));
     let call = match held {
         None => Ok({
             let _enter = span.enter();
@@ -65,7 +95,7 @@ where
             }
         };
         let status = res.status();
-        if !is_station {
+        if counted {
             let class = match status.as_u16() {
                 200..=299 => "2xx",
                 300..=399 => "3xx",
@@ -75,7 +105,7 @@ where
             metrics::counter!(m::API_REQUESTS, "status" => class).increment(1);
         }
         if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&request_id) {
-            res.headers_mut().insert(actix_web::http::header::HeaderName::from_static("x-request-id"), value);
+            res.headers_mut().insert(actix_web::http::header::HeaderName::from_static(REQUEST_ID), value);
         }
         tracing::debug!(status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
         Ok(res)

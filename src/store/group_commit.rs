@@ -43,6 +43,12 @@ pub struct GroupCommit {
 impl GroupCommit {
     /// Starts the committer for `db`.
     pub fn start(db: sled::Db, policy: CommitPolicy) -> std::io::Result<Self> {
+        // Registered before the first flush, so that a fresh node already exports them (empty).
+        let _ = (
+            metrics::histogram!(m::STORE_FLUSH_DURATION),
+            metrics::histogram!(m::GROUP_COMMIT_BATCH),
+            metrics::histogram!(m::DURABLE_WAIT),
+        );
         let (requests, rx) = mpsc::channel::<Waiter>();
         let flushes = Arc::new(AtomicU64::new(0));
         let counter = flushes.clone();

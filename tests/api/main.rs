@@ -10,6 +10,7 @@ mod durability;
 mod frames;
 mod helpers;
 mod limits;
+mod observability;
 mod ocpp201;
 mod ocpp_flow;
 mod privacy;

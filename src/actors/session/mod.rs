@@ -140,6 +140,20 @@ fn close_grace(reason: Option<DisconnectReason>) -> Duration {
     }
 }
 
+/// Registers the session metrics whose labels are known in advance at zero, so that a fresh node
+/// already exports them (a dashboard's node list, an alert on their absence).
+pub fn register_metrics() {
+    for version in Version::ALL {
+        metrics::gauge!(m::CONNECTIONS, "protocol" => version.subprotocol()).increment(0.0);
+    }
+    metrics::counter!(m::CONNECTS).increment(0);
+    for reason in DisconnectReason::ALL {
+        metrics::counter!(m::DISCONNECTS, "reason" => reason.as_str()).increment(0);
+    }
+    metrics::counter!(m::DUPLICATE_CALLS).increment(0);
+    metrics::gauge!(m::PENDING_COMMANDS).increment(0.0);
+}
+
 /// The delivery task has emptied the queue (or stopped on an error).
 #[derive(Message)]
 #[rtype(result = "()")]
