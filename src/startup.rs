@@ -396,16 +396,18 @@ async fn healthz() -> HttpResponse {
 }
 
 /// Ready when the store answers. In cluster mode a node serves its stations while Redis is down
-/// (their messages wait in its write-ahead log), so it stays ready and says how Redis is.
+/// (their messages wait in its write-ahead log), so it stays ready and says how Redis is: asked at
+/// each probe (within `cluster.redis_timeout_ms`), not as last found by the node's own traffic.
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let probe = state.account_store.account(&AccountId::from("readiness-probe")).await;
     if let Mode::Cluster { wal } = &state.mode {
         return HttpResponse::Ok().json(serde_json::json!({
             "status": "ready",
-            "redis": if wal.remote_up() { "up" } else { "down" },
+            "redis": if probe.is_ok() { "up" } else { "down" },
             "wal_pending": wal.pending(),
         }));
     }
-    match state.account_store.account(&AccountId::from("readiness-probe")).await {
+    match probe {
         Ok(_) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
         Err(e) => HttpResponse::ServiceUnavailable()
             .json(serde_json::json!({"code": "store_unavailable", "message": e.to_string()})),

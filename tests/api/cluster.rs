@@ -444,3 +444,21 @@ async fn a_node_restarted_while_redis_is_down_serves_the_stations_it_knows() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn an_idle_node_s_readiness_says_how_redis_is_at_each_probe() {
+    let mut redis = RedisServer::start().await;
+    let a = node(&redis, "node-a").await;
+    let ready = || async { a.http.get(a.url("/readyz")).send().await.unwrap().json::<Value>().await.unwrap() };
+    assert_eq!(ready().await["redis"], "up");
+    // No station and no request in between: the probe itself asks Redis.
+    redis.kill();
+    let view = ready().await;
+    assert_eq!((view["status"].as_str(), view["redis"].as_str()), (Some("ready"), Some("down")), "{view}");
+    redis.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ready().await["redis"] != "up" {
+        assert!(Instant::now() < deadline, "readiness never saw Redis back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
