@@ -42,6 +42,10 @@ pub const DUPLICATE_CALLS: &str = "ocpp_duplicate_calls_total";
 pub const QUEUED_OLDEST_AGE: &str = "ocpp_queued_command_oldest_age_seconds";
 /// Counter: API requests answered, by `status` class (2xx, 4xx, 5xx).
 pub const API_REQUESTS: &str = "ocpp_api_requests_total";
+/// Histogram `{route, method, status}`: time to answer an API request, by the route's template
+/// (`unmatched` for a path no route has), the method (`other` for one the API has not) and the
+/// status class.
+pub const API_REQUEST_DURATION: &str = "ocpp_api_request_duration_seconds";
 /// Gauge (cluster mode): 1 while this node reaches Redis for presence and routing, 0 when not.
 pub const CLUSTER_REDIS_UP: &str = "ocpp_cluster_redis_up";
 /// Counter (cluster mode): API commands sent to a station on another node, by `result` (answered,
@@ -181,6 +185,11 @@ fn describe() {
     describe_counter!(DUPLICATE_CALLS, "Repeated CALLs answered from the session's cache");
     describe_gauge!(QUEUED_OLDEST_AGE, Unit::Seconds, "Age of the oldest command queued for an offline station");
     describe_counter!(API_REQUESTS, "API requests by status class");
+    describe_histogram!(
+        API_REQUEST_DURATION,
+        Unit::Seconds,
+        "Time to answer an API request, by route template, method and status class"
+    );
     describe_gauge!(ACCOUNT_ACTORS, "Live account actors");
     describe_gauge!(WAL_PENDING, "Write-ahead entries waiting to reach the shared store");
     describe_gauge!(WAL_OLDEST_AGE, Unit::Seconds, "Age of the oldest write-ahead entry waiting");

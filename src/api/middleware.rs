@@ -28,6 +28,21 @@ fn usable_request_id(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
+/// The `method` label: the methods the API has, and `other` for any a client may invent.
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// Registers the request counter of every status class at zero, so that a fresh node already
 /// exports it.
 pub fn register_metrics() {
@@ -103,6 +118,11 @@ where
                 _ => "5xx",
             };
             metrics::counter!(m::API_REQUESTS, "status" => class).increment(1);
+            // By the route's template, never the path: a path holds ids, and any path can be asked.
+            let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".to_string());
+            let method = method_label(res.request().method());
+            metrics::histogram!(m::API_REQUEST_DURATION, "route" => route, "method" => method, "status" => class)
+                .record(started.elapsed().as_secs_f64());
         }
         if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&request_id) {
             res.headers_mut().insert(actix_web::http::header::HeaderName::from_static(REQUEST_ID), value);

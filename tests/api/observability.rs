@@ -123,3 +123,25 @@ async fn a_caller_s_request_id_is_kept_a_bad_one_replaced_and_probes_are_not_cou
     let after = api(&app.metrics().await);
     assert!(after - before < 3.0, "probes counted as API requests: {before} -> {after}");
 }
+
+#[tokio::test]
+async fn api_latency_is_recorded_by_route_template_never_by_path() {
+    let app = spawn_app().await;
+    let t = app.tenant("latency").await;
+    let count = |metrics: &str, labels: &[(&str, &str)]| {
+        series_value(metrics, "ocpp_api_request_duration_seconds_count", labels)
+    };
+    let route = [("route", "/api/v1/stations/{id}"), ("method", "GET"), ("status", "4xx")];
+    let unmatched = [("route", "unmatched"), ("method", "other"), ("status", "4xx")];
+    let before = app.metrics().await;
+    for id in ["NO-SUCH-1", "NO-SUCH-2", "NO-SUCH-3"] {
+        let (status, _) = app.get(&format!("/stations/{id}"), &t.token).await;
+        assert_eq!(status, reqwest::StatusCode::NOT_FOUND);
+    }
+    let odd = reqwest::Method::from_bytes(b"BREW").unwrap();
+    app.http.request(odd, app.url("/no/such/path/42")).send().await.expect("answered");
+    let after = app.metrics().await;
+    assert_eq!(count(&after, &route) - count(&before, &route), 3.0, "three requests under one template");
+    assert!(count(&after, &unmatched) - count(&before, &unmatched) >= 1.0);
+    assert!(!after.contains("NO-SUCH-1") && !after.contains("/no/such/path"), "a path in a label");
+}
