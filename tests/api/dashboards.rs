@@ -1,5 +1,7 @@
 //! A real Prometheus scrapes a running node (in cluster mode, on a real Redis) with a few stations, then every PromQL expression of the
 //! Grafana dashboards is evaluated through Prometheus's HTTP API: each must succeed and return series.
+//! The same Prometheus loads the alert rules (`grafana/alerts/`) and evaluates them on the node's
+//! series without error; promtool checks them and runs their unit tests.
 
 use crate::helpers::{spawn_app_with, try_connect, StationClient};
 use crate::redis::RedisServer;
@@ -21,6 +23,35 @@ impl Drop for Prometheus {
     }
 }
 
+const RULES: &str = "ocpp-css.rules.yml";
+
+fn alerts_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("grafana/alerts")
+}
+
+fn promtool(args: &[&str]) -> std::process::Output {
+    let binary = ["/usr/bin/promtool", "/usr/local/bin/promtool"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("promtool is needed: scripts/test installs the Debian package `prometheus`, which has it");
+    Command::new(binary).args(args).current_dir(alerts_dir()).output().expect("promtool runs")
+}
+
+#[test]
+fn the_alert_rules_are_valid_and_pass_their_unit_tests() {
+    for args in [["check", "rules", RULES], ["test", "rules", "ocpp-css.rules.test.yml"]] {
+        let out = promtool(&args);
+        assert!(
+            out.status.success(),
+            "promtool {}:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -36,7 +67,8 @@ fn start_prometheus(target_port: u16) -> Prometheus {
     std::fs::write(
         &config,
         format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: ocpp-css\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - '{}'\nscrape_configs:\n  - job_name: ocpp-css\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n",
+            alerts_dir().join(RULES).display()
         ),
     )
     .unwrap();
@@ -211,4 +243,23 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
         exprs.len(),
         failures.join("\n")
     );
+
+    // Every alert rule loaded and evaluated on the node's real series without an error.
+    let url = format!("http://127.0.0.1:{}/api/v1/rules", prometheus.port);
+    let started = Instant::now();
+    loop {
+        let rules: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+        let all: Vec<&Value> = rules["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+            .collect();
+        let healthy = all.iter().filter(|r| r["health"] == "ok").count();
+        if all.len() >= 9 && healthy == all.len() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "alert rules not all evaluated ok: {rules}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
