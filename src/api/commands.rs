@@ -149,12 +149,12 @@ async fn enqueue(
     Ok(HttpResponse::Accepted()
         .insert_header((
             actix_web::http::header::LOCATION,
-            format!("/api/v1/stations/{}/commands/{}", key.station_id, command.id),
+            format!("/api/v1/stations/{}/command-records/{}", key.station_id, command.id),
         ))
         .json(json!({"command_id": command.id, "status": command.status, "expires_at": command.expires_at})))
 }
 
-/// `GET /stations/{id}/commands/{command_id}`: a queued command's state and the station's answer.
+/// `GET /stations/{id}/command-records/{command_id}`: a queued command's state and the station's answer.
 pub async fn get(
     state: web::Data<AppState>,
     Tenant(account): Tenant,

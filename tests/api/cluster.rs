@@ -168,7 +168,7 @@ async fn a_command_queued_on_one_node_is_delivered_by_the_node_the_station_conne
     assert_eq!(call[2], "ChangeAvailability");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let (_, command) = a.get(&format!("/stations/CP1/commands/{id}"), &tenant.token).await;
+        let (_, command) = a.get(&format!("/stations/CP1/command-records/{id}"), &tenant.token).await;
         if command["status"] == "answered" {
             assert_eq!(command["response"]["status"], "Accepted");
             break;

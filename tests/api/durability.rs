@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 async fn command_state(app: &TestApp, token: &str, id: &str) -> Value {
-    let (status, body) = app.get(&format!("/stations/CP001/commands/{id}"), token).await;
+    let (status, body) = app.get(&format!("/stations/CP001/command-records/{id}"), token).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body
 }
@@ -160,7 +160,7 @@ async fn commands_queued_for_an_offline_station_are_delivered_in_order_after_it_
         (StatusCode::OK, Some("accepted")),
         "a connected station gets it at once"
     );
-    let (_, other) = app.get("/stations/CP001/commands/not-a-command", &t.token).await;
+    let (_, other) = app.get("/stations/CP001/command-records/not-a-command", &t.token).await;
     assert_eq!(other["code"], "not_found");
 }
 
@@ -204,4 +204,26 @@ async fn a_queued_command_whose_answer_never_comes_is_unanswered_not_resent() {
     let mut cp = StationClient::connect(app.port, "acme", "CP001", &password).await.unwrap();
     cp.boot().await;
     assert!(tokio::time::timeout(Duration::from_millis(500), cp.recv()).await.is_err(), "not resent");
+}
+
+#[tokio::test]
+async fn a_queued_command_s_location_is_where_its_record_is_read() {
+    let app = spawn_app().await;
+    let t = app.tenant("acme").await;
+    app.station(&t, "CP001").await;
+    let res = app
+        .http
+        .post(app.api("/stations/CP001/commands/ClearCache?queue=true"))
+        .bearer_auth(&t.token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    // A path of its own, not the POST's: `commands/{action}` and `command-records/{command_id}`.
+    let location = res.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let record: Value =
+        app.http.get(app.url(&location)).bearer_auth(&t.token).send().await.unwrap().json().await.unwrap();
+    assert!(location.contains("/command-records/") && record["status"] == "queued", "{location}: {record}");
+    assert_eq!(record["action"], "ClearCache");
 }

@@ -325,7 +325,7 @@ async fn a_command_queued_before_a_restart_is_delivered_after_it() {
 
     let server = start(data.path());
     let token = server.sign_in(&http).await;
-    assert_eq!(server.get(&http, &token, &format!("/stations/CP001/commands/{id}")).await["status"], "queued");
+    assert_eq!(server.get(&http, &token, &format!("/stations/CP001/command-records/{id}")).await["status"], "queued");
     let mut cp = StationClient::connect(server.port, "acme", "CP001", &password).await.unwrap();
     cp.boot().await;
     let call = cp.recv().await;
@@ -333,7 +333,7 @@ async fn a_command_queued_before_a_restart_is_delivered_after_it() {
     cp.send_text(&json!([3, call[1], {"status": "Accepted"}]).to_string()).await;
     let mut state = Value::Null;
     for _ in 0..50 {
-        state = server.get(&http, &token, &format!("/stations/CP001/commands/{id}")).await;
+        state = server.get(&http, &token, &format!("/stations/CP001/command-records/{id}")).await;
         if state["status"] == "answered" {
             break;
         }
