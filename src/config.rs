@@ -489,6 +489,18 @@ mod tests {
     }
 
     #[test]
+    fn the_production_example_loads_with_every_key_known() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/production.example.toml");
+        let s = Settings::load_from(Some(&path), env(&[])).expect("config/production.example.toml is valid");
+        assert!(s.tls.enabled && s.cluster.enabled() && s.log.format == LogFormat::Json);
+        assert_eq!((s.server.host.as_str(), s.server.node_id()), ("0.0.0.0", "ocpp-1"));
+        // The unit starts the server with the file the example says to install.
+        let unit = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ocpp-css.service"))
+            .expect("config/ocpp-css.service");
+        assert!(unit.contains("ExecStart=/usr/local/bin/ocpp-css serve --config /etc/ocpp-css/ocpp-css.toml"));
+    }
+
+    #[test]
     fn a_missing_config_file_is_an_error() {
         assert!(Settings::load(Some(Path::new("/nonexistent/ocpp-css.toml"))).is_err());
     }
