@@ -152,6 +152,10 @@ pub fn register_metrics() {
     }
     metrics::counter!(m::DUPLICATE_CALLS).increment(0);
     metrics::gauge!(m::PENDING_COMMANDS).increment(0.0);
+    let codes = Version::ALL.into_iter().flat_map(|v| ErrorCode::ALL.map(|c| c.name(v)));
+    for code in codes.chain(std::iter::once("other")) {
+        metrics::counter!(m::CALL_ERRORS, "code" => code).increment(0);
+    }
 }
 
 /// The delivery task has emptied the queue (or stopped on an error).
