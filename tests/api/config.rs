@@ -1,15 +1,11 @@
 //! The settings as an operator meets them: the binary refuses a key it does not know, naming it,
 //! and `check-config` prints what is in force.
 
-use std::process::Command;
+use crate::helpers::{serve_process, server_command};
 
 fn ocpp_css(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocpp-css"));
-    cmd.args(args).env_remove("RUST_BACKTRACE").env_remove("RUST_LIB_BACKTRACE");
-    // Only the variables this test sets: the developer's own OCPP_CSS__ settings stay out.
-    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("OCPP_CSS")) {
-        cmd.env_remove(name);
-    }
+    let mut cmd = server_command();
+    cmd.args(args);
     for (name, value) in env {
         cmd.env(name, value);
     }
@@ -63,29 +59,8 @@ fn check_config_prints_the_settings_in_force_with_the_redis_password_hidden() {
 
 #[test]
 fn logs_redirected_away_from_a_terminal_are_plain_text() {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocpp-css"));
-    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("OCPP_CSS") || name == "RUST_LOG") {
-        cmd.env_remove(name);
-    }
-    let mut server = cmd
-        .arg("serve")
-        .env("OCPP_CSS__STORAGE__DATA_DIR", dir.path())
-        .env("OCPP_CSS__SERVER__PORT", "0")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("the server starts");
-    let stdout = server.stdout.take().expect("piped");
-    let mut lines = Vec::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.expect("text");
-        let listening = line.contains("listening");
-        lines.push(line);
-        if listening {
-            break;
-        }
-    }
+    let (mut server, lines, _) = serve_process(dir.path());
     let _ = server.kill();
     let _ = server.wait();
     assert!(lines.iter().any(|l| l.contains("listening")), "{lines:?}");

@@ -308,3 +308,41 @@ pub fn series_value(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         })
         .sum()
 }
+
+/// The server binary as an operator runs it, with only the settings a test gives: the developer's
+/// own `OCPP_CSS__` variables, `RUST_LOG` and backtrace switches stay out.
+pub fn server_command() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ocpp-css"));
+    for (name, _) in std::env::vars().filter(|(name, _)| {
+        name.starts_with("OCPP_CSS") || ["RUST_LOG", "RUST_BACKTRACE", "RUST_LIB_BACKTRACE"].contains(&name.as_str())
+    }) {
+        cmd.env_remove(name);
+    }
+    cmd
+}
+
+/// `ocpp-css serve` in a process of its own on a free port with a data dir in `data`, its stdout read
+/// up to the line that says it listens: (the process, those lines, its port). The caller kills it.
+pub fn serve_process(data: &std::path::Path) -> (std::process::Child, Vec<String>, Option<u16>) {
+    use std::io::{BufRead, BufReader};
+    let mut server = server_command()
+        .arg("serve")
+        .env("OCPP_CSS__STORAGE__DATA_DIR", data)
+        .env("OCPP_CSS__SERVER__PORT", "0")
+        .stdout(std::process::Stdio::piped())
+        // Once the lines are read the pipe closes; what the server writes after that is not wanted.
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the server starts");
+    let stdout = server.stdout.take().expect("piped");
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        let listening = line.contains("listening");
+        lines.push(line);
+        if listening {
+            break;
+        }
+    }
+    let port = lines.last().and_then(|l| l.rsplit("port=").next()).and_then(|p| p.trim().parse().ok());
+    (server, lines, port)
+}

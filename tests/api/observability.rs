@@ -1,9 +1,7 @@
 //! What an SRE sees of a node before anything happens, and how its requests are told apart.
 
-use crate::helpers::{series_value, spawn_app};
+use crate::helpers::{series_value, serve_process, spawn_app};
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 
 /// Every `ocpp_*` metric the shipped dashboards query.
 fn dashboard_metrics() -> BTreeSet<String> {
@@ -27,23 +25,7 @@ fn dashboard_metrics() -> BTreeSet<String> {
 /// its `/metrics` before any station or request.
 fn fresh_node_metrics() -> String {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocpp-css"));
-    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("OCPP_CSS") || name == "RUST_LOG") {
-        cmd.env_remove(name);
-    }
-    let mut server = cmd
-        .arg("serve")
-        .env("OCPP_CSS__STORAGE__DATA_DIR", dir.path())
-        .env("OCPP_CSS__SERVER__PORT", "0")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the server starts");
-    let stdout = server.stdout.take().expect("piped");
-    let port = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|line| line.contains("listening").then(|| line.rsplit("port=").next().map(str::to_string)).flatten())
-        .and_then(|p| p.trim().parse::<u16>().ok());
+    let (mut server, _, port) = serve_process(dir.path());
     let metrics = port.map(|port| {
         let url = format!("http://127.0.0.1:{port}/metrics");
         std::thread::spawn(move || {
