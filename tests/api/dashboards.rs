@@ -164,7 +164,7 @@ async fn exercise(app: &crate::helpers::TestApp) -> Vec<StationClient> {
         cp.ok("MeterValues", json!({"connectorId": 1, "transactionId": tx, "meterValue": [{"timestamp": "2026-11-25T10:01:00Z", "sampledValue": [{"value": "5"}]}]})).await;
         stations.push(cp);
     }
-    // A CALLERROR, a repeated unique id, an auth failure.
+    // A CALLERROR, a Heartbeat sent twice under one id (answered afresh both times), an auth failure.
     stations[0].send_text("not json").await;
     stations[0].recv().await;
     for _ in 0..2 {
