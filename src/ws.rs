@@ -302,7 +302,6 @@ pub async fn ocpp_endpoint(
     // the session's own timeouts bound it.
     let shared = req.conn_data::<Rc<Connection>>().cloned();
     let connection = shared.as_ref().map(|c| {
-        c.authenticated();
         c.upgraded();
         c.handle()
     });

@@ -282,8 +282,17 @@ impl ConnectionTable {
         }
     }
 
-    fn upgrade(&self, id: u64) {
-        self.lock().watched.remove(&id);
+    /// A connection became a station's WebSocket (and authenticated, when `authenticated`): one
+    /// look at the table for both, on every station's connect.
+    fn upgrade(&self, id: u64, authenticated: bool) {
+        let mut table = self.lock();
+        table.watched.remove(&id);
+        if authenticated {
+            if let Some(address) = table.entries.get(&id).map(|e| e.address) {
+                Self::unauthenticated_left(&mut table, id, address);
+                Self::report(&table);
+            }
+        }
     }
 
     fn remove(&self, state: &ConnState) {
@@ -447,10 +456,12 @@ impl Connection {
         self.table.limits.refusal_delay.saturating_sub(self.state.accepted.elapsed())
     }
 
-    /// The connection became a WebSocket: its session's own timeouts bound it from now on.
+    /// The connection became a station's WebSocket, so it has authenticated too (see
+    /// [`Connection::authenticated`]): its session's own timeouts bound it from now on.
     pub fn upgraded(&self) {
+        let authenticated = !self.state.authenticated.swap(true, Ordering::Relaxed);
         if !self.state.upgraded.swap(true, Ordering::Relaxed) {
-            self.table.upgrade(self.state.id);
+            self.table.upgrade(self.state.id, authenticated);
         }
     }
 
@@ -636,6 +647,7 @@ mod tests {
         let upgraded = Connection { state: t.admit(fake(), addr("10.0.0.1")).unwrap(), table: t.clone() };
         let _request = busy.request();
         upgraded.upgraded();
+        assert_eq!(t.counts(), (3, 2), "a station's WebSocket has authenticated");
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(t.reap(), 1);
         assert!(idle.state.aborted.load(Ordering::Relaxed));
