@@ -208,9 +208,9 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .wrap_fn(move |req, srv| middleware::around(request_limits, req, srv))
-                .route("/healthz", web::get().to(healthz))
-                .route("/readyz", web::get().to(readyz))
-                .route("/metrics", web::get().to(metrics_endpoint))
+                .route(HEALTHZ, web::get().to(healthz))
+                .route(READYZ, web::get().to(readyz))
+                .route(METRICS, web::get().to(metrics_endpoint))
                 .route("/ocpp/{tenant}/{station_id}", web::get().to(ws::ocpp_endpoint))
                 .service(web::scope("/api/v1").configure(|cfg| api::configure(cfg, expose_login_codes, api_body_bytes)))
                 .default_service(web::to(|| async {
@@ -390,6 +390,12 @@ async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+/// The probe and scrape paths, outside the API (and not counted as API requests).
+const HEALTHZ: &str = "/healthz";
+const READYZ: &str = "/readyz";
+const METRICS: &str = "/metrics";
+pub(crate) const PROBES: [&str; 3] = [HEALTHZ, READYZ, METRICS];
 
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))

@@ -14,10 +14,6 @@ use tracing::Instrument;
 
 const REQUEST_ID: &str = "x-request-id";
 
-/// Paths that are not API requests: a health probe or a metrics scrape every few seconds would
-/// otherwise be most of what the request counter counts.
-const PROBES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
-
 /// Longest `x-request-id` taken from a caller.
 const MAX_REQUEST_ID: usize = 64;
 
@@ -85,7 +81,9 @@ where
         .filter(|id| usable_request_id(id))
         .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_string);
     let span = tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.path());
-    let counted = !(req.path().starts_with("/ocpp/") || PROBES.contains(&req.path()));
+    // A health probe or a metrics scrape every few seconds would otherwise be most of what the
+    // request counter counts.
+    let counted = !(req.path().starts_with("/ocpp/") || crate::startup::PROBES.contains(&req.path()));
     let call = match held {
         None => Ok({
             let _enter = span.enter();
