@@ -194,6 +194,7 @@ pub struct LimitSettings {
     pub site_warnings: u32,
     pub log_summary_secs: u64,
     pub api_body_bytes: usize,
+    pub list_scan_records: usize,
 }
 
 impl LimitSettings {

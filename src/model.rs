@@ -8,6 +8,12 @@ use std::collections::BTreeMap;
 
 pub use crate::ids::{AccountId, StationId};
 
+mod page;
+pub use page::{
+    Page, PageBuilder, PageRequest, StationFilter, TransactionFilter, TransactionStatus, DEFAULT_LIMIT, MAX_LIMIT,
+    SCAN_BUDGET,
+};
+
 /// A tenant: a charging-network operator with its own stations, id tags and transactions.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Account {

@@ -162,7 +162,7 @@ async fn a_201_fleet_boots_charges_and_answers_commands_against_the_server() {
         .json()
         .await
         .expect("transactions parse");
-    let txs = txs.as_array().expect("a list");
+    let txs = txs["items"].as_array().expect("a page of transactions");
     let fleet: Vec<&Value> =
         txs.iter().filter(|t| t["station_transaction_id"].is_string() && t["status"] == "completed").collect();
     assert_eq!(fleet.len() as u64, started, "{txs:?}");
@@ -208,7 +208,7 @@ async fn a_mixed_fleet_speaks_both_versions_to_the_server() {
         .json()
         .await
         .expect("transactions parse");
-    let txs = stations.as_array().expect("a list");
+    let txs = stations["items"].as_array().expect("a page of transactions");
     let v201 = txs.iter().filter(|t| t["station_transaction_id"].is_string()).count() as u64;
     assert_eq!(v201, ok_of("TransactionEvent(Started)"));
     assert_eq!(txs.len() as u64, ok_of("StartTransaction") + v201);
@@ -274,7 +274,7 @@ async fn events_of_201_stations_are_transaction_events_the_server_keeps() {
         .json()
         .await
         .expect("transactions parse");
-    let txs = txs.as_array().expect("a list");
+    let txs = txs["items"].as_array().expect("a page of transactions");
     assert_eq!(txs.len(), 5, "{txs:?}");
     assert!(txs.iter().all(|t| t["status"] == "completed"), "{txs:?}");
     // Every TransactionEvent Updated added 7 Wh.

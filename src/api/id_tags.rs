@@ -1,5 +1,6 @@
 //! Id tags: the tenant's RFID cards and tokens, answered to Authorize and transactions.
 
+use super::paging::{self, List};
 use super::{check_printable, ApiError, Tenant};
 use crate::model::{IdTag, TagStatus};
 use crate::state::AppState;
@@ -52,8 +53,23 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(tag))
 }
 
-pub async fn list(state: web::Data<AppState>, Tenant(account): Tenant) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.account_store.id_tags(&account.id).await?))
+/// `GET /id-tags`: a page, by tag.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+pub async fn list(
+    state: web::Data<AppState>,
+    Tenant(account): Tenant,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let budget = state.limits.settings.list_scan_records;
+    let page = paging::request(List::IdTags, q.limit, q.cursor.as_deref(), budget, Some)?;
+    let page = state.account_store.id_tags_page(&account.id, &page).await?;
+    Ok(paging::respond(List::IdTags, page, |t| Some(serde_json::json!(t)), |k| k))
 }
 
 pub async fn delete(

@@ -9,6 +9,7 @@ mod commands;
 pub mod error;
 mod id_tags;
 pub mod middleware;
+mod paging;
 mod privacy;
 mod sessions;
 mod stations;

@@ -6,6 +6,7 @@ use super::transactions;
 use super::{ApiError, SignedIn, Tenant};
 use crate::model::{Consent, Consents, MeterRecord};
 use crate::state::AppState;
+use crate::store::{all_id_tags, all_stations, all_transactions};
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use chrono::Utc;
@@ -31,12 +32,11 @@ pub async fn export(state: web::Data<AppState>, signed_in: SignedIn) -> Result<H
     let account = &signed_in.account;
     let store = &state.account_store;
     let id = &account.id;
-    let stations = store.stations(id).await?;
+    let stations = all_stations(&**store, id).await?;
     let meter_values = store.account_meter_values(id).await?;
     let events = store.account_events(id).await?;
     let commands = store.account_commands(id).await?;
-    let transactions: Vec<Value> = store
-        .transactions(id, None)
+    let transactions: Vec<Value> = all_transactions(&**store, id, None)
         .await?
         .iter()
         .map(|tx| {
@@ -86,7 +86,7 @@ pub async fn export(state: web::Data<AppState>, signed_in: SignedIn) -> Result<H
         "account": profile,
         "consents": store.consents(id).await?,
         "stations": stations,
-        "id_tags": store.id_tags(id).await?,
+        "id_tags": all_id_tags(&**store, id).await?,
         "transactions": transactions,
         // Readings a station sent outside any transaction.
         "meter_values_without_transaction": meter_values.iter().filter(|r| r.transaction_id.is_none()).map(meter_view).collect::<Vec<_>>(),

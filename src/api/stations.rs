@@ -1,5 +1,6 @@
 //! Stations: provisioning, their live and stored state, removal.
 
+use super::paging::{self, List};
 use super::{check_printable, check_station_id, ApiError, Tenant};
 use crate::actors::account::{self, GetLiveView, LiveStation};
 use crate::actors::StationKey;
@@ -7,7 +8,9 @@ use crate::auth;
 use crate::fleet::Presence;
 use crate::ids::{AccountId, StationId};
 use crate::limits::{self, Limit};
-use crate::model::{Account, Registration, SecurityProfile, Station};
+use crate::model::{
+    Account, PageBuilder, PageRequest, Registration, SecurityProfile, Station, StationFilter, MAX_LIMIT,
+};
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
@@ -168,16 +171,70 @@ pub async fn create(
     })))
 }
 
+/// `GET /stations`: a page, by id, narrowed by registration, protocol and whether connected.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+    registration: Option<Registration>,
+    protocol: Option<String>,
+    connected: Option<bool>,
+}
+
 pub async fn list(
     state: web::Data<AppState>,
     req: HttpRequest,
     Tenant(account): Tenant,
+    q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let stations = state.account_store.stations(&account.id).await?;
-    let ids: Vec<StationId> = stations.iter().map(|s| s.id.clone()).collect();
-    let conns = Connections::of(&state, &account.id, &ids).await;
-    let views: Vec<Value> = stations.iter().map(|s| view(&state, &req, &account, s, &conns)).collect();
-    Ok(HttpResponse::Ok().json(views))
+    let q = q.into_inner();
+    let budget = state.limits.settings.list_scan_records;
+    let page = paging::request(List::Stations, q.limit, q.cursor.as_deref(), budget, |k| Some(StationId::from(k)))?;
+    let filter = StationFilter { registration: q.registration, protocol: q.protocol };
+    let store = &state.account_store;
+    let Some(connected) = q.connected else {
+        let page = store.stations_page(&account.id, &filter, &page).await?;
+        let ids: Vec<StationId> = page.items.iter().map(|s| s.id.clone()).collect();
+        let conns = Connections::of(&state, &account.id, &ids).await;
+        let view = |s: Station| Some(view(&state, &req, &account, &s, &conns));
+        return Ok(paging::respond(List::Stations, page, view, String::from));
+    };
+    // Whether a station is connected is live state, not in its record: stored pages are read in
+    // order and each station checked, at most `budget` stations and four stored pages (each of
+    // which reads at most `budget` records) for one page.
+    let mut builder = PageBuilder::new(&page);
+    let mut after = page.after.clone();
+    let mut reads = 0;
+    let mut views = std::collections::HashMap::new();
+    loop {
+        let chunk = PageRequest { after: after.clone(), limit: MAX_LIMIT.min(builder.wanted()), budget };
+        let stored = store.stations_page(&account.id, &filter, &chunk).await?;
+        reads += 1;
+        let ids: Vec<StationId> = stored.items.iter().map(|s| s.id.clone()).collect();
+        let conns = Connections::of(&state, &account.id, &ids).await;
+        let mut taken = true;
+        for s in &stored.items {
+            let is_connected = conns.live.contains_key(&s.id) || conns.elsewhere.contains_key(&s.id);
+            let matches = is_connected == connected;
+            if !builder.offer(s.id.clone(), s.id.clone(), matches) {
+                taken = false;
+                break;
+            }
+            if matches {
+                views.insert(s.id.clone(), view(&state, &req, &account, s, &conns));
+            }
+        }
+        match stored.next {
+            Some(next) if taken && reads == 4 => {
+                builder.stop(next);
+                break;
+            }
+            Some(next) if taken => after = Some(next),
+            _ => break,
+        }
+    }
+    Ok(paging::respond(List::Stations, builder.finish(), |id| views.remove(&id), String::from))
 }
 
 pub async fn get(

@@ -1,17 +1,27 @@
 //! Transactions: what was charged, where, by whom, and the energy delivered.
 
+use super::paging::{self, List};
 use super::{ApiError, Tenant};
 use crate::ids::StationId;
-use crate::model::Transaction;
+use crate::model::{Transaction, TransactionFilter, TransactionStatus};
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+/// `GET /transactions`: a page, newest first, narrowed by station, status and time ranges.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Filter {
+pub struct ListQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
     station: Option<StationId>,
+    status: Option<TransactionStatus>,
+    started_from: Option<DateTime<Utc>>,
+    started_to: Option<DateTime<Utc>>,
+    stopped_from: Option<DateTime<Utc>>,
+    stopped_to: Option<DateTime<Utc>>,
 }
 
 pub(crate) fn view(tx: &Transaction) -> Value {
@@ -39,10 +49,21 @@ pub(crate) fn view(tx: &Transaction) -> Value {
 pub async fn list(
     state: web::Data<AppState>,
     Tenant(account): Tenant,
-    q: web::Query<Filter>,
+    q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let txs = state.account_store.transactions(&account.id, q.station.as_ref()).await?;
-    Ok(HttpResponse::Ok().json(txs.iter().map(view).collect::<Vec<_>>()))
+    let q = q.into_inner();
+    let budget = state.limits.settings.list_scan_records;
+    let page = paging::request(List::Transactions, q.limit, q.cursor.as_deref(), budget, |k| k.parse().ok())?;
+    let filter = TransactionFilter {
+        station: q.station,
+        status: q.status,
+        started_from: q.started_from,
+        started_to: q.started_to,
+        stopped_from: q.stopped_from,
+        stopped_to: q.stopped_to,
+    };
+    let page = state.account_store.transactions_page(&account.id, &filter, &page).await?;
+    Ok(paging::respond(List::Transactions, page, |tx| Some(view(&tx)), |id| id.to_string()))
 }
 
 pub async fn get(

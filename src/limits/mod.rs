@@ -65,10 +65,13 @@ pub enum Limit {
     LogLines,
     /// A command refused because too many wait for their station already (429).
     WaitingCommands,
+    /// A list page cut short after reading `limits.list_scan_records` records (a filter no index
+    /// answers); its cursor goes on.
+    ListScan,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 18] = [
+    pub const ALL: [Limit; 19] = [
         Limit::FrameSize,
         Limit::OutboundQueue,
         Limit::SlowConsumer,
@@ -87,6 +90,7 @@ impl Limit {
         Limit::StationsPerTenant,
         Limit::LogLines,
         Limit::WaitingCommands,
+        Limit::ListScan,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -109,6 +113,7 @@ impl Limit {
             Limit::StationsPerTenant => "stations_per_tenant",
             Limit::LogLines => "log_lines",
             Limit::WaitingCommands => "waiting_commands",
+            Limit::ListScan => "list_scan",
         }
     }
 }

@@ -29,8 +29,9 @@ pub use node_log::{NodeLog, NodeLogSettings};
 
 use crate::ids::{AccountId, StationId};
 use crate::model::{
-    Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, NewTransaction,
-    StartIdentity, Station, StationChange, StationEvent, Transaction, TransactionStop,
+    Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, NewTransaction, Page,
+    PageRequest, StartIdentity, Station, StationChange, StationEvent, StationFilter, Transaction, TransactionFilter,
+    TransactionStop,
 };
 use async_trait::async_trait;
 use serde::Serialize;
@@ -305,11 +306,16 @@ pub trait AccountStore: StationLookup {
     async fn login_events(&self, account_id: &AccountId) -> StoreResult<Vec<LoginEvent>>;
 
     async fn create_station(&self, station: &Station) -> StoreResult<()>;
-    async fn stations(&self, account_id: &AccountId) -> StoreResult<Vec<Station>>;
+    /// A page of the account's stations by id, read from the id order; `filter` is checked on the
+    /// records read ([`crate::model::PageBuilder`]).
+    async fn stations_page(
+        &self,
+        account_id: &AccountId,
+        filter: &StationFilter,
+        page: &PageRequest<StationId>,
+    ) -> StoreResult<Page<Station, StationId>>;
     /// How many stations the account has (its quota is checked against this).
-    async fn station_count(&self, account_id: &AccountId) -> StoreResult<usize> {
-        Ok(self.stations(account_id).await?.len())
-    }
+    async fn station_count(&self, account_id: &AccountId) -> StoreResult<usize>;
     /// Applies `update` to the station and returns the new record; `None` when there is no such station.
     async fn update_station(
         &self,
@@ -322,16 +328,24 @@ pub trait AccountStore: StationLookup {
 
     /// Creates or replaces an id tag; true when it was created.
     async fn put_id_tag(&self, account_id: &AccountId, tag: &IdTag) -> StoreResult<bool>;
-    async fn id_tags(&self, account_id: &AccountId) -> StoreResult<Vec<IdTag>>;
+    /// A page of the account's id tags by tag, read from the tag order.
+    async fn id_tags_page(
+        &self,
+        account_id: &AccountId,
+        page: &PageRequest<String>,
+    ) -> StoreResult<Page<IdTag, String>>;
     async fn delete_id_tag(&self, account_id: &AccountId, id_tag: &str) -> StoreResult<bool>;
 
     async fn transaction(&self, account_id: &AccountId, transaction_id: i32) -> StoreResult<Option<Transaction>>;
-    /// The account's transactions, newest first, optionally for one station.
-    async fn transactions(
+    /// A page of the account's transactions, newest (highest id) first, read from an index in that
+    /// order: the station's transactions when the filter names one, else the open ones when it asks
+    /// only for those, else all; the rest of the filter is checked on the records read.
+    async fn transactions_page(
         &self,
         account_id: &AccountId,
-        station_id: Option<&StationId>,
-    ) -> StoreResult<Vec<Transaction>>;
+        filter: &TransactionFilter,
+        page: &PageRequest<i32>,
+    ) -> StoreResult<Page<Transaction, i32>>;
     /// Meter readings of one transaction, by timestamp.
     async fn transaction_meter_values(
         &self,
@@ -385,6 +399,49 @@ pub trait SharedStore: StationStore + AccountStore {
     /// Takes `count` ids from the sequence transaction ids come from, for a cluster node to hand out
     /// on its own (while the shared store is unreachable, too). No other caller gets them.
     async fn reserve_transaction_ids(&self, count: u32) -> StoreResult<std::ops::Range<i32>>;
+}
+
+/// Every item of a paged list, read page after page (`read` reads the page asked): for the privacy
+/// export, which still builds one document.
+pub async fn every_page<T, K, F, Fut>(mut read: F) -> StoreResult<Vec<T>>
+where
+    F: FnMut(PageRequest<K>) -> Fut,
+    Fut: std::future::Future<Output = StoreResult<Page<T, K>>>,
+{
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = read(PageRequest::new(after, crate::model::MAX_LIMIT)).await?;
+        all.extend(page.items);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(all),
+        }
+    }
+}
+
+/// Every transaction of the account (of one station when named), newest first, page after page.
+pub async fn all_transactions<S: AccountStore + ?Sized>(
+    store: &S,
+    account_id: &AccountId,
+    station: Option<&StationId>,
+) -> StoreResult<Vec<Transaction>> {
+    let filter = TransactionFilter { station: station.cloned(), ..TransactionFilter::default() };
+    every_page(|p| {
+        let filter = &filter;
+        async move { store.transactions_page(account_id, filter, &p).await }
+    })
+    .await
+}
+
+/// Every station of the account, by id, page after page.
+pub async fn all_stations<S: AccountStore + ?Sized>(store: &S, account_id: &AccountId) -> StoreResult<Vec<Station>> {
+    every_page(|p| async move { store.stations_page(account_id, &StationFilter::default(), &p).await }).await
+}
+
+/// Every id tag of the account, by tag, page after page.
+pub async fn all_id_tags<S: AccountStore + ?Sized>(store: &S, account_id: &AccountId) -> StoreResult<Vec<IdTag>> {
+    every_page(|p| async move { store.id_tags_page(account_id, &p).await }).await
 }
 
 /// Erases an account (see [`AccountStore::erase_account`]): what the station store holds of it

@@ -91,7 +91,10 @@ async fn a_command_through_one_node_reaches_a_station_on_another_and_its_answer_
     })
     .await;
     let (_, listed) = b.get("/stations", &tenant.token).await;
-    assert_eq!((listed[0]["connected"].clone(), listed[0]["node"].clone()), (json!(true), json!("node-a")));
+    assert_eq!(
+        (listed["items"][0]["connected"].clone(), listed["items"][0]["node"].clone()),
+        (json!(true), json!("node-a"))
+    );
 
     // A command on B travels to A's session; the station's answer comes back to B's caller.
     let reset = command_later(&b, &tenant.token, "Reset", json!({"type": "Soft"}));
@@ -311,7 +314,7 @@ async fn redis_killed_and_restarted_loses_no_acknowledged_event() {
     let (_, station) = b.get("/stations/CP1", &tenant.token).await;
     assert_eq!(station["connectors"]["1"]["status"], "Finishing", "{station}");
     let (_, all) = b.get("/transactions", &tenant.token).await;
-    assert_eq!(all.as_array().unwrap().len(), 2, "no transaction twice: {all}");
+    assert_eq!(all["items"].as_array().unwrap().len(), 2, "no transaction twice: {all}");
 }
 
 #[tokio::test]

@@ -38,8 +38,8 @@ async fn a_repeated_call_is_answered_again_and_applied_once_but_a_reused_id_is_a
     let second = cp.recv().await;
     assert_eq!(first, second);
     let (_, txs) = app.get("/transactions", &t.token).await;
-    assert_eq!(txs.as_array().map(Vec::len), Some(1), "{txs}");
-    assert_eq!(txs[0]["meter_start"], 100);
+    assert_eq!(txs["items"].as_array().map(Vec::len), Some(1), "{txs}");
+    assert_eq!(txs["items"][0]["meter_start"], 100);
     assert!(series_value(&app.metrics().await, "ocpp_duplicate_calls_total", &[]) > duplicates_before);
     // The same id with another body is another message (a station that restarted its id counter):
     // it is applied, and gets its own answer.
@@ -48,7 +48,7 @@ async fn a_repeated_call_is_answered_again_and_applied_once_but_a_reused_id_is_a
     assert_eq!(third[0], 3, "{third}");
     assert_ne!(third[2]["transactionId"], first[2]["transactionId"]);
     let (_, txs) = app.get("/transactions", &t.token).await;
-    assert_eq!(txs.as_array().map(Vec::len), Some(2), "{txs}");
+    assert_eq!(txs["items"].as_array().map(Vec::len), Some(2), "{txs}");
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ mod limits;
 mod observability;
 mod ocpp201;
 mod ocpp_flow;
+mod paging;
 mod privacy;
 mod raw;
 mod redis;

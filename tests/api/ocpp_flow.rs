@@ -68,9 +68,9 @@ async fn a_charging_session_from_boot_to_stop_shows_in_the_api_with_its_energy()
     assert_eq!(mv[1]["sampled_value"][0]["context"], "Transaction.End");
 
     let (_, list) = app.get("/transactions?station=CP001", &t.token).await;
-    assert_eq!(list.as_array().map(Vec::len), Some(1));
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
     let (_, other) = app.get("/transactions?station=CP002", &t.token).await;
-    assert_eq!(other.as_array().map(Vec::len), Some(0));
+    assert_eq!(other["items"].as_array().map(Vec::len), Some(0));
 
     let metrics = app.metrics().await;
     assert!(
@@ -126,7 +126,7 @@ async fn id_tags_decide_authorize_answers_and_are_managed_through_the_api() {
     );
 
     let (_, tags) = app.get("/id-tags", &t.token).await;
-    assert_eq!(tags.as_array().map(Vec::len), Some(3));
+    assert_eq!(tags["items"].as_array().map(Vec::len), Some(3));
     let (status, _) = app.request(Method::DELETE, "/id-tags/CHILD", Some(&t.token), None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(status_of(cp.ok("Authorize", json!({"idTag": "CHILD"})).await), "Invalid");

@@ -10,12 +10,15 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use ocpp_css::ids::AccountId;
 use ocpp_css::model::{
     Account, ApiToken, BootInfo, CommandRecord, CommandStatus, ConnectorStatus, Consent, Consents, DeviceVariable,
-    IdTag, LoginEvent, LoginOutcome, MeterRecord, MeterValue, NewTransaction, Registration, SampledValue,
-    SecurityProfile, Station, StationChange, StationEvent, TagStatus, Transaction, TransactionEventRecord,
-    TransactionStop,
+    IdTag, LoginEvent, LoginOutcome, MeterRecord, MeterValue, NewTransaction, Page, PageRequest, Registration,
+    SampledValue, SecurityProfile, Station, StationChange, StationEvent, StationFilter, TagStatus, Transaction,
+    TransactionEventRecord, TransactionFilter, TransactionStatus, TransactionStop,
 };
 use ocpp_css::store::prelude::*;
-use ocpp_css::store::{CommitPolicy, ErasureReport, RedisStore, SharedStore, SledStore, StopOutcome, StoreError};
+use ocpp_css::store::{
+    all_id_tags, all_stations, all_transactions, CommitPolicy, ErasureReport, RedisStore, SharedStore, SledStore,
+    StopOutcome, StoreError,
+};
 use std::sync::Arc;
 
 /// The longest a Redis call may take in these tests.
@@ -84,6 +87,9 @@ contract!(
     put_transaction_is_idempotent_and_found_by_start_and_reference,
     reserved_transaction_ids_are_never_handed_out_again,
     meter_values_are_kept_once_in_timestamp_order,
+    lists_page_in_their_order_and_miss_or_repeat_nothing_while_rows_arrive,
+    transaction_pages_filter_by_station_status_and_time_through_every_write_path,
+    station_pages_filter_by_registration_and_protocol,
     station_events_are_kept_once_in_received_order,
     command_queues_keep_order_per_station_and_release_what_left_them,
     device_variables_are_replaced_by_key_and_ordered_by_component_then_variable,
@@ -280,10 +286,46 @@ async fn fill(store: &dyn SharedStore, account_id: &str) {
         .unwrap();
 }
 
+/// The ids of every transaction matching `filter`, read `limit` at a time.
+async fn walk_transactions(
+    store: &dyn SharedStore,
+    account_id: &str,
+    filter: &TransactionFilter,
+    limit: usize,
+) -> Vec<i32> {
+    let mut ids = Vec::new();
+    let mut after = None;
+    loop {
+        let page: Page<Transaction, i32> =
+            store.transactions_page(&account_id.into(), filter, &PageRequest::new(after, limit)).await.unwrap();
+        assert!(page.items.len() <= limit, "a page holds at most its limit");
+        ids.extend(page.items.iter().map(|t| t.id));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return ids,
+        }
+    }
+}
+
+/// The ids of every station matching `filter`, read `limit` at a time.
+async fn walk_stations(store: &dyn SharedStore, account_id: &str, filter: &StationFilter, limit: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.stations_page(&account_id.into(), filter, &PageRequest::new(after, limit)).await.unwrap();
+        assert!(page.items.len() <= limit, "a page holds at most its limit");
+        ids.extend(page.items.iter().map(|s| s.id.to_string()));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return ids,
+        }
+    }
+}
+
 /// Everything the store answers about an account, as text, to compare before and after.
 async fn everything_of(store: &dyn SharedStore, account_id: &str) -> String {
     let account_id = &AccountId::from(account_id);
-    let txs = store.transactions(account_id, None).await.unwrap();
+    let txs = all_transactions(store, account_id, None).await.unwrap();
     let mut meter = Vec::new();
     for tx in &txs {
         meter.push(store.transaction_meter_values(account_id, &tx.station_id, tx.id).await.unwrap());
@@ -294,8 +336,8 @@ async fn everything_of(store: &dyn SharedStore, account_id: &str) -> String {
         store.tokens(account_id).await.unwrap(),
         store.consents(account_id).await.unwrap(),
         store.login_events(account_id).await.unwrap(),
-        store.stations(account_id).await.unwrap(),
-        store.id_tags(account_id).await.unwrap(),
+        all_stations(store, account_id).await.unwrap(),
+        all_id_tags(store, account_id).await.unwrap(),
         txs,
         meter,
         store.account_meter_values(account_id).await.unwrap(),
@@ -435,10 +477,10 @@ mod checks {
         assert!(store.tokens(&"acct-a".into()).await.unwrap().is_empty());
         assert_eq!(store.consents(&"acct-a".into()).await.unwrap(), Consents::default());
         assert!(store.login_events(&"acct-a".into()).await.unwrap().is_empty());
-        assert!(store.stations(&"acct-a".into()).await.unwrap().is_empty());
+        assert!(all_stations(store, &"acct-a".into()).await.unwrap().is_empty());
         assert!(store.station(&"acct-a".into(), &"CP1".into()).await.unwrap().is_none());
-        assert!(store.id_tags(&"acct-a".into()).await.unwrap().is_empty());
-        assert!(store.transactions(&"acct-a".into(), None).await.unwrap().is_empty());
+        assert!(all_id_tags(store, &"acct-a".into()).await.unwrap().is_empty());
+        assert!(all_transactions(store, &"acct-a".into(), None).await.unwrap().is_empty());
         assert!(store.transaction_by_start(&new_tx("acct-a", "CP1", 1, 0).start_identity()).await.unwrap().is_none());
         assert!(store.transaction_by_reference(&"acct-a".into(), &"CP1".into(), "tx-201").await.unwrap().is_none());
         assert!(store.account_meter_values(&"acct-a".into()).await.unwrap().is_empty());
@@ -526,7 +568,7 @@ mod checks {
         store.create_station(&station("acct-b", "CP1")).await.unwrap();
         let again = store.create_station(&station("acct-a", "CP1")).await;
         assert!(matches!(again, Err(StoreError::Conflict("station id"))), "{again:?}");
-        let ids = store.stations(&"acct-a".into()).await.unwrap().into_iter().map(|s| s.id).collect::<Vec<_>>();
+        let ids = all_stations(store, &"acct-a".into()).await.unwrap().into_iter().map(|s| s.id).collect::<Vec<_>>();
         assert_eq!(ids, ["CP1", "CP10", "CP2"], "by id");
         assert_eq!(store.station_count(&"acct-a".into()).await.unwrap(), 3);
         assert_eq!(store.station_count(&"acct-none".into()).await.unwrap(), 0);
@@ -651,7 +693,7 @@ mod checks {
         assert!(store.put_id_tag(&"acct-b".into(), &tag("TAG-B", TagStatus::Expired)).await.unwrap(), "per account");
         assert_eq!(store.id_tag(&"acct-a".into(), "TAG-B").await.unwrap(), Some(tag("TAG-B", TagStatus::Blocked)));
         assert_eq!(
-            store.id_tags(&"acct-a".into()).await.unwrap(),
+            all_id_tags(store, &"acct-a".into()).await.unwrap(),
             [tag("TAG-A", TagStatus::Accepted), tag("TAG-B", TagStatus::Blocked)]
         );
         assert!(store.delete_id_tag(&"acct-a".into(), "TAG-B").await.unwrap());
@@ -711,13 +753,16 @@ mod checks {
 
         let ids = |txs: Vec<Transaction>| txs.into_iter().map(|t| t.id).collect::<Vec<_>>();
         assert_eq!(
-            ids(store.transactions(&"acct-a".into(), None).await.unwrap()),
+            ids(all_transactions(store, &"acct-a".into(), None).await.unwrap()),
             [third.id, second.id, first.id],
             "newest first"
         );
-        assert_eq!(ids(store.transactions(&"acct-a".into(), Some(&"CP1".into())).await.unwrap()), [third.id, first.id]);
-        assert!(store.transactions(&"acct-a".into(), Some(&"CP9".into())).await.unwrap().is_empty());
-        assert!(store.transactions(&"acct-b".into(), None).await.unwrap().is_empty());
+        assert_eq!(
+            ids(all_transactions(store, &"acct-a".into(), Some(&"CP1".into())).await.unwrap()),
+            [third.id, first.id]
+        );
+        assert!(all_transactions(store, &"acct-a".into(), Some(&"CP9".into())).await.unwrap().is_empty());
+        assert!(all_transactions(store, &"acct-b".into(), None).await.unwrap().is_empty());
     }
 
     pub async fn two_handles_racing_the_same_start_get_the_same_transaction(s: &Subject) {
@@ -733,7 +778,7 @@ mod checks {
             assert_eq!(ta.id, tb.id, "round {round}");
             assert!(created_a ^ created_b, "exactly one created it (round {round})");
         }
-        assert_eq!(s.store.transactions(&"acct-a".into(), None).await.unwrap().len(), 10);
+        assert_eq!(all_transactions(&*s.store, &"acct-a".into(), None).await.unwrap().len(), 10);
     }
 
     pub async fn two_handles_racing_stops_of_one_transaction_record_only_the_first(s: &Subject) {
@@ -873,7 +918,7 @@ mod checks {
         store.put_transaction(&started).await.unwrap();
         store.put_transaction(&started).await.unwrap();
         assert_eq!(
-            store.transactions(&"acct-a".into(), None).await.unwrap(),
+            all_transactions(store, &"acct-a".into(), None).await.unwrap(),
             std::slice::from_ref(&started),
             "stored once"
         );
@@ -889,7 +934,7 @@ mod checks {
         store.put_transaction(&stopped).await.unwrap();
         store.put_transaction(&stopped).await.unwrap();
         assert_eq!(store.transaction(&"acct-a".into(), started.id).await.unwrap(), Some(stopped.clone()), "replaced");
-        assert_eq!(store.transactions(&"acct-a".into(), None).await.unwrap().len(), 1);
+        assert_eq!(all_transactions(store, &"acct-a".into(), None).await.unwrap().len(), 1);
 
         let mut v2 = v201("acct-a", "CP1", "ref-9", ids.start + 1);
         v2.events.push(event_record(0, "Started", None));
@@ -912,8 +957,12 @@ mod checks {
             .unwrap();
         assert!(!next.created && next.applied, "an event finds the transaction put there");
         assert_eq!(next.transaction.id, v2.id);
-        let ids_listed =
-            store.transactions(&"acct-a".into(), None).await.unwrap().into_iter().map(|t| t.id).collect::<Vec<_>>();
+        let ids_listed = all_transactions(store, &"acct-a".into(), None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect::<Vec<_>>();
         assert_eq!(ids_listed, [v2.id, started.id]);
     }
 
@@ -981,6 +1030,220 @@ mod checks {
         let mut expected = vec![r1, r2, r3, loose, other_tx, corrected];
         expected.sort_by_key(key);
         assert_eq!(all, expected);
+    }
+
+    pub async fn lists_page_in_their_order_and_miss_or_repeat_nothing_while_rows_arrive(s: &Subject) {
+        let store = &*s.store;
+        let a: AccountId = "acct-a".into();
+        let mut expected_stations = std::collections::BTreeSet::new();
+        for i in 0..20 {
+            let id = format!("CP{:03}", i * 10);
+            store.create_station(&station("acct-a", &id)).await.unwrap();
+            store.put_id_tag(&a, &tag(&format!("TAG{:03}", i * 10), TagStatus::Accepted)).await.unwrap();
+            expected_stations.insert(id);
+        }
+        store.create_station(&station("acct-b", "CP005")).await.unwrap();
+        store.put_id_tag(&"acct-b".into(), &tag("TAG005", TagStatus::Accepted)).await.unwrap();
+
+        // Stations: between pages one arrives before the cursor (never shown), one after it (shown
+        // once), and one not yet shown is deleted (not shown).
+        let (mut seen, mut after, mut round) = (Vec::new(), None::<ocpp_css::ids::StationId>, 0);
+        loop {
+            let page = store.stations_page(&a, &StationFilter::default(), &PageRequest::new(after, 6)).await.unwrap();
+            assert!(page.items.len() <= 6);
+            seen.extend(page.items.iter().map(|s| s.id.to_string()));
+            let Some(next) = page.next else { break };
+            round += 1;
+            let cursor: u32 = next.as_str()[2..].parse().unwrap();
+            let before = format!("CP{:03}", cursor - 1);
+            let beyond = format!("CP{:03}", cursor + 1);
+            store.create_station(&station("acct-a", &before)).await.unwrap();
+            store.create_station(&station("acct-a", &beyond)).await.unwrap();
+            expected_stations.insert(beyond);
+            let doomed = format!("CP{:03}", cursor + 20);
+            if expected_stations.remove(&doomed) {
+                assert!(store.delete_station(&a, &doomed.as_str().into()).await.unwrap());
+            }
+            after = Some(next);
+        }
+        assert!(round >= 3, "several pages were read ({round})");
+        assert_eq!(seen, expected_stations.into_iter().collect::<Vec<_>>(), "in id order, each once");
+
+        // Id tags, the same way.
+        let (mut seen, mut after, mut expected) = (Vec::new(), None::<String>, std::collections::BTreeSet::new());
+        for i in 0..20 {
+            expected.insert(format!("TAG{:03}", i * 10));
+        }
+        loop {
+            let page = store.id_tags_page(&a, &PageRequest::new(after, 7)).await.unwrap();
+            assert!(page.items.len() <= 7);
+            seen.extend(page.items.iter().map(|t| t.id_tag.clone()));
+            let Some(next) = page.next else { break };
+            let cursor: u32 = next[3..].parse().unwrap();
+            store.put_id_tag(&a, &tag(&format!("TAG{:03}", cursor - 1), TagStatus::Accepted)).await.unwrap();
+            store.put_id_tag(&a, &tag(&format!("TAG{:03}", cursor + 1), TagStatus::Accepted)).await.unwrap();
+            expected.insert(format!("TAG{:03}", cursor + 1));
+            after = Some(next);
+        }
+        assert_eq!(seen, expected.into_iter().collect::<Vec<_>>(), "in tag order, each once");
+
+        // Transactions, newest first: those started while a client pages are newer than any page
+        // it has left, so it sees exactly the ones there were when it began; one stopped meanwhile
+        // is still there once.
+        let mut expected = Vec::new();
+        for i in 0..17 {
+            expected
+                .push(store.start_transaction(&new_tx("acct-a", &format!("CP{:03}", i % 3), 1, i)).await.unwrap().0.id);
+        }
+        store.start_transaction(&new_tx("acct-b", "CP005", 1, 0)).await.unwrap();
+        expected.reverse();
+        let (mut seen, mut after) = (Vec::new(), None);
+        loop {
+            let page =
+                store.transactions_page(&a, &TransactionFilter::default(), &PageRequest::new(after, 5)).await.unwrap();
+            assert!(page.items.len() <= 5);
+            seen.extend(page.items.iter().map(|t| t.id));
+            let Some(next) = page.next else { break };
+            store.start_transaction(&new_tx("acct-a", "CP000", 2, 100 + next as i64)).await.unwrap();
+            let last = expected[expected.len() - 1];
+            let _ = store.stop_transaction(&a, &"CP002".into(), last, &stop(1)).await.unwrap();
+            after = Some(next);
+        }
+        assert_eq!(seen, expected, "newest first, each once");
+    }
+
+    pub async fn transaction_pages_filter_by_station_status_and_time_through_every_write_path(s: &Subject) {
+        let store = &*s.store;
+        let a: AccountId = "acct-a".into();
+        let start = |station: &str, connector: u32, secs: i64| {
+            let mut tx = new_tx("acct-a", station, connector, secs);
+            tx.start_timestamp = at(secs);
+            tx
+        };
+        let stop_at = |secs: i64| TransactionStop { timestamp: at(secs), ..stop(secs) };
+        let t1 = store.start_transaction(&start("CP1", 1, 10)).await.unwrap().0.id;
+        let t2 = store.start_transaction(&start("CP2", 1, 20)).await.unwrap().0.id;
+        let t3 = store.start_transaction(&start("CP1", 2, 30)).await.unwrap().0.id;
+        let t4 = store.start_transaction(&start("CP2", 2, 40)).await.unwrap().0.id;
+        let t_dup = store.start_transaction(&start("CP1", 1, 15)).await.unwrap().0.id;
+        assert!(matches!(
+            store.stop_transaction(&a, &"CP1".into(), t1, &stop_at(100)).await.unwrap(),
+            StopOutcome::Stopped(_)
+        ));
+        assert!(matches!(
+            store.stop_transaction(&a, &"CP2".into(), t4, &stop_at(300)).await.unwrap(),
+            StopOutcome::Stopped(_)
+        ));
+        // Another account's, on a station of the same name: never in acct-a's lists.
+        store.start_transaction(&new_tx("acct-b", "CP1", 1, 0)).await.unwrap();
+        // A 2.0.1 transaction written whole (as a cluster node's log applies it), open, then ended.
+        let t5 = store.reserve_transaction_ids(1).await.unwrap().start;
+        let mut v = v201("acct-a", "CP1", "tx-5", t5);
+        v.start_timestamp = at(50);
+        store.put_transaction(&v).await.unwrap();
+        let t6 = store.start_transaction(&start("CP3", 1, 60)).await.unwrap().0.id;
+        let status = |s| TransactionFilter { status: Some(s), ..TransactionFilter::default() };
+
+        for limit in [1, 2, 1000] {
+            let on =
+                |station: &str| TransactionFilter { station: Some(station.into()), ..TransactionFilter::default() };
+            assert_eq!(
+                walk_transactions(store, "acct-a", &on("CP1"), limit).await,
+                [t5, t_dup, t3, t1],
+                "limit {limit}"
+            );
+            assert_eq!(walk_transactions(store, "acct-a", &on("CP2"), limit).await, [t4, t2]);
+            assert!(walk_transactions(store, "acct-a", &on("CP9"), limit).await.is_empty());
+            assert_eq!(
+                walk_transactions(store, "acct-a", &status(TransactionStatus::Active), limit).await,
+                [t6, t5, t_dup, t3, t2]
+            );
+            assert_eq!(
+                walk_transactions(store, "acct-a", &status(TransactionStatus::Completed), limit).await,
+                [t4, t1]
+            );
+            let open_on_cp2 = TransactionFilter {
+                station: Some("CP2".into()),
+                status: Some(TransactionStatus::Active),
+                ..TransactionFilter::default()
+            };
+            assert_eq!(walk_transactions(store, "acct-a", &open_on_cp2, limit).await, [t2]);
+            let started = TransactionFilter {
+                started_from: Some(at(15)),
+                started_to: Some(at(40)),
+                ..TransactionFilter::default()
+            };
+            assert_eq!(
+                walk_transactions(store, "acct-a", &started, limit).await,
+                [t_dup, t3, t2],
+                "from inclusive, to exclusive"
+            );
+            let stopped = TransactionFilter {
+                stopped_from: Some(at(100)),
+                stopped_to: Some(at(300)),
+                ..TransactionFilter::default()
+            };
+            assert_eq!(
+                walk_transactions(store, "acct-a", &stopped, limit).await,
+                [t1],
+                "an open one has no stop to be in range"
+            );
+        }
+        assert_eq!(
+            walk_transactions(store, "acct-b", &TransactionFilter::default(), 10).await.len(),
+            1,
+            "the other account's own"
+        );
+
+        // Ending the 2.0.1 one (rewritten whole) and stopping through the event path move them out of
+        // the open ones.
+        v.stop = Some(stop_at(400));
+        store.put_transaction(&v).await.unwrap();
+        assert!(matches!(
+            store.stop_transaction(&a, &"CP1".into(), t3, &stop_at(500)).await.unwrap(),
+            StopOutcome::Stopped(_)
+        ));
+        assert_eq!(walk_transactions(store, "acct-a", &status(TransactionStatus::Active), 2).await, [t6, t_dup, t2]);
+        assert_eq!(
+            walk_transactions(store, "acct-a", &status(TransactionStatus::Completed), 2).await,
+            [t5, t4, t3, t1]
+        );
+        // And a second handle (another node) reads the same.
+        assert_eq!(
+            walk_transactions(&*s.other, "acct-a", &status(TransactionStatus::Active), 1).await,
+            [t6, t_dup, t2]
+        );
+    }
+
+    pub async fn station_pages_filter_by_registration_and_protocol(s: &Subject) {
+        let store = &*s.store;
+        let a: AccountId = "acct-a".into();
+        for i in 0..9 {
+            store.create_station(&station("acct-a", &format!("CP{i}"))).await.unwrap();
+        }
+        store.create_station(&station("acct-b", "CP0")).await.unwrap();
+        for i in [1, 4, 7] {
+            store
+                .update_station(&a, &format!("CP{i}").as_str().into(), &|s| s.registration = Registration::Pending)
+                .await
+                .unwrap();
+        }
+        for i in [4, 5, 6] {
+            store
+                .update_station(&a, &format!("CP{i}").as_str().into(), &|s| s.protocol = Some("ocpp2.0.1".into()))
+                .await
+                .unwrap();
+        }
+        for limit in [1, 2, 100] {
+            let pending = StationFilter { registration: Some(Registration::Pending), ..StationFilter::default() };
+            assert_eq!(walk_stations(store, "acct-a", &pending, limit).await, ["CP1", "CP4", "CP7"], "limit {limit}");
+            let v201 = StationFilter { protocol: Some("ocpp2.0.1".into()), ..StationFilter::default() };
+            assert_eq!(walk_stations(store, "acct-a", &v201, limit).await, ["CP4", "CP5", "CP6"]);
+            let both = StationFilter { registration: Some(Registration::Pending), protocol: Some("ocpp2.0.1".into()) };
+            assert_eq!(walk_stations(store, "acct-a", &both, limit).await, ["CP4"]);
+            assert_eq!(walk_stations(store, "acct-a", &StationFilter::default(), limit).await.len(), 9);
+        }
+        assert_eq!(walk_stations(store, "acct-b", &StationFilter::default(), 1).await, ["CP0"]);
     }
 
     pub async fn station_events_are_kept_once_in_received_order(s: &Subject) {
@@ -1223,7 +1486,7 @@ async fn redis_stores_keep_to_their_key_prefix_and_erasure_leaves_no_key_of_the_
     fill(&one, "acct-a").await;
     one.create_account(&account("acct-b", "bravo")).await.unwrap();
     fill(&one, "acct-b").await;
-    assert!(two.stations(&"acct-a".into()).await.unwrap().is_empty());
+    assert!(all_stations(&two, &"acct-a".into()).await.unwrap().is_empty());
     let keys = redis_keys(&server.url()).await;
     assert!(keys.iter().all(|k| k.starts_with("one:") || k.starts_with("two:")), "{keys:?}");
     let of_a = |keys: &[String]| keys.iter().filter(|k| k.contains("acct-a") && k.starts_with("one:")).count();
@@ -1262,9 +1525,61 @@ async fn a_redis_erasure_interrupted_by_a_crash_is_finished_when_a_store_next_co
 
     let next = RedisStore::connect(&server.url(), "crash", REDIS_TIMEOUT).await.unwrap();
     assert!(next.account(&"acct-a".into()).await.unwrap().is_none());
-    assert!(next.stations(&"acct-a".into()).await.unwrap().is_empty());
-    assert!(next.transactions(&"acct-a".into(), None).await.unwrap().is_empty());
+    assert!(all_stations(&next, &"acct-a".into()).await.unwrap().is_empty());
+    assert!(all_transactions(&next, &"acct-a".into(), None).await.unwrap().is_empty());
     assert!(matches!(next.create_account(&account("acct-c", "alpha")).await, Err(StoreError::Conflict("slug"))));
     let keys = redis_keys(&server.url()).await;
     assert!(keys.iter().all(|k| !k.contains("acct-a") && k != "crash:erasing"), "{keys:?}");
+}
+
+#[tokio::test]
+async fn a_redis_store_written_before_the_list_indexes_is_indexed_when_a_store_next_connects() {
+    let server = RedisServer::start().await;
+    let store = RedisStore::connect(&server.url(), "old", REDIS_TIMEOUT).await.unwrap();
+    let a: AccountId = "acct-a".into();
+    for (account_id, slug) in [("acct-a", "alpha"), ("acct-b", "beta")] {
+        store.create_account(&account(account_id, slug)).await.unwrap();
+        for id in ["CP:1", "CP2", "CP3"] {
+            store.create_station(&station(account_id, id)).await.unwrap();
+            store.put_id_tag(&account_id.into(), &tag(&format!("TAG-{id}"), TagStatus::Accepted)).await.unwrap();
+        }
+    }
+    let mut started = Vec::new();
+    for (i, id) in ["CP:1", "CP2", "CP:1", "CP3"].into_iter().enumerate() {
+        started.push(store.start_transaction(&new_tx("acct-a", id, 1, i as i64)).await.unwrap().0.id);
+    }
+    store.stop_transaction(&a, &"CP2".into(), started[1], &stop(10)).await.unwrap();
+    let ids = |s: Vec<Station>| s.into_iter().map(|s| s.id.to_string()).collect::<Vec<_>>();
+    let stations = ids(all_stations(&store, &a).await.unwrap());
+    let tags = all_id_tags(&store, &a).await.unwrap();
+    let txs = all_transactions(&store, &a, None).await.unwrap();
+    let open = TransactionFilter { status: Some(TransactionStatus::Active), ..TransactionFilter::default() };
+    let on_cp1 = TransactionFilter { station: Some("CP:1".into()), ..TransactionFilter::default() };
+    assert_eq!(walk_transactions(&store, "acct-a", &open, 2).await, [started[3], started[2], started[0]]);
+
+    // As a store of the version before the indexes left it: the records without their indexes.
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for key in redis_keys(&server.url()).await {
+        let index = ["station_ids:", "id_tag_ids:", "tx_ids:", "tx_station:", "tx_open:", "tx_stations:"]
+            .iter()
+            .any(|kind| key.starts_with(&format!("old:{kind}")));
+        if index || key == "old:indexed" {
+            let _: i64 = ::redis::cmd("DEL").arg(&key).query_async(&mut conn).await.unwrap();
+        }
+    }
+    assert!(all_stations(&store, &a).await.unwrap().is_empty(), "the lists read only the indexes");
+
+    let next = RedisStore::connect(&server.url(), "old", REDIS_TIMEOUT).await.unwrap();
+    assert_eq!(ids(all_stations(&next, &a).await.unwrap()), stations);
+    assert_eq!(stations, ["CP2", "CP3", "CP:1"], "in byte order");
+    assert_eq!(all_id_tags(&next, &a).await.unwrap(), tags);
+    assert_eq!(all_transactions(&next, &a, None).await.unwrap(), txs);
+    assert_eq!(walk_transactions(&next, "acct-a", &open, 2).await, [started[3], started[2], started[0]]);
+    assert_eq!(walk_transactions(&next, "acct-a", &on_cp1, 1).await, [started[2], started[0]]);
+    assert_eq!(all_stations(&next, &"acct-b".into()).await.unwrap().len(), 3);
+    // Once: the marker is set, and the indexes then follow the writes.
+    next.delete_station(&a, &"CP2".into()).await.unwrap();
+    let again = RedisStore::connect(&server.url(), "old", REDIS_TIMEOUT).await.unwrap();
+    assert_eq!(all_stations(&again, &a).await.unwrap().len(), 2);
 }

@@ -91,6 +91,6 @@ mod tests {
         let a = f.ok("StartTransaction", start(1, "2026-01-01T10:00:00Z")).await;
         let b = f.ok("StartTransaction", start(1, "2026-01-01T10:00:00Z")).await;
         assert_eq!(a["transactionId"], b["transactionId"]);
-        assert_eq!(f.store.transactions(&ACCOUNT.into(), None).await.unwrap().len(), 1);
+        assert_eq!(crate::store::all_transactions(&f.store, &ACCOUNT.into(), None).await.unwrap().len(), 1);
     }
 }

@@ -182,7 +182,7 @@ mod tests {
         );
         f.ok("TransactionEvent", ended.clone()).await;
         f.ok("TransactionEvent", ended).await;
-        let txs = f.store.transactions(&ACCOUNT.into(), Some(&STATION.into())).await.unwrap();
+        let txs = crate::store::all_transactions(&f.store, &ACCOUNT.into(), Some(&STATION.into())).await.unwrap();
         assert_eq!(txs.len(), 1);
         let tx = &txs[0];
         assert_eq!((tx.meter_start, tx.energy_wh(), tx.events.len()), (Some(1000), Some(8500), 3));
@@ -197,7 +197,7 @@ mod tests {
         f.ok("TransactionEvent", event("Ended", 2, Some(9500.0), json!({"offline": true}))).await;
         f.ok("TransactionEvent", event("Updated", 1, Some(4000.0), json!({"offline": true}))).await;
         f.ok("TransactionEvent", event("Started", 0, Some(1000.0), json!({"offline": true}))).await;
-        let tx = &f.store.transactions(&ACCOUNT.into(), None).await.unwrap()[0];
+        let tx = &crate::store::all_transactions(&f.store, &ACCOUNT.into(), None).await.unwrap()[0];
         assert_eq!((tx.meter_start, tx.energy_wh()), (Some(1000), Some(8500)));
         let seqs: Vec<u64> = tx.events.iter().map(|e| e.seq_no).collect();
         assert_eq!(seqs, [0, 1, 2]);

@@ -5,8 +5,8 @@ use super::scripts::SCRIPTS;
 use super::{backend, command_field, decode, encode, queued_member, score, RedisStore};
 use crate::ids::{AccountId, StationId};
 use crate::model::{
-    Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, Station, StationEvent,
-    Transaction,
+    Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, Page, PageRequest,
+    Station, StationEvent, StationFilter, Transaction, TransactionFilter,
 };
 use crate::store::rules::{backoff, contention, CAS_ATTEMPTS};
 use crate::store::{AccountStore, AccountUpdate, ErasureReport, StationUpdate, StoreError, StoreResult};
@@ -177,12 +177,19 @@ impl AccountStore for RedisStore {
     }
 
     async fn create_station(&self, station: &Station) -> StoreResult<()> {
-        let cmd = redis::cmd("HSETNX")
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HSETNX")
             .arg(self.key("stations", &[&station.account_id]))
             .arg(station.id.as_str())
             .arg(encode(station)?)
-            .to_owned();
-        let created: i64 = self.query("create_station", &cmd).await?;
+            // Already there when the station was: adding it again changes nothing.
+            .cmd("ZADD")
+            .arg(self.key("station_ids", &[&station.account_id]))
+            .arg(0)
+            .arg(station.id.as_str())
+            .ignore();
+        let (created,): (i64,) = self.query_pipe("create_station", &pipe).await?;
         if created == 1 {
             Ok(())
         } else {
@@ -190,8 +197,17 @@ impl AccountStore for RedisStore {
         }
     }
 
-    async fn stations(&self, account_id: &AccountId) -> StoreResult<Vec<Station>> {
-        self.hvalues("stations", &self.key("stations", &[account_id])).await
+    async fn stations_page(
+        &self,
+        account_id: &AccountId,
+        filter: &StationFilter,
+        page: &PageRequest<StationId>,
+    ) -> StoreResult<Page<Station, StationId>> {
+        let (index, hash) = (self.key("station_ids", &[account_id]), self.key("stations", &[account_id]));
+        let page =
+            PageRequest { after: page.after.as_ref().map(|id| id.to_string()), limit: page.limit, budget: page.budget };
+        let p = self.lex_page("stations", &index, &hash, &page, |s| filter.matches(s)).await?;
+        Ok(p.map_key(StationId::from))
     }
 
     async fn station_count(&self, account_id: &AccountId) -> StoreResult<usize> {
@@ -218,40 +234,69 @@ impl AccountStore for RedisStore {
     }
 
     async fn delete_station(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<bool> {
-        let cmd = redis::cmd("HDEL").arg(self.key("stations", &[account_id])).arg(station_id.as_str()).to_owned();
-        Ok(self.query::<i64>("delete_station", &cmd).await? == 1)
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HDEL")
+            .arg(self.key("stations", &[account_id]))
+            .arg(station_id.as_str())
+            .cmd("ZREM")
+            .arg(self.key("station_ids", &[account_id]))
+            .arg(station_id.as_str())
+            .ignore();
+        let (deleted,): (i64,) = self.query_pipe("delete_station", &pipe).await?;
+        Ok(deleted == 1)
     }
 
     async fn put_id_tag(&self, account_id: &AccountId, tag: &IdTag) -> StoreResult<bool> {
-        let cmd =
-            redis::cmd("HSET").arg(self.key("id_tags", &[account_id])).arg(&tag.id_tag).arg(encode(tag)?).to_owned();
-        Ok(self.query::<i64>("put_id_tag", &cmd).await? == 1)
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HSET")
+            .arg(self.key("id_tags", &[account_id]))
+            .arg(&tag.id_tag)
+            .arg(encode(tag)?)
+            .cmd("ZADD")
+            .arg(self.key("id_tag_ids", &[account_id]))
+            .arg(0)
+            .arg(&tag.id_tag)
+            .ignore();
+        let (created,): (i64,) = self.query_pipe("put_id_tag", &pipe).await?;
+        Ok(created == 1)
     }
 
-    async fn id_tags(&self, account_id: &AccountId) -> StoreResult<Vec<IdTag>> {
-        self.hvalues("id_tags", &self.key("id_tags", &[account_id])).await
+    async fn id_tags_page(
+        &self,
+        account_id: &AccountId,
+        page: &PageRequest<String>,
+    ) -> StoreResult<Page<IdTag, String>> {
+        let (index, hash) = (self.key("id_tag_ids", &[account_id]), self.key("id_tags", &[account_id]));
+        self.lex_page("id_tags", &index, &hash, page, |_: &IdTag| true).await
     }
 
     async fn delete_id_tag(&self, account_id: &AccountId, id_tag: &str) -> StoreResult<bool> {
-        let cmd = redis::cmd("HDEL").arg(self.key("id_tags", &[account_id])).arg(id_tag).to_owned();
-        Ok(self.query::<i64>("delete_id_tag", &cmd).await? == 1)
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HDEL")
+            .arg(self.key("id_tags", &[account_id]))
+            .arg(id_tag)
+            .cmd("ZREM")
+            .arg(self.key("id_tag_ids", &[account_id]))
+            .arg(id_tag)
+            .ignore();
+        let (deleted,): (i64,) = self.query_pipe("delete_id_tag", &pipe).await?;
+        Ok(deleted == 1)
     }
 
     async fn transaction(&self, account_id: &AccountId, transaction_id: i32) -> StoreResult<Option<Transaction>> {
         self.hget("transaction", &self.key("txs", &[account_id]), &transaction_id.to_string()).await
     }
 
-    async fn transactions(
+    async fn transactions_page(
         &self,
         account_id: &AccountId,
-        station_id: Option<&StationId>,
-    ) -> StoreResult<Vec<Transaction>> {
-        let mut all: Vec<Transaction> = self.hvalues("transactions", &self.key("txs", &[account_id])).await?;
-        if let Some(station) = station_id {
-            all.retain(|t| t.station_id == *station);
-        }
-        all.sort_by_key(|t| std::cmp::Reverse(t.id));
-        Ok(all)
+        filter: &TransactionFilter,
+        page: &PageRequest<i32>,
+    ) -> StoreResult<Page<Transaction, i32>> {
+        self.transaction_page(account_id, filter, page).await
     }
 
     async fn transaction_meter_values(

@@ -12,6 +12,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `tx_seq` | string | the last transaction id handed out (1.6 and 2.0.1 share it; `INCRBY` reserves) |
+//! | `indexed` | string | the version of the list indexes built from records stored before them |
 //! | `erasing` | set | account ids whose erasure began and has not finished |
 //! | `account:{a}` | string | the account |
 //! | `email:{email}` | string | the account id with that email |
@@ -21,8 +22,14 @@
 //! | `consents:{a}` | string | the account's consents |
 //! | `logins:{a}` | list | sign-in events, oldest first, trimmed to the newest `keep` |
 //! | `stations:{a}` | hash | station id → station |
+//! | `station_ids:{a}` | sorted set | the station ids, all scored 0: in byte order, for pages |
 //! | `id_tags:{a}` | hash | id tag → tag |
+//! | `id_tag_ids:{a}` | sorted set | the id tags, all scored 0: in byte order, for pages |
 //! | `txs:{a}` | hash | transaction id → transaction |
+//! | `tx_ids:{a}` | sorted set | every transaction id, scored by itself: newest first, for pages |
+//! | `tx_station:{a}:{s}` | sorted set | the station's transaction ids, scored by themselves |
+//! | `tx_open:{a}` | sorted set | the ids of the transactions not stopped, scored by themselves |
+//! | `tx_stations:{a}` | set | stations with a `tx_station:` key |
 //! | `tx_starts:{a}` | hash | `{s}:{connector}:{start timestamp}:{meter start}` → id of the 1.6 transaction |
 //! | `tx_refs:{a}` | hash | `{s}:{station's transaction id}` → id of the 2.0.1 transaction |
 //! | `meter:{a}:{s}:{tx}` | sorted set | readings (JSON members, so a reading is kept once) by timestamp, µs; `tx` 0 = none |
@@ -37,7 +44,11 @@
 //! | `queue_seq` | string | the order of queueing |
 //! | `queued` | sorted set | JSON `[account, station, command id]` of every queued command, by creation time, µs |
 //!
-//! Listings and erasure read these per-account keys directly; nothing walks the key space.
+//! A list route reads one page: a range of an index (`ZRANGEBYLEX` or `ZREVRANGEBYSCORE`) and the
+//! records it names (`HMGET`); each index entry is written by the same script or atomic pipeline
+//! as its record. Erasure reads the per-account keys directly. Nothing walks the key space but the
+//! one-time indexing of records stored before the indexes existed (`SCAN` of `account:*`, once,
+//! marked by `indexed`).
 //!
 //! # Several writers
 //!
@@ -56,6 +67,7 @@
 //! node's sled write-ahead log covers what a station sent until it reached Redis.
 
 mod accounts;
+mod index;
 mod scripts;
 mod station;
 
@@ -74,8 +86,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// What lists an account's keys: its tokens (id → hash), then the stations with events, with device
-/// variables, the `[station, tx]` of its meter readings, and the stations with a command queue.
-type AccountIndexes = (BTreeMap<String, String>, Vec<String>, Vec<String>, Vec<String>, Vec<String>);
+/// variables, the `[station, tx]` of its meter readings, the stations with a command queue, and the
+/// stations with transactions.
+type AccountIndexes = (BTreeMap<String, String>, Vec<String>, Vec<String>, Vec<String>, Vec<String>, Vec<String>);
 
 /// The Redis-backed store: one multiplexed connection that reconnects by itself after Redis
 /// comes back. Clones share it.
@@ -173,6 +186,7 @@ impl RedisStore {
         let store = RedisStore { conn, prefix: format!("{key_prefix}:").into(), timeout };
         store.query::<String>("connect", &redis::cmd("PING")).await?;
         store.finish_interrupted_erasures().await?;
+        store.index_stored().await?;
         Ok(store)
     }
 
@@ -187,11 +201,15 @@ impl RedisStore {
         let background = store.clone();
         tokio::spawn(async move {
             loop {
-                match background.finish_interrupted_erasures().await {
+                let ready = match background.finish_interrupted_erasures().await {
+                    Ok(()) => background.index_stored().await,
+                    Err(e) => Err(e),
+                };
+                match ready {
                     Ok(()) => break,
                     Err(StoreError::Unavailable(_)) => tokio::time::sleep(Duration::from_secs(1)).await,
                     Err(e) => {
-                        tracing::error!(error = %e, "could not finish the interrupted erasures");
+                        tracing::error!(error = %e, "could not finish the interrupted erasures or index the stored lists");
                         break;
                     }
                 }
@@ -370,8 +388,8 @@ impl RedisStore {
         }
 
         let k = |kind: &str| self.key(kind, &[account_id]);
-        let (token_hashes, event_stations, var_stations, meter_keys, queue_stations): AccountIndexes = self
-            .query_pipe(
+        let (token_hashes, event_stations, var_stations, meter_keys, queue_stations, tx_stations): AccountIndexes =
+            self.query_pipe(
                 WHAT,
                 redis::pipe()
                     .cmd("HGETALL")
@@ -383,7 +401,9 @@ impl RedisStore {
                     .cmd("SMEMBERS")
                     .arg(k("meter_keys"))
                     .cmd("SMEMBERS")
-                    .arg(k("queue_stations")),
+                    .arg(k("queue_stations"))
+                    .cmd("SMEMBERS")
+                    .arg(k("tx_stations")),
             )
             .await?;
         let event_keys: Vec<String> = event_stations.iter().map(|s| self.key("events", &[account_id, s])).collect();
@@ -396,6 +416,8 @@ impl RedisStore {
             })
             .collect::<StoreResult<_>>()?;
         let queue_keys: Vec<String> = queue_stations.iter().map(|s| self.key("queue", &[account_id, s])).collect();
+        let tx_station_keys: Vec<String> =
+            tx_stations.iter().map(|s| self.key("tx_station", &[account_id, s])).collect();
 
         // Count what is there, then remove it all in one step.
         let mut count = redis::pipe();
@@ -447,7 +469,7 @@ impl RedisStore {
                 remove.cmd("ZREM").arg(&queued_all).arg(encode(&[account_id, station.as_str(), id.as_str()])?).ignore();
             }
         }
-        for key in var_keys.iter().chain(&event_keys).chain(&meter_keys).chain(&queue_keys) {
+        for key in var_keys.iter().chain(&event_keys).chain(&meter_keys).chain(&queue_keys).chain(&tx_station_keys) {
             remove.cmd("DEL").arg(key).ignore();
         }
         for kind in [
@@ -455,8 +477,13 @@ impl RedisStore {
             "consents",
             "logins",
             "stations",
+            "station_ids",
             "id_tags",
+            "id_tag_ids",
             "txs",
+            "tx_ids",
+            "tx_open",
+            "tx_stations",
             "tx_starts",
             "tx_refs",
             "meter_keys",

@@ -11,7 +11,27 @@ pub(super) struct Scripts {
     pub(super) hash_cas: Script,
     pub(super) start_transaction: Script,
     pub(super) create_by_reference: Script,
+    pub(super) transaction_cas: Script,
+    pub(super) create_transaction: Script,
+    pub(super) index_stored_transactions: Script,
+    pub(super) index_stored_fields: Script,
     pub(super) enqueue_command: Script,
+}
+
+/// The Lua function that indexes a transaction written by the script it starts (see
+/// [`super::index`]): `index_tx(k, id, station, open)` with `KEYS[k..k+3]` the account's transaction
+/// ids, the station's, the open ones, and the stations with transactions.
+macro_rules! index_tx {
+    () => {
+        r"
+        local function index_tx(k, id, station, open)
+            redis.call('ZADD', KEYS[k], id, id)
+            redis.call('ZADD', KEYS[k + 1], id, id)
+            if open == '1' then redis.call('ZADD', KEYS[k + 2], id, id) else redis.call('ZREM', KEYS[k + 2], id) end
+            redis.call('SADD', KEYS[k + 3], station)
+        end
+        "
+    };
 }
 
 pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -63,24 +83,79 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         return 1
         ",
     ),
-    // KEYS: start index, transactions. ARGV: start field, new id, new JSON.
-    // Returns the id of the transaction with this start and its record.
-    start_transaction: Script::new(
+    // KEYS: start index, transactions, then the four transaction indexes. ARGV: start field, new id,
+    // new JSON, station id. Returns the id of the transaction with this start and its record.
+    start_transaction: Script::new(concat!(
+        index_tx!(),
         r"
         local existing = redis.call('HGET', KEYS[1], ARGV[1])
         if existing then return {existing, redis.call('HGET', KEYS[2], existing)} end
         redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
         redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+        index_tx(3, ARGV[2], ARGV[4], '1')
         return {ARGV[2], ARGV[3]}
-        ",
-    ),
-    // KEYS: reference index, transactions. ARGV: reference field, new id, new JSON.
-    create_by_reference: Script::new(
+        "
+    )),
+    // KEYS: reference index, transactions, then the four transaction indexes. ARGV: reference field,
+    // new id, new JSON, station id, open (1 or 0).
+    create_by_reference: Script::new(concat!(
+        index_tx!(),
         r"
         if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
         redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
         redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+        index_tx(3, ARGV[2], ARGV[4], ARGV[5])
         return 1
+        "
+    )),
+    // KEYS: transactions, then the four transaction indexes. ARGV: id, JSON read, new JSON, station id,
+    // open (1 or 0).
+    transaction_cas: Script::new(concat!(
+        index_tx!(),
+        r"
+        if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+        redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+        index_tx(2, ARGV[1], ARGV[4], ARGV[5])
+        return 1
+        "
+    )),
+    // KEYS: transactions, then the four transaction indexes. ARGV: id, JSON, station id, open (1 or 0).
+    create_transaction: Script::new(concat!(
+        index_tx!(),
+        r"
+        if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+        index_tx(2, ARGV[1], ARGV[3], ARGV[4])
+        return 1
+        "
+    )),
+    // Indexes transactions stored before the indexes existed. KEYS: transactions, then the four
+    // transaction indexes of one station. ARGV: the station id, then (id, JSON read, open) for each
+    // transaction. One rewritten since it was read was indexed by its writer and is passed over.
+    index_stored_transactions: Script::new(concat!(
+        index_tx!(),
+        r"
+        local n = 0
+        for i = 2, #ARGV, 3 do
+            if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+                index_tx(2, ARGV[i], ARGV[1], ARGV[i + 2])
+                n = n + 1
+            end
+        end
+        return n
+        "
+    )),
+    // Indexes hash fields stored before the index existed. KEYS: hash, its index (a sorted set by
+    // field). ARGV: fields. One deleted since it was read is passed over.
+    index_stored_fields: Script::new(
+        r"
+        local n = 0
+        for i = 1, #ARGV do
+            if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then
+                redis.call('ZADD', KEYS[2], 0, ARGV[i])
+                n = n + 1
+            end
+        end
+        return n
         ",
     ),
     // KEYS: commands, station queue, queue stations, all queued, queue sequence.

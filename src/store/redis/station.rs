@@ -1,6 +1,7 @@
 //! The Redis store's [`StationStore`] and [`SharedStore`], and the compare-and-set the transaction
 //! rules run over.
 
+use super::index::open_flag;
 use super::scripts::SCRIPTS;
 use super::{
     backend, command_field, decode, encode, join, parse_id, queued_member, score, start_field, transaction_id,
@@ -58,12 +59,9 @@ impl StationStore for RedisStore {
         let id = self.next_transaction_id().await?;
         let record = Transaction::started(tx, id, Utc::now());
         let mut invocation = SCRIPTS.start_transaction.prepare_invoke();
-        invocation
-            .key(self.key("tx_starts", &[&tx.account_id]))
-            .key(self.key("txs", &[&tx.account_id]))
-            .arg(start_field(&tx.start_identity()))
-            .arg(id)
-            .arg(encode(&record)?);
+        invocation.key(self.key("tx_starts", &[&tx.account_id])).key(self.key("txs", &[&tx.account_id]));
+        self.with_transaction_indexes(&mut invocation, &record);
+        invocation.arg(start_field(&tx.start_identity())).arg(id).arg(encode(&record)?).arg(tx.station_id.as_str());
         let (found, json): (String, Option<String>) = self.eval(WHAT, &invocation).await?;
         if parse_id(&found)? == id {
             return Ok((record, true));
@@ -272,6 +270,7 @@ impl SharedStore for RedisStore {
             let field = join(&[&tx.station_id, reference]);
             pipe.cmd("HSET").arg(self.key("tx_refs", &[&tx.account_id])).arg(field).arg(tx.id).ignore();
         }
+        self.index_transaction(&mut pipe, tx);
         self.query_pipe("put_transaction", &pipe).await
     }
 
@@ -323,16 +322,30 @@ impl TransactionRecords for RedisStore {
         const WHAT: &str = "transaction";
         let txs = self.key("txs", &[&new.account_id]);
         let json = encode(new)?;
-        let swapped: i64 = match (old, &new.station_transaction_id) {
-            (Some(old), _) => self.eval(WHAT, SCRIPTS.hash_cas.key(&txs).arg(new.id).arg(old).arg(&json)).await?,
-            (None, Some(reference)) => {
-                let mut invocation = SCRIPTS.create_by_reference.prepare_invoke();
-                let field = join(&[&new.station_id, reference]);
-                invocation.key(self.key("tx_refs", &[&new.account_id])).key(&txs).arg(field).arg(new.id).arg(&json);
-                self.eval(WHAT, &invocation).await?
+        let (station, open) = (new.station_id.as_str(), open_flag(new));
+        let mut invocation;
+        match (old, &new.station_transaction_id) {
+            (Some(old), _) => {
+                invocation = SCRIPTS.transaction_cas.prepare_invoke();
+                invocation.key(&txs);
+                self.with_transaction_indexes(&mut invocation, new);
+                invocation.arg(new.id).arg(old).arg(&json).arg(station).arg(open);
             }
-            (None, None) => self.query(WHAT, redis::cmd("HSETNX").arg(&txs).arg(new.id).arg(&json)).await?,
-        };
+            (None, Some(reference)) => {
+                invocation = SCRIPTS.create_by_reference.prepare_invoke();
+                invocation.key(self.key("tx_refs", &[&new.account_id])).key(&txs);
+                self.with_transaction_indexes(&mut invocation, new);
+                let field = join(&[&new.station_id, reference]);
+                invocation.arg(field).arg(new.id).arg(&json).arg(station).arg(open);
+            }
+            (None, None) => {
+                invocation = SCRIPTS.create_transaction.prepare_invoke();
+                invocation.key(&txs);
+                self.with_transaction_indexes(&mut invocation, new);
+                invocation.arg(new.id).arg(&json).arg(station).arg(open);
+            }
+        }
+        let swapped: i64 = self.eval(WHAT, &invocation).await?;
         Ok(swapped == 1)
     }
 }

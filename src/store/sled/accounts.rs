@@ -1,11 +1,11 @@
 //! The sled store's [`AccountStore`]: each write made durable (through the group commit) before it
 //! returns.
 
-use super::{abort, backend, decode, encode, get, key, prefix, readings, scan, transactional, SledStore};
+use super::{abort, backend, decode, encode, get, key, page_of, prefix, readings, scan, transactional, SledStore};
 use crate::ids::{AccountId, StationId};
 use crate::model::{
-    Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, Station, StationEvent,
-    Transaction,
+    Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, Page, PageBuilder,
+    PageRequest, Station, StationEvent, StationFilter, Transaction, TransactionFilter,
 };
 use crate::store::{AccountStore, AccountUpdate, ErasureReport, StationUpdate, StoreError, StoreResult};
 use async_trait::async_trait;
@@ -189,8 +189,18 @@ impl AccountStore for SledStore {
         self.durable(written).await
     }
 
-    async fn stations(&self, account_id: &AccountId) -> StoreResult<Vec<Station>> {
-        scan(&self.stations, &prefix(&[account_id.as_bytes()]))
+    async fn stations_page(
+        &self,
+        account_id: &AccountId,
+        filter: &StationFilter,
+        page: &PageRequest<StationId>,
+    ) -> StoreResult<Page<Station, StationId>> {
+        let after = page.after.as_ref().map(|id| id.as_bytes());
+        page_of(&self.stations, &prefix(&[account_id.as_bytes()]), after, false, PageBuilder::new(page), |_, v| {
+            let station: Station = decode(&v)?;
+            let matches = filter.matches(&station);
+            Ok(Some((station.id.clone(), station, matches)))
+        })
     }
 
     async fn station_count(&self, account_id: &AccountId) -> StoreResult<usize> {
@@ -230,8 +240,16 @@ impl AccountStore for SledStore {
         self.durable(written).await
     }
 
-    async fn id_tags(&self, account_id: &AccountId) -> StoreResult<Vec<IdTag>> {
-        scan(&self.id_tags, &prefix(&[account_id.as_bytes()]))
+    async fn id_tags_page(
+        &self,
+        account_id: &AccountId,
+        page: &PageRequest<String>,
+    ) -> StoreResult<Page<IdTag, String>> {
+        let after = page.after.as_ref().map(|t| t.as_bytes());
+        page_of(&self.id_tags, &prefix(&[account_id.as_bytes()]), after, false, PageBuilder::new(page), |_, v| {
+            let tag: IdTag = decode(&v)?;
+            Ok(Some((tag.id_tag.clone(), tag, true)))
+        })
     }
 
     async fn delete_id_tag(&self, account_id: &AccountId, id_tag: &str) -> StoreResult<bool> {
@@ -251,17 +269,46 @@ impl AccountStore for SledStore {
         get(&self.transactions, &Self::transaction_key(account_id, transaction_id))
     }
 
-    async fn transactions(
+    async fn transactions_page(
         &self,
         account_id: &AccountId,
-        station_id: Option<&StationId>,
-    ) -> StoreResult<Vec<Transaction>> {
-        let mut all: Vec<Transaction> = scan(&self.transactions, &prefix(&[account_id.as_bytes()]))?;
-        if let Some(station) = station_id {
-            all.retain(|t| t.station_id == *station);
+        filter: &TransactionFilter,
+        page: &PageRequest<i32>,
+    ) -> StoreResult<Page<Transaction, i32>> {
+        let after = page.after.map(i32::to_be_bytes);
+        let after = after.as_ref().map(|a| a.as_slice());
+        let record = |id: &[u8]| -> StoreResult<Option<(i32, Transaction, bool)>> {
+            let id = i32::from_be_bytes(id.try_into().map_err(|_| StoreError::backend("bad transaction index"))?);
+            // An index entry is written with its record, in one sled transaction.
+            let tx: Option<Transaction> = get(&self.transactions, &Self::transaction_key(account_id, id))?;
+            Ok(tx.map(|tx| {
+                let matches = filter.matches(&tx);
+                (id, tx, matches)
+            }))
+        };
+        match (&filter.station, filter.open_only()) {
+            (Some(station), _) => {
+                let p = prefix(&[account_id.as_bytes(), station.as_bytes()]);
+                page_of(&self.transactions_by_station, &p, after, true, PageBuilder::new(page), |id, _| record(id))
+            }
+            (None, true) => {
+                let p = prefix(&[account_id.as_bytes()]);
+                page_of(&self.open_transactions, &p, after, true, PageBuilder::new(page), |id, _| record(id))
+            }
+            (None, false) => page_of(
+                &self.transactions,
+                &prefix(&[account_id.as_bytes()]),
+                after,
+                true,
+                PageBuilder::new(page),
+                |id, v| {
+                    let tx: Transaction = decode(&v)?;
+                    let matches = filter.matches(&tx);
+                    let id = i32::from_be_bytes(id.try_into().map_err(|_| StoreError::backend("bad transaction key"))?);
+                    Ok(Some((id, tx, matches)))
+                },
+            ),
         }
-        all.reverse();
-        Ok(all)
     }
 
     async fn transaction_meter_values(

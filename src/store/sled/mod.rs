@@ -15,8 +15,8 @@ use super::{
 };
 use crate::ids::{AccountId, StationId};
 use crate::model::{
-    Account, CommandRecord, CommandStatus, DeviceVariable, IdTag, MeterRecord, NewTransaction, StartIdentity, Station,
-    StationChange, StationEvent, Transaction, TransactionStop,
+    Account, CommandRecord, CommandStatus, DeviceVariable, IdTag, MeterRecord, NewTransaction, Page, PageBuilder,
+    StartIdentity, Station, StationChange, StationEvent, Transaction, TransactionStop,
 };
 use async_trait::async_trait;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -26,6 +26,8 @@ use std::path::Path;
 
 const SEP: u8 = 0;
 const TX_SEQ_KEY: &[u8] = b"transaction_seq";
+/// Present once the transactions stored before the indexes by station and by open were indexed.
+const TX_INDEXED_KEY: &[u8] = b"transactions_indexed";
 /// Meta keys `erasing\0{account_id}` mark erasures begun and not finished.
 const ERASING: &[u8] = b"erasing";
 /// The value of a slug index entry that names no account: the slug of an erased account.
@@ -48,6 +50,10 @@ pub struct SledStore {
     id_tags: sled::Tree,
     transactions: sled::Tree,
     transaction_starts: sled::Tree,
+    /// `{account}\0{station}\0{id}` for every transaction: a station's transactions by id.
+    transactions_by_station: sled::Tree,
+    /// `{account}\0{id}` for every transaction not stopped.
+    open_transactions: sled::Tree,
     meter_values: sled::Tree,
     events: sled::Tree,
     commands: sled::Tree,
@@ -89,6 +95,23 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
     Ok(serde_json::from_slice(bytes)?)
 }
 
+/// Indexes a transaction record being written, in the sled transaction that writes it: by its
+/// station (which never changes), and among the open ones while it has not stopped.
+fn index_transaction(
+    by_station: &sled::transaction::TransactionalTree,
+    open: &sled::transaction::TransactionalTree,
+    tx: &Transaction,
+) -> Result<(), sled::transaction::UnabortableTransactionError> {
+    by_station.insert(SledStore::station_transaction_key(tx), &[])?;
+    let k = SledStore::transaction_key(&tx.account_id, tx.id);
+    if tx.stop.is_none() {
+        open.insert(k, &[])?;
+    } else {
+        open.remove(k)?;
+    }
+    Ok(())
+}
+
 /// A transaction id kept in an index.
 fn index_id(bytes: &[u8], what: &str) -> StoreResult<i32> {
     Ok(i32::from_be_bytes(bytes.try_into().map_err(|_| StoreError::backend(what))?))
@@ -100,6 +123,43 @@ pub(crate) fn get<T: DeserializeOwned>(tree: &sled::Tree, k: &[u8]) -> StoreResu
 
 pub(super) fn scan<T: DeserializeOwned>(tree: &sled::Tree, p: &[u8]) -> StoreResult<Vec<T>> {
     tree.scan_prefix(p).map(|item| item.map_err(backend).and_then(|(_, v)| decode(&v))).collect()
+}
+
+/// Reads a page of the entries of `tree` under the prefix `p` (which ends with the separator), in key
+/// order or, for a newest-first list, reversed, starting after the key `p` + `after`, into `builder`
+/// (made for the page asked). `each` makes an entry the page's item, its cursor and whether it
+/// matches the filter; `None` passes over it.
+pub(super) fn page_of<T, K: Clone>(
+    tree: &sled::Tree,
+    p: &[u8],
+    after: Option<&[u8]>,
+    reverse: bool,
+    mut builder: PageBuilder<T, K>,
+    mut each: impl FnMut(&[u8], sled::IVec) -> StoreResult<Option<(K, T, bool)>>,
+) -> StoreResult<Page<T, K>> {
+    use std::ops::Bound::{Excluded, Included};
+    let mut end = p.to_vec();
+    // The prefix ends with SEP (0): the same prefix with 1 there is the first key after all of it.
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    let cursor = after.map(|a| [p, a].concat());
+    let range = match (&cursor, reverse) {
+        (None, _) => (Included(p.to_vec()), Excluded(end)),
+        (Some(c), false) => (Excluded(c.clone()), Excluded(end)),
+        (Some(c), true) => (Included(p.to_vec()), Excluded(c.clone())),
+    };
+    let entries = tree.range::<Vec<u8>, _>(range);
+    let entries: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
+        if reverse { Box::new(entries.rev()) } else { Box::new(entries) };
+    for entry in entries {
+        let (k, v) = entry.map_err(backend)?;
+        let Some((cursor, item, matches)) = each(&k[p.len()..], v)? else { continue };
+        if !builder.offer(cursor, item, matches) {
+            break;
+        }
+    }
+    Ok(builder.finish())
 }
 
 /// A time as a key part that sorts as the time does: the sign bit flipped, so that negative
@@ -190,6 +250,8 @@ impl SledStore {
             id_tags: tree("id_tags")?,
             transactions: tree("transactions")?,
             transaction_starts: tree("transaction_starts")?,
+            transactions_by_station: tree("transactions_by_station")?,
+            open_transactions: tree("open_transactions")?,
             meter_values: tree("meter_values")?,
             events: tree("events")?,
             commands: tree("commands")?,
@@ -201,6 +263,7 @@ impl SledStore {
             db,
         };
         store.finish_interrupted_erasures()?;
+        store.index_transactions()?;
         Ok(store)
     }
 
@@ -213,6 +276,30 @@ impl SledStore {
             self.erase(&account_id)?;
         }
         self.db.flush().map_err(backend)?;
+        Ok(())
+    }
+
+    /// Builds the transaction indexes of a database written before they existed, once: every
+    /// transaction written since is indexed in the sled transaction that writes it.
+    fn index_transactions(&self) -> StoreResult<()> {
+        if self.meta.get(TX_INDEXED_KEY).map_err(backend)?.is_some() {
+            return Ok(());
+        }
+        let mut n = 0u64;
+        for item in self.transactions.iter() {
+            let (_, v) = item.map_err(backend)?;
+            let tx: Transaction = decode(&v)?;
+            self.transactions_by_station.insert(Self::station_transaction_key(&tx), &[]).map_err(backend)?;
+            if tx.stop.is_none() {
+                self.open_transactions.insert(Self::transaction_key(&tx.account_id, tx.id), &[]).map_err(backend)?;
+            }
+            n += 1;
+        }
+        self.meta.insert(TX_INDEXED_KEY, &[]).map_err(backend)?;
+        self.db.flush().map_err(backend)?;
+        if n > 0 {
+            tracing::info!(transactions = n, "indexed the stored transactions by station and by open");
+        }
         Ok(())
     }
 
@@ -283,6 +370,8 @@ impl SledStore {
         report.stations = clear(&self.stations)?;
         report.id_tags = clear(&self.id_tags)?;
         report.transactions = clear(&self.transactions)?;
+        clear(&self.transactions_by_station)?;
+        clear(&self.open_transactions)?;
         clear(&self.transaction_starts)?;
         clear(&self.transaction_refs)?;
         report.device_variables = clear(&self.device_model)?;
@@ -300,6 +389,11 @@ impl SledStore {
     fn transaction_key(account_id: &AccountId, id: i32) -> Vec<u8> {
         key(&[account_id.as_bytes(), &id.to_be_bytes()])
     }
+
+    fn station_transaction_key(tx: &Transaction) -> Vec<u8> {
+        key(&[tx.account_id.as_bytes(), tx.station_id.as_bytes(), &tx.id.to_be_bytes()])
+    }
+
     /// Applies `update` to the station record (see [`AccountStore::update_station`]), not yet durable.
     /// A change that leaves the record as it was writes nothing (a station reconnecting with the
     /// protocol it had, a boot that repeats the last one to the second): a reconnect storm then
@@ -364,7 +458,14 @@ impl StationStore for SledStore {
     async fn start_transaction(&self, tx: &NewTransaction) -> StoreResult<(Transaction, bool)> {
         let start_key = Self::start_key(&tx.start_identity());
         let received_at = chrono::Utc::now();
-        let r = (&self.transactions, &self.transaction_starts, &self.meta).transaction(|(txs, starts, meta)| {
+        let trees = (
+            &self.transactions,
+            &self.transaction_starts,
+            &self.meta,
+            &self.transactions_by_station,
+            &self.open_transactions,
+        );
+        let r = trees.transaction(|(txs, starts, meta, by_station, open)| {
             if let Some(id) = starts.get(&start_key)? {
                 let id = i32::from_be_bytes(
                     id.as_ref().try_into().map_err(|_| abort(StoreError::backend("bad start index")))?,
@@ -378,6 +479,7 @@ impl StationStore for SledStore {
             let next = take_ids(meta, 1)?;
             let record = Transaction::started(tx, next, received_at);
             txs.insert(Self::transaction_key(&tx.account_id, next), encode(&record).map_err(abort)?)?;
+            index_transaction(by_station, open, &record)?;
             starts.insert(start_key.as_slice(), &next.to_be_bytes())?;
             Ok((record, true))
         });
@@ -551,18 +653,24 @@ impl SharedStore for SledStore {
         let start_key = tx.start_identity().map(|s| Self::start_key(&s));
         let ref_key =
             tx.station_transaction_id.as_deref().map(|r| Self::reference_key(&tx.account_id, &tx.station_id, r));
-        let r = (&self.transactions, &self.transaction_starts, &self.transaction_refs).transaction(
-            |(txs, starts, refs)| {
-                txs.insert(Self::transaction_key(&tx.account_id, tx.id), value.as_slice())?;
-                if let Some(k) = &start_key {
-                    starts.insert(k.as_slice(), &id)?;
-                }
-                if let Some(k) = &ref_key {
-                    refs.insert(k.as_slice(), &id)?;
-                }
-                Ok(())
-            },
+        let trees = (
+            &self.transactions,
+            &self.transaction_starts,
+            &self.transaction_refs,
+            &self.transactions_by_station,
+            &self.open_transactions,
         );
+        let r = trees.transaction(|(txs, starts, refs, by_station, open)| {
+            txs.insert(Self::transaction_key(&tx.account_id, tx.id), value.as_slice())?;
+            index_transaction(by_station, open, tx)?;
+            if let Some(k) = &start_key {
+                starts.insert(k.as_slice(), &id)?;
+            }
+            if let Some(k) = &ref_key {
+                refs.insert(k.as_slice(), &id)?;
+            }
+            Ok(())
+        });
         transactional(r)
     }
 
@@ -606,7 +714,9 @@ impl TransactionRecords for SledStore {
         let value = encode(new)?;
         let reference =
             new.station_transaction_id.as_deref().map(|r| Self::reference_key(&new.account_id, &new.station_id, r));
-        let r = (&self.transactions, &self.transaction_refs).transaction(|(txs, refs)| {
+        let trees =
+            (&self.transactions, &self.transaction_refs, &self.transactions_by_station, &self.open_transactions);
+        let r = trees.transaction(|(txs, refs, by_station, open)| {
             match old {
                 Some(old) => {
                     if txs.get(&k)?.as_ref() != Some(old) {
@@ -623,6 +733,7 @@ impl TransactionRecords for SledStore {
                 }
             }
             txs.insert(k.as_slice(), value.as_slice())?;
+            index_transaction(by_station, open, new)?;
             Ok(true)
         });
         transactional(r)

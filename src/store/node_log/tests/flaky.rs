@@ -3,8 +3,9 @@
 
 use crate::ids::{AccountId, StationId};
 use crate::model::{
-    Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, NewTransaction,
-    StartIdentity, Station, StationChange, StationEvent, Transaction, TransactionStop,
+    Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, NewTransaction, Page,
+    PageRequest, StartIdentity, Station, StationChange, StationEvent, StationFilter, Transaction, TransactionFilter,
+    TransactionStop,
 };
 use crate::store::{
     AccountStore, AccountUpdate, ErasureReport, EventOutcome, NewTransactionFn, SharedStore, SledStore, StationLookup,
@@ -172,14 +173,15 @@ gated!(AccountStore {
     fn add_login_event(&self, account_id: &AccountId, event: &LoginEvent, keep: usize) -> ();
     fn login_events(&self, account_id: &AccountId) -> Vec<LoginEvent>;
     fn create_station(&self, station: &Station) -> ();
-    fn stations(&self, account_id: &AccountId) -> Vec<Station>;
+    fn stations_page(&self, account_id: &AccountId, filter: &StationFilter, page: &PageRequest<StationId>) -> Page<Station, StationId>;
+    fn station_count(&self, account_id: &AccountId) -> usize;
     fn update_station(&self, account_id: &AccountId, station_id: &StationId, update: StationUpdate<'_>) -> Option<Station>;
     fn delete_station(&self, account_id: &AccountId, station_id: &StationId) -> bool;
     fn put_id_tag(&self, account_id: &AccountId, tag: &IdTag) -> bool;
-    fn id_tags(&self, account_id: &AccountId) -> Vec<IdTag>;
+    fn id_tags_page(&self, account_id: &AccountId, page: &PageRequest<String>) -> Page<IdTag, String>;
     fn delete_id_tag(&self, account_id: &AccountId, id_tag: &str) -> bool;
     fn transaction(&self, account_id: &AccountId, transaction_id: i32) -> Option<Transaction>;
-    fn transactions(&self, account_id: &AccountId, station_id: Option<&StationId>) -> Vec<Transaction>;
+    fn transactions_page(&self, account_id: &AccountId, filter: &TransactionFilter, page: &PageRequest<i32>) -> Page<Transaction, i32>;
     fn transaction_meter_values(&self, account_id: &AccountId, station_id: &StationId, transaction_id: i32) -> Vec<MeterRecord>;
     fn account_meter_values(&self, account_id: &AccountId) -> Vec<MeterRecord>;
     fn events(&self, account_id: &AccountId, station_id: &StationId) -> Vec<StationEvent>;

@@ -201,7 +201,7 @@ async fn session201(store: &NodeLog) {
 
 /// The shared store's transactions of the account, checked to have unique ids.
 async fn remote_transactions(remote: &Flaky, account_id: &AccountId) -> Vec<Transaction> {
-    let txs = remote.inner.transactions(account_id, None).await.unwrap();
+    let txs = crate::store::all_transactions(&remote.inner, account_id, None).await.unwrap();
     let ids: HashSet<i32> = txs.iter().map(|t| t.id).collect();
     assert_eq!(ids.len(), txs.len(), "transaction ids are unique: {txs:?}");
     txs
@@ -252,7 +252,11 @@ async fn with_the_shared_store_up_station_writes_reach_it_as_the_node_recorded_t
         assert_eq!(replica.as_ref(), Some(&tx), "the shared record is the one the node computed");
     }
     // The account store of a cluster node is the shared store itself.
-    assert_eq!(remote.transactions(&ACCOUNT.into(), None).await.unwrap().len(), 2, "API reads go to the shared store");
+    assert_eq!(
+        crate::store::all_transactions(&*remote, &ACCOUNT.into(), None).await.unwrap().len(),
+        2,
+        "API reads go to the shared store"
+    );
     store.shutdown().await;
 }
 
@@ -275,13 +279,19 @@ async fn with_the_shared_store_down_stations_are_answered_and_everything_drains_
     session201(&store).await;
     assert_eq!(remote.reads.load(Ordering::SeqCst), reads, "no read waited on the shared store");
     assert!(
-        matches!(remote.transactions(&ACCOUNT.into(), None).await, Err(StoreError::Unavailable(_))),
+        matches!(
+            crate::store::all_transactions(&*remote, &ACCOUNT.into(), None).await,
+            Err(StoreError::Unavailable(_))
+        ),
         "API reads fail"
     );
 
     assert!(store.pending() > 0);
     assert!(!store.remote_up());
-    assert!(remote.inner.transactions(&ACCOUNT.into(), None).await.unwrap().is_empty(), "nothing reached it");
+    assert!(
+        crate::store::all_transactions(&remote.inner, &ACCOUNT.into(), None).await.unwrap().is_empty(),
+        "nothing reached it"
+    );
     assert!(remote.inner.station(&ACCOUNT.into(), &CP16.into()).await.unwrap().unwrap().connectors.is_empty());
 
     remote.set(true);
@@ -498,7 +508,7 @@ async fn an_erased_account_s_waiting_writes_never_reach_the_shared_store() {
 
     remote.set(true);
     drained(&store).await;
-    assert!(remote.inner.transactions(&OTHER.into(), None).await.unwrap().is_empty());
+    assert!(crate::store::all_transactions(&remote.inner, &OTHER.into(), None).await.unwrap().is_empty());
     assert!(remote.inner.events(&OTHER.into(), &CP_OTHER.into()).await.unwrap().is_empty());
     assert_eq!(remote_transactions(&remote, &ACCOUNT.into()).await.len(), 1, "the other account drained");
     erase_account(&store, remote.as_ref(), &OTHER.into()).await.unwrap();
