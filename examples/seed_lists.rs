@@ -115,7 +115,7 @@ async fn write(
                 reservation_id: None,
             };
             let mut tx = Transaction::started(&new, id, start);
-            if n % 100 != 0 {
+            if !n.is_multiple_of(100) {
                 let end = start + Duration::minutes(40);
                 tx.stop = Some(TransactionStop {
                     meter_stop: Some(1000 * n as i64 + 7400),
