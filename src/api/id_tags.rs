@@ -69,7 +69,7 @@ pub async fn list(
     let budget = state.limits.settings.list_scan_records;
     let page = paging::request(List::IdTags, q.limit, q.cursor.as_deref(), budget, Some)?;
     let page = state.account_store.id_tags_page(&account.id, &page).await?;
-    Ok(paging::respond(List::IdTags, page, |t| Some(serde_json::json!(t)), |k| k))
+    paging::respond(List::IdTags, page, |t| Some(serde_json::json!(t)), |k| k).await
 }
 
 pub async fn delete(

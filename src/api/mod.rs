@@ -76,6 +76,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, expose_login_codes: bool, body_by
     .route("/id-tags/{id_tag}", web::get().to(id_tags::get))
     .route("/id-tags/{id_tag}", web::delete().to(id_tags::delete))
     .route("/transactions", web::get().to(transactions::list))
+    // Before `/transactions/{id}`, which would take `export` for an id.
+    .route("/transactions/export", web::get().to(transactions::export))
     .route("/transactions/{id}", web::get().to(transactions::get));
 }
 

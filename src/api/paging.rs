@@ -5,7 +5,8 @@
 use super::ApiError;
 use crate::limits::{self, Limit};
 use crate::model::{Page, PageRequest, DEFAULT_LIMIT, MAX_LIMIT};
-use actix_web::HttpResponse;
+use actix_web::http::header::ContentType;
+use actix_web::{web, HttpResponse};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{json, Value};
@@ -69,21 +70,33 @@ pub fn request<K>(
 }
 
 /// A page's response: its items as `view` shows them, and the cursor of the next page (`null`
-/// after the last) from the key `key` writes. A page its budget cut short is counted.
-pub fn respond<T, K>(
+/// after the last) from the key `key` writes. A page its budget cut short is counted. The body (up
+/// to a thousand records shown and written as JSON) is made on the blocking pool: the worker that
+/// serves this request also serves stations.
+pub async fn respond<T, K>(
     list: List,
     page: Page<T, K>,
-    view: impl FnMut(T) -> Option<Value>,
-    key: impl FnOnce(K) -> String,
-) -> HttpResponse {
+    mut view: impl FnMut(T) -> Option<Value> + Send + 'static,
+    key: impl FnOnce(K) -> String + Send + 'static,
+) -> Result<HttpResponse, ApiError>
+where
+    T: Send + 'static,
+    K: Send + 'static,
+{
     if page.budget_spent {
         limits::hit(Limit::ListScan);
     }
-    let items: Vec<Value> = page.items.into_iter().filter_map(view).collect();
-    HttpResponse::Ok().json(json!({
-        "items": items,
-        "next_cursor": page.next.map(|k| cursor(list, &key(k))),
-    }))
+    let body = web::block(move || {
+        let items: Vec<Value> = page.items.into_iter().filter_map(&mut view).collect();
+        serde_json::to_vec(&json!({
+            "items": items,
+            "next_cursor": page.next.map(|k| cursor(list, &key(k))),
+        }))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("a page's body: {e}")))?
+    .map_err(|e| ApiError::Internal(format!("a page's body: {e}")))?;
+    Ok(HttpResponse::Ok().content_type(ContentType::json()).body(body))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use crate::fleet::Presence;
 use crate::ids::{AccountId, StationId};
 use crate::limits::{self, Limit};
 use crate::model::{
-    Account, PageBuilder, PageRequest, Registration, SecurityProfile, Station, StationFilter, MAX_LIMIT,
+    Account, Page, PageBuilder, PageRequest, Registration, SecurityProfile, Station, StationFilter, MAX_LIMIT,
 };
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -197,8 +197,10 @@ pub async fn list(
         let page = store.stations_page(&account.id, &filter, &page).await?;
         let ids: Vec<StationId> = page.items.iter().map(|s| s.id.clone()).collect();
         let conns = Connections::of(&state, &account.id, &ids).await;
-        let view = |s: Station| Some(view(&state, &req, &account, &s, &conns));
-        return Ok(paging::respond(List::Stations, page, view, String::from));
+        // A station's view reads live state: made here, written out on the blocking pool.
+        let views: Vec<Value> = page.items.iter().map(|s| view(&state, &req, &account, s, &conns)).collect();
+        let page = Page { items: views, next: page.next, budget_spent: page.budget_spent };
+        return paging::respond(List::Stations, page, Some, String::from).await;
     };
     // Whether a station is connected is live state, not in its record: stored pages are read in
     // order and each station checked, at most `budget` stations and four stored pages (each of
@@ -234,7 +236,10 @@ pub async fn list(
             _ => break,
         }
     }
-    Ok(paging::respond(List::Stations, builder.finish(), |id| views.remove(&id), String::from))
+    let page = builder.finish();
+    let items: Vec<Value> = page.items.iter().filter_map(|id| views.remove(id)).collect();
+    let page = Page { items, next: page.next, budget_spent: page.budget_spent };
+    paging::respond(List::Stations, page, Some, String::from).await
 }
 
 pub async fn get(

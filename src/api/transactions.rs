@@ -3,7 +3,7 @@
 use super::paging::{self, List};
 use super::{ApiError, Tenant};
 use crate::ids::StationId;
-use crate::model::{Transaction, TransactionFilter, TransactionStatus};
+use crate::model::{Page, PageRequest, Transaction, TransactionFilter, TransactionStatus, MAX_LIMIT};
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
@@ -63,7 +63,91 @@ pub async fn list(
         stopped_to: q.stopped_to,
     };
     let page = state.account_store.transactions_page(&account.id, &filter, &page).await?;
-    Ok(paging::respond(List::Transactions, page, |tx| Some(view(&tx)), |id| id.to_string()))
+    paging::respond(List::Transactions, page, |tx| Some(view(&tx)), |id| id.to_string()).await
+}
+
+/// `GET /transactions/export`: the filters of the list, without a page.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    station: Option<StationId>,
+    status: Option<TransactionStatus>,
+    started_from: Option<DateTime<Utc>>,
+    started_to: Option<DateTime<Utc>>,
+    stopped_from: Option<DateTime<Utc>>,
+    stopped_to: Option<DateTime<Utc>>,
+}
+
+/// Where an export stands: a page read and not yet written, the key to read the next one after, or
+/// the end.
+enum Export {
+    Ready(Page<Transaction, i32>),
+    After(i32),
+    Done,
+}
+
+/// `GET /transactions/export`: every transaction the filters select, newest first, one JSON object
+/// per line (NDJSON), as `GET /transactions/{id}` shows it without its meter values. Streamed a
+/// store page at a time, as the client takes it: the node never holds more than one page of it.
+/// The first page is read before the answer starts (a store that fails then gets its error status);
+/// a failure later ends the body without the chunked terminator, which HTTP clients report.
+pub async fn export(
+    state: web::Data<AppState>,
+    Tenant(account): Tenant,
+    q: web::Query<ExportQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = q.into_inner();
+    let filter = TransactionFilter {
+        station: q.station,
+        status: q.status,
+        started_from: q.started_from,
+        started_to: q.started_to,
+        stopped_from: q.stopped_from,
+        stopped_to: q.stopped_to,
+    };
+    let store = state.account_store.clone();
+    let budget = state.limits.settings.list_scan_records;
+    let read = move |after: Option<i32>| PageRequest { after, limit: MAX_LIMIT, budget };
+    let first = store.transactions_page(&account.id, &filter, &read(None)).await?;
+    let account_id = account.id.clone();
+    let lines = futures_util::stream::try_unfold(Export::Ready(first), move |step| {
+        let (store, filter, account_id) = (store.clone(), filter.clone(), account_id.clone());
+        async move {
+            // A page the scan budget cut short may hold nothing; an empty chunk would end the
+            // body (it is chunked encoding's terminator), so such pages are read past.
+            let mut step = step;
+            let page = loop {
+                let page = match step {
+                    Export::Done => return Ok(None),
+                    Export::Ready(page) => page,
+                    Export::After(after) => {
+                        store.transactions_page(&account_id, &filter, &read(Some(after))).await.map_err(|e| {
+                            tracing::warn!(account = %account_id, error = %e, "a transaction export stopped: the store failed");
+                            std::io::Error::other(e.to_string())
+                        })?
+                    }
+                };
+                if !page.items.is_empty() {
+                    break page;
+                }
+                step = page.next.map_or(Export::Done, Export::After);
+            };
+            let next = page.next.map_or(Export::Done, Export::After);
+            let chunk = web::block(move || {
+                let mut out = Vec::with_capacity(page.items.len() * 512);
+                for tx in &page.items {
+                    serde_json::to_writer(&mut out, &view(tx))?;
+                    out.push(b'\n');
+                }
+                Ok::<_, serde_json::Error>(out)
+            })
+            .await
+            .map_err(std::io::Error::other)?
+            .map_err(std::io::Error::other)?;
+            Ok::<_, std::io::Error>(Some((web::Bytes::from(chunk), next)))
+        }
+    });
+    Ok(HttpResponse::Ok().content_type("application/x-ndjson").streaming(lines))
 }
 
 pub async fn get(

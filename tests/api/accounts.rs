@@ -110,6 +110,7 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/v1/id-tags/{id_tag}", "get"),
         ("/api/v1/id-tags/{id_tag}", "delete"),
         ("/api/v1/transactions", "get"),
+        ("/api/v1/transactions/export", "get"),
         ("/api/v1/transactions/{id}", "get"),
     ] {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "OpenAPI lacks {method} {path}");

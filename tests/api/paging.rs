@@ -217,3 +217,64 @@ async fn a_filter_no_index_answers_reads_a_bounded_number_of_records_per_page_an
     let (_, all) = app.get("/transactions?limit=7", &t.token).await;
     assert_eq!(all["items"].as_array().map(Vec::len), Some(7));
 }
+
+#[tokio::test]
+async fn the_transaction_export_streams_every_match_as_ndjson_across_store_pages() {
+    let app = spawn_app_with(|s| {
+        s.limits.station_messages_per_sec = 100_000.0;
+        s.limits.station_message_burst = 100_000;
+        // Store pages a filter leaves empty (a completed transaction among a thousand open ones).
+        s.limits.list_scan_records = 50;
+    })
+    .await;
+    let t = app.tenant("acme").await;
+    let other = app.tenant("other").await;
+    put_tag(&app, &t, "RFID-1").await;
+    let mut cp = app.connected_station(&t, "CP1").await;
+    cp.boot().await;
+    // More than one store page (1,000) of them.
+    let mut ids = Vec::new();
+    for n in 0..1005u32 {
+        let at = format!("2026-11-{:02}T{:02}:{:02}:00Z", 1 + n / 1440, n / 60 % 24, n % 60);
+        let start = cp
+            .ok(
+                "StartTransaction",
+                json!({"connectorId": 1 + n % 4, "idTag": "RFID-1", "meterStart": n, "timestamp": at}),
+            )
+            .await;
+        ids.push(start["transactionId"].as_i64().expect("transaction id"));
+    }
+    let stopped = ids[3];
+    cp.ok("StopTransaction", json!({"transactionId": stopped, "meterStop": 503, "timestamp": "2026-11-02T00:00:00Z"}))
+        .await;
+    ids.reverse();
+
+    let export = |path: &str, token: &str| {
+        let req = app.http.get(app.api(path)).bearer_auth(token.to_string());
+        async move {
+            let res = req.send().await.expect("export answered");
+            let status = res.status();
+            let kind = res.headers().get("content-type").map(|v| v.to_str().unwrap_or_default().to_string());
+            (status, kind, res.text().await.expect("export read"))
+        }
+    };
+    let (status, kind, body) = export("/transactions/export", &t.token).await;
+    assert_eq!((status, kind.as_deref()), (StatusCode::OK, Some("application/x-ndjson")));
+    let lines: Vec<Value> = body.lines().map(|l| serde_json::from_str(l).expect("one JSON object a line")).collect();
+    assert_eq!(lines.iter().map(|l| l["id"].as_i64().unwrap()).collect::<Vec<_>>(), ids, "every one, newest first");
+    let done = lines.iter().find(|l| l["id"] == stopped).unwrap();
+    assert_eq!((done["status"].as_str(), done["energy_wh"].as_i64()), (Some("completed"), Some(500)));
+
+    let (_, _, body) = export("/transactions/export?status=completed", &t.token).await;
+    assert_eq!(body.lines().count(), 1);
+    // Started in a ten-minute window (one a minute).
+    let (_, _, body) =
+        export("/transactions/export?started_from=2026-11-01T00:10:00Z&started_to=2026-11-01T00:20:00Z", &t.token)
+            .await;
+    assert_eq!(body.lines().count(), 10);
+    let (_, _, body) = export("/transactions/export", &other.token).await;
+    assert_eq!(body, "", "another tenant's export is its own");
+    let (status, _, body) = export("/transactions/export?limit=5", &t.token).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("invalid_query"), "{body}");
+}

@@ -1,7 +1,9 @@
 //! The sled store's [`AccountStore`]: each write made durable (through the group commit) before it
 //! returns.
 
-use super::{abort, backend, decode, encode, get, key, page_of, prefix, readings, scan, transactional, SledStore};
+use super::{
+    abort, backend, decode, encode, get, key, off_worker, page_of, prefix, readings, scan, transactional, SledStore,
+};
 use crate::ids::{AccountId, StationId};
 use crate::model::{
     Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, Page, PageBuilder,
@@ -195,12 +197,17 @@ impl AccountStore for SledStore {
         filter: &StationFilter,
         page: &PageRequest<StationId>,
     ) -> StoreResult<Page<Station, StationId>> {
-        let after = page.after.as_ref().map(|id| id.as_bytes());
-        page_of(&self.stations, &prefix(&[account_id.as_bytes()]), after, false, PageBuilder::new(page), |_, v| {
-            let station: Station = decode(&v)?;
-            let matches = filter.matches(&station);
-            Ok(Some((station.id.clone(), station, matches)))
+        let (store, account_id, filter, page) = (self.clone(), account_id.clone(), filter.clone(), page.clone());
+        off_worker(move || {
+            let after = page.after.as_ref().map(|id| id.as_bytes());
+            let p = prefix(&[account_id.as_bytes()]);
+            page_of(&store.stations, &p, after, false, PageBuilder::new(&page), |_, v| {
+                let station: Station = decode(&v)?;
+                let matches = filter.matches(&station);
+                Ok(Some((station.id.clone(), station, matches)))
+            })
         })
+        .await
     }
 
     async fn station_count(&self, account_id: &AccountId) -> StoreResult<usize> {
@@ -245,11 +252,16 @@ impl AccountStore for SledStore {
         account_id: &AccountId,
         page: &PageRequest<String>,
     ) -> StoreResult<Page<IdTag, String>> {
-        let after = page.after.as_ref().map(|t| t.as_bytes());
-        page_of(&self.id_tags, &prefix(&[account_id.as_bytes()]), after, false, PageBuilder::new(page), |_, v| {
-            let tag: IdTag = decode(&v)?;
-            Ok(Some((tag.id_tag.clone(), tag, true)))
+        let (store, account_id, page) = (self.clone(), account_id.clone(), page.clone());
+        off_worker(move || {
+            let after = page.after.as_ref().map(|t| t.as_bytes());
+            let p = prefix(&[account_id.as_bytes()]);
+            page_of(&store.id_tags, &p, after, false, PageBuilder::new(&page), |_, v| {
+                let tag: IdTag = decode(&v)?;
+                Ok(Some((tag.id_tag.clone(), tag, true)))
+            })
         })
+        .await
     }
 
     async fn delete_id_tag(&self, account_id: &AccountId, id_tag: &str) -> StoreResult<bool> {
@@ -275,40 +287,8 @@ impl AccountStore for SledStore {
         filter: &TransactionFilter,
         page: &PageRequest<i32>,
     ) -> StoreResult<Page<Transaction, i32>> {
-        let after = page.after.map(i32::to_be_bytes);
-        let after = after.as_ref().map(|a| a.as_slice());
-        let record = |id: &[u8]| -> StoreResult<Option<(i32, Transaction, bool)>> {
-            let id = i32::from_be_bytes(id.try_into().map_err(|_| StoreError::backend("bad transaction index"))?);
-            // An index entry is written with its record, in one sled transaction.
-            let tx: Option<Transaction> = get(&self.transactions, &Self::transaction_key(account_id, id))?;
-            Ok(tx.map(|tx| {
-                let matches = filter.matches(&tx);
-                (id, tx, matches)
-            }))
-        };
-        match (&filter.station, filter.open_only()) {
-            (Some(station), _) => {
-                let p = prefix(&[account_id.as_bytes(), station.as_bytes()]);
-                page_of(&self.transactions_by_station, &p, after, true, PageBuilder::new(page), |id, _| record(id))
-            }
-            (None, true) => {
-                let p = prefix(&[account_id.as_bytes()]);
-                page_of(&self.open_transactions, &p, after, true, PageBuilder::new(page), |id, _| record(id))
-            }
-            (None, false) => page_of(
-                &self.transactions,
-                &prefix(&[account_id.as_bytes()]),
-                after,
-                true,
-                PageBuilder::new(page),
-                |id, v| {
-                    let tx: Transaction = decode(&v)?;
-                    let matches = filter.matches(&tx);
-                    let id = i32::from_be_bytes(id.try_into().map_err(|_| StoreError::backend("bad transaction key"))?);
-                    Ok(Some((id, tx, matches)))
-                },
-            ),
-        }
+        let (store, account_id, filter, page) = (self.clone(), account_id.clone(), filter.clone(), page.clone());
+        off_worker(move || store.transactions_page_now(&account_id, &filter, &page)).await
     }
 
     async fn transaction_meter_values(
@@ -385,5 +365,50 @@ impl AccountStore for SledStore {
             }
         }
         Ok(oldest)
+    }
+}
+
+impl SledStore {
+    /// [`AccountStore::transactions_page`], on the calling thread.
+    fn transactions_page_now(
+        &self,
+        account_id: &AccountId,
+        filter: &TransactionFilter,
+        page: &PageRequest<i32>,
+    ) -> StoreResult<Page<Transaction, i32>> {
+        let after = page.after.map(i32::to_be_bytes);
+        let after = after.as_ref().map(|a| a.as_slice());
+        let record = |id: &[u8]| -> StoreResult<Option<(i32, Transaction, bool)>> {
+            let id = i32::from_be_bytes(id.try_into().map_err(|_| StoreError::backend("bad transaction index"))?);
+            // An index entry is written with its record, in one sled transaction.
+            let tx: Option<Transaction> = get(&self.transactions, &Self::transaction_key(account_id, id))?;
+            Ok(tx.map(|tx| {
+                let matches = filter.matches(&tx);
+                (id, tx, matches)
+            }))
+        };
+        match (&filter.station, filter.open_only()) {
+            (Some(station), _) => {
+                let p = prefix(&[account_id.as_bytes(), station.as_bytes()]);
+                page_of(&self.transactions_by_station, &p, after, true, PageBuilder::new(page), |id, _| record(id))
+            }
+            (None, true) => {
+                let p = prefix(&[account_id.as_bytes()]);
+                page_of(&self.open_transactions, &p, after, true, PageBuilder::new(page), |id, _| record(id))
+            }
+            (None, false) => page_of(
+                &self.transactions,
+                &prefix(&[account_id.as_bytes()]),
+                after,
+                true,
+                PageBuilder::new(page),
+                |id, v| {
+                    let tx: Transaction = decode(&v)?;
+                    let matches = filter.matches(&tx);
+                    let id = i32::from_be_bytes(id.try_into().map_err(|_| StoreError::backend("bad transaction key"))?);
+                    Ok(Some((id, tx, matches)))
+                },
+            ),
+        }
     }
 }

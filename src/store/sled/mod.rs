@@ -125,6 +125,14 @@ pub(super) fn scan<T: DeserializeOwned>(tree: &sled::Tree, p: &[u8]) -> StoreRes
     tree.scan_prefix(p).map(|item| item.map_err(backend).and_then(|(_, v)| decode(&v))).collect()
 }
 
+/// Runs a read of many records on tokio's blocking pool: a list page may read thousands of records,
+/// and the async worker it was asked on also serves stations, which must not wait behind it.
+pub(super) async fn off_worker<T: Send + 'static>(
+    read: impl FnOnce() -> StoreResult<T> + Send + 'static,
+) -> StoreResult<T> {
+    tokio::task::spawn_blocking(read).await.map_err(|e| StoreError::backend(format!("a list read failed: {e}")))?
+}
+
 /// Reads a page of the entries of `tree` under the prefix `p` (which ends with the separator), in key
 /// order or, for a newest-first list, reversed, starting after the key `p` + `after`, into `builder`
 /// (made for the page asked). `each` makes an entry the page's item, its cursor and whether it
