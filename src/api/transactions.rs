@@ -46,6 +46,19 @@ pub(crate) fn view(tx: &Transaction) -> Value {
     })
 }
 
+impl ListQuery {
+    fn filter(&self) -> TransactionFilter {
+        TransactionFilter {
+            station: self.station.clone(),
+            status: self.status,
+            started_from: self.started_from,
+            started_to: self.started_to,
+            stopped_from: self.stopped_from,
+            stopped_to: self.stopped_to,
+        }
+    }
+}
+
 pub async fn list(
     state: web::Data<AppState>,
     Tenant(account): Tenant,
@@ -54,28 +67,8 @@ pub async fn list(
     let q = q.into_inner();
     let budget = state.limits.settings.list_scan_records;
     let page = paging::request(List::Transactions, q.limit, q.cursor.as_deref(), budget, |k| k.parse().ok())?;
-    let filter = TransactionFilter {
-        station: q.station,
-        status: q.status,
-        started_from: q.started_from,
-        started_to: q.started_to,
-        stopped_from: q.stopped_from,
-        stopped_to: q.stopped_to,
-    };
-    let page = state.account_store.transactions_page(&account.id, &filter, &page).await?;
+    let page = state.account_store.transactions_page(&account.id, &q.filter(), &page).await?;
     paging::respond(List::Transactions, page, |tx| Some(view(&tx)), |id| id.to_string()).await
-}
-
-/// `GET /transactions/export`: the filters of the list, without a page.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExportQuery {
-    station: Option<StationId>,
-    status: Option<TransactionStatus>,
-    started_from: Option<DateTime<Utc>>,
-    started_to: Option<DateTime<Utc>>,
-    stopped_from: Option<DateTime<Utc>>,
-    stopped_to: Option<DateTime<Utc>>,
 }
 
 /// Where an export stands: a page read and not yet written, the key to read the next one after, or
@@ -94,17 +87,15 @@ enum Export {
 pub async fn export(
     state: web::Data<AppState>,
     Tenant(account): Tenant,
-    q: web::Query<ExportQuery>,
+    q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let q = q.into_inner();
-    let filter = TransactionFilter {
-        station: q.station,
-        status: q.status,
-        started_from: q.started_from,
-        started_to: q.started_to,
-        stopped_from: q.stopped_from,
-        stopped_to: q.stopped_to,
-    };
+    if q.limit.is_some() || q.cursor.is_some() {
+        return Err(ApiError::invalid(
+            "invalid_query",
+            "the export has no pages: it takes the list's filters, not limit or cursor",
+        ));
+    }
+    let filter = q.filter();
     let store = state.account_store.clone();
     let budget = state.limits.settings.list_scan_records;
     let read = move |after: Option<i32>| PageRequest { after, limit: MAX_LIMIT, budget };
