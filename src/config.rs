@@ -195,6 +195,7 @@ pub struct LimitSettings {
     pub log_summary_secs: u64,
     pub api_body_bytes: usize,
     pub list_scan_records: usize,
+    pub exports_per_tenant: usize,
 }
 
 impl LimitSettings {

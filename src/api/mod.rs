@@ -78,7 +78,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, expose_login_codes: bool, body_by
     .route("/transactions", web::get().to(transactions::list))
     // Before `/transactions/{id}`, which would take `export` for an id.
     .route("/transactions/export", web::get().to(transactions::export))
-    .route("/transactions/{id}", web::get().to(transactions::get));
+    .route("/transactions/{id}", web::get().to(transactions::get))
+    .route("/transactions/{id}/meter-values", web::get().to(transactions::meter_values));
 }
 
 async fn openapi() -> HttpResponse {

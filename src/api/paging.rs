@@ -17,6 +17,7 @@ pub enum List {
     Stations,
     IdTags,
     Transactions,
+    MeterValues,
 }
 
 impl List {
@@ -25,6 +26,7 @@ impl List {
             List::Stations => "stations",
             List::IdTags => "id-tags",
             List::Transactions => "transactions",
+            List::MeterValues => "meter-values",
         }
     }
 }

@@ -3,7 +3,9 @@
 use super::paging::{self, List};
 use super::{ApiError, Tenant};
 use crate::ids::StationId;
-use crate::model::{Page, PageRequest, Transaction, TransactionFilter, TransactionStatus, MAX_LIMIT};
+use crate::model::{
+    MeterRecord, Page, PageRequest, ReadingKey, Transaction, TransactionFilter, TransactionStatus, MAX_LIMIT,
+};
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
@@ -95,6 +97,17 @@ pub async fn export(
             "the export has no pages: it takes the list's filters, not limit or cursor",
         ));
     }
+    // Held by the body until it ends or the client goes: a tenant streams a bounded number at once.
+    let Some(permit) = state.limits.exports.acquire(&account.id) else {
+        crate::limits::hit(crate::limits::Limit::Exports);
+        return Err(ApiError::RateLimited {
+            retry_after: std::time::Duration::from_secs(1),
+            message: format!(
+                "this account streams {} exports already (limits.exports_per_tenant); try again when one has ended",
+                state.limits.settings.exports_per_tenant
+            ),
+        });
+    };
     let filter = q.filter();
     let store = state.account_store.clone();
     let budget = state.limits.settings.list_scan_records;
@@ -103,6 +116,7 @@ pub async fn export(
     let account_id = account.id.clone();
     let lines = futures_util::stream::try_unfold(Export::Ready(first), move |step| {
         let (store, filter, account_id) = (store.clone(), filter.clone(), account_id.clone());
+        let _held = &permit;
         async move {
             // A page the scan budget cut short may hold nothing; an empty chunk would end the
             // body (it is chunked encoding's terminator), so such pages are read past.
@@ -149,7 +163,6 @@ pub async fn get(
     let id = path.into_inner();
     let tx = state.account_store.transaction(&account.id, id).await?;
     let tx = tx.ok_or_else(|| ApiError::NotFound(format!("no transaction {id}")))?;
-    let meter_values = state.account_store.transaction_meter_values(&account.id, &tx.station_id, tx.id).await?;
     let mut body = view(&tx);
     body["events"] = json!(tx
         .events
@@ -157,9 +170,47 @@ pub async fn get(
         .map(|e| json!({"seq_no": e.seq_no, "event_type": e.event_type, "trigger_reason": e.trigger_reason,
             "timestamp": e.timestamp, "offline": e.offline, "received_at": e.received_at}))
         .collect::<Vec<_>>());
-    body["meter_values"] = json!(meter_values
-        .iter()
-        .map(|r| json!({"connector_id": r.connector_id, "evse_id": r.evse_id, "timestamp": r.meter_value.timestamp, "sampled_value": r.meter_value.sampled_value}))
-        .collect::<Vec<_>>());
     Ok(HttpResponse::Ok().json(body))
+}
+
+/// `GET /transactions/{id}/meter-values`: a page of the transaction's readings in time order, from
+/// the start, from a time (`from`), or from a cursor.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeterValuesQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+    from: Option<DateTime<Utc>>,
+}
+
+pub async fn meter_values(
+    state: web::Data<AppState>,
+    Tenant(account): Tenant,
+    path: web::Path<i32>,
+    q: web::Query<MeterValuesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, q) = (path.into_inner(), q.into_inner());
+    if q.from.is_some() && q.cursor.is_some() {
+        return Err(ApiError::invalid(
+            "invalid_query",
+            "from starts a walk and cursor goes on with one: give one of them, not both",
+        ));
+    }
+    let tx = state.account_store.transaction(&account.id, id).await?;
+    let tx = tx.ok_or_else(|| ApiError::NotFound(format!("no transaction {id}")))?;
+    let budget = state.limits.settings.list_scan_records;
+    let parse = |k: String| {
+        let (t, n) = k.split_once('.')?;
+        Some((t.parse().ok()?, n.parse().ok()?))
+    };
+    let mut page = paging::request(List::MeterValues, q.limit, q.cursor.as_deref(), budget, parse)?;
+    if let Some(from) = q.from {
+        page.after = Some((from.timestamp_micros(), 0));
+    }
+    let page = state.account_store.meter_values_page(&account.id, &tx.station_id, tx.id, &page).await?;
+    let view = |r: MeterRecord| {
+        Some(json!({"connector_id": r.connector_id, "evse_id": r.evse_id, "timestamp": r.meter_value.timestamp,
+            "sampled_value": r.meter_value.sampled_value}))
+    };
+    paging::respond(List::MeterValues, page, view, |(t, n): ReadingKey| format!("{t}.{n}")).await
 }

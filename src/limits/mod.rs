@@ -19,10 +19,10 @@ pub mod logs;
 pub mod quota;
 
 use crate::config::LimitSettings;
-use crate::ids::StationId;
+use crate::ids::{AccountId, StationId};
 use crate::metrics as m;
 use connections::{AddressKey, ConnectionLimits, ConnectionTable};
-use quota::{Backoff, WindowQuota};
+use quota::{Backoff, Concurrency, WindowQuota};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,10 +68,12 @@ pub enum Limit {
     /// A list page cut short after reading `limits.list_scan_records` records (a filter no index
     /// answers); its cursor goes on.
     ListScan,
+    /// An export refused because the tenant streams `limits.exports_per_tenant` already (429).
+    Exports,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 19] = [
+    pub const ALL: [Limit; 20] = [
         Limit::FrameSize,
         Limit::OutboundQueue,
         Limit::SlowConsumer,
@@ -91,6 +93,7 @@ impl Limit {
         Limit::LogLines,
         Limit::WaitingCommands,
         Limit::ListScan,
+        Limit::Exports,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -114,6 +117,7 @@ impl Limit {
             Limit::LogLines => "log_lines",
             Limit::WaitingCommands => "waiting_commands",
             Limit::ListScan => "list_scan",
+            Limit::Exports => "exports",
         }
     }
 }
@@ -156,6 +160,8 @@ pub struct Limits {
     pub event_bytes: WindowQuota<String>,
     /// Refused station connections are logged within this budget.
     pub refusals_log: logs::SharedLogBudget,
+    /// Exports streaming now, by tenant.
+    pub exports: Concurrency<AccountId>,
 }
 
 impl Limits {
@@ -187,6 +193,7 @@ impl Limits {
                 settings.session_warnings.max(1) * 4,
                 secs(settings.log_summary_secs),
             ),
+            exports: Concurrency::new(settings.exports_per_tenant),
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Maps that grew past this many keys since the last sweep are swept for idle keys.
@@ -176,9 +176,77 @@ impl TokenBucket {
     }
 }
 
+/// At most `limit` holders per key at once: what a long request (an export) takes while it runs.
+/// A key without holders has no entry, so strangers inventing keys cost nothing once they are done.
+pub struct Concurrency<K: Hash + Eq + Clone> {
+    limit: usize,
+    held: Arc<Mutex<HashMap<K, usize>>>,
+}
+
+/// One place of a [`Concurrency`] bound, given back when dropped.
+pub struct Permit<K: Hash + Eq + Clone> {
+    key: K,
+    held: Arc<Mutex<HashMap<K, usize>>>,
+}
+
+impl<K: Hash + Eq + Clone> Concurrency<K> {
+    pub fn new(limit: usize) -> Self {
+        Self { limit, held: Arc::new(Mutex::new(HashMap::new())) }
+    }
+
+    /// A place for `key`, or None when `limit` are taken already.
+    pub fn acquire(&self, key: &K) -> Option<Permit<K>> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let n = held.entry(key.clone()).or_insert(0);
+        if *n >= self.limit {
+            if *n == 0 {
+                held.remove(key);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(Permit { key: key.clone(), held: self.held.clone() })
+    }
+
+    /// Places taken for `key` now.
+    pub fn held(&self, key: &K) -> usize {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).get(key).copied().unwrap_or(0)
+    }
+}
+
+impl<K: Hash + Eq + Clone> Drop for Permit<K> {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                held.remove(&self.key);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_concurrency_bound_refuses_past_its_limit_per_key_and_frees_a_place_when_a_permit_drops() {
+        let c = Concurrency::new(2);
+        let a1 = c.acquire(&"a").expect("first");
+        let a2 = c.acquire(&"a").expect("second");
+        assert!(c.acquire(&"a").is_none(), "a third at once is refused");
+        assert!(c.acquire(&"b").is_some(), "another key has its own places");
+        drop(a1);
+        assert_eq!(c.held(&"a"), 1);
+        let a3 = c.acquire(&"a").expect("a dropped permit frees its place");
+        drop((a2, a3));
+        assert_eq!(c.held(&"a"), 0);
+        assert!(c.held.lock().unwrap().is_empty(), "no entry is kept for a key without holders");
+        let none = Concurrency::new(0);
+        assert!(none.acquire(&"a").is_none(), "a limit of 0 refuses all");
+        assert!(none.held.lock().unwrap().is_empty(), "and keeps nothing for the refused key");
+    }
 
     #[test]
     fn a_window_quota_refuses_what_does_not_fit_and_starts_afresh_with_the_next_window() {

@@ -3,7 +3,7 @@
 //! index kept in that order, starting after the cursor; the rules here are the same for all of
 //! them.
 
-use super::{Registration, Station, Transaction};
+use super::{MeterRecord, Registration, Station, Transaction};
 use crate::ids::StationId;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -207,6 +207,62 @@ impl TransactionFilter {
     }
 }
 
+/// Where a page of one transaction's meter readings goes on: a reading's time (microseconds since
+/// the epoch) and its place among the readings of that time (1 for the first). Readings are in time
+/// order, those of the same time in the order of their stored JSON (what Redis orders a sorted
+/// set's ties by); the cursor `(t, n)` goes on after the first `n` readings at `t`, and `(t, 0)`
+/// starts at `t`.
+pub type ReadingKey = (i64, u32);
+
+/// The key a reading sorts by within its transaction: its time, then its stored bytes.
+pub fn reading_order(record: &MeterRecord, stored: &[u8]) -> (i64, Vec<u8>) {
+    (record.meter_value.timestamp.timestamp_micros(), stored.to_vec())
+}
+
+/// Cuts a page of a transaction's readings from readings offered in [`reading_order`], each once,
+/// numbering those of the same time as the cursor counts them. A source may start anywhere at or
+/// before the cursor's time: what is not after the cursor is passed over.
+pub struct ReadingPage {
+    builder: PageBuilder<MeterRecord, ReadingKey>,
+    after: Option<ReadingKey>,
+    last: Option<ReadingKey>,
+}
+
+impl ReadingPage {
+    /// The page `request` asks. `positioned`: the source itself starts right after the cursor (it
+    /// skipped the first `n` readings at its time), so the numbering goes on from the cursor's.
+    pub fn new(request: &PageRequest<ReadingKey>, positioned: bool) -> Self {
+        ReadingPage {
+            builder: PageBuilder::new(request),
+            after: request.after,
+            last: if positioned { request.after } else { None },
+        }
+    }
+
+    /// Offers the next reading; false when the page is full and no more are wanted.
+    pub fn offer(&mut self, record: MeterRecord) -> bool {
+        let t = record.meter_value.timestamp.timestamp_micros();
+        let n = match self.last {
+            Some((at, n)) if at == t => n + 1,
+            _ => 1,
+        };
+        self.last = Some((t, n));
+        if self.after.is_some_and(|after| (t, n) <= after) {
+            return true;
+        }
+        self.builder.offer((t, n), record, true)
+    }
+
+    /// How many more readings are worth reading at most.
+    pub fn wanted(&self) -> usize {
+        self.builder.wanted()
+    }
+
+    pub fn finish(self) -> Page<MeterRecord, ReadingKey> {
+        self.builder.finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,5 +378,51 @@ mod tests {
         assert!(stopped.matches(&done));
         assert!(!stopped.matches(&open), "a stop bound leaves out what has not stopped");
         assert!(!TransactionFilter { stopped_to: at(20), ..all }.matches(&done));
+    }
+
+    fn reading(t: &str, kwh: &str) -> MeterRecord {
+        serde_json::from_value(serde_json::json!({
+            "station_id": "CP1", "connector_id": 1, "transaction_id": 7,
+            "meter_value": {"timestamp": t, "sampledValue": [{"value": kwh}]}
+        }))
+        .expect("a reading")
+    }
+
+    fn values(page: &Page<MeterRecord, ReadingKey>) -> Vec<String> {
+        page.items.iter().map(|r| r.meter_value.sampled_value[0].value.clone()).collect()
+    }
+
+    #[test]
+    fn readings_page_by_time_and_a_cursor_counts_readings_of_the_same_time() {
+        // Two readings at 00:01 (a tie), one before and one after.
+        let all = [
+            reading("2026-12-01T00:00:00Z", "1"),
+            reading("2026-12-01T00:01:00Z", "2"),
+            reading("2026-12-01T00:01:00Z", "3"),
+            reading("2026-12-01T00:02:00Z", "4"),
+        ];
+        let walk = |request: &PageRequest<ReadingKey>, positioned: bool, from: usize| {
+            let mut page = ReadingPage::new(request, positioned);
+            for r in &all[from..] {
+                if !page.offer(r.clone()) {
+                    break;
+                }
+            }
+            page.finish()
+        };
+        let first = walk(&PageRequest::first(2), false, 0);
+        assert_eq!(values(&first), ["1", "2"]);
+        let t1 = all[1].meter_value.timestamp.timestamp_micros();
+        assert_eq!(first.next, Some((t1, 1)), "after the first reading at 00:01");
+        // A source that starts at the cursor's time (sled, from a time bucket) and one that skips
+        // the cursor's readings itself (Redis, with an offset) cut the same page.
+        let second = walk(&PageRequest::new(first.next, 2), false, 0);
+        assert_eq!(values(&second), ["3", "4"]);
+        assert_eq!(second.next, None, "the readings ran out");
+        assert_eq!(values(&walk(&PageRequest::new(first.next, 2), true, 2)), ["3", "4"]);
+        let cut = walk(&PageRequest::new(first.next, 1), true, 2);
+        assert_eq!((values(&cut), cut.next), (vec!["3".to_string()], Some((t1, 2))), "numbering goes on");
+        // (t, 0) starts at t.
+        assert_eq!(values(&walk(&PageRequest::new(Some((t1, 0)), 10), false, 0)), ["2", "3", "4"]);
     }
 }

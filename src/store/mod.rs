@@ -30,8 +30,8 @@ pub use node_log::{NodeLog, NodeLogSettings};
 use crate::ids::{AccountId, StationId};
 use crate::model::{
     Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, NewTransaction, Page,
-    PageRequest, StartIdentity, Station, StationChange, StationEvent, StationFilter, Transaction, TransactionFilter,
-    TransactionStop,
+    PageRequest, ReadingKey, StartIdentity, Station, StationChange, StationEvent, StationFilter, Transaction,
+    TransactionFilter, TransactionStop,
 };
 use async_trait::async_trait;
 use serde::Serialize;
@@ -346,13 +346,26 @@ pub trait AccountStore: StationLookup {
         filter: &TransactionFilter,
         page: &PageRequest<i32>,
     ) -> StoreResult<Page<Transaction, i32>>;
-    /// Meter readings of one transaction, by timestamp.
+    /// A page of one transaction's meter readings in time order (see [`ReadingKey`]), read from
+    /// where the cursor's time is stored on.
+    async fn meter_values_page(
+        &self,
+        account_id: &AccountId,
+        station_id: &StationId,
+        transaction_id: i32,
+        page: &PageRequest<ReadingKey>,
+    ) -> StoreResult<Page<MeterRecord, ReadingKey>>;
+    /// Every meter reading of one transaction, in time order, read a page at a time (for a
+    /// transaction known to be small, and for tests).
     async fn transaction_meter_values(
         &self,
         account_id: &AccountId,
         station_id: &StationId,
         transaction_id: i32,
-    ) -> StoreResult<Vec<MeterRecord>>;
+    ) -> StoreResult<Vec<MeterRecord>> {
+        every_page(|page| async move { self.meter_values_page(account_id, station_id, transaction_id, &page).await })
+            .await
+    }
     /// Every meter reading of the account, with or without a transaction.
     async fn account_meter_values(&self, account_id: &AccountId) -> StoreResult<Vec<MeterRecord>>;
     async fn events(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<Vec<StationEvent>>;

@@ -112,6 +112,7 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/v1/transactions", "get"),
         ("/api/v1/transactions/export", "get"),
         ("/api/v1/transactions/{id}", "get"),
+        ("/api/v1/transactions/{id}/meter-values", "get"),
     ] {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "OpenAPI lacks {method} {path}");
     }

@@ -291,14 +291,16 @@ async fn redis_killed_and_restarted_loses_no_acknowledged_event() {
     loop {
         let (status, tx) = b.get(&format!("/transactions/{first}"), &tenant.token).await;
         let (_, tx2) = b.get(&format!("/transactions/{second}"), &tenant.token).await;
+        let (_, mv) = b.get(&format!("/transactions/{first}/meter-values"), &tenant.token).await;
+        let (_, mv2) = b.get(&format!("/transactions/{second}/meter-values"), &tenant.token).await;
         if status == StatusCode::OK
             && tx["status"] == "completed"
-            && tx["meter_values"].as_array().map(Vec::len) == Some(20)
+            && mv["items"].as_array().map(Vec::len) == Some(20)
             && tx2["status"] == "active"
-            && tx2["meter_values"].as_array().map(Vec::len) == Some(1)
+            && mv2["items"].as_array().map(Vec::len) == Some(1)
         {
             assert_eq!(tx["energy_wh"], 2000, "{tx}");
-            let values: Vec<&str> = tx["meter_values"]
+            let values: Vec<&str> = mv["items"]
                 .as_array()
                 .unwrap()
                 .iter()

@@ -90,13 +90,9 @@ async fn a_retried_meter_values_message_is_stored_once() {
     cp.ok("MeterValues", mv).await;
     let later = json!({"connectorId": 1, "transactionId": tx, "meterValue": [{"timestamp": "2026-11-25T10:10:00Z", "sampledValue": [{"value": "20"}]}]});
     cp.ok("MeterValues", later).await;
-    let (_, detail) = app.get(&format!("/transactions/{tx}"), &t.token).await;
-    let values: Vec<&str> = detail["meter_values"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["sampled_value"][0]["value"].as_str().unwrap())
-        .collect();
+    let (_, detail) = app.get(&format!("/transactions/{tx}/meter-values"), &t.token).await;
+    let values: Vec<&str> =
+        detail["items"].as_array().unwrap().iter().map(|m| m["sampled_value"][0]["value"].as_str().unwrap()).collect();
     assert_eq!(values, ["10", "20"]);
 }
 

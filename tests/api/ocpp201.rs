@@ -91,8 +91,9 @@ async fn a_201_station_boots_authorizes_and_charges_with_its_energy_in_the_api()
         (Some("CARD-7"), Some("EVDisconnected"), Some(1))
     );
     assert_eq!(tx["events"].as_array().map(Vec::len), Some(3), "the repeated Ended was applied once: {tx}");
-    assert_eq!(tx["meter_values"].as_array().map(Vec::len), Some(3));
-    assert_eq!(tx["meter_values"][0]["sampled_value"][0]["value"], "12", "kWh as sent");
+    let (_, readings) = app.get(&format!("/transactions/{tx_id}/meter-values"), &t.token).await;
+    assert_eq!(readings["items"].as_array().map(Vec::len), Some(3), "{readings}");
+    assert_eq!(readings["items"][0]["sampled_value"][0]["value"], "12", "kWh as sent");
     let (_, list) = app.get("/transactions?station=EVSE-HUB", &t.token).await;
     assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
 }

@@ -225,6 +225,8 @@ async fn the_transaction_export_streams_every_match_as_ndjson_across_store_pages
         s.limits.station_message_burst = 100_000;
         // Store pages a filter leaves empty (a completed transaction among a thousand open ones).
         s.limits.list_scan_records = 50;
+        // One at a time: each export below gives its place back when its body ends.
+        s.limits.exports_per_tenant = 1;
     })
     .await;
     let t = app.tenant("acme").await;
@@ -277,4 +279,67 @@ async fn the_transaction_export_streams_every_match_as_ndjson_across_store_pages
     let (status, _, body) = export("/transactions/export?limit=5", &t.token).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(body.contains("invalid_query"), "{body}");
+}
+
+#[tokio::test]
+async fn an_export_past_the_tenants_bound_is_refused_with_429_and_counted() {
+    let app = spawn_app_with(|s| s.limits.exports_per_tenant = 0).await;
+    let t = app.tenant("acme").await;
+    let before = series_value(&app.metrics().await, "ocpp_limit_hits_total", &[("limit", "exports")]);
+    let (status, body) = app.get("/transactions/export", &t.token).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["code"], "rate_limited", "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("exports_per_tenant")), "{body}");
+    let after = series_value(&app.metrics().await, "ocpp_limit_hits_total", &[("limit", "exports")]);
+    assert_eq!(after - before, 1.0);
+    // The bound is on exports only: the list itself still answers.
+    let (status, _) = app.get("/transactions", &t.token).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_transactions_meter_values_page_by_time_from_the_start_a_time_or_a_cursor() {
+    let app = spawn_app().await;
+    let t = app.tenant("acme").await;
+    let other = app.tenant("other").await;
+    put_tag(&app, &t, "RFID-1").await;
+    let mut cp = app.connected_station(&t, "CP1").await;
+    cp.boot().await;
+    let tx = start(&mut cp, 1, "2026-11-25T10:00:00Z").await;
+    // Half an hour, a reading a minute, sent out of order in batches.
+    for batch in (0..30).collect::<Vec<u32>>().chunks(4).rev() {
+        let values: Vec<Value> = batch
+            .iter()
+            .map(|m| json!({"timestamp": format!("2026-11-25T10:{m:02}:30Z"), "sampledValue": [{"value": m.to_string()}]}))
+            .collect();
+        cp.ok("MeterValues", json!({"connectorId": 1, "transactionId": tx, "meterValue": values})).await;
+    }
+    let path = format!("/transactions/{tx}/meter-values");
+    let pages = walk(&app, &t.token, &format!("{path}?limit=7")).await;
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [7, 7, 7, 7, 2]);
+    let values: Vec<String> = pages.iter().flatten().map(|r| r["sampled_value"][0]["value"].to_string()).collect();
+    let expected: Vec<String> = (0..30).map(|m| format!("\"{m}\"")).collect();
+    assert_eq!(values, expected, "every reading once, by time");
+    assert_eq!(pages[0][0]["timestamp"], "2026-11-25T10:00:30Z");
+
+    let (status, from) = app.get(&format!("{path}?from=2026-11-25T10:20:00Z&limit=2"), &t.token).await;
+    assert_eq!(status, StatusCode::OK, "{from}");
+    assert_eq!(field(from["items"].as_array().unwrap(), "timestamp"), ["2026-11-25T10:20:30Z", "2026-11-25T10:21:30Z"]);
+    let cursor = from["next_cursor"].as_str().expect("more after").to_string();
+    let (_, next) = app.get(&format!("{path}?cursor={cursor}&limit=1"), &t.token).await;
+    assert_eq!(field(next["items"].as_array().unwrap(), "timestamp"), ["2026-11-25T10:22:30Z"]);
+
+    let (status, body) = app.get(&format!("{path}?cursor={cursor}&from=2026-11-25T10:20:00Z"), &t.token).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_query")), "{body}");
+    let (status, body) = app.get(&format!("{path}?cursor=bm90LW1pbmU"), &t.token).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_cursor")), "{body}");
+    let (status, body) = app.get(&format!("{path}?limit=1001"), &t.token).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_limit")), "{body}");
+    let (status, _) = app.get(&path, &other.token).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "another tenant's transaction is not there");
+    let (status, _) = app.get("/transactions/999999/meter-values", &t.token).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // The transaction itself no longer carries them.
+    let (_, detail) = app.get(&format!("/transactions/{tx}"), &t.token).await;
+    assert!(detail.get("meter_values").is_none(), "{detail}");
 }

@@ -163,7 +163,8 @@ async fn everything_acknowledged_survives_a_hard_kill_and_restart() {
     assert_eq!((tx["status"].as_str(), tx["energy_wh"].as_i64()), (Some("completed"), Some(1000)), "{tx}");
     let tx = server.get(&http, &token, &format!("/transactions/{open}")).await;
     assert_eq!(tx["status"], "active");
-    assert_eq!(tx["meter_values"][0]["sampled_value"][0]["value"], "75");
+    let readings = server.get(&http, &token, &format!("/transactions/{open}/meter-values")).await;
+    assert_eq!(readings["items"][0]["sampled_value"][0]["value"], "75", "{readings}");
     let st = server.get(&http, &token, "/stations/CP001").await;
     assert_eq!(st["connectors"]["1"]["status"], "Charging");
     assert_eq!(st["boot"]["charge_point_vendor"], "ACME");
@@ -290,13 +291,9 @@ async fn every_message_acknowledged_before_a_sigkill_mid_traffic_is_there_after_
         assert_eq!((t["status"].as_str(), t["meter_stop"].as_i64()), (Some("completed"), Some(*meter_stop)), "{t}");
     }
     for (tx, value) in &acked.meter_values {
-        let t = server.get(&http, &token, &format!("/transactions/{tx}")).await;
-        let values: Vec<&str> = t["meter_values"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|m| m["sampled_value"][0]["value"].as_str())
-            .collect();
+        let t = server.get(&http, &token, &format!("/transactions/{tx}/meter-values")).await;
+        let values: Vec<&str> =
+            t["items"].as_array().unwrap().iter().filter_map(|m| m["sampled_value"][0]["value"].as_str()).collect();
         assert!(
             values.contains(&value.as_str()),
             "acknowledged meter value {value} of transaction {tx} lost: {values:?}"

@@ -10,9 +10,9 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use ocpp_css::ids::AccountId;
 use ocpp_css::model::{
     Account, ApiToken, BootInfo, CommandRecord, CommandStatus, ConnectorStatus, Consent, Consents, DeviceVariable,
-    IdTag, LoginEvent, LoginOutcome, MeterRecord, MeterValue, NewTransaction, Page, PageRequest, Registration,
-    SampledValue, SecurityProfile, Station, StationChange, StationEvent, StationFilter, TagStatus, Transaction,
-    TransactionEventRecord, TransactionFilter, TransactionStatus, TransactionStop,
+    IdTag, LoginEvent, LoginOutcome, MeterRecord, MeterValue, NewTransaction, Page, PageRequest, ReadingKey,
+    Registration, SampledValue, SecurityProfile, Station, StationChange, StationEvent, StationFilter, TagStatus,
+    Transaction, TransactionEventRecord, TransactionFilter, TransactionStatus, TransactionStop,
 };
 use ocpp_css::store::prelude::*;
 use ocpp_css::store::{
@@ -87,6 +87,7 @@ contract!(
     put_transaction_is_idempotent_and_found_by_start_and_reference,
     reserved_transaction_ids_are_never_handed_out_again,
     meter_values_are_kept_once_in_timestamp_order,
+    meter_values_page_by_time_across_calls_and_spans_with_ties_in_a_fixed_order,
     lists_page_in_their_order_and_miss_or_repeat_nothing_while_rows_arrive,
     transaction_pages_filter_by_station_status_and_time_through_every_write_path,
     station_pages_filter_by_registration_and_protocol,
@@ -992,6 +993,61 @@ mod checks {
         }
         let empty = store.reserve_transaction_ids(0).await.unwrap();
         assert!(empty.is_empty());
+    }
+
+    pub async fn meter_values_page_by_time_across_calls_and_spans_with_ties_in_a_fixed_order(s: &Subject) {
+        let store = &*s.store;
+        let a: AccountId = "acct-a".into();
+        // Two hours of readings every 37 s (many spans of a store's grouping), two readings at a
+        // few instants (a tie), written in calls of every shape: a whole session at once (a 1.6
+        // StopTransaction's transactionData), out of order, and some twice.
+        let mut all: Vec<MeterRecord> = (0..200).map(|i| reading("CP1", Some(7), i * 37, &format!("{i}"))).collect();
+        for i in [3, 50, 51, 199] {
+            all.push(reading("CP1", Some(7), i * 37, &format!("{i}-bis")));
+        }
+        store.add_meter_values(&a, &all[..100]).await.unwrap();
+        for chunk in all[100..].chunks(7).rev() {
+            store.add_meter_values(&a, chunk).await.unwrap();
+        }
+        store.add_meter_values(&a, &all[40..60]).await.unwrap();
+        store.add_meter_values(&a, &[reading("CP1", Some(8), 40, "other")]).await.unwrap();
+        // Time order; ties in the order of their stored JSON.
+        all.sort_by_cached_key(|r| (r.meter_value.timestamp, serde_json::to_vec(r).unwrap()));
+
+        let a = &a;
+        let page = |after: Option<ReadingKey>, limit: usize| {
+            let request = PageRequest::new(after, limit);
+            async move { store.meter_values_page(a, &"CP1".into(), 7, &request).await.unwrap() }
+        };
+        for limit in [1, 2, 9, 100, 1000] {
+            let (mut walked, mut after, mut pages) = (Vec::new(), None, 0);
+            loop {
+                let p = page(after, limit).await;
+                assert!(p.items.len() <= limit && (p.items.len() == limit || p.next.is_none()), "limit {limit}");
+                walked.extend(p.items);
+                pages += 1;
+                match p.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+                assert!(pages <= all.len() + 1, "the pages end");
+            }
+            assert_eq!(walked, all, "a walk of pages of {limit} gives every reading once, in order");
+        }
+        // From a time on: `(t, 0)` starts with the first reading at t.
+        let t = all[100].meter_value.timestamp;
+        let from = page(Some((t.timestamp_micros(), 0)), 3).await;
+        assert_eq!(from.items, all[100..103]);
+        // After the first of two readings at one instant: the second, then on.
+        let tie = all.iter().position(|r| r.meter_value.timestamp == at(50 * 37)).unwrap();
+        assert_eq!(all[tie + 1].meter_value.timestamp, at(50 * 37), "two readings at that instant");
+        let after_first = page(Some((at(50 * 37).timestamp_micros(), 1)), 2).await;
+        assert_eq!(after_first.items, all[tie + 1..tie + 3]);
+        assert!(page(Some((all[all.len() - 1].meter_value.timestamp.timestamp_micros() + 1, 0)), 5)
+            .await
+            .items
+            .is_empty());
+        assert!(store.meter_values_page(a, &"CP1".into(), 9, &PageRequest::first(5)).await.unwrap().items.is_empty());
     }
 
     pub async fn meter_values_are_kept_once_in_timestamp_order(s: &Subject) {

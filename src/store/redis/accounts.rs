@@ -6,7 +6,7 @@ use super::{backend, command_field, decode, encode, queued_member, score, RedisS
 use crate::ids::{AccountId, StationId};
 use crate::model::{
     Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, Page, PageRequest,
-    Station, StationEvent, StationFilter, Transaction, TransactionFilter,
+    ReadingKey, ReadingPage, Station, StationEvent, StationFilter, Transaction, TransactionFilter,
 };
 use crate::store::rules::{backoff, contention, CAS_ATTEMPTS};
 use crate::store::{AccountStore, AccountUpdate, ErasureReport, StationUpdate, StoreError, StoreResult};
@@ -299,14 +299,33 @@ impl AccountStore for RedisStore {
         self.transaction_page(account_id, filter, page).await
     }
 
-    async fn transaction_meter_values(
+    /// The readings are a sorted set scored by time, its ties ordered by the member (the reading's
+    /// JSON): one `ZRANGEBYSCORE` from the cursor's time, past its readings of that time.
+    async fn meter_values_page(
         &self,
         account_id: &AccountId,
         station_id: &StationId,
         transaction_id: i32,
-    ) -> StoreResult<Vec<MeterRecord>> {
+        page: &PageRequest<ReadingKey>,
+    ) -> StoreResult<Page<MeterRecord, ReadingKey>> {
         let key = self.key("meter", &[account_id, station_id, &transaction_id.to_string()]);
-        self.zvalues("transaction_meter_values", &key).await
+        let (min, skip) = match page.after {
+            Some((t, n)) => (t.to_string(), n),
+            None => ("-inf".to_string(), 0),
+        };
+        let mut cut = ReadingPage::new(page, true);
+        let members: Vec<String> = self
+            .query(
+                "meter_values_page",
+                redis::cmd("ZRANGEBYSCORE").arg(&key).arg(min).arg("+inf").arg("LIMIT").arg(skip).arg(cut.wanted()),
+            )
+            .await?;
+        for m in &members {
+            if !cut.offer(decode(m)?) {
+                break;
+            }
+        }
+        Ok(cut.finish())
     }
 
     async fn account_meter_values(&self, account_id: &AccountId) -> StoreResult<Vec<MeterRecord>> {

@@ -2,12 +2,14 @@
 //! returns.
 
 use super::{
-    abort, backend, decode, encode, get, key, off_worker, page_of, prefix, readings, scan, transactional, SledStore,
+    abort, backend, decode, encode, get, key, meter_span, off_worker, page_of, prefix, readings, scan, time_key,
+    time_of_key, transactional, SledStore, StoredReadings,
 };
 use crate::ids::{AccountId, StationId};
 use crate::model::{
-    Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, Page, PageBuilder,
-    PageRequest, Station, StationEvent, StationFilter, Transaction, TransactionFilter,
+    reading_order, Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, Page,
+    PageBuilder, PageRequest, ReadingKey, ReadingPage, Station, StationEvent, StationFilter, Transaction,
+    TransactionFilter,
 };
 use crate::store::{AccountStore, AccountUpdate, ErasureReport, StationUpdate, StoreError, StoreResult};
 use async_trait::async_trait;
@@ -291,16 +293,16 @@ impl AccountStore for SledStore {
         off_worker(move || store.transactions_page_now(&account_id, &filter, &page)).await
     }
 
-    async fn transaction_meter_values(
+    async fn meter_values_page(
         &self,
         account_id: &AccountId,
         station_id: &StationId,
         transaction_id: i32,
-    ) -> StoreResult<Vec<MeterRecord>> {
-        readings(
-            &self.meter_values,
-            &prefix(&[account_id.as_bytes(), station_id.as_bytes(), &transaction_id.to_be_bytes()]),
-        )
+        page: &PageRequest<ReadingKey>,
+    ) -> StoreResult<Page<MeterRecord, ReadingKey>> {
+        let p = prefix(&[account_id.as_bytes(), station_id.as_bytes(), &transaction_id.to_be_bytes()]);
+        let (store, page) = (self.clone(), page.clone());
+        off_worker(move || store.meter_values_page_now(&p, &page)).await
     }
 
     async fn account_meter_values(&self, account_id: &AccountId) -> StoreResult<Vec<MeterRecord>> {
@@ -369,6 +371,52 @@ impl AccountStore for SledStore {
 }
 
 impl SledStore {
+    /// [`AccountStore::meter_values_page`] of the transaction whose entries are under `p`, on the
+    /// calling thread. Entries are keyed by their earliest time and each lies within one span of
+    /// [`METER_SPAN_MS`]: reading starts at the first entry of the cursor's span, and goes a span at
+    /// a time (the entries of a span may interleave), each span's readings ordered and each once.
+    fn meter_values_page_now(
+        &self,
+        p: &[u8],
+        page: &PageRequest<ReadingKey>,
+    ) -> StoreResult<Page<MeterRecord, ReadingKey>> {
+        let mut start = p.to_vec();
+        if let Some((t, _)) = page.after {
+            start.extend_from_slice(&time_key(meter_span(t.div_euclid(1000))));
+        }
+        let mut cut = ReadingPage::new(page, false);
+        let mut span: Option<i64> = None;
+        let mut held: Vec<(Vec<u8>, MeterRecord)> = Vec::new();
+        // Offers the readings of a span in order; false once the page wants no more.
+        let offer = |held: &mut Vec<(Vec<u8>, MeterRecord)>, cut: &mut ReadingPage| -> bool {
+            held.sort_by_cached_key(|(bytes, r)| reading_order(r, bytes));
+            held.dedup_by(|(a, _), (b, _)| a == b);
+            held.drain(..).all(|(_, r)| cut.offer(r))
+        };
+        for item in self.meter_values.range(start..) {
+            let (k, v) = item.map_err(backend)?;
+            if !k.starts_with(p) {
+                break;
+            }
+            let time = k.get(p.len()..p.len() + 8).and_then(|t| <[u8; 8]>::try_from(t).ok());
+            let time = time.map(time_of_key).ok_or_else(|| StoreError::backend("bad meter-values key"))?;
+            let this = meter_span(time);
+            if span.is_some_and(|s| s != this) && !offer(&mut held, &mut cut) {
+                return Ok(cut.finish());
+            }
+            span = Some(this);
+            let records = match decode::<StoredReadings>(&v)? {
+                StoredReadings::Many(records) => records,
+                StoredReadings::One(record) => vec![record],
+            };
+            for r in records {
+                held.push((encode(&r)?, r));
+            }
+        }
+        offer(&mut held, &mut cut);
+        Ok(cut.finish())
+    }
+
     /// [`AccountStore::transactions_page`], on the calling thread.
     fn transactions_page_now(
         &self,

@@ -28,6 +28,8 @@ const SEP: u8 = 0;
 const TX_SEQ_KEY: &[u8] = b"transaction_seq";
 /// Present once the transactions stored before the indexes by station and by open were indexed.
 const TX_INDEXED_KEY: &[u8] = b"transactions_indexed";
+/// Set once the meter-values entries are each within one span of time.
+const METER_SPLIT_KEY: &[u8] = b"meter_values_split";
 /// Meta keys `erasing\0{account_id}` mark erasures begun and not finished.
 const ERASING: &[u8] = b"erasing";
 /// The value of a slug index entry that names no account: the slug of an erased account.
@@ -176,11 +178,49 @@ pub(super) fn time_key(t: i64) -> [u8; 8] {
     ((t as u64) ^ (1 << 63)).to_be_bytes()
 }
 
+/// The time a [`time_key`] was made of.
+pub(super) fn time_of_key(k: [u8; 8]) -> i64 {
+    (u64::from_be_bytes(k) ^ (1 << 63)) as i64
+}
+
+/// The span of time one meter-values entry covers at most: its readings all fall in one such span
+/// of the clock (from a multiple of it), so a page of a transaction's readings from a time on starts
+/// reading at that span's first entry.
+pub(super) const METER_SPAN_MS: i64 = 5 * 60 * 1000;
+
+/// The start of the span of the clock `ms` falls in.
+pub(super) fn meter_span(ms: i64) -> i64 {
+    ms.div_euclid(METER_SPAN_MS) * METER_SPAN_MS
+}
+
+/// The entries that store `records`: one per station, transaction and span of time of the call (a
+/// drained log hands over many calls at once, a 1.6 StopTransaction a whole session's readings). A
+/// growing tree costs a leaf written per insert, so fewer, larger entries are the cheaper write. Each
+/// is keyed by its earliest time and what it holds, so the same readings applied twice (a log
+/// replayed after a crash) are stored once.
+pub(super) fn meter_entries(account_id: &AccountId, records: &[MeterRecord]) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut groups: std::collections::BTreeMap<(&str, i32, i64), Vec<&MeterRecord>> = Default::default();
+    for record in records {
+        let span = meter_span(record.meter_value.timestamp.timestamp_millis());
+        groups.entry((record.station_id.as_str(), record.transaction_id.unwrap_or(0), span)).or_default().push(record);
+    }
+    let mut out = Vec::with_capacity(groups.len());
+    for ((station, tx, _), group) in groups {
+        let value = encode(&group)?;
+        let fingerprint = Sha256::digest(&value);
+        let first = group.iter().map(|r| r.meter_value.timestamp.timestamp_millis()).min().unwrap_or(0);
+        let k =
+            key(&[account_id.as_bytes(), station.as_bytes(), &tx.to_be_bytes(), &time_key(first), &fingerprint[..8]]);
+        out.push((k, value));
+    }
+    Ok(out)
+}
+
 /// What one meter-values entry holds: the readings of one call for one station and transaction, or
 /// (stored before readings were grouped) one reading.
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum StoredReadings {
+pub(super) enum StoredReadings {
     Many(Vec<MeterRecord>),
     One(MeterRecord),
 }
@@ -272,6 +312,7 @@ impl SledStore {
         };
         store.finish_interrupted_erasures()?;
         store.index_transactions()?;
+        store.split_meter_entries()?;
         Ok(store)
     }
 
@@ -307,6 +348,40 @@ impl SledStore {
         self.db.flush().map_err(backend)?;
         if n > 0 {
             tracing::info!(transactions = n, "indexed the stored transactions by station and by open");
+        }
+        Ok(())
+    }
+
+    /// Splits the meter-values entries of a database written before entries were bounded to one
+    /// span of time ([`METER_SPAN_MS`]), once: a page of readings from a time on relies on it. Each
+    /// entry is replaced by its split in one batch, so a crash leaves either.
+    fn split_meter_entries(&self) -> StoreResult<()> {
+        if self.meta.get(METER_SPLIT_KEY).map_err(backend)?.is_some() {
+            return Ok(());
+        }
+        let mut split = 0u64;
+        for item in self.meter_values.iter() {
+            let (k, v) = item.map_err(backend)?;
+            let StoredReadings::Many(records) = decode::<StoredReadings>(&v)? else { continue };
+            let spans: std::collections::BTreeSet<i64> =
+                records.iter().map(|r| meter_span(r.meter_value.timestamp.timestamp_millis())).collect();
+            if spans.len() < 2 {
+                continue;
+            }
+            let Some(account_id) = k.split(|b| *b == SEP).next() else { continue };
+            let account_id = AccountId::from(String::from_utf8_lossy(account_id).to_string());
+            let mut batch = sled::Batch::default();
+            batch.remove(k);
+            for (k, v) in meter_entries(&account_id, &records)? {
+                batch.insert(k, v);
+            }
+            self.meter_values.apply_batch(batch).map_err(backend)?;
+            split += 1;
+        }
+        self.meta.insert(METER_SPLIT_KEY, &[]).map_err(backend)?;
+        self.db.flush().map_err(backend)?;
+        if split > 0 {
+            tracing::info!(entries = split, "split stored meter-value entries by span of time");
         }
         Ok(())
     }
@@ -555,25 +630,7 @@ impl StationStore for SledStore {
     }
 
     async fn add_meter_values(&self, account_id: &AccountId, records: &[MeterRecord]) -> StoreResult<()> {
-        // One entry per station and transaction of the call (a drained log hands over many calls at
-        // once): a growing tree costs a leaf written per insert, so fewer, larger entries are the
-        // cheaper write. Keyed by the entry's earliest time and what it holds, so the same readings
-        // applied twice (a log replayed after a crash) are stored once.
-        let mut groups: std::collections::BTreeMap<(&str, i32), Vec<&MeterRecord>> = Default::default();
-        for record in records {
-            groups.entry((record.station_id.as_str(), record.transaction_id.unwrap_or(0))).or_default().push(record);
-        }
-        for ((station, tx), group) in groups {
-            let value = encode(&group)?;
-            let fingerprint = Sha256::digest(&value);
-            let first = group.iter().map(|r| r.meter_value.timestamp.timestamp_millis()).min().unwrap_or(0);
-            let k = key(&[
-                account_id.as_bytes(),
-                station.as_bytes(),
-                &tx.to_be_bytes(),
-                &time_key(first),
-                &fingerprint[..8],
-            ]);
+        for (k, value) in meter_entries(account_id, records)? {
             self.meter_values.insert(k, value).map_err(backend)?;
         }
         Ok(())

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::ids::AccountId;
-use crate::model::{ApiToken, Consents, LoginEvent};
+use crate::model::{ApiToken, Consents, LoginEvent, Page, PageRequest, ReadingKey};
 use crate::store::prelude::*;
 use chrono::{Duration, Utc};
 
@@ -308,4 +308,34 @@ async fn readings_written_together_list_by_time_once_each_and_count_one_by_one_o
 
     assert_eq!(store.erase_account(&a).await.unwrap().meter_values, 6);
     assert!(store.account_meter_values(&a).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn entries_written_before_they_were_bounded_to_a_span_are_split_once_and_page_from_any_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path(), CommitPolicy::default()).unwrap();
+    let a: AccountId = "acct-a".into();
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z").unwrap().with_timezone(&Utc);
+    // A whole hour of readings in one entry, keyed by its first: what a 1.6 StopTransaction's
+    // transactionData was stored as before entries were bounded.
+    let session: Vec<MeterRecord> =
+        (0..60).map(|m| reading(Some(7), 1, t0 + Duration::minutes(m), &m.to_string())).collect();
+    let k = key(&[a.as_bytes(), b"CP1", &7i32.to_be_bytes(), &time_key(t0.timestamp_millis()), b"fingerpr"]);
+    store.meter_values.insert(k, encode(&session).unwrap()).unwrap();
+    let from = |m: i64| PageRequest::new(Some(((t0 + Duration::minutes(m)).timestamp_micros(), 0)), 2);
+    let values = |p: Page<MeterRecord, ReadingKey>| {
+        p.items.iter().map(|r| r.meter_value.sampled_value[0].value.clone()).collect::<Vec<_>>()
+    };
+    let page = store.meter_values_page(&a, &"CP1".into(), 7, &from(30)).await.unwrap();
+    assert!(page.items.is_empty(), "unsplit, the entry lies before the span a page from 10:30 starts at");
+
+    store.meta.remove(METER_SPLIT_KEY).unwrap();
+    store.split_meter_entries().unwrap();
+    assert_eq!(store.meter_values.len(), 12, "an hour in spans of five minutes");
+    let page = store.meter_values_page(&a, &"CP1".into(), 7, &from(30)).await.unwrap();
+    assert_eq!(values(page), ["30", "31"]);
+    assert_eq!(store.transaction_meter_values(&a, &"CP1".into(), 7).await.unwrap(), session);
+    // Once: the marker stays, and a second pass finds nothing wider than a span.
+    store.split_meter_entries().unwrap();
+    assert_eq!(store.meter_values.len(), 12);
 }

@@ -4,8 +4,8 @@
 use crate::ids::{AccountId, StationId};
 use crate::model::{
     Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, NewTransaction, Page,
-    PageRequest, StartIdentity, Station, StationChange, StationEvent, StationFilter, Transaction, TransactionFilter,
-    TransactionStop,
+    PageRequest, ReadingKey, StartIdentity, Station, StationChange, StationEvent, StationFilter, Transaction,
+    TransactionFilter, TransactionStop,
 };
 use crate::store::{
     AccountStore, AccountUpdate, ErasureReport, EventOutcome, NewTransactionFn, SharedStore, SledStore, StationLookup,
@@ -182,7 +182,7 @@ gated!(AccountStore {
     fn delete_id_tag(&self, account_id: &AccountId, id_tag: &str) -> bool;
     fn transaction(&self, account_id: &AccountId, transaction_id: i32) -> Option<Transaction>;
     fn transactions_page(&self, account_id: &AccountId, filter: &TransactionFilter, page: &PageRequest<i32>) -> Page<Transaction, i32>;
-    fn transaction_meter_values(&self, account_id: &AccountId, station_id: &StationId, transaction_id: i32) -> Vec<MeterRecord>;
+    fn meter_values_page(&self, account_id: &AccountId, station_id: &StationId, transaction_id: i32, page: &PageRequest<ReadingKey>) -> Page<MeterRecord, ReadingKey>;
     fn account_meter_values(&self, account_id: &AccountId) -> Vec<MeterRecord>;
     fn events(&self, account_id: &AccountId, station_id: &StationId) -> Vec<StationEvent>;
     fn account_events(&self, account_id: &AccountId) -> Vec<StationEvent>;
