@@ -28,6 +28,7 @@ pub struct Settings {
     pub tls: TlsSettings,
     pub cluster: ClusterSettings,
     pub limits: LimitSettings,
+    pub retention: RetentionSettings,
     pub log: LogSettings,
 }
 
@@ -213,6 +214,44 @@ impl LimitSettings {
     }
     pub fn refusal_delay(&self) -> Duration {
         Duration::from_millis(self.refusal_delay_ms)
+    }
+}
+
+/// How long each kind of data is kept unless a tenant sets its own period, and how the pruner
+/// removes what is older.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RetentionSettings {
+    /// Days; 0 keeps that kind without a period.
+    pub meter_values_days: u32,
+    pub station_events_days: u32,
+    pub login_history_days: u32,
+    pub finished_commands_days: u32,
+    /// Seconds between the starts of two passes over every account.
+    pub interval_secs: u64,
+    /// Records one step looks at, at most.
+    pub batch: usize,
+    /// Pause between two steps (milliseconds), so a pass never holds the store for long.
+    pub pause_ms: u64,
+}
+
+impl RetentionSettings {
+    /// The node's default period of each kind.
+    pub fn defaults(&self) -> crate::model::RetentionPeriods {
+        let days = |d: u32| (d > 0).then_some(d);
+        crate::model::RetentionPeriods {
+            meter_values: days(self.meter_values_days),
+            station_events: days(self.station_events_days),
+            login_history: days(self.login_history_days),
+            finished_commands: days(self.finished_commands_days),
+        }
+    }
+
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(self.interval_secs.max(1))
+    }
+
+    pub fn pause(&self) -> Duration {
+        Duration::from_millis(self.pause_ms)
     }
 }
 

@@ -37,6 +37,7 @@ pub mod login;
 pub mod metrics;
 pub mod model;
 pub mod ocpp;
+pub mod retention;
 pub mod startup;
 pub mod state;
 pub mod store;

@@ -78,6 +78,13 @@ pub const OUTBOUND_QUEUED_BYTES: &str = "ocpp_outbound_queued_bytes";
 /// Gauge: open HTTP connections, by `state`: authenticated (station sessions), unauthenticated (API
 /// connections and connections still handshaking), held (over their address's limit, refused).
 pub const HTTP_CONNECTIONS: &str = "ocpp_http_connections";
+/// Counter: records removed after their retention period, by `kind` (meter_values, station_events,
+/// login_history, finished_commands).
+pub const RETENTION_PRUNED: &str = "ocpp_retention_pruned_total";
+/// Counter: retention passes over every account, by `outcome` (done, failed).
+pub const RETENTION_PASSES: &str = "ocpp_retention_passes_total";
+/// Gauge (seconds): how long the last retention pass took.
+pub const RETENTION_PASS_DURATION: &str = "ocpp_retention_last_pass_seconds";
 
 /// The series a station's CALL of one action moves: its handling time and its outcome. Each handle
 /// is looked up once per process rather than once per message (a look-up builds the series' key
@@ -204,4 +211,7 @@ fn describe() {
     describe_counter!(ARGON2_JOBS, "argon2 password checks and hashes run, by lane");
     describe_gauge!(OUTBOUND_QUEUED_BYTES, "Bytes queued for stations and not yet taken by their sockets");
     describe_gauge!(HTTP_CONNECTIONS, "Open HTTP connections by state (authenticated, unauthenticated, held)");
+    describe_counter!(RETENTION_PRUNED, "Records removed after their retention period, by kind");
+    describe_counter!(RETENTION_PASSES, "Retention passes over every account, by outcome");
+    describe_gauge!(RETENTION_PASS_DURATION, Unit::Seconds, "How long the last retention pass took");
 }

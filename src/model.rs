@@ -9,9 +9,14 @@ use std::collections::BTreeMap;
 pub use crate::ids::{AccountId, StationId};
 
 mod page;
+mod retention;
 pub use page::{
     reading_order, Page, PageBuilder, PageRequest, ReadingKey, ReadingPage, StationFilter, TransactionFilter,
     TransactionStatus, DEFAULT_LIMIT, MAX_LIMIT, SCAN_BUDGET,
+};
+pub use retention::{
+    command_is_old, cutoff, event_is_old, login_is_old, reading_is_old, DataKind, PruneStep, RetentionPeriods,
+    MAX_RETENTION_DAYS, MIN_RETENTION_DAYS,
 };
 
 /// A tenant: a charging-network operator with its own stations, id tags and transactions.
@@ -30,6 +35,9 @@ pub struct Account {
     /// field existed have none, and register the prefix of their next sign-in.
     #[serde(default)]
     pub known_locations: Vec<String>,
+    /// The periods the tenant set for its data; the node's defaults for the rest.
+    #[serde(default)]
+    pub retention: RetentionPeriods,
 }
 
 /// An API bearer token, stored under the SHA-256 of the token so a copy of the store reveals none.

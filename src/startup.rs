@@ -89,6 +89,17 @@ pub struct Application {
     shutdown_timeout: Duration,
     sessions: Arc<SessionTracker>,
     mode: Mode,
+    /// The retention pass, stopped with the application.
+    _retention: AbortOnDrop,
+}
+
+/// Stops a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Application {
@@ -186,6 +197,7 @@ impl Application {
             body_timeout: settings.limits.body_timeout(),
             refusal_delay: settings.limits.refusal_delay(),
         };
+        let retention = AbortOnDrop(crate::retention::spawn(account_store.clone(), settings.retention.clone()));
         let state = web::Data::new(AppState {
             limits,
             sessions: sessions.clone(),
@@ -264,6 +276,7 @@ impl Application {
             shutdown_timeout,
             sessions,
             mode,
+            _retention: retention,
         })
     }
 

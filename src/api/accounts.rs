@@ -154,6 +154,7 @@ pub async fn create(
         password_hash: hash_in(lane, body.password).await?,
         created_at: Utc::now(),
         known_locations: vec![location_prefix(ip)],
+        retention: Default::default(),
     };
     state.account_store.create_account(&account).await?;
     tracing::info!(account = %account.id, slug = %account.slug, "account created");

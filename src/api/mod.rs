@@ -60,6 +60,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, expose_login_codes: bool, body_by
     .route("/account/export", web::get().to(privacy::export))
     .route("/account/consents", web::get().to(privacy::consents))
     .route("/account/consents", web::put().to(privacy::put_consents))
+    .route("/account/retention", web::get().to(privacy::retention))
+    .route("/account/retention", web::put().to(privacy::put_retention))
     .route("/account/tokens", web::get().to(sessions::tokens))
     .route("/account/tokens/{token_id}", web::delete().to(sessions::revoke))
     .route("/stations", web::post().to(stations::create))

@@ -4,7 +4,9 @@
 use super::accounts::account_view;
 use super::transactions;
 use super::{ApiError, SignedIn, Tenant};
-use crate::model::{Consent, Consents, MeterRecord};
+use crate::model::{
+    Consent, Consents, DataKind, MeterRecord, RetentionPeriods, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS,
+};
 use crate::state::AppState;
 use crate::store::{all_id_tags, all_stations, all_transactions};
 use actix_web::http::header;
@@ -136,4 +138,86 @@ pub async fn put_consents(
     set(&mut consents.non_essential_cookies, change.non_essential_cookies);
     state.account_store.put_consents(&account.id, &consents).await?;
     Ok(HttpResponse::Ok().json(consents))
+}
+
+/// The periods that apply to the account's data, kind by kind: its own where it set one, else the
+/// node's default (`null`: kept without a period).
+fn retention_view(own: &RetentionPeriods, defaults: &RetentionPeriods) -> Value {
+    let mut out = serde_json::Map::new();
+    for kind in DataKind::ALL {
+        out.insert(
+            kind.as_str().to_string(),
+            json!({
+                "days": own.effective(kind, defaults),
+                "default_days": defaults.get(kind),
+                "own": own.get(kind).is_some(),
+            }),
+        );
+    }
+    Value::Object(out)
+}
+
+pub async fn retention(state: web::Data<AppState>, Tenant(account): Tenant) -> HttpResponse {
+    HttpResponse::Ok().json(retention_view(&account.retention, &state.settings.retention.defaults()))
+}
+
+/// A field that may be absent (no change), `null` (back to the default) or a value: absent stays
+/// `None`, the rest is `Some`.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// A change of retention periods, in days: each field given sets that kind's period (`null`: back
+/// to the node's default); the others stay as they are.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionChange {
+    #[serde(default, deserialize_with = "present")]
+    meter_values: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    station_events: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    login_history: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    finished_commands: Option<Option<u32>>,
+}
+
+pub async fn put_retention(
+    state: web::Data<AppState>,
+    Tenant(account): Tenant,
+    body: web::Json<RetentionChange>,
+) -> Result<HttpResponse, ApiError> {
+    let change = body.into_inner();
+    let changes = [
+        (DataKind::MeterValues, change.meter_values),
+        (DataKind::StationEvents, change.station_events),
+        (DataKind::LoginHistory, change.login_history),
+        (DataKind::FinishedCommands, change.finished_commands),
+    ];
+    for (kind, days) in &changes {
+        if let Some(Some(days)) = days {
+            if !RetentionPeriods::allowed(*days) {
+                return Err(ApiError::invalid(
+                    "invalid_field",
+                    format!(
+                        "{}: a period is {MIN_RETENTION_DAYS} to {MAX_RETENTION_DAYS} days (null: the default)",
+                        kind.as_str()
+                    ),
+                ));
+            }
+        }
+    }
+    let updated = state
+        .account_store
+        .update_account(&account.id, &|a| {
+            for (kind, days) in &changes {
+                if let Some(days) = days {
+                    a.retention.set(*kind, *days);
+                }
+            }
+        })
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such account".into()))?;
+    tracing::info!(account = %account.id, retention = ?updated.retention, "retention periods changed");
+    Ok(HttpResponse::Ok().json(retention_view(&updated.retention, &state.settings.retention.defaults())))
 }

@@ -29,9 +29,9 @@ pub use node_log::{NodeLog, NodeLogSettings};
 
 use crate::ids::{AccountId, StationId};
 use crate::model::{
-    Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, NewTransaction, Page,
-    PageRequest, ReadingKey, StartIdentity, Station, StationChange, StationEvent, StationFilter, Transaction,
-    TransactionFilter, TransactionStop,
+    Account, ApiToken, CommandRecord, Consents, DataKind, DeviceVariable, IdTag, LoginEvent, MeterRecord,
+    NewTransaction, Page, PageRequest, PruneStep, ReadingKey, StartIdentity, Station, StationChange, StationEvent,
+    StationFilter, Transaction, TransactionFilter, TransactionStop,
 };
 use async_trait::async_trait;
 use serde::Serialize;
@@ -388,6 +388,22 @@ pub trait AccountStore: StationLookup {
     async fn queued_command_count(&self) -> StoreResult<usize>;
     /// When the oldest command still queued was queued.
     async fn oldest_queued_command(&self) -> StoreResult<Option<chrono::DateTime<chrono::Utc>>>;
+    /// Some of the ids of every account, going on after the opaque position `after` (from the start
+    /// without one), and where to go on (None: every account was handed out). For work over every
+    /// account in the background; an account created meanwhile may be missed until the next walk.
+    async fn account_ids(&self, after: Option<String>, limit: usize) -> StoreResult<(Vec<AccountId>, Option<String>)>;
+    /// One step of removing the account's records of `kind` that the retention rules of
+    /// [`crate::model`] call old at `before`: looks at about `batch` records at most, going on from
+    /// the opaque position `after` (from the start without one). The readings of an open
+    /// transaction are kept.
+    async fn prune(
+        &self,
+        account_id: &AccountId,
+        kind: DataKind,
+        before: chrono::DateTime<chrono::Utc>,
+        after: Option<String>,
+        batch: usize,
+    ) -> StoreResult<PruneStep>;
 }
 
 /// A store of record a cluster node's write-ahead log drains into: both callers' traits, and what

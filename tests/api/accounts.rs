@@ -93,6 +93,8 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/v1/account/export", "get"),
         ("/api/v1/account/consents", "get"),
         ("/api/v1/account/consents", "put"),
+        ("/api/v1/account/retention", "get"),
+        ("/api/v1/account/retention", "put"),
         ("/api/v1/account/tokens", "get"),
         ("/api/v1/account/tokens/{token_id}", "delete"),
         ("/api/v1/login-codes/{challenge_id}", "get"),

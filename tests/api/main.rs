@@ -18,6 +18,7 @@ mod privacy;
 mod raw;
 mod redis;
 mod restart;
+mod retention;
 mod station_auth;
 mod store_contract;
 mod tenancy;

@@ -9,10 +9,10 @@ use crate::redis::RedisServer;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use ocpp_css::ids::AccountId;
 use ocpp_css::model::{
-    Account, ApiToken, BootInfo, CommandRecord, CommandStatus, ConnectorStatus, Consent, Consents, DeviceVariable,
-    IdTag, LoginEvent, LoginOutcome, MeterRecord, MeterValue, NewTransaction, Page, PageRequest, ReadingKey,
-    Registration, SampledValue, SecurityProfile, Station, StationChange, StationEvent, StationFilter, TagStatus,
-    Transaction, TransactionEventRecord, TransactionFilter, TransactionStatus, TransactionStop,
+    Account, ApiToken, BootInfo, CommandRecord, CommandStatus, ConnectorStatus, Consent, Consents, DataKind,
+    DeviceVariable, IdTag, LoginEvent, LoginOutcome, MeterRecord, MeterValue, NewTransaction, Page, PageRequest,
+    ReadingKey, Registration, SampledValue, SecurityProfile, Station, StationChange, StationEvent, StationFilter,
+    TagStatus, Transaction, TransactionEventRecord, TransactionFilter, TransactionStatus, TransactionStop,
 };
 use ocpp_css::store::prelude::*;
 use ocpp_css::store::{
@@ -88,6 +88,7 @@ contract!(
     reserved_transaction_ids_are_never_handed_out_again,
     meter_values_are_kept_once_in_timestamp_order,
     meter_values_page_by_time_across_calls_and_spans_with_ties_in_a_fixed_order,
+    pruning_removes_what_is_older_than_the_cutoff_of_each_kind_a_batch_at_a_time,
     lists_page_in_their_order_and_miss_or_repeat_nothing_while_rows_arrive,
     transaction_pages_filter_by_station_status_and_time_through_every_write_path,
     station_pages_filter_by_registration_and_protocol,
@@ -111,6 +112,7 @@ fn account(id: &str, slug: &str) -> Account {
         password_hash: "hash".into(),
         created_at: at(0),
         known_locations: vec![],
+        retention: Default::default(),
     }
 }
 
@@ -1048,6 +1050,143 @@ mod checks {
             .items
             .is_empty());
         assert!(store.meter_values_page(a, &"CP1".into(), 9, &PageRequest::first(5)).await.unwrap().items.is_empty());
+    }
+
+    /// Prunes `kind` of the account to the end, `batch` records a step; how many went, in how many steps.
+    async fn prune_all(
+        store: &dyn SharedStore,
+        a: &str,
+        kind: DataKind,
+        before: DateTime<Utc>,
+        batch: usize,
+    ) -> (usize, usize) {
+        let (mut removed, mut steps, mut after) = (0, 0, None);
+        loop {
+            let step = store.prune(&a.into(), kind, before, after, batch).await.unwrap();
+            removed += step.removed;
+            steps += 1;
+            assert!(steps < 1000, "a pass ends");
+            match step.next {
+                Some(next) => after = Some(next),
+                None => return (removed, steps),
+            }
+        }
+    }
+
+    pub async fn pruning_removes_what_is_older_than_the_cutoff_of_each_kind_a_batch_at_a_time(s: &Subject) {
+        let store = &*s.store;
+        for (id, slug) in [("acct-a", "alpha"), ("acct-b", "beta")] {
+            store.create_account(&account(id, slug)).await.unwrap();
+        }
+        let a: AccountId = "acct-a".into();
+        let before = at(0);
+        // Readings: a finished transaction's, some old and some not; an open transaction's, all
+        // old; loose ones; and the other account's, all old.
+        let (open, _) = store.start_transaction(&new_tx("acct-a", "CP2", 1, 0)).await.unwrap();
+        let done: Vec<MeterRecord> =
+            (0..30).map(|i| reading("CP1", Some(7), -3000 + i * 200, &format!("{i}"))).collect();
+        store.add_meter_values(&a, &done).await.unwrap();
+        let open_readings: Vec<MeterRecord> = (0..5).map(|i| reading("CP2", Some(open.id), -5000 + i, "o")).collect();
+        store.add_meter_values(&a, &open_readings).await.unwrap();
+        store
+            .add_meter_values(&a, &[reading("CP3", None, -10, "loose-old"), reading("CP3", None, 10, "loose-new")])
+            .await
+            .unwrap();
+        store.add_meter_values(&"acct-b".into(), &[reading("CP1", Some(7), -3000, "b")]).await.unwrap();
+        for (station, received) in [("CP1", -100), ("CP1", 100), ("CP4", -50)] {
+            store.add_event(&a, &event(station, "DataTransfer", received)).await.unwrap();
+        }
+        store.add_event(&"acct-b".into(), &event("CP1", "DataTransfer", -100)).await.unwrap();
+        for (secs, outcome) in
+            [(-200, LoginOutcome::Success), (-100, LoginOutcome::BadPassword), (50, LoginOutcome::Success)]
+        {
+            let login = LoginEvent { at: at(secs), ip: "127.0.0.1".into(), outcome };
+            store.add_login_event(&a, &login, 100).await.unwrap();
+        }
+        let mut answered_long_ago = command("acct-a", "CP1", "Reset", -500);
+        answered_long_ago.status = CommandStatus::Answered;
+        answered_long_ago.answered_at = Some(at(-400));
+        let mut answered_lately = command("acct-a", "CP1", "Reset", -500);
+        answered_lately.id = "lately".into();
+        answered_lately.status = CommandStatus::Answered;
+        answered_lately.answered_at = Some(at(10));
+        let still_queued = command("acct-a", "CP1", "Reset", -900);
+        store.enqueue_command(&still_queued).await.unwrap();
+        for c in [&answered_long_ago, &answered_lately] {
+            store.update_command(c).await.unwrap();
+        }
+
+        // Readings, 4 at a time: the 15 old ones of the finished transaction (all before at(0)) and
+        // the old loose one; the open transaction keeps all of its own.
+        let (removed, steps) = prune_all(store, "acct-a", DataKind::MeterValues, before, 4).await;
+        let kept: Vec<String> = store
+            .transaction_meter_values(&a, &"CP1".into(), 7)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.meter_value.sampled_value[0].value.clone())
+            .collect();
+        let old_done = done.iter().filter(|r| r.meter_value.timestamp < before).count();
+        assert_eq!(
+            kept,
+            (old_done..30).map(|i| i.to_string()).collect::<Vec<_>>(),
+            "the finished transaction's new readings stay"
+        );
+        assert_eq!(removed, old_done + 1, "its old readings and the old loose one went");
+        assert!(steps >= 1);
+        assert_eq!(
+            store.transaction_meter_values(&a, &"CP2".into(), open.id).await.unwrap().len(),
+            5,
+            "an open transaction keeps its readings"
+        );
+        let loose = store.transaction_meter_values(&a, &"CP3".into(), 0).await.unwrap();
+        assert_eq!(
+            loose.iter().map(|r| r.meter_value.sampled_value[0].value.as_str()).collect::<Vec<_>>(),
+            ["loose-new"]
+        );
+        assert_eq!(
+            store.account_meter_values(&"acct-b".into()).await.unwrap().len(),
+            1,
+            "another account's are its own"
+        );
+        assert_eq!(
+            prune_all(store, "acct-a", DataKind::MeterValues, before, 4).await.0,
+            0,
+            "a second pass finds nothing"
+        );
+
+        assert_eq!(prune_all(store, "acct-a", DataKind::StationEvents, before, 1).await.0, 2);
+        let events = store.account_events(&a).await.unwrap();
+        assert_eq!(
+            events.iter().map(|e| e.received_at).collect::<Vec<_>>(),
+            [event("CP1", "DataTransfer", 100).received_at]
+        );
+        assert_eq!(store.account_events(&"acct-b".into()).await.unwrap().len(), 1);
+
+        assert_eq!(prune_all(store, "acct-a", DataKind::LoginHistory, before, 1).await.0, 2);
+        assert_eq!(store.login_events(&a).await.unwrap().iter().map(|e| e.at).collect::<Vec<_>>(), [at(50)]);
+
+        assert_eq!(prune_all(store, "acct-a", DataKind::FinishedCommands, before, 2).await.0, 1);
+        let mut left: Vec<String> = store.account_commands(&a).await.unwrap().into_iter().map(|c| c.id).collect();
+        left.sort();
+        let mut expected = vec![answered_lately.id.clone(), still_queued.id.clone()];
+        expected.sort();
+        assert_eq!(left, expected, "a command ended lately and a queued one stay");
+
+        // Every account is handed out, a few at a time.
+        let (mut ids, mut after) = (Vec::new(), None);
+        loop {
+            let (page, next) = store.account_ids(after, 1).await.unwrap();
+            ids.extend(page.into_iter().map(|id| id.to_string()));
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+            assert!(ids.len() < 100, "the walk ends");
+        }
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids, ["acct-a", "acct-b"]);
     }
 
     pub async fn meter_values_are_kept_once_in_timestamp_order(s: &Subject) {

@@ -489,6 +489,7 @@ impl StationStore for NodeLog {
                     let kept = found.as_ref().map(|a| Account {
                         password_hash: String::new(),
                         known_locations: Vec::new(),
+                        retention: Default::default(),
                         ..a.clone()
                     });
                     inner.keep_cached(inner.cache(&inner.accounts_by_slug, slug.as_bytes(), kept.as_ref())).await;

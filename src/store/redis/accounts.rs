@@ -5,8 +5,9 @@ use super::scripts::SCRIPTS;
 use super::{backend, command_field, decode, encode, queued_member, score, RedisStore};
 use crate::ids::{AccountId, StationId};
 use crate::model::{
-    Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, Page, PageRequest,
-    ReadingKey, ReadingPage, Station, StationEvent, StationFilter, Transaction, TransactionFilter,
+    Account, ApiToken, CommandRecord, Consents, DataKind, DeviceVariable, IdTag, LoginEvent, MeterRecord, Page,
+    PageRequest, PruneStep, ReadingKey, ReadingPage, Station, StationEvent, StationFilter, Transaction,
+    TransactionFilter,
 };
 use crate::store::rules::{backoff, contention, CAS_ATTEMPTS};
 use crate::store::{AccountStore, AccountUpdate, ErasureReport, StationUpdate, StoreError, StoreResult};
@@ -411,5 +412,20 @@ impl AccountStore for RedisStore {
             Some(record) => Ok(Some(record.created_at)),
             None => Ok(DateTime::from_timestamp_micros(micros as i64)),
         }
+    }
+
+    async fn account_ids(&self, after: Option<String>, limit: usize) -> StoreResult<(Vec<AccountId>, Option<String>)> {
+        self.scan_account_ids(after, limit).await
+    }
+
+    async fn prune(
+        &self,
+        account_id: &AccountId,
+        kind: DataKind,
+        before: DateTime<Utc>,
+        after: Option<String>,
+        batch: usize,
+    ) -> StoreResult<PruneStep> {
+        self.prune_kind(account_id, kind, before, after, batch).await
     }
 }

@@ -153,15 +153,7 @@ impl RedisStore {
         if done.as_deref() == Some(INDEXES_VERSION) {
             return Ok(());
         }
-        // The prefix comes from the configuration: its glob characters are matched as themselves.
-        let mut pattern = String::new();
-        for c in self.key("account", &[]).chars() {
-            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-                pattern.push('\\');
-            }
-            pattern.push(c);
-        }
-        pattern.push_str(":*");
+        let pattern = self.account_pattern();
         let mut cursor = 0u64;
         let mut accounts = 0usize;
         loop {
@@ -183,6 +175,20 @@ impl RedisStore {
         self.query::<()>(WHAT, redis::cmd("SET").arg(&marker).arg(INDEXES_VERSION)).await?;
         tracing::info!(accounts, "indexed the stored stations, id tags and transactions for paging");
         Ok(())
+    }
+
+    /// The `SCAN` pattern of every account's record. The prefix comes from the configuration: its
+    /// glob characters are matched as themselves.
+    pub(super) fn account_pattern(&self) -> String {
+        let mut pattern = String::new();
+        for c in self.key("account", &[]).chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push_str(":*");
+        pattern
     }
 
     async fn index_account(&self, account_id: &AccountId) -> StoreResult<()> {

@@ -68,6 +68,7 @@
 
 mod accounts;
 mod index;
+mod retention;
 mod scripts;
 mod station;
 

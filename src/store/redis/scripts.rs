@@ -16,6 +16,9 @@ pub(super) struct Scripts {
     pub(super) index_stored_transactions: Script,
     pub(super) index_stored_fields: Script,
     pub(super) enqueue_command: Script,
+    pub(super) prune_sorted_set: Script,
+    pub(super) trim_list_head: Script,
+    pub(super) hash_delete_if: Script,
 }
 
 /// The Lua function that indexes a transaction written by the script it starts (see
@@ -169,6 +172,34 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         end
         redis.call('SADD', KEYS[3], ARGV[4])
         redis.call('ZADD', KEYS[4], ARGV[5], ARGV[6])
+        return 1
+        ",
+    ),
+    // KEYS: a sorted set, the set that lists it. ARGV: the exclusive bound (`(score`), the sorted
+    // set's member in that set. Removes the members scored below the bound; once the sorted set is
+    // empty (Redis then deletes it), it leaves the listing set. Returns how many it removed.
+    prune_sorted_set: Script::new(
+        r"
+        local n = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+        if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
+        return n
+        ",
+    ),
+    // KEYS: a list. ARGV: n, the n-th element as read. Drops the first n elements if the n-th is still
+    // the one read; returns how many it dropped.
+    trim_list_head: Script::new(
+        r"
+        local n = tonumber(ARGV[1])
+        if redis.call('LINDEX', KEYS[1], n - 1) ~= ARGV[2] then return 0 end
+        redis.call('LTRIM', KEYS[1], n, -1)
+        return n
+        ",
+    ),
+    // KEYS: hash. ARGV: field, value read. Deletes the field if it still holds the value read.
+    hash_delete_if: Script::new(
+        r"
+        if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+        redis.call('HDEL', KEYS[1], ARGV[1])
         return 1
         ",
     ),

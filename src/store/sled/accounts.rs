@@ -7,9 +7,9 @@ use super::{
 };
 use crate::ids::{AccountId, StationId};
 use crate::model::{
-    reading_order, Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, Page,
-    PageBuilder, PageRequest, ReadingKey, ReadingPage, Station, StationEvent, StationFilter, Transaction,
-    TransactionFilter,
+    reading_order, Account, ApiToken, CommandRecord, Consents, DataKind, DeviceVariable, IdTag, LoginEvent,
+    MeterRecord, Page, PageBuilder, PageRequest, PruneStep, ReadingKey, ReadingPage, Station, StationEvent,
+    StationFilter, Transaction, TransactionFilter,
 };
 use crate::store::{AccountStore, AccountUpdate, ErasureReport, StationUpdate, StoreError, StoreResult};
 use async_trait::async_trait;
@@ -367,6 +367,23 @@ impl AccountStore for SledStore {
             }
         }
         Ok(oldest)
+    }
+
+    async fn account_ids(&self, after: Option<String>, limit: usize) -> StoreResult<(Vec<AccountId>, Option<String>)> {
+        let store = self.clone();
+        off_worker(move || store.account_ids_now(after, limit)).await
+    }
+
+    async fn prune(
+        &self,
+        account_id: &AccountId,
+        kind: DataKind,
+        before: chrono::DateTime<chrono::Utc>,
+        after: Option<String>,
+        batch: usize,
+    ) -> StoreResult<PruneStep> {
+        let (store, account_id) = (self.clone(), account_id.clone());
+        off_worker(move || store.prune_now(&account_id, kind, before, after, batch)).await
     }
 }
 

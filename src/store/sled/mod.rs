@@ -4,6 +4,7 @@
 //! the WebSocket endpoint refuse them), so a tenant's records share a prefix and list with one scan.
 
 mod accounts;
+mod retention;
 #[cfg(test)]
 mod tests;
 
@@ -24,7 +25,7 @@ use sha2::{Digest, Sha256};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use std::path::Path;
 
-const SEP: u8 = 0;
+pub(super) const SEP: u8 = 0;
 const TX_SEQ_KEY: &[u8] = b"transaction_seq";
 /// Present once the transactions stored before the indexes by station and by open were indexed.
 const TX_INDEXED_KEY: &[u8] = b"transactions_indexed";

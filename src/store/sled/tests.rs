@@ -72,6 +72,7 @@ fn account(id: &str, slug: &str) -> Account {
         password_hash: String::new(),
         created_at: Utc::now(),
         known_locations: vec![],
+        retention: Default::default(),
     }
 }
 

@@ -3,9 +3,9 @@
 
 use crate::ids::{AccountId, StationId};
 use crate::model::{
-    Account, ApiToken, CommandRecord, Consents, DeviceVariable, IdTag, LoginEvent, MeterRecord, NewTransaction, Page,
-    PageRequest, ReadingKey, StartIdentity, Station, StationChange, StationEvent, StationFilter, Transaction,
-    TransactionFilter, TransactionStop,
+    Account, ApiToken, CommandRecord, Consents, DataKind, DeviceVariable, IdTag, LoginEvent, MeterRecord,
+    NewTransaction, Page, PageRequest, PruneStep, ReadingKey, StartIdentity, Station, StationChange, StationEvent,
+    StationFilter, Transaction, TransactionFilter, TransactionStop,
 };
 use crate::store::{
     AccountStore, AccountUpdate, ErasureReport, EventOutcome, NewTransactionFn, SharedStore, SledStore, StationLookup,
@@ -192,6 +192,8 @@ gated!(AccountStore {
     fn account_commands(&self, account_id: &AccountId) -> Vec<CommandRecord>;
     fn queued_command_count(&self) -> usize;
     fn oldest_queued_command(&self) -> Option<DateTime<Utc>>;
+    fn account_ids(&self, after: Option<String>, limit: usize) -> (Vec<AccountId>, Option<String>);
+    fn prune(&self, account_id: &AccountId, kind: DataKind, before: DateTime<Utc>, after: Option<String>, batch: usize) -> PruneStep;
 });
 
 gated!(SharedStore {

@@ -1,0 +1,123 @@
+//! The Redis store's side of retention: one account's records of a kind walked with the cursor of
+//! `SSCAN` / `HSCAN` (or from the head of a list), removing what the rules of [`crate::model`] call
+//! old, each removal by a script that checks the record is still what was read.
+
+use super::scripts::SCRIPTS;
+use super::{decode, score, RedisStore};
+use crate::ids::AccountId;
+use crate::model::{command_is_old, login_is_old, CommandRecord, DataKind, LoginEvent, PruneStep};
+use crate::store::StoreResult;
+use chrono::{DateTime, Utc};
+
+/// A cursor of `SCAN` and its kin: "0" starts a walk and ends one.
+fn scan_next(cursor: String) -> Option<String> {
+    (cursor != "0").then_some(cursor)
+}
+
+/// A key part as [`super::part`] escaped it, read back.
+fn unescape(s: &str) -> String {
+    s.replace("%3A", ":").replace("%25", "%")
+}
+
+impl RedisStore {
+    /// [`crate::store::AccountStore::account_ids`]: a step of `SCAN` over the account records.
+    pub(super) async fn scan_account_ids(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> StoreResult<(Vec<AccountId>, Option<String>)> {
+        let cursor = after.unwrap_or_else(|| "0".into());
+        let (next, keys): (String, Vec<String>) = self
+            .query(
+                "account_ids",
+                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(self.account_pattern()).arg("COUNT").arg(limit.max(1)),
+            )
+            .await?;
+        let head = format!("{}:", self.key("account", &[]));
+        let ids = keys.iter().filter_map(|k| k.strip_prefix(&head)).map(|id| AccountId::from(unescape(id))).collect();
+        Ok((ids, scan_next(next)))
+    }
+
+    /// [`crate::store::AccountStore::prune`].
+    pub(super) async fn prune_kind(
+        &self,
+        account_id: &AccountId,
+        kind: DataKind,
+        before: DateTime<Utc>,
+        after: Option<String>,
+        batch: usize,
+    ) -> StoreResult<PruneStep> {
+        const WHAT: &str = "prune";
+        let batch = batch.max(1);
+        let cursor = after.unwrap_or_else(|| "0".into());
+        // Sorted sets scored by time (µs): members scored below the cutoff go.
+        let bound = format!("({}", score(before));
+        match kind {
+            DataKind::MeterValues | DataKind::StationEvents => {
+                let listing = match kind {
+                    DataKind::MeterValues => self.key("meter_keys", &[account_id]),
+                    _ => self.key("event_stations", &[account_id]),
+                };
+                let (next, members): (String, Vec<String>) =
+                    self.query(WHAT, redis::cmd("SSCAN").arg(&listing).arg(cursor).arg("COUNT").arg(batch)).await?;
+                let open = self.key("tx_open", &[account_id]);
+                let mut removed = 0usize;
+                for member in members {
+                    let set = match kind {
+                        DataKind::MeterValues => {
+                            let (station, tx): (String, i32) = decode(&member)?;
+                            if tx != 0 {
+                                let is_open: Option<f64> =
+                                    self.query(WHAT, redis::cmd("ZSCORE").arg(&open).arg(tx)).await?;
+                                if is_open.is_some() {
+                                    continue;
+                                }
+                            }
+                            self.key("meter", &[account_id, &station, &tx.to_string()])
+                        }
+                        _ => self.key("events", &[account_id, &member]),
+                    };
+                    let mut invocation = SCRIPTS.prune_sorted_set.prepare_invoke();
+                    invocation.key(&set).key(&listing).arg(&bound).arg(&member);
+                    removed += self.eval::<usize>(WHAT, &invocation).await?;
+                }
+                Ok(PruneStep { removed, next: scan_next(next) })
+            }
+            DataKind::LoginHistory => {
+                // Oldest first: the old ones are a run at the head.
+                let key = self.key("logins", &[account_id]);
+                let head: Vec<String> = self.query(WHAT, redis::cmd("LRANGE").arg(&key).arg(0).arg(batch - 1)).await?;
+                let mut old = 0usize;
+                for e in &head {
+                    if !login_is_old(&decode::<LoginEvent>(e)?, before) {
+                        break;
+                    }
+                    old += 1;
+                }
+                let Some(last) = old.checked_sub(1).and_then(|i| head.get(i)) else {
+                    return Ok(PruneStep::default());
+                };
+                let mut invocation = SCRIPTS.trim_list_head.prepare_invoke();
+                invocation.key(&key).arg(old).arg(last);
+                let removed = self.eval::<usize>(WHAT, &invocation).await?;
+                // A whole batch was old and went: more may follow.
+                let more = removed == batch;
+                Ok(PruneStep { removed, next: more.then(String::new) })
+            }
+            DataKind::FinishedCommands => {
+                let key = self.key("commands", &[account_id]);
+                let (next, fields): (String, Vec<(String, String)>) =
+                    self.query(WHAT, redis::cmd("HSCAN").arg(&key).arg(cursor).arg("COUNT").arg(batch)).await?;
+                let mut removed = 0usize;
+                for (field, value) in fields {
+                    if command_is_old(&decode::<CommandRecord>(&value)?, before) {
+                        let mut invocation = SCRIPTS.hash_delete_if.prepare_invoke();
+                        invocation.key(&key).arg(&field).arg(&value);
+                        removed += self.eval::<usize>(WHAT, &invocation).await?;
+                    }
+                }
+                Ok(PruneStep { removed, next: scan_next(next) })
+            }
+        }
+    }
+}
