@@ -226,6 +226,7 @@ pub struct RetentionSettings {
     pub station_events_days: u32,
     pub login_history_days: u32,
     pub finished_commands_days: u32,
+    pub finished_transactions_days: u32,
     /// Seconds between the starts of two passes over every account.
     pub interval_secs: u64,
     /// Records one step looks at, at most.
@@ -243,6 +244,7 @@ impl RetentionSettings {
             station_events: days(self.station_events_days),
             login_history: days(self.login_history_days),
             finished_commands: days(self.finished_commands_days),
+            finished_transactions: days(self.finished_transactions_days),
         }
     }
 

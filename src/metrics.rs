@@ -79,7 +79,7 @@ pub const OUTBOUND_QUEUED_BYTES: &str = "ocpp_outbound_queued_bytes";
 /// connections and connections still handshaking), held (over their address's limit, refused).
 pub const HTTP_CONNECTIONS: &str = "ocpp_http_connections";
 /// Counter: records removed after their retention period, by `kind` (meter_values, station_events,
-/// login_history, finished_commands).
+/// login_history, finished_commands, finished_transactions).
 pub const RETENTION_PRUNED: &str = "ocpp_retention_pruned_total";
 /// Counter: retention passes over every account, by `outcome` (done, failed).
 pub const RETENTION_PASSES: &str = "ocpp_retention_passes_total";

@@ -15,8 +15,8 @@ pub use page::{
     TransactionStatus, DEFAULT_LIMIT, MAX_LIMIT, SCAN_BUDGET,
 };
 pub use retention::{
-    command_is_old, cutoff, event_is_old, login_is_old, reading_is_old, DataKind, PruneStep, RetentionPeriods,
-    MAX_RETENTION_DAYS, MIN_RETENTION_DAYS,
+    command_is_old, cutoff, event_is_old, login_is_old, reading_is_old, transaction_is_old, DataKind, PruneStep,
+    RetentionPeriods, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS,
 };
 
 /// A tenant: a charging-network operator with its own stations, id tags and transactions.

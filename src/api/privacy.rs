@@ -180,6 +180,8 @@ pub struct RetentionChange {
     login_history: Option<Option<u32>>,
     #[serde(default, deserialize_with = "present")]
     finished_commands: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    finished_transactions: Option<Option<u32>>,
 }
 
 pub async fn put_retention(
@@ -193,6 +195,7 @@ pub async fn put_retention(
         (DataKind::StationEvents, change.station_events),
         (DataKind::LoginHistory, change.login_history),
         (DataKind::FinishedCommands, change.finished_commands),
+        (DataKind::FinishedTransactions, change.finished_transactions),
     ];
     for (kind, days) in &changes {
         if let Some(Some(days)) = days {

@@ -2,7 +2,7 @@
 //! its own, and what "older than its period" means for each kind. Stores remove what these rules
 //! call old, a batch at a time (`AccountStore::prune`); the pruner (`crate::retention`) drives them.
 
-use super::{CommandRecord, CommandStatus, LoginEvent, MeterRecord, StationEvent};
+use super::{CommandRecord, CommandStatus, LoginEvent, MeterRecord, StationEvent, Transaction};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -11,8 +11,7 @@ pub const MIN_RETENTION_DAYS: u32 = 1;
 /// The longest period a tenant may set, in days (ten years).
 pub const MAX_RETENTION_DAYS: u32 = 3650;
 
-/// The kinds of data removed after a period. Transactions themselves are not among them yet: a
-/// finished transaction is kept, an open one always.
+/// The kinds of data removed after a period. An open transaction and its readings are always kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DataKind {
@@ -26,11 +25,18 @@ pub enum DataKind {
     /// Command records that are over (answered, rejected, expired, unanswered), by when they ended;
     /// queued and sent ones are kept.
     FinishedCommands,
+    /// Stopped transactions, with their readings, by when the stop was received.
+    FinishedTransactions,
 }
 
 impl DataKind {
-    pub const ALL: [DataKind; 4] =
-        [DataKind::MeterValues, DataKind::StationEvents, DataKind::LoginHistory, DataKind::FinishedCommands];
+    pub const ALL: [DataKind; 5] = [
+        DataKind::MeterValues,
+        DataKind::StationEvents,
+        DataKind::LoginHistory,
+        DataKind::FinishedCommands,
+        DataKind::FinishedTransactions,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -38,6 +44,7 @@ impl DataKind {
             DataKind::StationEvents => "station_events",
             DataKind::LoginHistory => "login_history",
             DataKind::FinishedCommands => "finished_commands",
+            DataKind::FinishedTransactions => "finished_transactions",
         }
     }
 }
@@ -53,6 +60,8 @@ pub struct RetentionPeriods {
     pub login_history: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_commands: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_transactions: Option<u32>,
 }
 
 impl RetentionPeriods {
@@ -70,6 +79,7 @@ impl RetentionPeriods {
             DataKind::StationEvents => &self.station_events,
             DataKind::LoginHistory => &self.login_history,
             DataKind::FinishedCommands => &self.finished_commands,
+            DataKind::FinishedTransactions => &self.finished_transactions,
         }
     }
 
@@ -79,6 +89,7 @@ impl RetentionPeriods {
             DataKind::StationEvents => &mut self.station_events,
             DataKind::LoginHistory => &mut self.login_history,
             DataKind::FinishedCommands => &mut self.finished_commands,
+            DataKind::FinishedTransactions => &mut self.finished_transactions,
         }
     }
 
@@ -123,6 +134,12 @@ pub fn command_is_old(c: &CommandRecord, before: DateTime<Utc>) -> bool {
         }
     };
     ended < before
+}
+
+/// A transaction is old once it stopped and the stop was received before the cutoff (the server's
+/// clock: a station's wrong clock must not cost a bill). An open transaction never is.
+pub fn transaction_is_old(tx: &Transaction, before: DateTime<Utc>) -> bool {
+    tx.stop.as_ref().is_some_and(|stop| stop.received_at < before)
 }
 
 /// What one pruning step removed, and where the next step goes on (None: the account's pass over

@@ -14,7 +14,7 @@ async fn a_tenant_reads_its_periods_sets_its_own_and_goes_back_to_the_default() 
     assert_eq!(status, StatusCode::OK, "{periods}");
     // The node's defaults (config/default.toml), none of them the tenant's own.
     let default_days = |kind: &str| periods[kind]["default_days"].as_u64().expect("a default period");
-    for kind in ["meter_values", "station_events", "login_history", "finished_commands"] {
+    for kind in ["meter_values", "station_events", "login_history", "finished_commands", "finished_transactions"] {
         assert_eq!(
             (periods[kind]["days"].as_u64(), &periods[kind]["own"]),
             (Some(default_days(kind)), &json!(false)),

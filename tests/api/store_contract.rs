@@ -89,6 +89,7 @@ contract!(
     meter_values_are_kept_once_in_timestamp_order,
     meter_values_page_by_time_across_calls_and_spans_with_ties_in_a_fixed_order,
     pruning_removes_what_is_older_than_the_cutoff_of_each_kind_a_batch_at_a_time,
+    pruning_finished_transactions_takes_their_indexes_and_readings_and_keeps_open_ones,
     lists_page_in_their_order_and_miss_or_repeat_nothing_while_rows_arrive,
     transaction_pages_filter_by_station_status_and_time_through_every_write_path,
     station_pages_filter_by_registration_and_protocol,
@@ -1187,6 +1188,52 @@ mod checks {
         ids.sort();
         ids.dedup();
         assert_eq!(ids, ["acct-a", "acct-b"]);
+    }
+
+    pub async fn pruning_finished_transactions_takes_their_indexes_and_readings_and_keeps_open_ones(s: &Subject) {
+        let store = &*s.store;
+        store.create_account(&account("acct-a", "alpha")).await.unwrap();
+        let a: AccountId = "acct-a".into();
+        // Stopped at 200 (received at 201): old at 1000. One stopped later, and one open.
+        let (old, _) = store.start_transaction(&new_tx("acct-a", "CP1", 1, 0)).await.unwrap();
+        store.stop_transaction(&a, &"CP1".into(), old.id, &stop(10)).await.unwrap();
+        store.add_meter_values(&a, &[reading("CP1", Some(old.id), 150, "old")]).await.unwrap();
+        let (later, _) = store.start_transaction(&new_tx("acct-a", "CP1", 2, 0)).await.unwrap();
+        let mut late_stop = stop(10);
+        late_stop.received_at = at(5000);
+        store.stop_transaction(&a, &"CP1".into(), later.id, &late_stop).await.unwrap();
+        let (open, _) = store.start_transaction(&new_tx("acct-a", "CP1", 3, 0)).await.unwrap();
+        store.add_meter_values(&a, &[reading("CP1", Some(open.id), -9000, "open")]).await.unwrap();
+        // A 2.0.1 transaction stopped long ago, found by its reference until it goes.
+        let mut v2 = v201("acct-a", "CP9", "ref-1", store.reserve_transaction_ids(1).await.unwrap().start);
+        v2.stop = Some(stop(10));
+        store.put_transaction(&v2).await.unwrap();
+        assert!(store.transaction_by_reference(&a, &"CP9".into(), "ref-1").await.unwrap().is_some());
+
+        let (removed, _) = prune_all(store, "acct-a", DataKind::FinishedTransactions, at(1000), 1).await;
+        assert_eq!(removed, 2, "the two stopped long ago");
+        assert!(store.transaction(&a, old.id).await.unwrap().is_none());
+        assert!(store.transaction(&a, v2.id).await.unwrap().is_none());
+        assert!(store.transaction_by_start(&new_tx("acct-a", "CP1", 1, 0).start_identity()).await.unwrap().is_none());
+        assert!(store.transaction_by_reference(&a, &"CP9".into(), "ref-1").await.unwrap().is_none());
+        assert!(
+            store.transaction_meter_values(&a, &"CP1".into(), old.id).await.unwrap().is_empty(),
+            "its readings went with it"
+        );
+        let listed: Vec<i32> = store
+            .transactions_page(&a, &TransactionFilter::default(), &PageRequest::first(10))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(listed, [open.id, later.id], "the others stay, newest first");
+        let by_station = TransactionFilter { station: Some("CP1".into()), ..Default::default() };
+        let listed = store.transactions_page(&a, &by_station, &PageRequest::first(10)).await.unwrap().items.len();
+        assert_eq!(listed, 2, "and the station's index no longer names it");
+        assert_eq!(store.transaction_meter_values(&a, &"CP1".into(), open.id).await.unwrap().len(), 1);
+        assert_eq!(prune_all(store, "acct-a", DataKind::FinishedTransactions, at(1000), 1).await.0, 0);
     }
 
     pub async fn meter_values_are_kept_once_in_timestamp_order(s: &Subject) {

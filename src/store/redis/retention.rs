@@ -3,9 +3,11 @@
 //! old, each removal by a script that checks the record is still what was read.
 
 use super::scripts::SCRIPTS;
-use super::{decode, score, RedisStore};
+use super::{decode, encode, join, score, start_field, RedisStore};
 use crate::ids::AccountId;
-use crate::model::{command_is_old, login_is_old, CommandRecord, DataKind, LoginEvent, PruneStep};
+use crate::model::{
+    command_is_old, login_is_old, transaction_is_old, CommandRecord, DataKind, LoginEvent, PruneStep, Transaction,
+};
 use crate::store::StoreResult;
 use chrono::{DateTime, Utc};
 
@@ -118,6 +120,63 @@ impl RedisStore {
                 }
                 Ok(PruneStep { removed, next: scan_next(next) })
             }
+            DataKind::FinishedTransactions => {
+                // Oldest (lowest id) first, from after the last id looked at.
+                let min = match after_id(&cursor) {
+                    Some(id) => format!("({id}"),
+                    None => "-inf".into(),
+                };
+                let ids: Vec<String> = self
+                    .query(
+                        WHAT,
+                        redis::cmd("ZRANGEBYSCORE")
+                            .arg(self.key("tx_ids", &[account_id]))
+                            .arg(min)
+                            .arg("+inf")
+                            .arg("LIMIT")
+                            .arg(0)
+                            .arg(batch),
+                    )
+                    .await?;
+                if ids.is_empty() {
+                    return Ok(PruneStep::default());
+                }
+                let txs = self.key("txs", &[account_id]);
+                let values: Vec<Option<String>> = self.query(WHAT, redis::cmd("HMGET").arg(&txs).arg(&ids)).await?;
+                let mut removed = 0usize;
+                for value in values.into_iter().flatten() {
+                    let tx: Transaction = decode(&value)?;
+                    if !transaction_is_old(&tx, before) {
+                        continue;
+                    }
+                    let id = tx.id.to_string();
+                    let start = tx.start_identity().map(|s| start_field(&s)).unwrap_or_default();
+                    let reference =
+                        tx.station_transaction_id.as_deref().map(|r| join(&[&tx.station_id, r])).unwrap_or_default();
+                    let mut invocation = SCRIPTS.remove_transaction.prepare_invoke();
+                    invocation
+                        .key(&txs)
+                        .key(self.key("tx_ids", &[account_id]))
+                        .key(self.key("tx_station", &[account_id, &tx.station_id]))
+                        .key(self.key("tx_starts", &[account_id]))
+                        .key(self.key("tx_refs", &[account_id]))
+                        .key(self.key("meter", &[account_id, &tx.station_id, &id]))
+                        .key(self.key("meter_keys", &[account_id]))
+                        .arg(&id)
+                        .arg(&value)
+                        .arg(start)
+                        .arg(reference)
+                        .arg(encode(&(&tx.station_id, tx.id))?);
+                    removed += self.eval::<usize>(WHAT, &invocation).await?;
+                }
+                let more = ids.len() == batch;
+                Ok(PruneStep { removed, next: more.then(|| ids.last().cloned()).flatten() })
+            }
         }
     }
+}
+
+/// The last transaction id a step looked at, from its position ("0" or none: from the start).
+fn after_id(cursor: &str) -> Option<i32> {
+    cursor.parse::<i32>().ok().filter(|_| cursor != "0")
 }

@@ -19,6 +19,7 @@ pub(super) struct Scripts {
     pub(super) prune_sorted_set: Script,
     pub(super) trim_list_head: Script,
     pub(super) hash_delete_if: Script,
+    pub(super) remove_transaction: Script,
 }
 
 /// The Lua function that indexes a transaction written by the script it starts (see
@@ -193,6 +194,24 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         if redis.call('LINDEX', KEYS[1], n - 1) ~= ARGV[2] then return 0 end
         redis.call('LTRIM', KEYS[1], n, -1)
         return n
+        ",
+    ),
+    // KEYS: transactions, the account's transaction ids, the station's, the start index, the reference
+    // index, the transaction's readings, the account's reading keys. ARGV: id, the record as read,
+    // its start field ('' for none), its reference field ('' for none), its reading-keys member.
+    // Removes the transaction, its index entries and its readings if the record is still the one
+    // read; returns 1 then, else 0.
+    remove_transaction: Script::new(
+        r"
+        if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+        redis.call('HDEL', KEYS[1], ARGV[1])
+        redis.call('ZREM', KEYS[2], ARGV[1])
+        redis.call('ZREM', KEYS[3], ARGV[1])
+        if ARGV[3] ~= '' then redis.call('HDEL', KEYS[4], ARGV[3]) end
+        if ARGV[4] ~= '' then redis.call('HDEL', KEYS[5], ARGV[4]) end
+        redis.call('UNLINK', KEYS[6])
+        redis.call('SREM', KEYS[7], ARGV[5])
+        return 1
         ",
     ),
     // KEYS: hash. ARGV: field, value read. Deletes the field if it still holds the value read.

@@ -1,16 +1,17 @@
 //! The sled store's side of retention: a walk over one account's records of a kind, removing what
 //! the rules of [`crate::model`] call old, a batch at a time from a position in the tree.
 
-use super::{backend, decode, prefix, SledStore, StoredReadings, SEP};
+use super::{backend, decode, prefix, transactional, SledStore, StoredReadings, SEP};
 use crate::ids::AccountId;
 use crate::model::{
-    command_is_old, event_is_old, login_is_old, reading_is_old, CommandRecord, DataKind, LoginEvent, PruneStep,
-    StationEvent,
+    command_is_old, event_is_old, login_is_old, reading_is_old, transaction_is_old, CommandRecord, DataKind,
+    LoginEvent, PruneStep, StationEvent, Transaction,
 };
 use crate::store::{StoreError, StoreResult};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
+use sled::transaction::Transactional;
 use std::ops::Bound::{Excluded, Included};
 
 impl SledStore {
@@ -52,6 +53,7 @@ impl SledStore {
             DataKind::StationEvents => &self.events,
             DataKind::LoginHistory => &self.login_events,
             DataKind::FinishedCommands => &self.commands,
+            DataKind::FinishedTransactions => &self.transactions,
         };
         let start = match after {
             Some(a) => {
@@ -70,11 +72,23 @@ impl SledStore {
         for item in tree.range::<Vec<u8>, _>((start, Excluded(end))) {
             let (k, v) = item.map_err(backend)?;
             looked += 1;
+            if kind == DataKind::FinishedTransactions {
+                let tx: Transaction = decode(&v)?;
+                if transaction_is_old(&tx, before) && self.remove_transaction(&k, &v, &tx)? {
+                    removed += 1;
+                }
+                last = Some(k[p.len()..].to_vec());
+                if looked == batch {
+                    break;
+                }
+                continue;
+            }
             let old = match kind {
                 DataKind::MeterValues => self.old_readings(account_id, &k[p.len()..], &v, before)?,
                 DataKind::StationEvents => usize::from(event_is_old(&decode::<StationEvent>(&v)?, before)),
                 DataKind::LoginHistory => usize::from(login_is_old(&decode::<LoginEvent>(&v)?, before)),
                 DataKind::FinishedCommands => usize::from(command_is_old(&decode::<CommandRecord>(&v)?, before)),
+                DataKind::FinishedTransactions => 0,
             };
             if old > 0 {
                 // Only if it is still what was read: a record changed meanwhile waits for the next pass.
@@ -89,6 +103,41 @@ impl SledStore {
         }
         let next = if looked == batch { last.map(|l| URL_SAFE_NO_PAD.encode(l)) } else { None };
         Ok(PruneStep { removed, next })
+    }
+
+    /// Removes a transaction (stored under `k` as `v`, if it still is) with its index entries in one
+    /// sled transaction, then its readings. False when it changed since it was read.
+    fn remove_transaction(&self, k: &[u8], v: &[u8], tx: &Transaction) -> StoreResult<bool> {
+        let by_station = Self::station_transaction_key(tx);
+        let start = tx.start_identity().map(|s| Self::start_key(&s));
+        let reference =
+            tx.station_transaction_id.as_deref().map(|r| Self::reference_key(&tx.account_id, &tx.station_id, r));
+        let r = (&self.transactions, &self.transactions_by_station, &self.transaction_starts, &self.transaction_refs)
+            .transaction(|(txs, stations, starts, refs)| {
+                if txs.get(k)?.as_deref() != Some(v) {
+                    return Ok(false);
+                }
+                txs.remove(k)?;
+                stations.remove(by_station.as_slice())?;
+                if let Some(start) = &start {
+                    starts.remove(start.as_slice())?;
+                }
+                if let Some(reference) = &reference {
+                    refs.remove(reference.as_slice())?;
+                }
+                Ok(true)
+            });
+        if !transactional(r)? {
+            return Ok(false);
+        }
+        let readings = prefix(&[tx.account_id.as_bytes(), tx.station_id.as_bytes(), &tx.id.to_be_bytes()]);
+        let mut batch = sled::Batch::default();
+        for item in self.meter_values.scan_prefix(readings) {
+            let (k, _) = item.map_err(backend)?;
+            batch.remove(k);
+        }
+        self.meter_values.apply_batch(batch).map_err(backend)?;
+        Ok(true)
     }
 
     /// How many readings the meter-values entry `v` (key `k` after the account's prefix: station,
