@@ -10,8 +10,8 @@ pub use crate::ids::{AccountId, StationId};
 
 mod page;
 pub use page::{
-    reading_order, Page, PageBuilder, PageRequest, ReadingKey, ReadingPage, StationFilter, TransactionFilter,
-    TransactionStatus, DEFAULT_LIMIT, MAX_LIMIT, SCAN_BUDGET,
+    reading_order, CommandKey, EventKey, Page, PageBuilder, PageRequest, ReadingKey, ReadingPage, StationFilter,
+    TimeKey, TimePage, TransactionFilter, TransactionStatus, DEFAULT_LIMIT, MAX_LIMIT, SCAN_BUDGET,
 };
 
 /// A tenant: a charging-network operator with its own stations, id tags and transactions.

@@ -158,12 +158,13 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         return n
         ",
     ),
-    // KEYS: commands, station queue, queue stations, all queued, queue sequence.
+    // KEYS: commands, station queue, queue stations, all queued, queue sequence, command fields.
     // ARGV: record field, record JSON, command id, station id, created at (µs), member of all queued.
     // Queueing the same command again keeps its place.
     enqueue_command: Script::new(
         r"
         redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+        redis.call('ZADD', KEYS[6], 0, ARGV[1])
         if not redis.call('ZSCORE', KEYS[2], ARGV[3]) then
             redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[5]), ARGV[3])
         end

@@ -100,8 +100,16 @@ impl StationStore for RedisStore {
         let mut pipe = redis::pipe();
         pipe.atomic();
         let index = self.key("meter_keys", &[account_id]);
+        let mut loose = std::collections::BTreeSet::new();
         for record in records {
             let tx = record.transaction_id.unwrap_or(0);
+            if tx == 0 && loose.insert(record.station_id.as_str()) {
+                pipe.cmd("ZADD")
+                    .arg(self.key("meter_stations", &[account_id]))
+                    .arg(0)
+                    .arg(record.station_id.as_str())
+                    .ignore();
+            }
             // The member is the reading itself: the same reading twice is one member.
             pipe.cmd("ZADD")
                 .arg(self.key("meter", &[account_id, &record.station_id, &tx.to_string()]))
