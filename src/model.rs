@@ -11,8 +11,8 @@ pub use crate::ids::{AccountId, StationId};
 mod page;
 mod retention;
 pub use page::{
-    reading_order, Page, PageBuilder, PageRequest, ReadingKey, ReadingPage, StationFilter, TransactionFilter,
-    TransactionStatus, DEFAULT_LIMIT, MAX_LIMIT, SCAN_BUDGET,
+    reading_order, CommandKey, EventKey, Page, PageBuilder, PageRequest, ReadingKey, ReadingPage, StationFilter,
+    TimeKey, TimePage, TransactionFilter, TransactionStatus, DEFAULT_LIMIT, MAX_LIMIT, SCAN_BUDGET,
 };
 pub use retention::{
     command_is_old, cutoff, event_is_old, login_is_old, reading_is_old, transaction_is_old, DataKind, PruneStep,

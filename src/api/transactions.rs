@@ -2,7 +2,8 @@
 
 use super::paging::{self, List};
 use super::{ApiError, Tenant};
-use crate::ids::StationId;
+use crate::ids::{AccountId, StationId};
+use crate::limits::quota::Permit;
 use crate::model::{
     MeterRecord, Page, PageRequest, ReadingKey, Transaction, TransactionFilter, TransactionStatus, MAX_LIMIT,
 };
@@ -73,6 +74,21 @@ pub async fn list(
     paging::respond(List::Transactions, page, |tx| Some(view(&tx)), |id| id.to_string()).await
 }
 
+/// A place among the exports the tenant streams at once (`limits.exports_per_tenant`: this one and
+/// the account export), held by the body until it ends or the client goes; 429 when all are taken.
+pub(super) fn export_place(state: &AppState, account_id: &AccountId) -> Result<Permit<AccountId>, ApiError> {
+    state.limits.exports.acquire(account_id).ok_or_else(|| {
+        crate::limits::hit(crate::limits::Limit::Exports);
+        ApiError::RateLimited {
+            retry_after: std::time::Duration::from_secs(1),
+            message: format!(
+                "this account streams {} exports already (limits.exports_per_tenant); try again when one has ended",
+                state.limits.settings.exports_per_tenant
+            ),
+        }
+    })
+}
+
 /// Where an export stands: a page read and not yet written, the key to read the next one after, or
 /// the end.
 enum Export {
@@ -97,17 +113,7 @@ pub async fn export(
             "the export has no pages: it takes the list's filters, not limit or cursor",
         ));
     }
-    // Held by the body until it ends or the client goes: a tenant streams a bounded number at once.
-    let Some(permit) = state.limits.exports.acquire(&account.id) else {
-        crate::limits::hit(crate::limits::Limit::Exports);
-        return Err(ApiError::RateLimited {
-            retry_after: std::time::Duration::from_secs(1),
-            message: format!(
-                "this account streams {} exports already (limits.exports_per_tenant); try again when one has ended",
-                state.limits.settings.exports_per_tenant
-            ),
-        });
-    };
+    let permit = export_place(&state, &account.id)?;
     let filter = q.filter();
     let store = state.account_store.clone();
     let budget = state.limits.settings.list_scan_records;

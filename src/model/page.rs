@@ -207,41 +207,50 @@ impl TransactionFilter {
     }
 }
 
-/// Where a page of one transaction's meter readings goes on: a reading's time (microseconds since
-/// the epoch) and its place among the readings of that time (1 for the first). Readings are in time
-/// order, those of the same time in the order of their stored JSON (what Redis orders a sorted
-/// set's ties by); the cursor `(t, n)` goes on after the first `n` readings at `t`, and `(t, 0)`
-/// starts at `t`.
-pub type ReadingKey = (i64, u32);
+/// Where a page of a list in time order goes on: a time (microseconds since the epoch) and a place
+/// among the records of that time (1 for the first). The cursor `(t, n)` goes on after the first `n`
+/// records at `t`, and `(t, 0)` starts at `t`.
+pub type TimeKey = (i64, u32);
+
+/// Where a page of one transaction's meter readings goes on ([`TimeKey`]): a reading's time and its
+/// place among the readings of that time. Readings are in time order, those of the same time in the
+/// order of their stored JSON (what Redis orders a sorted set's ties by).
+pub type ReadingKey = TimeKey;
+
+/// Where a page of one station's events goes on ([`TimeKey`]): the time an event is stored under
+/// (when it was received) and its place among the events of that time, in the store's own order.
+pub type EventKey = TimeKey;
+
+/// A command record's place in the account's list of them: its station, then its id.
+pub type CommandKey = (StationId, String);
 
 /// The key a reading sorts by within its transaction: its time, then its stored bytes.
 pub fn reading_order(record: &MeterRecord, stored: &[u8]) -> (i64, Vec<u8>) {
     (record.meter_value.timestamp.timestamp_micros(), stored.to_vec())
 }
 
-/// Cuts a page of a transaction's readings from readings offered in [`reading_order`], each once,
-/// numbering those of the same time as the cursor counts them. A source may start anywhere at or
+/// Cuts a page of a list in time order from records offered in that order, each once, numbering
+/// those of the same time as the cursor ([`TimeKey`]) counts them. A source may start anywhere at or
 /// before the cursor's time: what is not after the cursor is passed over.
-pub struct ReadingPage {
-    builder: PageBuilder<MeterRecord, ReadingKey>,
-    after: Option<ReadingKey>,
-    last: Option<ReadingKey>,
+pub struct TimePage<T> {
+    builder: PageBuilder<T, TimeKey>,
+    after: Option<TimeKey>,
+    last: Option<TimeKey>,
 }
 
-impl ReadingPage {
+impl<T> TimePage<T> {
     /// The page `request` asks. `positioned`: the source itself starts right after the cursor (it
-    /// skipped the first `n` readings at its time), so the numbering goes on from the cursor's.
-    pub fn new(request: &PageRequest<ReadingKey>, positioned: bool) -> Self {
-        ReadingPage {
+    /// skipped the first `n` records at its time), so the numbering goes on from the cursor's.
+    pub fn new(request: &PageRequest<TimeKey>, positioned: bool) -> Self {
+        TimePage {
             builder: PageBuilder::new(request),
             after: request.after,
             last: if positioned { request.after } else { None },
         }
     }
 
-    /// Offers the next reading; false when the page is full and no more are wanted.
-    pub fn offer(&mut self, record: MeterRecord) -> bool {
-        let t = record.meter_value.timestamp.timestamp_micros();
+    /// Offers the next record, of time `t`; false when the page is full and no more are wanted.
+    pub fn offer(&mut self, t: i64, item: T) -> bool {
         let n = match self.last {
             Some((at, n)) if at == t => n + 1,
             _ => 1,
@@ -250,16 +259,42 @@ impl ReadingPage {
         if self.after.is_some_and(|after| (t, n) <= after) {
             return true;
         }
-        self.builder.offer((t, n), record, true)
+        self.builder.offer((t, n), item, true)
     }
 
-    /// How many more readings are worth reading at most.
+    /// How many more records are worth reading at most.
     pub fn wanted(&self) -> usize {
         self.builder.wanted()
     }
 
-    pub fn finish(self) -> Page<MeterRecord, ReadingKey> {
+    pub fn finish(self) -> Page<T, TimeKey> {
         self.builder.finish()
+    }
+}
+
+/// Cuts a page of a transaction's readings from readings offered in [`reading_order`] (a
+/// [`TimePage`] of their timestamps).
+pub struct ReadingPage(TimePage<MeterRecord>);
+
+impl ReadingPage {
+    /// The page `request` asks; `positioned` as for [`TimePage::new`].
+    pub fn new(request: &PageRequest<ReadingKey>, positioned: bool) -> Self {
+        ReadingPage(TimePage::new(request, positioned))
+    }
+
+    /// Offers the next reading; false when the page is full and no more are wanted.
+    pub fn offer(&mut self, record: MeterRecord) -> bool {
+        let t = record.meter_value.timestamp.timestamp_micros();
+        self.0.offer(t, record)
+    }
+
+    /// How many more readings are worth reading at most.
+    pub fn wanted(&self) -> usize {
+        self.0.wanted()
+    }
+
+    pub fn finish(self) -> Page<MeterRecord, ReadingKey> {
+        self.0.finish()
     }
 }
 

@@ -29,9 +29,9 @@ pub use node_log::{NodeLog, NodeLogSettings};
 
 use crate::ids::{AccountId, StationId};
 use crate::model::{
-    Account, ApiToken, CommandRecord, Consents, DataKind, DeviceVariable, IdTag, LoginEvent, MeterRecord,
-    NewTransaction, Page, PageRequest, PruneStep, ReadingKey, StartIdentity, Station, StationChange, StationEvent,
-    StationFilter, Transaction, TransactionFilter, TransactionStop,
+    Account, ApiToken, CommandKey, CommandRecord, Consents, DataKind, DeviceVariable, EventKey, IdTag, LoginEvent,
+    MeterRecord, NewTransaction, Page, PageRequest, PruneStep, ReadingKey, StartIdentity, Station, StationChange,
+    StationEvent, StationFilter, Transaction, TransactionFilter, TransactionStop,
 };
 use async_trait::async_trait;
 use serde::Serialize;
@@ -366,6 +366,28 @@ pub trait AccountStore: StationLookup {
         every_page(|page| async move { self.meter_values_page(account_id, station_id, transaction_id, &page).await })
             .await
     }
+    /// A page of the ids of the account's stations with meter readings outside a transaction (kept
+    /// under transaction 0, read with [`AccountStore::meter_values_page`]), by id. A deleted
+    /// station's readings stay, so it is listed too.
+    async fn loose_reading_stations_page(
+        &self,
+        account_id: &AccountId,
+        page: &PageRequest<StationId>,
+    ) -> StoreResult<Page<StationId, StationId>>;
+    /// A page of one station's events in the order they were received (see [`EventKey`]).
+    async fn events_page(
+        &self,
+        account_id: &AccountId,
+        station_id: &StationId,
+        page: &PageRequest<EventKey>,
+    ) -> StoreResult<Page<StationEvent, EventKey>>;
+    /// A page of the account's command records, whatever their status, by station, then command id
+    /// (each in the store's own order of its keys).
+    async fn commands_page(
+        &self,
+        account_id: &AccountId,
+        page: &PageRequest<CommandKey>,
+    ) -> StoreResult<Page<CommandRecord, CommandKey>>;
     /// Every meter reading of the account, with or without a transaction.
     async fn account_meter_values(&self, account_id: &AccountId) -> StoreResult<Vec<MeterRecord>>;
     async fn events(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<Vec<StationEvent>>;
@@ -430,8 +452,8 @@ pub trait SharedStore: StationStore + AccountStore {
     async fn reserve_transaction_ids(&self, count: u32) -> StoreResult<std::ops::Range<i32>>;
 }
 
-/// Every item of a paged list, read page after page (`read` reads the page asked): for the privacy
-/// export, which still builds one document.
+/// Every item of a paged list, read page after page (`read` reads the page asked): for lists known
+/// to be small, and for tests.
 pub async fn every_page<T, K, F, Fut>(mut read: F) -> StoreResult<Vec<T>>
 where
     F: FnMut(PageRequest<K>) -> Fut,

@@ -1,7 +1,7 @@
 //! The account holder's rights (access and portability, rectification, erasure, choices) and the
 //! protection of accounts (failure limits, new-location codes, login history, revocable tokens).
 
-use crate::helpers::{client_from, spawn_app, spawn_app_with, StationClient, TestApp, PASSWORD};
+use crate::helpers::{client_from, series_value, spawn_app, spawn_app_with, StationClient, TestApp, PASSWORD};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
@@ -57,6 +57,11 @@ async fn the_export_holds_everything_kept_about_the_account_and_no_secret() {
     assert_eq!(doc["account"]["email"], "ops@acme.example");
     assert_eq!(doc["account"]["known_locations"], json!(["127.0.0.0/24"]));
     assert_eq!(doc["consents"]["marketing_emails"]["granted"], true);
+    assert!(
+        doc["retention"]["meter_values"]["days"].as_u64().is_some(),
+        "the periods the data is kept for: {}",
+        doc["retention"]
+    );
     assert_eq!(doc["stations"][0]["id"], "CP001");
     assert_eq!(doc["stations"][0]["boot"]["charge_point_vendor"], "ACME");
     assert_eq!(doc["stations"][0]["events"][0]["action"], "DataTransfer");
@@ -488,4 +493,146 @@ async fn no_tenant_can_read_or_change_anothers_account_data() {
         (Some("CP001"), Some("TAG-A"))
     );
     assert_eq!(a_export["transactions"].as_array().map(Vec::len), Some(1));
+}
+
+/// `count` readings a minute apart from `from` minutes past 2026-11-25T00:00Z, values `{tag}-{n}`.
+fn readings(tag: &str, from: u32, count: u32) -> Vec<Value> {
+    (from..from + count)
+        .map(|n| {
+            let at = format!("2026-11-{:02}T{:02}:{:02}:00Z", 25 + n / 1440, n / 60 % 24, n % 60);
+            json!({"timestamp": at, "sampledValue": [{"value": format!("{tag}-{n}"), "unit": "Wh"}]})
+        })
+        .collect()
+}
+
+/// The values of the first sampled value of each reading, in the order given.
+fn values(readings: &Value) -> Vec<String> {
+    readings
+        .as_array()
+        .expect("readings")
+        .iter()
+        .map(|r| r["sampled_value"][0]["value"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_export_streams_every_record_of_a_large_account_once_across_store_pages() {
+    let app = spawn_app_with(|s| {
+        s.limits.station_messages_per_sec = 100_000.0;
+        s.limits.station_message_burst = 100_000;
+        // Each export below gives its place back when its body ends.
+        s.limits.exports_per_tenant = 1;
+    })
+    .await;
+    let t = app.tenant("acme").await;
+    let other = app.tenant("other").await;
+    charge_once(&app, &other, "CP1", "OTHER-TAG").await;
+    app.request(Method::PUT, "/id-tags/TAG-1", Some(&t.token), Some(json!({"status": "Accepted"}))).await;
+    let mut cp1 = app.connected_station(&t, "CP1").await;
+    let mut cp2 = app.connected_station(&t, "CP2").await;
+    cp1.boot().await;
+    cp2.boot().await;
+
+    // More than a store page (1,000) of transactions, of events, of one transaction's readings and
+    // of readings outside a transaction; the last of a station deleted since.
+    let charge = async {
+        let mut ids = Vec::new();
+        for n in 0..1005u32 {
+            let at = format!("2026-11-01T{:02}:{:02}:00Z", n / 60 % 24, n % 60);
+            let start = json!({"connectorId": 1 + n % 4, "idTag": "TAG-1", "meterStart": n, "timestamp": at});
+            ids.push(cp1.ok("StartTransaction", start).await["transactionId"].as_i64().unwrap());
+        }
+        let long = ids[10];
+        for from in [0, 400, 800] {
+            let readings = readings("long", from, 400);
+            cp1.ok("MeterValues", json!({"connectorId": 3, "transactionId": long, "meterValue": readings})).await;
+        }
+        cp1.ok(
+            "MeterValues",
+            json!({"connectorId": 1, "transactionId": ids[1004], "meterValue": readings("last", 0, 1)}),
+        )
+        .await;
+        cp1.ok("MeterValues", json!({"connectorId": 1, "meterValue": readings("cp1-loose", 0, 2)})).await;
+        for n in 0..1001 {
+            cp1.ok("DataTransfer", json!({"vendorId": "ACME", "data": format!("event-{n}")})).await;
+        }
+        ids
+    };
+    let loose = async {
+        for from in [0, 370, 740] {
+            cp2.ok("MeterValues", json!({"connectorId": 1, "meterValue": readings("cp2-loose", from, 370)})).await;
+        }
+    };
+    let (ids, ()) = tokio::join!(charge, loose);
+    drop(cp2);
+    assert_eq!(app.request(Method::DELETE, "/stations/CP2", Some(&t.token), None).await.0, StatusCode::NO_CONTENT);
+    app.station(&t, "CP3").await;
+    for kind in ["Soft", "Hard", "Soft"] {
+        let (status, body) = app.post("/stations/CP3/commands/Reset?queue=true", &t.token, json!({"type": kind})).await;
+        assert!(status.is_success(), "{body}");
+    }
+
+    for _ in 0..2 {
+        let res = app.http.get(app.api("/account/export")).bearer_auth(&t.token).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()["content-type"], "application/json");
+        assert!(res.headers()["content-disposition"].to_str().unwrap().starts_with("attachment"));
+        assert!(res.headers().get("content-length").is_none(), "streamed, not built whole");
+        let doc: Value = serde_json::from_str(&res.text().await.unwrap()).expect("one JSON document");
+
+        let mut exported: Vec<i64> =
+            doc["transactions"].as_array().unwrap().iter().map(|tx| tx["id"].as_i64().unwrap()).collect();
+        assert_eq!(exported.first(), ids.last(), "newest first");
+        exported.sort_unstable();
+        assert_eq!(exported, ids, "every transaction once");
+        let tx = |id: i64| doc["transactions"].as_array().unwrap().iter().find(|tx| tx["id"] == id).unwrap();
+        let long: Vec<String> = (0..1200).map(|n| format!("long-{n}")).collect();
+        assert_eq!(values(&tx(ids[10])["meter_values"]), long, "every reading once, in time order");
+        assert_eq!(values(&tx(ids[1004])["meter_values"]), ["last-0"]);
+        assert_eq!(tx(ids[500])["meter_values"], json!([]));
+
+        let stations: Vec<&str> =
+            doc["stations"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+        assert_eq!(stations, ["CP1", "CP3"], "the deleted station's record is gone");
+        let events: Vec<String> = doc["stations"][0]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["payload"]["data"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(events, (0..1001).map(|n| format!("event-{n}")).collect::<Vec<_>>(), "every event once, in order");
+        assert_eq!(doc["stations"][1]["events"], json!([]));
+
+        let mut loose = values(&doc["meter_values_without_transaction"]);
+        loose.sort_unstable();
+        let mut expected: Vec<String> = (0..1110).map(|n| format!("cp2-loose-{n}")).collect();
+        expected.extend(["cp1-loose-0".to_string(), "cp1-loose-1".to_string()]);
+        expected.sort_unstable();
+        assert_eq!(loose, expected, "every reading outside a transaction once, the deleted station's too");
+        let commands = doc["commands"].as_array().unwrap();
+        assert_eq!(commands.len(), 3);
+        assert!(commands.iter().all(|c| c["station_id"] == "CP3" && c["action"] == "Reset"), "{commands:?}");
+        assert_eq!(doc["id_tags"].as_array().map(Vec::len), Some(1));
+        assert_eq!(doc["format"], "ocpp-css.account-export.v1");
+        assert!(!doc.to_string().contains("OTHER-TAG"), "another tenant's records are its own");
+    }
+    // The place is given back when the body ends: the transaction export, which shares the bound,
+    // is served.
+    assert_eq!(app.get("/transactions", &t.token).await.0, StatusCode::OK);
+    let res = app.http.get(app.api("/transactions/export")).bearer_auth(&t.token).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_export_past_the_tenants_bound_of_exports_is_refused_with_429_and_counted() {
+    let app = spawn_app_with(|s| s.limits.exports_per_tenant = 0).await;
+    let t = app.tenant("acme").await;
+    let before = series_value(&app.metrics().await, "ocpp_limit_hits_total", &[("limit", "exports")]);
+    let (status, body) = export(&app, &t.token).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")), "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("exports_per_tenant")), "{body}");
+    let after = series_value(&app.metrics().await, "ocpp_limit_hits_total", &[("limit", "exports")]);
+    assert_eq!(after - before, 1.0);
+    // Only the export: the account itself still answers.
+    assert_eq!(app.get("/account", &t.token).await.0, StatusCode::OK);
 }

@@ -7,7 +7,7 @@
 
 use crate::redis::RedisServer;
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use ocpp_css::ids::AccountId;
+use ocpp_css::ids::{AccountId, StationId};
 use ocpp_css::model::{
     Account, ApiToken, BootInfo, CommandRecord, CommandStatus, ConnectorStatus, Consent, Consents, DataKind,
     DeviceVariable, IdTag, LoginEvent, LoginOutcome, MeterRecord, MeterValue, NewTransaction, Page, PageRequest,
@@ -94,6 +94,7 @@ contract!(
     transaction_pages_filter_by_station_status_and_time_through_every_write_path,
     station_pages_filter_by_registration_and_protocol,
     station_events_are_kept_once_in_received_order,
+    the_exports_pages_of_loose_reading_stations_events_and_commands_give_each_once_in_order,
     command_queues_keep_order_per_station_and_release_what_left_them,
     device_variables_are_replaced_by_key_and_ordered_by_component_then_variable,
     observed_values_change_only_the_value_and_time_of_what_was_reported,
@@ -1093,6 +1094,7 @@ mod checks {
             .add_meter_values(&a, &[reading("CP3", None, -10, "loose-old"), reading("CP3", None, 10, "loose-new")])
             .await
             .unwrap();
+        store.add_meter_values(&a, &[reading("CP5", None, -10, "loose-all-old")]).await.unwrap();
         store.add_meter_values(&"acct-b".into(), &[reading("CP1", Some(7), -3000, "b")]).await.unwrap();
         for (station, received) in [("CP1", -100), ("CP1", 100), ("CP4", -50)] {
             store.add_event(&a, &event(station, "DataTransfer", received)).await.unwrap();
@@ -1133,7 +1135,13 @@ mod checks {
             (old_done..30).map(|i| i.to_string()).collect::<Vec<_>>(),
             "the finished transaction's new readings stay"
         );
-        assert_eq!(removed, old_done + 1, "its old readings and the old loose one went");
+        assert_eq!(removed, old_done + 2, "its old readings and the old loose ones went");
+        let loose_stations = store.loose_reading_stations_page(&a, &PageRequest::first(10)).await.unwrap().items;
+        assert_eq!(
+            loose_stations,
+            [StationId::from("CP3")],
+            "a station whose loose readings all went is no longer listed"
+        );
         assert!(steps >= 1);
         assert_eq!(
             store.transaction_meter_values(&a, &"CP2".into(), open.id).await.unwrap().len(),
@@ -1173,6 +1181,8 @@ mod checks {
         let mut expected = vec![answered_lately.id.clone(), still_queued.id.clone()];
         expected.sort();
         assert_eq!(left, expected, "a command ended lately and a queued one stay");
+        let paged = store.commands_page(&a, &PageRequest::first(10)).await.unwrap().items;
+        assert_eq!(paged.len(), 2, "and the command index names only those");
 
         // Every account is handed out, a few at a time.
         let (mut ids, mut after) = (Vec::new(), None);
@@ -1513,6 +1523,125 @@ mod checks {
         assert_eq!(store.account_events(&"acct-b".into()).await.unwrap(), [e1]);
     }
 
+    pub async fn the_exports_pages_of_loose_reading_stations_events_and_commands_give_each_once_in_order(s: &Subject) {
+        let store = &*s.store;
+        let a: AccountId = "acct-a".into();
+        let a = &a;
+
+        // Readings outside a transaction on four stations, one of them since deleted; CP4 has only
+        // readings of a transaction; another account's stay its own.
+        for id in ["CP1", "CP10", "CP3", "CP4", "CP:2"] {
+            store.create_station(&station("acct-a", id)).await.unwrap();
+        }
+        for id in ["CP1", "CP10", "CP3", "CP:2"] {
+            let loose: Vec<MeterRecord> = (0..3).map(|i| reading(id, None, i * 400, &format!("{id}-{i}"))).collect();
+            store.add_meter_values(a, &loose).await.unwrap();
+        }
+        store
+            .add_meter_values(a, &[reading("CP1", Some(7), 10, "tx"), reading("CP4", Some(8), 10, "tx")])
+            .await
+            .unwrap();
+        store.add_meter_values(&"acct-b".into(), &[reading("CP0", None, 10, "b")]).await.unwrap();
+        assert!(store.delete_station(a, &"CP3".into()).await.unwrap());
+        for (limit, budget) in [(1, 1), (2, 2), (2, 1000), (100, 5000)] {
+            let (mut walked, mut after, mut pages) = (Vec::new(), None, 0);
+            loop {
+                let request = PageRequest { after, limit, budget };
+                let page = store.loose_reading_stations_page(a, &request).await.unwrap();
+                assert!(page.items.len() <= limit);
+                walked.extend(page.items.into_iter().map(|s| s.to_string()));
+                pages += 1;
+                assert!(pages <= 20, "the pages end");
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            assert_eq!(
+                walked,
+                ["CP1", "CP10", "CP3", "CP:2"],
+                "limit {limit}, budget {budget}: by id, the deleted one too"
+            );
+        }
+        let loose = store.transaction_meter_values(a, &"CP3".into(), 0).await.unwrap();
+        assert_eq!(loose.len(), 3, "a deleted station's readings stay");
+        let b_stations = store.loose_reading_stations_page(&"acct-b".into(), &PageRequest::first(10)).await.unwrap();
+        assert_eq!(b_stations.items, [ocpp_css::ids::StationId::from("CP0")]);
+
+        // Events: out of order, some twice, several at the same instant.
+        let mut events: Vec<StationEvent> = (0..40).map(|i| event("CP1", "DataTransfer", i % 13)).collect();
+        for (i, e) in events.iter_mut().enumerate() {
+            e.payload = serde_json::json!({ "n": i });
+        }
+        for chunk in events.chunks(3).rev() {
+            for e in chunk {
+                store.add_event(a, e).await.unwrap();
+            }
+        }
+        store.add_event(a, &events[5]).await.unwrap();
+        store.add_event(a, &event("CP10", "DataTransfer", 1)).await.unwrap();
+        store.add_event(&"acct-b".into(), &event("CP1", "DataTransfer", 1)).await.unwrap();
+        let whole = store.events(a, &"CP1".into()).await.unwrap();
+        assert_eq!(whole.len(), 40);
+        for limit in [1, 2, 7, 1000] {
+            let (mut walked, mut after, mut pages) = (Vec::new(), None, 0);
+            loop {
+                let page = store.events_page(a, &"CP1".into(), &PageRequest::new(after, limit)).await.unwrap();
+                assert!(page.items.len() <= limit && (page.items.len() == limit || page.next.is_none()));
+                walked.extend(page.items);
+                pages += 1;
+                assert!(pages <= 41, "the pages end");
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            assert_eq!(walked, whole, "a walk of pages of {limit} gives every event once, in received order");
+        }
+        let mut sorted = whole.clone();
+        sorted.sort_by_key(|e| e.payload["n"].as_u64());
+        assert_eq!(sorted, events, "each event once");
+        assert!(store.events_page(a, &"CP9".into(), &PageRequest::first(5)).await.unwrap().items.is_empty());
+
+        // Command records, whatever their status.
+        let mut expected = Vec::new();
+        for (i, station_id) in ["CP1", "CP:2", "CP10", "CP1", "CP3"].into_iter().enumerate() {
+            for n in 0..4 {
+                let c = command("acct-a", station_id, &format!("Reset{n}"), i as i64);
+                store.enqueue_command(&c).await.unwrap();
+                expected.push(c);
+            }
+        }
+        let mut sent = expected[2].clone();
+        sent.status = CommandStatus::Sent;
+        store.update_command(&sent).await.unwrap();
+        expected[2] = sent;
+        store.enqueue_command(&command("acct-b", "CP1", "Reset", 1)).await.unwrap();
+        let whole = store.account_commands(a).await.unwrap();
+        assert_eq!(whole.len(), expected.len());
+        for limit in [1, 3, 1000] {
+            let (mut walked, mut after, mut pages) = (Vec::new(), None, 0);
+            loop {
+                let page = store.commands_page(a, &PageRequest::new(after, limit)).await.unwrap();
+                assert!(page.items.len() <= limit && (page.items.len() == limit || page.next.is_none()));
+                walked.extend(page.items);
+                pages += 1;
+                assert!(pages <= 21, "the pages end");
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            assert_eq!(walked, whole, "a walk of pages of {limit} gives every command once, in order");
+        }
+        let mut sorted = whole;
+        sorted.sort_by(|x, y| x.id.cmp(&y.id));
+        expected.sort_by(|x, y| x.id.cmp(&y.id));
+        assert_eq!(sorted, expected);
+        let theirs = store.commands_page(&"acct-b".into(), &PageRequest::first(10)).await.unwrap();
+        assert_eq!(theirs.items.len(), 1);
+    }
+
     pub async fn command_queues_keep_order_per_station_and_release_what_left_them(s: &Subject) {
         let store = &*s.store;
         assert_eq!(store.queued_command_count().await.unwrap(), 0);
@@ -1726,6 +1855,7 @@ async fn redis_stores_keep_to_their_key_prefix_and_erasure_leaves_no_key_of_the_
     one.create_account(&account("acct-a", "alpha")).await.unwrap();
     two.create_account(&account("acct-a", "alpha")).await.expect("another prefix is another store");
     fill(&one, "acct-a").await;
+    one.add_meter_values(&"acct-a".into(), &[reading("CP1", None, 5, "loose")]).await.unwrap();
     one.create_account(&account("acct-b", "bravo")).await.unwrap();
     fill(&one, "acct-b").await;
     assert!(all_stations(&two, &"acct-a".into()).await.unwrap().is_empty());
@@ -1791,6 +1921,19 @@ async fn a_redis_store_written_before_the_list_indexes_is_indexed_when_a_store_n
         started.push(store.start_transaction(&new_tx("acct-a", id, 1, i as i64)).await.unwrap().0.id);
     }
     store.stop_transaction(&a, &"CP2".into(), started[1], &stop(10)).await.unwrap();
+    store.add_meter_values(&a, &[reading("CP:1", None, 1, "1"), reading("CP3", None, 2, "2")]).await.unwrap();
+    store.enqueue_command(&command("acct-a", "CP:1", "Reset", 1)).await.unwrap();
+    store.enqueue_command(&command("acct-a", "CP2", "Reset", 2)).await.unwrap();
+    let loose = |store: RedisStore| async move {
+        let page = store.loose_reading_stations_page(&"acct-a".into(), &PageRequest::first(10)).await.unwrap();
+        page.items.into_iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let commands = |store: RedisStore| async move {
+        store.commands_page(&"acct-a".into(), &PageRequest::first(10)).await.unwrap().items
+    };
+    assert_eq!(loose(store.clone()).await, ["CP3", "CP:1"]);
+    let command_records = commands(store.clone()).await;
+    assert_eq!(command_records.len(), 2);
     let ids = |s: Vec<Station>| s.into_iter().map(|s| s.id.to_string()).collect::<Vec<_>>();
     let stations = ids(all_stations(&store, &a).await.unwrap());
     let tags = all_id_tags(&store, &a).await.unwrap();
@@ -1803,9 +1946,18 @@ async fn a_redis_store_written_before_the_list_indexes_is_indexed_when_a_store_n
     let client = ::redis::Client::open(server.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     for key in redis_keys(&server.url()).await {
-        let index = ["station_ids:", "id_tag_ids:", "tx_ids:", "tx_station:", "tx_open:", "tx_stations:"]
-            .iter()
-            .any(|kind| key.starts_with(&format!("old:{kind}")));
+        let index = [
+            "station_ids:",
+            "id_tag_ids:",
+            "tx_ids:",
+            "tx_station:",
+            "tx_open:",
+            "tx_stations:",
+            "meter_stations:",
+            "command_ids:",
+        ]
+        .iter()
+        .any(|kind| key.starts_with(&format!("old:{kind}")));
         if index || key == "old:indexed" {
             let _: i64 = ::redis::cmd("DEL").arg(&key).query_async(&mut conn).await.unwrap();
         }
@@ -1820,8 +1972,21 @@ async fn a_redis_store_written_before_the_list_indexes_is_indexed_when_a_store_n
     assert_eq!(walk_transactions(&next, "acct-a", &open, 2).await, [started[3], started[2], started[0]]);
     assert_eq!(walk_transactions(&next, "acct-a", &on_cp1, 1).await, [started[2], started[0]]);
     assert_eq!(all_stations(&next, &"acct-b".into()).await.unwrap().len(), 3);
+    assert_eq!(loose(next.clone()).await, ["CP3", "CP:1"]);
+    assert_eq!(commands(next.clone()).await, command_records);
     // Once: the marker is set, and the indexes then follow the writes.
     next.delete_station(&a, &"CP2".into()).await.unwrap();
     let again = RedisStore::connect(&server.url(), "old", REDIS_TIMEOUT).await.unwrap();
     assert_eq!(all_stations(&again, &a).await.unwrap().len(), 2);
+
+    // A store the lists were indexed in (version 1) gets the export's indexes alone.
+    for key in ["old:meter_stations:acct-a", "old:command_ids:acct-a"] {
+        let _: i64 = ::redis::cmd("DEL").arg(key).query_async(&mut conn).await.unwrap();
+    }
+    let _: () = ::redis::cmd("SET").arg("old:indexed").arg("1").query_async(&mut conn).await.unwrap();
+    assert!(loose(again.clone()).await.is_empty());
+    let v2 = RedisStore::connect(&server.url(), "old", REDIS_TIMEOUT).await.unwrap();
+    assert_eq!(loose(v2.clone()).await, ["CP3", "CP:1"]);
+    assert_eq!(commands(v2.clone()).await, command_records);
+    assert_eq!(all_stations(&v2, &a).await.unwrap().len(), 2, "the station deleted after indexing stays out");
 }

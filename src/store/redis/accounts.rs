@@ -5,9 +5,9 @@ use super::scripts::SCRIPTS;
 use super::{backend, command_field, decode, encode, queued_member, score, RedisStore};
 use crate::ids::{AccountId, StationId};
 use crate::model::{
-    Account, ApiToken, CommandRecord, Consents, DataKind, DeviceVariable, IdTag, LoginEvent, MeterRecord, Page,
-    PageRequest, PruneStep, ReadingKey, ReadingPage, Station, StationEvent, StationFilter, Transaction,
-    TransactionFilter,
+    Account, ApiToken, CommandKey, CommandRecord, Consents, DataKind, DeviceVariable, EventKey, IdTag, LoginEvent,
+    MeterRecord, Page, PageRequest, PruneStep, ReadingKey, ReadingPage, Station, StationEvent, StationFilter,
+    Transaction, TransactionFilter,
 };
 use crate::store::rules::{backoff, contention, CAS_ATTEMPTS};
 use crate::store::{AccountStore, AccountUpdate, ErasureReport, StationUpdate, StoreError, StoreResult};
@@ -329,6 +329,31 @@ impl AccountStore for RedisStore {
         Ok(cut.finish())
     }
 
+    async fn loose_reading_stations_page(
+        &self,
+        account_id: &AccountId,
+        page: &PageRequest<StationId>,
+    ) -> StoreResult<Page<StationId, StationId>> {
+        self.loose_reading_stations(account_id, page).await
+    }
+
+    async fn events_page(
+        &self,
+        account_id: &AccountId,
+        station_id: &StationId,
+        page: &PageRequest<EventKey>,
+    ) -> StoreResult<Page<StationEvent, EventKey>> {
+        self.station_events(account_id, station_id, page).await
+    }
+
+    async fn commands_page(
+        &self,
+        account_id: &AccountId,
+        page: &PageRequest<CommandKey>,
+    ) -> StoreResult<Page<CommandRecord, CommandKey>> {
+        self.command_records(account_id, page).await
+    }
+
     async fn account_meter_values(&self, account_id: &AccountId) -> StoreResult<Vec<MeterRecord>> {
         const WHAT: &str = "account_meter_values";
         let mut keys: Vec<(String, i32)> = self
@@ -373,6 +398,7 @@ impl AccountStore for RedisStore {
             .key(self.key("queue_stations", &[account]))
             .key(self.key("queued", &[]))
             .key(self.key("queue_seq", &[]))
+            .key(self.key("command_ids", &[account]))
             .arg(command_field(&command.station_id, &command.id))
             .arg(encode(command)?)
             .arg(&command.id)

@@ -13,10 +13,11 @@ use redis::ScriptInvocation;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 
-/// The version of the indexes a store has built from what was stored before them (`indexed`).
-const INDEXES_VERSION: &str = "1";
+/// The version of the indexes a store has built from what was stored before them (`indexed`): 1,
+/// the lists'; 2, also the export's ([`super::export`]).
+const INDEXES_VERSION: &str = "2";
 /// Records read per step while indexing what was stored before.
-const INDEX_BATCH: usize = 500;
+pub(super) const INDEX_BATCH: usize = 500;
 
 /// Whether a transaction belongs in the open index, as the scripts take it.
 pub(super) fn open_flag(tx: &Transaction) -> &'static str {
@@ -153,6 +154,8 @@ impl RedisStore {
         if done.as_deref() == Some(INDEXES_VERSION) {
             return Ok(());
         }
+        // A store of version 1 has the lists' indexes already.
+        let lists_indexed = done.as_deref() == Some("1");
         let pattern = self.account_pattern();
         let mut cursor = 0u64;
         let mut accounts = 0usize;
@@ -164,7 +167,10 @@ impl RedisStore {
                 let json: Option<String> = self.query(WHAT, redis::cmd("GET").arg(&key)).await?;
                 let Some(json) = json else { continue };
                 let account: crate::model::Account = decode(&json)?;
-                self.index_account(&account.id).await?;
+                if !lists_indexed {
+                    self.index_account(&account.id).await?;
+                }
+                self.index_export_lists(&account.id).await?;
                 accounts += 1;
             }
             if next == 0 {
@@ -173,7 +179,7 @@ impl RedisStore {
             cursor = next;
         }
         self.query::<()>(WHAT, redis::cmd("SET").arg(&marker).arg(INDEXES_VERSION)).await?;
-        tracing::info!(accounts, "indexed the stored stations, id tags and transactions for paging");
+        tracing::info!(accounts, lists_indexed, "indexed what was stored before the paging indexes");
         Ok(())
     }
 
@@ -228,7 +234,7 @@ impl RedisStore {
     }
 
     /// Calls `each` with the fields and values of `hash`, a batch at a time (`HSCAN`).
-    async fn each_stored<F, Fut>(&self, hash: &str, mut each: F) -> StoreResult<()>
+    pub(super) async fn each_stored<F, Fut>(&self, hash: &str, mut each: F) -> StoreResult<()>
     where
         F: FnMut(BTreeMap<String, String>) -> Fut,
         Fut: std::future::Future<Output = StoreResult<()>>,

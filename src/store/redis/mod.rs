@@ -34,11 +34,13 @@
 //! | `tx_refs:{a}` | hash | `{s}:{station's transaction id}` → id of the 2.0.1 transaction |
 //! | `meter:{a}:{s}:{tx}` | sorted set | readings (JSON members, so a reading is kept once) by timestamp, µs; `tx` 0 = none |
 //! | `meter_keys:{a}` | set | JSON `[station, tx]` of every `meter:` key of the account |
+//! | `meter_stations:{a}` | sorted set | the stations with a `meter:{a}:{s}:0` key, all scored 0: in byte order, for pages |
 //! | `events:{a}:{s}` | sorted set | station events (JSON members, so a replay is kept once) by received time, µs |
 //! | `event_stations:{a}` | set | stations with an `events:` key |
 //! | `vars:{a}:{s}` | hash | [`DeviceVariable::key`] → device-model variable |
 //! | `var_stations:{a}` | set | stations with a `vars:` key |
 //! | `commands:{a}` | hash | `{s}:{command id}` → command record, whatever its status |
+//! | `command_ids:{a}` | sorted set | the fields of `commands:{a}`, all scored 0: in byte order, for pages |
 //! | `queue:{a}:{s}` | sorted set | ids of the station's queued commands, by `queue_seq` at queueing |
 //! | `queue_stations:{a}` | set | stations with a `queue:` key |
 //! | `queue_seq` | string | the order of queueing |
@@ -67,6 +69,7 @@
 //! node's sled write-ahead log covers what a station sent until it reached Redis.
 
 mod accounts;
+mod export;
 mod index;
 mod retention;
 mod scripts;
@@ -488,9 +491,11 @@ impl RedisStore {
             "tx_starts",
             "tx_refs",
             "meter_keys",
+            "meter_stations",
             "event_stations",
             "var_stations",
             "commands",
+            "command_ids",
             "queue_stations",
         ] {
             remove.cmd("DEL").arg(k(kind)).ignore();

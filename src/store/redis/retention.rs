@@ -65,7 +65,8 @@ impl RedisStore {
                 let open = self.key("tx_open", &[account_id]);
                 let mut removed = 0usize;
                 for member in members {
-                    let set = match kind {
+                    let mut invocation = SCRIPTS.prune_sorted_set.prepare_invoke();
+                    match kind {
                         DataKind::MeterValues => {
                             let (station, tx): (String, i32) = decode(&member)?;
                             if tx != 0 {
@@ -75,12 +76,24 @@ impl RedisStore {
                                     continue;
                                 }
                             }
-                            self.key("meter", &[account_id, &station, &tx.to_string()])
+                            invocation
+                                .key(self.key("meter", &[account_id, &station, &tx.to_string()]))
+                                .key(&listing)
+                                .arg(&bound)
+                                .arg(&member);
+                            // Readings outside a transaction are listed by station for the export too.
+                            if tx == 0 {
+                                invocation.key(self.key("meter_stations", &[account_id])).arg(&station);
+                            }
                         }
-                        _ => self.key("events", &[account_id, &member]),
-                    };
-                    let mut invocation = SCRIPTS.prune_sorted_set.prepare_invoke();
-                    invocation.key(&set).key(&listing).arg(&bound).arg(&member);
+                        _ => {
+                            invocation
+                                .key(self.key("events", &[account_id, &member]))
+                                .key(&listing)
+                                .arg(&bound)
+                                .arg(&member);
+                        }
+                    }
                     removed += self.eval::<usize>(WHAT, &invocation).await?;
                 }
                 Ok(PruneStep { removed, next: scan_next(next) })
@@ -114,7 +127,7 @@ impl RedisStore {
                 for (field, value) in fields {
                     if command_is_old(&decode::<CommandRecord>(&value)?, before) {
                         let mut invocation = SCRIPTS.hash_delete_if.prepare_invoke();
-                        invocation.key(&key).arg(&field).arg(&value);
+                        invocation.key(&key).key(self.key("command_ids", &[account_id])).arg(&field).arg(&value);
                         removed += self.eval::<usize>(WHAT, &invocation).await?;
                     }
                 }

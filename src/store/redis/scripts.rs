@@ -162,12 +162,13 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         return n
         ",
     ),
-    // KEYS: commands, station queue, queue stations, all queued, queue sequence.
+    // KEYS: commands, station queue, queue stations, all queued, queue sequence, command fields.
     // ARGV: record field, record JSON, command id, station id, created at (µs), member of all queued.
     // Queueing the same command again keeps its place.
     enqueue_command: Script::new(
         r"
         redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+        redis.call('ZADD', KEYS[6], 0, ARGV[1])
         if not redis.call('ZSCORE', KEYS[2], ARGV[3]) then
             redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[5]), ARGV[3])
         end
@@ -176,13 +177,17 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         return 1
         ",
     ),
-    // KEYS: a sorted set, the set that lists it. ARGV: the exclusive bound (`(score`), the sorted
-    // set's member in that set. Removes the members scored below the bound; once the sorted set is
-    // empty (Redis then deletes it), it leaves the listing set. Returns how many it removed.
+    // KEYS: a sorted set, the set that lists it, and optionally a sorted set that lists it too.
+    // ARGV: the exclusive bound (`(score`), the sorted set's member in the listing set, and in the
+    // optional one. Removes the members scored below the bound; once the sorted set is empty (Redis
+    // then deletes it), it leaves the lists. Returns how many it removed.
     prune_sorted_set: Script::new(
         r"
         local n = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-        if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
+        if redis.call('EXISTS', KEYS[1]) == 0 then
+            redis.call('SREM', KEYS[2], ARGV[2])
+            if KEYS[3] then redis.call('ZREM', KEYS[3], ARGV[3]) end
+        end
         return n
         ",
     ),
@@ -214,11 +219,13 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         return 1
         ",
     ),
-    // KEYS: hash. ARGV: field, value read. Deletes the field if it still holds the value read.
+    // KEYS: hash, the sorted set that indexes its fields. ARGV: field, value read. Deletes the field
+    // and its index entry if it still holds the value read.
     hash_delete_if: Script::new(
         r"
         if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
         redis.call('HDEL', KEYS[1], ARGV[1])
+        redis.call('ZREM', KEYS[2], ARGV[1])
         return 1
         ",
     ),

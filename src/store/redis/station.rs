@@ -100,8 +100,16 @@ impl StationStore for RedisStore {
         let mut pipe = redis::pipe();
         pipe.atomic();
         let index = self.key("meter_keys", &[account_id]);
+        let mut loose = std::collections::BTreeSet::new();
         for record in records {
             let tx = record.transaction_id.unwrap_or(0);
+            if tx == 0 && loose.insert(record.station_id.as_str()) {
+                pipe.cmd("ZADD")
+                    .arg(self.key("meter_stations", &[account_id]))
+                    .arg(0)
+                    .arg(record.station_id.as_str())
+                    .ignore();
+            }
             // The member is the reading itself: the same reading twice is one member.
             pipe.cmd("ZADD")
                 .arg(self.key("meter", &[account_id, &record.station_id, &tx.to_string()]))
@@ -189,6 +197,12 @@ impl StationStore for RedisStore {
             .arg(self.key("commands", &[account]))
             .arg(command_field(&command.station_id, &command.id))
             .arg(encode(command)?)
+            .ignore()
+            // A record written here first is listed as one enqueued is.
+            .cmd("ZADD")
+            .arg(self.key("command_ids", &[account]))
+            .arg(0)
+            .arg(command_field(&command.station_id, &command.id))
             .ignore();
         if command.status != CommandStatus::Queued {
             pipe.cmd("ZREM").arg(self.key("queue", &[account, station])).arg(&command.id).ignore();

@@ -7,8 +7,8 @@ use super::{
 };
 use crate::ids::{AccountId, StationId};
 use crate::model::{
-    reading_order, Account, ApiToken, CommandRecord, Consents, DataKind, DeviceVariable, IdTag, LoginEvent,
-    MeterRecord, Page, PageBuilder, PageRequest, PruneStep, ReadingKey, ReadingPage, Station, StationEvent,
+    reading_order, Account, ApiToken, CommandKey, CommandRecord, Consents, DataKind, DeviceVariable, EventKey, IdTag,
+    LoginEvent, MeterRecord, Page, PageBuilder, PageRequest, PruneStep, ReadingKey, ReadingPage, Station, StationEvent,
     StationFilter, Transaction, TransactionFilter,
 };
 use crate::store::{AccountStore, AccountUpdate, ErasureReport, StationUpdate, StoreError, StoreResult};
@@ -303,6 +303,35 @@ impl AccountStore for SledStore {
         let p = prefix(&[account_id.as_bytes(), station_id.as_bytes(), &transaction_id.to_be_bytes()]);
         let (store, page) = (self.clone(), page.clone());
         off_worker(move || store.meter_values_page_now(&p, &page)).await
+    }
+
+    async fn loose_reading_stations_page(
+        &self,
+        account_id: &AccountId,
+        page: &PageRequest<StationId>,
+    ) -> StoreResult<Page<StationId, StationId>> {
+        let (store, account_id, page) = (self.clone(), account_id.clone(), page.clone());
+        off_worker(move || store.loose_reading_stations_page_now(&account_id, &page)).await
+    }
+
+    async fn events_page(
+        &self,
+        account_id: &AccountId,
+        station_id: &StationId,
+        page: &PageRequest<EventKey>,
+    ) -> StoreResult<Page<StationEvent, EventKey>> {
+        let p = prefix(&[account_id.as_bytes(), station_id.as_bytes()]);
+        let (store, page) = (self.clone(), page.clone());
+        off_worker(move || store.events_page_now(&p, &page)).await
+    }
+
+    async fn commands_page(
+        &self,
+        account_id: &AccountId,
+        page: &PageRequest<CommandKey>,
+    ) -> StoreResult<Page<CommandRecord, CommandKey>> {
+        let (store, account_id, page) = (self.clone(), account_id.clone(), page.clone());
+        off_worker(move || store.commands_page_now(&account_id, &page)).await
     }
 
     async fn account_meter_values(&self, account_id: &AccountId) -> StoreResult<Vec<MeterRecord>> {

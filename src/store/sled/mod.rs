@@ -4,6 +4,7 @@
 //! the WebSocket endpoint refuse them), so a tenant's records share a prefix and list with one scan.
 
 mod accounts;
+mod export;
 mod retention;
 #[cfg(test)]
 mod tests;

@@ -3,9 +3,9 @@
 
 use crate::ids::{AccountId, StationId};
 use crate::model::{
-    Account, ApiToken, CommandRecord, Consents, DataKind, DeviceVariable, IdTag, LoginEvent, MeterRecord,
-    NewTransaction, Page, PageRequest, PruneStep, ReadingKey, StartIdentity, Station, StationChange, StationEvent,
-    StationFilter, Transaction, TransactionFilter, TransactionStop,
+    Account, ApiToken, CommandKey, CommandRecord, Consents, DataKind, DeviceVariable, EventKey, IdTag, LoginEvent,
+    MeterRecord, NewTransaction, Page, PageRequest, PruneStep, ReadingKey, StartIdentity, Station, StationChange,
+    StationEvent, StationFilter, Transaction, TransactionFilter, TransactionStop,
 };
 use crate::store::{
     AccountStore, AccountUpdate, ErasureReport, EventOutcome, NewTransactionFn, SharedStore, SledStore, StationLookup,
@@ -183,6 +183,9 @@ gated!(AccountStore {
     fn transaction(&self, account_id: &AccountId, transaction_id: i32) -> Option<Transaction>;
     fn transactions_page(&self, account_id: &AccountId, filter: &TransactionFilter, page: &PageRequest<i32>) -> Page<Transaction, i32>;
     fn meter_values_page(&self, account_id: &AccountId, station_id: &StationId, transaction_id: i32, page: &PageRequest<ReadingKey>) -> Page<MeterRecord, ReadingKey>;
+    fn loose_reading_stations_page(&self, account_id: &AccountId, page: &PageRequest<StationId>) -> Page<StationId, StationId>;
+    fn events_page(&self, account_id: &AccountId, station_id: &StationId, page: &PageRequest<EventKey>) -> Page<StationEvent, EventKey>;
+    fn commands_page(&self, account_id: &AccountId, page: &PageRequest<CommandKey>) -> Page<CommandRecord, CommandKey>;
     fn account_meter_values(&self, account_id: &AccountId) -> Vec<MeterRecord>;
     fn events(&self, account_id: &AccountId, station_id: &StationId) -> Vec<StationEvent>;
     fn account_events(&self, account_id: &AccountId) -> Vec<StationEvent>;
