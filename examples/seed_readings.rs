@@ -2,7 +2,8 @@
 //! BENCHMARKS.md: a station, an open transaction on it, and N readings one second apart (an
 //! energy register each), each written as its own MeterValues message would be. The tenant is made
 //! first through the API (sign-up); the server must not be running on a sled data dir while this
-//! writes to it. Prints the transaction id.
+//! writes to it. Prints the transaction id. With `STOPPED=1` in the environment the session is then
+//! stopped (its readings become what a retention period can remove).
 //!
 //! ```text
 //! cargo run --release --example seed_readings -- sled <data_dir> <email> <readings>
@@ -10,7 +11,9 @@
 //! ```
 
 use chrono::{Duration, TimeZone, Utc};
-use ocpp_css::model::{MeterRecord, MeterValue, NewTransaction, Registration, SampledValue, SecurityProfile, Station};
+use ocpp_css::model::{
+    MeterRecord, MeterValue, NewTransaction, Registration, SampledValue, SecurityProfile, Station, TransactionStop,
+};
 use ocpp_css::store::{CommitPolicy, RedisStore, SharedStore, SledStore};
 use std::sync::Arc;
 
@@ -69,6 +72,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             meter_value: MeterValue { timestamp: start + Duration::seconds(k as i64), sampled_value: vec![value] },
         };
         store.add_meter_values(&account.id, &[record]).await?;
+    }
+    if std::env::var("STOPPED").is_ok_and(|v| v == "1") {
+        let end = start + Duration::seconds(readings as i64);
+        let stop = TransactionStop {
+            meter_stop: Some(2 * readings as i64),
+            timestamp: end,
+            reason: Some("Local".into()),
+            id_tag: None,
+            received_at: Utc::now(),
+        };
+        store.stop_transaction(&account.id, &station_id, tx.id, &stop).await?;
     }
     store.flush().await?;
     eprintln!("{readings} readings in {:.1} s", started.elapsed().as_secs_f64());
