@@ -98,7 +98,7 @@ enum Export {
 }
 
 /// `GET /transactions/export`: every transaction the filters select, newest first, one JSON object
-/// per line (NDJSON), as `GET /transactions/{id}` shows it without its meter values. Streamed a
+/// per line (NDJSON), as the list shows it (`GET /transactions/{id}` without its 2.0.1 events). Streamed a
 /// store page at a time, as the client takes it: the node never holds more than one page of it.
 /// The first page is read before the answer starts (a store that fails then gets its error status);
 /// a failure later ends the body without the chunked terminator, which HTTP clients report.
