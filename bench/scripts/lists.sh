@@ -135,8 +135,9 @@ for spec in "$@"; do
   # export) beside it.
   for beside in $besides; do
     json="$out/fleet.$name.$beside.json"
-    "$bench" fleet --provision-api "$api" --tenant "fleet-$beside" --stations "$fleet" --connect-rate 1000 --hold "$hold" \
-      --heartbeat-rate "$hb_rate" --json "$json" > "$json.txt" 2>&1 &
+    # Its exit status goes to a file: after a long walk beside it, bash may no longer know it.
+    ( "$bench" fleet --provision-api "$api" --tenant "fleet-$beside" --stations "$fleet" --connect-rate 1000 --hold "$hold" \
+      --heartbeat-rate "$hb_rate" --json "$json" > "$json.txt" 2>&1; echo $? > "$json.rc" ) &
     fleet_pid=$!
     if [ "$beside" != alone ]; then
       mode=$paged
@@ -144,7 +145,9 @@ for spec in "$@"; do
       sleep 5
       while kill -0 "$fleet_pid" 2> /dev/null; do walk "$mode" > /dev/null; done
     fi
-    wait "$fleet_pid" || echo "  ocpp-bench exited with $?"
+    wait "$fleet_pid" 2> /dev/null || true
+    rc=$(cat "$json.rc" 2> /dev/null || echo unknown)
+    [ "$rc" = 0 ] || echo "  ocpp-bench exited with $rc"
     jq -r --arg b "$beside" '"  heartbeats (\($b)): \(.hold.achieved_msgs_per_sec)/s, p50 \(.actions.Heartbeat.latency_ms.p50) ms, p99 \(.actions.Heartbeat.latency_ms.p99) ms, timeouts \(.timeouts)"' "$json" || true
   done
   kill "$pid" 2> /dev/null || true
