@@ -30,27 +30,10 @@ cleanup() { [ -z "$pid" ] || kill "$pid" 2> /dev/null || true; }
 trap cleanup EXIT
 api="http://127.0.0.1:$port/api/v1"
 
-wait_up() {
-  for _ in $(seq 600); do
-    curl -fs "http://127.0.0.1:$port/healthz" > /dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "server did not come up" >&2
-  return 1
-}
-
-# p50 and p99 (ms) and the mean bytes of N requests of a URL.
-timed() {
-  local n=$1 url=$2
-  for _ in $(seq "$n"); do
-    curl -s -o /dev/null -H "authorization: Bearer $token" -w '%{time_total} %{size_download}\n' "$url"
-  done | sort -n | awk '{t[NR]=$1*1000; b+=$2} END {p50=t[int((NR+1)/2)]; i=int(NR*0.99+0.999); if (i>NR) i=NR;
-    printf "p50 %.1f ms, p99 %.1f ms, %d bytes", p50, t[i], b/NR}'
-}
+# shellcheck source=bench/scripts/common.sh
+source "$(dirname "$0")/common.sh"
 
 cursor() { printf '%s' "$1" | base64 -w0 | tr '+/' '-_' | tr -d '='; }
-
-rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$pid/status"; }
 
 # Walks every page of /transactions (limit 1000; one request for a binary without pages), or with
 # "export" streams /transactions/export, printing the seconds taken and the node's highest RSS

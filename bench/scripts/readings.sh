@@ -23,14 +23,8 @@ cleanup() { [ -z "$pid" ] || kill "$pid" 2> /dev/null || true; }
 trap cleanup EXIT
 api="http://127.0.0.1:$port/api/v1"
 
-wait_up() {
-  for _ in $(seq 600); do
-    curl -fs "http://127.0.0.1:$port/healthz" > /dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "server did not come up" >&2
-  return 1
-}
+# shellcheck source=bench/scripts/common.sh
+source "$(dirname "$0")/common.sh"
 
 start() {
   env OCPP_CSS__STORAGE__DATA_DIR="$1" OCPP_CSS__SERVER__PORT="$port" OCPP_CSS__LOG__LEVEL=warn \
@@ -38,22 +32,6 @@ start() {
   pid=$!
   wait_up
 }
-
-stop() {
-  kill "$pid" 2> /dev/null || true
-  wait "$pid" 2> /dev/null || true
-  pid=
-}
-
-# p50 and p99 (ms) and the mean bytes of `requests` requests of a URL.
-timed() {
-  for _ in $(seq "$requests"); do
-    curl -s -o /dev/null -H "authorization: Bearer $token" -w '%{time_total} %{size_download}\n' "$1"
-  done | sort -n | awk '{t[NR]=$1*1000; b+=$2} END {p50=t[int((NR+1)/2)]; i=int(NR*0.99+0.999); if (i>NR) i=NR;
-    printf "p50 %.1f ms, p99 %.1f ms, %d bytes", p50, t[i], b/NR}'
-}
-
-rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$pid/status"; }
 
 for spec in "$@"; do
   name=${spec%%=*}
@@ -70,9 +48,9 @@ for spec in "$@"; do
   echo "$name: transaction $tx with $n readings ($(cat "$out/seed.$name.log"))"
   if curl -s -o /dev/null -w '%{http_code}' -H "authorization: Bearer $token" "$api/transactions/$tx/meter-values?limit=1" | grep -q 200; then
     deep=$(date -u -d "2026-11-01T00:00:00Z + $((n * 9 / 10)) seconds" +%Y-%m-%dT%H:%M:%SZ)
-    echo "  GET /transactions/{id}                             $(timed "$api/transactions/$tx")"
-    echo "  GET …/meter-values?limit=1000 (first page)         $(timed "$api/transactions/$tx/meter-values?limit=1000")"
-    echo "  GET …/meter-values?limit=1000&from=… (90% deep)    $(timed "$api/transactions/$tx/meter-values?limit=1000&from=$deep")"
+    echo "  GET /transactions/{id}                             $(timed "$requests" "$api/transactions/$tx")"
+    echo "  GET …/meter-values?limit=1000 (first page)         $(timed "$requests" "$api/transactions/$tx/meter-values?limit=1000")"
+    echo "  GET …/meter-values?limit=1000&from=… (90% deep)    $(timed "$requests" "$api/transactions/$tx/meter-values?limit=1000&from=$deep")"
     peak=0
     t0=$(date +%s.%N)
     (
@@ -85,7 +63,7 @@ for spec in "$@"; do
     ) &
     walker=$!
   else
-    echo "  GET /transactions/{id} (every reading)             $(timed "$api/transactions/$tx")"
+    echo "  GET /transactions/{id} (every reading)             $(timed "$requests" "$api/transactions/$tx")"
     peak=0
     t0=$(date +%s.%N)
     curl -s -o /dev/null -H "authorization: Bearer $token" "$api/transactions/$tx" &

@@ -27,24 +27,15 @@ cleanup() { [ -z "$pid" ] || kill "$pid" 2> /dev/null || true; }
 trap cleanup EXIT
 api="http://127.0.0.1:$port/api/v1"
 data=$(mktemp -d "${TMPDIR:-/tmp}/retention-data.XXXXXX")
+# shellcheck source=bench/scripts/common.sh
+source "$(dirname "$0")/common.sh"
 
 start() {
   env OCPP_CSS__STORAGE__DATA_DIR="$data" OCPP_CSS__SERVER__PORT="$port" OCPP_CSS__LOG__LEVEL=info \
     OCPP_CSS__LIMITS__UNAUTHENTICATED_CONNECTIONS_PER_ADDRESS=0 OCPP_CSS__RETENTION__INTERVAL_SECS="$1" \
     "$bin" serve >> "$out/server.log" 2>&1 &
   pid=$!
-  for _ in $(seq 600); do
-    curl -fs "http://127.0.0.1:$port/healthz" > /dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "server did not come up" >&2
-  return 1
-}
-
-stop() {
-  kill "$pid" 2> /dev/null || true
-  wait "$pid" 2> /dev/null || true
-  pid=
+  wait_up
 }
 
 metric() { curl -s "http://127.0.0.1:$port/metrics" | awk -v m="$1" '$1 ~ "^"m {s+=$2} END {print s+0}'; }
