@@ -81,7 +81,8 @@ pub const HTTP_CONNECTIONS: &str = "ocpp_http_connections";
 /// Counter: records removed after their retention period, by `kind` (meter_values, station_events,
 /// login_history, finished_commands, finished_transactions).
 pub const RETENTION_PRUNED: &str = "ocpp_retention_pruned_total";
-/// Counter: retention passes over every account, by `outcome` (done, failed).
+/// Counter: retention passes over every account, by `outcome` (done, failed, skipped: another node
+/// of the cluster holds the retention lease).
 pub const RETENTION_PASSES: &str = "ocpp_retention_passes_total";
 /// Gauge (seconds): how long the last retention pass took.
 pub const RETENTION_PASS_DURATION: &str = "ocpp_retention_last_pass_seconds";

@@ -67,14 +67,20 @@ pub fn register_metrics() {
     for kind in DataKind::ALL {
         metrics::counter!(m::RETENTION_PRUNED, "kind" => kind.as_str()).increment(0);
     }
-    for outcome in ["done", "failed"] {
+    for outcome in ["done", "failed", "skipped"] {
         metrics::counter!(m::RETENTION_PASSES, "outcome" => outcome).increment(0);
     }
 }
 
+/// The lease that lets one node of a cluster run the passes.
+const LEASE: &str = "retention";
+
 /// Runs a pass every `interval_secs`, the first one interval after start-up, until the runtime
-/// stops. A pass that fails (the store unreachable) is logged and counted; the next one starts over.
-pub fn spawn(store: Arc<dyn AccountStore>, settings: RetentionSettings) -> tokio::task::JoinHandle<()> {
+/// stops, on the node `node` when it holds the retention lease (one node of a cluster at a time;
+/// the lease outlives an interval by half of one, so its holder keeps it and another node takes over
+/// when the holder is gone). A pass that fails (the store unreachable) is logged and counted; the
+/// next one starts over.
+pub fn spawn(store: Arc<dyn AccountStore>, settings: RetentionSettings, node: String) -> tokio::task::JoinHandle<()> {
     register_metrics();
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(settings.interval());
@@ -84,6 +90,20 @@ pub fn spawn(store: Arc<dyn AccountStore>, settings: RetentionSettings) -> tokio
         loop {
             ticks.tick().await;
             let started = Instant::now();
+            let lease = settings.interval() + settings.interval() / 2;
+            match store.lease(LEASE, &node, lease).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    metrics::counter!(m::RETENTION_PASSES, "outcome" => "skipped").increment(1);
+                    tracing::debug!("retention pass skipped: another node holds the lease");
+                    continue;
+                }
+                Err(e) => {
+                    metrics::counter!(m::RETENTION_PASSES, "outcome" => "failed").increment(1);
+                    tracing::warn!(error = %e, "retention pass not started: the lease could not be read");
+                    continue;
+                }
+            }
             match pass(&*store, &settings, Utc::now()).await {
                 Ok(report) => {
                     metrics::counter!(m::RETENTION_PASSES, "outcome" => "done").increment(1);

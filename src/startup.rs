@@ -197,7 +197,11 @@ impl Application {
             body_timeout: settings.limits.body_timeout(),
             refusal_delay: settings.limits.refusal_delay(),
         };
-        let retention = AbortOnDrop(crate::retention::spawn(account_store.clone(), settings.retention.clone()));
+        let retention = AbortOnDrop(crate::retention::spawn(
+            account_store.clone(),
+            settings.retention.clone(),
+            settings.server.node_id().to_string(),
+        ));
         let state = web::Data::new(AppState {
             limits,
             sessions: sessions.clone(),

@@ -414,6 +414,10 @@ pub trait AccountStore: StationLookup {
     /// without one), and where to go on (None: every account was handed out). For work over every
     /// account in the background; an account created meanwhile may be missed until the next walk.
     async fn account_ids(&self, after: Option<String>, limit: usize) -> StoreResult<(Vec<AccountId>, Option<String>)>;
+    /// Takes or renews the lease `name` for `holder` for `ttl`: true when `holder` holds it now, so
+    /// that background work over every account runs on one node of a cluster at a time. One node
+    /// (sled) always holds it.
+    async fn lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> StoreResult<bool>;
     /// One step of removing the account's records of `kind` that the retention rules of
     /// [`crate::model`] call old at `before`: looks at about `batch` records at most, going on from
     /// the opaque position `after` (from the start without one). The readings of an open

@@ -1990,3 +1990,28 @@ async fn a_redis_store_written_before_the_list_indexes_is_indexed_when_a_store_n
     assert_eq!(commands(v2.clone()).await, command_records);
     assert_eq!(all_stations(&v2, &a).await.unwrap().len(), 2, "the station deleted after indexing stays out");
 }
+
+#[tokio::test]
+async fn a_redis_lease_is_held_by_one_node_until_it_expires() {
+    let server = RedisServer::start().await;
+    let url = server.url();
+    let a = RedisStore::connect(&url, "contract", REDIS_TIMEOUT).await.expect("node a");
+    let b = RedisStore::connect(&url, "contract", REDIS_TIMEOUT).await.expect("node b");
+    let ttl = std::time::Duration::from_millis(300);
+    assert!(a.lease("retention", "node-a", ttl).await.unwrap(), "nobody held it");
+    assert!(a.lease("retention", "node-a", ttl).await.unwrap(), "its holder renews it");
+    assert!(!b.lease("retention", "node-b", ttl).await.unwrap(), "another node does not get it meanwhile");
+    assert!(b.lease("other-work", "node-b", ttl).await.unwrap(), "another lease is another");
+    tokio::time::sleep(ttl * 2).await;
+    assert!(b.lease("retention", "node-b", ttl).await.unwrap(), "taken over once it expired");
+    assert!(!a.lease("retention", "node-a", ttl).await.unwrap(), "and then the first node waits");
+}
+
+#[tokio::test]
+async fn one_sled_node_always_holds_its_leases() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SledStore::open(dir.path(), CommitPolicy::default()).expect("sled opens");
+    let ttl = std::time::Duration::from_millis(300);
+    assert!(store.lease("retention", "node-a", ttl).await.unwrap());
+    assert!(store.lease("retention", "node-b", ttl).await.unwrap(), "one node: nobody to share the work with");
+}

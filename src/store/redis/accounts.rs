@@ -444,6 +444,10 @@ impl AccountStore for RedisStore {
         self.scan_account_ids(after, limit).await
     }
 
+    async fn lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> StoreResult<bool> {
+        self.take_lease(name, holder, ttl).await
+    }
+
     async fn prune(
         &self,
         account_id: &AccountId,

@@ -44,6 +44,7 @@
 //! | `queue:{a}:{s}` | sorted set | ids of the station's queued commands, by `queue_seq` at queueing |
 //! | `queue_stations:{a}` | set | stations with a `queue:` key |
 //! | `queue_seq` | string | the order of queueing |
+//! | `lease:{name}` | string | the node holding a lease of background work (`retention`), until it expires |
 //! | `queued` | sorted set | JSON `[account, station, command id]` of every queued command, by creation time, µs |
 //!
 //! A list route reads one page: a range of an index (`ZRANGEBYLEX` or `ZREVRANGEBYSCORE`) and the

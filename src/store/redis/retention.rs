@@ -40,6 +40,13 @@ impl RedisStore {
         Ok((ids, scan_next(next)))
     }
 
+    /// [`crate::store::AccountStore::lease`]: `lease:{name}` holds the holder's name until it expires.
+    pub(super) async fn take_lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> StoreResult<bool> {
+        let mut invocation = SCRIPTS.lease.prepare_invoke();
+        invocation.key(self.key("lease", &[name])).arg(holder).arg(ttl.as_millis().max(1) as u64);
+        Ok(self.eval::<i64>("lease", &invocation).await? == 1)
+    }
+
     /// [`crate::store::AccountStore::prune`].
     pub(super) async fn prune_kind(
         &self,

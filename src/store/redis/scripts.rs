@@ -20,6 +20,7 @@ pub(super) struct Scripts {
     pub(super) trim_list_head: Script,
     pub(super) hash_delete_if: Script,
     pub(super) remove_transaction: Script,
+    pub(super) lease: Script,
 }
 
 /// The Lua function that indexes a transaction written by the script it starts (see
@@ -216,6 +217,20 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         if ARGV[4] ~= '' then redis.call('HDEL', KEYS[5], ARGV[4]) end
         redis.call('UNLINK', KEYS[6])
         redis.call('SREM', KEYS[7], ARGV[5])
+        return 1
+        ",
+    ),
+    // KEYS: the lease. ARGV: holder, time to live (ms). Renews the lease when the holder has it, takes
+    // it when nobody does; returns 1 when the holder has it now, else 0.
+    lease: Script::new(
+        r"
+        local current = redis.call('GET', KEYS[1])
+        if current == ARGV[1] then
+            redis.call('PEXPIRE', KEYS[1], ARGV[2])
+            return 1
+        end
+        if current then return 0 end
+        redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
         return 1
         ",
     ),

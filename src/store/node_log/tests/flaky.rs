@@ -196,6 +196,7 @@ gated!(AccountStore {
     fn queued_command_count(&self) -> usize;
     fn oldest_queued_command(&self) -> Option<DateTime<Utc>>;
     fn account_ids(&self, after: Option<String>, limit: usize) -> (Vec<AccountId>, Option<String>);
+    fn lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> bool;
     fn prune(&self, account_id: &AccountId, kind: DataKind, before: DateTime<Utc>, after: Option<String>, batch: usize) -> PruneStep;
 });
 
