@@ -71,6 +71,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, expose_login_codes: bool, body_by
     .route("/stations/{id}", web::patch().to(stations::update))
     .route("/stations/{id}", web::delete().to(stations::delete))
     .route("/stations/{id}/variables", web::get().to(stations::variables))
+    .route("/stations/{id}/events", web::get().to(stations::events))
     .route("/stations/{id}/commands/{action}", web::post().to(commands::send))
     .route("/stations/{id}/command-records/{command_id}", web::get().to(commands::get))
     .route("/id-tags", web::get().to(id_tags::list))

@@ -18,6 +18,7 @@ pub enum List {
     IdTags,
     Transactions,
     MeterValues,
+    Events,
 }
 
 impl List {
@@ -27,6 +28,7 @@ impl List {
             List::IdTags => "id-tags",
             List::Transactions => "transactions",
             List::MeterValues => "meter-values",
+            List::Events => "events",
         }
     }
 }

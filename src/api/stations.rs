@@ -9,7 +9,8 @@ use crate::fleet::Presence;
 use crate::ids::{AccountId, StationId};
 use crate::limits::{self, Limit};
 use crate::model::{
-    Account, Page, PageBuilder, PageRequest, Registration, SecurityProfile, Station, StationFilter, MAX_LIMIT,
+    Account, EventKey, Page, PageBuilder, PageRequest, Registration, SecurityProfile, Station, StationEvent,
+    StationFilter, MAX_LIMIT,
 };
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -411,6 +412,33 @@ pub async fn delete(
 }
 
 /// `GET /stations/{id}/variables`: the device model a 2.0.1 station reported (NotifyReport, NotifyEvent).
+/// `GET /stations/{id}/events`: a page of what the station reported outside transactions
+/// (DataTransfer, security events, status reports, …), in the order received.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+pub async fn events(
+    state: web::Data<AppState>,
+    Tenant(account): Tenant,
+    path: web::Path<StationId>,
+    q: web::Query<EventsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let station = find(&state, &account, &path).await?;
+    let budget = state.limits.settings.list_scan_records;
+    let parse = |k: String| {
+        let (t, n) = k.split_once('.')?;
+        Some((t.parse().ok()?, n.parse().ok()?))
+    };
+    let page = paging::request(List::Events, q.limit, q.cursor.as_deref(), budget, parse)?;
+    let page = state.account_store.events_page(&account.id, &station.id, &page).await?;
+    let view = |e: StationEvent| Some(json!({"action": e.action, "payload": e.payload, "received_at": e.received_at}));
+    paging::respond(List::Events, page, view, |(t, n): EventKey| format!("{t}.{n}")).await
+}
+
 pub async fn variables(
     state: web::Data<AppState>,
     Tenant(account): Tenant,

@@ -105,6 +105,7 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/v1/stations/{id}", "patch"),
         ("/api/v1/stations/{id}", "delete"),
         ("/api/v1/stations/{id}/variables", "get"),
+        ("/api/v1/stations/{id}/events", "get"),
         ("/api/v1/stations/{id}/commands/{action}", "post"),
         ("/api/v1/stations/{id}/command-records/{command_id}", "get"),
         ("/api/v1/id-tags", "get"),

@@ -343,3 +343,29 @@ async fn a_transactions_meter_values_page_by_time_from_the_start_a_time_or_a_cur
     let (_, detail) = app.get(&format!("/transactions/{tx}"), &t.token).await;
     assert!(detail.get("meter_values").is_none(), "{detail}");
 }
+
+#[tokio::test]
+async fn a_stations_events_page_in_the_order_received() {
+    let app = spawn_app().await;
+    let t = app.tenant("acme").await;
+    let other = app.tenant("other").await;
+    let mut cp = app.connected_station(&t, "CP1").await;
+    cp.boot().await;
+    for n in 0..7 {
+        cp.ok("DataTransfer", json!({"vendorId": "ACME", "data": format!("hello {n}")})).await;
+    }
+    let pages = walk(&app, &t.token, "/stations/CP1/events?limit=3").await;
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 1]);
+    let data: Vec<&str> = pages.iter().flatten().map(|e| e["payload"]["data"].as_str().unwrap_or_default()).collect();
+    let expected: Vec<String> = (0..7).map(|n| format!("hello {n}")).collect();
+    assert_eq!(data, expected, "every event once, in the order received");
+    assert_eq!(pages[0][0]["action"], "DataTransfer");
+    assert!(pages[0][0]["received_at"].as_str().is_some());
+
+    let (status, _) = app.get("/stations/CP1/events", &other.token).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "another tenant's station is not there");
+    let (status, _) = app.get("/stations/NOPE/events", &t.token).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = app.get("/stations/CP1/events?cursor=bm90LW1pbmU", &t.token).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_cursor")), "{body}");
+}
