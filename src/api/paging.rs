@@ -53,6 +53,17 @@ fn key_of(list: List, cursor: &str) -> Result<String, ApiError> {
     Ok(key.to_string())
 }
 
+/// A time-ordered list's key ([`crate::model::TimeKey`]) as a cursor writes it: `{µs}.{n}`.
+pub fn time_key_text((t, n): crate::model::TimeKey) -> String {
+    format!("{t}.{n}")
+}
+
+/// A time-ordered list's key read back from a cursor, when it is one.
+pub fn parse_time_key(k: String) -> Option<crate::model::TimeKey> {
+    let (t, n) = k.split_once('.')?;
+    Some((t.parse().ok()?, n.parse().ok()?))
+}
+
 /// The page asked for: `limit` between 1 and [`MAX_LIMIT`] ([`DEFAULT_LIMIT`] when not given), the
 /// cursor's key read by `parse`, and at most `budget` records read (`limits.list_scan_records`).
 pub fn request<K>(
@@ -115,6 +126,16 @@ mod tests {
         assert!(request(List::Stations, None, Some(&c), 10, Some).is_err(), "another list's cursor");
         assert!(request(List::Transactions, None, Some("not base64!"), 10, parse).is_err());
         assert!(request(List::Transactions, None, Some(&cursor(List::Transactions, "x")), 10, parse).is_err());
+    }
+
+    #[test]
+    fn a_time_key_reads_back_as_written_and_nothing_else_reads_as_one() {
+        for key in [(1_764_000_000_000_000, 1), (-5, 0), (0, u32::MAX)] {
+            assert_eq!(parse_time_key(time_key_text(key)), Some(key));
+        }
+        for bad in ["", "12", "x.1", "1.x", "1.-1", "1.2.3"] {
+            assert_eq!(parse_time_key(bad.to_string()), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -9,8 +9,8 @@ use crate::fleet::Presence;
 use crate::ids::{AccountId, StationId};
 use crate::limits::{self, Limit};
 use crate::model::{
-    Account, EventKey, Page, PageBuilder, PageRequest, Registration, SecurityProfile, Station, StationEvent,
-    StationFilter, MAX_LIMIT,
+    Account, Page, PageBuilder, PageRequest, Registration, SecurityProfile, Station, StationEvent, StationFilter,
+    MAX_LIMIT,
 };
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -429,14 +429,10 @@ pub async fn events(
 ) -> Result<HttpResponse, ApiError> {
     let station = find(&state, &account, &path).await?;
     let budget = state.limits.settings.list_scan_records;
-    let parse = |k: String| {
-        let (t, n) = k.split_once('.')?;
-        Some((t.parse().ok()?, n.parse().ok()?))
-    };
-    let page = paging::request(List::Events, q.limit, q.cursor.as_deref(), budget, parse)?;
+    let page = paging::request(List::Events, q.limit, q.cursor.as_deref(), budget, paging::parse_time_key)?;
     let page = state.account_store.events_page(&account.id, &station.id, &page).await?;
     let view = |e: StationEvent| Some(json!({"action": e.action, "payload": e.payload, "received_at": e.received_at}));
-    paging::respond(List::Events, page, view, |(t, n): EventKey| format!("{t}.{n}")).await
+    paging::respond(List::Events, page, view, paging::time_key_text).await
 }
 
 pub async fn variables(

@@ -4,9 +4,7 @@ use super::paging::{self, List};
 use super::{ApiError, Tenant};
 use crate::ids::{AccountId, StationId};
 use crate::limits::quota::Permit;
-use crate::model::{
-    MeterRecord, Page, PageRequest, ReadingKey, Transaction, TransactionFilter, TransactionStatus, MAX_LIMIT,
-};
+use crate::model::{MeterRecord, Page, PageRequest, Transaction, TransactionFilter, TransactionStatus, MAX_LIMIT};
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
@@ -205,11 +203,7 @@ pub async fn meter_values(
     let tx = state.account_store.transaction(&account.id, id).await?;
     let tx = tx.ok_or_else(|| ApiError::NotFound(format!("no transaction {id}")))?;
     let budget = state.limits.settings.list_scan_records;
-    let parse = |k: String| {
-        let (t, n) = k.split_once('.')?;
-        Some((t.parse().ok()?, n.parse().ok()?))
-    };
-    let mut page = paging::request(List::MeterValues, q.limit, q.cursor.as_deref(), budget, parse)?;
+    let mut page = paging::request(List::MeterValues, q.limit, q.cursor.as_deref(), budget, paging::parse_time_key)?;
     if let Some(from) = q.from {
         page.after = Some((from.timestamp_micros(), 0));
     }
@@ -218,5 +212,5 @@ pub async fn meter_values(
         Some(json!({"connector_id": r.connector_id, "evse_id": r.evse_id, "timestamp": r.meter_value.timestamp,
             "sampled_value": r.meter_value.sampled_value}))
     };
-    paging::respond(List::MeterValues, page, view, |(t, n): ReadingKey| format!("{t}.{n}")).await
+    paging::respond(List::MeterValues, page, view, paging::time_key_text).await
 }
