@@ -225,8 +225,8 @@ pub type EventKey = TimeKey;
 pub type CommandKey = (StationId, String);
 
 /// The key a reading sorts by within its transaction: its time, then its stored bytes.
-pub fn reading_order(record: &MeterRecord, stored: &[u8]) -> (i64, Vec<u8>) {
-    (record.meter_value.timestamp.timestamp_micros(), stored.to_vec())
+pub fn reading_order<'a>(record: &MeterRecord, stored: &'a [u8]) -> (i64, &'a [u8]) {
+    (record.meter_value.timestamp.timestamp_micros(), stored)
 }
 
 /// Cuts a page of a list in time order from records offered in that order, each once, numbering

@@ -47,6 +47,36 @@ impl RedisStore {
         Ok(self.eval::<i64>("lease", &invocation).await? == 1)
     }
 
+    /// A step of `SSCAN` over a set that lists an account's keys: some members, and where to go on.
+    async fn listing_step(
+        &self,
+        listing: &str,
+        cursor: String,
+        batch: usize,
+    ) -> StoreResult<(Option<String>, Vec<String>)> {
+        let (next, members): (String, Vec<String>) =
+            self.query("prune", redis::cmd("SSCAN").arg(listing).arg(cursor).arg("COUNT").arg(batch)).await?;
+        Ok((scan_next(next), members))
+    }
+
+    /// Removes the members of the sorted set `set` scored below `bound`; once it is empty, it leaves
+    /// `listing` (where it is `member`) and the sorted set `also` names, if any. How many went.
+    async fn prune_set(
+        &self,
+        set: &str,
+        bound: &str,
+        listing: &str,
+        member: &str,
+        also: Option<(String, &str)>,
+    ) -> StoreResult<usize> {
+        let mut invocation = SCRIPTS.prune_sorted_set.prepare_invoke();
+        invocation.key(set).key(listing).arg(bound).arg(member);
+        if let Some((key, member)) = also {
+            invocation.key(key).arg(member);
+        }
+        self.eval("prune", &invocation).await
+    }
+
     /// [`crate::store::AccountStore::prune`].
     pub(super) async fn prune_kind(
         &self,
@@ -62,48 +92,35 @@ impl RedisStore {
         // Sorted sets scored by time (µs): members scored below the cutoff go.
         let bound = format!("({}", score(before));
         match kind {
-            DataKind::MeterValues | DataKind::StationEvents => {
-                let listing = match kind {
-                    DataKind::MeterValues => self.key("meter_keys", &[account_id]),
-                    _ => self.key("event_stations", &[account_id]),
-                };
-                let (next, members): (String, Vec<String>) =
-                    self.query(WHAT, redis::cmd("SSCAN").arg(&listing).arg(cursor).arg("COUNT").arg(batch)).await?;
+            DataKind::MeterValues => {
+                let listing = self.key("meter_keys", &[account_id]);
+                let (next, members) = self.listing_step(&listing, cursor, batch).await?;
                 let open = self.key("tx_open", &[account_id]);
                 let mut removed = 0usize;
                 for member in members {
-                    let mut invocation = SCRIPTS.prune_sorted_set.prepare_invoke();
-                    match kind {
-                        DataKind::MeterValues => {
-                            let (station, tx): (String, i32) = decode(&member)?;
-                            if tx != 0 {
-                                let is_open: Option<f64> =
-                                    self.query(WHAT, redis::cmd("ZSCORE").arg(&open).arg(tx)).await?;
-                                if is_open.is_some() {
-                                    continue;
-                                }
-                            }
-                            invocation
-                                .key(self.key("meter", &[account_id, &station, &tx.to_string()]))
-                                .key(&listing)
-                                .arg(&bound)
-                                .arg(&member);
-                            // Readings outside a transaction are listed by station for the export too.
-                            if tx == 0 {
-                                invocation.key(self.key("meter_stations", &[account_id])).arg(&station);
-                            }
-                        }
-                        _ => {
-                            invocation
-                                .key(self.key("events", &[account_id, &member]))
-                                .key(&listing)
-                                .arg(&bound)
-                                .arg(&member);
+                    let (station, tx): (String, i32) = decode(&member)?;
+                    if tx != 0 {
+                        let is_open: Option<f64> = self.query(WHAT, redis::cmd("ZSCORE").arg(&open).arg(tx)).await?;
+                        if is_open.is_some() {
+                            continue;
                         }
                     }
-                    removed += self.eval::<usize>(WHAT, &invocation).await?;
+                    let set = self.key("meter", &[account_id, &station, &tx.to_string()]);
+                    // Readings outside a transaction are listed by station for the export too.
+                    let by_station = (tx == 0).then(|| (self.key("meter_stations", &[account_id]), station.as_str()));
+                    removed += self.prune_set(&set, &bound, &listing, &member, by_station).await?;
                 }
-                Ok(PruneStep { removed, next: scan_next(next) })
+                Ok(PruneStep { removed, next })
+            }
+            DataKind::StationEvents => {
+                let listing = self.key("event_stations", &[account_id]);
+                let (next, stations) = self.listing_step(&listing, cursor, batch).await?;
+                let mut removed = 0usize;
+                for station in stations {
+                    let set = self.key("events", &[account_id, &station]);
+                    removed += self.prune_set(&set, &bound, &listing, &station, None).await?;
+                }
+                Ok(PruneStep { removed, next })
             }
             DataKind::LoginHistory => {
                 // Oldest first: the old ones are a run at the head.

@@ -2,8 +2,8 @@
 //! returns.
 
 use super::{
-    abort, backend, decode, encode, get, key, meter_span, off_worker, page_of, prefix, readings, scan, time_key,
-    time_of_key, transactional, SledStore, StoredReadings,
+    abort, backend, decode, encode, get, key, leading_time, meter_span, off_worker, page_of, prefix, readings, scan,
+    stored_readings, time_key, transactional, SledStore,
 };
 use crate::ids::{AccountId, StationId};
 use crate::model::{
@@ -440,7 +440,7 @@ impl SledStore {
         let mut held: Vec<(Vec<u8>, MeterRecord)> = Vec::new();
         // Offers the readings of a span in order; false once the page wants no more.
         let offer = |held: &mut Vec<(Vec<u8>, MeterRecord)>, cut: &mut ReadingPage| -> bool {
-            held.sort_by_cached_key(|(bytes, r)| reading_order(r, bytes));
+            held.sort_by(|(ab, a), (bb, b)| reading_order(a, ab).cmp(&reading_order(b, bb)));
             held.dedup_by(|(a, _), (b, _)| a == b);
             held.drain(..).all(|(_, r)| cut.offer(r))
         };
@@ -449,18 +449,12 @@ impl SledStore {
             if !k.starts_with(p) {
                 break;
             }
-            let time = k.get(p.len()..p.len() + 8).and_then(|t| <[u8; 8]>::try_from(t).ok());
-            let time = time.map(time_of_key).ok_or_else(|| StoreError::backend("bad meter-values key"))?;
-            let this = meter_span(time);
+            let this = meter_span(leading_time(&k[p.len()..], "meter-values")?);
             if span.is_some_and(|s| s != this) && !offer(&mut held, &mut cut) {
                 return Ok(cut.finish());
             }
             span = Some(this);
-            let records = match decode::<StoredReadings>(&v)? {
-                StoredReadings::Many(records) => records,
-                StoredReadings::One(record) => vec![record],
-            };
-            for r in records {
+            for r in stored_readings(&v)? {
                 held.push((encode(&r)?, r));
             }
         }

@@ -2,7 +2,7 @@
 //! outside a transaction, a station's events and the account's command records. Each runs on the
 //! calling thread; the [`crate::store::AccountStore`] methods run it off the async workers.
 
-use super::{backend, decode, key, page_of, prefix, time_of_key, SledStore, SEP};
+use super::{backend, decode, key, leading_time, meter_key_parts, page_of, prefix, SledStore, SEP};
 use crate::ids::{AccountId, StationId};
 use crate::model::{CommandKey, CommandRecord, EventKey, Page, PageBuilder, PageRequest, StationEvent, TimePage};
 use crate::store::{StoreError, StoreResult};
@@ -27,11 +27,11 @@ impl SledStore {
             let Some(entry) = self.meter_values.range(from.as_slice()..).next() else { break };
             let (k, _) = entry.map_err(backend)?;
             let Some(rest) = k.strip_prefix(p.as_slice()) else { break };
-            let bad = || StoreError::backend("bad meter-values key");
-            let end = rest.iter().position(|b| *b == SEP).ok_or_else(bad)?;
-            let (station, tx) = (&rest[..end], rest.get(end + 1..end + 5).ok_or_else(bad)?);
-            let id = StationId::from(String::from_utf8(station.to_vec()).map_err(|_| bad())?);
-            if !builder.offer(id.clone(), id, tx == [0; 4]) {
+            let (station, tx) = meter_key_parts(rest)?;
+            let id = StationId::from(
+                String::from_utf8(station.to_vec()).map_err(|_| StoreError::backend("bad meter-values key"))?,
+            );
+            if !builder.offer(id.clone(), id, tx == 0) {
                 break;
             }
             from = past(station);
@@ -56,8 +56,7 @@ impl SledStore {
         for item in self.events.range(start..) {
             let (k, v) = item.map_err(backend)?;
             let Some(rest) = k.strip_prefix(p) else { break };
-            let time = rest.get(..8).and_then(|t| <[u8; 8]>::try_from(t).ok());
-            let time = time.map(time_of_key).ok_or_else(|| StoreError::backend("bad event key"))?;
+            let time = leading_time(rest, "event")?;
             if !cut.offer(time, decode(&v)?) {
                 break;
             }

@@ -137,6 +137,16 @@ pub(super) async fn off_worker<T: Send + 'static>(
     tokio::task::spawn_blocking(read).await.map_err(|e| StoreError::backend(format!("a list read failed: {e}")))?
 }
 
+/// The first key after every key under the prefix `p`, which ends with SEP (0): the same prefix with
+/// 1 there.
+pub(super) fn prefix_end(p: &[u8]) -> Vec<u8> {
+    let mut end = p.to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
 /// Reads a page of the entries of `tree` under the prefix `p` (which ends with the separator), in key
 /// order or, for a newest-first list, reversed, starting after the key `p` + `after`, into `builder`
 /// (made for the page asked). `each` makes an entry the page's item, its cursor and whether it
@@ -150,11 +160,7 @@ pub(super) fn page_of<T, K: Clone>(
     mut each: impl FnMut(&[u8], sled::IVec) -> StoreResult<Option<(K, T, bool)>>,
 ) -> StoreResult<Page<T, K>> {
     use std::ops::Bound::{Excluded, Included};
-    let mut end = p.to_vec();
-    // The prefix ends with SEP (0): the same prefix with 1 there is the first key after all of it.
-    if let Some(last) = end.last_mut() {
-        *last += 1;
-    }
+    let end = prefix_end(p);
     let cursor = after.map(|a| [p, a].concat());
     let range = match (&cursor, reverse) {
         (None, _) => (Included(p.to_vec()), Excluded(end)),
@@ -183,6 +189,15 @@ pub(super) fn time_key(t: i64) -> [u8; 8] {
 /// The time a [`time_key`] was made of.
 pub(super) fn time_of_key(k: [u8; 8]) -> i64 {
     (u64::from_be_bytes(k) ^ (1 << 63)) as i64
+}
+
+/// The time of a key part that starts with a [`time_key`] (what follows a meter-values or events
+/// prefix); `what` names the key in the error when it does not.
+pub(super) fn leading_time(rest: &[u8], what: &str) -> StoreResult<i64> {
+    rest.get(..8)
+        .and_then(|t| <[u8; 8]>::try_from(t).ok())
+        .map(time_of_key)
+        .ok_or_else(|| StoreError::backend(format!("bad {what} key")))
 }
 
 /// The span of time one meter-values entry covers at most: its readings all fall in one such span
@@ -227,16 +242,30 @@ pub(super) enum StoredReadings {
     One(MeterRecord),
 }
 
+/// The station and transaction a meter-values key names, from the part after the account's prefix:
+/// `{station}\0{transaction, 4 bytes big-endian}\0…` (0 for readings outside a transaction).
+pub(super) fn meter_key_parts(rest: &[u8]) -> StoreResult<(&[u8], i32)> {
+    let bad = || StoreError::backend("bad meter-values key");
+    let end = rest.iter().position(|b| *b == SEP).ok_or_else(bad)?;
+    let tx = rest.get(end + 1..end + 5).and_then(|t| <[u8; 4]>::try_from(t).ok()).ok_or_else(bad)?;
+    Ok((&rest[..end], i32::from_be_bytes(tx)))
+}
+
+/// The readings a meter-values entry holds.
+pub(super) fn stored_readings(v: &[u8]) -> StoreResult<Vec<MeterRecord>> {
+    Ok(match decode::<StoredReadings>(v)? {
+        StoredReadings::Many(records) => records,
+        StoredReadings::One(record) => vec![record],
+    })
+}
+
 /// The readings under `p`, in the order of their station, transaction and time, each once (the same
 /// reading may have come in two calls: a station resends what it got no answer for).
 pub(super) fn readings(tree: &sled::Tree, p: &[u8]) -> StoreResult<Vec<MeterRecord>> {
     let mut out = Vec::new();
     for item in tree.scan_prefix(p) {
         let (_, v) = item.map_err(backend)?;
-        match decode::<StoredReadings>(&v)? {
-            StoredReadings::Many(records) => out.extend(records),
-            StoredReadings::One(record) => out.push(record),
-        }
+        out.extend(stored_readings(&v)?);
     }
     let mut keyed = out.into_iter().map(|r| encode(&r).map(|bytes| (bytes, r))).collect::<StoreResult<Vec<_>>>()?;
     keyed.sort_by(|(ab, a), (bb, b)| {

@@ -1,7 +1,7 @@
 //! The sled store's side of retention: a walk over one account's records of a kind, removing what
 //! the rules of [`crate::model`] call old, a batch at a time from a position in the tree.
 
-use super::{backend, decode, prefix, transactional, SledStore, StoredReadings, SEP};
+use super::{backend, decode, meter_key_parts, prefix, prefix_end, stored_readings, transactional, SledStore};
 use crate::ids::AccountId;
 use crate::model::{
     command_is_old, event_is_old, login_is_old, reading_is_old, transaction_is_old, CommandRecord, DataKind,
@@ -62,40 +62,36 @@ impl SledStore {
             }
             None => Included(p.clone()),
         };
-        let mut end = p.clone();
-        // The prefix ends with SEP (0): the same prefix with 1 there is the first key after all of it.
-        if let Some(last) = end.last_mut() {
-            *last += 1;
-        }
+        // Removes the entry, counted as `records`, if there are any and it is still what was read: a
+        // record changed meanwhile waits for the next pass.
+        let remove = |k: &[u8], v: &[u8], records: usize| -> StoreResult<usize> {
+            if records == 0 {
+                return Ok(0);
+            }
+            Ok(if tree.compare_and_swap(k, Some(v), None::<&[u8]>).map_err(backend)?.is_ok() { records } else { 0 })
+        };
         let batch = batch.max(1);
         let (mut removed, mut looked, mut last) = (0, 0, None);
-        for item in tree.range::<Vec<u8>, _>((start, Excluded(end))) {
+        for item in tree.range::<Vec<u8>, _>((start, Excluded(prefix_end(&p)))) {
             let (k, v) = item.map_err(backend)?;
             looked += 1;
-            if kind == DataKind::FinishedTransactions {
-                let tx: Transaction = decode(&v)?;
-                if transaction_is_old(&tx, before) && self.remove_transaction(&k, &v, &tx)? {
-                    removed += 1;
+            removed += match kind {
+                DataKind::MeterValues => remove(&k, &v, self.old_readings(account_id, &k[p.len()..], &v, before)?)?,
+                DataKind::StationEvents => {
+                    remove(&k, &v, usize::from(event_is_old(&decode::<StationEvent>(&v)?, before)))?
                 }
-                last = Some(k[p.len()..].to_vec());
-                if looked == batch {
-                    break;
+                DataKind::LoginHistory => {
+                    remove(&k, &v, usize::from(login_is_old(&decode::<LoginEvent>(&v)?, before)))?
                 }
-                continue;
-            }
-            let old = match kind {
-                DataKind::MeterValues => self.old_readings(account_id, &k[p.len()..], &v, before)?,
-                DataKind::StationEvents => usize::from(event_is_old(&decode::<StationEvent>(&v)?, before)),
-                DataKind::LoginHistory => usize::from(login_is_old(&decode::<LoginEvent>(&v)?, before)),
-                DataKind::FinishedCommands => usize::from(command_is_old(&decode::<CommandRecord>(&v)?, before)),
-                DataKind::FinishedTransactions => 0,
+                DataKind::FinishedCommands => {
+                    remove(&k, &v, usize::from(command_is_old(&decode::<CommandRecord>(&v)?, before)))?
+                }
+                // With its index entries and readings, in the trees beside this one.
+                DataKind::FinishedTransactions => {
+                    let tx: Transaction = decode(&v)?;
+                    usize::from(transaction_is_old(&tx, before) && self.remove_transaction(&k, &v, &tx)?)
+                }
             };
-            if old > 0 {
-                // Only if it is still what was read: a record changed meanwhile waits for the next pass.
-                if tree.compare_and_swap(&k, Some(&v), None::<&[u8]>).map_err(backend)?.is_ok() {
-                    removed += old;
-                }
-            }
             last = Some(k[p.len()..].to_vec());
             if looked == batch {
                 break;
@@ -143,20 +139,11 @@ impl SledStore {
     /// How many readings the meter-values entry `v` (key `k` after the account's prefix: station,
     /// transaction, …) holds when every one of them is old and its transaction is not open; else 0.
     fn old_readings(&self, account_id: &AccountId, k: &[u8], v: &[u8], before: DateTime<Utc>) -> StoreResult<usize> {
-        let station_end =
-            k.iter().position(|b| *b == SEP).ok_or_else(|| StoreError::backend("bad meter-values key"))?;
-        let tx = k
-            .get(station_end + 1..station_end + 5)
-            .and_then(|t| <[u8; 4]>::try_from(t).ok())
-            .map(i32::from_be_bytes)
-            .ok_or_else(|| StoreError::backend("bad meter-values key"))?;
+        let (_, tx) = meter_key_parts(k)?;
         if tx != 0 && self.open_transactions.contains_key(Self::transaction_key(account_id, tx)).map_err(backend)? {
             return Ok(0);
         }
-        let records = match decode::<StoredReadings>(v)? {
-            StoredReadings::Many(records) => records,
-            StoredReadings::One(record) => vec![record],
-        };
+        let records = stored_readings(v)?;
         Ok(if records.iter().all(|r| reading_is_old(r, before)) { records.len() } else { 0 })
     }
 }
