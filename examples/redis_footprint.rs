@@ -17,7 +17,7 @@ use ocpp_css::model::{
     Account, DataKind, MeterRecord, MeterValue, NewTransaction, SampledValue, Transaction, TransactionStop,
 };
 use ocpp_css::store::prelude::*;
-use ocpp_css::store::RedisStore;
+use ocpp_css::store::{RedisStore, RedisTarget};
 use std::sync::Arc;
 
 const WRITERS: usize = 8;
@@ -71,7 +71,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let number = |s: &str| s.replace('_', "").parse::<usize>().unwrap_or_else(|_| usage());
     let (transactions, per_tx) = (number(transactions), number(per_tx));
     let prefix = format!("footprint-{}", std::process::id());
-    let store: Arc<RedisStore> = Arc::new(RedisStore::connect(url, &prefix, std::time::Duration::from_secs(10)).await?);
+    let store: Arc<RedisStore> = Arc::new(
+        RedisStore::connect(&RedisTarget::parse(url, url.contains(','))?, &prefix, std::time::Duration::from_secs(10))
+            .await?,
+    );
     let account = Account {
         id: format!("acct-{prefix}").into(),
         email: format!("{prefix}@footprint.example"),

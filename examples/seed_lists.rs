@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --release --example seed_lists -- sled <data_dir> <email> <stations> <transactions>
-//! cargo run --release --example seed_lists -- redis <redis_url> <key_prefix> <email> <stations> <transactions>
+//! cargo run --release --example seed_lists -- redis <redis_url[,more seed URLs of a Redis Cluster]> <key_prefix> <email> <stations> <transactions>
 //! ```
 //!
 //! Stations get a password hash nothing verifies: they are there to be listed, not to connect.
@@ -15,7 +15,7 @@ use ocpp_css::ids::AccountId;
 use ocpp_css::model::{
     IdTag, NewTransaction, Registration, SecurityProfile, Station, TagStatus, Transaction, TransactionStop,
 };
-use ocpp_css::store::{CommitPolicy, RedisStore, SharedStore, SledStore};
+use ocpp_css::store::{CommitPolicy, RedisStore, RedisTarget, SharedStore, SledStore};
 use std::sync::Arc;
 
 const WRITERS: usize = 8;
@@ -39,7 +39,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Some("redis") if args.len() == 6 => {
             let timeout = std::time::Duration::from_secs(10);
-            (Arc::new(RedisStore::connect(&args[1], &args[2], timeout).await?), &args[3..])
+            (
+                Arc::new(
+                    RedisStore::connect(&RedisTarget::parse(&args[1], args[1].contains(','))?, &args[2], timeout)
+                        .await?,
+                ),
+                &args[3..],
+            )
         }
         _ => usage(),
     };

@@ -7,14 +7,14 @@
 //!
 //! ```text
 //! cargo run --release --example seed_readings -- sled <data_dir> <email> <readings>
-//! cargo run --release --example seed_readings -- redis <redis_url> <key_prefix> <email> <readings>
+//! cargo run --release --example seed_readings -- redis <redis_url[,more seed URLs of a Redis Cluster]> <key_prefix> <email> <readings>
 //! ```
 
 use chrono::{Duration, TimeZone, Utc};
 use ocpp_css::model::{
     MeterRecord, MeterValue, NewTransaction, Registration, SampledValue, SecurityProfile, Station, TransactionStop,
 };
-use ocpp_css::store::{CommitPolicy, RedisStore, SharedStore, SledStore};
+use ocpp_css::store::{CommitPolicy, RedisStore, RedisTarget, SharedStore, SledStore};
 use std::sync::Arc;
 
 fn usage() -> ! {
@@ -32,7 +32,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Some("redis") if args.len() == 5 => {
             let timeout = std::time::Duration::from_secs(10);
-            (Arc::new(RedisStore::connect(&args[1], &args[2], timeout).await?), &args[3..])
+            (
+                Arc::new(
+                    RedisStore::connect(&RedisTarget::parse(&args[1], args[1].contains(','))?, &args[2], timeout)
+                        .await?,
+                ),
+                &args[3..],
+            )
         }
         _ => usage(),
     };

@@ -3,6 +3,7 @@
 //! `OCPP_CSS__` variable, is an error that names it and the closest known key: a typo does not
 //! silently leave the default in force.
 
+use crate::store::RedisTarget;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
@@ -142,8 +143,11 @@ impl TlsSettings {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ClusterSettings {
-    /// Redis URL of the shared store; empty means a single node with no Redis.
+    /// Redis URL of the shared store (several, comma-separated, for the seeds of a Redis Cluster);
+    /// empty means a single node with no Redis.
     pub redis_url: String,
+    /// Whether `redis_url` names the seed nodes of a Redis Cluster rather than one Redis.
+    pub redis_cluster: bool,
     /// Prefix of every Redis key this cluster uses.
     pub key_prefix: String,
     /// Longest wait (milliseconds) for one Redis command before it counts as failed.
@@ -159,6 +163,21 @@ impl ClusterSettings {
 
     pub fn redis_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    /// The Redis deployment `redis_url` and `redis_cluster` name; an error says what is wrong with
+    /// them.
+    pub fn redis_target(&self) -> Result<RedisTarget, String> {
+        if self.key_prefix.contains(['{', '}']) {
+            // A brace in the prefix would become every key's hash tag: one slot for all.
+            return Err(format!("cluster.key_prefix {:?} may not hold '{{' or '}}'", self.key_prefix));
+        }
+        RedisTarget::parse(&self.redis_url, self.redis_cluster)
+    }
+
+    /// `redis_url` with any password shown as `***`, for logs and errors.
+    pub fn redacted_redis_url(&self) -> String {
+        self.redis_url.split(',').map(|u| redact_url_password(u.trim())).collect::<Vec<_>>().join(",")
     }
 }
 
@@ -328,7 +347,7 @@ impl Settings {
     /// is shown as `***` (`ocpp-css check-config`).
     pub fn to_redacted_toml(&self) -> Result<String, toml::ser::Error> {
         let mut shown = self.clone();
-        shown.cluster.redis_url = redact_url_password(&shown.cluster.redis_url);
+        shown.cluster.redis_url = shown.cluster.redacted_redis_url();
         toml::to_string(&shown)
     }
 }

@@ -129,16 +129,13 @@ impl Application {
         }
         // Lazily: a node starts while Redis is down, and serves the stations it knows from its own
         // copies, their messages waiting in its write-ahead log.
-        let redis = RedisStore::connect_lazy(
-            &settings.cluster.redis_url,
-            &settings.cluster.key_prefix,
-            settings.cluster.redis_timeout(),
-        )
-        .with_context(|| format!("configuring Redis at {}", redact(&settings.cluster.redis_url)))?;
+        let target = settings.cluster.redis_target().map_err(anyhow::Error::msg)?;
+        let redis = RedisStore::connect_lazy(&target, &settings.cluster.key_prefix, settings.cluster.redis_timeout())
+            .with_context(|| format!("configuring Redis at {}", settings.cluster.redacted_redis_url()))?;
         let redis = Arc::new(redis);
         let wal = NodeLog::open(local, redis.clone(), NodeLogSettings::from(&settings.cluster))
             .context("opening the write-ahead log")?;
-        tracing::info!(node = %settings.server.node_id(), redis = %redact(&settings.cluster.redis_url), pending = wal.pending(), "cluster mode");
+        tracing::info!(node = %settings.server.node_id(), redis = %settings.cluster.redacted_redis_url(), pending = wal.pending(), "cluster mode");
         Self::build_with_store(settings, Arc::new(wal.clone()), redis, Mode::Cluster { wal }).await
     }
 
@@ -359,14 +356,6 @@ fn build_fleet(
             presence.start(node);
             Ok(Fleet::clustered(local, presence, bus))
         }
-    }
-}
-
-/// The URL without its password, for logs.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &url[..scheme], &url[at..]),
-        _ => url.to_string(),
     }
 }
 

@@ -181,7 +181,7 @@ impl Bus {
 
     async fn subscribe(&self) -> Result<redis::aio::PubSub, ClusterError> {
         let connect = async {
-            let mut pubsub = self.link.client.get_async_pubsub().await?;
+            let mut pubsub = self.link.subscriber().get_async_pubsub().await?;
             pubsub.subscribe(inbox(&self.link, &self.link.node_id)).await?;
             pubsub.subscribe(broadcast(&self.link)).await?;
             Ok::<_, ClusterError>(pubsub)

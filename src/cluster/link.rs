@@ -5,8 +5,8 @@ use crate::actors::station::{DisconnectReason, SessionId, StationKey};
 use crate::config::ClusterSettings;
 use crate::fleet::command::{Command, CommandResult};
 use crate::ids::AccountId;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use std::sync::atomic::{AtomicBool, Ordering};
+use crate::store::RedisConnection;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,8 +41,12 @@ pub enum ClusterError {
 pub struct RedisLink {
     pub(super) node_id: String,
     prefix: String,
-    pub(super) client: redis::Client,
-    conn: ConnectionManager,
+    /// A client per configured URL, for subscriptions: pub/sub reaches every node of a Redis
+    /// Cluster, so one subscription to any of them hears everything.
+    subscribers: Vec<redis::Client>,
+    /// The subscriber tried next.
+    next_subscriber: AtomicUsize,
+    conn: RedisConnection,
     pub(super) timeout: Duration,
     up: AtomicBool,
 }
@@ -50,18 +54,16 @@ pub struct RedisLink {
 impl RedisLink {
     /// Connects lazily: a node starts while Redis is down, and catches up when it is back.
     pub fn new(settings: &ClusterSettings, node_id: String) -> anyhow::Result<Arc<RedisLink>> {
-        let client = redis::Client::open(settings.redis_url.as_str())?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.redis_timeout()))
-            .set_response_timeout(Some(settings.redis_timeout()))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let target = settings.redis_target().map_err(anyhow::Error::msg)?;
+        let subscribers =
+            target.urls().iter().map(|url| redis::Client::open(url.as_str())).collect::<Result<Vec<_>, _>>()?;
+        let conn = RedisConnection::lazy(&target, settings.redis_timeout())?;
         metrics::gauge!(crate::metrics::CLUSTER_REDIS_UP).set(1.0);
         Ok(Arc::new(RedisLink {
             node_id,
             prefix: settings.key_prefix.clone(),
-            client,
+            subscribers,
+            next_subscriber: AtomicUsize::new(0),
             conn,
             timeout: settings.redis_timeout(),
             up: AtomicBool::new(true),
@@ -70,6 +72,14 @@ impl RedisLink {
 
     pub fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    /// A client to subscribe with: each call the next of the configured URLs, so a subscription
+    /// lost with its node is made again on another.
+    pub(super) fn subscriber(&self) -> &redis::Client {
+        let n = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
+        // `RedisTarget` has at least one URL, so there is at least one subscriber.
+        &self.subscribers[n % self.subscribers.len()]
     }
 
     pub(super) fn key(&self, rest: std::fmt::Arguments<'_>) -> String {

@@ -22,7 +22,7 @@ mod redis;
 pub(crate) mod rules;
 mod sled;
 
-pub use self::redis::RedisStore;
+pub use self::redis::{RedisConnection, RedisStore, RedisTarget};
 pub use self::sled::SledStore;
 pub use group_commit::{CommitPolicy, GroupCommit};
 pub use node_log::{NodeLog, NodeLogSettings};

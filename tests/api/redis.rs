@@ -36,6 +36,11 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// The server as the store's target.
+    pub fn target(&self) -> ocpp_css::store::RedisTarget {
+        ocpp_css::store::RedisTarget::Single(self.url())
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

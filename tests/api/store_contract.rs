@@ -16,8 +16,8 @@ use ocpp_css::model::{
 };
 use ocpp_css::store::prelude::*;
 use ocpp_css::store::{
-    all_id_tags, all_stations, all_transactions, CommitPolicy, ErasureReport, RedisStore, SharedStore, SledStore,
-    StopOutcome, StoreError,
+    all_id_tags, all_stations, all_transactions, CommitPolicy, ErasureReport, RedisStore, RedisTarget, SharedStore,
+    SledStore, StopOutcome, StoreError,
 };
 use std::sync::Arc;
 
@@ -41,8 +41,8 @@ async fn sled_subject() -> Subject {
 
 async fn redis_subject() -> Subject {
     let server = RedisServer::start().await;
-    let store = RedisStore::connect(&server.url(), "contract", REDIS_TIMEOUT).await.expect("redis store connects");
-    let other = RedisStore::connect(&server.url(), "contract", REDIS_TIMEOUT).await.expect("second connection");
+    let store = RedisStore::connect(&server.target(), "contract", REDIS_TIMEOUT).await.expect("redis store connects");
+    let other = RedisStore::connect(&server.target(), "contract", REDIS_TIMEOUT).await.expect("second connection");
     Subject { store: Arc::new(store), other: Arc::new(other), _keep: Box::new(server) }
 }
 
@@ -1792,7 +1792,7 @@ async fn redis_keys(url: &str) -> Vec<String> {
 #[tokio::test]
 async fn redis_store_works_again_after_redis_restarts_and_fails_fast_while_it_is_down() {
     let mut server = RedisServer::start().await;
-    let store = RedisStore::connect(&server.url(), "restart", REDIS_TIMEOUT).await.unwrap();
+    let store = RedisStore::connect(&server.target(), "restart", REDIS_TIMEOUT).await.unwrap();
     store.create_account(&account("acct-a", "alpha")).await.unwrap();
     store.create_station(&station("acct-a", "CP1")).await.unwrap();
     let (tx, _) = store.start_transaction(&new_tx("acct-a", "CP1", 1, 0)).await.unwrap();
@@ -1836,22 +1836,23 @@ async fn redis_store_works_again_after_redis_restarts_and_fails_fast_while_it_is
 async fn connecting_to_a_redis_that_is_not_there_fails_as_unavailable() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let started = std::time::Instant::now();
-    let result = RedisStore::connect(&format!("redis://127.0.0.1:{port}/"), "nowhere", REDIS_TIMEOUT).await;
+    let result =
+        RedisStore::connect(&RedisTarget::Single(format!("redis://127.0.0.1:{port}/")), "nowhere", REDIS_TIMEOUT).await;
     match result {
         Err(StoreError::Unavailable(message)) => assert!(message.to_string().contains("redis"), "{message}"),
         Err(e) => panic!("expected an unavailable error, got {e:?}"),
         Ok(_) => panic!("nothing listens there"),
     }
     assert!(started.elapsed() < REDIS_TIMEOUT + std::time::Duration::from_secs(1));
-    let invalid = RedisStore::connect("not a url", "x", REDIS_TIMEOUT).await;
+    let invalid = RedisStore::connect(&RedisTarget::Single("not a url".into()), "x", REDIS_TIMEOUT).await;
     assert!(matches!(invalid, Err(StoreError::Backend(_))));
 }
 
 #[tokio::test]
 async fn redis_stores_keep_to_their_key_prefix_and_erasure_leaves_no_key_of_the_account() {
     let server = RedisServer::start().await;
-    let one = RedisStore::connect(&server.url(), "one", REDIS_TIMEOUT).await.unwrap();
-    let two = RedisStore::connect(&server.url(), "two", REDIS_TIMEOUT).await.unwrap();
+    let one = RedisStore::connect(&server.target(), "one", REDIS_TIMEOUT).await.unwrap();
+    let two = RedisStore::connect(&server.target(), "two", REDIS_TIMEOUT).await.unwrap();
     one.create_account(&account("acct-a", "alpha")).await.unwrap();
     two.create_account(&account("acct-a", "alpha")).await.expect("another prefix is another store");
     fill(&one, "acct-a").await;
@@ -1887,7 +1888,7 @@ async fn redis_stores_keep_to_their_key_prefix_and_erasure_leaves_no_key_of_the_
 #[tokio::test]
 async fn a_redis_erasure_interrupted_by_a_crash_is_finished_when_a_store_next_connects() {
     let server = RedisServer::start().await;
-    let store = RedisStore::connect(&server.url(), "crash", REDIS_TIMEOUT).await.unwrap();
+    let store = RedisStore::connect(&server.target(), "crash", REDIS_TIMEOUT).await.unwrap();
     store.create_account(&account("acct-a", "alpha")).await.unwrap();
     fill(&store, "acct-a").await;
     // As if a node died right after marking the erasure begun.
@@ -1895,7 +1896,7 @@ async fn a_redis_erasure_interrupted_by_a_crash_is_finished_when_a_store_next_co
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let _: i64 = ::redis::cmd("SADD").arg("crash:erasing").arg("acct-a").query_async(&mut conn).await.unwrap();
 
-    let next = RedisStore::connect(&server.url(), "crash", REDIS_TIMEOUT).await.unwrap();
+    let next = RedisStore::connect(&server.target(), "crash", REDIS_TIMEOUT).await.unwrap();
     assert!(next.account(&"acct-a".into()).await.unwrap().is_none());
     assert!(all_stations(&next, &"acct-a".into()).await.unwrap().is_empty());
     assert!(all_transactions(&next, &"acct-a".into(), None).await.unwrap().is_empty());
@@ -1907,7 +1908,7 @@ async fn a_redis_erasure_interrupted_by_a_crash_is_finished_when_a_store_next_co
 #[tokio::test]
 async fn a_redis_store_written_before_the_list_indexes_is_indexed_when_a_store_next_connects() {
     let server = RedisServer::start().await;
-    let store = RedisStore::connect(&server.url(), "old", REDIS_TIMEOUT).await.unwrap();
+    let store = RedisStore::connect(&server.target(), "old", REDIS_TIMEOUT).await.unwrap();
     let a: AccountId = "acct-a".into();
     for (account_id, slug) in [("acct-a", "alpha"), ("acct-b", "beta")] {
         store.create_account(&account(account_id, slug)).await.unwrap();
@@ -1964,7 +1965,7 @@ async fn a_redis_store_written_before_the_list_indexes_is_indexed_when_a_store_n
     }
     assert!(all_stations(&store, &a).await.unwrap().is_empty(), "the lists read only the indexes");
 
-    let next = RedisStore::connect(&server.url(), "old", REDIS_TIMEOUT).await.unwrap();
+    let next = RedisStore::connect(&server.target(), "old", REDIS_TIMEOUT).await.unwrap();
     assert_eq!(ids(all_stations(&next, &a).await.unwrap()), stations);
     assert_eq!(stations, ["CP2", "CP3", "CP:1"], "in byte order");
     assert_eq!(all_id_tags(&next, &a).await.unwrap(), tags);
@@ -1976,7 +1977,7 @@ async fn a_redis_store_written_before_the_list_indexes_is_indexed_when_a_store_n
     assert_eq!(commands(next.clone()).await, command_records);
     // Once: the marker is set, and the indexes then follow the writes.
     next.delete_station(&a, &"CP2".into()).await.unwrap();
-    let again = RedisStore::connect(&server.url(), "old", REDIS_TIMEOUT).await.unwrap();
+    let again = RedisStore::connect(&server.target(), "old", REDIS_TIMEOUT).await.unwrap();
     assert_eq!(all_stations(&again, &a).await.unwrap().len(), 2);
 
     // A store the lists were indexed in (version 1) gets the export's indexes alone.
@@ -1985,7 +1986,7 @@ async fn a_redis_store_written_before_the_list_indexes_is_indexed_when_a_store_n
     }
     let _: () = ::redis::cmd("SET").arg("old:indexed").arg("1").query_async(&mut conn).await.unwrap();
     assert!(loose(again.clone()).await.is_empty());
-    let v2 = RedisStore::connect(&server.url(), "old", REDIS_TIMEOUT).await.unwrap();
+    let v2 = RedisStore::connect(&server.target(), "old", REDIS_TIMEOUT).await.unwrap();
     assert_eq!(loose(v2.clone()).await, ["CP3", "CP:1"]);
     assert_eq!(commands(v2.clone()).await, command_records);
     assert_eq!(all_stations(&v2, &a).await.unwrap().len(), 2, "the station deleted after indexing stays out");
@@ -1995,8 +1996,8 @@ async fn a_redis_store_written_before_the_list_indexes_is_indexed_when_a_store_n
 async fn a_redis_lease_is_held_by_one_node_until_it_expires() {
     let server = RedisServer::start().await;
     let url = server.url();
-    let a = RedisStore::connect(&url, "contract", REDIS_TIMEOUT).await.expect("node a");
-    let b = RedisStore::connect(&url, "contract", REDIS_TIMEOUT).await.expect("node b");
+    let a = RedisStore::connect(&RedisTarget::Single(url.clone()), "contract", REDIS_TIMEOUT).await.expect("node a");
+    let b = RedisStore::connect(&RedisTarget::Single(url.clone()), "contract", REDIS_TIMEOUT).await.expect("node b");
     let ttl = std::time::Duration::from_millis(300);
     assert!(a.lease("retention", "node-a", ttl).await.unwrap(), "nobody held it");
     assert!(a.lease("retention", "node-a", ttl).await.unwrap(), "its holder renews it");

@@ -70,6 +70,7 @@
 //! node's sled write-ahead log covers what a station sent until it reached Redis.
 
 mod accounts;
+mod conn;
 mod export;
 mod index;
 mod retention;
@@ -81,7 +82,7 @@ use super::{Cause, ErasureReport, StoreError, StoreResult};
 use crate::ids::{AccountId, StationId};
 use crate::model::{Account, CommandRecord, StartIdentity};
 use chrono::{DateTime, Utc};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+pub use conn::{RedisConnection, RedisTarget};
 use redis::{FromRedisValue, ScriptInvocation};
 use scripts::SCRIPTS;
 use serde::{de::DeserializeOwned, Serialize};
@@ -95,11 +96,11 @@ use std::time::Duration;
 /// stations with transactions.
 type AccountIndexes = (BTreeMap<String, String>, Vec<String>, Vec<String>, Vec<String>, Vec<String>, Vec<String>);
 
-/// The Redis-backed store: one multiplexed connection that reconnects by itself after Redis
-/// comes back. Clones share it.
+/// The Redis-backed store: one multiplexed connection (to one Redis or a Redis Cluster) that
+/// reconnects by itself after Redis comes back. Clones share it.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     /// `{key_prefix}:`
     prefix: Arc<str>,
     /// The longest wait for one call to Redis.
@@ -175,20 +176,12 @@ fn queued_member(command: &CommandRecord) -> StoreResult<String> {
 }
 
 impl RedisStore {
-    /// Connects to Redis at `url` (`redis://host:port/db`), keeping every key under `{key_prefix}:`.
-    /// Each call to Redis waits at most `timeout`; past it, or when Redis cannot be reached, the call
-    /// fails with [`StoreError::Unavailable`] and the next call tries to reconnect. Fails when Redis
-    /// does not answer now. Finishes the erasures a crash interrupted.
-    pub async fn connect(url: &str, key_prefix: &str, timeout: Duration) -> StoreResult<RedisStore> {
-        let (client, config) = Self::client(url, timeout)?;
-        let conn = match tokio::time::timeout(timeout, ConnectionManager::new_with_config(client, config)).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return Err(failure("cannot connect", e)),
-            Err(_) => {
-                return Err(StoreError::unavailable(format!("redis: cannot connect within {} ms", timeout.as_millis())))
-            }
-        };
-        let store = RedisStore { conn, prefix: format!("{key_prefix}:").into(), timeout };
+    /// Connects to `target`, keeping every key under `{key_prefix}:`. Each call to Redis waits at
+    /// most `timeout`; past it, or when Redis cannot be reached, the call fails with
+    /// [`StoreError::Unavailable`] and the next call tries to reconnect. Fails when Redis does not
+    /// answer now. Finishes the erasures a crash interrupted.
+    pub async fn connect(target: &RedisTarget, key_prefix: &str, timeout: Duration) -> StoreResult<RedisStore> {
+        let store = Self::configure(target, key_prefix, timeout)?;
         store.query::<String>("connect", &redis::cmd("PING")).await?;
         store.finish_interrupted_erasures().await?;
         store.index_stored().await?;
@@ -199,10 +192,8 @@ impl RedisStore {
     /// until it does (a cluster node starts, and serves the stations it knows, while Redis is down).
     /// Interrupted erasures are finished in the background once Redis answers. Must be called
     /// inside a tokio runtime that lives as long as the store.
-    pub fn connect_lazy(url: &str, key_prefix: &str, timeout: Duration) -> StoreResult<RedisStore> {
-        let (client, config) = Self::client(url, timeout)?;
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| failure("configuring", e))?;
-        let store = RedisStore { conn, prefix: format!("{key_prefix}:").into(), timeout };
+    pub fn connect_lazy(target: &RedisTarget, key_prefix: &str, timeout: Duration) -> StoreResult<RedisStore> {
+        let store = Self::configure(target, key_prefix, timeout)?;
         let background = store.clone();
         tokio::spawn(async move {
             loop {
@@ -223,18 +214,10 @@ impl RedisStore {
         Ok(store)
     }
 
-    fn client(url: &str, timeout: Duration) -> StoreResult<(redis::Client, ConnectionManagerConfig)> {
-        // The URL may hold a password: it is not repeated in errors.
-        let client = redis::Client::open(url).map_err(|e| failure("invalid URL", e))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            // One quick retry per reconnection; while Redis stays down, each call fails fast and the
-            // next one tries again.
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(timeout);
-        Ok((client, config))
+    fn configure(target: &RedisTarget, key_prefix: &str, timeout: Duration) -> StoreResult<RedisStore> {
+        // A URL may hold a password: it is not repeated in errors.
+        let conn = RedisConnection::lazy(target, timeout).map_err(|e| failure("configuring", e))?;
+        Ok(RedisStore { conn, prefix: format!("{key_prefix}:").into(), timeout })
     }
 
     /// `{key_prefix}:{kind}:{parts…}`, parts escaped.
