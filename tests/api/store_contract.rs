@@ -1872,10 +1872,10 @@ async fn redis_stores_keep_to_their_key_prefix_and_erasure_leaves_no_key_of_the_
     // commands holds only the other account's.
     let client = ::redis::Client::open(server.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let slug: String = ::redis::cmd("GET").arg("one:slug:alpha").query_async(&mut conn).await.unwrap();
+    let slug: String = ::redis::cmd("GET").arg("one:{accounts}:slug:alpha").query_async(&mut conn).await.unwrap();
     assert_eq!(slug, "");
     let email: Option<String> =
-        ::redis::cmd("GET").arg("one:email:ops@alpha.example").query_async(&mut conn).await.unwrap();
+        ::redis::cmd("GET").arg("one:{accounts}:email:ops@alpha.example").query_async(&mut conn).await.unwrap();
     assert_eq!(email, None);
     let queued: Vec<String> =
         ::redis::cmd("ZRANGE").arg("one:queued").arg(0).arg(-1).query_async(&mut conn).await.unwrap();
@@ -1894,7 +1894,8 @@ async fn a_redis_erasure_interrupted_by_a_crash_is_finished_when_a_store_next_co
     // As if a node died right after marking the erasure begun.
     let client = ::redis::Client::open(server.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let _: i64 = ::redis::cmd("SADD").arg("crash:erasing").arg("acct-a").query_async(&mut conn).await.unwrap();
+    let _: i64 =
+        ::redis::cmd("SADD").arg("crash:{accounts}:erasing").arg("acct-a").query_async(&mut conn).await.unwrap();
 
     let next = RedisStore::connect(&server.target(), "crash", REDIS_TIMEOUT).await.unwrap();
     assert!(next.account(&"acct-a".into()).await.unwrap().is_none());
@@ -1902,7 +1903,7 @@ async fn a_redis_erasure_interrupted_by_a_crash_is_finished_when_a_store_next_co
     assert!(all_transactions(&next, &"acct-a".into(), None).await.unwrap().is_empty());
     assert!(matches!(next.create_account(&account("acct-c", "alpha")).await, Err(StoreError::Conflict("slug"))));
     let keys = redis_keys(&server.url()).await;
-    assert!(keys.iter().all(|k| !k.contains("acct-a") && k != "crash:erasing"), "{keys:?}");
+    assert!(keys.iter().all(|k| !k.contains("acct-a") && k != "crash:{accounts}:erasing"), "{keys:?}");
 }
 
 #[tokio::test]
@@ -1981,7 +1982,7 @@ async fn a_redis_store_written_before_the_list_indexes_is_indexed_when_a_store_n
     assert_eq!(all_stations(&again, &a).await.unwrap().len(), 2);
 
     // A store the lists were indexed in (version 1) gets the export's indexes alone.
-    for key in ["old:meter_stations:acct-a", "old:command_ids:acct-a"] {
+    for key in ["old:meter_stations:{acct-a}", "old:command_ids:{acct-a}"] {
         let _: i64 = ::redis::cmd("DEL").arg(key).query_async(&mut conn).await.unwrap();
     }
     let _: () = ::redis::cmd("SET").arg("old:indexed").arg("1").query_async(&mut conn).await.unwrap();

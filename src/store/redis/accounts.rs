@@ -14,14 +14,21 @@ use crate::store::{AccountStore, AccountUpdate, ErasureReport, StationUpdate, St
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+/// How many entries of the queued list whose command is no longer queued one look at the oldest
+/// drops before it gives up until the next look.
+const STALE_QUEUED_DROPS: usize = 16;
+/// The age past which an entry of the queued list without its queued command is taken as stale.
+const STALE_QUEUED_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
 #[async_trait]
 impl AccountStore for RedisStore {
     async fn create_account(&self, account: &Account) -> StoreResult<()> {
         let mut invocation = SCRIPTS.create_account.prepare_invoke();
         invocation
-            .key(self.key("account", &[&account.id]))
-            .key(self.key("email", &[&account.email]))
-            .key(self.key("slug", &[&account.slug]))
+            .key(self.dir_key("account", &[&account.id]))
+            .key(self.dir_key("email", &[&account.email]))
+            .key(self.dir_key("slug", &[&account.slug]))
+            .key(self.dir_key("ids", &[]))
             .arg(account.id.as_str())
             .arg(encode(account)?);
         let outcome: String = self.eval("create_account", &invocation).await?;
@@ -34,12 +41,12 @@ impl AccountStore for RedisStore {
     }
 
     async fn account(&self, id: &AccountId) -> StoreResult<Option<Account>> {
-        self.get("account", &self.key("account", &[id])).await
+        self.get("account", &self.dir_key("account", &[id])).await
     }
 
     async fn account_by_email(&self, email: &str) -> StoreResult<Option<Account>> {
         let id: Option<String> =
-            self.query("account_by_email", redis::cmd("GET").arg(self.key("email", &[email]))).await?;
+            self.query("account_by_email", redis::cmd("GET").arg(self.dir_key("email", &[email]))).await?;
         match id {
             Some(id) if !id.is_empty() => self.account(&AccountId::from(id)).await,
             _ => Ok(None),
@@ -48,7 +55,7 @@ impl AccountStore for RedisStore {
 
     async fn update_account(&self, id: &AccountId, update: AccountUpdate<'_>) -> StoreResult<Option<Account>> {
         const WHAT: &str = "update_account";
-        let key = self.key("account", &[id]);
+        let key = self.dir_key("account", &[id]);
         for attempt in 0..CAS_ATTEMPTS {
             let Some(old_json) = self.query::<Option<String>>(WHAT, redis::cmd("GET").arg(&key)).await? else {
                 return Ok(None);
@@ -60,10 +67,10 @@ impl AccountStore for RedisStore {
             let mut invocation = SCRIPTS.update_account.prepare_invoke();
             invocation
                 .key(&key)
-                .key(self.key("email", &[&old.email]))
-                .key(self.key("email", &[&new.email]))
-                .key(self.key("slug", &[&old.slug]))
-                .key(self.key("slug", &[&new.slug]))
+                .key(self.dir_key("email", &[&old.email]))
+                .key(self.dir_key("email", &[&new.email]))
+                .key(self.dir_key("slug", &[&old.slug]))
+                .key(self.dir_key("slug", &[&new.slug]))
                 .arg(&old_json)
                 .arg(encode(&new)?)
                 .arg(id.as_str());
@@ -87,11 +94,11 @@ impl AccountStore for RedisStore {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("SET")
-            .arg(self.key("token", &[token_hash]))
+            .arg(self.dir_key("token", &[token_hash]))
             .arg(encode(token)?)
             .ignore()
             .cmd("HSET")
-            .arg(self.key("tokens", &[&token.account_id]))
+            .arg(self.dir_key("tokens", &[&token.account_id]))
             .arg(&token.id)
             .arg(token_hash)
             .ignore();
@@ -99,17 +106,17 @@ impl AccountStore for RedisStore {
     }
 
     async fn token(&self, token_hash: &str) -> StoreResult<Option<ApiToken>> {
-        self.get("token", &self.key("token", &[token_hash])).await
+        self.get("token", &self.dir_key("token", &[token_hash])).await
     }
 
     async fn tokens(&self, account_id: &AccountId) -> StoreResult<Vec<ApiToken>> {
-        let hashes = self.hgetall("tokens", &self.key("tokens", &[account_id])).await?;
+        let hashes = self.hgetall("tokens", &self.dir_key("tokens", &[account_id])).await?;
         if hashes.is_empty() {
             return Ok(Vec::new());
         }
         let mut mget = redis::cmd("MGET");
         for hash in hashes.values() {
-            mget.arg(self.key("token", &[hash]));
+            mget.arg(self.dir_key("token", &[hash]));
         }
         let found: Vec<Option<String>> = self.query("tokens", &mget).await?;
         let mut out: Vec<ApiToken> = found.iter().flatten().map(|t| decode(t)).collect::<StoreResult<_>>()?;
@@ -118,17 +125,17 @@ impl AccountStore for RedisStore {
     }
 
     async fn delete_token(&self, account_id: &AccountId, token_id: &str) -> StoreResult<bool> {
-        let index = self.key("tokens", &[account_id]);
+        let index = self.dir_key("tokens", &[account_id]);
         let hash: Option<String> = self.query("delete_token", redis::cmd("HGET").arg(&index).arg(token_id)).await?;
         let Some(hash) = hash else { return Ok(false) };
         let mut pipe = redis::pipe();
-        pipe.atomic().cmd("DEL").arg(self.key("token", &[&hash])).ignore().cmd("HDEL").arg(&index).arg(token_id);
+        pipe.atomic().cmd("DEL").arg(self.dir_key("token", &[&hash])).ignore().cmd("HDEL").arg(&index).arg(token_id);
         let (removed,): (i64,) = self.query_pipe("delete_token", &pipe).await?;
         Ok(removed == 1)
     }
 
     async fn delete_tokens_except(&self, account_id: &AccountId, keep: Option<&str>) -> StoreResult<usize> {
-        let index = self.key("tokens", &[account_id]);
+        let index = self.dir_key("tokens", &[account_id]);
         let hashes = self.hgetall("delete_tokens_except", &index).await?;
         let mut pipe = redis::pipe();
         pipe.atomic();
@@ -137,7 +144,7 @@ impl AccountStore for RedisStore {
             if keep == Some(token_id.as_str()) {
                 continue;
             }
-            pipe.cmd("DEL").arg(self.key("token", &[hash])).ignore().cmd("HDEL").arg(&index).arg(token_id);
+            pipe.cmd("DEL").arg(self.dir_key("token", &[hash])).ignore().cmd("HDEL").arg(&index).arg(token_id);
             n += 1;
         }
         if n == 0 {
@@ -391,20 +398,26 @@ impl AccountStore for RedisStore {
 
     async fn enqueue_command(&self, command: &CommandRecord) -> StoreResult<()> {
         let (account, station) = (command.account_id.as_str(), command.station_id.as_str());
+        // First in the node-wide list of queued commands (a key of its own, so not in the script's
+        // slot): a command queued is always counted; one listed whose queueing then failed is
+        // dropped from the list when it comes first (see `oldest_queued_command`).
+        let listed = redis::cmd("ZADD")
+            .arg(self.global_key("queued", &[]))
+            .arg(score(command.created_at))
+            .arg(queued_member(command)?)
+            .to_owned();
+        self.query::<i64>("enqueue_command", &listed).await?;
         let mut invocation = SCRIPTS.enqueue_command.prepare_invoke();
         invocation
             .key(self.key("commands", &[account]))
             .key(self.key("queue", &[account, station]))
             .key(self.key("queue_stations", &[account]))
-            .key(self.key("queued", &[]))
-            .key(self.key("queue_seq", &[]))
+            .key(self.key("queue_seq", &[account]))
             .key(self.key("command_ids", &[account]))
             .arg(command_field(&command.station_id, &command.id))
             .arg(encode(command)?)
             .arg(&command.id)
-            .arg(station)
-            .arg(score(command.created_at))
-            .arg(queued_member(command)?);
+            .arg(station);
         self.eval::<i64>("enqueue_command", &invocation).await?;
         Ok(())
     }
@@ -424,24 +437,38 @@ impl AccountStore for RedisStore {
     }
 
     async fn queued_command_count(&self) -> StoreResult<usize> {
-        self.query("queued_command_count", redis::cmd("ZCARD").arg(self.key("queued", &[]))).await
+        self.query("queued_command_count", redis::cmd("ZCARD").arg(self.global_key("queued", &[]))).await
     }
 
     async fn oldest_queued_command(&self) -> StoreResult<Option<DateTime<Utc>>> {
         const WHAT: &str = "oldest_queued_command";
-        let oldest: Vec<(String, f64)> =
-            self.query(WHAT, redis::cmd("ZRANGE").arg(self.key("queued", &[])).arg(0).arg(0).arg("WITHSCORES")).await?;
-        let Some((member, micros)) = oldest.into_iter().next() else { return Ok(None) };
-        // The record has the time to the nanosecond; the score, to the microsecond, if the record is gone.
-        let (account, station, id): (AccountId, StationId, String) = decode(&member)?;
-        match self.command(&account, &station, &id).await? {
-            Some(record) => Ok(Some(record.created_at)),
-            None => Ok(DateTime::from_timestamp_micros(micros as i64)),
+        let queued = self.global_key("queued", &[]);
+        // The list is written beside the queues, not with them: an entry whose command is no longer
+        // queued (its queueing failed half-way, or its removal from the list did) is dropped here.
+        for _ in 0..STALE_QUEUED_DROPS {
+            let oldest: Vec<(String, f64)> =
+                self.query(WHAT, redis::cmd("ZRANGE").arg(&queued).arg(0).arg(0).arg("WITHSCORES")).await?;
+            let Some((member, micros)) = oldest.into_iter().next() else { return Ok(None) };
+            let (account, station, id): (AccountId, StationId, String) = decode(&member)?;
+            let queue = self.key("queue", &[&account, &station]);
+            let still_queued: Option<f64> = self.query(WHAT, redis::cmd("ZSCORE").arg(&queue).arg(&id)).await?;
+            // A young entry may be one whose queueing is still on its way: it is left alone.
+            let settled = micros < score(Utc::now() - STALE_QUEUED_AFTER);
+            if still_queued.is_none() && settled {
+                self.query::<i64>(WHAT, redis::cmd("ZREM").arg(&queued).arg(&member)).await?;
+                continue;
+            }
+            // The record has the time to the nanosecond; the score, to the microsecond, if the record is gone.
+            return match self.command(&account, &station, &id).await? {
+                Some(record) => Ok(Some(record.created_at)),
+                None => Ok(DateTime::from_timestamp_micros(micros as i64)),
+            };
         }
+        Ok(None)
     }
 
     async fn account_ids(&self, after: Option<String>, limit: usize) -> StoreResult<(Vec<AccountId>, Option<String>)> {
-        self.scan_account_ids(after, limit).await
+        self.account_id_range(after, limit).await
     }
 
     async fn lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> StoreResult<bool> {

@@ -145,56 +145,36 @@ impl RedisStore {
     }
 
     /// Indexes what was stored before the list indexes existed, once per store (several nodes doing
-    /// it at once index the same entries). Walks the accounts with `SCAN`, the one place the store
-    /// does; records written meanwhile are indexed by their writers.
+    /// it at once index the same entries), account by account from the directory's index of
+    /// account ids; records written meanwhile are indexed by their writers.
     pub(super) async fn index_stored(&self) -> StoreResult<()> {
         const WHAT: &str = "index_stored";
-        let marker = self.key("indexed", &[]);
+        let marker = self.global_key("indexed", &[]);
         let done: Option<String> = self.query(WHAT, redis::cmd("GET").arg(&marker)).await?;
         if done.as_deref() == Some(INDEXES_VERSION) {
             return Ok(());
         }
         // A store of version 1 has the lists' indexes already.
         let lists_indexed = done.as_deref() == Some("1");
-        let pattern = self.account_pattern();
-        let mut cursor = 0u64;
+        let mut after = None;
         let mut accounts = 0usize;
         loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .query(WHAT, redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(INDEX_BATCH))
-                .await?;
-            for key in keys {
-                let json: Option<String> = self.query(WHAT, redis::cmd("GET").arg(&key)).await?;
-                let Some(json) = json else { continue };
-                let account: crate::model::Account = decode(&json)?;
+            let (ids, next) = self.account_id_range(after, INDEX_BATCH).await?;
+            for account_id in ids {
                 if !lists_indexed {
-                    self.index_account(&account.id).await?;
+                    self.index_account(&account_id).await?;
                 }
-                self.index_export_lists(&account.id).await?;
+                self.index_export_lists(&account_id).await?;
                 accounts += 1;
             }
-            if next == 0 {
-                break;
+            match next {
+                Some(next) => after = Some(next),
+                None => break,
             }
-            cursor = next;
         }
         self.query::<()>(WHAT, redis::cmd("SET").arg(&marker).arg(INDEXES_VERSION)).await?;
         tracing::info!(accounts, lists_indexed, "indexed what was stored before the paging indexes");
         Ok(())
-    }
-
-    /// The `SCAN` pattern of every account's record. The prefix comes from the configuration: its
-    /// glob characters are matched as themselves.
-    pub(super) fn account_pattern(&self) -> String {
-        let mut pattern = String::new();
-        for c in self.key("account", &[]).chars() {
-            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-                pattern.push('\\');
-            }
-            pattern.push(c);
-        }
-        pattern.push_str(":*");
-        pattern
     }
 
     async fn index_account(&self, account_id: &AccountId) -> StoreResult<()> {

@@ -73,6 +73,7 @@ mod accounts;
 mod conn;
 mod export;
 mod index;
+mod layout;
 mod retention;
 mod scripts;
 mod station;
@@ -88,29 +89,37 @@ use scripts::SCRIPTS;
 use serde::{de::DeserializeOwned, Serialize};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// What lists an account's keys: its tokens (id → hash), then the stations with events, with device
-/// variables, the `[station, tx]` of its meter readings, the stations with a command queue, and the
-/// stations with transactions.
-type AccountIndexes = (BTreeMap<String, String>, Vec<String>, Vec<String>, Vec<String>, Vec<String>, Vec<String>);
+/// The hash tag of the directory's keys (see [`RedisStore::dir_key`]).
+const DIRECTORY_TAG: &str = "{accounts}";
+
+/// What lists an account's keys: the stations with events, with device variables, the
+/// `[station, tx]` of its meter readings, the stations with a command queue, and the stations with
+/// transactions.
+type AccountIndexes = (Vec<String>, Vec<String>, Vec<String>, Vec<String>, Vec<String>);
 
 /// The Redis-backed store: one multiplexed connection (to one Redis or a Redis Cluster) that
 /// reconnects by itself after Redis comes back. Clones share it.
 #[derive(Clone)]
 pub struct RedisStore {
     conn: RedisConnection,
+    /// Whether the store answers calls: not until its keys are in the layout this code reads (see
+    /// [`layout`]). None for the handle that moves them.
+    open: Option<Arc<AtomicBool>>,
     /// `{key_prefix}:`
     prefix: Arc<str>,
     /// The longest wait for one call to Redis.
     timeout: Duration,
 }
 
-/// One part of a key or hash field, escaped so that `:` only ever separates parts.
+/// One part of a key or hash field, escaped so that `:` only ever separates parts and braces only
+/// ever mark a hash tag.
 fn part(s: &str) -> Cow<'_, str> {
-    if s.contains([':', '%']) {
-        Cow::Owned(s.replace('%', "%25").replace(':', "%3A"))
+    if s.contains([':', '%', '{', '}']) {
+        Cow::Owned(s.replace('%', "%25").replace(':', "%3A").replace('{', "%7B").replace('}', "%7D"))
     } else {
         Cow::Borrowed(s)
     }
@@ -182,7 +191,8 @@ impl RedisStore {
     /// answer now. Finishes the erasures a crash interrupted.
     pub async fn connect(target: &RedisTarget, key_prefix: &str, timeout: Duration) -> StoreResult<RedisStore> {
         let store = Self::configure(target, key_prefix, timeout)?;
-        store.query::<String>("connect", &redis::cmd("PING")).await?;
+        store.maintenance().query::<String>("connect", &redis::cmd("PING")).await?;
+        store.open().await?;
         store.finish_interrupted_erasures().await?;
         store.index_stored().await?;
         Ok(store)
@@ -197,8 +207,11 @@ impl RedisStore {
         let background = store.clone();
         tokio::spawn(async move {
             loop {
-                let ready = match background.finish_interrupted_erasures().await {
-                    Ok(()) => background.index_stored().await,
+                let ready = match background.open().await {
+                    Ok(()) => match background.finish_interrupted_erasures().await {
+                        Ok(()) => background.index_stored().await,
+                        Err(e) => Err(e),
+                    },
                     Err(e) => Err(e),
                 };
                 match ready {
@@ -217,14 +230,73 @@ impl RedisStore {
     fn configure(target: &RedisTarget, key_prefix: &str, timeout: Duration) -> StoreResult<RedisStore> {
         // A URL may hold a password: it is not repeated in errors.
         let conn = RedisConnection::lazy(target, timeout).map_err(|e| failure("configuring", e))?;
-        Ok(RedisStore { conn, prefix: format!("{key_prefix}:").into(), timeout })
+        let open = Some(Arc::new(AtomicBool::new(false)));
+        Ok(RedisStore { conn, open, prefix: format!("{key_prefix}:").into(), timeout })
     }
 
-    /// `{key_prefix}:{kind}:{parts…}`, parts escaped.
+    /// A handle on the same connection that answers while the store is still closed.
+    fn maintenance(&self) -> RedisStore {
+        RedisStore { open: None, ..self.clone() }
+    }
+
+    /// Brings the keys to the layout this code reads, then opens the store to calls.
+    async fn open(&self) -> StoreResult<()> {
+        let Some(open) = &self.open else { return Ok(()) };
+        if open.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.maintenance().prepare_layout(&uuid::Uuid::new_v4().to_string()).await?;
+        open.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Fails while the store is closed (see [`RedisStore::open`]).
+    fn check_open(&self, what: &str) -> StoreResult<()> {
+        match &self.open {
+            Some(open) if !open.load(Ordering::Acquire) => Err(StoreError::unavailable(format!(
+                "redis: {what}: the store's keys are being moved to the layout of this version"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// A key of an account: `{key_prefix}:{kind}:{{account}}:{more parts…}`, parts escaped. The
+    /// account (`parts[0]`) is the key's hash tag, so all of an account's keys are in one slot of a
+    /// Redis Cluster, where its scripts and atomic pipelines can run.
     fn key(&self, kind: &str, parts: &[&str]) -> String {
-        let mut k = String::with_capacity(self.prefix.len() + kind.len() + 40);
+        debug_assert!(!parts.is_empty(), "an account's key names the account");
+        let mut k = String::with_capacity(self.prefix.len() + kind.len() + 60);
         k.push_str(&self.prefix);
         k.push_str(kind);
+        for (i, p) in parts.iter().enumerate() {
+            k.push(':');
+            if i == 0 {
+                k.push('{');
+                k.push_str(&part(p));
+                k.push('}');
+            } else {
+                k.push_str(&part(p));
+            }
+        }
+        k
+    }
+
+    /// A key of the directory: `{key_prefix}:{accounts}:{kind}:{parts…}`. The account records and
+    /// what must be unique across accounts (emails, slugs) or found without knowing the account
+    /// (API tokens) share the hash tag `{accounts}`, so one script can check and change them together.
+    fn dir_key(&self, kind: &str, parts: &[&str]) -> String {
+        let mut k = format!("{}{DIRECTORY_TAG}:{kind}", self.prefix);
+        for p in parts {
+            k.push(':');
+            k.push_str(&part(p));
+        }
+        k
+    }
+
+    /// A key of its own: `{key_prefix}:{kind}:{parts…}`, in whatever slot its name falls in. Only
+    /// ever used alone (one command, or a script of that key only).
+    fn global_key(&self, kind: &str, parts: &[&str]) -> String {
+        let mut k = format!("{}{kind}", self.prefix);
         for p in parts {
             k.push(':');
             k.push_str(&part(p));
@@ -238,6 +310,7 @@ impl RedisStore {
 
     /// Runs one command, bounded by the timeout.
     async fn query<T: FromRedisValue>(&self, what: &str, cmd: &redis::Cmd) -> StoreResult<T> {
+        self.check_open(what)?;
         let mut conn = self.conn.clone();
         match tokio::time::timeout(self.timeout, cmd.query_async(&mut conn)).await {
             Ok(r) => r.map_err(|e| failure(what, e)),
@@ -247,6 +320,7 @@ impl RedisStore {
 
     /// Runs a pipeline (atomic when built with `.atomic()`), bounded by the timeout.
     async fn query_pipe<T: FromRedisValue>(&self, what: &str, pipe: &redis::Pipeline) -> StoreResult<T> {
+        self.check_open(what)?;
         let mut conn = self.conn.clone();
         match tokio::time::timeout(self.timeout, pipe.query_async(&mut conn)).await {
             Ok(r) => r.map_err(|e| failure(what, e)),
@@ -257,6 +331,7 @@ impl RedisStore {
     /// Runs a script (loading it first when Redis does not have it, as after a restart), bounded by
     /// the timeout.
     async fn eval<T: FromRedisValue>(&self, what: &str, invocation: &ScriptInvocation<'_>) -> StoreResult<T> {
+        self.check_open(what)?;
         let mut conn = self.conn.clone();
         match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn)).await {
             Ok(r) => r.map_err(|e| failure(what, e)),
@@ -329,13 +404,13 @@ impl RedisStore {
 
     /// A new id from the transaction sequence.
     async fn next_transaction_id(&self) -> StoreResult<i32> {
-        let n: i64 = self.query("transaction id", redis::cmd("INCR").arg(self.key("tx_seq", &[]))).await?;
+        let n: i64 = self.query("transaction id", redis::cmd("INCR").arg(self.global_key("tx_seq", &[]))).await?;
         transaction_id(n)
     }
 
     /// Finishes erasures a crash interrupted: nothing of an erased account may outlive its erasure.
     async fn finish_interrupted_erasures(&self) -> StoreResult<()> {
-        for account_id in self.members("erasures", &self.key("erasing", &[])).await? {
+        for account_id in self.members("erasures", &self.dir_key("erasing", &[])).await? {
             tracing::warn!(account = %account_id, "finishing an interrupted account erasure");
             self.erase(&AccountId::from(account_id)).await?;
         }
@@ -346,10 +421,10 @@ impl RedisStore {
     /// run again after a crash; the account leaves the `erasing` set only once everything else is gone.
     async fn erase(&self, account_id: &AccountId) -> StoreResult<ErasureReport> {
         const WHAT: &str = "erase_account";
-        let erasing = self.key("erasing", &[]);
+        let erasing = self.dir_key("erasing", &[]);
         self.query::<i64>(WHAT, redis::cmd("SADD").arg(&erasing).arg(account_id.as_str())).await?;
 
-        let account_key = self.key("account", &[account_id]);
+        let account_key = self.dir_key("account", &[account_id]);
         let mut removed = false;
         for attempt in 0..CAS_ATTEMPTS {
             let json: Option<String> = self.query(WHAT, redis::cmd("GET").arg(&account_key)).await?;
@@ -361,8 +436,9 @@ impl RedisStore {
             let mut invocation = SCRIPTS.remove_account.prepare_invoke();
             invocation
                 .key(&account_key)
-                .key(self.key("email", &[&account.email]))
-                .key(self.key("slug", &[&account.slug]))
+                .key(self.dir_key("email", &[&account.email]))
+                .key(self.dir_key("slug", &[&account.slug]))
+                .key(self.dir_key("ids", &[]))
                 .arg(&json)
                 .arg(account_id.as_str());
             if self.eval::<i64>(WHAT, &invocation).await? == 1 {
@@ -376,12 +452,11 @@ impl RedisStore {
         }
 
         let k = |kind: &str| self.key(kind, &[account_id]);
-        let (token_hashes, event_stations, var_stations, meter_keys, queue_stations, tx_stations): AccountIndexes =
-            self.query_pipe(
+        let token_hashes: BTreeMap<String, String> = self.hgetall(WHAT, &self.dir_key("tokens", &[account_id])).await?;
+        let (event_stations, var_stations, meter_keys, queue_stations, tx_stations): AccountIndexes = self
+            .query_pipe(
                 WHAT,
                 redis::pipe()
-                    .cmd("HGETALL")
-                    .arg(k("tokens"))
                     .cmd("SMEMBERS")
                     .arg(k("event_stations"))
                     .cmd("SMEMBERS")
@@ -446,22 +521,24 @@ impl RedisStore {
         report.meter_values = rest.sum();
         report.queued_commands = queued.iter().map(|(_, ids)| ids.len()).sum();
 
+        // The directory's part (tokens), the account's part (its data) and the node-wide list of
+        // queued commands are in different slots of a Redis Cluster: each is removed in a step of its
+        // own. The account leaves `erasing` only once all three are done; a crash in between is
+        // finished at the next start.
+        let mut tokens = redis::pipe();
+        tokens.atomic();
+        for hash in token_hashes.values() {
+            tokens.cmd("DEL").arg(self.dir_key("token", &[hash])).ignore();
+        }
+        tokens.cmd("DEL").arg(self.dir_key("tokens", &[account_id])).ignore();
+        self.query_pipe::<()>(WHAT, &tokens).await?;
+
         let mut remove = redis::pipe();
         remove.atomic();
-        for hash in token_hashes.values() {
-            remove.cmd("DEL").arg(self.key("token", &[hash])).ignore();
-        }
-        let queued_all = self.key("queued", &[]);
-        for (station, ids) in &queued {
-            for id in ids {
-                remove.cmd("ZREM").arg(&queued_all).arg(encode(&[account_id, station.as_str(), id.as_str()])?).ignore();
-            }
-        }
         for key in var_keys.iter().chain(&event_keys).chain(&meter_keys).chain(&queue_keys).chain(&tx_station_keys) {
             remove.cmd("DEL").arg(key).ignore();
         }
         for kind in [
-            "tokens",
             "consents",
             "logins",
             "stations",
@@ -481,11 +558,23 @@ impl RedisStore {
             "commands",
             "command_ids",
             "queue_stations",
+            "queue_seq",
         ] {
             remove.cmd("DEL").arg(k(kind)).ignore();
         }
-        remove.cmd("SREM").arg(&erasing).arg(account_id.as_str()).ignore();
         self.query_pipe::<()>(WHAT, &remove).await?;
+
+        let members: Vec<String> = queued
+            .iter()
+            .flat_map(|(station, ids)| {
+                ids.iter().map(move |id| encode(&[account_id.as_str(), station.as_str(), id.as_str()]))
+            })
+            .collect::<StoreResult<_>>()?;
+        if !members.is_empty() {
+            let unlist = redis::cmd("ZREM").arg(self.global_key("queued", &[])).arg(&members).to_owned();
+            self.query::<i64>(WHAT, &unlist).await?;
+        }
+        self.query::<i64>(WHAT, redis::cmd("SREM").arg(&erasing).arg(account_id.as_str())).await?;
         Ok(report)
     }
 }

@@ -16,34 +16,36 @@ fn scan_next(cursor: String) -> Option<String> {
     (cursor != "0").then_some(cursor)
 }
 
-/// A key part as [`super::part`] escaped it, read back.
-fn unescape(s: &str) -> String {
-    s.replace("%3A", ":").replace("%25", "%")
-}
-
 impl RedisStore {
-    /// [`crate::store::AccountStore::account_ids`]: a step of `SCAN` over the account records.
-    pub(super) async fn scan_account_ids(
+    /// [`crate::store::AccountStore::account_ids`]: a range of the directory's index of account ids
+    /// (byte order), after the last one handed out.
+    pub(super) async fn account_id_range(
         &self,
         after: Option<String>,
         limit: usize,
     ) -> StoreResult<(Vec<AccountId>, Option<String>)> {
-        let cursor = after.unwrap_or_else(|| "0".into());
-        let (next, keys): (String, Vec<String>) = self
+        let limit = limit.max(1);
+        let from = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
+        let ids: Vec<String> = self
             .query(
                 "account_ids",
-                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(self.account_pattern()).arg("COUNT").arg(limit.max(1)),
+                redis::cmd("ZRANGEBYLEX")
+                    .arg(self.dir_key("ids", &[]))
+                    .arg(from)
+                    .arg("+")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit),
             )
             .await?;
-        let head = format!("{}:", self.key("account", &[]));
-        let ids = keys.iter().filter_map(|k| k.strip_prefix(&head)).map(|id| AccountId::from(unescape(id))).collect();
-        Ok((ids, scan_next(next)))
+        let next = if ids.len() == limit { ids.last().cloned() } else { None };
+        Ok((ids.into_iter().map(AccountId::from).collect(), next))
     }
 
     /// [`crate::store::AccountStore::lease`]: `lease:{name}` holds the holder's name until it expires.
     pub(super) async fn take_lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> StoreResult<bool> {
         let mut invocation = SCRIPTS.lease.prepare_invoke();
-        invocation.key(self.key("lease", &[name])).arg(holder).arg(ttl.as_millis().max(1) as u64);
+        invocation.key(self.global_key("lease", &[name])).arg(holder).arg(ttl.as_millis().max(1) as u64);
         Ok(self.eval::<i64>("lease", &invocation).await? == 1)
     }
 

@@ -21,6 +21,7 @@ pub(super) struct Scripts {
     pub(super) hash_delete_if: Script,
     pub(super) remove_transaction: Script,
     pub(super) lease: Script,
+    pub(super) rename_absent: Script,
 }
 
 /// The Lua function that indexes a transaction written by the script it starts (see
@@ -40,7 +41,7 @@ macro_rules! index_tx {
 }
 
 pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    // KEYS: account, email index, slug index. ARGV: account id, account JSON.
+    // KEYS: account, email index, slug index, account ids. ARGV: account id, account JSON.
     create_account: Script::new(
         r"
         if redis.call('EXISTS', KEYS[2]) == 1 then return 'email' end
@@ -48,6 +49,7 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         redis.call('SET', KEYS[2], ARGV[1])
         redis.call('SET', KEYS[3], ARGV[1])
         redis.call('SET', KEYS[1], ARGV[2])
+        redis.call('ZADD', KEYS[4], 0, ARGV[1])
         return 'ok'
         ",
     ),
@@ -69,7 +71,7 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         return 'ok'
         ",
     ),
-    // KEYS: account, its email index, its slug index. ARGV: JSON read, account id.
+    // KEYS: account, its email index, its slug index, account ids. ARGV: JSON read, account id.
     // The slug stays, linked to nothing: it is reserved.
     remove_account: Script::new(
         r"
@@ -77,6 +79,7 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         redis.call('DEL', KEYS[1])
         if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
         redis.call('SET', KEYS[3], '')
+        redis.call('ZREM', KEYS[4], ARGV[2])
         return 1
         ",
     ),
@@ -163,18 +166,17 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         return n
         ",
     ),
-    // KEYS: commands, station queue, queue stations, all queued, queue sequence, command fields.
-    // ARGV: record field, record JSON, command id, station id, created at (µs), member of all queued.
-    // Queueing the same command again keeps its place.
+    // KEYS: commands, station queue, queue stations, the account's queue sequence, command fields.
+    // ARGV: record field, record JSON, command id, station id. Queueing the same command again keeps
+    // its place.
     enqueue_command: Script::new(
         r"
         redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-        redis.call('ZADD', KEYS[6], 0, ARGV[1])
+        redis.call('ZADD', KEYS[5], 0, ARGV[1])
         if not redis.call('ZSCORE', KEYS[2], ARGV[3]) then
-            redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[5]), ARGV[3])
+            redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[4]), ARGV[3])
         end
         redis.call('SADD', KEYS[3], ARGV[4])
-        redis.call('ZADD', KEYS[4], ARGV[5], ARGV[6])
         return 1
         ",
     ),
@@ -231,6 +233,18 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         end
         if current then return 0 end
         redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+        return 1
+        ",
+    ),
+    // KEYS: a key, its new name, and optionally the sorted set of account ids. ARGV: with that set,
+    // the id to add to it. Renames the key unless it is gone (0) or the new name is taken (-1).
+    // Runs on a single Redis only (the keys are in different slots).
+    rename_absent: Script::new(
+        r"
+        if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+        if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+        redis.call('RENAME', KEYS[1], KEYS[2])
+        if KEYS[3] then redis.call('ZADD', KEYS[3], 0, ARGV[1]) end
         return 1
         ",
     ),

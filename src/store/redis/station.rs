@@ -35,7 +35,7 @@ impl StationLookup for RedisStore {
 impl StationStore for RedisStore {
     async fn account_by_slug(&self, slug: &str) -> StoreResult<Option<Account>> {
         let id: Option<String> =
-            self.query("account_by_slug", redis::cmd("GET").arg(self.key("slug", &[slug]))).await?;
+            self.query("account_by_slug", redis::cmd("GET").arg(self.dir_key("slug", &[slug]))).await?;
         match id {
             // An empty id is the slug of an erased account: reserved, naming no one.
             Some(id) if !id.is_empty() => self.account(&AccountId::from(id)).await,
@@ -206,9 +206,16 @@ impl StationStore for RedisStore {
             .ignore();
         if command.status != CommandStatus::Queued {
             pipe.cmd("ZREM").arg(self.key("queue", &[account, station])).arg(&command.id).ignore();
-            pipe.cmd("ZREM").arg(self.key("queued", &[])).arg(queued_member(command)?).ignore();
         }
-        self.query_pipe("update_command", &pipe).await
+        self.query_pipe::<()>("update_command", &pipe).await?;
+        if command.status != CommandStatus::Queued {
+            // The node-wide list is a key of its own, out of the account's slot: taken off it after
+            // the queue (should this fail, the list drops the entry itself, see
+            // `oldest_queued_command`).
+            let unlist = redis::cmd("ZREM").arg(self.global_key("queued", &[])).arg(queued_member(command)?).to_owned();
+            self.query::<i64>("update_command", &unlist).await?;
+        }
+        Ok(())
     }
 
     async fn queued_commands(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<Vec<CommandRecord>> {
@@ -289,7 +296,7 @@ impl SharedStore for RedisStore {
     }
 
     async fn reserve_transaction_ids(&self, count: u32) -> StoreResult<std::ops::Range<i32>> {
-        let cmd = redis::cmd("INCRBY").arg(self.key("tx_seq", &[])).arg(count).to_owned();
+        let cmd = redis::cmd("INCRBY").arg(self.global_key("tx_seq", &[])).arg(count).to_owned();
         let end = transaction_id(self.query::<i64>("reserve_transaction_ids", &cmd).await?)?;
         // `end` is the last id taken; the range ends after it.
         let count = i32::try_from(count).map_err(|_| backend("too many ids asked for"))?;
