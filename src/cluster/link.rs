@@ -114,10 +114,27 @@ impl RedisLink {
         }
     }
 
-    /// Runs a pipeline; `None` when it failed (Redis is then marked down).
-    pub(super) async fn run_pipe<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Option<T> {
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, pipe.query_async::<T>(&mut conn)).await {
+    /// Runs commands on keys of several stations, one answer each; `None` when any failed (Redis
+    /// is then marked down). One pipeline on a single Redis; on a Redis Cluster the keys are in
+    /// different slots, which one pipeline cannot span, so the commands go out at once, each to the
+    /// node of its key.
+    pub(super) async fn run_batch<T: redis::FromRedisValue + Send>(&self, cmds: &[redis::Cmd]) -> Option<Vec<T>> {
+        let run = async {
+            if self.conn.is_cluster() {
+                let each = cmds.iter().map(|cmd| {
+                    let mut conn = self.conn.clone();
+                    async move { cmd.query_async::<T>(&mut conn).await }
+                });
+                futures_util::future::join_all(each).await.into_iter().collect::<Result<Vec<T>, _>>()
+            } else {
+                let mut pipe = redis::pipe();
+                for cmd in cmds {
+                    pipe.add_command(cmd.clone());
+                }
+                pipe.query_async::<Vec<T>>(&mut self.conn.clone()).await
+            }
+        };
+        match tokio::time::timeout(self.timeout, run).await {
             Ok(Ok(v)) => Some(v),
             Ok(Err(e)) => {
                 self.mark(false, Some(&e));

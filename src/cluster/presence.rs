@@ -1,6 +1,6 @@
-//! Presence: `{prefix}:presence:{account_id}:{station_id}` holds which node (and which session on
+//! Presence: `{prefix}:presence:{{account_id}}:{station_id}` holds which node (and which session on
 //! it) has the station, as JSON, with a TTL of two WebSocket ping intervals. Each node refreshes the
-//! keys of its stations in pipelined batches every third of the TTL, so a killed node's stations
+//! keys of its stations in batches (pipelined on a single Redis) every third of the TTL, so a killed node's stations
 //! show offline within the TTL. `{prefix}:node:{node_id}` is the node's own liveness key.
 //!
 //! Duplicate connections: a node claims a station with `SET … GET`; when the previous holder was
@@ -80,7 +80,9 @@ impl PresenceTable {
     }
 
     fn presence_key(&self, key: &StationKey) -> String {
-        self.link.key(format_args!("presence:{}:{}", key.account_id, key.station_id))
+        // The account is the hash tag: its stations' keys share a slot of a Redis Cluster, so one
+        // MGET reads them.
+        self.link.key(format_args!("presence:{{{}}}:{}", key.account_id, key.station_id))
     }
 
     fn node_key(&self) -> String {
@@ -219,13 +221,21 @@ impl PresenceTable {
                 self.try_claim(key, value).await;
             }
             for chunk in entries.chunks(REFRESH_BATCH) {
-                // EVAL, not EVALSHA: a restarted Redis has no scripts cached, and a pipeline does not
+                // EVAL, not EVALSHA: a restarted Redis has no scripts cached, and a batch does not
                 // load them on demand.
-                let mut pipe = redis::pipe();
-                for (key, value) in chunk {
-                    pipe.cmd("EVAL").arg(REFRESH).arg(1).arg(self.presence_key(key)).arg(value).arg(self.ttl_ms());
-                }
-                let Some(kept) = self.link.run_pipe::<Vec<i64>>(&pipe).await else { break };
+                let cmds: Vec<redis::Cmd> = chunk
+                    .iter()
+                    .map(|(key, value)| {
+                        redis::cmd("EVAL")
+                            .arg(REFRESH)
+                            .arg(1)
+                            .arg(self.presence_key(key))
+                            .arg(value)
+                            .arg(self.ttl_ms())
+                            .to_owned()
+                    })
+                    .collect();
+                let Some(kept) = self.link.run_batch::<i64>(&cmds).await else { break };
                 for ((key, value), kept) in chunk.iter().zip(kept) {
                     if kept != 0 {
                         continue;
@@ -243,11 +253,13 @@ impl PresenceTable {
     pub async fn release_all(&self) {
         let entries: Vec<(StationKey, String)> = lock(&self.local).drain().map(|(k, h)| (k, h.value)).collect();
         for chunk in entries.chunks(REFRESH_BATCH) {
-            let mut pipe = redis::pipe();
-            for (key, value) in chunk {
-                pipe.cmd("EVAL").arg(RELEASE).arg(1).arg(self.presence_key(key)).arg(value);
-            }
-            let _ = self.link.run_pipe::<Vec<i64>>(&pipe).await;
+            let cmds: Vec<redis::Cmd> = chunk
+                .iter()
+                .map(|(key, value)| {
+                    redis::cmd("EVAL").arg(RELEASE).arg(1).arg(self.presence_key(key)).arg(value).to_owned()
+                })
+                .collect();
+            let _ = self.link.run_batch::<i64>(&cmds).await;
         }
         let _ = self.link.run::<i64>(redis::cmd("DEL").arg(self.node_key())).await;
     }

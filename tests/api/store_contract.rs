@@ -2017,3 +2017,95 @@ async fn one_sled_node_always_holds_its_leases() {
     assert!(store.lease("retention", "node-a", ttl).await.unwrap());
     assert!(store.lease("retention", "node-b", ttl).await.unwrap(), "one node: nobody to share the work with");
 }
+
+/// A key of the current layout as the layout before hash tags named it (the account's tag without
+/// its braces, the directory's keys without `{accounts}`, one queue sequence for every account).
+fn layout_1_name(prefix: &str, key: &str) -> String {
+    let rest = key.strip_prefix(&format!("{prefix}:")).expect("a key of the prefix");
+    if let Some(directory) = rest.strip_prefix("{accounts}:") {
+        return format!("{prefix}:{directory}");
+    }
+    match rest.split_once(":{") {
+        Some(("queue_seq", _)) => format!("{prefix}:queue_seq"),
+        Some((kind, tagged)) => format!("{prefix}:{kind}:{}", tagged.replacen('}', "", 1)),
+        None => key.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn a_redis_store_of_the_layout_before_hash_tags_is_moved_to_it_when_a_store_next_connects() {
+    let server = RedisServer::start().await;
+    let store = RedisStore::connect(&server.target(), "v1", REDIS_TIMEOUT).await.unwrap();
+    for (id, slug) in [("acct-a", "alpha"), ("acct-b", "beta"), ("acct-c", "gamma")] {
+        store.create_account(&account(id, slug)).await.unwrap();
+        fill(&store, id).await;
+    }
+    store.enqueue_command(&command("acct-b", "CP1", "Reset", 2)).await.unwrap();
+    // What erasing a full account finds, for comparison after the move.
+    let whole = store.erase_account(&"acct-c".into()).await.unwrap();
+    let b: AccountId = "acct-b".into();
+    let before = (
+        store.account(&b).await.unwrap(),
+        all_stations(&store, &b).await.unwrap(),
+        all_transactions(&store, &b, None).await.unwrap(),
+        store.queued_commands(&b, &"CP1".into()).await.unwrap(),
+        store.token("hash-acct-b").await.unwrap(),
+    );
+
+    // As the version before hash tags left it.
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut sequence = 0i64;
+    for key in redis_keys(&server.url()).await {
+        if key.starts_with("v1:queue_seq:") {
+            let n: i64 = ::redis::cmd("GET").arg(&key).query_async(&mut conn).await.unwrap();
+            sequence = sequence.max(n);
+            let _: i64 = ::redis::cmd("DEL").arg(&key).query_async(&mut conn).await.unwrap();
+        } else if key == "v1:layout" || key == "v1:{accounts}:ids" {
+            let _: i64 = ::redis::cmd("DEL").arg(&key).query_async(&mut conn).await.unwrap();
+        } else if key != layout_1_name("v1", &key) {
+            let _: () =
+                ::redis::cmd("RENAME").arg(&key).arg(layout_1_name("v1", &key)).query_async(&mut conn).await.unwrap();
+        }
+    }
+    let _: () = ::redis::cmd("SET").arg("v1:queue_seq").arg(sequence).query_async(&mut conn).await.unwrap();
+    assert!(redis_keys(&server.url()).await.iter().all(|k| !k.contains('{')), "no key of the new layout is left");
+    assert!(store.account(&b).await.unwrap().is_none(), "the old names are not read");
+
+    let next = RedisStore::connect(&server.target(), "v1", REDIS_TIMEOUT).await.unwrap();
+    let after = (
+        next.account(&b).await.unwrap(),
+        all_stations(&next, &b).await.unwrap(),
+        all_transactions(&next, &b, None).await.unwrap(),
+        next.queued_commands(&b, &"CP1".into()).await.unwrap(),
+        next.token("hash-acct-b").await.unwrap(),
+    );
+    assert_eq!(serde_json::to_value(&after).unwrap(), serde_json::to_value(&before).unwrap());
+    assert_eq!(next.account_by_email("ops@beta.example").await.unwrap().map(|a| a.id), Some(b.clone()));
+    assert!(
+        matches!(next.create_account(&account("acct-d", "gamma")).await, Err(StoreError::Conflict("slug"))),
+        "an erased account's slug stays reserved"
+    );
+    let (ids, _) = next.account_ids(None, 10).await.unwrap();
+    assert_eq!(ids, [AccountId::from("acct-a"), b.clone()], "the directory lists the accounts moved");
+    // A command queued now comes after those queued before the move.
+    next.enqueue_command(&command("acct-b", "CP1", "Reset", 0)).await.unwrap();
+    let queued: Vec<String> =
+        next.queued_commands(&b, &"CP1".into()).await.unwrap().into_iter().map(|c| c.id).collect();
+    assert_eq!(queued, ["CP1-Reset-1", "CP1-Reset-2", "CP1-Reset-0"]);
+    assert_eq!(next.erase_account(&"acct-a".into()).await.unwrap(), whole, "everything of an account moved");
+    assert!(
+        redis_keys(&server.url()).await.iter().all(|k| k.contains('{')
+            || ["v1:tx_seq", "v1:queued", "v1:layout", "v1:indexed"].contains(&k.as_str())
+            || k.starts_with("v1:lease:")),
+        "{:?}",
+        redis_keys(&server.url()).await
+    );
+
+    // Once: a store already moved is left as it is.
+    let again = RedisStore::connect(&server.target(), "v1", REDIS_TIMEOUT).await.unwrap();
+    assert_eq!(
+        serde_json::to_value(all_stations(&again, &b).await.unwrap()).unwrap(),
+        serde_json::to_value(&after.1).unwrap()
+    );
+}

@@ -108,7 +108,10 @@ impl RedisStore {
             }
             if self.take_lease(WHAT, holder, LEASE_TTL).await? {
                 self.move_to_layout_2(holder).await?;
-                return self.query(WHAT, redis::cmd("SET").arg(&marker).arg(LAYOUT_VERSION)).await;
+                self.query::<()>(WHAT, redis::cmd("SET").arg(&marker).arg(LAYOUT_VERSION)).await?;
+                // Given back: renewed to expire at once.
+                self.take_lease(WHAT, holder, Duration::from_millis(1)).await?;
+                return Ok(());
             }
             tracing::info!("another node is moving the store to its new key layout; waiting");
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -212,6 +215,7 @@ mod tests {
             "p:queued",
             "p:lease:retention",
             "p:presence:acct-a:CP1",
+            "p:presence:{acct-a}:CP1",
             "other:stations:acct-a",
         ] {
             assert_eq!(s.moved(stays), None, "{stays}");
