@@ -131,6 +131,7 @@ impl Application {
         // copies, their messages waiting in its write-ahead log.
         let target = settings.cluster.redis_target().map_err(anyhow::Error::msg)?;
         let redis = RedisStore::connect_lazy(&target, &settings.cluster.key_prefix, settings.cluster.redis_timeout())
+            .await
             .with_context(|| format!("configuring Redis at {}", settings.cluster.redacted_redis_url()))?;
         let redis = Arc::new(redis);
         let wal = NodeLog::open(local, redis.clone(), NodeLogSettings::from(&settings.cluster))

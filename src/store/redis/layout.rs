@@ -114,7 +114,7 @@ impl RedisStore {
                 return Ok(());
             }
             tracing::info!("another node is moving the store to its new key layout; waiting");
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 

@@ -200,10 +200,15 @@ impl RedisStore {
 
     /// Like [`RedisStore::connect`], without needing Redis to answer now: calls fail as unavailable
     /// until it does (a cluster node starts, and serves the stations it knows, while Redis is down).
-    /// Interrupted erasures are finished in the background once Redis answers. Must be called
-    /// inside a tokio runtime that lives as long as the store.
-    pub fn connect_lazy(target: &RedisTarget, key_prefix: &str, timeout: Duration) -> StoreResult<RedisStore> {
+    /// When Redis answers, returns once the store's keys are in this version's layout (see
+    /// [`layout`]); otherwise that, and finishing interrupted erasures, happen in the background once
+    /// it does. Must be called inside a tokio runtime that lives as long as the store.
+    pub async fn connect_lazy(target: &RedisTarget, key_prefix: &str, timeout: Duration) -> StoreResult<RedisStore> {
         let store = Self::configure(target, key_prefix, timeout)?;
+        match store.open().await {
+            Ok(()) | Err(StoreError::Unavailable(_)) => {}
+            Err(e) => return Err(e),
+        }
         let background = store.clone();
         tokio::spawn(async move {
             loop {
@@ -218,7 +223,7 @@ impl RedisStore {
                     Ok(()) => break,
                     Err(StoreError::Unavailable(_)) => tokio::time::sleep(Duration::from_secs(1)).await,
                     Err(e) => {
-                        tracing::error!(error = %e, "could not finish the interrupted erasures or index the stored lists");
+                        tracing::error!(error = %e, "could not open the store, finish the interrupted erasures or index the stored lists");
                         break;
                     }
                 }
