@@ -5,53 +5,71 @@
 //! # Key layout
 //!
 //! Every key starts with `{key_prefix}:`, so several clusters can share one Redis. Record values are
-//! JSON. Parts of a key that come from ids (accounts, stations, emails, …) have `%` written as `%25`
-//! and `:` as `%3A`, so no two ids make the same key. In the list, `{a}` is an account id, `{s}` a
-//! station id.
+//! JSON. Parts of a key that come from ids (accounts, stations, emails, …) have `%` written as `%25`,
+//! `:` as `%3A`, `{` as `%7B` and `}` as `%7D`, so no two ids make the same key and no id makes a
+//! hash tag. In the list, `{a}` is an account id, `{s}` a station id.
+//!
+//! The layout runs on a single Redis and on a Redis Cluster alike. A Redis Cluster runs a script or
+//! a transaction only over keys of one hash slot, so the keys are in three groups:
+//!
+//! - **An account's keys** carry the account as their hash tag (`stations:{{a}}`: the braces in
+//!   the key, around the account id): all of an account's data is in one slot, where every script
+//!   and atomic pipeline that touches it runs. One account is never spread over several Redis
+//!   nodes; many accounts are spread over all of them.
+//! - **The directory** — the account records and what must be unique across accounts (emails,
+//!   slugs) or found without knowing the account (API tokens) — shares the tag `{accounts}`, so an
+//!   account is created, renamed or removed together with its email and slug by one script. It is
+//!   one slot: one record per account and per token, read once per API request and per station
+//!   connection.
+//! - **Node-wide keys** are each used alone (one command, or a script over that key only): the
+//!   transaction sequence (`INCRBY`), the list of queued commands behind the queue gauge, leases,
+//!   markers.
 //!
 //! | key | type | holds |
 //! |---|---|---|
 //! | `tx_seq` | string | the last transaction id handed out (1.6 and 2.0.1 share it; `INCRBY` reserves) |
+//! | `layout` | string | the version of this key layout (see [`layout`]) |
 //! | `indexed` | string | the version of the list indexes built from records stored before them |
-//! | `erasing` | set | account ids whose erasure began and has not finished |
-//! | `account:{a}` | string | the account |
-//! | `email:{email}` | string | the account id with that email |
-//! | `slug:{slug}` | string | the account id with that slug; empty once the account is erased (reserved) |
-//! | `token:{hash}` | string | an API token, under the SHA-256 of its secret |
-//! | `tokens:{a}` | hash | token id → token hash |
-//! | `consents:{a}` | string | the account's consents |
-//! | `logins:{a}` | list | sign-in events, oldest first, trimmed to the newest `keep` |
-//! | `stations:{a}` | hash | station id → station |
-//! | `station_ids:{a}` | sorted set | the station ids, all scored 0: in byte order, for pages |
-//! | `id_tags:{a}` | hash | id tag → tag |
-//! | `id_tag_ids:{a}` | sorted set | the id tags, all scored 0: in byte order, for pages |
-//! | `txs:{a}` | hash | transaction id → transaction |
-//! | `tx_ids:{a}` | sorted set | every transaction id, scored by itself: newest first, for pages |
-//! | `tx_station:{a}:{s}` | sorted set | the station's transaction ids, scored by themselves |
-//! | `tx_open:{a}` | sorted set | the ids of the transactions not stopped, scored by themselves |
-//! | `tx_stations:{a}` | set | stations with a `tx_station:` key |
-//! | `tx_starts:{a}` | hash | `{s}:{connector}:{start timestamp}:{meter start}` → id of the 1.6 transaction |
-//! | `tx_refs:{a}` | hash | `{s}:{station's transaction id}` → id of the 2.0.1 transaction |
-//! | `meter:{a}:{s}:{tx}` | sorted set | readings (JSON members, so a reading is kept once) by timestamp, µs; `tx` 0 = none |
-//! | `meter_keys:{a}` | set | JSON `[station, tx]` of every `meter:` key of the account |
-//! | `meter_stations:{a}` | sorted set | the stations with a `meter:{a}:{s}:0` key, all scored 0: in byte order, for pages |
-//! | `events:{a}:{s}` | sorted set | station events (JSON members, so a replay is kept once) by received time, µs |
-//! | `event_stations:{a}` | set | stations with an `events:` key |
-//! | `vars:{a}:{s}` | hash | [`DeviceVariable::key`] → device-model variable |
-//! | `var_stations:{a}` | set | stations with a `vars:` key |
-//! | `commands:{a}` | hash | `{s}:{command id}` → command record, whatever its status |
-//! | `command_ids:{a}` | sorted set | the fields of `commands:{a}`, all scored 0: in byte order, for pages |
-//! | `queue:{a}:{s}` | sorted set | ids of the station's queued commands, by `queue_seq` at queueing |
-//! | `queue_stations:{a}` | set | stations with a `queue:` key |
-//! | `queue_seq` | string | the order of queueing |
-//! | `lease:{name}` | string | the node holding a lease of background work (`retention`), until it expires |
-//! | `queued` | sorted set | JSON `[account, station, command id]` of every queued command, by creation time, µs |
+//! | `lease:{name}` | string | the node holding a lease of background work (`retention`, `layout`), until it expires |
+//! | `queued` | sorted set | JSON `[account, station, command id]` of every queued command, by creation time, µs; written beside the queues (not in their slot), so an entry whose command is no longer queued is dropped once it is a minute old and first |
+//! | `{accounts}:account:{a}` | string | the account |
+//! | `{accounts}:ids` | sorted set | every account id, all scored 0: in byte order, for walks over every account |
+//! | `{accounts}:email:{email}` | string | the account id with that email |
+//! | `{accounts}:slug:{slug}` | string | the account id with that slug; empty once the account is erased (reserved) |
+//! | `{accounts}:token:{hash}` | string | an API token, under the SHA-256 of its secret |
+//! | `{accounts}:tokens:{a}` | hash | token id → token hash |
+//! | `{accounts}:erasing` | set | account ids whose erasure began and has not finished |
+//! | `consents:{{a}}` | string | the account's consents |
+//! | `logins:{{a}}` | list | sign-in events, oldest first, trimmed to the newest `keep` |
+//! | `stations:{{a}}` | hash | station id → station |
+//! | `station_ids:{{a}}` | sorted set | the station ids, all scored 0: in byte order, for pages |
+//! | `id_tags:{{a}}` | hash | id tag → tag |
+//! | `id_tag_ids:{{a}}` | sorted set | the id tags, all scored 0: in byte order, for pages |
+//! | `txs:{{a}}` | hash | transaction id → transaction |
+//! | `tx_ids:{{a}}` | sorted set | every transaction id, scored by itself: newest first, for pages |
+//! | `tx_station:{{a}}:{s}` | sorted set | the station's transaction ids, scored by themselves |
+//! | `tx_open:{{a}}` | sorted set | the ids of the transactions not stopped, scored by themselves |
+//! | `tx_stations:{{a}}` | set | stations with a `tx_station:` key |
+//! | `tx_starts:{{a}}` | hash | `{s}:{connector}:{start timestamp}:{meter start}` → id of the 1.6 transaction |
+//! | `tx_refs:{{a}}` | hash | `{s}:{station's transaction id}` → id of the 2.0.1 transaction |
+//! | `meter:{{a}}:{s}:{tx}` | sorted set | readings (JSON members, so a reading is kept once) by timestamp, µs; `tx` 0 = none |
+//! | `meter_keys:{{a}}` | set | JSON `[station, tx]` of every `meter:` key of the account |
+//! | `meter_stations:{{a}}` | sorted set | the stations with a `meter:{{a}}:{s}:0` key, all scored 0: in byte order, for pages |
+//! | `events:{{a}}:{s}` | sorted set | station events (JSON members, so a replay is kept once) by received time, µs |
+//! | `event_stations:{{a}}` | set | stations with an `events:` key |
+//! | `vars:{{a}}:{s}` | hash | [`DeviceVariable::key`] → device-model variable |
+//! | `var_stations:{{a}}` | set | stations with a `vars:` key |
+//! | `commands:{{a}}` | hash | `{s}:{command id}` → command record, whatever its status |
+//! | `command_ids:{{a}}` | sorted set | the fields of `commands:{{a}}`, all scored 0: in byte order, for pages |
+//! | `queue:{{a}}:{s}` | sorted set | ids of the station's queued commands, by `queue_seq:{{a}}` at queueing |
+//! | `queue_stations:{{a}}` | set | stations with a `queue:` key |
+//! | `queue_seq:{{a}}` | string | the order of queueing |
 //!
 //! A list route reads one page: a range of an index (`ZRANGEBYLEX` or `ZREVRANGEBYSCORE`) and the
 //! records it names (`HMGET`); each index entry is written by the same script or atomic pipeline
 //! as its record. Erasure reads the per-account keys directly. Nothing walks the key space but the
-//! one-time indexing of records stored before the indexes existed (`SCAN` of `account:*`, once,
-//! marked by `indexed`).
+//! one-time move of a store of the layout before hash tags (`SCAN`, once, on a single Redis, marked
+//! by `layout`).
 //!
 //! # Several writers
 //!
