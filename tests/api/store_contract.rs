@@ -1,11 +1,12 @@
 //! The store contract: one set of checks over `&dyn SharedStore` — so over both callers' traits,
 //! [`StationStore`] and [`AccountStore`], and what a cluster node's log needs besides — each run
-//! against a fresh [`SledStore`] (module `sled`) and a fresh [`RedisStore`] on its own redis-server
-//! (module `redis`).
+//! against a fresh [`SledStore`] (module `sled`), a fresh [`RedisStore`] on its own redis-server
+//! (module `redis`), and a [`RedisStore`] on the test process's Redis Cluster of three masters under
+//! a key prefix of its own (module `redis_cluster`).
 //! Then what only the Redis store has to show: it survives Redis restarting, fails fast while Redis
 //! is down, keeps to its key prefix, and finishes an interrupted erasure when it next connects.
 
-use crate::redis::RedisServer;
+use crate::redis::{RedisCluster, RedisServer};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use ocpp_css::ids::{AccountId, StationId};
 use ocpp_css::model::{
@@ -19,17 +20,23 @@ use ocpp_css::store::{
     all_id_tags, all_stations, all_transactions, CommitPolicy, ErasureReport, RedisStore, RedisTarget, SharedStore,
     SledStore, StopOutcome, StoreError,
 };
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// The longest a Redis call may take in these tests.
 const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The longest a call to the Redis Cluster may take: a store's first call discovers the cluster's
+/// topology, and every test of the process shares the three nodes at once.
+const REDIS_CLUSTER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A fresh store, and a second handle on the same data (another connection for Redis, as a second
 /// node would have; a clone for sled), with what keeps them alive.
 pub struct Subject {
     store: Arc<dyn SharedStore>,
     other: Arc<dyn SharedStore>,
-    /// The sled directory or the redis-server, removed or killed when the test ends.
+    /// The sled directory or the redis-server, removed or killed when the test ends (nothing for
+    /// the shared Redis Cluster, which lives as long as the test process).
     _keep: Box<dyn std::any::Any + Send + Sync>,
 }
 
@@ -46,7 +53,25 @@ async fn redis_subject() -> Subject {
     Subject { store: Arc::new(store), other: Arc::new(other), _keep: Box::new(server) }
 }
 
-/// Generates, for each check, one test against sled and one against Redis.
+/// Two handles on the process's shared Redis Cluster, under a key prefix no other test uses
+/// (`contract-{n}`), so each test starts from an empty store.
+async fn redis_cluster_subject() -> Subject {
+    static NEXT_PREFIX: AtomicUsize = AtomicUsize::new(0);
+    // The first caller starts the cluster (blocking, seconds); the others wait for it.
+    let cluster = match tokio::task::spawn_blocking(RedisCluster::shared).await {
+        Ok(cluster) => cluster,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
+    let prefix = format!("contract-{}", NEXT_PREFIX.fetch_add(1, Ordering::Relaxed));
+    let target = cluster.target();
+    let store =
+        RedisStore::connect(&target, &prefix, REDIS_CLUSTER_TIMEOUT).await.expect("redis cluster store connects");
+    let other = RedisStore::connect(&target, &prefix, REDIS_CLUSTER_TIMEOUT).await.expect("second connection");
+    Subject { store: Arc::new(store), other: Arc::new(other), _keep: Box::new(()) }
+}
+
+/// Generates, for each check, one test against sled, one against Redis and one against a Redis
+/// Cluster.
 macro_rules! contract {
     ($($check:ident),* $(,)?) => {
         mod sled {
@@ -62,6 +87,14 @@ macro_rules! contract {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $check() {
                     super::checks::$check(&super::redis_subject().await).await;
+                }
+            )*
+        }
+        mod redis_cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    super::checks::$check(&super::redis_cluster_subject().await).await;
                 }
             )*
         }
