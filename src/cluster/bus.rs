@@ -103,6 +103,14 @@ impl Bus {
         key: &StationKey,
         command: Command,
     ) -> Result<RemoteOutcome, ClusterError> {
+        if self.link.is_cluster() {
+            // A Redis Cluster counts only the subscribers of the node a message was published on, so
+            // whether `node` is there is asked of its liveness key instead.
+            let alive: i64 = self.link.run(redis::cmd("EXISTS").arg(self.link.node_key(node))).await?;
+            if alive == 0 {
+                return Ok(RemoteOutcome::NotConnected);
+            }
+        }
         let id = uuid::Uuid::new_v4().simple().to_string();
         let (tx, rx) = oneshot::channel();
         lock(&self.waiting).insert(id.clone(), tx);
@@ -121,7 +129,7 @@ impl Bus {
                 return Err(e);
             }
         };
-        if receivers == 0 {
+        if receivers == 0 && !self.link.is_cluster() {
             // The node is gone; its presence keys have not expired yet.
             lock(&self.waiting).remove(&id);
             return Ok(RemoteOutcome::NotConnected);

@@ -82,6 +82,16 @@ impl RedisLink {
         &self.subscribers[n % self.subscribers.len()]
     }
 
+    /// Whether the shared Redis is a Redis Cluster.
+    pub(super) fn is_cluster(&self) -> bool {
+        self.conn.is_cluster()
+    }
+
+    /// The liveness key of `node` (see [`presence`](super::presence)).
+    pub(super) fn node_key(&self, node: &str) -> String {
+        self.key(format_args!("node:{node}"))
+    }
+
     pub(super) fn key(&self, rest: std::fmt::Arguments<'_>) -> String {
         format!("{}:{rest}", self.prefix)
     }

@@ -86,7 +86,7 @@ impl PresenceTable {
     }
 
     fn node_key(&self) -> String {
-        self.link.key(format_args!("node:{}", self.link.node_id))
+        self.link.node_key(&self.link.node_id)
     }
 
     fn ttl_ms(&self) -> u64 {

@@ -3,7 +3,7 @@
 //! killed and restarted while stations keep sending.
 
 use crate::helpers::{spawn_app_with, StationClient, Tenant, TestApp};
-use crate::redis::RedisServer;
+use crate::redis::{RedisCluster, RedisServer};
 use crate::restart::start_with;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -466,4 +466,90 @@ async fn an_idle_node_s_readiness_says_how_redis_is_at_each_probe() {
         assert!(Instant::now() < deadline, "readiness never saw Redis back");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn nodes_on_a_redis_cluster_share_stations_commands_queues_and_transactions() {
+    let cluster = match tokio::task::spawn_blocking(RedisCluster::shared).await {
+        Ok(cluster) => cluster,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
+    // The shared cluster serves other tests: this one keeps to a prefix of its own.
+    let prefix = format!("nodes-{}", uuid::Uuid::new_v4().simple());
+    let on_cluster = |name: &str| {
+        let (urls, prefix, name) = (cluster.urls().join(","), prefix.clone(), name.to_string());
+        spawn_app_with(move |s| {
+            s.cluster.redis_url = urls;
+            s.cluster.redis_cluster = true;
+            s.cluster.key_prefix = prefix;
+            s.server.node_id = name;
+            s.ocpp.ping_interval_secs = 1;
+        })
+    };
+    let (a, b) = (on_cluster("node-a").await, on_cluster("node-b").await);
+    let tenant = a.tenant("acme").await;
+    let other = b.tenant("other").await;
+    let password = a.station(&tenant, "CP1").await;
+    let (status, _) = b
+        .request(reqwest::Method::PUT, "/id-tags/RFID-1", Some(&tenant.token), Some(json!({"status": "Accepted"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let mut cp = StationClient::connect(a.port, "acme", "CP1", &password).await.unwrap();
+    cp.boot().await;
+
+    // Presence and commands across nodes, through the cluster's pub/sub.
+    wait_for_station(&b, &tenant.token, "CP1", Duration::from_secs(5), |v| {
+        v["connected"] == true && v["node"] == "node-a"
+    })
+    .await;
+    let reset = command_later(&b, &tenant.token, "Reset", json!({"type": "Soft"}));
+    let call = answer_next_call(&mut cp, json!({"status": "Accepted"})).await;
+    assert_eq!(call[2], "Reset");
+    let (status, body) = reset.await.unwrap();
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("accepted")), "{body}");
+
+    // A transaction started on A, read whole through B.
+    let start = json!({"connectorId": 1, "idTag": "RFID-1", "meterStart": 1000, "timestamp": "2026-11-25T10:00:00Z"});
+    let started = acked(&mut cp, "StartTransaction", start).await;
+    assert_eq!(started["idTagInfo"]["status"], "Accepted", "the tag put through B is known to A");
+    let id = started["transactionId"].as_i64().unwrap();
+    let mv = json!({"connectorId": 1, "transactionId": id, "meterValue": [{
+        "timestamp": "2026-11-25T10:05:00Z", "sampledValue": [{"value": "1200"}]
+    }]});
+    acked(&mut cp, "MeterValues", mv).await;
+    acked(
+        &mut cp,
+        "StopTransaction",
+        json!({"transactionId": id, "meterStop": 1500, "timestamp": "2026-11-25T10:10:00Z"}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, tx) = b.get(&format!("/transactions/{id}"), &tenant.token).await;
+        let (_, mv) = b.get(&format!("/transactions/{id}/meter-values"), &tenant.token).await;
+        if tx["status"] == "completed" && mv["items"].as_array().map(Vec::len) == Some(1) {
+            assert_eq!(tx["energy_wh"], 500, "{tx}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the transaction never reached the cluster: {tx} {mv}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, theirs) = b.get("/transactions", &other.token).await;
+    assert_eq!(theirs["items"], json!([]), "another tenant sees none of it");
+
+    // A command queued through B for the offline station is delivered when it comes back to A.
+    drop(cp);
+    wait_for_station(&b, &tenant.token, "CP1", Duration::from_secs(5), |v| v["connected"] == false).await;
+    let (status, queued) = b
+        .post(
+            "/stations/CP1/commands/ChangeAvailability?queue=true",
+            &tenant.token,
+            json!({"connectorId": 0, "type": "Inoperative"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+    let mut cp = StationClient::connect(a.port, "acme", "CP1", &password).await.unwrap();
+    cp.boot().await;
+    let call = answer_next_call(&mut cp, json!({"status": "Accepted"})).await;
+    assert_eq!(call[2], "ChangeAvailability");
 }
