@@ -225,18 +225,25 @@ async fn acked(cp: &mut StationClient, action: &str, payload: Value) -> Value {
     answer[2].clone()
 }
 
+/// Station CP1 of `tenant` provisioned through `station_on`, the tag RFID-1 accepted through
+/// `tag_via`, and the station connected (and booted) to `station_on`; its password and client.
+async fn station_with_a_tag(station_on: &TestApp, tag_via: &TestApp, tenant: &Tenant) -> (String, StationClient) {
+    let password = station_on.station(tenant, "CP1").await;
+    let (status, _) = tag_via
+        .request(reqwest::Method::PUT, "/id-tags/RFID-1", Some(&tenant.token), Some(json!({"status": "Accepted"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let mut cp = StationClient::connect(station_on.port, &tenant.slug, "CP1", &password).await.unwrap();
+    cp.boot().await;
+    (password, cp)
+}
+
 #[tokio::test]
 async fn redis_killed_and_restarted_loses_no_acknowledged_event() {
     let mut redis = RedisServer::start().await;
     let (a, b) = (node(&redis, "node-a").await, node(&redis, "node-b").await);
     let tenant = a.tenant("acme").await;
-    let password = a.station(&tenant, "CP1").await;
-    let (status, _) = a
-        .request(reqwest::Method::PUT, "/id-tags/RFID-1", Some(&tenant.token), Some(json!({"status": "Accepted"})))
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
-    let mut cp = StationClient::connect(a.port, "acme", "CP1", &password).await.unwrap();
-    cp.boot().await;
+    let (password, mut cp) = station_with_a_tag(&a, &a, &tenant).await;
     let start = json!({"connectorId": 1, "idTag": "RFID-1", "meterStart": 1000, "timestamp": "2026-11-25T10:00:00Z"});
     let before = acked(&mut cp, "StartTransaction", start).await;
     assert_eq!(before["idTagInfo"]["status"], "Accepted");
@@ -489,13 +496,7 @@ async fn nodes_on_a_redis_cluster_share_stations_commands_queues_and_transaction
     let (a, b) = (on_cluster("node-a").await, on_cluster("node-b").await);
     let tenant = a.tenant("acme").await;
     let other = b.tenant("other").await;
-    let password = a.station(&tenant, "CP1").await;
-    let (status, _) = b
-        .request(reqwest::Method::PUT, "/id-tags/RFID-1", Some(&tenant.token), Some(json!({"status": "Accepted"})))
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
-    let mut cp = StationClient::connect(a.port, "acme", "CP1", &password).await.unwrap();
-    cp.boot().await;
+    let (password, mut cp) = station_with_a_tag(&a, &b, &tenant).await;
 
     // Presence and commands across nodes, through the cluster's pub/sub.
     wait_for_station(&b, &tenant.token, "CP1", Duration::from_secs(5), |v| {

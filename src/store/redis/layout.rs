@@ -10,7 +10,7 @@
 //! write-ahead log holds the stations' messages meanwhile).
 
 use super::scripts::SCRIPTS;
-use super::RedisStore;
+use super::{RedisStore, ACCOUNT_KINDS, STATION_KINDS};
 use crate::store::{StoreError, StoreResult};
 use std::time::Duration;
 
@@ -23,35 +23,6 @@ const BATCH: usize = 1000;
 
 /// Kinds of layout 1 whose keys move to the directory (`{accounts}` tag).
 const DIRECTORY_KINDS: [&str; 6] = ["account", "email", "slug", "token", "tokens", "erasing"];
-/// Kinds of layout 1 whose keys belong to one account, named by their first part.
-const ACCOUNT_KINDS: [&str; 25] = [
-    "consents",
-    "logins",
-    "stations",
-    "station_ids",
-    "id_tags",
-    "id_tag_ids",
-    "txs",
-    "tx_ids",
-    "tx_station",
-    "tx_open",
-    "tx_stations",
-    "tx_starts",
-    "tx_refs",
-    "meter",
-    "meter_keys",
-    "meter_stations",
-    "events",
-    "event_stations",
-    "vars",
-    "var_stations",
-    "commands",
-    "command_ids",
-    "queue",
-    "queue_stations",
-    "queue_seq",
-];
-
 /// Where a key of layout 1 goes.
 #[derive(Debug, PartialEq, Eq)]
 struct Move {
@@ -79,7 +50,8 @@ impl RedisStore {
             return Some(Move { to: self.dir_key(kind, &parts), account });
         }
         // A hash-tagged first part is layout 2's (layout 1 never wrote one: account ids are UUIDs).
-        if ACCOUNT_KINDS.contains(&kind) && !parts.is_empty() && !parts[0].starts_with('{') {
+        let of_account = ACCOUNT_KINDS.contains(&kind) || STATION_KINDS.contains(&kind);
+        if of_account && !parts.is_empty() && !parts[0].starts_with('{') {
             // `queue_seq` had no parts in layout 1: it is not an account's key then, and stays.
             return Some(Move { to: self.key(kind, &parts), account: None });
         }

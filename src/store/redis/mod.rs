@@ -111,6 +111,33 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The kinds of an account's keys of which it has one.
+const ACCOUNT_KINDS: [&str; 20] = [
+    "consents",
+    "logins",
+    "stations",
+    "station_ids",
+    "id_tags",
+    "id_tag_ids",
+    "txs",
+    "tx_ids",
+    "tx_open",
+    "tx_stations",
+    "tx_starts",
+    "tx_refs",
+    "meter_keys",
+    "meter_stations",
+    "event_stations",
+    "var_stations",
+    "commands",
+    "command_ids",
+    "queue_stations",
+    "queue_seq",
+];
+/// The kinds of an account's keys of which it has one per station (`meter`: per station and
+/// transaction), each listed by a set of the account (`tx_stations`, `meter_keys`, …).
+const STATION_KINDS: [&str; 5] = ["tx_station", "meter", "events", "vars", "queue"];
+
 /// The hash tag of the directory's keys (see [`RedisStore::dir_key`]).
 const DIRECTORY_TAG: &str = "{accounts}";
 
@@ -561,28 +588,7 @@ impl RedisStore {
         for key in var_keys.iter().chain(&event_keys).chain(&meter_keys).chain(&queue_keys).chain(&tx_station_keys) {
             remove.cmd("DEL").arg(key).ignore();
         }
-        for kind in [
-            "consents",
-            "logins",
-            "stations",
-            "station_ids",
-            "id_tags",
-            "id_tag_ids",
-            "txs",
-            "tx_ids",
-            "tx_open",
-            "tx_stations",
-            "tx_starts",
-            "tx_refs",
-            "meter_keys",
-            "meter_stations",
-            "event_stations",
-            "var_stations",
-            "commands",
-            "command_ids",
-            "queue_stations",
-            "queue_seq",
-        ] {
+        for kind in ACCOUNT_KINDS {
             remove.cmd("DEL").arg(k(kind)).ignore();
         }
         self.query_pipe::<()>(WHAT, &remove).await?;
