@@ -149,26 +149,36 @@ async fn the_newer_connection_wins_across_nodes() {
     assert_eq!(view["node"], "node-b", "{view}");
 }
 
+/// Queues ChangeAvailability (Inoperative) for the offline CP1 through `app`; the command's id.
+async fn queue_inoperative(app: &TestApp, token: &str) -> String {
+    let (status, queued) = app
+        .post(
+            "/stations/CP1/commands/ChangeAvailability?queue=true",
+            token,
+            json!({"connectorId": 0, "type": "Inoperative"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+    queued["command_id"].as_str().unwrap().to_string()
+}
+
+/// Connects CP1 to `app` and answers the queued ChangeAvailability it is sent first.
+async fn take_queued_inoperative(app: &TestApp, tenant: &Tenant, password: &str) -> StationClient {
+    let mut cp = StationClient::connect(app.port, &tenant.slug, "CP1", password).await.unwrap();
+    cp.boot().await;
+    let call = answer_next_call(&mut cp, json!({"status": "Accepted"})).await;
+    assert_eq!(call[2], "ChangeAvailability");
+    cp
+}
+
 #[tokio::test]
 async fn a_command_queued_on_one_node_is_delivered_by_the_node_the_station_connects_to() {
     let redis = RedisServer::start().await;
     let (a, b) = (node(&redis, "node-a").await, node(&redis, "node-b").await);
     let tenant = a.tenant("acme").await;
     let password = a.station(&tenant, "CP1").await;
-    let (status, queued) = a
-        .post(
-            "/stations/CP1/commands/ChangeAvailability?queue=true",
-            &tenant.token,
-            json!({"connectorId": 0, "type": "Inoperative"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
-    let id = queued["command_id"].as_str().unwrap().to_string();
-
-    let mut cp = StationClient::connect(b.port, "acme", "CP1", &password).await.unwrap();
-    cp.boot().await;
-    let call = answer_next_call(&mut cp, json!({"status": "Accepted"})).await;
-    assert_eq!(call[2], "ChangeAvailability");
+    let id = queue_inoperative(&a, &tenant.token).await;
+    let _cp = take_queued_inoperative(&b, &tenant, &password).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let (_, command) = a.get(&format!("/stations/CP1/command-records/{id}"), &tenant.token).await;
@@ -541,16 +551,6 @@ async fn nodes_on_a_redis_cluster_share_stations_commands_queues_and_transaction
     // A command queued through B for the offline station is delivered when it comes back to A.
     drop(cp);
     wait_for_station(&b, &tenant.token, "CP1", Duration::from_secs(5), |v| v["connected"] == false).await;
-    let (status, queued) = b
-        .post(
-            "/stations/CP1/commands/ChangeAvailability?queue=true",
-            &tenant.token,
-            json!({"connectorId": 0, "type": "Inoperative"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
-    let mut cp = StationClient::connect(a.port, "acme", "CP1", &password).await.unwrap();
-    cp.boot().await;
-    let call = answer_next_call(&mut cp, json!({"status": "Accepted"})).await;
-    assert_eq!(call[2], "ChangeAvailability");
+    queue_inoperative(&b, &tenant.token).await;
+    take_queued_inoperative(&a, &tenant, &password).await;
 }
