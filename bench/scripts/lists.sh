@@ -11,7 +11,8 @@
 # PACE (seconds) makes the walker wait between pages, as a billing system pulling at a steady rate
 # would, instead of reading flat out.
 # REDIS_URL and REDIS_PREFIX run the nodes in cluster mode on a Redis filled the same way (DATA is
-# then only the node's own dir). Needs curl, jq; ocpp-bench at OCPP_BENCH.
+# then only the node's own dir); REDIS_CLUSTER=true when REDIS_URL lists the seeds of a Redis
+# Cluster (comma-separated). Needs curl, jq; ocpp-bench at OCPP_BENCH.
 set -euo pipefail
 out=$1
 data_src=$2
@@ -76,7 +77,8 @@ for spec in "$@"; do
     OCPP_CSS__LIMITS__UNAUTHENTICATED_CONNECTIONS_PER_ADDRESS=0 OCPP_CSS__LIMITS__STATIONS_PER_TENANT=200000)
   if [ -n "${REDIS_URL:-}" ]; then
     env+=(OCPP_CSS__CLUSTER__REDIS_URL="$REDIS_URL" OCPP_CSS__CLUSTER__KEY_PREFIX="${REDIS_PREFIX:-ocpp-css}"
-      OCPP_CSS__SERVER__NODE_ID=bench-1 OCPP_CSS__CLUSTER__REDIS_TIMEOUT_MS=60000)
+      OCPP_CSS__SERVER__NODE_ID=bench-1 OCPP_CSS__CLUSTER__REDIS_TIMEOUT_MS=60000
+      OCPP_CSS__CLUSTER__REDIS_CLUSTER="${REDIS_CLUSTER:-false}")
   fi
   t0=$(date +%s.%N)
   env "${env[@]}" "$bin" serve > "$out/server.$name.log" 2>&1 &
