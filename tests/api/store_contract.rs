@@ -2140,3 +2140,17 @@ async fn a_redis_store_of_the_layout_before_hash_tags_is_moved_to_it_when_a_stor
     let again = RedisStore::connect(&server.target(), "v1", REDIS_TIMEOUT).await.unwrap();
     assert_eq!(account_b_as_read(&again).await, account_b_as_read(&next).await);
 }
+
+#[tokio::test]
+async fn a_node_of_a_redis_cluster_named_as_a_single_redis_is_refused_with_what_to_set() {
+    let cluster = match tokio::task::spawn_blocking(RedisCluster::shared).await {
+        Ok(cluster) => cluster,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
+    let one = RedisTarget::Single(cluster.urls()[0].clone());
+    match RedisStore::connect(&one, "single", REDIS_CLUSTER_TIMEOUT).await {
+        Err(StoreError::Backend(why)) => assert!(why.to_string().contains("cluster.redis_cluster = true"), "{why}"),
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("a cluster node taken as a single Redis was accepted"),
+    }
+}

@@ -62,6 +62,14 @@ impl RedisStore {
     /// it is, whichever node moved it.
     pub(super) async fn prepare_layout(&self, holder: &str) -> StoreResult<()> {
         const WHAT: &str = "layout";
+        if !self.conn.is_cluster() {
+            let info: String = self.query(WHAT, redis::cmd("INFO").arg("cluster")).await?;
+            if info.lines().any(|l| l.trim() == "cluster_enabled:1") {
+                return Err(StoreError::backend(
+                    "redis: this Redis is a node of a Redis Cluster: set cluster.redis_cluster = true (and list some of its nodes in cluster.redis_url)",
+                ));
+            }
+        }
         let marker = self.global_key("layout", &[]);
         loop {
             let version: Option<String> = self.query(WHAT, redis::cmd("GET").arg(&marker)).await?;
