@@ -551,6 +551,25 @@ mod tests {
     }
 
     #[test]
+    fn the_seeds_of_a_redis_cluster_are_each_shown_without_their_password_and_need_cluster_mode() {
+        let seeds = "redis://app:s3cret@10.0.0.1:7000, redis://app:s3cret@10.0.0.2:7000";
+        let s = Settings::load_from(
+            None,
+            env(&[("OCPP_CSS__CLUSTER__REDIS_URL", seeds), ("OCPP_CSS__CLUSTER__REDIS_CLUSTER", "true")]),
+        )
+        .unwrap();
+        let shown = s.to_redacted_toml().unwrap();
+        assert!(shown.contains("redis://app:***@10.0.0.1:7000,redis://app:***@10.0.0.2:7000"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(s.cluster.redis_target().is_ok_and(|t| t.is_cluster() && t.urls().len() == 2));
+        let mut single = s.cluster.clone();
+        single.redis_cluster = false;
+        assert!(single.redis_target().unwrap_err().contains("cluster.redis_cluster = true"));
+        single.key_prefix = "{tag}".into();
+        assert!(single.redis_target().unwrap_err().contains("may not hold"));
+    }
+
+    #[test]
     fn the_production_example_loads_with_every_key_known() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/production.example.toml");
         let s = Settings::load_from(Some(&path), env(&[])).expect("config/production.example.toml is valid");
