@@ -54,17 +54,10 @@ pub async fn get(
 }
 
 /// `GET /id-tags`: a page, by tag.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    limit: Option<usize>,
-    cursor: Option<String>,
-}
-
 pub async fn list(
     state: web::Data<AppState>,
     Tenant(account): Tenant,
-    q: web::Query<ListQuery>,
+    q: web::Query<paging::PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let budget = state.limits.settings.list_scan_records;
     let page = paging::request(List::IdTags, q.limit, q.cursor.as_deref(), budget, Some)?;

@@ -9,6 +9,7 @@ use actix_web::http::header::ContentType;
 use actix_web::{web, HttpResponse};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// Which list a cursor belongs to: one list's cursor is refused by another.
@@ -62,6 +63,15 @@ pub fn time_key_text((t, n): crate::model::TimeKey) -> String {
 pub fn parse_time_key(k: String) -> Option<crate::model::TimeKey> {
     let (t, n) = k.split_once('.')?;
     Some((t.parse().ok()?, n.parse().ok()?))
+}
+
+/// The query of a list route with no filter of its own: `limit` and `cursor` only (any other
+/// parameter is refused).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
 }
 
 /// The page asked for: `limit` between 1 and [`MAX_LIMIT`] ([`DEFAULT_LIMIT`] when not given), the

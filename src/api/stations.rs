@@ -411,21 +411,13 @@ pub async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// `GET /stations/{id}/variables`: the device model a 2.0.1 station reported (NotifyReport, NotifyEvent).
 /// `GET /stations/{id}/events`: a page of what the station reported outside transactions
 /// (DataTransfer, security events, status reports, …), in the order received.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventsQuery {
-    limit: Option<usize>,
-    cursor: Option<String>,
-}
-
 pub async fn events(
     state: web::Data<AppState>,
     Tenant(account): Tenant,
     path: web::Path<StationId>,
-    q: web::Query<EventsQuery>,
+    q: web::Query<paging::PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let station = find(&state, &account, &path).await?;
     let budget = state.limits.settings.list_scan_records;
@@ -435,6 +427,7 @@ pub async fn events(
     paging::respond(List::Events, page, view, paging::time_key_text).await
 }
 
+/// `GET /stations/{id}/variables`: the device model a 2.0.1 station reported (NotifyReport, NotifyEvent).
 pub async fn variables(
     state: web::Data<AppState>,
     Tenant(account): Tenant,
