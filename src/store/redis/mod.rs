@@ -335,12 +335,7 @@ impl RedisStore {
     /// what must be unique across accounts (emails, slugs) or found without knowing the account
     /// (API tokens) share the hash tag `{accounts}`, so one script can check and change them together.
     fn dir_key(&self, kind: &str, parts: &[&str]) -> String {
-        let mut k = format!("{}{DIRECTORY_TAG}:{kind}", self.prefix);
-        for p in parts {
-            k.push(':');
-            k.push_str(&part(p));
-        }
-        k
+        self.global_key(&format!("{DIRECTORY_TAG}:{kind}"), parts)
     }
 
     /// A key of its own: `{key_prefix}:{kind}:{parts…}`, in whatever slot its name falls in. Only
