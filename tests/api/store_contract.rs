@@ -2154,3 +2154,36 @@ async fn a_node_of_a_redis_cluster_named_as_a_single_redis_is_refused_with_what_
         Ok(_) => panic!("a cluster node taken as a single Redis was accepted"),
     }
 }
+
+#[tokio::test]
+async fn a_redis_queued_list_entry_without_its_queued_command_is_dropped_once_settled_and_oldest() {
+    let server = RedisServer::start().await;
+    let store = RedisStore::connect(&server.target(), "q", REDIS_TIMEOUT).await.unwrap();
+    store.create_account(&account("acct-a", "alpha")).await.unwrap();
+    let queued = command("acct-a", "CP1", "Reset", 1);
+    store.enqueue_command(&queued).await.unwrap();
+    // As a node that died between listing a command and queueing it would leave: two entries of the
+    // node-wide list naming no queued command, one settled (older than a minute), one young.
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let micros = |t: DateTime<Utc>| t.timestamp_micros() as f64;
+    let settled = serde_json::json!(["acct-a", "CP1", "gone-settled"]).to_string();
+    let young = serde_json::json!(["acct-a", "CP1", "gone-young"]).to_string();
+    let _: i64 = ::redis::cmd("ZADD")
+        .arg("q:queued")
+        .arg(micros(at(0) - Duration::days(1)))
+        .arg(&settled)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(store.queued_command_count().await.unwrap(), 2, "counted until it is looked at");
+    assert_eq!(store.oldest_queued_command().await.unwrap(), Some(queued.created_at), "the settled one is passed over");
+    assert_eq!(store.queued_command_count().await.unwrap(), 1, "and dropped");
+
+    let _: i64 =
+        ::redis::cmd("ZADD").arg("q:queued").arg(micros(Utc::now())).arg(&young).query_async(&mut conn).await.unwrap();
+    store.update_command(&CommandRecord { status: CommandStatus::Answered, ..queued }).await.unwrap();
+    let oldest = store.oldest_queued_command().await.unwrap().expect("the young entry is still listed");
+    assert!(Utc::now() - oldest < Duration::minutes(1), "its queueing may still be on its way: {oldest}");
+    assert_eq!(store.queued_command_count().await.unwrap(), 1);
+}
