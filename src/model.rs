@@ -8,12 +8,16 @@ use std::collections::BTreeMap;
 
 pub use crate::ids::{AccountId, StationId};
 
+pub mod feed;
 mod page;
 mod retention;
+mod webhook;
 pub use page::{
     reading_order, CommandKey, EventKey, Page, PageBuilder, PageRequest, ReadingKey, ReadingPage, StationFilter,
     TimeKey, TimePage, TransactionFilter, TransactionStatus, DEFAULT_LIMIT, MAX_LIMIT, SCAN_BUDGET,
 };
+pub use feed::{events, EventDraft, EventType, FeedCutoffs, FeedEvent, FeedFilter};
+pub use webhook::{record_delivery, DeliveryOutcome, Webhook, WebhookDelivery};
 pub use retention::{
     command_is_old, cutoff, event_is_old, login_is_old, reading_is_old, transaction_is_old, DataKind, PruneStep,
     RetentionPeriods, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS,

@@ -12,7 +12,7 @@ pub const MIN_RETENTION_DAYS: u32 = 1;
 pub const MAX_RETENTION_DAYS: u32 = 3650;
 
 /// The kinds of data removed after a period. An open transaction and its readings are always kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DataKind {
     /// Meter readings, by their timestamp; the readings of an open transaction are kept.

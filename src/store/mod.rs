@@ -29,9 +29,10 @@ pub use node_log::{NodeLog, NodeLogSettings};
 
 use crate::ids::{AccountId, StationId};
 use crate::model::{
-    Account, ApiToken, CommandKey, CommandRecord, Consents, DataKind, DeviceVariable, EventKey, IdTag, LoginEvent,
-    MeterRecord, NewTransaction, Page, PageRequest, PruneStep, ReadingKey, StartIdentity, Station, StationChange,
-    StationEvent, StationFilter, Transaction, TransactionFilter, TransactionStop,
+    Account, ApiToken, CommandKey, CommandRecord, Consents, DataKind, DeviceVariable, EventDraft, EventKey,
+    FeedCutoffs, FeedEvent, IdTag, LoginEvent, MeterRecord, NewTransaction, Page, PageRequest, PruneStep, ReadingKey,
+    StartIdentity, Station, StationChange, StationEvent, StationFilter, Transaction, TransactionFilter,
+    TransactionStop, Webhook, WebhookDelivery,
 };
 use async_trait::async_trait;
 use serde::Serialize;
@@ -162,6 +163,9 @@ pub type StationUpdate<'a> = &'a (dyn Fn(&mut Station) + Send + Sync);
 /// Changes an account record in place.
 pub type AccountUpdate<'a> = &'a (dyn Fn(&mut Account) + Send + Sync);
 
+/// Changes a webhook record in place.
+pub type WebhookUpdate<'a> = &'a (dyn Fn(&mut Webhook) + Send + Sync);
+
 /// How many records of each kind an erasure removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ErasureReport {
@@ -178,6 +182,10 @@ pub struct ErasureReport {
     pub consents: usize,
     /// Device-model variables reported by the account's 2.0.1 stations.
     pub device_variables: usize,
+    /// Events of the account's feed.
+    pub feed_events: usize,
+    /// Webhooks, with their delivery state and log.
+    pub webhooks: usize,
 }
 
 /// The reads both callers make: the station path (in cluster mode through the node's cache, so a
@@ -252,6 +260,10 @@ pub trait StationStore: StationLookup {
         station_id: &StationId,
         seen: &[DeviceVariable],
     ) -> StoreResult<()>;
+
+    /// Appends events to the account's feed, in this order, each with an id greater than any the
+    /// account's feed has given; durable with the next [`StationStore::flush`].
+    async fn append_feed(&self, account_id: &AccountId, events: &[EventDraft]) -> StoreResult<()>;
 
     /// The station's commands still `Queued`, in the order they were queued.
     async fn queued_commands(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<Vec<CommandRecord>>;
@@ -395,6 +407,57 @@ pub trait AccountStore: StationLookup {
     async fn account_events(&self, account_id: &AccountId) -> StoreResult<Vec<StationEvent>>;
     /// A station's device model, ordered by component, then variable.
     async fn variables(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<Vec<DeviceVariable>>;
+
+    /// Appends events to the account's feed, in this order, each with an id greater than any the
+    /// account's feed has given; durable when it returns.
+    async fn add_feed_events(&self, account_id: &AccountId, events: &[EventDraft]) -> StoreResult<()>;
+    /// At most `limit` events of the account's feed with ids greater than `after`, in id order.
+    /// Every event a reader is given has all the account's events with smaller ids before it: an
+    /// event appended later has a greater id.
+    async fn feed_after(&self, account_id: &AccountId, after: u64, limit: usize) -> StoreResult<Vec<FeedEvent>>;
+    /// The greatest id of the account's feed so far (0 before its first event).
+    async fn feed_head(&self, account_id: &AccountId) -> StoreResult<u64>;
+    /// One step of removing the events of the account's feed that the retention rules call old
+    /// ([`FeedEvent::is_old`]): looks at about `batch` events from the oldest, going on from the
+    /// opaque position `after`; stops once it reaches events newer than every cutoff.
+    async fn prune_feed(
+        &self,
+        account_id: &AccountId,
+        cutoffs: &FeedCutoffs,
+        after: Option<String>,
+        batch: usize,
+    ) -> StoreResult<PruneStep>;
+
+    /// Stores a new webhook, or replaces one with its id.
+    async fn put_webhook(&self, webhook: &Webhook) -> StoreResult<()>;
+    async fn webhook(&self, account_id: &AccountId, webhook_id: &str) -> StoreResult<Option<Webhook>>;
+    /// The account's webhooks, by id (an account has a few: `webhooks.max_per_account`).
+    async fn webhooks(&self, account_id: &AccountId) -> StoreResult<Vec<Webhook>>;
+    /// Applies `update` to the webhook and returns the new record; `None` when there is no such
+    /// webhook. Concurrent updates do not lose each other's changes.
+    async fn update_webhook(
+        &self,
+        account_id: &AccountId,
+        webhook_id: &str,
+        update: WebhookUpdate<'_>,
+    ) -> StoreResult<Option<Webhook>>;
+    /// Removes the webhook with its cursor and delivery log; false when there was none.
+    async fn delete_webhook(&self, account_id: &AccountId, webhook_id: &str) -> StoreResult<bool>;
+    /// Every account with at least one webhook.
+    async fn webhook_accounts(&self) -> StoreResult<Vec<AccountId>>;
+    /// Where the webhook's delivery stands: every event of the feed up to this id was delivered or
+    /// is not for it. None before the dispatcher first set it.
+    async fn webhook_cursor(&self, account_id: &AccountId, webhook_id: &str) -> StoreResult<Option<u64>>;
+    async fn set_webhook_cursor(&self, account_id: &AccountId, webhook_id: &str, cursor: u64) -> StoreResult<()>;
+    /// The webhook's delivery log, newest first.
+    async fn webhook_deliveries(&self, account_id: &AccountId, webhook_id: &str) -> StoreResult<Vec<WebhookDelivery>>;
+    /// Replaces the webhook's delivery log.
+    async fn put_webhook_deliveries(
+        &self,
+        account_id: &AccountId,
+        webhook_id: &str,
+        log: &[WebhookDelivery],
+    ) -> StoreResult<()>;
 
     /// Appends a command to its station's queue.
     async fn enqueue_command(&self, command: &CommandRecord) -> StoreResult<()>;
