@@ -119,7 +119,11 @@ impl Application {
             let log_dir = dir.join(NODE_LOG_DIR);
             let log_store = SledStore::open(&log_dir, settings.storage.commit_policy())
                 .with_context(|| format!("opening the node's log in {}", log_dir.display()))?;
-            let log = NodeLog::open(log_store, main.clone(), NodeLogSettings::single(&settings.cluster))
+            let log = NodeLog::open(
+                log_store,
+                main.clone(),
+                NodeLogSettings { node_id: settings.server.node_id().to_string(), ..NodeLogSettings::single(&settings.cluster) },
+            )
                 .context("opening the node's log")?;
             let mode = Mode::Single { log: log.clone() };
             return Self::build_with_store(settings, Arc::new(log), main, mode).await;
@@ -134,7 +138,11 @@ impl Application {
             .await
             .with_context(|| format!("configuring Redis at {}", settings.cluster.redacted_redis_url()))?;
         let redis = Arc::new(redis);
-        let wal = NodeLog::open(local, redis.clone(), NodeLogSettings::from(&settings.cluster))
+        let wal = NodeLog::open(
+            local,
+            redis.clone(),
+            NodeLogSettings { node_id: settings.server.node_id().to_string(), ..NodeLogSettings::from(&settings.cluster) },
+        )
             .context("opening the write-ahead log")?;
         tracing::info!(node = %settings.server.node_id(), redis = %settings.cluster.redacted_redis_url(), pending = wal.pending(), "cluster mode");
         Self::build_with_store(settings, Arc::new(wal.clone()), redis, Mode::Cluster { wal }).await

@@ -16,6 +16,7 @@
 //! seqNo seen changes nothing") are methods of [`Transaction`]; each backend gives one
 //! compare-and-set of a transaction record, over which [`rules`] runs them.
 
+mod feed_signal;
 mod group_commit;
 mod node_log;
 mod redis;
@@ -24,6 +25,7 @@ mod sled;
 
 pub use self::redis::{RedisConnection, RedisStore, RedisTarget};
 pub use self::sled::SledStore;
+pub use feed_signal::FeedSignal;
 pub use group_commit::{CommitPolicy, GroupCommit};
 pub use node_log::{NodeLog, NodeLogSettings};
 
@@ -517,6 +519,17 @@ pub trait SharedStore: StationStore + AccountStore {
     /// Takes `count` ids from the sequence transaction ids come from, for a cluster node to hand out
     /// on its own (while the shared store is unreachable, too). No other caller gets them.
     async fn reserve_transaction_ids(&self, count: u32) -> StoreResult<std::ops::Range<i32>>;
+    /// Appends events a cluster node's log held ([`StationStore::append_feed`]), once: `origin`
+    /// names where they were written (node and station) and `seq` grows with each entry written
+    /// there; an entry whose `seq` is not above the last one applied from its origin changes
+    /// nothing, so a drain retried after a lost answer appends nothing twice.
+    async fn append_feed_from(
+        &self,
+        account_id: &AccountId,
+        origin: &str,
+        seq: u64,
+        events: &[EventDraft],
+    ) -> StoreResult<()>;
 }
 
 /// Every item of a paged list, read page after page (`read` reads the page asked): for lists known

@@ -82,7 +82,7 @@ use super::{
 use crate::ids::{AccountId, StationId};
 use crate::metrics as m;
 use crate::model::{
-    Account, CommandRecord, DeviceVariable, IdTag, MeterRecord, NewTransaction, Station, StationChange, StationEvent,
+    Account, CommandRecord, DeviceVariable, EventDraft, IdTag, MeterRecord, NewTransaction, Station, StationChange, StationEvent,
     Transaction,
 };
 use async_trait::async_trait;
@@ -127,6 +127,9 @@ pub struct NodeLogSettings {
     /// read from it, to serve stations while it cannot be reached. One node's store of record is
     /// its own sled database: neither is needed, and copies would cost memory per station.
     pub networked: bool,
+    /// This node's name: where the feed events of its log come from
+    /// ([`crate::store::SharedStore::append_feed_from`]).
+    pub node_id: String,
 }
 
 impl Default for NodeLogSettings {
@@ -137,6 +140,7 @@ impl Default for NodeLogSettings {
             retry_max: Duration::from_secs(2),
             drain_batch: 1024,
             networked: true,
+            node_id: "node".to_string(),
         }
     }
 }
@@ -235,6 +239,21 @@ struct Inner {
     station_locks: Vec<tokio::sync::Mutex<()>>,
     signals: Arc<Signals>,
     drainer: Mutex<Option<JoinHandle<()>>>,
+    /// The last feed sequence handed out: microseconds since the epoch, or one more than the last
+    /// when the clock has not moved on, so it grows across restarts (and a new log directory)
+    /// while the clock does.
+    feed_seq: AtomicU64,
+}
+
+impl Inner {
+    fn next_feed_seq(&self) -> u64 {
+        let now = Utc::now().timestamp_micros().max(0) as u64;
+        let previous = self
+            .feed_seq
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| Some(now.max(last + 1)))
+            .unwrap_or_else(|last| last);
+        now.max(previous + 1)
+    }
 }
 
 impl Drop for Inner {
@@ -308,6 +327,7 @@ impl NodeLog {
             station_locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             signals: signals.clone(),
             drainer: Mutex::new(None),
+            feed_seq: AtomicU64::new(0),
             settings,
         });
         metrics::gauge!(m::WAL_PENDING).set(pending as f64);
@@ -621,6 +641,24 @@ impl StationStore for NodeLog {
 
     async fn add_event(&self, account_id: &AccountId, event: &StationEvent) -> StoreResult<()> {
         self.inner.append(WalOp::Event { account_id: account_id.clone(), event: event.clone() })
+    }
+
+    async fn append_feed(&self, account_id: &AccountId, events: &[EventDraft]) -> StoreResult<()> {
+        // One entry per station the events are about, in their order.
+        let mut rest = events;
+        while let Some(first) = rest.first() {
+            let station = first.station_id.clone().unwrap_or_default();
+            let n = rest.iter().take_while(|e| e.station_id.clone().unwrap_or_default() == station).count();
+            let (these, after) = rest.split_at(n);
+            self.inner.append(WalOp::Feed {
+                account_id: account_id.clone(),
+                station_id: station,
+                seq: self.inner.next_feed_seq(),
+                events: these.to_vec(),
+            })?;
+            rest = after;
+        }
+        Ok(())
     }
 
     async fn put_variables(

@@ -5,7 +5,7 @@ use super::reconcile::reconcile;
 use super::{lock, Inner, Signals, StationKey, DRAIN_CONCURRENCY, PROBE_ACCOUNT_ID};
 use crate::ids::{AccountId, StationId};
 use crate::metrics as m;
-use crate::model::{DeviceVariable, MeterRecord, StationChange, StationEvent, Transaction};
+use crate::model::{DeviceVariable, EventDraft, MeterRecord, StationChange, StationEvent, Transaction};
 use crate::store::sled::{backend, decode, encode};
 use crate::store::{StationStore, StoreError, StoreResult};
 use chrono::{DateTime, Utc};
@@ -47,6 +47,15 @@ pub(super) enum WalOp {
         station_id: StationId,
         change: StationChange,
     },
+    /// Events for the account's feed, about `station_id` (empty: about the account). `seq` grows
+    /// with each such entry of this node, so the shared store appends them once
+    /// ([`crate::store::SharedStore::append_feed_from`]).
+    Feed {
+        account_id: AccountId,
+        station_id: StationId,
+        seq: u64,
+        events: Vec<EventDraft>,
+    },
 }
 
 impl WalOp {
@@ -57,7 +66,8 @@ impl WalOp {
             | WalOp::Event { account_id, .. }
             | WalOp::Variables { account_id, .. }
             | WalOp::ObservedVariables { account_id, .. }
-            | WalOp::StationChange { account_id, .. } => account_id,
+            | WalOp::StationChange { account_id, .. }
+            | WalOp::Feed { account_id, .. } => account_id,
         }
     }
 
@@ -72,7 +82,8 @@ impl WalOp {
             WalOp::Event { account_id, event } => (account_id.clone(), event.station_id.clone()),
             WalOp::Variables { account_id, station_id, .. }
             | WalOp::ObservedVariables { account_id, station_id, .. }
-            | WalOp::StationChange { account_id, station_id, .. } => (account_id.clone(), station_id.clone()),
+            | WalOp::StationChange { account_id, station_id, .. }
+            | WalOp::Feed { account_id, station_id, .. } => (account_id.clone(), station_id.clone()),
         }
     }
 
@@ -227,6 +238,10 @@ impl Inner {
                         "station deleted before its change reached the shared store; change dropped"
                     );
                 }
+            }
+            WalOp::Feed { account_id, station_id, seq, events } => {
+                let origin = format!("{}\u{1f}{}", self.settings.node_id, station_id);
+                remote.append_feed_from(account_id, &origin, *seq, events).await?
             }
         }
         Ok(())

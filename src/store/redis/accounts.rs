@@ -5,12 +5,15 @@ use super::scripts::SCRIPTS;
 use super::{backend, command_field, decode, encode, queued_member, score, RedisStore};
 use crate::ids::{AccountId, StationId};
 use crate::model::{
-    Account, ApiToken, CommandKey, CommandRecord, Consents, DataKind, DeviceVariable, EventKey, IdTag, LoginEvent,
+    Account, ApiToken, CommandKey, CommandRecord, Consents, DataKind, DeviceVariable, EventDraft, EventKey,
+    FeedCutoffs, FeedEvent, IdTag, LoginEvent, Webhook, WebhookDelivery,
     MeterRecord, Page, PageRequest, PruneStep, ReadingKey, ReadingPage, Station, StationEvent, StationFilter,
     Transaction, TransactionFilter,
 };
 use crate::store::rules::{backoff, contention, CAS_ATTEMPTS};
-use crate::store::{AccountStore, AccountUpdate, ErasureReport, StationUpdate, StoreError, StoreResult};
+use crate::store::{
+    AccountStore, AccountUpdate, ErasureReport, StationUpdate, StoreError, StoreResult, WebhookUpdate,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -22,6 +25,78 @@ const STALE_QUEUED_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 #[async_trait]
 impl AccountStore for RedisStore {
+    async fn add_feed_events(&self, account_id: &AccountId, events: &[EventDraft]) -> StoreResult<()> {
+        self.append_feed_events(account_id, None, events).await
+    }
+
+    async fn feed_after(&self, account_id: &AccountId, after: u64, limit: usize) -> StoreResult<Vec<FeedEvent>> {
+        self.feed_after_now(account_id, after, limit).await
+    }
+
+    async fn feed_head(&self, account_id: &AccountId) -> StoreResult<u64> {
+        self.feed_head_now(account_id).await
+    }
+
+    async fn prune_feed(
+        &self,
+        account_id: &AccountId,
+        cutoffs: &FeedCutoffs,
+        after: Option<String>,
+        batch: usize,
+    ) -> StoreResult<PruneStep> {
+        self.prune_feed_now(account_id, cutoffs, after, batch).await
+    }
+
+    async fn put_webhook(&self, webhook: &Webhook) -> StoreResult<()> {
+        self.put_webhook_now(webhook).await
+    }
+
+    async fn webhook(&self, account_id: &AccountId, webhook_id: &str) -> StoreResult<Option<Webhook>> {
+        self.webhook_now(account_id, webhook_id).await
+    }
+
+    async fn webhooks(&self, account_id: &AccountId) -> StoreResult<Vec<Webhook>> {
+        self.webhooks_now(account_id).await
+    }
+
+    async fn update_webhook(
+        &self,
+        account_id: &AccountId,
+        webhook_id: &str,
+        update: WebhookUpdate<'_>,
+    ) -> StoreResult<Option<Webhook>> {
+        self.update_webhook_now(account_id, webhook_id, update).await
+    }
+
+    async fn delete_webhook(&self, account_id: &AccountId, webhook_id: &str) -> StoreResult<bool> {
+        self.delete_webhook_now(account_id, webhook_id).await
+    }
+
+    async fn webhook_accounts(&self) -> StoreResult<Vec<AccountId>> {
+        self.webhook_accounts_now().await
+    }
+
+    async fn webhook_cursor(&self, account_id: &AccountId, webhook_id: &str) -> StoreResult<Option<u64>> {
+        self.webhook_cursor_now(account_id, webhook_id).await
+    }
+
+    async fn set_webhook_cursor(&self, account_id: &AccountId, webhook_id: &str, cursor: u64) -> StoreResult<()> {
+        self.set_webhook_cursor_now(account_id, webhook_id, cursor).await
+    }
+
+    async fn webhook_deliveries(&self, account_id: &AccountId, webhook_id: &str) -> StoreResult<Vec<WebhookDelivery>> {
+        self.webhook_deliveries_now(account_id, webhook_id).await
+    }
+
+    async fn put_webhook_deliveries(
+        &self,
+        account_id: &AccountId,
+        webhook_id: &str,
+        log: &[WebhookDelivery],
+    ) -> StoreResult<()> {
+        self.put_webhook_deliveries_now(account_id, webhook_id, log).await
+    }
+
     async fn create_account(&self, account: &Account) -> StoreResult<()> {
         let mut invocation = SCRIPTS.create_account.prepare_invoke();
         invocation

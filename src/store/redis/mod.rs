@@ -90,6 +90,7 @@
 mod accounts;
 mod conn;
 mod export;
+mod feed;
 mod index;
 mod layout;
 mod retention;

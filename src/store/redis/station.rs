@@ -9,7 +9,7 @@ use super::{
 };
 use crate::ids::{AccountId, StationId};
 use crate::model::{
-    Account, CommandRecord, CommandStatus, DeviceVariable, IdTag, MeterRecord, NewTransaction, StartIdentity, Station,
+    Account, CommandRecord, CommandStatus, DeviceVariable, EventDraft, IdTag, MeterRecord, NewTransaction, StartIdentity, Station,
     StationChange, StationEvent, Transaction, TransactionStop,
 };
 use crate::store::rules::{self, TransactionAt, TransactionRecords};
@@ -247,6 +247,10 @@ impl StationStore for RedisStore {
         Ok(())
     }
 
+    async fn append_feed(&self, account_id: &AccountId, events: &[EventDraft]) -> StoreResult<()> {
+        self.append_feed_events(account_id, None, events).await
+    }
+
     async fn flush(&self) -> StoreResult<()> {
         // A write is in Redis once its call returned; how durable it is there is Redis's AOF setting.
         Ok(())
@@ -302,6 +306,16 @@ impl SharedStore for RedisStore {
         let count = i32::try_from(count).map_err(|_| backend("too many ids asked for"))?;
         let end = end.checked_add(1).ok_or_else(|| backend("transaction ids exhausted"))?;
         Ok(end - count..end)
+    }
+
+    async fn append_feed_from(
+        &self,
+        account_id: &AccountId,
+        origin: &str,
+        seq: u64,
+        events: &[EventDraft],
+    ) -> StoreResult<()> {
+        self.append_feed_events(account_id, Some((origin, seq)), events).await
     }
 }
 

@@ -7,11 +7,14 @@ use super::{
 };
 use crate::ids::{AccountId, StationId};
 use crate::model::{
-    reading_order, Account, ApiToken, CommandKey, CommandRecord, Consents, DataKind, DeviceVariable, EventKey, IdTag,
+    reading_order, Account, ApiToken, CommandKey, CommandRecord, Consents, DataKind, DeviceVariable, EventDraft,
+    EventKey, FeedCutoffs, FeedEvent, IdTag, Webhook, WebhookDelivery,
     LoginEvent, MeterRecord, Page, PageBuilder, PageRequest, PruneStep, ReadingKey, ReadingPage, Station, StationEvent,
     StationFilter, Transaction, TransactionFilter,
 };
-use crate::store::{AccountStore, AccountUpdate, ErasureReport, StationUpdate, StoreError, StoreResult};
+use crate::store::{
+    AccountStore, AccountUpdate, ErasureReport, StationUpdate, StoreError, StoreResult, WebhookUpdate,
+};
 use async_trait::async_trait;
 use sled::transaction::Transactional;
 
@@ -401,6 +404,88 @@ impl AccountStore for SledStore {
     async fn account_ids(&self, after: Option<String>, limit: usize) -> StoreResult<(Vec<AccountId>, Option<String>)> {
         let store = self.clone();
         off_worker(move || store.account_ids_now(after, limit)).await
+    }
+
+    async fn add_feed_events(&self, account_id: &AccountId, events: &[EventDraft]) -> StoreResult<()> {
+        let written = self.append_feed_now(account_id, events);
+        self.durable(written).await
+    }
+
+    async fn feed_after(&self, account_id: &AccountId, after: u64, limit: usize) -> StoreResult<Vec<FeedEvent>> {
+        let (store, account_id) = (self.clone(), account_id.clone());
+        off_worker(move || store.feed_after_now(&account_id, after, limit)).await
+    }
+
+    async fn feed_head(&self, account_id: &AccountId) -> StoreResult<u64> {
+        self.feed_head_now(account_id)
+    }
+
+    async fn prune_feed(
+        &self,
+        account_id: &AccountId,
+        cutoffs: &FeedCutoffs,
+        after: Option<String>,
+        batch: usize,
+    ) -> StoreResult<PruneStep> {
+        let (store, account_id, cutoffs) = (self.clone(), account_id.clone(), cutoffs.clone());
+        let written = off_worker(move || store.prune_feed_now(&account_id, &cutoffs, after, batch)).await;
+        self.durable(written).await
+    }
+
+    async fn put_webhook(&self, webhook: &Webhook) -> StoreResult<()> {
+        let written = self.put_webhook_now(webhook);
+        self.durable(written).await
+    }
+
+    async fn webhook(&self, account_id: &AccountId, webhook_id: &str) -> StoreResult<Option<Webhook>> {
+        self.webhook_now(account_id, webhook_id)
+    }
+
+    async fn webhooks(&self, account_id: &AccountId) -> StoreResult<Vec<Webhook>> {
+        self.webhooks_now(account_id)
+    }
+
+    async fn update_webhook(
+        &self,
+        account_id: &AccountId,
+        webhook_id: &str,
+        update: WebhookUpdate<'_>,
+    ) -> StoreResult<Option<Webhook>> {
+        let written = self.update_webhook_now(account_id, webhook_id, update);
+        self.durable(written).await
+    }
+
+    async fn delete_webhook(&self, account_id: &AccountId, webhook_id: &str) -> StoreResult<bool> {
+        let written = self.delete_webhook_now(account_id, webhook_id);
+        self.durable(written).await
+    }
+
+    async fn webhook_accounts(&self) -> StoreResult<Vec<AccountId>> {
+        let store = self.clone();
+        off_worker(move || store.webhook_accounts_now()).await
+    }
+
+    async fn webhook_cursor(&self, account_id: &AccountId, webhook_id: &str) -> StoreResult<Option<u64>> {
+        self.webhook_cursor_now(account_id, webhook_id)
+    }
+
+    async fn set_webhook_cursor(&self, account_id: &AccountId, webhook_id: &str, cursor: u64) -> StoreResult<()> {
+        let written = self.set_webhook_cursor_now(account_id, webhook_id, cursor);
+        self.durable(written).await
+    }
+
+    async fn webhook_deliveries(&self, account_id: &AccountId, webhook_id: &str) -> StoreResult<Vec<WebhookDelivery>> {
+        self.webhook_deliveries_now(account_id, webhook_id)
+    }
+
+    async fn put_webhook_deliveries(
+        &self,
+        account_id: &AccountId,
+        webhook_id: &str,
+        log: &[WebhookDelivery],
+    ) -> StoreResult<()> {
+        let written = self.put_webhook_deliveries_now(account_id, webhook_id, log);
+        self.durable(written).await
     }
 
     /// One node: nobody else to share the work with.

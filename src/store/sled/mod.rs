@@ -5,6 +5,7 @@
 
 mod accounts;
 mod export;
+mod feed;
 mod retention;
 #[cfg(test)]
 mod tests;
@@ -17,7 +18,7 @@ use super::{
 };
 use crate::ids::{AccountId, StationId};
 use crate::model::{
-    Account, CommandRecord, CommandStatus, DeviceVariable, IdTag, MeterRecord, NewTransaction, Page, PageBuilder,
+    Account, CommandRecord, CommandStatus, DeviceVariable, EventDraft, IdTag, MeterRecord, NewTransaction, Page, PageBuilder,
     StartIdentity, Station, StationChange, StationEvent, Transaction, TransactionStop,
 };
 use async_trait::async_trait;
@@ -65,6 +66,17 @@ pub struct SledStore {
     transaction_refs: sled::Tree,
     device_model: sled::Tree,
     meta: sled::Tree,
+    /// `{account}\0{id}` → the account's feed events, in id order.
+    feed: sled::Tree,
+    /// `{account}\0{origin}` → the last sequence applied from a cluster node's log.
+    feed_origins: sled::Tree,
+    /// `{account}\0{webhook id}` → webhook.
+    webhooks: sled::Tree,
+    /// `{account}\0{webhook id}\0cursor|deliveries` → the webhook's delivery state.
+    webhook_state: sled::Tree,
+    /// Held while feed ids are taken and written, so they reach the tree in order.
+    feed_order: std::sync::Arc<std::sync::Mutex<()>>,
+    feed_signal: std::sync::Arc<super::FeedSignal>,
     commit: GroupCommit,
 }
 
@@ -338,6 +350,12 @@ impl SledStore {
             device_model: tree("device_model")?,
             command_queue: tree("command_queue")?,
             meta: tree("meta")?,
+            feed: tree("feed")?,
+            feed_origins: tree("feed_origins")?,
+            webhooks: tree("webhooks")?,
+            webhook_state: tree("webhook_state")?,
+            feed_order: Default::default(),
+            feed_signal: Default::default(),
             commit,
             db,
         };
@@ -418,6 +436,11 @@ impl SledStore {
     }
 
     /// Flushes completed so far (tests check that acknowledgements wait for one).
+    /// What wakes the readers of an account's feed when this store appends to it.
+    pub fn feed_signal(&self) -> std::sync::Arc<super::FeedSignal> {
+        self.feed_signal.clone()
+    }
+
     pub fn flushes(&self) -> u64 {
         self.commit.flushes()
     }
@@ -496,6 +519,10 @@ impl SledStore {
         report.commands = clear(&self.commands)?;
         report.login_events = clear(&self.login_events)?;
         report.consents = usize::from(self.consents.remove(account_id.as_bytes()).map_err(backend)?.is_some());
+        report.feed_events = clear(&self.feed)?;
+        clear(&self.feed_origins)?;
+        report.webhooks = clear(&self.webhooks)?;
+        clear(&self.webhook_state)?;
         self.meta.remove(&marker).map_err(backend)?;
         Ok(report)
     }
@@ -695,6 +722,10 @@ impl StationStore for SledStore {
         Ok(())
     }
 
+    async fn append_feed(&self, account_id: &AccountId, events: &[EventDraft]) -> StoreResult<()> {
+        self.append_feed_now(account_id, events)
+    }
+
     async fn queued_commands(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<Vec<CommandRecord>> {
         let mut out = Vec::new();
         for item in self.command_queue.scan_prefix(prefix(&[account_id.as_bytes(), station_id.as_bytes()])) {
@@ -773,6 +804,16 @@ impl SharedStore for SledStore {
     async fn reserve_transaction_ids(&self, count: u32) -> StoreResult<std::ops::Range<i32>> {
         let first = transactional(self.meta.transaction(|meta| take_ids(meta, count)))?;
         Ok(first..first + count as i32)
+    }
+
+    async fn append_feed_from(
+        &self,
+        account_id: &AccountId,
+        origin: &str,
+        seq: u64,
+        events: &[EventDraft],
+    ) -> StoreResult<()> {
+        self.append_feed_from_now(account_id, origin, seq, events)
     }
 }
 

@@ -3,13 +3,14 @@
 
 use crate::ids::{AccountId, StationId};
 use crate::model::{
-    Account, ApiToken, CommandKey, CommandRecord, Consents, DataKind, DeviceVariable, EventKey, IdTag, LoginEvent,
+    Account, ApiToken, CommandKey, CommandRecord, Consents, DataKind, DeviceVariable, EventDraft, EventKey,
+    FeedCutoffs, FeedEvent, IdTag, LoginEvent, Webhook, WebhookDelivery,
     MeterRecord, NewTransaction, Page, PageRequest, PruneStep, ReadingKey, StartIdentity, Station, StationChange,
     StationEvent, StationFilter, Transaction, TransactionFilter, TransactionStop,
 };
 use crate::store::{
     AccountStore, AccountUpdate, ErasureReport, EventOutcome, NewTransactionFn, SharedStore, SledStore, StationLookup,
-    StationStore, StationUpdate, StopOutcome, StoreError, StoreResult, TransactionUpdate,
+    StationStore, StationUpdate, StopOutcome, StoreError, StoreResult, TransactionUpdate, WebhookUpdate,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -136,6 +137,10 @@ impl StationStore for Flaky {
         self.gate()?;
         self.inner.observe_variables(account_id, station_id, seen).await
     }
+    async fn append_feed(&self, account_id: &AccountId, events: &[EventDraft]) -> StoreResult<()> {
+        self.gate()?;
+        StationStore::append_feed(&self.inner, account_id, events).await
+    }
     async fn queued_commands(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<Vec<CommandRecord>> {
         self.gate()?;
         self.inner.queued_commands(account_id, station_id).await
@@ -198,6 +203,20 @@ gated!(AccountStore {
     fn account_ids(&self, after: Option<String>, limit: usize) -> (Vec<AccountId>, Option<String>);
     fn lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> bool;
     fn prune(&self, account_id: &AccountId, kind: DataKind, before: DateTime<Utc>, after: Option<String>, batch: usize) -> PruneStep;
+    fn add_feed_events(&self, account_id: &AccountId, events: &[EventDraft]) -> ();
+    fn feed_after(&self, account_id: &AccountId, after: u64, limit: usize) -> Vec<FeedEvent>;
+    fn feed_head(&self, account_id: &AccountId) -> u64;
+    fn prune_feed(&self, account_id: &AccountId, cutoffs: &FeedCutoffs, after: Option<String>, batch: usize) -> PruneStep;
+    fn put_webhook(&self, webhook: &Webhook) -> ();
+    fn webhook(&self, account_id: &AccountId, webhook_id: &str) -> Option<Webhook>;
+    fn webhooks(&self, account_id: &AccountId) -> Vec<Webhook>;
+    fn update_webhook(&self, account_id: &AccountId, webhook_id: &str, update: WebhookUpdate<'_>) -> Option<Webhook>;
+    fn delete_webhook(&self, account_id: &AccountId, webhook_id: &str) -> bool;
+    fn webhook_accounts(&self) -> Vec<AccountId>;
+    fn webhook_cursor(&self, account_id: &AccountId, webhook_id: &str) -> Option<u64>;
+    fn set_webhook_cursor(&self, account_id: &AccountId, webhook_id: &str, cursor: u64) -> ();
+    fn webhook_deliveries(&self, account_id: &AccountId, webhook_id: &str) -> Vec<WebhookDelivery>;
+    fn put_webhook_deliveries(&self, account_id: &AccountId, webhook_id: &str, log: &[WebhookDelivery]) -> ();
 });
 
 gated!(SharedStore {
@@ -205,4 +224,5 @@ gated!(SharedStore {
     fn transaction_by_reference(&self, account_id: &AccountId, station_id: &StationId, station_transaction_id: &str) -> Option<Transaction>;
     fn put_transaction(&self, tx: &Transaction) -> ();
     fn reserve_transaction_ids(&self, count: u32) -> std::ops::Range<i32>;
+    fn append_feed_from(&self, account_id: &AccountId, origin: &str, seq: u64, events: &[EventDraft]) -> ();
 });
