@@ -30,6 +30,8 @@ pub struct Settings {
     pub cluster: ClusterSettings,
     pub limits: LimitSettings,
     pub retention: RetentionSettings,
+    pub events: EventSettings,
+    pub webhooks: WebhookSettings,
     pub log: LogSettings,
 }
 
@@ -216,6 +218,10 @@ pub struct LimitSettings {
     pub api_body_bytes: usize,
     pub list_scan_records: usize,
     pub exports_per_tenant: usize,
+    /// Event streams (`GET /api/v1/events`) open on this node at once; more are refused (503).
+    pub event_streams: usize,
+    /// Event streams one tenant holds open on this node at once; more are refused (429).
+    pub event_streams_per_tenant: usize,
 }
 
 impl LimitSettings {
@@ -233,6 +239,69 @@ impl LimitSettings {
     }
     pub fn refusal_delay(&self) -> Duration {
         Duration::from_millis(self.refusal_delay_ms)
+    }
+}
+
+/// The tenants' live event streams (`GET /api/v1/events`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct EventSettings {
+    /// A stream whose client has not taken what was sent within this many seconds is cut off (it
+    /// resumes with `Last-Event-ID`).
+    pub send_timeout_secs: u64,
+    /// Seconds between two comment lines on an idle stream, so proxies keep it open.
+    pub keepalive_secs: u64,
+    /// Milliseconds between two looks at the feed when nothing woke the stream (events appended on
+    /// another node of a cluster wake no one here).
+    pub poll_interval_ms: u64,
+    /// Events read from the store at a time.
+    pub batch: usize,
+}
+
+impl EventSettings {
+    pub fn send_timeout(&self) -> Duration {
+        Duration::from_secs(self.send_timeout_secs.max(1))
+    }
+    pub fn keepalive(&self) -> Duration {
+        Duration::from_secs(self.keepalive_secs.max(1))
+    }
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms.max(10))
+    }
+}
+
+/// Delivery of tenants' events to their webhooks.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct WebhookSettings {
+    /// Webhooks one tenant may have.
+    pub max_per_account: usize,
+    /// Deliver to private, loopback and link-local addresses too (tests, on-premise receivers).
+    /// Off, such destinations are refused when the webhook is created and when it is delivered to.
+    pub allow_private_destinations: bool,
+    /// Seconds a receiver has to answer a delivery.
+    pub timeout_secs: u64,
+    /// First wait before a failed delivery is tried again (milliseconds); it doubles, with jitter.
+    pub retry_min_ms: u64,
+    /// Longest wait between two attempts (seconds).
+    pub retry_max_secs: u64,
+    /// Seconds an event's delivery is retried before the webhook is disabled (and the tenant told,
+    /// with a `webhook.disabled` event); enabling it again resumes with that event.
+    pub retry_for_secs: u64,
+    /// Entries kept in each webhook's delivery log.
+    pub delivery_log: usize,
+}
+
+impl WebhookSettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs.max(1))
+    }
+    pub fn retry_min(&self) -> Duration {
+        Duration::from_millis(self.retry_min_ms.max(1))
+    }
+    pub fn retry_max(&self) -> Duration {
+        Duration::from_secs(self.retry_max_secs.max(1))
+    }
+    pub fn retry_for(&self) -> Duration {
+        Duration::from_secs(self.retry_for_secs)
     }
 }
 

@@ -81,6 +81,23 @@ pub const HTTP_CONNECTIONS: &str = "ocpp_http_connections";
 /// Counter: records removed after their retention period, by `kind` (meter_values, station_events,
 /// login_history, finished_commands, finished_transactions).
 pub const RETENTION_PRUNED: &str = "ocpp_retention_pruned_total";
+/// Counter: events appended to tenants' feeds by this node, by `type` (station.connected, …).
+pub const EVENTS_EMITTED: &str = "ocpp_events_emitted_total";
+/// Gauge: open Server-Sent Events streams (`GET /api/v1/events`).
+pub const SSE_CLIENTS: &str = "ocpp_sse_clients";
+/// Counter: Server-Sent Events streams ended by the server, by `reason` (slow_client, lifetime,
+/// shutdown, store_error).
+pub const SSE_CUTOFFS: &str = "ocpp_sse_cutoffs_total";
+/// Counter: webhook delivery attempts, by `outcome` (delivered, http_error, unreachable, refused).
+pub const WEBHOOK_DELIVERIES: &str = "ocpp_webhook_deliveries_total";
+/// Histogram (seconds): time a webhook receiver took to answer a delivery.
+pub const WEBHOOK_DELIVERY_DURATION: &str = "ocpp_webhook_delivery_duration_seconds";
+/// Gauge: events waiting to be delivered to enabled webhooks (counted up to a bound per webhook).
+pub const WEBHOOK_OUTBOX_DEPTH: &str = "ocpp_webhook_outbox_depth";
+/// Gauge (seconds): age of the oldest event waiting for an enabled webhook.
+pub const WEBHOOK_OUTBOX_OLDEST_AGE: &str = "ocpp_webhook_outbox_oldest_age_seconds";
+/// Counter: webhooks disabled by the service after failing for longer than the retry period.
+pub const WEBHOOKS_DISABLED: &str = "ocpp_webhooks_disabled_total";
 /// Counter: retention passes over every account, by `outcome` (done, failed, skipped: another node
 /// of the cluster holds the retention lease).
 pub const RETENTION_PASSES: &str = "ocpp_retention_passes_total";
@@ -215,4 +232,19 @@ fn describe() {
     describe_counter!(RETENTION_PRUNED, "Records removed after their retention period, by kind");
     describe_counter!(RETENTION_PASSES, "Retention passes over every account, by outcome");
     describe_gauge!(RETENTION_PASS_DURATION, Unit::Seconds, "How long the last retention pass took");
+    describe_counter!(EVENTS_EMITTED, "Events appended to tenants' feeds by this node, by type");
+    describe_gauge!(SSE_CLIENTS, "Open Server-Sent Events streams");
+    describe_counter!(SSE_CUTOFFS, "Server-Sent Events streams ended by the server, by reason");
+    describe_counter!(WEBHOOK_DELIVERIES, "Webhook delivery attempts, by outcome");
+    describe_histogram!(WEBHOOK_DELIVERY_DURATION, Unit::Seconds, "Time a webhook receiver took to answer");
+    describe_gauge!(WEBHOOK_OUTBOX_DEPTH, "Events waiting to be delivered to enabled webhooks");
+    describe_gauge!(WEBHOOK_OUTBOX_OLDEST_AGE, Unit::Seconds, "Age of the oldest event waiting for a webhook");
+    describe_counter!(WEBHOOKS_DISABLED, "Webhooks disabled after failing for longer than the retry period");
+}
+
+/// Counts events appended to a feed, by type.
+pub fn feed_emitted(events: &[crate::model::EventDraft]) {
+    for e in events {
+        metrics::counter!(EVENTS_EMITTED, "type" => e.kind.as_str()).increment(1);
+    }
 }

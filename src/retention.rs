@@ -6,7 +6,10 @@
 
 use crate::config::RetentionSettings;
 use crate::metrics as m;
-use crate::model::{cutoff, DataKind};
+use crate::model::{cutoff, DataKind, FeedCutoffs};
+
+/// The retention counter's label for events of the tenants' feeds.
+const FEED: &str = "feed_events";
 use crate::store::{AccountStore, StoreResult};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -38,9 +41,11 @@ pub async fn pass(
             // Gone since it was listed (erased): nothing of it to keep or remove.
             let Some(account) = store.account(&id).await? else { continue };
             report.accounts += 1;
+            let mut feed_cutoffs = FeedCutoffs::default();
             for kind in DataKind::ALL {
                 let Some(days) = account.retention.effective(kind, &defaults) else { continue };
                 let before = cutoff(now, days);
+                feed_cutoffs.set(kind, before);
                 let mut after = None;
                 loop {
                     let step = store.prune(&id, kind, before, after, settings.batch).await?;
@@ -55,6 +60,20 @@ pub async fn pass(
                     }
                 }
             }
+            // The feed last: each event goes with the kind of data it describes.
+            let mut after = None;
+            loop {
+                let step = store.prune_feed(&id, &feed_cutoffs, after, settings.batch).await?;
+                if step.removed > 0 {
+                    metrics::counter!(m::RETENTION_PRUNED, "kind" => FEED).increment(step.removed as u64);
+                    *report.removed.entry(FEED).or_default() += step.removed;
+                }
+                let Some(next) = step.next else { break };
+                after = Some(next);
+                if !settings.pause().is_zero() {
+                    tokio::time::sleep(settings.pause()).await;
+                }
+            }
         }
         let Some(next) = next else { break };
         accounts_after = Some(next);
@@ -67,6 +86,7 @@ pub fn register_metrics() {
     for kind in DataKind::ALL {
         metrics::counter!(m::RETENTION_PRUNED, "kind" => kind.as_str()).increment(0);
     }
+    metrics::counter!(m::RETENTION_PRUNED, "kind" => FEED).increment(0);
     for outcome in ["done", "failed", "skipped"] {
         metrics::counter!(m::RETENTION_PASSES, "outcome" => outcome).increment(0);
     }

@@ -209,6 +209,7 @@ impl Application {
             settings.server.node_id().to_string(),
         ));
         let state = web::Data::new(AppState {
+            feed_signal: account_store.feed_signal(),
             limits,
             sessions: sessions.clone(),
             credentials: crate::auth::CredentialCache::default(),

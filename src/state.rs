@@ -75,4 +75,6 @@ pub struct AppState {
     pub mode: Mode,
     /// Bounds on what outsiders' input may consume, and their per-key counts.
     pub limits: Arc<Limits>,
+    /// Wakes this node's event streams when the account store appends to a feed.
+    pub feed_signal: Arc<crate::store::FeedSignal>,
 }

@@ -5,7 +5,7 @@ use super::{ApiError, Tenant};
 use crate::actors::StationKey;
 use crate::fleet::{Command, CommandError, FleetError};
 use crate::ids::StationId;
-use crate::model::{CommandRecord, CommandStatus};
+use crate::model::{events, CommandRecord, CommandStatus};
 use crate::ocpp::schema::Direction;
 use crate::ocpp::Version;
 use crate::state::AppState;
@@ -95,6 +95,14 @@ pub async fn send(
         ApiError::StationTimeout(format!("station {station_id} did not answer {action} within {}s", timeout.as_secs()))
     };
     let disconnected = || ApiError::StationDisconnected(format!("station {station_id} disconnected before answering"));
+    let outcome = match &result {
+        Ok(response) => Ok(response),
+        Err(CommandError::CallError { code, description, .. }) => Err((code.name(at.version), description.as_str())),
+        Err(CommandError::Timeout) | Err(CommandError::Expired) => Err(("Timeout", "no answer in time")),
+        Err(CommandError::Disconnected) | Err(CommandError::NotSent) => Err(("Disconnected", "disconnected first")),
+        Err(CommandError::QueueFull) => Err(("QueueFull", "too many commands waiting")),
+    };
+    super::events::emit(&state, &account.id, events::direct_command(&station_id, &action, outcome)).await;
     match result {
         Err(CommandError::Timeout) | Err(CommandError::Expired) => Err(timed_out()),
         Err(CommandError::Disconnected) | Err(CommandError::NotSent) => Err(disconnected()),
@@ -142,6 +150,7 @@ async fn enqueue(
         error: None,
     };
     state.account_store.enqueue_command(&command).await?;
+    super::events::emit(state, &key.account_id, events::command(&command)).await;
     metrics::gauge!(crate::metrics::QUEUED_COMMANDS).increment(1.0);
     tracing::info!(station = %key, command = %command.id, action = %command.action, "command queued for an offline station");
     // The station may have connected since it was looked up: its session then delivers it now.

@@ -6,6 +6,7 @@
 
 mod accounts;
 mod commands;
+pub(crate) mod events;
 pub mod error;
 mod id_tags;
 pub mod middleware;
@@ -78,6 +79,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, expose_login_codes: bool, body_by
     .route("/id-tags/{id_tag}", web::put().to(id_tags::put))
     .route("/id-tags/{id_tag}", web::get().to(id_tags::get))
     .route("/id-tags/{id_tag}", web::delete().to(id_tags::delete))
+    .route("/events", web::get().to(events::stream))
     .route("/transactions", web::get().to(transactions::list))
     // Before `/transactions/{id}`, which would take `export` for an id.
     .route("/transactions/export", web::get().to(transactions::export))

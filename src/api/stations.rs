@@ -281,6 +281,10 @@ pub async fn update(
         })
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no station {}", path.as_str())))?;
+    if station.registration != before.registration {
+        let event = crate::model::events::registration_changed(&station.id, before.registration, station.registration);
+        super::events::emit(&state, &account.id, event).await;
+    }
     // A blocked station loses its session; so does one whose profile changed, since its connection
     // was authenticated under the old profile's rules.
     if registration == Some(Registration::Blocked) || station.security_profile != before.security_profile {

@@ -70,10 +70,15 @@ pub enum Limit {
     ListScan,
     /// An export refused because the tenant streams `limits.exports_per_tenant` already (429).
     Exports,
+    /// An event stream refused: the tenant holds `limits.event_streams_per_tenant` (429) or the
+    /// node `limits.event_streams` (503) already.
+    EventStreams,
+    /// An event stream cut off: its client took nothing for `events.send_timeout_secs`.
+    EventStreamStalled,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 20] = [
+    pub const ALL: [Limit; 22] = [
         Limit::FrameSize,
         Limit::OutboundQueue,
         Limit::SlowConsumer,
@@ -94,6 +99,8 @@ impl Limit {
         Limit::WaitingCommands,
         Limit::ListScan,
         Limit::Exports,
+        Limit::EventStreams,
+        Limit::EventStreamStalled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -118,6 +125,8 @@ impl Limit {
             Limit::WaitingCommands => "waiting_commands",
             Limit::ListScan => "list_scan",
             Limit::Exports => "exports",
+            Limit::EventStreams => "event_streams",
+            Limit::EventStreamStalled => "event_stream_stalled",
         }
     }
 }
@@ -162,6 +171,10 @@ pub struct Limits {
     pub refusals_log: logs::SharedLogBudget,
     /// Exports streaming now, by tenant.
     pub exports: Concurrency<AccountId>,
+    /// Event streams open now, by tenant.
+    pub event_streams: Concurrency<AccountId>,
+    /// Event streams open now on the node.
+    pub node_event_streams: Concurrency<()>,
 }
 
 impl Limits {
@@ -194,6 +207,8 @@ impl Limits {
                 secs(settings.log_summary_secs),
             ),
             exports: Concurrency::new(settings.exports_per_tenant),
+            event_streams: Concurrency::new(settings.event_streams_per_tenant),
+            node_event_streams: Concurrency::new(settings.event_streams),
         }
     }
 }

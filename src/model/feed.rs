@@ -203,14 +203,17 @@ impl FeedFilter {
 /// one place its type's body is shaped.
 pub mod events {
     use super::*;
-    use crate::model::{BootInfo, ConnectorStatus};
+    use crate::model::{BootInfo, ConnectorStatus, MeterRecord, MeterValue};
+
+    /// The register a transaction's energy is read from (the default measurand).
+    const ENERGY_REGISTER: &str = "Energy.Active.Import.Register";
 
     fn draft(kind: EventType, station: &StationId, body: Value) -> EventDraft {
         EventDraft { kind, time: Utc::now(), station_id: Some(station.clone()), body }
     }
 
-    pub fn connected(station: &StationId, protocol: &str, node: &str) -> EventDraft {
-        draft(EventType::StationConnected, station, json!({"protocol": protocol, "node": node}))
+    pub fn connected(station: &StationId, protocol: &str) -> EventDraft {
+        draft(EventType::StationConnected, station, json!({"protocol": protocol}))
     }
 
     /// `reason` is the session's end as the disconnect metric names it (closed_by_station, replaced, …).
@@ -271,13 +274,39 @@ pub mod events {
         )
     }
 
-    /// New readings of an open transaction: the newest energy register value among them, if any.
-    pub fn transaction_updated(station: &StationId, transaction_id: i32, readings: usize, meter_wh: Option<f64>) -> EventDraft {
+    /// New readings of a transaction: how many, and the newest energy register value among them
+    /// (Wh), if one was read.
+    pub fn transaction_updated(station: &StationId, transaction_id: i32, records: &[MeterRecord]) -> EventDraft {
+        let newest = records
+            .iter()
+            .filter_map(|r| energy_register_wh(&r.meter_value).map(|wh| (r.meter_value.timestamp, wh)))
+            .max_by_key(|(at, _)| *at);
         draft(
             EventType::TransactionUpdated,
             station,
-            json!({"transaction_id": transaction_id, "readings": readings, "meter_wh": meter_wh}),
+            json!({
+                "transaction_id": transaction_id,
+                "readings": records.len(),
+                "meter_wh": newest.map(|(_, wh)| wh),
+                "meter_at": newest.map(|(at, _)| at),
+            }),
         )
+    }
+
+    /// The whole-meter energy register of a reading in Wh (the default measurand; Wh or kWh).
+    fn energy_register_wh(reading: &MeterValue) -> Option<f64> {
+        reading.sampled_value.iter().find_map(|s| {
+            let measurand = s.measurand.as_deref().unwrap_or(ENERGY_REGISTER);
+            if measurand != ENERGY_REGISTER || s.phase.is_some() {
+                return None;
+            }
+            let value: f64 = s.value.trim().parse().ok()?;
+            match s.unit.as_deref().unwrap_or("Wh") {
+                "Wh" => Some(value),
+                "kWh" => Some(value * 1000.0),
+                _ => None,
+            }
+        })
     }
 
     pub fn transaction_ended(tx: &Transaction) -> EventDraft {

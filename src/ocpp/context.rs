@@ -8,7 +8,7 @@ use super::Version;
 use crate::ids::{AccountId, StationId};
 use crate::limits::quota::WindowQuota;
 use crate::limits::{self, Limit};
-use crate::model::Registration;
+use crate::model::{EventDraft, Registration};
 use crate::store::{StationStore, StoreError};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
@@ -36,9 +36,22 @@ pub struct StationContext<'a> {
     /// Stored bytes of event-only messages per station (`limits.station_event_bytes`); None: no
     /// limit.
     pub event_quota: Option<&'a WindowQuota<String>>,
+    /// What the CALL's handling has to tell the tenant's feed; appended before the CALL is
+    /// flushed and answered ([`super::handler::handle_call`]).
+    pub feed: std::sync::Mutex<Vec<EventDraft>>,
 }
 
 impl StationContext<'_> {
+    /// Tells the tenant's feed what the CALL changed (appended with the CALL's other writes).
+    pub(crate) fn emit(&self, event: EventDraft) {
+        self.feed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(event);
+    }
+
+    /// The events emitted so far, taken.
+    pub(crate) fn take_feed(&self) -> Vec<EventDraft> {
+        std::mem::take(&mut *self.feed.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
     /// Takes what keeping `payload` costs from the station's event quota; false (and nothing
     /// taken) when it does not fit, in which case the message must not be kept, nor acknowledged
     /// as if it were.

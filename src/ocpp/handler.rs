@@ -53,7 +53,12 @@ async fn checked_dispatch(ctx: &StationContext<'_>, call: &Call) -> Result<(Valu
         return Err(refused(ErrorCode::SecurityError, "station is not accepted: send a BootNotification first"));
     }
     let (payload, notice) = run(ctx, call).await?;
-    if durable {
+    let feed = ctx.take_feed();
+    if !feed.is_empty() {
+        ctx.store.append_feed(ctx.account_id, &feed).await?;
+        crate::metrics::feed_emitted(&feed);
+    }
+    if durable || !feed.is_empty() {
         ctx.store.flush().await?;
     }
     Ok((payload, notice))

@@ -410,6 +410,8 @@ pub trait AccountStore: StationLookup {
     /// A station's device model, ordered by component, then variable.
     async fn variables(&self, account_id: &AccountId, station_id: &StationId) -> StoreResult<Vec<DeviceVariable>>;
 
+    /// What wakes this node's readers of an account's feed when this store appends to it.
+    fn feed_signal(&self) -> std::sync::Arc<FeedSignal>;
     /// Appends events to the account's feed, in this order, each with an id greater than any the
     /// account's feed has given; durable when it returns.
     async fn add_feed_events(&self, account_id: &AccountId, events: &[EventDraft]) -> StoreResult<()>;

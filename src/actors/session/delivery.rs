@@ -10,7 +10,7 @@ use super::messages::{SendCommand, ToSession};
 use crate::actors::station::StationKey;
 use crate::fleet::command::CommandError;
 use crate::metrics as m;
-use crate::model::{CommandFailure, CommandRecord, CommandStatus};
+use crate::model::{events, CommandFailure, CommandRecord, CommandStatus};
 use crate::ocpp::Version;
 use crate::store::{StationStore, StoreResult};
 use actix::Recipient;
@@ -102,8 +102,12 @@ pub async fn deliver(
     }
 }
 
+/// Keeps the command's new state, tells the tenant's feed, and makes both durable.
 async fn save(store: &dyn StationStore, command: &CommandRecord) -> StoreResult<()> {
     store.update_command(command).await?;
+    let feed = [events::command(command)];
+    store.append_feed(&command.account_id, &feed).await?;
+    m::feed_emitted(&feed);
     store.flush().await
 }
 

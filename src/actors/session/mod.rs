@@ -45,7 +45,7 @@ use crate::limits::logs::LogBudget;
 use crate::limits::quota::TokenBucket;
 use crate::limits::{self, Limit, Limits};
 use crate::metrics as m;
-use crate::model::{Registration, StationChange};
+use crate::model::{events, EventDraft, Registration, StationChange};
 use crate::ocpp::actions::Action;
 use crate::ocpp::common::notice::Notice;
 use crate::ocpp::context::{HandlerSettings, StationContext};
@@ -374,6 +374,7 @@ impl StationSession {
                 registration,
                 settings: &settings,
                 event_quota: Some(&limits.event_bytes),
+                feed: Default::default(),
             };
             let reply = handler::handle_call(&ctx, &call).await;
             (call, reply)
@@ -514,6 +515,16 @@ impl StationSession {
     }
 }
 
+/// Appends a session's own event (connected, disconnected) to the tenant's feed; durable with the
+/// node's next flush (nothing the station waits for is acknowledged by it).
+async fn append_feed(store: &dyn StationStore, key: &StationKey, event: EventDraft) {
+    let feed = [event];
+    match store.append_feed(&key.account_id, &feed).await {
+        Ok(()) => m::feed_emitted(&feed),
+        Err(e) => tracing::warn!(station = %key, error = %e, "could not append the session's event to the feed"),
+    }
+}
+
 impl Actor for StationSession {
     type Context = Context<Self>;
 
@@ -541,6 +552,10 @@ impl Actor for StationSession {
         if let Some(lookup) = self.tenant.announce(connected) {
             ctx.wait(Writing::new(lookup.into_actor(self).map(|addr, act, _| act.tenant.found(addr))));
         }
+        // In the feed before anything the station's messages cause (waited for, as they are).
+        let (store, key) = (self.setup.store.clone(), self.setup.key.clone());
+        let feed = async move { append_feed(store.as_ref(), &key, events::connected(&key.station_id, protocol)).await };
+        ctx.wait(Writing::new(feed.into_actor(self)));
         // Written only when the record read at the connection names another protocol: a station
         // reconnecting as it was costs no write.
         if !self.setup.protocol_recorded {
@@ -577,6 +592,9 @@ impl Actor for StationSession {
         self.setup.stations.do_send(Unregister { key: self.setup.key.clone(), session_id: self.id });
         self.tenant
             .disconnected(StationDisconnected { station_id: self.setup.key.station_id.clone(), session_id: self.id });
+        let (store, key) = (self.setup.store.clone(), self.setup.key.clone());
+        let event = events::disconnected(&key.station_id, reason.as_str());
+        actix_rt::spawn(async move { append_feed(store.as_ref(), &key, event).await });
         // Heartbeats write nothing; the last time the station was heard from is kept now, unless
         // its last message (a boot, a status) recorded it already. Kept as an instant (a clock read
         // per message less), turned into a time once, here.

@@ -1,6 +1,6 @@
 //! Messages kept only for the record, as station events, within the station's event quota.
 
-use crate::model::StationEvent;
+use crate::model::{events, EventType, StationEvent};
 use crate::ocpp::context::{refused, HandlerError, StationContext};
 use crate::ocpp::rpc::ErrorCode;
 use serde_json::Value;
@@ -28,5 +28,18 @@ pub(crate) async fn store_event(ctx: &StationContext<'_>, action: &str, payload:
         received_at: chrono::Utc::now(),
     };
     ctx.store.add_event(ctx.account_id, &event).await?;
+    if let Some(kind) = feed_type(action) {
+        ctx.emit(events::reported(kind, ctx.station_id, action, payload));
+    }
     Ok(())
+}
+
+/// The feed event a message kept for the record is, if it is one the tenant hears of: security
+/// events, and log uploads (the 2.0.1 and 1.6-security successor of diagnostics).
+fn feed_type(action: &str) -> Option<EventType> {
+    match action {
+        "SecurityEventNotification" => Some(EventType::SecurityEvent),
+        "LogStatusNotification" => Some(EventType::DiagnosticsStatus),
+        _ => None,
+    }
 }

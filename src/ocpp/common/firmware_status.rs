@@ -3,7 +3,7 @@
 //! 2.0.1's FirmwareStatusNotification, which has the same fields; 1.6's FirmwareStatusNotification
 //! (no request id) keeps its progress through `set_firmware_status`.
 
-use crate::model::{StationChange, StatusReport};
+use crate::model::{events, EventType, StationChange, StatusReport};
 use crate::ocpp::context::{Handled, HandlerError, StationContext};
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +25,9 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
 
 /// Keeps the latest firmware-update progress on the station record.
 pub(crate) async fn set_firmware_status(ctx: &StationContext<'_>, status: String) -> Result<(), HandlerError> {
+    let payload = serde_json::json!({ "status": status });
     let report = StatusReport { status, received_at: chrono::Utc::now() };
     ctx.store.change_station(ctx.account_id, ctx.station_id, &StationChange::FirmwareStatus(report)).await?;
+    ctx.emit(events::reported(EventType::FirmwareStatus, ctx.station_id, "FirmwareStatusNotification", &payload));
     Ok(())
 }

@@ -73,6 +73,7 @@ impl Fixture {
             registration,
             settings: &self.settings,
             event_quota: self.event_quota.as_ref(),
+            feed: Default::default(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Authorize: is this id tag allowed to charge?
 
 use super::id_tag_info::IdTagInfo;
+use crate::model::{events, TagStatus};
 use crate::ocpp::context::{Handled, HandlerError, StationContext};
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +19,9 @@ pub struct Response {
 
 pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
     let id_tag_info = IdTagInfo::lookup(ctx.store, ctx.account_id, &req.id_tag).await?;
+    if id_tag_info.status != TagStatus::Accepted {
+        ctx.emit(events::authorization_refused(ctx.station_id, &req.id_tag, id_tag_info.status.as_str(), "Authorize"));
+    }
     Ok(Handled::reply(Response { id_tag_info }))
 }
 

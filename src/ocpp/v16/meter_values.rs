@@ -1,6 +1,6 @@
 //! MeterValues: periodic or triggered meter readings; every sampled value is kept.
 
-use crate::model::{MeterRecord, MeterValue};
+use crate::model::{events, MeterRecord, MeterValue};
 use crate::ocpp::context::{Handled, HandlerError, StationContext};
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +28,9 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
         })
         .collect();
     ctx.store.add_meter_values(ctx.account_id, &records).await?;
+    if let Some(transaction_id) = req.transaction_id {
+        ctx.emit(events::transaction_updated(ctx.station_id, transaction_id, &records));
+    }
     Ok(Handled::reply(Response {}))
 }
 

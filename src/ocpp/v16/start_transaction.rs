@@ -1,7 +1,7 @@
 //! StartTransaction: a charging session began; it gets a unique transaction id.
 
 use super::id_tag_info::IdTagInfo;
-use crate::model::NewTransaction;
+use crate::model::{events, NewTransaction, TagStatus};
 use crate::ocpp::common::notice::Notice;
 use crate::ocpp::context::{Handled, HandlerError, StationContext};
 use chrono::{DateTime, Utc};
@@ -41,7 +41,13 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
             reservation_id: req.reservation_id,
         })
         .await?;
-    if !created {
+    if created {
+        ctx.emit(events::transaction_started(&tx));
+        if id_tag_info.status != TagStatus::Accepted {
+            let tag = tx.id_tag.as_deref().unwrap_or_default();
+            ctx.emit(events::authorization_refused(ctx.station_id, tag, id_tag_info.status.as_str(), "StartTransaction"));
+        }
+    } else {
         tracing::info!(
             station = ctx.station_id.as_str(),
             transaction_id = tx.id,

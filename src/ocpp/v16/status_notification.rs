@@ -1,6 +1,6 @@
 //! StatusNotification: a connector's (or, for connector 0, the station's) status changed.
 
-use crate::model::{connector_key, ConnectorStatus, StationChange};
+use crate::model::{connector_key, events, ConnectorStatus, StationChange};
 use crate::ocpp::common::notice::Notice;
 use crate::ocpp::context::{Handled, HandlerError, StationContext};
 use chrono::{DateTime, Utc};
@@ -35,6 +35,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
         timestamp: req.timestamp,
         received_at: now,
     };
+    ctx.emit(events::status_changed(ctx.station_id, &status));
     let change = StationChange::Connector { key: connector_key(None, connector_id), status };
     ctx.store.change_station(ctx.account_id, ctx.station_id, &change).await?;
     Ok(Handled::with_notice(Response {}, Notice::ConnectorStatus { connector_id, status: req.status }))

@@ -1,7 +1,7 @@
 //! StopTransaction: a charging session ended; energy = meterStop - meterStart.
 
 use super::id_tag_info::IdTagInfo;
-use crate::model::{MeterRecord, MeterValue, TransactionStop};
+use crate::model::{events, MeterRecord, MeterValue, TransactionStop};
 use crate::ocpp::common::notice::Notice;
 use crate::ocpp::context::{Handled, HandlerError, StationContext};
 use crate::store::StopOutcome;
@@ -56,6 +56,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
             if !records.is_empty() {
                 ctx.store.add_meter_values(ctx.account_id, &records).await?;
             }
+            ctx.emit(events::transaction_ended(tx));
             Some(Notice::TransactionStopped { transaction_id: tx.id })
         }
         StopOutcome::AlreadyStopped(tx) => {

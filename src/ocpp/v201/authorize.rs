@@ -1,5 +1,6 @@
 //! Authorize (2.0.1): is this id token allowed to charge? Answered from the tenant's id tags.
 
+use crate::model::events;
 use super::types::IdToken;
 use crate::ids::AccountId;
 use crate::ocpp::common::id_tag::authorise;
@@ -55,6 +56,10 @@ pub struct Response {
 
 pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
     let id_token_info = IdTokenInfo::lookup(ctx.store, ctx.account_id, &req.id_token).await?;
+    if id_token_info.status != "Accepted" {
+        let event = events::authorization_refused(ctx.station_id, &req.id_token.id_token, id_token_info.status, "Authorize");
+        ctx.emit(event);
+    }
     Ok(Handled::reply(Response { id_token_info }))
 }
 

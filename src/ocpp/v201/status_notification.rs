@@ -1,6 +1,6 @@
 //! StatusNotification (2.0.1): a connector of an EVSE changed status.
 
-use crate::model::{connector_key, ConnectorStatus, StationChange};
+use crate::model::{connector_key, events, ConnectorStatus, StationChange};
 use crate::ocpp::common::notice::Notice;
 use crate::ocpp::context::{Handled, HandlerError, StationContext};
 use chrono::{DateTime, Utc};
@@ -31,6 +31,7 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
         timestamp: Some(req.timestamp),
         received_at: now,
     };
+    ctx.emit(events::status_changed(ctx.station_id, &status));
     let k = connector_key(Some(req.evse_id), req.connector_id);
     ctx.store.change_station(ctx.account_id, ctx.station_id, &StationChange::Connector { key: k, status }).await?;
     let notice = Notice::ConnectorStatus { connector_id: req.connector_id, status: req.connector_status };

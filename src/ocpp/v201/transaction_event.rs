@@ -8,7 +8,7 @@
 
 use super::authorize::IdTokenInfo;
 use super::types::{Evse, IdToken, MeterValue201};
-use crate::model::{MeterRecord, Transaction, TransactionEventRecord, TransactionStop};
+use crate::model::{events, MeterRecord, Transaction, TransactionEventRecord, TransactionStop};
 use crate::ocpp::common::notice::Notice;
 use crate::ocpp::context::{Handled, HandlerError, StationContext};
 use chrono::{DateTime, Utc};
@@ -135,6 +135,18 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
         .collect();
     if !records.is_empty() {
         ctx.store.add_meter_values(ctx.account_id, &records).await?;
+    }
+    if outcome.created {
+        ctx.emit(events::transaction_started(tx));
+    }
+    match req.event_type.as_str() {
+        "Ended" => ctx.emit(events::transaction_ended(tx)),
+        _ if !records.is_empty() => ctx.emit(events::transaction_updated(ctx.station_id, tx.id, &records)),
+        _ => {}
+    }
+    if let Some(info) = id_token_info.as_ref().filter(|i| i.status != "Accepted") {
+        let tag = req.id_token.as_ref().map(|t| t.id_token.as_str()).unwrap_or_default();
+        ctx.emit(events::authorization_refused(ctx.station_id, tag, info.status, "TransactionEvent"));
     }
     let notice = match req.event_type.as_str() {
         "Ended" => Some(Notice::TransactionStopped { transaction_id: tx.id }),

@@ -25,6 +25,10 @@ const STALE_QUEUED_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 #[async_trait]
 impl AccountStore for RedisStore {
+    fn feed_signal(&self) -> std::sync::Arc<crate::store::FeedSignal> {
+        self.feed_signal.clone()
+    }
+
     async fn add_feed_events(&self, account_id: &AccountId, events: &[EventDraft]) -> StoreResult<()> {
         self.append_feed_events(account_id, None, events).await
     }

@@ -159,6 +159,8 @@ pub struct RedisStore {
     prefix: Arc<str>,
     /// The longest wait for one call to Redis.
     timeout: Duration,
+    /// Wakes this node's readers of a feed this handle appended to.
+    feed_signal: Arc<super::FeedSignal>,
 }
 
 /// One part of a key or hash field, escaped so that `:` only ever separates parts and braces only
@@ -282,7 +284,7 @@ impl RedisStore {
         // A URL may hold a password: it is not repeated in errors.
         let conn = RedisConnection::lazy(target, timeout).map_err(|e| failure("configuring", e))?;
         let open = Some(Arc::new(AtomicBool::new(false)));
-        Ok(RedisStore { conn, open, prefix: format!("{key_prefix}:").into(), timeout })
+        Ok(RedisStore { conn, open, prefix: format!("{key_prefix}:").into(), timeout, feed_signal: Default::default() })
     }
 
     /// A handle on the same connection that answers while the store is still closed.

@@ -406,6 +406,10 @@ impl AccountStore for SledStore {
         off_worker(move || store.account_ids_now(after, limit)).await
     }
 
+    fn feed_signal(&self) -> std::sync::Arc<crate::store::FeedSignal> {
+        self.feed_signal.clone()
+    }
+
     async fn add_feed_events(&self, account_id: &AccountId, events: &[EventDraft]) -> StoreResult<()> {
         let written = self.append_feed_now(account_id, events);
         self.durable(written).await

@@ -436,11 +436,6 @@ impl SledStore {
     }
 
     /// Flushes completed so far (tests check that acknowledgements wait for one).
-    /// What wakes the readers of an account's feed when this store appends to it.
-    pub fn feed_signal(&self) -> std::sync::Arc<super::FeedSignal> {
-        self.feed_signal.clone()
-    }
-
     pub fn flushes(&self) -> u64 {
         self.commit.flushes()
     }

@@ -42,9 +42,10 @@ impl Flaky {
 
 /// `impl $trait for Flaky`: each method checks the switch, then asks the sled store.
 macro_rules! gated {
-    ($trait:ident { $(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)* }) => {
+    ($trait:ident { $(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)* } $($plain:item)*) => {
         #[async_trait]
         impl $trait for Flaky {
+            $($plain)*
             $(
                 async fn $name(&self $(, $arg: $ty)*) -> StoreResult<$ret> {
                     self.gate()?;
@@ -217,7 +218,11 @@ gated!(AccountStore {
     fn set_webhook_cursor(&self, account_id: &AccountId, webhook_id: &str, cursor: u64) -> ();
     fn webhook_deliveries(&self, account_id: &AccountId, webhook_id: &str) -> Vec<WebhookDelivery>;
     fn put_webhook_deliveries(&self, account_id: &AccountId, webhook_id: &str, log: &[WebhookDelivery]) -> ();
-});
+}
+    fn feed_signal(&self) -> std::sync::Arc<crate::store::FeedSignal> {
+        self.inner.feed_signal()
+    }
+);
 
 gated!(SharedStore {
     fn transaction_by_start(&self, start: &StartIdentity) -> Option<Transaction>;

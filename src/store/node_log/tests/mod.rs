@@ -134,6 +134,7 @@ async fn call_as(
         registration: Registration::Accepted,
         settings: &settings,
         event_quota: None,
+        feed: Default::default(),
     };
     handle_call(&ctx, &Call { unique_id: "u1".into(), action: action.into(), payload }).await
 }
