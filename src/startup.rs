@@ -91,6 +91,8 @@ pub struct Application {
     mode: Mode,
     /// The retention pass, stopped with the application.
     _retention: AbortOnDrop,
+    /// The webhook dispatcher, stopped with the application.
+    _webhooks: AbortOnDrop,
 }
 
 /// Stops a background task when dropped.
@@ -208,6 +210,16 @@ impl Application {
             settings.retention.clone(),
             settings.server.node_id().to_string(),
         ));
+        let webhooks = AbortOnDrop(
+            crate::webhooks::dispatch::spawn(
+                account_store.clone(),
+                settings.webhooks.clone(),
+                account_store.feed_signal(),
+                settings.server.node_id().to_string(),
+                settings.events.poll_interval(),
+            )
+            .context("starting the webhook dispatcher")?,
+        );
         let state = web::Data::new(AppState {
             feed_signal: account_store.feed_signal(),
             limits,
@@ -288,6 +300,7 @@ impl Application {
             sessions,
             mode,
             _retention: retention,
+            _webhooks: webhooks,
         })
     }
 

@@ -15,6 +15,7 @@ mod privacy;
 mod sessions;
 mod stations;
 mod transactions;
+mod webhooks;
 
 pub use error::ApiError;
 
@@ -80,6 +81,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, expose_login_codes: bool, body_by
     .route("/id-tags/{id_tag}", web::get().to(id_tags::get))
     .route("/id-tags/{id_tag}", web::delete().to(id_tags::delete))
     .route("/events", web::get().to(events::stream))
+    .route("/webhooks", web::post().to(webhooks::create))
+    .route("/webhooks", web::get().to(webhooks::list))
+    .route("/webhooks/{id}", web::get().to(webhooks::get))
+    .route("/webhooks/{id}", web::patch().to(webhooks::update))
+    .route("/webhooks/{id}", web::delete().to(webhooks::delete))
+    .route("/webhooks/{id}/deliveries", web::get().to(webhooks::deliveries))
     .route("/transactions", web::get().to(transactions::list))
     // Before `/transactions/{id}`, which would take `export` for an id.
     .route("/transactions/export", web::get().to(transactions::export))
