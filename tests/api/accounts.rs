@@ -116,6 +116,13 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/v1/transactions/export", "get"),
         ("/api/v1/transactions/{id}", "get"),
         ("/api/v1/transactions/{id}/meter-values", "get"),
+        ("/api/v1/events", "get"),
+        ("/api/v1/webhooks", "post"),
+        ("/api/v1/webhooks", "get"),
+        ("/api/v1/webhooks/{id}", "get"),
+        ("/api/v1/webhooks/{id}", "patch"),
+        ("/api/v1/webhooks/{id}", "delete"),
+        ("/api/v1/webhooks/{id}/deliveries", "get"),
     ] {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "OpenAPI lacks {method} {path}");
     }
