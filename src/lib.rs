@@ -21,6 +21,8 @@
 //! - [`limits`]: bounds on what one station, tenant or stranger can consume (frame sizes,
 //!   connections, authentication cost, quotas, log volume), each with its counter.
 //! - [`tls`]: the TLS listener's configuration and station client certificates (security profiles 2, 3).
+//! - [`webhooks`]: pushing a tenant's events to its URLs: signing, destination rules (no private
+//!   addresses), retry delays and the HTTP sender.
 //! - [`config`]: layered settings; [`startup`]: builds and binds the application into the [`state`]
 //!   every handler shares; [`telemetry`]: logs;
 //!   [`metrics`]: metric names and the Prometheus recorder.
@@ -43,4 +45,5 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod webhooks;
 pub mod ws;
