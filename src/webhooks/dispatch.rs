@@ -276,8 +276,8 @@ async fn deliver(shared: &Shared, hook: &Webhook, event: &FeedEvent) -> StoreRes
             disable(shared, &hook, attempts, &attempt).await?;
             return Ok(false);
         }
-        tokio::time::sleep(retry_delay(attempts, settings.retry_min(), settings.retry_max(), &mut rand::thread_rng()))
-            .await;
+        let delay = retry_delay(attempts, settings.retry_min(), settings.retry_max(), &mut rand::thread_rng());
+        tokio::time::sleep(delay).await;
         // The tenant may have changed the URL or secret, disabled or removed it meanwhile.
         match store.webhook(&hook.account_id, &hook.id).await? {
             Some(fresh) if fresh.enabled => hook = fresh,

@@ -36,6 +36,7 @@
 
 pub mod backoff;
 pub mod client;
+pub mod dispatch;
 pub mod sign;
 pub mod ssrf;
 

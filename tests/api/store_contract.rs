@@ -505,6 +505,8 @@ mod checks {
                 login_events: 1,
                 consents: 1,
                 device_variables: 1,
+                feed_events: 0,
+                webhooks: 0,
             }
         );
 
