@@ -11,9 +11,10 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use ocpp_css::ids::{AccountId, StationId};
 use ocpp_css::model::{
     Account, ApiToken, BootInfo, CommandRecord, CommandStatus, ConnectorStatus, Consent, Consents, DataKind,
-    DeviceVariable, IdTag, LoginEvent, LoginOutcome, MeterRecord, MeterValue, NewTransaction, Page, PageRequest,
-    ReadingKey, Registration, SampledValue, SecurityProfile, Station, StationChange, StationEvent, StationFilter,
-    TagStatus, Transaction, TransactionEventRecord, TransactionFilter, TransactionStatus, TransactionStop,
+    DeliveryOutcome, DeviceVariable, EventDraft, EventType, FeedCutoffs, FeedEvent, IdTag, LoginEvent, LoginOutcome,
+    MeterRecord, MeterValue, NewTransaction, Page, PageRequest, ReadingKey, Registration, SampledValue,
+    SecurityProfile, Station, StationChange, StationEvent, StationFilter, TagStatus, Transaction,
+    TransactionEventRecord, TransactionFilter, TransactionStatus, TransactionStop, Webhook, WebhookDelivery,
 };
 use ocpp_css::store::prelude::*;
 use ocpp_css::store::{
@@ -131,6 +132,13 @@ contract!(
     command_queues_keep_order_per_station_and_release_what_left_them,
     device_variables_are_replaced_by_key_and_ordered_by_component_then_variable,
     observed_values_change_only_the_value_and_time_of_what_was_reported,
+    the_first_event_a_store_appends_is_read_after_0_and_moves_the_head,
+    feed_ids_grow_across_handles_and_pages_read_in_order_after_an_id,
+    feeds_of_two_accounts_are_separate,
+    a_drained_feed_entry_is_appended_once_per_origin_and_only_for_a_greater_sequence,
+    pruning_the_feed_removes_events_old_by_their_kinds_period_and_stops_at_newer_ones,
+    webhooks_are_put_listed_updated_by_both_handles_and_deleted_with_their_cursor_and_log,
+    webhook_cursors_and_delivery_logs_round_trip_per_webhook,
     flush_succeeds,
 );
 
@@ -271,6 +279,58 @@ fn event_record(seq_no: u64, event_type: &str, energy: Option<i64>) -> Transacti
     }
 }
 
+/// An event for the feed, at `secs`, telling its `n` in its body.
+fn feed_event(kind: EventType, station_id: Option<&str>, secs: i64, n: u32) -> EventDraft {
+    EventDraft {
+        kind,
+        time: at(secs) + Duration::microseconds(123_456),
+        station_id: station_id.map(Into::into),
+        body: serde_json::json!({ "n": n, "nested": { "id": n } }),
+    }
+}
+
+fn webhook(account_id: &str, id: &str, url: &str) -> Webhook {
+    Webhook {
+        id: id.into(),
+        account_id: account_id.into(),
+        url: url.into(),
+        types: vec![],
+        secret: format!("secret-{id}"),
+        enabled: true,
+        disabled_reason: None,
+        created_at: at(0),
+        updated_at: at(0),
+    }
+}
+
+fn delivery(event_id: u64, outcome: DeliveryOutcome, attempts: u32) -> WebhookDelivery {
+    WebhookDelivery {
+        event_id,
+        event_type: EventType::StationBooted,
+        outcome,
+        attempts,
+        status_code: Some(500),
+        latency_ms: 12,
+        error: Some("server error".into()),
+        first_attempt_at: at(1),
+        last_attempt_at: at(2),
+    }
+}
+
+/// Every event of the account's feed, read `limit` at a time.
+async fn whole_feed(store: &dyn SharedStore, account_id: &str, limit: usize) -> Vec<FeedEvent> {
+    let mut events: Vec<FeedEvent> = Vec::new();
+    loop {
+        let after = events.last().map_or(0, |e| e.id);
+        let page = store.feed_after(&account_id.into(), after, limit).await.unwrap();
+        assert!(page.len() <= limit, "at most the limit");
+        if page.is_empty() {
+            return events;
+        }
+        events.extend(page);
+    }
+}
+
 /// A 2.0.1 transaction record as the TransactionEvent handler would build it.
 fn v201(account_id: &str, station_id: &str, reference: &str, id: i32) -> Transaction {
     Transaction {
@@ -322,6 +382,14 @@ async fn fill(store: &dyn SharedStore, account_id: &str) {
         .put_variables(account_id, &"CP1".into(), &[variable("OCPPCommCtrlr", "HeartbeatInterval", "60")])
         .await
         .unwrap();
+    store.add_feed_events(account_id, &[feed_event(EventType::StationBooted, Some("CP1"), 1, 1)]).await.unwrap();
+    store
+        .append_feed_from(account_id, "node-1/CP1", 7, &[feed_event(EventType::TransactionStarted, Some("CP1"), 2, 2)])
+        .await
+        .unwrap();
+    store.put_webhook(&webhook(account_id, "wh-1", "https://example.com/hook")).await.unwrap();
+    store.set_webhook_cursor(account_id, "wh-1", 1).await.unwrap();
+    store.put_webhook_deliveries(account_id, "wh-1", &[delivery(1, DeliveryOutcome::Delivered, 1)]).await.unwrap();
 }
 
 /// The ids of every transaction matching `filter`, read `limit` at a time.
@@ -369,7 +437,7 @@ async fn everything_of(store: &dyn SharedStore, account_id: &str) -> String {
         meter.push(store.transaction_meter_values(account_id, &tx.station_id, tx.id).await.unwrap());
     }
     format!(
-        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
         store.account(account_id).await.unwrap(),
         store.tokens(account_id).await.unwrap(),
         store.consents(account_id).await.unwrap(),
@@ -386,6 +454,11 @@ async fn everything_of(store: &dyn SharedStore, account_id: &str) -> String {
         store.variables(account_id, &"CP1".into()).await.unwrap(),
         store.transaction_by_reference(account_id, &"CP1".into(), "tx-201").await.unwrap(),
         store.transaction_by_start(&new_tx(account_id, "CP1", 1, 0).start_identity()).await.unwrap(),
+        store.feed_after(account_id, 0, 100).await.unwrap(),
+        store.feed_head(account_id).await.unwrap(),
+        store.webhooks(account_id).await.unwrap(),
+        store.webhook_cursor(account_id, "wh-1").await.unwrap(),
+        store.webhook_deliveries(account_id, "wh-1").await.unwrap(),
     )
 }
 
@@ -505,8 +578,8 @@ mod checks {
                 login_events: 1,
                 consents: 1,
                 device_variables: 1,
-                feed_events: 0,
-                webhooks: 0,
+                feed_events: 2,
+                webhooks: 1,
             }
         );
 
@@ -531,6 +604,12 @@ mod checks {
         assert!(store.variables(&"acct-a".into(), &"CP1".into()).await.unwrap().is_empty());
         assert_eq!(store.queued_command_count().await.unwrap(), 1, "only the other account's command is queued");
         assert_eq!(store.oldest_queued_command().await.unwrap(), Some(command("acct-b", "CP1", "Reset", 1).created_at));
+        assert!(store.feed_after(&"acct-a".into(), 0, 100).await.unwrap().is_empty());
+        assert!(store.webhooks(&"acct-a".into()).await.unwrap().is_empty());
+        assert!(store.webhook(&"acct-a".into(), "wh-1").await.unwrap().is_none());
+        assert_eq!(store.webhook_cursor(&"acct-a".into(), "wh-1").await.unwrap(), None);
+        assert!(store.webhook_deliveries(&"acct-a".into(), "wh-1").await.unwrap().is_empty());
+        assert_eq!(store.webhook_accounts().await.unwrap(), [AccountId::from("acct-b")]);
 
         let slug_again = store.create_account(&account("acct-c", "alpha")).await;
         assert!(matches!(slug_again, Err(StoreError::Conflict("slug"))), "the slug stays reserved: {slug_again:?}");
@@ -544,6 +623,11 @@ mod checks {
             ErasureReport::default(),
             "erasing twice is harmless"
         );
+        // What was applied from a node's log went with the account: the same entry is applied again.
+        let again = feed_event(EventType::TransactionStarted, Some("CP1"), 2, 2);
+        store.append_feed_from(&"acct-a".into(), "node-1/CP1", 7, std::slice::from_ref(&again)).await.unwrap();
+        let feed = store.feed_after(&"acct-a".into(), 0, 100).await.unwrap();
+        assert_eq!(feed.into_iter().map(|e| (e.kind, e.body)).collect::<Vec<_>>(), [(again.kind, again.body)]);
     }
 
     pub async fn tokens_are_found_by_hash_listed_by_age_and_revoked_per_account(s: &Subject) {
@@ -1808,6 +1892,366 @@ mod checks {
         assert!(store.variables(&"acct-b".into(), &"CP1".into()).await.unwrap().is_empty());
     }
 
+    /// A reader starts at 0 ("before the first event"): the very first event of a new store must
+    /// be after it.
+    pub async fn the_first_event_a_store_appends_is_read_after_0_and_moves_the_head(s: &Subject) {
+        let store = &*s.store;
+        let a: AccountId = "acct-a".into();
+        let first = feed_event(EventType::StationConnected, Some("CP1"), 1, 1);
+        store.add_feed_events(&a, std::slice::from_ref(&first)).await.unwrap();
+        let feed = store.feed_after(&a, 0, 10).await.unwrap();
+        assert_eq!(feed.len(), 1, "the first event is read after 0: {feed:?}");
+        assert!(feed[0].id > 0);
+        assert_eq!(feed[0], FeedEvent::from_draft(feed[0].id, first));
+        assert_eq!(store.feed_head(&a).await.unwrap(), feed[0].id);
+    }
+
+    pub async fn feed_ids_grow_across_handles_and_pages_read_in_order_after_an_id(s: &Subject) {
+        let (store, other) = (&*s.store, &*s.other);
+        let a: AccountId = "acct-a".into();
+        assert_eq!(store.feed_head(&a).await.unwrap(), 0, "0 before the first event");
+        assert!(store.feed_after(&a, 0, 10).await.unwrap().is_empty());
+        store.add_feed_events(&a, &[]).await.unwrap();
+        assert_eq!(store.feed_head(&a).await.unwrap(), 0, "appending nothing takes no id");
+
+        let drafts: Vec<EventDraft> = (0..7)
+            .map(|n| {
+                let kind = EventType::ALL[n as usize % EventType::ALL.len()];
+                feed_event(kind, (n % 3 != 0).then_some("CP:{1}"), i64::from(n), n)
+            })
+            .collect();
+        store.add_feed_events(&a, &drafts[0..3]).await.unwrap();
+        other.append_feed(&a, &drafts[3..4]).await.unwrap();
+        other.add_feed_events(&a, &drafts[4..6]).await.unwrap();
+        store.append_feed(&a, &drafts[6..]).await.unwrap();
+        store.flush().await.unwrap();
+        other.flush().await.unwrap();
+
+        let all = store.feed_after(&a, 0, 100).await.unwrap();
+        assert_eq!(all.len(), 7);
+        assert!(
+            all.windows(2).all(|w| w[0].id < w[1].id),
+            "ids grow: {:?}",
+            all.iter().map(|e| e.id).collect::<Vec<_>>()
+        );
+        assert!(all[0].id > 0);
+        for (event, draft) in all.iter().zip(&drafts) {
+            assert_eq!(event, &FeedEvent::from_draft(event.id, draft.clone()), "kept as appended, in order");
+        }
+        assert_eq!(other.feed_after(&a, 0, 100).await.unwrap(), all, "both handles read the same feed");
+        assert_eq!(store.feed_head(&a).await.unwrap(), all[6].id);
+        assert_eq!(other.feed_head(&a).await.unwrap(), all[6].id);
+
+        assert_eq!(store.feed_after(&a, all[1].id, 2).await.unwrap(), all[2..4], "after is exclusive; limit bounds");
+        assert!(store.feed_after(&a, all[6].id, 10).await.unwrap().is_empty());
+        assert!(store.feed_after(&a, 0, 0).await.unwrap().is_empty(), "a limit of 0 reads nothing");
+        // An id between two events (ids need not be consecutive) reads from the next one.
+        assert_eq!(store.feed_after(&a, all[3].id - 1, 1).await.unwrap(), all[3..4]);
+        for limit in [1, 2, 3, 7] {
+            assert_eq!(whole_feed(store, "acct-a", limit).await, all, "pages of {limit}");
+        }
+
+        // Appends racing from two handles each get ids above every id given before them.
+        let mut tasks = Vec::new();
+        for i in 0..10u32 {
+            let store = if i % 2 == 0 { s.store.clone() } else { s.other.clone() };
+            tasks.push(tokio::spawn(async move {
+                let pair = [
+                    feed_event(EventType::CommandSent, Some("CP1"), 100, 100 + 2 * i),
+                    feed_event(EventType::CommandAnswered, Some("CP1"), 100, 101 + 2 * i),
+                ];
+                store.add_feed_events(&"acct-a".into(), &pair).await.unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let raced = store.feed_after(&a, all[6].id, 100).await.unwrap();
+        assert_eq!(raced.len(), 20);
+        assert!(raced.windows(2).all(|w| w[0].id < w[1].id));
+        let n = |e: &FeedEvent| e.body["n"].as_u64().unwrap();
+        for pair in raced.iter().filter(|e| n(e) % 2 == 0) {
+            let next = raced.iter().position(|e| n(e) == n(pair) + 1).unwrap();
+            let this = raced.iter().position(|e| n(e) == n(pair)).unwrap();
+            assert!(this < next, "one append's events stay in their order");
+        }
+        assert_eq!(store.feed_head(&a).await.unwrap(), raced[19].id);
+    }
+
+    pub async fn feeds_of_two_accounts_are_separate(s: &Subject) {
+        let store = &*s.store;
+        let (a, b): (AccountId, AccountId) = ("acct-a".into(), "acct-b".into());
+        store.add_feed_events(&a, &[feed_event(EventType::StationConnected, Some("CP1"), 1, 1)]).await.unwrap();
+        store.add_feed_events(&b, &[feed_event(EventType::StationConnected, Some("CP1"), 2, 2)]).await.unwrap();
+        store.add_feed_events(&a, &[feed_event(EventType::StationDisconnected, Some("CP1"), 3, 3)]).await.unwrap();
+        let ns = |events: Vec<FeedEvent>| events.into_iter().map(|e| e.body["n"].as_u64().unwrap()).collect::<Vec<_>>();
+        assert_eq!(ns(store.feed_after(&a, 0, 10).await.unwrap()), [1, 3]);
+        assert_eq!(ns(store.feed_after(&b, 0, 10).await.unwrap()), [2]);
+        assert!(store.feed_after(&"acct-c".into(), 0, 10).await.unwrap().is_empty());
+        assert_eq!(store.feed_head(&"acct-c".into()).await.unwrap(), 0);
+        let head_b = store.feed_head(&b).await.unwrap();
+        assert_eq!(head_b, store.feed_after(&b, 0, 10).await.unwrap()[0].id);
+
+        let mut cutoffs = FeedCutoffs::default();
+        cutoffs.set(DataKind::StationEvents, at(1000));
+        let mut removed = 0;
+        let mut after = None;
+        loop {
+            let step = store.prune_feed(&a, &cutoffs, after, 10).await.unwrap();
+            removed += step.removed;
+            match step.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(removed, 2);
+        assert!(store.feed_after(&a, 0, 10).await.unwrap().is_empty());
+        assert_eq!(
+            ns(store.feed_after(&b, 0, 10).await.unwrap()),
+            [2],
+            "pruning one account's feed spares the other's"
+        );
+    }
+
+    pub async fn a_drained_feed_entry_is_appended_once_per_origin_and_only_for_a_greater_sequence(s: &Subject) {
+        let (store, other) = (&*s.store, &*s.other);
+        let (a, b): (AccountId, AccountId) = ("acct-a".into(), "acct-b".into());
+        let e = |n: u32| feed_event(EventType::StatusChanged, Some("CP1"), i64::from(n), n);
+        let ns = |events: Vec<FeedEvent>| events.into_iter().map(|e| e.body["n"].as_u64().unwrap()).collect::<Vec<_>>();
+        let seq = 1_714_564_800_000_000u64;
+
+        store.append_feed_from(&a, "node-1/CP1", seq, &[e(1), e(2)]).await.unwrap();
+        store.append_feed_from(&a, "node-1/CP1", seq, &[e(1), e(2)]).await.unwrap();
+        other.append_feed_from(&a, "node-1/CP1", seq, &[e(1), e(2)]).await.unwrap();
+        store.append_feed_from(&a, "node-1/CP1", seq - 1, &[e(99)]).await.unwrap();
+        assert_eq!(ns(store.feed_after(&a, 0, 100).await.unwrap()), [1, 2], "a retried drain appends nothing twice");
+
+        other.append_feed_from(&a, "node-1/CP1", seq + 1, &[e(3)]).await.unwrap();
+        store.append_feed_from(&a, "node-2/CP1", 5, &[e(4)]).await.unwrap();
+        store.append_feed_from(&a, "node-1/CP2", seq, &[e(5)]).await.unwrap();
+        store.add_feed_events(&a, &[e(6)]).await.unwrap();
+        store.append_feed_from(&a, "node-2/CP1", 5, &[e(99)]).await.unwrap();
+        store.append_feed_from(&a, "node-1/CP1", seq + 1, &[e(99)]).await.unwrap();
+        assert_eq!(
+            ns(store.feed_after(&a, 0, 100).await.unwrap()),
+            [1, 2, 3, 4, 5, 6],
+            "a greater sequence appends; each origin counts its own"
+        );
+        store.append_feed_from(&b, "node-1/CP1", 1, &[e(70)]).await.unwrap();
+        assert_eq!(ns(store.feed_after(&b, 0, 100).await.unwrap()), [70], "each account counts its own origins");
+
+        // Sequences are compared exactly over the whole u64 range, past the integers a double holds.
+        let big = 1u64 << 53;
+        store.append_feed_from(&a, "node-3", big, &[e(7)]).await.unwrap();
+        store.append_feed_from(&a, "node-3", big + 1, &[e(8)]).await.unwrap();
+        store.append_feed_from(&a, "node-3", big, &[e(99)]).await.unwrap();
+        store.append_feed_from(&a, "node-3", u64::MAX - 1, &[e(9)]).await.unwrap();
+        store.append_feed_from(&a, "node-3", u64::MAX - 2, &[e(99)]).await.unwrap();
+        store.append_feed_from(&a, "node-3", u64::MAX, &[e(10)]).await.unwrap();
+        store.append_feed_from(&a, "node-3", u64::MAX, &[e(99)]).await.unwrap();
+        // Digits are not compared as text alone: 9 is below 10.
+        store.append_feed_from(&a, "node-4", 9, &[e(11)]).await.unwrap();
+        store.append_feed_from(&a, "node-4", 10, &[e(12)]).await.unwrap();
+        store.append_feed_from(&a, "node-4", 9, &[e(99)]).await.unwrap();
+        // An entry with no events still counts as applied.
+        store.append_feed_from(&a, "node-5", 20, &[]).await.unwrap();
+        store.append_feed_from(&a, "node-5", 20, &[e(99)]).await.unwrap();
+        store.append_feed_from(&a, "node-5", 21, &[e(13)]).await.unwrap();
+        let feed = store.feed_after(&a, 0, 100).await.unwrap();
+        assert_eq!(ns(feed.clone()), (1..=13).collect::<Vec<u64>>());
+        assert!(feed.windows(2).all(|w| w[0].id < w[1].id));
+        assert_eq!(store.feed_head(&a).await.unwrap(), feed[12].id);
+    }
+
+    pub async fn pruning_the_feed_removes_events_old_by_their_kinds_period_and_stops_at_newer_ones(s: &Subject) {
+        let store = &*s.store;
+        let a: AccountId = "acct-a".into();
+        let events = [
+            (EventType::StatusChanged, 0),       // station events: old before 50
+            (EventType::CommandFailed, 5),       // commands: old before 15
+            (EventType::TransactionEnded, 10),   // transactions: no period, kept
+            (EventType::CommandSent, 20),        // not old: 20 >= 15
+            (EventType::StatusChanged, 30),      // old
+            (EventType::WebhookDisabled, 35),    // an account's event: a station event's period, old
+            (EventType::TransactionStarted, 40), // kept
+            (EventType::StatusChanged, 49),      // old
+            (EventType::StatusChanged, 60),      // newer than every cutoff: the walk ends here
+            (EventType::StatusChanged, 1),       // old by its time, but after the end of the walk
+        ];
+        let drafts: Vec<EventDraft> = events
+            .iter()
+            .enumerate()
+            .map(|(n, (kind, secs))| {
+                let station = (*kind != EventType::WebhookDisabled).then_some("CP1");
+                feed_event(*kind, station, *secs, n as u32)
+            })
+            .collect();
+        store.add_feed_events(&a, &drafts).await.unwrap();
+        store.add_feed_events(&"acct-b".into(), &drafts).await.unwrap();
+        let before = store.feed_after(&a, 0, 100).await.unwrap();
+        let head = store.feed_head(&a).await.unwrap();
+
+        let nothing = store.prune_feed(&a, &FeedCutoffs::default(), None, 3).await.unwrap();
+        assert_eq!((nothing.removed, nothing.next), (0, None), "no period: nothing is old");
+
+        let mut cutoffs = FeedCutoffs::default();
+        cutoffs.set(DataKind::StationEvents, at(50));
+        cutoffs.set(DataKind::FinishedCommands, at(15));
+        let (mut removed, mut steps, mut after) = (0, 0, None);
+        loop {
+            let step = store.prune_feed(&a, &cutoffs, after, 3).await.unwrap();
+            assert!(step.removed <= 3, "a step looks at about a batch");
+            removed += step.removed;
+            steps += 1;
+            assert!(steps <= 10, "the walk ends");
+            match step.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(removed, 5);
+        assert_eq!(steps, 3, "two full batches, then the one that reaches a newer event");
+        let kept: Vec<u64> =
+            store.feed_after(&a, 0, 100).await.unwrap().iter().map(|e| e.body["n"].as_u64().unwrap()).collect();
+        assert_eq!(kept, [2, 3, 6, 8, 9]);
+        let again = store.feed_after(&a, 0, 100).await.unwrap();
+        for event in &again {
+            assert!(before.contains(event), "what stays is unchanged, with its id");
+        }
+        assert_eq!(store.feed_head(&a).await.unwrap(), head, "pruning takes no id back");
+        assert_eq!(store.feed_after(&"acct-b".into(), 0, 100).await.unwrap().len(), 10, "the other account keeps all");
+
+        // A walk again finds nothing more; new events get ids above every earlier one.
+        let step = store.prune_feed(&a, &cutoffs, None, 100).await.unwrap();
+        assert_eq!((step.removed, step.next), (0, None));
+        store.add_feed_events(&a, &[feed_event(EventType::StationBooted, Some("CP1"), 70, 10)]).await.unwrap();
+        assert!(store.feed_after(&a, head, 10).await.unwrap()[0].id > head);
+    }
+
+    pub async fn webhooks_are_put_listed_updated_by_both_handles_and_deleted_with_their_cursor_and_log(s: &Subject) {
+        let store = &*s.store;
+        let (a, b): (AccountId, AccountId) = ("acct-a".into(), "acct-b".into());
+        assert!(store.webhook(&a, "wh-1").await.unwrap().is_none());
+        assert!(store.webhooks(&a).await.unwrap().is_empty());
+        assert!(store.webhook_accounts().await.unwrap().is_empty());
+
+        store.put_webhook(&webhook("acct-a", "wh-2", "https://two.example")).await.unwrap();
+        store.put_webhook(&webhook("acct-a", "wh-1", "https://one.example")).await.unwrap();
+        store.put_webhook(&webhook("acct-b", "wh-1", "https://b.example")).await.unwrap();
+        let ids = |hooks: Vec<Webhook>| hooks.into_iter().map(|w| (w.id, w.url)).collect::<Vec<_>>();
+        assert_eq!(
+            ids(store.webhooks(&a).await.unwrap()),
+            [("wh-1".to_string(), "https://one.example".to_string()), ("wh-2".into(), "https://two.example".into())],
+            "by id"
+        );
+        assert_eq!(store.webhook(&a, "wh-1").await.unwrap(), Some(webhook("acct-a", "wh-1", "https://one.example")));
+        assert_eq!(store.webhook(&b, "wh-1").await.unwrap().map(|w| w.url), Some("https://b.example".into()));
+        assert!(store.webhook(&b, "wh-2").await.unwrap().is_none());
+        assert_eq!(store.webhook_accounts().await.unwrap(), [a.clone(), b.clone()]);
+
+        let mut replaced = webhook("acct-a", "wh-1", "https://one.example/v2");
+        replaced.types = vec![EventType::StationBooted];
+        store.put_webhook(&replaced).await.unwrap();
+        assert_eq!(store.webhook(&a, "wh-1").await.unwrap(), Some(replaced.clone()), "a put replaces");
+        assert_eq!(store.webhooks(&a).await.unwrap().len(), 2);
+
+        let updated = store
+            .update_webhook(&a, "wh-1", &|w| {
+                w.enabled = false;
+                w.disabled_reason = Some("failing".into());
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!updated.enabled);
+        assert_eq!(store.webhook(&a, "wh-1").await.unwrap(), Some(updated));
+        assert!(store.update_webhook(&a, "wh-9", &|w| w.enabled = false).await.unwrap().is_none());
+        assert!(store.webhook(&a, "wh-9").await.unwrap().is_none(), "updating nothing creates nothing");
+
+        let mut tasks = Vec::new();
+        for i in 0..16usize {
+            let store = if i % 2 == 0 { s.store.clone() } else { s.other.clone() };
+            tasks.push(tokio::spawn(async move {
+                let kind = EventType::ALL[i];
+                store.update_webhook(&"acct-a".into(), "wh-2", &|w| w.types.push(kind)).await.unwrap().unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let mut types = store.webhook(&a, "wh-2").await.unwrap().unwrap().types;
+        types.sort();
+        let mut expected = EventType::ALL[..16].to_vec();
+        expected.sort();
+        assert_eq!(types, expected, "concurrent updates from two handles lose nothing");
+
+        store.set_webhook_cursor(&a, "wh-1", 42).await.unwrap();
+        store.put_webhook_deliveries(&a, "wh-1", &[delivery(42, DeliveryOutcome::Delivered, 1)]).await.unwrap();
+        store.set_webhook_cursor(&a, "wh-2", 7).await.unwrap();
+        store.put_webhook_deliveries(&a, "wh-2", &[delivery(7, DeliveryOutcome::Retrying, 2)]).await.unwrap();
+        store.set_webhook_cursor(&b, "wh-1", 3).await.unwrap();
+        store.put_webhook_deliveries(&b, "wh-1", &[delivery(3, DeliveryOutcome::Delivered, 1)]).await.unwrap();
+
+        assert!(s.other.delete_webhook(&a, "wh-1").await.unwrap());
+        assert!(store.webhook(&a, "wh-1").await.unwrap().is_none());
+        assert_eq!(store.webhook_cursor(&a, "wh-1").await.unwrap(), None, "its cursor went with it");
+        assert!(store.webhook_deliveries(&a, "wh-1").await.unwrap().is_empty(), "and its log");
+        assert!(!store.delete_webhook(&a, "wh-1").await.unwrap(), "once");
+        assert_eq!(store.webhooks(&a).await.unwrap().len(), 1);
+        assert_eq!(store.webhook_cursor(&a, "wh-2").await.unwrap(), Some(7), "another webhook's state stays");
+        assert_eq!(store.webhook_deliveries(&a, "wh-2").await.unwrap().len(), 1);
+        assert_eq!(
+            store.webhook_cursor(&b, "wh-1").await.unwrap(),
+            Some(3),
+            "another account's webhook of that id too"
+        );
+        assert_eq!(store.webhook(&b, "wh-1").await.unwrap().map(|w| w.url), Some("https://b.example".into()));
+        assert_eq!(store.webhook_accounts().await.unwrap(), [a.clone(), b.clone()], "acct-a still has one");
+
+        assert!(store.delete_webhook(&a, "wh-2").await.unwrap());
+        assert!(store.webhooks(&a).await.unwrap().is_empty());
+        assert_eq!(
+            store.webhook_accounts().await.unwrap(),
+            std::slice::from_ref(&b),
+            "an account without webhooks is not listed"
+        );
+        assert!(!store.delete_webhook(&"acct-c".into(), "wh-1").await.unwrap());
+        assert_eq!(store.webhook_accounts().await.unwrap(), std::slice::from_ref(&b));
+
+        store.put_webhook(&webhook("acct-a", "wh-3", "https://three.example")).await.unwrap();
+        assert_eq!(store.webhook_accounts().await.unwrap(), [a.clone(), b.clone()], "listed again");
+    }
+
+    pub async fn webhook_cursors_and_delivery_logs_round_trip_per_webhook(s: &Subject) {
+        let (store, other) = (&*s.store, &*s.other);
+        let (a, b): (AccountId, AccountId) = ("acct-a".into(), "acct-b".into());
+        store.put_webhook(&webhook("acct-a", "wh-1", "https://one.example")).await.unwrap();
+        assert_eq!(store.webhook_cursor(&a, "wh-1").await.unwrap(), None, "none before the dispatcher sets it");
+        assert!(store.webhook_deliveries(&a, "wh-1").await.unwrap().is_empty());
+
+        store.set_webhook_cursor(&a, "wh-1", 5).await.unwrap();
+        assert_eq!(other.webhook_cursor(&a, "wh-1").await.unwrap(), Some(5));
+        other.set_webhook_cursor(&a, "wh-1", u64::MAX).await.unwrap();
+        assert_eq!(store.webhook_cursor(&a, "wh-1").await.unwrap(), Some(u64::MAX), "any u64");
+        store.set_webhook_cursor(&a, "wh-1", 0).await.unwrap();
+        assert_eq!(store.webhook_cursor(&a, "wh-1").await.unwrap(), Some(0));
+        assert_eq!(store.webhook_cursor(&a, "wh-2").await.unwrap(), None);
+        assert_eq!(store.webhook_cursor(&b, "wh-1").await.unwrap(), None);
+
+        let log = vec![
+            delivery(9, DeliveryOutcome::Retrying, 3),
+            WebhookDelivery { status_code: None, error: None, ..delivery(8, DeliveryOutcome::GaveUp, 12) },
+            delivery(7, DeliveryOutcome::Delivered, 1),
+        ];
+        store.put_webhook_deliveries(&a, "wh-1", &log).await.unwrap();
+        assert_eq!(other.webhook_deliveries(&a, "wh-1").await.unwrap(), log, "newest first, as put");
+        other.put_webhook_deliveries(&a, "wh-1", &log[..1]).await.unwrap();
+        assert_eq!(store.webhook_deliveries(&a, "wh-1").await.unwrap(), log[..1], "a put replaces the log");
+        store.put_webhook_deliveries(&a, "wh-1", &[]).await.unwrap();
+        assert!(store.webhook_deliveries(&a, "wh-1").await.unwrap().is_empty());
+        assert!(store.webhook_deliveries(&b, "wh-1").await.unwrap().is_empty());
+    }
+
     pub async fn flush_succeeds(s: &Subject) {
         s.store.create_account(&account("acct-a", "alpha")).await.unwrap();
         s.store.flush().await.unwrap();
@@ -1916,6 +2360,9 @@ async fn redis_stores_keep_to_their_key_prefix_and_erasure_leaves_no_key_of_the_
         ::redis::cmd("ZRANGE").arg("one:queued").arg(0).arg(-1).query_async(&mut conn).await.unwrap();
     assert_eq!(queued.len(), 1);
     assert!(queued.iter().all(|m| !m.contains("acct-a")), "{queued:?}");
+    let with_webhooks: Vec<String> =
+        ::redis::cmd("SMEMBERS").arg("one:webhook_accounts").query_async(&mut conn).await.unwrap();
+    assert_eq!(with_webhooks, ["acct-b"]);
     assert!(keys.iter().any(|k| k.contains("acct-b")), "the other account is still there");
     assert!(two.account(&"acct-a".into()).await.unwrap().is_some(), "the other prefix's account of that id stays");
 }
@@ -2132,7 +2579,7 @@ async fn a_redis_store_of_the_layout_before_hash_tags_is_moved_to_it_when_a_stor
     assert_eq!(next.erase_account(&"acct-a".into()).await.unwrap(), whole, "everything of an account moved");
     assert!(
         redis_keys(&server.url()).await.iter().all(|k| k.contains('{')
-            || ["v1:tx_seq", "v1:queued", "v1:layout", "v1:indexed"].contains(&k.as_str())
+            || ["v1:tx_seq", "v1:queued", "v1:layout", "v1:indexed", "v1:webhook_accounts"].contains(&k.as_str())
             || k.starts_with("v1:lease:")),
         "{:?}",
         redis_keys(&server.url()).await

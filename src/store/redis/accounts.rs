@@ -6,14 +6,11 @@ use super::{backend, command_field, decode, encode, queued_member, score, RedisS
 use crate::ids::{AccountId, StationId};
 use crate::model::{
     Account, ApiToken, CommandKey, CommandRecord, Consents, DataKind, DeviceVariable, EventDraft, EventKey,
-    FeedCutoffs, FeedEvent, IdTag, LoginEvent, Webhook, WebhookDelivery,
-    MeterRecord, Page, PageRequest, PruneStep, ReadingKey, ReadingPage, Station, StationEvent, StationFilter,
-    Transaction, TransactionFilter,
+    FeedCutoffs, FeedEvent, IdTag, LoginEvent, MeterRecord, Page, PageRequest, PruneStep, ReadingKey, ReadingPage,
+    Station, StationEvent, StationFilter, Transaction, TransactionFilter, Webhook, WebhookDelivery,
 };
 use crate::store::rules::{backoff, contention, CAS_ATTEMPTS};
-use crate::store::{
-    AccountStore, AccountUpdate, ErasureReport, StationUpdate, StoreError, StoreResult, WebhookUpdate,
-};
+use crate::store::{AccountStore, AccountUpdate, ErasureReport, StationUpdate, StoreError, StoreResult, WebhookUpdate};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 

@@ -22,8 +22,8 @@
 //!   one slot: one record per account and per token, read once per API request and per station
 //!   connection.
 //! - **Node-wide keys** are each used alone (one command, or a script over that key only): the
-//!   transaction sequence (`INCRBY`), the list of queued commands behind the queue gauge, leases,
-//!   markers.
+//!   transaction sequence (`INCRBY`), the list of queued commands behind the queue gauge, the list
+//!   of accounts with webhooks, leases, markers.
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -32,6 +32,7 @@
 //! | `indexed` | string | the version of the list indexes built from records stored before them |
 //! | `lease:{name}` | string | the node holding a lease of background work (`retention`, `layout`), until it expires |
 //! | `queued` | sorted set | JSON `[account, station, command id]` of every queued command, by creation time, µs; written beside the queues (not in their slot), so an entry whose command is no longer queued is dropped once it is a minute old and first |
+//! | `webhook_accounts` | set | ids of the accounts with webhooks; best-effort (not in their slot): may name an account whose last webhook is gone, never misses one that has one |
 //! | `{accounts}:account:{a}` | string | the account |
 //! | `{accounts}:ids` | sorted set | every account id, all scored 0: in byte order, for walks over every account |
 //! | `{accounts}:email:{email}` | string | the account id with that email |
@@ -64,12 +65,19 @@
 //! | `queue:{{a}}:{s}` | sorted set | ids of the station's queued commands, by `queue_seq:{{a}}` at queueing |
 //! | `queue_stations:{{a}}` | set | stations with a `queue:` key |
 //! | `queue_seq:{{a}}` | string | the order of queueing |
+//! | `feed:{{a}}` | stream | the account's feed: entry `0-{id}`, field `e` the event's JSON; old events removed by `XDEL` |
+//! | `feed_seq:{{a}}` | string | the last feed id handed out (`INCR`, by the script that appends) |
+//! | `feed_from:{{a}}` | hash | a cluster node's log origin → the last sequence appended from it |
+//! | `webhooks:{{a}}` | hash | webhook id → webhook |
+//! | `webhook_cursors:{{a}}` | hash | webhook id → the feed id its delivery has reached |
+//! | `webhook_log:{{a}}` | hash | webhook id → its delivery log (a JSON array, newest first) |
 //!
 //! A list route reads one page: a range of an index (`ZRANGEBYLEX` or `ZREVRANGEBYSCORE`) and the
 //! records it names (`HMGET`); each index entry is written by the same script or atomic pipeline
-//! as its record. Erasure reads the per-account keys directly. Nothing walks the key space but the
-//! one-time move of a store of the layout before hash tags (`SCAN`, once, on a single Redis, marked
-//! by `layout`).
+//! as its record. A reader of the feed reads a range of its stream (`XRANGE`) after the last event
+//! it has: the stream is its own index. Erasure reads the per-account keys directly. Nothing walks
+//! the key space but the one-time move of a store of the layout before hash tags (`SCAN`, once, on
+//! a single Redis, marked by `layout`).
 //!
 //! # Several writers
 //!
@@ -113,7 +121,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The kinds of an account's keys of which it has one.
-const ACCOUNT_KINDS: [&str; 20] = [
+const ACCOUNT_KINDS: [&str; 26] = [
     "consents",
     "logins",
     "stations",
@@ -134,6 +142,12 @@ const ACCOUNT_KINDS: [&str; 20] = [
     "command_ids",
     "queue_stations",
     "queue_seq",
+    "feed",
+    "feed_seq",
+    "feed_from",
+    "webhooks",
+    "webhook_cursors",
+    "webhook_log",
 ];
 /// The kinds of an account's keys of which it has one per station (`meter`: per station and
 /// transaction), each listed by a set of the account (`tx_stations`, `meter_keys`, …).
@@ -535,7 +549,15 @@ impl RedisStore {
         for kind in ["stations", "id_tags", "txs", "commands"] {
             count.cmd("HLEN").arg(k(kind));
         }
-        count.cmd("LLEN").arg(k("logins")).cmd("EXISTS").arg(k("consents"));
+        count
+            .cmd("LLEN")
+            .arg(k("logins"))
+            .cmd("EXISTS")
+            .arg(k("consents"))
+            .cmd("XLEN")
+            .arg(k("feed"))
+            .cmd("HLEN")
+            .arg(k("webhooks"));
         for key in &var_keys {
             count.cmd("HLEN").arg(key);
         }
@@ -543,7 +565,7 @@ impl RedisStore {
             count.cmd("ZCARD").arg(key);
         }
         let counts: Vec<usize> = self.query_pipe(WHAT, &count).await?;
-        let expected = 6 + var_keys.len() + event_keys.len() + meter_keys.len();
+        let expected = 8 + var_keys.len() + event_keys.len() + meter_keys.len();
         if counts.len() != expected {
             return Err(backend(format!("{WHAT}: {} counts for {expected} questions", counts.len())));
         }
@@ -561,18 +583,20 @@ impl RedisStore {
             login_events: counts[4],
             consents: counts[5],
             tokens: token_hashes.len(),
+            feed_events: counts[6],
+            webhooks: counts[7],
             ..ErasureReport::default()
         };
-        let mut rest = counts[6..].iter();
+        let mut rest = counts[8..].iter();
         report.device_variables = rest.by_ref().take(var_keys.len()).sum();
         report.events = rest.by_ref().take(event_keys.len()).sum();
         report.meter_values = rest.sum();
         report.queued_commands = queued.iter().map(|(_, ids)| ids.len()).sum();
 
-        // The directory's part (tokens), the account's part (its data) and the node-wide list of
-        // queued commands are in different slots of a Redis Cluster: each is removed in a step of its
-        // own. The account leaves `erasing` only once all three are done; a crash in between is
-        // finished at the next start.
+        // The directory's part (tokens), the account's part (its data) and the node-wide lists (of
+        // queued commands, of accounts with webhooks) are in different slots of a Redis Cluster: each
+        // is removed in a step of its own. The account leaves `erasing` only once all are done; a
+        // crash in between is finished at the next start.
         let mut tokens = redis::pipe();
         tokens.atomic();
         for hash in token_hashes.values() {
@@ -601,6 +625,9 @@ impl RedisStore {
             let unlist = redis::cmd("ZREM").arg(self.global_key("queued", &[])).arg(&members).to_owned();
             self.query::<i64>(WHAT, &unlist).await?;
         }
+        let webhook_accounts =
+            redis::cmd("SREM").arg(self.global_key("webhook_accounts", &[])).arg(account_id.as_str()).to_owned();
+        self.query::<i64>(WHAT, &webhook_accounts).await?;
         self.query::<i64>(WHAT, redis::cmd("SREM").arg(&erasing).arg(account_id.as_str())).await?;
         Ok(report)
     }

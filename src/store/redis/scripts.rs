@@ -22,6 +22,7 @@ pub(super) struct Scripts {
     pub(super) remove_transaction: Script,
     pub(super) lease: Script,
     pub(super) rename_absent: Script,
+    pub(super) append_feed: Script,
 }
 
 /// The Lua function that indexes a transaction written by the script it starts (see
@@ -247,6 +248,39 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         if KEYS[3] then redis.call('ZADD', KEYS[3], 0, ARGV[1]) end
         return 1
         ",
+    ),
+    // KEYS: an account's feed (a stream), its id sequence, the last sequence applied from each
+    // origin (a hash). ARGV: the origin's sequence ('' for an append without an origin), the origin,
+    // then the JSON of each draft. Appends the drafts in order, each as the JSON of its event under
+    // the entry id `0-{id}`, with `id` taken from the sequence in the same step: ids reach the stream
+    // in order. With an origin, appends only if the sequence is above the last one applied from it,
+    // and records it. Returns how many it appended.
+    //
+    // Sequences are u64 in decimal without leading zeros, compared by length, then by character:
+    // exact over the whole range, where a Lua number (a double) is exact only below 2^53. The ids
+    // are Lua numbers (INCR's answer), exact for the first 2^53 events of an account; `%d` writes
+    // them in full where concatenation would switch to exponent notation past 10^14. An event's
+    // JSON is the draft's with `"id":{id},` after its opening brace (see `feed::draft_json`). The
+    // origin is recorded last: an append that fails half-way (Redis does not undo a script's
+    // writes) is not taken as applied, and a retry may repeat events rather than lose them.
+    append_feed: Script::new(
+        r#"
+        local function above(a, b)
+            if #a ~= #b then return #a > #b end
+            return a > b
+        end
+        local seq, origin = ARGV[1], ARGV[2]
+        if seq ~= '' then
+            local last = redis.call('HGET', KEYS[3], origin)
+            if last and not above(seq, last) then return 0 end
+        end
+        for i = 3, #ARGV do
+            local id = string.format('%d', redis.call('INCR', KEYS[2]))
+            redis.call('XADD', KEYS[1], '0-' .. id, 'e', '{"id":' .. id .. ',' .. string.sub(ARGV[i], 2))
+        end
+        if seq ~= '' then redis.call('HSET', KEYS[3], origin, seq) end
+        return #ARGV - 2
+        "#,
     ),
     // KEYS: hash, the sorted set that indexes its fields. ARGV: field, value read. Deletes the field
     // and its index entry if it still holds the value read.

@@ -9,8 +9,8 @@ use super::{
 };
 use crate::ids::{AccountId, StationId};
 use crate::model::{
-    Account, CommandRecord, CommandStatus, DeviceVariable, EventDraft, IdTag, MeterRecord, NewTransaction, StartIdentity, Station,
-    StationChange, StationEvent, Transaction, TransactionStop,
+    Account, CommandRecord, CommandStatus, DeviceVariable, EventDraft, IdTag, MeterRecord, NewTransaction,
+    StartIdentity, Station, StationChange, StationEvent, Transaction, TransactionStop,
 };
 use crate::store::rules::{self, TransactionAt, TransactionRecords};
 use crate::store::{
