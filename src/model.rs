@@ -12,16 +12,16 @@ pub mod feed;
 mod page;
 mod retention;
 mod webhook;
+pub use feed::{events, EventDraft, EventType, FeedCutoffs, FeedEvent, FeedFilter};
 pub use page::{
     reading_order, CommandKey, EventKey, Page, PageBuilder, PageRequest, ReadingKey, ReadingPage, StationFilter,
     TimeKey, TimePage, TransactionFilter, TransactionStatus, DEFAULT_LIMIT, MAX_LIMIT, SCAN_BUDGET,
 };
-pub use feed::{events, EventDraft, EventType, FeedCutoffs, FeedEvent, FeedFilter};
-pub use webhook::{record_delivery, DeliveryOutcome, Webhook, WebhookDelivery};
 pub use retention::{
     command_is_old, cutoff, event_is_old, login_is_old, reading_is_old, transaction_is_old, DataKind, PruneStep,
     RetentionPeriods, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS,
 };
+pub use webhook::{record_delivery, DeliveryOutcome, Webhook, WebhookDelivery};
 
 /// A tenant: a charging-network operator with its own stations, id tags and transactions.
 #[derive(Debug, Clone, Serialize, Deserialize)]

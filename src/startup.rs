@@ -124,9 +124,12 @@ impl Application {
             let log = NodeLog::open(
                 log_store,
                 main.clone(),
-                NodeLogSettings { node_id: settings.server.node_id().to_string(), ..NodeLogSettings::single(&settings.cluster) },
+                NodeLogSettings {
+                    node_id: settings.server.node_id().to_string(),
+                    ..NodeLogSettings::single(&settings.cluster)
+                },
             )
-                .context("opening the node's log")?;
+            .context("opening the node's log")?;
             let mode = Mode::Single { log: log.clone() };
             return Self::build_with_store(settings, Arc::new(log), main, mode).await;
         }
@@ -143,9 +146,12 @@ impl Application {
         let wal = NodeLog::open(
             local,
             redis.clone(),
-            NodeLogSettings { node_id: settings.server.node_id().to_string(), ..NodeLogSettings::from(&settings.cluster) },
+            NodeLogSettings {
+                node_id: settings.server.node_id().to_string(),
+                ..NodeLogSettings::from(&settings.cluster)
+            },
         )
-            .context("opening the write-ahead log")?;
+        .context("opening the write-ahead log")?;
         tracing::info!(node = %settings.server.node_id(), redis = %settings.cluster.redacted_redis_url(), pending = wal.pending(), "cluster mode");
         Self::build_with_store(settings, Arc::new(wal.clone()), redis, Mode::Cluster { wal }).await
     }

@@ -18,8 +18,8 @@ use crate::limits::{self, Limit};
 use crate::metrics as m;
 use crate::model::{EventDraft, EventType, FeedEvent, FeedFilter};
 use crate::state::AppState;
-use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web::web::Bytes;
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -155,14 +155,18 @@ impl Reader {
             let woken = signal.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let events =
-                match self.state.account_store.feed_after(&self.account_id, self.cursor, settings.batch.max(1)).await {
-                    Ok(events) => events,
-                    Err(e) => {
-                        crate::warn_limited!(account = %self.account_id, error = %e, "event stream: the feed could not be read; ending it");
-                        return Some("store_error");
-                    }
-                };
+            let events = match self
+                .state
+                .account_store
+                .feed_after(&self.account_id, self.cursor, settings.batch.max(1))
+                .await
+            {
+                Ok(events) => events,
+                Err(e) => {
+                    crate::warn_limited!(account = %self.account_id, error = %e, "event stream: the feed could not be read; ending it");
+                    return Some("store_error");
+                }
+            };
             let full = events.len() >= settings.batch.max(1);
             let mut chunk = String::new();
             for event in &events {

@@ -6,8 +6,8 @@
 
 mod accounts;
 mod commands;
-pub(crate) mod events;
 pub mod error;
+pub(crate) mod events;
 mod id_tags;
 pub mod middleware;
 mod paging;

@@ -331,11 +331,7 @@ pub mod events {
 
     /// An id tag the central system refused (`status` as the station was told).
     pub fn authorization_refused(station: &StationId, id_tag: &str, status: &str, action: &str) -> EventDraft {
-        draft(
-            EventType::AuthorizationRefused,
-            station,
-            json!({"id_tag": id_tag, "status": status, "action": action}),
-        )
+        draft(EventType::AuthorizationRefused, station, json!({"id_tag": id_tag, "status": status, "action": action}))
     }
 
     /// A command record's state as an event: queued, sent, answered (CALLRESULT), failed (CALLERROR,

@@ -54,15 +54,16 @@ mod tests {
     async fn a_listener_is_woken_by_its_account_only_and_forgotten_once_gone() {
         let signal = FeedSignal::default();
         let (a, b): (AccountId, AccountId) = ("a".into(), "b".into());
-        let notify = signal.listen(&a);
-        let woken = notify.notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
-        signal.wake(&b);
-        assert!(tokio::time::timeout(Duration::from_millis(50), woken.as_mut()).await.is_err());
-        signal.wake(&a);
-        assert!(tokio::time::timeout(Duration::from_millis(50), woken.as_mut()).await.is_ok());
-        drop(notify);
+        {
+            let notify = signal.listen(&a);
+            let woken = notify.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            signal.wake(&b);
+            assert!(tokio::time::timeout(Duration::from_millis(50), woken.as_mut()).await.is_err());
+            signal.wake(&a);
+            assert!(tokio::time::timeout(Duration::from_millis(50), woken.as_mut()).await.is_ok());
+        }
         signal.wake(&a);
         assert!(signal.is_empty());
     }

@@ -171,6 +171,7 @@ async fn measure(shared: &Shared, hooks: Vec<HookKey>) {
 /// One webhook's worker: until the webhook is gone or disabled (or the task aborted), delivers the
 /// events after its cursor. A store failure is waited out.
 async fn work(shared: Arc<Shared>, account_id: AccountId, id: String) {
+    tracing::debug!(account = %account_id, webhook = %id, "webhook worker started");
     loop {
         match deliver_some(&shared, &account_id, &id).await {
             Ok(true) => {}
@@ -202,6 +203,7 @@ async fn deliver_some(shared: &Shared, account_id: &AccountId, id: &str) -> Stor
         }
     };
     let events = store.feed_after(account_id, cursor, BATCH).await?;
+    tracing::trace!(webhook = %id, cursor, events = events.len(), "webhook worker read the feed");
     if events.is_empty() {
         tokio::select! {
             _ = &mut woken => {}
@@ -241,6 +243,7 @@ async fn deliver(shared: &Shared, hook: &Webhook, event: &FeedEvent) -> StoreRes
     loop {
         attempts += 1;
         let attempt = shared.sender.post(&hook.url, &hook.secret, event.id, body.clone()).await;
+        tracing::debug!(webhook = %hook.id, event = event.id, status = ?attempt.status, error = ?attempt.error, "webhook delivery attempt");
         let outcome = attempt_outcome(&attempt);
         metrics::counter!(m::WEBHOOK_DELIVERIES, "outcome" => outcome).increment(1);
         metrics::histogram!(m::WEBHOOK_DELIVERY_DURATION).record(attempt.latency.as_secs_f64());

@@ -108,27 +108,36 @@ impl SseClient {
     }
 }
 
-/// A charging session on a 1.6 station: boot, a status, start, two meter readings, stop.
-pub async fn charging_session(cp: &mut StationClient) {
+/// A charging session on a 1.6 station on day `day` of December 2026: boot, a status, start, two
+/// meter readings, stop. Sessions of different days are different transactions (a start with the
+/// same connector, meter and time is a retry of the first).
+pub async fn charging_session(cp: &mut StationClient, day: u32) {
+    let at = |time: &str| format!("2026-12-{day:02}T{time}Z");
     cp.boot().await;
     cp.ok("StatusNotification", json!({"connectorId": 1, "errorCode": "NoError", "status": "Preparing"})).await;
     let start = cp
         .ok(
             "StartTransaction",
-            json!({"connectorId": 1, "idTag": "RFID-1", "meterStart": 1000, "timestamp": "2026-12-01T10:00:00Z"}),
+            json!({"connectorId": 1, "idTag": "RFID-1", "meterStart": 1000, "timestamp": at("10:00:00")}),
         )
         .await;
     let tx = start["transactionId"].as_i64().expect("transaction id");
-    for (wh, at) in [(1500, "2026-12-01T10:15:00Z"), (2200, "2026-12-01T10:30:00Z")] {
+    for (wh, time) in [(1500, "10:15:00"), (2200, "10:30:00")] {
         cp.ok(
             "MeterValues",
-            json!({"connectorId": 1, "transactionId": tx, "meterValue": [{"timestamp": at,
+            json!({"connectorId": 1, "transactionId": tx, "meterValue": [{"timestamp": at(time),
                    "sampledValue": [{"value": wh.to_string(), "measurand": "Energy.Active.Import.Register", "unit": "Wh"}]}]}),
         )
         .await;
     }
-    cp.ok("StopTransaction", json!({"transactionId": tx, "meterStop": 3000, "timestamp": "2026-12-01T11:00:00Z"}))
-        .await;
+    cp.ok("StopTransaction", json!({"transactionId": tx, "meterStop": 3000, "timestamp": at("11:00:00")})).await;
+}
+
+/// Registers the id tag [`charging_session`] starts with, so it is accepted.
+pub async fn accept_tag(app: &TestApp, token: &str) {
+    let (status, body) =
+        app.request(reqwest::Method::PUT, "/id-tags/RFID-1", Some(token), Some(json!({"status": "Accepted"}))).await;
+    assert!(status.is_success(), "{body}");
 }
 
 /// The types of a charging session's events, in order, from the connection on.
@@ -150,11 +159,12 @@ fn types(events: &[Sse]) -> Vec<&str> {
 async fn an_sse_client_sees_a_charging_session_in_order_and_resumes_without_a_gap_or_a_duplicate() {
     let app = spawn_app_with(|_| {}).await;
     let t = app.tenant("feed").await;
+    accept_tag(&app, &t.token).await;
     let password = app.station(&t, "CP1").await;
     let base = app.url("");
     let mut stream = SseClient::open(&base, &t.token, "", None).await;
     let mut cp = StationClient::connect(app.port, &t.slug, "CP1", &password).await.expect("connects");
-    charging_session(&mut cp).await;
+    charging_session(&mut cp, 1).await;
     let events = stream.until("transaction.ended").await;
     assert_eq!(types(&events), SESSION_TYPES, "{events:?}");
     assert!(events.windows(2).all(|w| w[0].id < w[1].id), "ids grow: {events:?}");
@@ -171,7 +181,7 @@ async fn an_sse_client_sees_a_charging_session_in_order_and_resumes_without_a_ga
     // A second session while the client is away for part of it: it read three events, dropped the
     // stream, and comes back with the last id it got.
     let mut first = SseClient::open(&base, &t.token, "", Some(events[6].id)).await;
-    charging_session(&mut cp).await;
+    charging_session(&mut cp, 2).await;
     let got: Vec<Sse> = vec![first.next().await, first.next().await, first.next().await];
     drop(first);
     cp.ok("Heartbeat", json!({})).await;
@@ -181,6 +191,10 @@ async fn an_sse_client_sees_a_charging_session_in_order_and_resumes_without_a_ga
     assert_eq!(types(&all), SESSION_TYPES[1..].to_vec(), "no gap, no duplicate: {all:?}");
     assert!(all.windows(2).all(|w| w[0].id < w[1].id), "{all:?}");
     assert!(again.next_within(Duration::from_millis(500)).await.is_none(), "nothing more");
+    cp.ok("Authorize", json!({"idTag": "UNKNOWN-9"})).await;
+    let refused = again.next().await;
+    assert_eq!(refused.event, "authorization.refused");
+    assert_eq!(refused.data["body"], json!({"id_tag": "UNKNOWN-9", "status": "Invalid", "action": "Authorize"}));
 
     // A filter: one type; one station.
     let mut ended_only = SseClient::open(&base, &t.token, "types=transaction.ended", Some(0)).await;
@@ -198,11 +212,12 @@ async fn an_sse_client_sees_a_charging_session_in_order_and_resumes_without_a_ga
 async fn no_event_of_another_tenant_ever_reaches_a_stream() {
     let app = spawn_app_with(|_| {}).await;
     let (a, b) = (app.tenant("tenant-a").await, app.tenant("tenant-b").await);
+    accept_tag(&app, &a.token).await;
     let base = app.url("");
     let mut stream_b = SseClient::open(&base, &b.token, "", Some(0)).await;
     let mut stream_a = SseClient::open(&base, &a.token, "", Some(0)).await;
     let mut cp_a = app.connected_station(&a, "CP1").await;
-    charging_session(&mut cp_a).await;
+    charging_session(&mut cp_a, 1).await;
     // B's own station, of the same name, after A's session.
     let mut cp_b = app.connected_station(&b, "CP1").await;
     cp_b.boot().await;
@@ -226,8 +241,7 @@ async fn a_command_and_a_registration_change_are_in_the_feed() {
         .request(reqwest::Method::PATCH, "/stations/CP9", Some(&t.token), Some(json!({"registration": "blocked"})))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) =
-        app.post("/stations/CP9/commands/Reset?queue=true", &t.token, json!({"type": "Soft"})).await;
+    let (status, body) = app.post("/stations/CP9/commands/Reset?queue=true", &t.token, json!({"type": "Soft"})).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let changed = stream.next().await;
     assert_eq!(changed.event, "station.registration_changed");
@@ -240,7 +254,12 @@ async fn a_command_and_a_registration_change_are_in_the_feed() {
 
 #[tokio::test]
 async fn streams_past_the_tenants_bound_are_refused_with_429_and_counted() {
-    let app = spawn_app_with(|s| s.limits.event_streams_per_tenant = 1).await;
+    let app = spawn_app_with(|s| {
+        s.limits.event_streams_per_tenant = 1;
+        // A client that went is noticed when the stream next writes to it.
+        s.events.keepalive_secs = 1;
+    })
+    .await;
     let t = app.tenant("feed-bound").await;
     let base = app.url("");
     let before = series_value(&app.metrics().await, "ocpp_limit_hits_total", &[("limit", "event_streams")]);
@@ -261,15 +280,8 @@ async fn streams_past_the_tenants_bound_are_refused_with_429_and_counted() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(reopened.is_some(), "a stream opens again once the first one is gone");
-    let (status, body) = app
-        .request_with(
-            &reqwest::Client::new(),
-            reqwest::Method::GET,
-            "/events",
-            Some(&t.token),
-            None,
-        )
-        .await;
+    let (status, body) =
+        app.request_with(&reqwest::Client::new(), reqwest::Method::GET, "/events", Some(&t.token), None).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert_eq!(body["code"], json!("rate_limited"));
 }
@@ -354,10 +366,6 @@ impl Receiver {
         }
         panic!("{n} deliveries expected, got {:?}", self.delivered().iter().map(|v| &v["type"]).collect::<Vec<_>>());
     }
-
-    pub fn push_script(&self, statuses: &[u16]) {
-        self.script.lock().unwrap().extend(statuses);
-    }
 }
 
 /// Reads one HTTP/1.1 request with a content-length body: (headers, body); None at the end.
@@ -422,6 +430,7 @@ async fn a_webhook_receives_every_event_signed_and_in_order_and_its_deliveries_a
     let app = spawn_app_with(receiving_app).await;
     let t = app.tenant("hooked").await;
     let receiver = Receiver::start(vec![]).await;
+    accept_tag(&app, &t.token).await;
     let (id, secret) = create_webhook(&app, &t.token, &receiver.url, json!([])).await;
     // The secret is shown once.
     let (status, shown) = app.get(&format!("/webhooks/{id}"), &t.token).await;
@@ -429,7 +438,7 @@ async fn a_webhook_receives_every_event_signed_and_in_order_and_its_deliveries_a
     assert!(shown.get("secret").is_none(), "{shown}");
     assert_eq!(shown["enabled"], json!(true));
     let mut cp = app.connected_station(&t, "CP1").await;
-    charging_session(&mut cp).await;
+    charging_session(&mut cp, 3).await;
     let delivered = receiver.wait_delivered(SESSION_TYPES.len()).await;
     let got_types: Vec<&str> = delivered.iter().map(|v| v["type"].as_str().unwrap_or_default()).collect();
     assert_eq!(got_types, SESSION_TYPES);
@@ -452,7 +461,7 @@ async fn a_webhook_receives_every_event_signed_and_in_order_and_its_deliveries_a
     let (only_id, _) = create_webhook(&app, &t.token, &only.url, json!(["transaction.ended"])).await;
     let (status, _) = app.request(reqwest::Method::DELETE, &format!("/webhooks/{id}"), Some(&t.token), None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    charging_session(&mut cp).await;
+    charging_session(&mut cp, 4).await;
     let ended = only.wait_delivered(1).await;
     assert_eq!(ended[0]["type"], json!("transaction.ended"));
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -468,10 +477,11 @@ async fn a_webhook_receives_every_event_signed_and_in_order_and_its_deliveries_a
 async fn a_receiver_that_fails_five_times_then_recovers_still_gets_everything_in_order() {
     let app = spawn_app_with(receiving_app).await;
     let t = app.tenant("flaky-receiver").await;
+    accept_tag(&app, &t.token).await;
     let receiver = Receiver::start(vec![500, 503, 500, 502, 500]).await;
     let (id, secret) = create_webhook(&app, &t.token, &receiver.url, json!([])).await;
     let mut cp = app.connected_station(&t, "CP1").await;
-    charging_session(&mut cp).await;
+    charging_session(&mut cp, 5).await;
     let delivered = receiver.wait_delivered(SESSION_TYPES.len()).await;
     let got_types: Vec<&str> = delivered.iter().map(|v| v["type"].as_str().unwrap_or_default()).collect();
     assert_eq!(got_types, SESSION_TYPES, "each event once, in order");

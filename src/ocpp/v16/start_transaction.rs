@@ -45,7 +45,12 @@ pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Re
         ctx.emit(events::transaction_started(&tx));
         if id_tag_info.status != TagStatus::Accepted {
             let tag = tx.id_tag.as_deref().unwrap_or_default();
-            ctx.emit(events::authorization_refused(ctx.station_id, tag, id_tag_info.status.as_str(), "StartTransaction"));
+            ctx.emit(events::authorization_refused(
+                ctx.station_id,
+                tag,
+                id_tag_info.status.as_str(),
+                "StartTransaction",
+            ));
         }
     } else {
         tracing::info!(

@@ -1,8 +1,8 @@
 //! Authorize (2.0.1): is this id token allowed to charge? Answered from the tenant's id tags.
 
-use crate::model::events;
 use super::types::IdToken;
 use crate::ids::AccountId;
+use crate::model::events;
 use crate::ocpp::common::id_tag::authorise;
 use crate::ocpp::context::{Handled, HandlerError, StationContext};
 use crate::store::StationLookup;
@@ -57,7 +57,8 @@ pub struct Response {
 pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
     let id_token_info = IdTokenInfo::lookup(ctx.store, ctx.account_id, &req.id_token).await?;
     if id_token_info.status != "Accepted" {
-        let event = events::authorization_refused(ctx.station_id, &req.id_token.id_token, id_token_info.status, "Authorize");
+        let event =
+            events::authorization_refused(ctx.station_id, &req.id_token.id_token, id_token_info.status, "Authorize");
         ctx.emit(event);
     }
     Ok(Handled::reply(Response { id_token_info }))

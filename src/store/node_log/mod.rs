@@ -82,8 +82,8 @@ use super::{
 use crate::ids::{AccountId, StationId};
 use crate::metrics as m;
 use crate::model::{
-    Account, CommandRecord, DeviceVariable, EventDraft, IdTag, MeterRecord, NewTransaction, Station, StationChange, StationEvent,
-    Transaction,
+    Account, CommandRecord, DeviceVariable, EventDraft, IdTag, MeterRecord, NewTransaction, Station, StationChange,
+    StationEvent, Transaction,
 };
 use async_trait::async_trait;
 use cache::{unknown_while_down, NodeTransactions};

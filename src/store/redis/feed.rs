@@ -92,6 +92,9 @@ impl RedisStore {
             invocation.arg(draft_json(draft)?);
         }
         self.eval::<i64>("append_feed", &invocation).await?;
+        if !events.is_empty() {
+            self.feed_signal.wake(account_id);
+        }
         Ok(())
     }
 

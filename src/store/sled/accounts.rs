@@ -8,13 +8,11 @@ use super::{
 use crate::ids::{AccountId, StationId};
 use crate::model::{
     reading_order, Account, ApiToken, CommandKey, CommandRecord, Consents, DataKind, DeviceVariable, EventDraft,
-    EventKey, FeedCutoffs, FeedEvent, IdTag, Webhook, WebhookDelivery,
-    LoginEvent, MeterRecord, Page, PageBuilder, PageRequest, PruneStep, ReadingKey, ReadingPage, Station, StationEvent,
-    StationFilter, Transaction, TransactionFilter,
+    EventKey, FeedCutoffs, FeedEvent, IdTag, LoginEvent, MeterRecord, Page, PageBuilder, PageRequest, PruneStep,
+    ReadingKey, ReadingPage, Station, StationEvent, StationFilter, Transaction, TransactionFilter, Webhook,
+    WebhookDelivery,
 };
-use crate::store::{
-    AccountStore, AccountUpdate, ErasureReport, StationUpdate, StoreError, StoreResult, WebhookUpdate,
-};
+use crate::store::{AccountStore, AccountUpdate, ErasureReport, StationUpdate, StoreError, StoreResult, WebhookUpdate};
 use async_trait::async_trait;
 use sled::transaction::Transactional;
 

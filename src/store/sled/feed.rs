@@ -3,10 +3,11 @@
 //! (greater after a restart than any handed out before it), taken and written under one lock, so
 //! that an event a reader sees has every event with a smaller id before it.
 
-use super::{backend, decode, encode, get, key, prefix, prefix_end, scan, SledStore};
+use super::{abort, backend, decode, encode, get, key, prefix, prefix_end, scan, transactional, SledStore};
 use crate::ids::AccountId;
 use crate::model::{EventDraft, FeedCutoffs, FeedEvent, PruneStep, Webhook, WebhookDelivery};
 use crate::store::{StoreError, StoreResult, WebhookUpdate};
+use sled::transaction::Transactional;
 use std::collections::BTreeSet;
 
 const CURSOR: &[u8] = b"cursor";
@@ -23,20 +24,7 @@ fn id_of(rest: &[u8]) -> StoreResult<u64> {
 impl SledStore {
     /// Appends to the account's feed, not yet durable; wakes the account's readers on this node.
     pub(super) fn append_feed_now(&self, account_id: &AccountId, events: &[EventDraft]) -> StoreResult<()> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        {
-            // Held from taking the id to writing the entry: ids reach the tree in order.
-            let _order = self.feed_order.lock().unwrap_or_else(|p| p.into_inner());
-            for draft in events {
-                let id = self.db.generate_id().map_err(backend)?;
-                let event = FeedEvent::from_draft(id, draft.clone());
-                self.feed.insert(feed_key(account_id, id), encode(&event)?).map_err(backend)?;
-            }
-        }
-        self.feed_signal.wake(account_id);
-        Ok(())
+        self.append_feed_once(account_id, None, events)
     }
 
     /// [`crate::store::SharedStore::append_feed_from`], not yet durable.
@@ -47,17 +35,67 @@ impl SledStore {
         seq: u64,
         events: &[EventDraft],
     ) -> StoreResult<()> {
-        let k = key(&[account_id.as_bytes(), origin.as_bytes()]);
-        let last = self.feed_origins.get(&k).map_err(backend)?.map(|v| id_of(&v)).transpose()?;
-        if last.is_some_and(|last| seq <= last) {
+        self.append_feed_once(account_id, Some((origin, seq)), events)
+    }
+
+    /// Appends the events, with the account's head and (given an origin) the origin's sequence,
+    /// in one sled transaction: a crash keeps all of it or none. An origin whose sequence is not
+    /// above the last one recorded appends nothing.
+    fn append_feed_once(
+        &self,
+        account_id: &AccountId,
+        origin: Option<(&str, u64)>,
+        events: &[EventDraft],
+    ) -> StoreResult<()> {
+        if events.is_empty() && origin.is_none() {
             return Ok(());
         }
-        self.append_feed_now(account_id, events)?;
-        self.feed_origins.insert(k, &seq.to_be_bytes()).map_err(backend)?;
+        let origin_key = origin.map(|(o, _)| key(&[account_id.as_bytes(), o.as_bytes()]));
+        let head_key = account_id.as_bytes();
+        let appended = {
+            // Held from taking the ids to writing the entries: ids reach the tree in order.
+            let _order = self.feed_order.lock().unwrap_or_else(|p| p.into_inner());
+            // Taken before the transaction (the generator may flush, which must not happen inside
+            // one); a transaction that appends nothing leaves gaps, which ids may have. The
+            // generator starts at 0, which is "before the first event": ids start at 1.
+            let ids = events
+                .iter()
+                .map(|_| self.db.generate_id().map(|id| id + 1))
+                .collect::<Result<Vec<u64>, _>>()
+                .map_err(backend)?;
+            let r = (&self.feed, &self.feed_origins, &self.feed_heads).transaction(|(feed, origins, heads)| {
+                if let (Some(k), Some((_, seq))) = (&origin_key, origin) {
+                    let last = origins.get(k)?.map(|v| id_of(&v)).transpose().map_err(abort)?;
+                    if last.is_some_and(|last| seq <= last) {
+                        return Ok(false);
+                    }
+                    origins.insert(k.as_slice(), &seq.to_be_bytes())?;
+                }
+                let mut head = None;
+                for (draft, &id) in events.iter().zip(&ids) {
+                    let event = FeedEvent::from_draft(id, draft.clone());
+                    feed.insert(feed_key(account_id, id), encode(&event).map_err(abort)?)?;
+                    head = Some(id);
+                }
+                if let Some(head) = head {
+                    heads.insert(head_key, &head.to_be_bytes())?;
+                }
+                Ok(head.is_some())
+            });
+            transactional(r)?
+        };
+        if appended {
+            self.feed_signal.wake(account_id);
+        }
         Ok(())
     }
 
-    pub(super) fn feed_after_now(&self, account_id: &AccountId, after: u64, limit: usize) -> StoreResult<Vec<FeedEvent>> {
+    pub(super) fn feed_after_now(
+        &self,
+        account_id: &AccountId,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<FeedEvent>> {
         let p = prefix(&[account_id.as_bytes()]);
         let start = feed_key(account_id, after.saturating_add(1));
         let mut out = Vec::new();
@@ -68,12 +106,9 @@ impl SledStore {
         Ok(out)
     }
 
+    /// The last id appended, kept apart from the events so that pruning does not move it back.
     pub(super) fn feed_head_now(&self, account_id: &AccountId) -> StoreResult<u64> {
-        let p = prefix(&[account_id.as_bytes()]);
-        match self.feed.range(p.clone()..prefix_end(&p)).next_back() {
-            Some(item) => id_of(&item.map_err(backend)?.0[p.len()..]),
-            None => Ok(0),
-        }
+        self.feed_heads.get(account_id.as_bytes()).map_err(backend)?.map_or(Ok(0), |v| id_of(&v))
     }
 
     pub(super) fn prune_feed_now(
@@ -180,13 +215,22 @@ impl SledStore {
         self.webhook_state.get(k).map_err(backend)?.map(|v| id_of(&v)).transpose()
     }
 
-    pub(super) fn set_webhook_cursor_now(&self, account_id: &AccountId, webhook_id: &str, cursor: u64) -> StoreResult<()> {
+    pub(super) fn set_webhook_cursor_now(
+        &self,
+        account_id: &AccountId,
+        webhook_id: &str,
+        cursor: u64,
+    ) -> StoreResult<()> {
         let k = key(&[account_id.as_bytes(), webhook_id.as_bytes(), CURSOR]);
         self.webhook_state.insert(k, &cursor.to_be_bytes()).map_err(backend)?;
         Ok(())
     }
 
-    pub(super) fn webhook_deliveries_now(&self, account_id: &AccountId, webhook_id: &str) -> StoreResult<Vec<WebhookDelivery>> {
+    pub(super) fn webhook_deliveries_now(
+        &self,
+        account_id: &AccountId,
+        webhook_id: &str,
+    ) -> StoreResult<Vec<WebhookDelivery>> {
         let k = key(&[account_id.as_bytes(), webhook_id.as_bytes(), DELIVERIES]);
         Ok(get(&self.webhook_state, &k)?.unwrap_or_default())
     }

@@ -18,8 +18,8 @@ use super::{
 };
 use crate::ids::{AccountId, StationId};
 use crate::model::{
-    Account, CommandRecord, CommandStatus, DeviceVariable, EventDraft, IdTag, MeterRecord, NewTransaction, Page, PageBuilder,
-    StartIdentity, Station, StationChange, StationEvent, Transaction, TransactionStop,
+    Account, CommandRecord, CommandStatus, DeviceVariable, EventDraft, IdTag, MeterRecord, NewTransaction, Page,
+    PageBuilder, StartIdentity, Station, StationChange, StationEvent, Transaction, TransactionStop,
 };
 use async_trait::async_trait;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -70,6 +70,8 @@ pub struct SledStore {
     feed: sled::Tree,
     /// `{account}\0{origin}` → the last sequence applied from a cluster node's log.
     feed_origins: sled::Tree,
+    /// `{account}` → the last id its feed handed out.
+    feed_heads: sled::Tree,
     /// `{account}\0{webhook id}` → webhook.
     webhooks: sled::Tree,
     /// `{account}\0{webhook id}\0cursor|deliveries` → the webhook's delivery state.
@@ -352,6 +354,7 @@ impl SledStore {
             meta: tree("meta")?,
             feed: tree("feed")?,
             feed_origins: tree("feed_origins")?,
+            feed_heads: tree("feed_heads")?,
             webhooks: tree("webhooks")?,
             webhook_state: tree("webhook_state")?,
             feed_order: Default::default(),
@@ -516,6 +519,7 @@ impl SledStore {
         report.consents = usize::from(self.consents.remove(account_id.as_bytes()).map_err(backend)?.is_some());
         report.feed_events = clear(&self.feed)?;
         clear(&self.feed_origins)?;
+        self.feed_heads.remove(account_id.as_bytes()).map_err(backend)?;
         report.webhooks = clear(&self.webhooks)?;
         clear(&self.webhook_state)?;
         self.meta.remove(&marker).map_err(backend)?;

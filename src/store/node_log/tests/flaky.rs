@@ -4,9 +4,9 @@
 use crate::ids::{AccountId, StationId};
 use crate::model::{
     Account, ApiToken, CommandKey, CommandRecord, Consents, DataKind, DeviceVariable, EventDraft, EventKey,
-    FeedCutoffs, FeedEvent, IdTag, LoginEvent, Webhook, WebhookDelivery,
-    MeterRecord, NewTransaction, Page, PageRequest, PruneStep, ReadingKey, StartIdentity, Station, StationChange,
-    StationEvent, StationFilter, Transaction, TransactionFilter, TransactionStop,
+    FeedCutoffs, FeedEvent, IdTag, LoginEvent, MeterRecord, NewTransaction, Page, PageRequest, PruneStep, ReadingKey,
+    StartIdentity, Station, StationChange, StationEvent, StationFilter, Transaction, TransactionFilter,
+    TransactionStop, Webhook, WebhookDelivery,
 };
 use crate::store::{
     AccountStore, AccountUpdate, ErasureReport, EventOutcome, NewTransactionFn, SharedStore, SledStore, StationLookup,

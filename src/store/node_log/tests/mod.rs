@@ -71,6 +71,7 @@ fn settings(block: u32) -> NodeLogSettings {
         retry_max: Duration::from_millis(50),
         drain_batch: 256,
         networked: true,
+        node_id: "test-node".into(),
     }
 }
 
