@@ -2,6 +2,7 @@
 //! WebSockets: commands across nodes, duplicate connections across nodes, a killed node, and Redis
 //! killed and restarted while stations keep sending.
 
+use crate::events::{accept_tag, charging_session, SseClient, SESSION_TYPES};
 use crate::helpers::{spawn_app_with, StationClient, Tenant, TestApp};
 use crate::redis::{RedisCluster, RedisServer};
 use crate::restart::start_with;
@@ -547,10 +548,39 @@ async fn nodes_on_a_redis_cluster_share_stations_commands_queues_and_transaction
     }
     let (_, theirs) = b.get("/transactions", &other.token).await;
     assert_eq!(theirs["items"], json!([]), "another tenant sees none of it");
+    // The feed, on the Redis Cluster too: A's station's session, read from its start on B.
+    let mut feed = SseClient::open(&b.url(""), &tenant.token, "types=transaction.started,transaction.ended", Some(0)).await;
+    let (started, ended) = (feed.next().await, feed.next().await);
+    assert_eq!((started.event.as_str(), ended.event.as_str()), ("transaction.started", "transaction.ended"));
+    assert_eq!(ended.data["body"]["energy_wh"], json!(500));
+    let mut theirs = SseClient::open(&b.url(""), &other.token, "", Some(0)).await;
+    assert!(theirs.next_within(Duration::from_millis(500)).await.is_none(), "another tenant hears none of it");
 
     // A command queued through B for the offline station is delivered when it comes back to A.
     drop(cp);
     wait_for_station(&b, &tenant.token, "CP1", Duration::from_secs(5), |v| v["connected"] == false).await;
     queue_inoperative(&b, &tenant.token).await;
     take_queued_inoperative(&a, &tenant, &password).await;
+}
+
+#[tokio::test]
+async fn an_event_of_a_station_on_node_a_reaches_an_sse_client_on_node_b_in_order() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (node(&redis, "node-a").await, node(&redis, "node-b").await);
+    let tenant = a.tenant("acme").await;
+    accept_tag(&b, &tenant.token).await;
+    let password = a.station(&tenant, "CP1").await;
+    let mut on_b = SseClient::open(&b.url(""), &tenant.token, "", None).await;
+    let mut on_a = SseClient::open(&a.url(""), &tenant.token, "", None).await;
+    let mut cp = StationClient::connect(a.port, "acme", "CP1", &password).await.unwrap();
+    charging_session(&mut cp, 1).await;
+    let seen_b = on_b.until("transaction.ended").await;
+    let types: Vec<&str> = seen_b.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(types, SESSION_TYPES, "{seen_b:?}");
+    let seen_a = on_a.until("transaction.ended").await;
+    let ids = |seen: &[crate::events::Sse]| seen.iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(ids(&seen_a), ids(&seen_b), "both nodes serve the one feed, with the same ids");
+    // A client of B resuming from an id A's client got misses nothing.
+    let mut resumed = SseClient::open(&b.url(""), &tenant.token, "", Some(seen_a[2].id)).await;
+    assert_eq!(resumed.next().await.id, seen_a[3].id);
 }

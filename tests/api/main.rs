@@ -7,7 +7,7 @@ mod commands;
 mod config;
 mod dashboards;
 mod durability;
-mod events;
+pub mod events;
 mod frames;
 mod helpers;
 mod limits;
