@@ -199,17 +199,31 @@ impl Reader {
         }
     }
 
-    /// Hands a chunk to the client's response; Err(None) when the client went, Err(Some(reason))
-    /// when it took nothing for `timeout` (the stream is cut off).
     async fn send(&self, chunk: Bytes, timeout: Duration) -> Result<(), Option<&'static str>> {
-        match tokio::time::timeout(timeout, self.tx.send(Ok(chunk))).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(None),
-            Err(_) => {
-                limits::hit(Limit::EventStreamStalled);
-                crate::warn_limited!(account = %self.account_id, "event stream client took nothing in time; cut off");
-                Err(Some("slow_client"))
-            }
+        let sent = send_within(&self.tx, chunk, timeout).await;
+        if sent == Err(Some(SLOW_CLIENT)) {
+            crate::warn_limited!(account = %self.account_id, "event stream client took nothing in time; cut off");
+        }
+        sent
+    }
+}
+
+/// Why a stream whose client took nothing in time was ended (the cut-off counter's reason).
+const SLOW_CLIENT: &str = "slow_client";
+
+/// Hands a chunk to the client's response: Err(None) when the client went, Err(Some(reason)) when
+/// it took nothing for `timeout` (the stream is to be cut off; the limit is counted).
+async fn send_within(
+    tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
+    chunk: Bytes,
+    timeout: Duration,
+) -> Result<(), Option<&'static str>> {
+    match tokio::time::timeout(timeout, tx.send(Ok(chunk))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(None),
+        Err(_) => {
+            limits::hit(Limit::EventStreamStalled);
+            Err(Some(SLOW_CLIENT))
         }
     }
 }
@@ -227,6 +241,17 @@ mod tests {
         );
         let err = parse_types(Some("station.booted,station.exploded")).unwrap_err();
         assert!(err.to_string().contains("station.exploded"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_takes_nothing_is_cut_off_and_one_that_went_ends_the_stream() {
+        let (tx, rx) = mpsc::channel(1);
+        let wait = Duration::from_millis(50);
+        assert_eq!(send_within(&tx, Bytes::from_static(b"a"), wait).await, Ok(()));
+        // The buffer is full and nobody reads it.
+        assert_eq!(send_within(&tx, Bytes::from_static(b"b"), wait).await, Err(Some(SLOW_CLIENT)));
+        drop(rx);
+        assert_eq!(send_within(&tx, Bytes::from_static(b"c"), wait).await, Err(None));
     }
 
     #[test]

@@ -133,9 +133,9 @@ async fn refresh(shared: &Arc<Shared>, workers: &mut Workers) -> StoreResult<()>
         keep
     });
     for key in enabled {
-        if !workers.0.contains_key(&key) {
-            let worker = tokio::spawn(work(shared.clone(), key.0.clone(), key.1.clone()));
-            workers.0.insert(key, worker);
+        if let std::collections::hash_map::Entry::Vacant(slot) = workers.0.entry(key) {
+            let (account_id, id) = slot.key().clone();
+            slot.insert(tokio::spawn(work(shared.clone(), account_id, id)));
         }
     }
     Ok(())

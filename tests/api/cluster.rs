@@ -549,7 +549,8 @@ async fn nodes_on_a_redis_cluster_share_stations_commands_queues_and_transaction
     let (_, theirs) = b.get("/transactions", &other.token).await;
     assert_eq!(theirs["items"], json!([]), "another tenant sees none of it");
     // The feed, on the Redis Cluster too: A's station's session, read from its start on B.
-    let mut feed = SseClient::open(&b.url(""), &tenant.token, "types=transaction.started,transaction.ended", Some(0)).await;
+    let mut feed =
+        SseClient::open(&b.url(""), &tenant.token, "types=transaction.started,transaction.ended", Some(0)).await;
     let (started, ended) = (feed.next().await, feed.next().await);
     assert_eq!((started.event.as_str(), ended.event.as_str()), ("transaction.started", "transaction.ended"));
     assert_eq!(ended.data["body"]["energy_wh"], json!(500));

@@ -3,6 +3,7 @@
 //! delivered to a receiver in the test, signed, in order, retried, disabled and resumed.
 
 use crate::helpers::{series_value, spawn_app_with, StationClient, TestApp};
+use crate::restart::start_with;
 use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -298,7 +299,7 @@ pub struct Received {
 }
 
 /// A webhook receiver: a plain HTTP/1.1 server on 127.0.0.1 that records every request and answers
-/// each with the next status of its script (200 once the script is used up).
+/// each with the next status of its script (200 once the script is used up; 0 never answers).
 pub struct Receiver {
     pub url: String,
     pub got: Arc<Mutex<Vec<Received>>>,
@@ -318,6 +319,7 @@ impl Receiver {
                 let (g, s) = (g.clone(), s.clone());
                 tokio::spawn(async move {
                     while let Some((headers, body)) = read_request(&mut socket).await {
+                        // 0: take the request and never answer it (a receiver that hangs).
                         let status = s.lock().unwrap().pop_front().unwrap_or(200);
                         let header = |name: &str| {
                             headers
@@ -333,6 +335,9 @@ impl Receiver {
                             body,
                             answered: status,
                         });
+                        if status == 0 {
+                            std::future::pending::<()>().await;
+                        }
                         let reply = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
                         if socket.write_all(reply.as_bytes()).await.is_err() {
                             return;
@@ -570,4 +575,54 @@ async fn webhook_urls_are_checked_and_private_destinations_refused_by_default() 
 async fn body_id(app: &TestApp, token: &str) -> String {
     let (_, list) = app.get("/webhooks", token).await;
     list["items"][0]["id"].as_str().expect("a webhook").to_string()
+}
+
+#[tokio::test]
+async fn a_node_killed_mid_delivery_loses_no_event_and_delivers_it_after_restart() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let http = reqwest::Client::new();
+    let env = [
+        ("OCPP_CSS__WEBHOOKS__ALLOW_PRIVATE_DESTINATIONS", "true"),
+        ("OCPP_CSS__WEBHOOKS__RETRY_MIN_MS", "50"),
+        ("OCPP_CSS__WEBHOOKS__RETRY_MAX_SECS", "1"),
+        ("OCPP_CSS__EVENTS__POLL_INTERVAL_MS", "50"),
+    ];
+    let mut server = start_with(data.path(), &env);
+    let token = server.sign_in(&http).await;
+    let password = server.station(&http, &token, "CP1").await;
+    let tag = http.put(server.api("/id-tags/RFID-1")).bearer_auth(&token).json(&json!({"status": "Accepted"}));
+    assert!(tag.send().await.expect("tag put").status().is_success());
+    // The first delivery is taken and never answered: the node dies with it in flight.
+    let receiver = Receiver::start(vec![0]).await;
+    let created = http
+        .post(server.api("/webhooks"))
+        .bearer_auth(&token)
+        .json(&json!({"url": receiver.url}))
+        .send()
+        .await
+        .expect("webhook created");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let mut cp = StationClient::connect(server.port, "acme", "CP1", &password).await.expect("connects");
+    charging_session(&mut cp, 1).await;
+    for _ in 0..100 {
+        if !receiver.got.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(receiver.got.lock().unwrap().len(), 1, "one delivery in flight");
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().expect("reaped");
+    drop(cp);
+
+    let _restarted = start_with(data.path(), &env);
+    let delivered = receiver.wait_delivered(SESSION_TYPES.len()).await;
+    let got: Vec<&str> = delivered.iter().map(|v| v["type"].as_str().unwrap_or_default()).collect();
+    assert_eq!(
+        &got[..SESSION_TYPES.len()],
+        SESSION_TYPES,
+        "every acknowledged event, in order, the one in flight again"
+    );
+    let first = receiver.got.lock().unwrap()[0].body.clone();
+    assert_eq!(serde_json::from_slice::<Value>(&first).unwrap(), delivered[0], "the same event, sent again");
 }

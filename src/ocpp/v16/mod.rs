@@ -100,7 +100,19 @@ mod tests {
             f.ok(action, payload).await;
             assert!(f.store.flushes() > before, "{action} answered before a flush");
         }
+        // A refusal is in the tenant's feed: flushed too.
+        let before = f.store.flushes();
+        f.ok("Authorize", json!({"idTag": "T"})).await;
+        assert!(f.store.flushes() > before, "a refused Authorize answered before a flush");
         // Nothing to make durable: no flush is waited for.
+        let tag = crate::model::IdTag {
+            id_tag: "T".into(),
+            status: crate::model::TagStatus::Accepted,
+            expiry_date: None,
+            parent_id_tag: None,
+            updated_at: chrono::Utc::now(),
+        };
+        crate::store::AccountStore::put_id_tag(&f.store, &ACCOUNT.into(), &tag).await.unwrap();
         let before = f.store.flushes();
         f.ok("Authorize", json!({"idTag": "T"})).await;
         assert_eq!(f.store.flushes(), before);

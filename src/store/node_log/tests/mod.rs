@@ -438,7 +438,8 @@ async fn entries_leave_the_log_only_once_the_shared_store_made_them_durable() {
     }
     assert!(remote.inner.transaction(&ACCOUNT.into(), id as i32).await.unwrap().is_some(), "applied");
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(store.pending(), 1, "kept until the shared store's flush succeeds");
+    // The transaction and the feed entry of its start.
+    assert_eq!(store.pending(), 2, "kept until the shared store's flush succeeds");
     assert!(!store.remote_up());
 
     remote.flush_ok.store(true, Ordering::SeqCst);
@@ -504,7 +505,8 @@ async fn an_erased_account_s_waiting_writes_never_reach_the_shared_store() {
     // The shared store is down, so the erasure fails (and is asked again), but what this node
     // held of the account is gone already.
     assert!(erase_account(&store, remote.as_ref(), &OTHER.into()).await.is_err());
-    assert_eq!(store.pending(), before - 2);
+    // Its transaction, its DataTransfer and the feed entry of its start.
+    assert_eq!(store.pending(), before - 3);
     assert!(!store.inner.station_has_pending(&OTHER.into(), &CP_OTHER.into()));
     let dropped = store.station(&OTHER.into(), &CP_OTHER.into()).await;
     assert!(matches!(dropped, Err(StoreError::Unavailable(_))), "its cached station is dropped: {dropped:?}");
