@@ -85,8 +85,8 @@ pub const RETENTION_PRUNED: &str = "ocpp_retention_pruned_total";
 pub const EVENTS_EMITTED: &str = "ocpp_events_emitted_total";
 /// Gauge: open Server-Sent Events streams (`GET /api/v1/events`).
 pub const SSE_CLIENTS: &str = "ocpp_sse_clients";
-/// Counter: Server-Sent Events streams ended by the server, by `reason` (slow_client, lifetime,
-/// shutdown, store_error).
+/// Counter: Server-Sent Events streams ended by the server, by `reason` (slow_client: its client
+/// took nothing in time; store_error: the feed could not be read).
 pub const SSE_CUTOFFS: &str = "ocpp_sse_cutoffs_total";
 /// Counter: webhook delivery attempts, by `outcome` (delivered, http_error, unreachable, refused).
 pub const WEBHOOK_DELIVERIES: &str = "ocpp_webhook_deliveries_total";

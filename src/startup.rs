@@ -198,6 +198,7 @@ impl Application {
         crate::actors::session::register_metrics();
         crate::actors::account::register_metrics();
         crate::api::middleware::register_metrics();
+        crate::api::events::register_metrics();
         limits::logs::set_per_site_per_minute(settings.limits.site_warnings);
         let capacity = match settings.limits.max_connections {
             0 => ConnectionTable::capacity_for_fd_limit(settings.limits.fd_reserve),

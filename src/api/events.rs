@@ -40,6 +40,17 @@ pub(crate) async fn emit(state: &AppState, account_id: &AccountId, event: EventD
     }
 }
 
+/// Registers the feed's and the streams' series at zero, so that a fresh node already exports them.
+pub fn register_metrics() {
+    for kind in EventType::ALL {
+        metrics::counter!(m::EVENTS_EMITTED, "type" => kind.as_str()).increment(0);
+    }
+    metrics::gauge!(m::SSE_CLIENTS).increment(0.0);
+    for reason in [SLOW_CLIENT, "store_error"] {
+        metrics::counter!(m::SSE_CUTOFFS, "reason" => reason).increment(0);
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamQuery {

@@ -95,7 +95,7 @@ async fn run(shared: Arc<Shared>, node: String) {
         match shared.store.lease(LEASE, &node, LEASE_TTL).await {
             Ok(true) => {
                 if let Err(e) = refresh(&shared, &mut workers).await {
-                    tracing::warn!(error = %e, "webhook dispatcher could not list the webhooks");
+                    crate::warn_limited!(error = %e, "webhook dispatcher could not list the webhooks");
                 }
                 if last_measure.elapsed() >= MEASURE_EVERY {
                     last_measure = tokio::time::Instant::now();
@@ -107,7 +107,7 @@ async fn run(shared: Arc<Shared>, node: String) {
                 workers.0.drain().for_each(|(_, w)| w.abort());
             }
             Err(e) => {
-                tracing::warn!(error = %e, "webhook dispatcher: the lease could not be read");
+                crate::warn_limited!(error = %e, "webhook dispatcher: the lease could not be read");
                 workers.0.drain().for_each(|(_, w)| w.abort());
             }
         }
@@ -177,7 +177,7 @@ async fn work(shared: Arc<Shared>, account_id: AccountId, id: String) {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
-                tracing::warn!(account = %account_id, webhook = %id, error = %e, "webhook worker: store failed; trying again");
+                crate::warn_limited!(account = %account_id, webhook = %id, error = %e, "webhook worker: store failed; trying again");
                 tokio::time::sleep(shared.poll.max(Duration::from_secs(1))).await;
             }
         }

@@ -193,6 +193,19 @@ async fn exercise(app: &crate::helpers::TestApp) -> Vec<StationClient> {
     stations
 }
 
+/// An event stream left open, and a webhook that has delivered: the event panels' series.
+async fn exercise_events(app: &crate::helpers::TestApp) -> (crate::events::SseClient, crate::events::Receiver) {
+    let t = app.tenant("listener").await;
+    let mut stream = crate::events::SseClient::open(&app.url(""), &t.token, "", None).await;
+    let receiver = crate::events::Receiver::start(vec![500]).await;
+    crate::events::create_webhook(app, &t.token, &receiver.url, json!([])).await;
+    let mut cp = app.connected_station(&t, "CP1").await;
+    cp.boot().await;
+    stream.next().await;
+    receiver.wait_delivered(2).await;
+    (stream, receiver)
+}
+
 #[tokio::test]
 async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
     let boards = dashboards();
@@ -209,9 +222,12 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
     let app = spawn_app_with(move |s| {
         s.cluster.redis_url = url;
         s.server.node_id = "dash-node".into();
+        s.webhooks.allow_private_destinations = true;
+        s.webhooks.retry_min_ms = 20;
     })
     .await;
     let _connected = exercise(&app).await;
+    let _listening = exercise_events(&app).await;
     let prometheus = start_prometheus(app.port);
     let http = reqwest::Client::new();
     // Wait for the target to be scraped, then for enough samples for 1m rate windows.

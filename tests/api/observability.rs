@@ -54,6 +54,7 @@ fn a_fresh_node_exports_the_dashboards_metrics_at_zero() {
         "ocpp_redis_up",
         "ocpp_cluster_redis_up",
         "ocpp_cluster_routed_commands_total",
+        "ocpp_webhook_delivery_duration_seconds",
     ];
     let missing: Vec<String> = dashboard_metrics()
         .into_iter()
