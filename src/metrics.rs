@@ -86,7 +86,7 @@ pub const EVENTS_EMITTED: &str = "ocpp_events_emitted_total";
 /// Gauge: open Server-Sent Events streams (`GET /api/v1/events`).
 pub const SSE_CLIENTS: &str = "ocpp_sse_clients";
 /// Counter: Server-Sent Events streams ended by the server, by `reason` (slow_client: its client
-/// took nothing in time; store_error: the feed could not be read).
+/// took nothing in time; account_erased; store_error: the feed could not be read).
 pub const SSE_CUTOFFS: &str = "ocpp_sse_cutoffs_total";
 /// Counter: webhook delivery attempts, by `outcome` (delivered, http_error, unreachable, refused).
 pub const WEBHOOK_DELIVERIES: &str = "ocpp_webhook_deliveries_total";

@@ -46,7 +46,7 @@ pub fn register_metrics() {
         metrics::counter!(m::EVENTS_EMITTED, "type" => kind.as_str()).increment(0);
     }
     metrics::gauge!(m::SSE_CLIENTS).increment(0.0);
-    for reason in [SLOW_CLIENT, "store_error"] {
+    for reason in [SLOW_CLIENT, ACCOUNT_ERASED, "store_error"] {
         metrics::counter!(m::SSE_CUTOFFS, "reason" => reason).increment(0);
     }
 }
@@ -201,6 +201,10 @@ impl Reader {
                 _ = tokio::time::sleep(settings.poll_interval()) => {}
                 _ = self.tx.closed() => return None,
                 _ = tokio::time::sleep_until(keepalive_at) => {
+                    // An erased account's streams end (its feed is gone, and so are its tokens).
+                    if let Ok(None) = self.state.account_store.account(&self.account_id).await {
+                        return Some(ACCOUNT_ERASED);
+                    }
                     if let Err(end) = self.send(Bytes::from_static(b": keep-alive\n\n"), settings.send_timeout()).await {
                         return end;
                     }
@@ -221,6 +225,8 @@ impl Reader {
 
 /// Why a stream whose client took nothing in time was ended (the cut-off counter's reason).
 const SLOW_CLIENT: &str = "slow_client";
+/// Why a stream of an account erased meanwhile was ended.
+const ACCOUNT_ERASED: &str = "account_erased";
 
 /// Hands a chunk to the client's response: Err(None) when the client went, Err(Some(reason)) when
 /// it took nothing for `timeout` (the stream is to be cut off; the limit is counted).

@@ -97,6 +97,15 @@ pub async fn export(state: web::Data<AppState>, signed_in: SignedIn) -> Result<H
         .iter()
         .map(|t| json!({"id": t.id, "created_at": t.created_at, "expires_at": t.expires_at, "last_used_at": t.last_used_at}))
         .collect();
+    let mut webhooks = Vec::new();
+    for hook in store.webhooks(id).await? {
+        // Never the secret: the export is no place for a credential.
+        webhooks.push(json!({
+            "id": hook.id, "url": hook.url, "types": hook.types, "enabled": hook.enabled,
+            "disabled_reason": hook.disabled_reason, "created_at": hook.created_at, "updated_at": hook.updated_at,
+            "deliveries": store.webhook_deliveries(id, &hook.id).await?,
+        }));
+    }
     let mut profile = account_view(&account);
     profile["known_locations"] = json!(account.known_locations);
     let head = json!({
@@ -108,6 +117,7 @@ pub async fn export(state: web::Data<AppState>, signed_in: SignedIn) -> Result<H
         "retention": retention_view(&account.retention, &state.settings.retention.defaults()),
         "login_history": store.login_events(id).await?,
         "tokens": tokens,
+        "webhooks": webhooks,
     });
     let stations = store.stations_page(id, &StationFilter::default(), &request(None, budget)).await?;
 

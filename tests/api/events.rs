@@ -90,6 +90,18 @@ impl SseClient {
         }
     }
 
+    /// Whether the server ended the stream within `wait` (events before the end are passed over).
+    pub async fn ended_within(&mut self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.response.chunk()).await {
+                Err(_) => return false,
+                Ok(Ok(Some(_))) => continue,
+                Ok(Ok(None)) | Ok(Err(_)) => return true,
+            }
+        }
+    }
+
     /// The next event; panics when none comes within 10 s.
     pub async fn next(&mut self) -> Sse {
         self.next_within(Duration::from_secs(10)).await.expect("an event within 10 s")
@@ -625,4 +637,22 @@ async fn a_node_killed_mid_delivery_loses_no_event_and_delivers_it_after_restart
     );
     let first = receiver.got.lock().unwrap()[0].body.clone();
     assert_eq!(serde_json::from_slice::<Value>(&first).unwrap(), delivered[0], "the same event, sent again");
+}
+
+#[tokio::test]
+async fn an_erased_accounts_streams_end() {
+    let app = spawn_app_with(|s| s.events.keepalive_secs = 1).await;
+    let t = app.tenant("erased-feed").await;
+    let mut stream = SseClient::open(&app.url(""), &t.token, "", None).await;
+    let (status, body) = app
+        .request(
+            reqwest::Method::DELETE,
+            "/account",
+            Some(&t.token),
+            Some(json!({"password": crate::helpers::PASSWORD})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["removed"]["feed_events"].is_u64() && body["removed"]["webhooks"].is_u64(), "{body}");
+    assert!(stream.ended_within(Duration::from_secs(5)).await, "the stream ended with the account");
 }

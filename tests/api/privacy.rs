@@ -46,6 +46,9 @@ async fn the_export_holds_everything_kept_about_the_account_and_no_secret() {
     charge_once(&app, &other, "OTHER-CP", "OTHER-TAG").await;
     app.request(Method::PUT, "/account/consents", Some(&t.token), Some(json!({"marketing_emails": true}))).await;
     assert_eq!(app.login(&t.email, "wrong-password").await.0, StatusCode::UNAUTHORIZED);
+    let (status, hook) = app.post("/webhooks", &t.token, json!({"url": "https://hooks.acme.example/ocpp"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{hook}");
+    let hook_secret = hook["secret"].as_str().expect("secret").to_string();
 
     let res = app.http.get(app.api("/account/export")).bearer_auth(&t.token).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
@@ -74,10 +77,20 @@ async fn the_export_holds_everything_kept_about_the_account_and_no_secret() {
     assert_eq!(outcomes, ["success", "bad_password"]);
     assert_eq!(doc["login_history"][0]["ip"], "127.0.0.1");
     assert_eq!(doc["tokens"].as_array().map(Vec::len), Some(1));
+    assert_eq!(doc["webhooks"][0]["url"], "https://hooks.acme.example/ocpp");
+    assert_eq!(doc["webhooks"][0]["deliveries"], json!([]));
 
-    for secret in
-        ["password_hash", "$argon2", "$hmac-sha256", t.token.as_str(), "OTHER-CP", "OTHER-TAG", "ops@other.example"]
-    {
+    for secret in [
+        "password_hash",
+        "$argon2",
+        "$hmac-sha256",
+        t.token.as_str(),
+        "OTHER-CP",
+        "OTHER-TAG",
+        "ops@other.example",
+        hook_secret.as_str(),
+        "whsec_",
+    ] {
         assert!(!text.contains(secret), "the export must not contain {secret:?}");
     }
 }
