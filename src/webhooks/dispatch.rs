@@ -1,11 +1,13 @@
 //! The dispatcher: delivers each enabled webhook's events, in feed order, at least once.
 //!
 //! The feed itself is the outbox. Each webhook has a cursor in the store (the id of the last event
-//! it is done with); its worker reads the feed after the cursor, posts each event the webhook
-//! wants, and moves the cursor past it only once the receiver answered 2xx. A node that dies
-//! mid-delivery loses nothing: the next worker starts from the stored cursor and posts that
-//! event again (receivers dedupe by the `Ocpp-Css-Event-Id` header). Deliveries are one at a time
-//! per webhook, so a station's events (and every other's) arrive in the order they happened.
+//! it is done with); its worker reads up to [`BATCH`] events of the feed after the cursor, posts
+//! each event the webhook wants, and stores the cursor past the events the receiver answered 2xx
+//! (with the delivery log) once the batch is through, or at its first failure. A node that dies
+//! mid-batch loses nothing: the next worker starts from the stored cursor and posts again what
+//! was not stored as done (receivers dedupe by the `Ocpp-Css-Event-Id` header). Deliveries are one
+//! at a time per webhook, so a station's events (and every other's) arrive in the order they
+//! happened.
 //!
 //! A failed attempt is tried again after a back-off that doubles, with jitter, up to
 //! `webhooks.retry_max_secs`; once an event has failed for `webhooks.retry_for_secs` the webhook
@@ -211,29 +213,38 @@ async fn deliver_some(shared: &Shared, account_id: &AccountId, id: &str) -> Stor
         }
         return Ok(true);
     }
-    let mut passed = None;
+    // The cursor and the log are written once per batch, not per delivery: a node that dies
+    // mid-batch sends the batch's delivered events again (at least once), and a webhook is not
+    // held to one durable write per event.
+    let mut log = store.webhook_deliveries(account_id, id).await?;
+    let mut done = cursor;
+    let mut going = true;
     for event in events {
-        if !hook.wants(event.kind) {
-            passed = Some(event.id);
-            continue;
+        if hook.wants(event.kind) && !deliver(shared, &hook, &event, &mut log).await? {
+            going = false;
+            break;
         }
-        if let Some(id_passed) = passed.take() {
-            store.set_webhook_cursor(account_id, id, id_passed).await?;
-        }
-        if !deliver(shared, &hook, &event).await? {
-            return Ok(false);
-        }
-        store.set_webhook_cursor(account_id, id, event.id).await?;
+        done = event.id;
     }
-    if let Some(id_passed) = passed {
-        store.set_webhook_cursor(account_id, id, id_passed).await?;
+    // Not for a webhook removed meanwhile: its state would outlive it.
+    if store.webhook(account_id, id).await?.is_none() {
+        return Ok(false);
     }
-    Ok(true)
+    if done != cursor {
+        store.set_webhook_cursor(account_id, id, done).await?;
+    }
+    store.put_webhook_deliveries(account_id, id, &log).await?;
+    Ok(going)
 }
 
 /// Posts one event until the receiver takes it (true), or until it has failed for the retry
 /// period, when the webhook is disabled (false; also when it was disabled or removed meanwhile).
-async fn deliver(shared: &Shared, hook: &Webhook, event: &FeedEvent) -> StoreResult<bool> {
+async fn deliver(
+    shared: &Shared,
+    hook: &Webhook,
+    event: &FeedEvent,
+    log: &mut Vec<WebhookDelivery>,
+) -> StoreResult<bool> {
     let store = &shared.store;
     let settings = &shared.settings;
     let body = serde_json::to_vec(event)?;
@@ -267,12 +278,12 @@ async fn deliver(shared: &Shared, hook: &Webhook, event: &FeedEvent) -> StoreRes
             first_attempt_at,
             last_attempt_at: Utc::now(),
         };
-        let mut log = store.webhook_deliveries(&hook.account_id, &hook.id).await?;
-        record_delivery(&mut log, entry, settings.delivery_log.max(1));
-        store.put_webhook_deliveries(&hook.account_id, &hook.id, &log).await?;
+        record_delivery(log, entry, settings.delivery_log.max(1));
         if delivered {
             return Ok(true);
         }
+        // A failing delivery shows in the log at once (the batch's successes are written with it).
+        store.put_webhook_deliveries(&hook.account_id, &hook.id, log).await?;
         tracing::info!(account = %hook.account_id, webhook = %hook.id, event = event.id, attempts,
             status = ?attempt.status, error = ?attempt.error, "webhook delivery failed");
         if give_up {
