@@ -8,6 +8,9 @@ use std::path::PathBuf;
 /// Station password set when provisioning with `--provision-api` and no `--password` is given.
 pub const DEFAULT_PROVISION_PASSWORD: &str = "bench-password-0001";
 
+/// Password of the account `--provision-api` creates (and `listen` signs in with by default).
+pub const DEFAULT_ACCOUNT_PASSWORD: &str = "bench-account-password";
+
 #[derive(Debug, Parser)]
 #[command(name = "ocpp-bench", version, about = "Load harness for OCPP-J 1.6 and 2.0.1 central systems")]
 pub struct Cli {
@@ -34,6 +37,80 @@ pub enum Command {
     /// counts summed, histograms added (percentiles from the merged histograms), rates over the
     /// shards' combined windows. Prints the same table as a single run; --json writes the same JSON.
     Merge(MergeArgs),
+    /// Listen: the receiving end of ocpp-css's event feed while something else (a `fleet`) makes the
+    /// events. Opens --sse-clients streams of GET /api/v1/events and starts --webhooks HTTP receivers
+    /// on this machine, each registered as a webhook (deleted at the end); reports events and
+    /// deliveries per second and in total, the lag from each event's time to its receipt, and each
+    /// receiver's duplicates and order.
+    Listen(ListenArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ListenArgs {
+    /// The server, e.g. http://127.0.0.1:8180 (`/api/v1` is added unless the URL ends with it)
+    #[arg(long, default_value = "http://127.0.0.1:8180", value_name = "URL")]
+    pub api: String,
+
+    /// Account e-mail to sign in with (POST /api/v1/sessions) [default: bench@{tenant}.example.com,
+    /// the account `fleet --provision-api` creates]
+    #[arg(long, conflicts_with = "token")]
+    pub email: Option<String>,
+
+    /// Account password (the default is the one `fleet --provision-api` gives the account)
+    #[arg(long, default_value = DEFAULT_ACCOUNT_PASSWORD, conflicts_with = "token")]
+    pub password: String,
+
+    /// Tenant slug: names the default --email, as `fleet --tenant` does
+    #[arg(long, default_value = "bench")]
+    pub tenant: String,
+
+    /// A bearer token of the account, instead of signing in
+    #[arg(long)]
+    pub token: Option<String>,
+
+    /// Event streams (GET /api/v1/events, every type) held open at once; the server allows
+    /// limits.event_streams_per_tenant (default 10) per tenant
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub sse_clients: u32,
+
+    /// Webhook receivers: each an HTTP/1.1 server on --receiver-ip answering 200, registered as one
+    /// webhook (every type) and deleted at the end. The server must allow loopback destinations
+    /// (webhooks.allow_private_destinations) and M webhooks (webhooks.max_per_account, default 10)
+    #[arg(long, default_value_t = 0, value_name = "M")]
+    pub webhooks: u32,
+
+    /// Address the receivers listen on (the webhooks' URLs name it)
+    #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
+    pub receiver_ip: IpAddr,
+
+    /// Measured time, seconds (after the warmup)
+    #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub duration: u64,
+
+    /// Seconds after setup before measuring (the server starts a new webhook's worker within ~2 s)
+    #[arg(long, default_value_t = 3, value_name = "SECS")]
+    pub warmup: u64,
+
+    /// After the window, seconds the receivers are given to reach the newest event the SSE clients
+    /// had seen (reports how far behind each webhook was)
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub drain: u64,
+
+    /// Longest wait, seconds, for every event stream to open before the warmup starts anyway
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub setup_timeout: u64,
+
+    /// Sample this process (the server): its CPU over the window in the summary
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+
+    /// Also write the summary as JSON to this file
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Runtime worker threads [default: one per core]
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -534,7 +611,7 @@ pub struct TargetArgs {
     pub email: Option<String>,
 
     /// Account password for --provision-api
-    #[arg(long, default_value = "bench-account-password")]
+    #[arg(long, default_value = DEFAULT_ACCOUNT_PASSWORD)]
     pub account_password: String,
 
     /// idTag of the StartTransaction (--provision-api registers it as Accepted)
@@ -915,6 +992,33 @@ mod tests {
             let err = Cli::try_parse_from(["ocpp-bench", "fleet", "--shard", bad]).unwrap_err();
             assert!(err.to_string().contains("--shard"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn parses_a_listen_command_line() {
+        let cli = Cli::try_parse_from([
+            "ocpp-bench",
+            "listen",
+            "--api",
+            "http://127.0.0.1:8180",
+            "--sse-clients",
+            "100",
+            "--webhooks",
+            "10",
+            "--duration",
+            "60",
+            "--json",
+            "l.json",
+        ])
+        .unwrap();
+        let Command::Listen(a) = cli.command else { panic!("not listen") };
+        assert_eq!((a.sse_clients, a.webhooks, a.duration, a.warmup, a.drain), (100, 10, 60, 3, 10));
+        assert_eq!((a.email, a.password.as_str(), a.tenant.as_str()), (None, DEFAULT_ACCOUNT_PASSWORD, "bench"));
+        let listen = |extra: &[&str]| Cli::try_parse_from(["ocpp-bench", "listen"].iter().chain(extra));
+        assert!(listen(&["--token", "t", "--email", "a@b.c"]).is_err());
+        assert!(listen(&["--duration", "0"]).is_err());
+        assert!(listen(&["--receiver-ip", "localhost"]).is_err());
+        assert!(listen(&["--token", "t", "--webhooks", "2"]).is_ok());
     }
 
     #[test]

@@ -13,6 +13,10 @@
 //! reconnect loops, unsolicited answers) while a small legitimate fleet beside it measures the
 //! latency, and the server's RSS, open files and CPU are sampled.
 //!
+//! `ocpp-bench listen` is the other end of ocpp-css's event feed: N Server-Sent Events clients and
+//! M webhook receivers (registered through the API) count events per second and their lag from the
+//! event's time, while a `fleet` makes them.
+//!
 //! All speak plain OCPP-J 1.6, `fleet` and `events` also OCPP 2.0.1 (`--protocol`, see [`v201`]), so
 //! any central system can be the target; `--provision-api` also creates the account and stations on
 //! an ocpp-css server.
@@ -25,6 +29,7 @@ mod events;
 mod fleet;
 mod hostile;
 mod hostile_report;
+mod listen;
 mod merge;
 mod messages;
 mod outcomes;
@@ -124,6 +129,12 @@ fn main() -> ExitCode {
         Command::Hostile(args) => {
             let (threads, json) = (args.threads, args.json.clone());
             if scenario(threads, json, true, hostile::run(args), hostile_report::render_table).is_none() {
+                return ExitCode::FAILURE;
+            }
+        }
+        Command::Listen(args) => {
+            let (threads, json) = (args.threads, args.json.clone());
+            if scenario(threads, json, true, listen::run(args), listen::render_table).is_none() {
                 return ExitCode::FAILURE;
             }
         }
