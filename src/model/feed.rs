@@ -179,10 +179,6 @@ impl FeedCutoffs {
     pub fn latest(&self) -> Option<DateTime<Utc>> {
         self.0.values().max().copied()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 /// Which events a reader wants: some types (all when empty), one station (all without one).

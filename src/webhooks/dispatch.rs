@@ -171,11 +171,20 @@ async fn measure(shared: &Shared, hooks: Vec<HookKey>) {
 }
 
 /// One webhook's worker: until the webhook is gone or disabled (or the task aborted), delivers the
-/// events after its cursor. A store failure is waited out.
+/// events after its cursor. The cursor is read once, then kept here: only this worker moves it
+/// while it runs. A store failure is waited out.
 async fn work(shared: Arc<Shared>, account_id: AccountId, id: String) {
     tracing::debug!(account = %account_id, webhook = %id, "webhook worker started");
+    let mut cursor = None;
     loop {
-        match deliver_some(&shared, &account_id, &id).await {
+        let step = match cursor.as_mut() {
+            Some(cursor) => deliver_some(&shared, &account_id, &id, cursor).await,
+            None => stored_cursor(&shared.store, &account_id, &id).await.map(|c| {
+                cursor = Some(c);
+                true
+            }),
+        };
+        match step {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
@@ -186,26 +195,30 @@ async fn work(shared: Arc<Shared>, account_id: AccountId, id: String) {
     }
 }
 
-/// Delivers what is waiting for the webhook, or waits for more; false once the webhook is gone
-/// or disabled.
-async fn deliver_some(shared: &Shared, account_id: &AccountId, id: &str) -> StoreResult<bool> {
+/// Where the webhook's delivery stands in the store.
+async fn stored_cursor(store: &Arc<dyn AccountStore>, account_id: &AccountId, id: &str) -> StoreResult<u64> {
+    match store.webhook_cursor(account_id, id).await? {
+        Some(cursor) => Ok(cursor),
+        None => {
+            // Created without one (it is set when the API creates a webhook): from now on.
+            let head = store.feed_head(account_id).await?;
+            store.set_webhook_cursor(account_id, id, head).await?;
+            Ok(head)
+        }
+    }
+}
+
+/// Delivers what is waiting for the webhook after `cursor`, or waits for more; false once the
+/// webhook is gone or disabled.
+async fn deliver_some(shared: &Shared, account_id: &AccountId, id: &str, cursor: &mut u64) -> StoreResult<bool> {
     let store = &shared.store;
     let listener = shared.signal.listen(account_id);
     let woken = listener.notified();
     tokio::pin!(woken);
     woken.as_mut().enable();
     let Some(hook) = store.webhook(account_id, id).await?.filter(|h| h.enabled) else { return Ok(false) };
-    let cursor = match store.webhook_cursor(account_id, id).await? {
-        Some(cursor) => cursor,
-        None => {
-            // Created without one (it is set when the API creates a webhook): from now on.
-            let head = store.feed_head(account_id).await?;
-            store.set_webhook_cursor(account_id, id, head).await?;
-            head
-        }
-    };
-    let events = store.feed_after(account_id, cursor, BATCH).await?;
-    tracing::trace!(webhook = %id, cursor, events = events.len(), "webhook worker read the feed");
+    let events = store.feed_after(account_id, *cursor, BATCH).await?;
+    tracing::trace!(webhook = %id, cursor = *cursor, events = events.len(), "webhook worker read the feed");
     if events.is_empty() {
         tokio::select! {
             _ = &mut woken => {}
@@ -217,7 +230,7 @@ async fn deliver_some(shared: &Shared, account_id: &AccountId, id: &str) -> Stor
     // mid-batch sends the batch's delivered events again (at least once), and a webhook is not
     // held to one durable write per event.
     let mut log = store.webhook_deliveries(account_id, id).await?;
-    let mut done = cursor;
+    let mut done = *cursor;
     let mut going = true;
     for event in events {
         if hook.wants(event.kind) && !deliver(shared, &hook, &event, &mut log).await? {
@@ -230,8 +243,9 @@ async fn deliver_some(shared: &Shared, account_id: &AccountId, id: &str) -> Stor
     if store.webhook(account_id, id).await?.is_none() {
         return Ok(false);
     }
-    if done != cursor {
+    if done != *cursor {
         store.set_webhook_cursor(account_id, id, done).await?;
+        *cursor = done;
     }
     store.put_webhook_deliveries(account_id, id, &log).await?;
     Ok(going)

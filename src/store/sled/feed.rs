@@ -27,21 +27,10 @@ impl SledStore {
         self.append_feed_once(account_id, None, events)
     }
 
-    /// [`crate::store::SharedStore::append_feed_from`], not yet durable.
-    pub(super) fn append_feed_from_now(
-        &self,
-        account_id: &AccountId,
-        origin: &str,
-        seq: u64,
-        events: &[EventDraft],
-    ) -> StoreResult<()> {
-        self.append_feed_once(account_id, Some((origin, seq)), events)
-    }
-
     /// Appends the events, with the account's head and (given an origin) the origin's sequence,
     /// in one sled transaction: a crash keeps all of it or none. An origin whose sequence is not
     /// above the last one recorded appends nothing.
-    fn append_feed_once(
+    pub(super) fn append_feed_once(
         &self,
         account_id: &AccountId,
         origin: Option<(&str, u64)>,

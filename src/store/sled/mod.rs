@@ -812,7 +812,7 @@ impl SharedStore for SledStore {
         seq: u64,
         events: &[EventDraft],
     ) -> StoreResult<()> {
-        self.append_feed_from_now(account_id, origin, seq, events)
+        self.append_feed_once(account_id, Some((origin, seq)), events)
     }
 }
 
