@@ -30,6 +30,7 @@
 pub mod actors;
 pub mod api;
 pub mod auth;
+pub mod ca;
 pub mod cluster;
 pub mod config;
 pub mod fleet;
