@@ -34,8 +34,8 @@ use x509_parser::oid_registry::{
 use x509_parser::prelude::FromDer as _;
 use x509_parser::x509::X509Name;
 
-/// The longest CSR accepted, in characters: the `csr` field of `SignCertificate` (OCPP 1.6
-/// security extension and 2.0.1) is at most 5500 characters.
+/// The longest CSR accepted, in bytes (a PEM CSR is ASCII, so characters): the `csr` field of
+/// `SignCertificate` (OCPP 1.6 security extension and 2.0.1) is at most 5500 characters.
 pub const MAX_CSR_CHARS: usize = 5500;
 
 /// How far before the moment of issue an issued certificate is valid, for stations whose clocks
@@ -214,7 +214,7 @@ impl StationCa {
         }
         let der = csr_der(csr_pem).ok_or(CsrRefusal::Unreadable)?;
         let csr = match X509CertificationRequest::from_der(&der) {
-            Ok((rest, csr)) if rest.is_empty() => csr,
+            Ok(([], csr)) => csr,
             _ => return Err(CsrRefusal::Unreadable),
         };
         let algorithm = &csr.signature_algorithm.algorithm;
@@ -419,7 +419,7 @@ mod tests {
     /// Writes the certificate file (the given PEMs concatenated) and the key, loads them.
     fn load(
         dir: &tempfile::TempDir,
-        cert_pems: &[String],
+        cert_pems: &[&str],
         key: &str,
         validity: chrono::Duration,
     ) -> anyhow::Result<StationCa> {
@@ -516,7 +516,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = self_signed_ca(KeyPair::generate().expect("CA key"), in_days(3650));
         let ca_pem = ca.cert.pem_for_test();
-        let station_ca = load(&dir, &[ca_pem.clone()], &key_pem(&ca.key), YEAR).expect("load the CA");
+        let station_ca = load(&dir, &[&ca_pem], &key_pem(&ca.key), YEAR).expect("load the CA");
         assert_eq!(station_ca.ca_pem(), ca_pem);
 
         let issued = station_ca.sign(&csr("CP1", "acme"), "CP1", "acme").expect("signed");
@@ -536,7 +536,7 @@ mod tests {
         for alg in [&rcgen::PKCS_ECDSA_P384_SHA384, &rcgen::PKCS_ED25519] {
             let dir = tempfile::tempdir().expect("tempdir");
             let ca = self_signed_ca(KeyPair::generate_for(alg).expect("CA key"), in_days(3650));
-            let station_ca = load(&dir, &[ca.cert.pem_for_test()], &key_pem(&ca.key), YEAR).expect("load the CA");
+            let station_ca = load(&dir, &[&ca.cert.pem_for_test()], &key_pem(&ca.key), YEAR).expect("load the CA");
             for station_alg in [&rcgen::PKCS_ECDSA_P256_SHA256, &rcgen::PKCS_ECDSA_P384_SHA384, &rcgen::PKCS_ED25519] {
                 let key = KeyPair::generate_for(station_alg).expect("station key");
                 let mut dn = DistinguishedName::new();
@@ -558,6 +558,7 @@ mod tests {
             .signed_by(&key, &root.cert, &root.key)
             .expect("the root signs the intermediate");
         let chain = [intermediate.pem_for_test(), root.cert.pem_for_test()];
+        let chain = [chain[0].as_str(), chain[1].as_str()];
         let station_ca = load(&dir, &chain, &key_pem(&key), YEAR).expect("load the intermediate");
         assert_eq!(station_ca.ca_pem(), chain.concat());
 
@@ -571,7 +572,7 @@ mod tests {
     fn never_outlives_the_ca() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = self_signed_ca(KeyPair::generate().expect("CA key"), in_days(10));
-        let station_ca = load(&dir, &[ca.cert.pem_for_test()], &key_pem(&ca.key), YEAR).expect("load the CA");
+        let station_ca = load(&dir, &[&ca.cert.pem_for_test()], &key_pem(&ca.key), YEAR).expect("load the CA");
         let issued = station_ca.sign(&csr("CP1", "acme"), "CP1", "acme").expect("signed");
         assert_eq!(issued.not_after, station_ca.ca_not_after());
         assert!((issued.not_after - (Utc::now() + chrono::Duration::days(10))).num_seconds().abs() <= 5);
@@ -582,7 +583,7 @@ mod tests {
     fn refuses_a_subject_that_is_not_the_station_and_tenant() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = self_signed_ca(KeyPair::generate().expect("CA key"), in_days(3650));
-        let station_ca = load(&dir, &[ca.cert.pem_for_test()], &key_pem(&ca.key), YEAR).expect("load the CA");
+        let station_ca = load(&dir, &[&ca.cert.pem_for_test()], &key_pem(&ca.key), YEAR).expect("load the CA");
         let mismatch = |cn: Option<&str>, o: Option<&str>| CsrRefusal::SubjectMismatch {
             common_name: cn.map(str::to_string),
             organization: o.map(str::to_string),
@@ -614,7 +615,7 @@ mod tests {
     fn takes_printable_strings_and_nothing_but_key_and_subject() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = self_signed_ca(KeyPair::generate().expect("CA key"), in_days(3650));
-        let station_ca = load(&dir, &[ca.cert.pem_for_test()], &key_pem(&ca.key), YEAR).expect("load the CA");
+        let station_ca = load(&dir, &[&ca.cert.pem_for_test()], &key_pem(&ca.key), YEAR).expect("load the CA");
         let key = KeyPair::generate().expect("station key");
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CountryName, DnValue::PrintableString("DE".try_into().expect("printable")));
@@ -643,7 +644,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = self_signed_ca(KeyPair::generate().expect("CA key"), in_days(3650));
         let ca_pem = ca.cert.pem_for_test();
-        let station_ca = load(&dir, &[ca_pem.clone()], &key_pem(&ca.key), YEAR).expect("load the CA");
+        let station_ca = load(&dir, &[&ca_pem], &key_pem(&ca.key), YEAR).expect("load the CA");
         let good = csr("CP1", "acme");
         let long = format!("{good}{}", " ".repeat(MAX_CSR_CHARS));
         let truncated = good.replace("-----END CERTIFICATE REQUEST-----\n", "");
@@ -677,7 +678,7 @@ mod tests {
     fn refuses_a_broken_signature() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = self_signed_ca(KeyPair::generate().expect("CA key"), in_days(3650));
-        let station_ca = load(&dir, &[ca.cert.pem_for_test()], &key_pem(&ca.key), YEAR).expect("load the CA");
+        let station_ca = load(&dir, &[&ca.cert.pem_for_test()], &key_pem(&ca.key), YEAR).expect("load the CA");
         let mut der = csr_der(&csr("CP1", "acme")).expect("DER");
         // The signature BIT STRING ends the request; its last byte is the low byte of the ECDSA s.
         let last = der.len() - 1;
@@ -703,7 +704,7 @@ mod tests {
         };
         let ca_key = key_from_pem(&ca_key_pem);
         let ca = self_signed_ca(ca_key, in_days(3650));
-        let station_ca = load(&dir, &[ca.cert.pem_for_test()], &ca_key_pem, YEAR).expect("load the RSA CA");
+        let station_ca = load(&dir, &[&ca.cert.pem_for_test()], &ca_key_pem, YEAR).expect("load the RSA CA");
 
         let issued = station_ca.sign(&csr("CP1", "acme"), "CP1", "acme").expect("an EC CSR");
         check_issued(&issued, ca.cert.der(), YEAR);
@@ -730,29 +731,29 @@ mod tests {
         let ca_pem = ca.cert.pem_for_test();
         let other_key = KeyPair::generate().expect("another key");
 
-        let err = load(&dir, &[ca_pem.clone()], &key_pem(&other_key), YEAR).expect_err("the wrong key");
+        let err = load(&dir, &[&ca_pem], &key_pem(&other_key), YEAR).expect_err("the wrong key");
         assert!(format!("{err:#}").contains("does not belong"), "{err:#}");
         load(&dir, &[], &key_pem(&ca.key), YEAR).expect_err("no certificate");
-        load(&dir, &[ca_pem.clone()], "not a key", YEAR).expect_err("no key");
-        load(&dir, &[ca_pem.clone()], &key_pem(&ca.key), chrono::Duration::zero()).expect_err("no validity");
+        load(&dir, &[&ca_pem], "not a key", YEAR).expect_err("no key");
+        load(&dir, &[&ca_pem], &key_pem(&ca.key), chrono::Duration::zero()).expect_err("no validity");
 
         let leaf_key = KeyPair::generate().expect("leaf key");
         let mut leaf_params = ca_params("not a CA", in_days(100));
         leaf_params.is_ca = IsCa::ExplicitNoCa;
         let leaf = leaf_params.signed_by(&leaf_key, &ca.cert, &ca.key).expect("leaf");
-        let err = load(&dir, &[leaf.pem_for_test()], &key_pem(&leaf_key), YEAR).expect_err("not a CA");
+        let err = load(&dir, &[&leaf.pem_for_test()], &key_pem(&leaf_key), YEAR).expect_err("not a CA");
         assert!(format!("{err:#}").contains("not a CA"), "{err:#}");
 
         let mut expired = ca_params("expired", in_days(-1));
         expired.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(10);
         let expired = expired.self_signed(&ca.key).expect("expired CA");
-        let err = load(&dir, &[expired.pem_for_test()], &key_pem(&ca.key), YEAR).expect_err("expired");
+        let err = load(&dir, &[&expired.pem_for_test()], &key_pem(&ca.key), YEAR).expect_err("expired");
         assert!(format!("{err:#}").contains("expired"), "{err:#}");
 
         // An EC key in SEC1 form is explained.
         let sec1 = ca_key_as_sec1(&dir, &key_pem(&ca.key));
         if let Some(sec1) = sec1 {
-            let err = load(&dir, &[ca_pem], &sec1, YEAR).expect_err("SEC1");
+            let err = load(&dir, &[&ca_pem], &sec1, YEAR).expect_err("SEC1");
             assert!(format!("{err:#}").contains("PKCS#8"), "{err:#}");
         }
     }
