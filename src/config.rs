@@ -27,6 +27,7 @@ pub struct Settings {
     pub accounts: AccountSettings,
     pub login: LoginSettings,
     pub tls: TlsSettings,
+    pub station_ca: StationCaSettings,
     pub cluster: ClusterSettings,
     pub limits: LimitSettings,
     pub retention: RetentionSettings,
@@ -99,11 +100,33 @@ pub struct OcppSettings {
     pub shutdown_timeout_secs: u64,
     pub ping_interval_secs: u64,
     pub idle_timeout_secs: u64,
+    pub password_grace_secs: u64,
 }
 
 impl OcppSettings {
     pub fn command_timeout(&self) -> Duration {
         Duration::from_secs(self.command_timeout_secs)
+    }
+
+    /// How long a station's replaced password keeps working after it accepted a new one.
+    pub fn password_grace(&self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::try_from(self.password_grace_secs).unwrap_or(i64::MAX / 1000))
+    }
+}
+
+/// The certificate authority that signs station client certificates (security profile 3).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct StationCaSettings {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    pub validity_days: u32,
+    pub renew_before_days: u32,
+    pub renewal_check_secs: u64,
+}
+
+impl StationCaSettings {
+    pub fn enabled(&self) -> bool {
+        !self.cert_path.as_os_str().is_empty()
     }
 }
 

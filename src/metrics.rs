@@ -17,6 +17,18 @@ pub const DISCONNECTS: &str = "ocpp_disconnects_total";
 /// missing_credentials, unsupported_subprotocol, tls_required, client_cert_required,
 /// client_cert_mismatch).
 pub const AUTH_FAILURES: &str = "ocpp_auth_failures_total";
+/// Counter: SignCertificate requests, by `outcome` (issued, no_ca, unsupported_type, unreadable,
+/// bad_signature, subject_mismatch, unsupported_key, ca_unavailable).
+pub const CERTIFICATE_SIGNINGS: &str = "ocpp_certificate_signings_total";
+/// Counter: certificates the station CA issued that were sent to the station (CertificateSigned),
+/// by `outcome` (installed, rejected, unanswered).
+pub const CERTIFICATES_DELIVERED: &str = "ocpp_certificates_delivered_total";
+/// Counter: renewals a session asked its station for (a trigger for a new CSR), by `result`
+/// (accepted, rejected, unanswered).
+pub const CERTIFICATE_RENEWALS: &str = "ocpp_certificate_renewals_total";
+/// Gauge: connected stations (on this node) whose installed certificate from the station CA
+/// expires within `within` (`renewal_window`: `station_ca.renew_before_days`; `7d`).
+pub const CERTIFICATES_EXPIRING: &str = "ocpp_station_certificates_expiring";
 /// Counter: OCPP messages, by `action`, `direction` (in = from station, out = to station) and `result`
 /// (ok, error, timeout).
 pub const MESSAGES: &str = "ocpp_messages_total";

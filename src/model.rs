@@ -8,10 +8,16 @@ use std::collections::BTreeMap;
 
 pub use crate::ids::{AccountId, StationId};
 
+mod credentials;
 pub mod feed;
 mod page;
 mod retention;
 mod webhook;
+pub use credentials::{
+    certificate_signed, mask_password, password_answer, password_command, password_in_command, profile_commands,
+    profile_step_accepted, renewal_trigger, CertificateStatus, IssuedCertificate, PasswordAnswer, PasswordSlot,
+    PendingPassword, ProfileChange, ProfileChangeStatus, RetiredPassword, PASSWORD_MAX, PASSWORD_MIN,
+};
 pub use feed::{events, EventDraft, EventType, FeedCutoffs, FeedEvent, FeedFilter};
 pub use page::{
     reading_order, CommandKey, EventKey, Page, PageBuilder, PageRequest, ReadingKey, ReadingPage, StationFilter,
@@ -216,6 +222,21 @@ pub struct Station {
     pub protocol: Option<String>,
     pub firmware_status: Option<StatusReport>,
     pub diagnostics_status: Option<StatusReport>,
+    /// A new password the station has been told and not yet accepted ([`credentials`]).
+    #[serde(default)]
+    pub pending_password: Option<PendingPassword>,
+    /// The password the last rotation replaced, accepted until its grace window ends.
+    #[serde(default)]
+    pub previous_password: Option<RetiredPassword>,
+    /// When the station last accepted a new password.
+    #[serde(default)]
+    pub password_changed_at: Option<DateTime<Utc>>,
+    /// The client certificates the station CA issued it, newest last.
+    #[serde(default)]
+    pub certificates: Vec<IssuedCertificate>,
+    /// The latest move of its security profile.
+    #[serde(default)]
+    pub profile_change: Option<ProfileChange>,
 }
 
 /// The key of a connector in [`Station::connectors`].
@@ -248,6 +269,11 @@ impl Station {
             protocol: None,
             firmware_status: None,
             diagnostics_status: None,
+            pending_password: None,
+            previous_password: None,
+            password_changed_at: None,
+            certificates: Vec::new(),
+            profile_change: None,
         }
     }
 }
@@ -270,6 +296,21 @@ pub enum StationChange {
     Protocol(String),
     /// The station was heard from at this time (kept only if later than what is recorded).
     Seen(DateTime<Utc>),
+    /// The station answered the password change `change_id` ([`Station::settle_password`]);
+    /// the replaced password lasts `grace_secs`.
+    PasswordAnswered {
+        change_id: String,
+        accepted: bool,
+        at: DateTime<Utc>,
+        grace_secs: u64,
+    },
+    /// The station CA issued the station a certificate.
+    CertificateIssued(IssuedCertificate),
+    /// The station answered the CertificateSigned of certificate `serial`.
+    CertificateAnswered {
+        serial: String,
+        installed: bool,
+    },
 }
 
 impl StationChange {
@@ -288,6 +329,13 @@ impl StationChange {
             StationChange::DiagnosticsStatus(report) => s.diagnostics_status = Some(report.clone()),
             StationChange::Protocol(protocol) => s.protocol = Some(protocol.clone()),
             StationChange::Seen(at) => seen(s, *at),
+            StationChange::PasswordAnswered { change_id, accepted, at, grace_secs } => {
+                let answer = if *accepted { PasswordAnswer::Accepted } else { PasswordAnswer::Rejected };
+                let grace = chrono::Duration::seconds(i64::try_from(*grace_secs).unwrap_or(i64::MAX / 1000));
+                s.settle_password(change_id, answer, *at, grace);
+            }
+            StationChange::CertificateIssued(certificate) => s.certificate_issued(certificate.clone()),
+            StationChange::CertificateAnswered { serial, installed } => s.certificate_answered(serial, *installed),
         }
     }
 }

@@ -189,9 +189,23 @@ impl Application {
         let fleet = build_fleet(&settings, &mode, &station_store, &account_store)?;
         let sessions = Arc::new(SessionTracker::new());
         let accounts = AccountRegistry::new(Duration::from_secs(settings.accounts.idle_secs)).start();
+        let ca = &settings.station_ca;
+        let station_ca = if ca.enabled() {
+            let validity = chrono::Duration::days(i64::from(ca.validity_days.max(1)));
+            let loaded = crate::ca::StationCa::load(&ca.cert_path, &ca.key_path, validity)
+                .context("loading the station CA ([station_ca])")?;
+            Some(Arc::new(loaded))
+        } else {
+            None
+        };
         let handler_settings = Arc::new(HandlerSettings {
             heartbeat_interval: Duration::from_secs(settings.ocpp.heartbeat_interval_secs),
             boot_retry_interval: Duration::from_secs(settings.ocpp.boot_retry_interval_secs),
+            password_grace_secs: settings.ocpp.password_grace_secs,
+            renew_before: (station_ca.is_some() && ca.renew_before_days > 0)
+                .then(|| chrono::Duration::days(i64::from(ca.renew_before_days))),
+            renewal_check: Duration::from_secs(ca.renewal_check_secs.max(1)),
+            station_ca,
         });
         limits::register_metrics();
         crate::ws::register_metrics();

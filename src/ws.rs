@@ -27,7 +27,7 @@ use crate::limits::connections::{AddressKey, Connection};
 use crate::limits::frames::FrameGuard;
 use crate::limits::{self, Limit};
 use crate::metrics as m;
-use crate::model::SecurityProfile;
+use crate::model::{PasswordSlot, SecurityProfile};
 use crate::ocpp::Version;
 use crate::state::AppState;
 use crate::tls::{client_identity, TlsConnection};
@@ -214,59 +214,80 @@ pub async fn ocpp_endpoint(
                 l.address_auth.fail(&address);
                 return Ok(refuse(&state, &req, Refusal::UnknownStation, &offered));
             }
-            let phc = station.password_hash.clone();
+            // The station's passwords: the current one, the one a rotation replaced while its
+            // grace lasts, and a new one it was told and has not been recorded as accepting.
+            let candidates: Vec<(PasswordSlot, String)> = station
+                .password_hashes(chrono::Utc::now())
+                .into_iter()
+                .map(|(slot, h)| (slot, h.to_string()))
+                .collect();
             // A generated secret's keyed hash is checked at once, with one HMAC, and a right one is
             // let in whatever the back-off. An operator-chosen password has an argon2 hash: one
             // verified before is recognised from the cache without argon2, whatever the back-off.
             // Either way, an attacker failing against a station's id does not lock the station out.
-            let keyed = auth::is_keyed_hash(&phc);
-            let recognised = if keyed {
-                auth::verify_keyed(&password, &phc)
-            } else {
-                state.credentials.contains(&station_key, &password, &phc)
-            };
-            if recognised {
-                if keyed {
-                    l.station_auth.clear(&station_key);
-                }
-            } else {
-                let wait = l.station_auth.blocked(&station_key).max(l.address_auth.blocked(&address));
-                if let Some(wait) = wait {
-                    return Ok(too_many(
-                        Limit::AuthBackoff,
-                        "too_many_attempts",
-                        "too many failed authentications for this station or from this address",
-                        wait,
-                    ));
-                }
-                // A keyed hash was checked above; only an argon2 hash is left to check.
-                let verified = if keyed {
-                    false
+            let recognised = candidates.iter().find_map(|(slot, phc)| {
+                let known = if auth::is_keyed_hash(phc) {
+                    auth::verify_keyed(&password, phc)
                 } else {
-                    let lane = if l.station_auth.suspect(&station_key) || l.address_auth.suspect(&address) {
-                        auth::Lane::Suspect { max_waiting: l.settings.auth_queue }
-                    } else {
-                        auth::Lane::Normal
-                    };
-                    let (pw, hash) = (password.clone(), phc.clone());
-                    let Some(verified) = auth::argon2_job_in(lane, move || auth::verify_password(&pw, &hash)).await?
-                    else {
-                        return Ok(too_many(
-                            Limit::AuthQueue,
-                            "too_many_attempts",
-                            "too many password checks waiting",
-                            Duration::from_secs(1),
-                        ));
-                    };
-                    verified
+                    state.credentials.contains(&station_key, &password, phc)
                 };
-                if !verified {
-                    l.station_auth.fail(&station_key);
-                    l.address_auth.fail(&address);
-                    return Ok(refuse(&state, &req, Refusal::BadPassword, &offered));
+                known.then_some((*slot, auth::is_keyed_hash(phc)))
+            });
+            let slot = match recognised {
+                Some((slot, keyed)) => {
+                    if keyed {
+                        l.station_auth.clear(&station_key);
+                    }
+                    slot
                 }
-                l.station_auth.clear(&station_key);
-                state.credentials.insert(&station_key, &password, &phc);
+                None => {
+                    let wait = l.station_auth.blocked(&station_key).max(l.address_auth.blocked(&address));
+                    if let Some(wait) = wait {
+                        return Ok(too_many(
+                            Limit::AuthBackoff,
+                            "too_many_attempts",
+                            "too many failed authentications for this station or from this address",
+                            wait,
+                        ));
+                    }
+                    // Keyed hashes were checked above; only argon2 hashes are left to check, in one
+                    // job (more than one only while a rotation is under way).
+                    let argon2: Vec<(PasswordSlot, String)> =
+                        candidates.into_iter().filter(|(_, phc)| !auth::is_keyed_hash(phc)).collect();
+                    let verified = if argon2.is_empty() {
+                        None
+                    } else {
+                        let lane = if l.station_auth.suspect(&station_key) || l.address_auth.suspect(&address) {
+                            auth::Lane::Suspect { max_waiting: l.settings.auth_queue }
+                        } else {
+                            auth::Lane::Normal
+                        };
+                        let pw = password.clone();
+                        let job = move || argon2.into_iter().find(|(_, phc)| auth::verify_password(&pw, phc));
+                        let Some(verified) = auth::argon2_job_in(lane, job).await? else {
+                            return Ok(too_many(
+                                Limit::AuthQueue,
+                                "too_many_attempts",
+                                "too many password checks waiting",
+                                Duration::from_secs(1),
+                            ));
+                        };
+                        verified
+                    };
+                    let Some((slot, phc)) = verified else {
+                        l.station_auth.fail(&station_key);
+                        l.address_auth.fail(&address);
+                        return Ok(refuse(&state, &req, Refusal::BadPassword, &offered));
+                    };
+                    l.station_auth.clear(&station_key);
+                    state.credentials.insert(&station_key, &password, &phc);
+                    slot
+                }
+            };
+            if slot == PasswordSlot::Pending {
+                // The station connects with the password it was told: it took it, whatever became
+                // of its answer.
+                crate::api::credentials::pending_password_used(&state, &account.id, &station).await;
             }
         }
         SecurityProfile::ClientCertificate => {
@@ -320,6 +341,12 @@ pub async fn ocpp_endpoint(
         command_timeout: ocpp.command_timeout(),
         limits: state.limits.clone(),
         connection,
+        tenant_slug: account.slug.as_str().into(),
+        certificate_expiry: station.certificate_expiry(),
+        renewal_due: state
+            .handler_settings
+            .renew_before
+            .is_some_and(|before| station.renewal_due(chrono::Utc::now(), before)),
     };
     let keep = SocketKeep { connection: shared, guard: Some(guard) };
     // The session starts once the socket is handed over, its 101 encoded and not yet written

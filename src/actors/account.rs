@@ -186,7 +186,7 @@ impl Handler<StationNotice> for AccountActor {
             Notice::TransactionStopped { transaction_id } => {
                 live.open_transactions.retain(|_, id| *id != transaction_id);
             }
-            Notice::Booted { .. } | Notice::ConnectorStatus { .. } => {}
+            Notice::Booted { .. } | Notice::ConnectorStatus { .. } | Notice::SendCertificate { .. } => {}
         }
     }
 }

@@ -6,6 +6,7 @@
 
 mod accounts;
 mod commands;
+pub mod credentials;
 pub mod error;
 pub(crate) mod events;
 mod id_tags;
@@ -76,6 +77,13 @@ pub fn configure(cfg: &mut web::ServiceConfig, expose_login_codes: bool, body_by
     .route("/stations/{id}/events", web::get().to(stations::events))
     .route("/stations/{id}/commands/{action}", web::post().to(commands::send))
     .route("/stations/{id}/command-records/{command_id}", web::get().to(commands::get))
+    .route("/stations/{id}/password", web::post().to(credentials::rotate_password))
+    .route("/stations/{id}/security-profile", web::post().to(credentials::upgrade_profile))
+    .route("/stations/{id}/certificate/renew", web::post().to(credentials::renew_certificate))
+    .route("/stations/{id}/certificate-signed", web::post().to(credentials::certificate_signed))
+    .route("/stations/{id}/certificates", web::get().to(credentials::installed))
+    .route("/stations/{id}/certificates", web::post().to(credentials::install))
+    .route("/stations/{id}/certificates/{serial_number}", web::delete().to(credentials::delete))
     .route("/id-tags", web::get().to(id_tags::list))
     .route("/id-tags/{id_tag}", web::put().to(id_tags::put))
     .route("/id-tags/{id_tag}", web::get().to(id_tags::get))

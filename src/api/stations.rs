@@ -36,7 +36,7 @@ pub struct StationChange {
 }
 
 /// Profiles 2 and 3 need the TLS listener, and 3 a client CA to check certificates against.
-fn check_profile(state: &AppState, profile: SecurityProfile) -> Result<(), ApiError> {
+pub(crate) fn check_profile(state: &AppState, profile: SecurityProfile) -> Result<(), ApiError> {
     let tls = &state.settings.tls;
     match profile {
         SecurityProfile::Basic => Ok(()),
@@ -54,7 +54,7 @@ fn check_profile(state: &AppState, profile: SecurityProfile) -> Result<(), ApiEr
 
 /// The URL a station connects to. Profile 1: the configured public URL, or the API request's own
 /// host. Profiles 2 and 3: the TLS public URL, or wss:// on the request's host name and the TLS port.
-fn ocpp_url(state: &AppState, req: &HttpRequest, account: &Account, station: &Station) -> String {
+pub(crate) fn ocpp_url(state: &AppState, req: &HttpRequest, account: &Account, station: &Station) -> String {
     let info = req.connection_info();
     let base = match station.security_profile {
         SecurityProfile::Basic if state.settings.server.public_url.is_empty() => {
@@ -126,6 +126,7 @@ fn view(state: &AppState, req: &HttpRequest, account: &Account, s: &Station, con
         "open_transactions": live.map(|l| l.open_transactions.clone()).unwrap_or_default(),
         "firmware_status": s.firmware_status,
         "diagnostics_status": s.diagnostics_status,
+        "credentials": super::credentials::view(s),
         "created_at": s.created_at,
     })
 }
@@ -315,7 +316,7 @@ async fn check_station_quota(state: &AppState, account: &Account, adding: usize)
 /// argon2 at the configured (light) cost on the blocking pool, since it may be guessable; without
 /// one, a password is generated ([`auth::STATION_SECRET_LEN`] random characters, about 190 bits) and
 /// gets a keyed fast hash (see [`auth`]).
-async fn station_secret(state: &AppState, chosen: Option<String>) -> Result<(String, String), ApiError> {
+pub(crate) async fn station_secret(state: &AppState, chosen: Option<String>) -> Result<(String, String), ApiError> {
     let Some(password) = chosen else {
         let password = auth::random_secret(auth::STATION_SECRET_LEN);
         let hash = auth::hash_generated_secret(&password);

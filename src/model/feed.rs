@@ -32,6 +32,12 @@ pub enum EventType {
     DiagnosticsStatus,
     #[serde(rename = "station.security_event")]
     SecurityEvent,
+    #[serde(rename = "station.password_changed")]
+    PasswordChanged,
+    #[serde(rename = "station.certificate_changed")]
+    CertificateChanged,
+    #[serde(rename = "station.security_profile_changed")]
+    SecurityProfileChanged,
     #[serde(rename = "transaction.started")]
     TransactionStarted,
     #[serde(rename = "transaction.updated")]
@@ -53,7 +59,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 17] = [
+    pub const ALL: [EventType; 20] = [
         EventType::StationConnected,
         EventType::StationDisconnected,
         EventType::StationBooted,
@@ -62,6 +68,9 @@ impl EventType {
         EventType::FirmwareStatus,
         EventType::DiagnosticsStatus,
         EventType::SecurityEvent,
+        EventType::PasswordChanged,
+        EventType::CertificateChanged,
+        EventType::SecurityProfileChanged,
         EventType::TransactionStarted,
         EventType::TransactionUpdated,
         EventType::TransactionEnded,
@@ -84,6 +93,9 @@ impl EventType {
             EventType::FirmwareStatus => "station.firmware_status",
             EventType::DiagnosticsStatus => "station.diagnostics_status",
             EventType::SecurityEvent => "station.security_event",
+            EventType::PasswordChanged => "station.password_changed",
+            EventType::CertificateChanged => "station.certificate_changed",
+            EventType::SecurityProfileChanged => "station.security_profile_changed",
             EventType::TransactionStarted => "transaction.started",
             EventType::TransactionUpdated => "transaction.updated",
             EventType::TransactionEnded => "transaction.ended",
@@ -247,6 +259,37 @@ pub mod events {
 
     pub fn registration_changed(station: &StationId, from: Registration, to: Registration) -> EventDraft {
         draft(EventType::RegistrationChanged, station, json!({"from": from, "to": to}))
+    }
+
+    /// A change of the station's password: `outcome` is requested, accepted or rejected.
+    pub fn password_changed(station: &StationId, outcome: &str, change_id: &str) -> EventDraft {
+        draft(EventType::PasswordChanged, station, json!({"outcome": outcome, "change_id": change_id}))
+    }
+
+    /// What became of a certificate for the station: `outcome` is issued, refused (a CSR the CA
+    /// would not sign, `reason` says why), installed or rejected (the station's answer).
+    pub fn certificate_changed(
+        station: &StationId,
+        outcome: &str,
+        serial: Option<&str>,
+        not_after: Option<DateTime<Utc>>,
+        reason: Option<&str>,
+    ) -> EventDraft {
+        draft(
+            EventType::CertificateChanged,
+            station,
+            json!({"outcome": outcome, "serial": serial, "not_after": not_after, "reason": reason}),
+        )
+    }
+
+    /// A move of the station's security profile: `outcome` is requested, accepted or rejected.
+    pub fn profile_changed(
+        station: &StationId,
+        from: crate::model::SecurityProfile,
+        to: crate::model::SecurityProfile,
+        outcome: &str,
+    ) -> EventDraft {
+        draft(EventType::SecurityProfileChanged, station, json!({"from": from, "to": to, "outcome": outcome}))
     }
 
     /// A firmware, diagnostics, log or security report: its type and the payload as sent.

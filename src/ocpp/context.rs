@@ -14,13 +14,48 @@ use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 use std::time::Duration;
 
-/// Settings the handlers need.
-#[derive(Debug, Clone)]
+/// Settings the handlers (and the sessions) need.
+#[derive(Clone)]
 pub struct HandlerSettings {
     /// Heartbeat interval given to accepted stations.
     pub heartbeat_interval: Duration,
     /// Wait before the next BootNotification, given to pending or rejected stations.
     pub boot_retry_interval: Duration,
+    /// How long a replaced station password keeps working (`ocpp.password_grace_secs`).
+    pub password_grace_secs: u64,
+    /// The CA that signs station certificates, when one is configured (`[station_ca]`).
+    pub station_ca: Option<std::sync::Arc<crate::ca::StationCa>>,
+    /// A connected station is asked for a new CSR this long before its certificate expires; None:
+    /// never.
+    pub renew_before: Option<chrono::Duration>,
+    /// How often a session looks whether its station's certificate is due.
+    pub renewal_check: Duration,
+}
+
+impl std::fmt::Debug for HandlerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandlerSettings")
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("boot_retry_interval", &self.boot_retry_interval)
+            .field("password_grace_secs", &self.password_grace_secs)
+            .field("station_ca", &self.station_ca.is_some())
+            .field("renew_before", &self.renew_before)
+            .finish()
+    }
+}
+
+impl HandlerSettings {
+    /// Settings for handlers under test: no CA, no renewal.
+    pub fn plain(heartbeat_interval: Duration, boot_retry_interval: Duration) -> HandlerSettings {
+        HandlerSettings {
+            heartbeat_interval,
+            boot_retry_interval,
+            password_grace_secs: 3600,
+            station_ca: None,
+            renew_before: None,
+            renewal_check: Duration::from_secs(21600),
+        }
+    }
 }
 
 /// Who sent the CALL, and what handlers need to act on it.
@@ -30,6 +65,8 @@ pub struct StationContext<'a> {
     pub store: &'a dyn StationStore,
     pub account_id: &'a AccountId,
     pub station_id: &'a StationId,
+    /// The slug of the station's tenant (what its certificate's subject O must be).
+    pub tenant_slug: &'a str,
     /// The station's registration as the session knows it.
     pub registration: Registration,
     pub settings: &'a HandlerSettings,

@@ -5,6 +5,7 @@ mod accounts;
 mod cluster;
 mod commands;
 mod config;
+mod credentials;
 mod dashboards;
 mod durability;
 pub mod events;

@@ -10,9 +10,9 @@ use serde_json::json;
 use std::sync::Arc;
 use tokio_tungstenite::tungstenite::Message;
 
-struct Ca {
-    cert: Certificate,
-    key: KeyPair,
+pub struct Ca {
+    pub cert: Certificate,
+    pub key: KeyPair,
 }
 
 impl Ca {
@@ -53,14 +53,14 @@ impl Ca {
 
 /// A server CA and certificate for 127.0.0.1 and localhost, and a separate CA for station certificates,
 /// written to a temp dir.
-struct Pki {
+pub struct Pki {
     dir: tempfile::TempDir,
-    server_ca: Ca,
-    station_ca: Ca,
+    pub server_ca: Ca,
+    pub station_ca: Ca,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub fn new() -> Pki {
         let dir = tempfile::tempdir().unwrap();
         let server_ca = Ca::new("ocpp-css test server CA");
         let station_ca = Ca::new("ocpp-css test station CA");
@@ -69,6 +69,7 @@ impl Pki {
         std::fs::write(dir.path().join("server.pem"), server.pem() + &server_ca.cert.pem()).unwrap();
         std::fs::write(dir.path().join("server.key"), server_key.serialize_pem()).unwrap();
         std::fs::write(dir.path().join("stations-ca.pem"), station_ca.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("stations-ca.key"), station_ca.key.serialize_pem()).unwrap();
         Pki { dir, server_ca, station_ca }
     }
 
@@ -85,8 +86,26 @@ impl Pki {
         .await
     }
 
+    /// Like [`Pki::spawn`], with the station CA signing station certificates (`[station_ca]`).
+    pub async fn spawn_with_ca(&self, tweak: impl FnOnce(&mut ocpp_css::config::Settings) + Send + 'static) -> TestApp {
+        let path = |f: &str| self.dir.path().join(f);
+        let (cert, key, ca, ca_key) =
+            (path("server.pem"), path("server.key"), path("stations-ca.pem"), path("stations-ca.key"));
+        spawn_app_with(move |s| {
+            s.tls.enabled = true;
+            s.tls.port = 0;
+            s.tls.cert_path = cert;
+            s.tls.key_path = key;
+            s.tls.client_ca_path = ca.clone();
+            s.station_ca.cert_path = ca;
+            s.station_ca.key_path = ca_key;
+            tweak(s);
+        })
+        .await
+    }
+
     /// A client trusting the server CA, presenting `client` when given.
-    fn client_config(
+    pub fn client_config(
         &self,
         client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     ) -> Arc<rustls::ClientConfig> {
@@ -108,7 +127,7 @@ fn failures(metrics: &str, reason: &str) -> f64 {
     series_value(metrics, "ocpp_auth_failures_total", &[("reason", reason)])
 }
 
-fn wss(app: &TestApp, tenant: &str, station: &str) -> String {
+pub fn wss(app: &TestApp, tenant: &str, station: &str) -> String {
     format!("wss://127.0.0.1:{}/ocpp/{tenant}/{station}", app.tls_port.expect("TLS enabled"))
 }
 

@@ -10,7 +10,10 @@ use super::messages::{SendCommand, ToSession};
 use crate::actors::station::StationKey;
 use crate::fleet::command::CommandError;
 use crate::metrics as m;
-use crate::model::{events, CommandFailure, CommandRecord, CommandStatus};
+use crate::model::{
+    events, mask_password, password_answer, password_in_command, CommandFailure, CommandRecord, CommandStatus,
+    PasswordAnswer, StationChange,
+};
 use crate::ocpp::Version;
 use crate::store::{StationStore, StoreResult};
 use actix::Recipient;
@@ -26,6 +29,7 @@ pub async fn deliver(
     key: StationKey,
     version: Version,
     answer_timeout: Duration,
+    password_grace_secs: u64,
 ) -> StoreResult<usize> {
     let mut sent = 0;
     loop {
@@ -73,6 +77,13 @@ pub async fn deliver(
                 Err(_) => Err(CommandError::NotSent),
             };
             command.answered_at = Some(Utc::now());
+            if password_in_command(version, &command.action, &command.payload).is_some() {
+                settle_password(store.as_ref(), &command, version, &result, password_grace_secs).await?;
+                // Told; not to be shown again.
+                if let Some(masked) = mask_password(version, &command.action, &command.payload) {
+                    command.payload = masked;
+                }
+            }
             match result {
                 Ok(response) => {
                     command.status = CommandStatus::Answered;
@@ -100,6 +111,30 @@ pub async fn deliver(
             tracing::info!(station = %key, command = %command.id, action = %command.action, status = ?command.status, "queued command delivered");
         }
     }
+}
+
+/// The station answered a queued command that told it a new password: the change is settled as
+/// the model says (no answer at all leaves it pending: the station may have taken it).
+async fn settle_password(
+    store: &dyn StationStore,
+    command: &CommandRecord,
+    version: Version,
+    result: &Result<serde_json::Value, CommandError>,
+    grace_secs: u64,
+) -> StoreResult<()> {
+    let accepted = match result {
+        Ok(response) => password_answer(version, &command.action, response) == PasswordAnswer::Accepted,
+        Err(CommandError::CallError { .. }) => false,
+        Err(_) => return Ok(()),
+    };
+    let change =
+        StationChange::PasswordAnswered { change_id: command.id.clone(), accepted, at: Utc::now(), grace_secs };
+    store.change_station(&command.account_id, &command.station_id, &change).await?;
+    let outcome = if accepted { "accepted" } else { "rejected" };
+    let feed = [events::password_changed(&command.station_id, outcome, &command.id)];
+    store.append_feed(&command.account_id, &feed).await?;
+    m::feed_emitted(&feed);
+    Ok(())
 }
 
 /// Keeps the command's new state, tells the tenant's feed, and makes both durable.

@@ -7,6 +7,8 @@
 //! - [`outbound`]: the central system's commands, one on the wire at a time, as OCPP-J asks, each
 //!   with its deadline, correlated with their answers by unique id;
 //! - [`delivery`]: the commands queued while the station was offline, delivered once it is back;
+//! - [`certificates`]: a certificate the station CA issued, sent to the station; renewal asked for
+//!   before the station's certificate expires;
 //! - [`socket`]: the WebSocket on the HTTP connection, the station's messages decoded;
 //! - [`writer`]: the outgoing frames, bounded in bytes, so the actor never waits on the socket and a
 //!   station that stops reading is cut off as a slow consumer;
@@ -17,6 +19,7 @@
 //! socket for a while), a replay cache bounded in bytes that answers only true repeats, and a
 //! budget of warnings per interval ([`crate::limits`]).
 
+pub mod certificates;
 pub mod delivery;
 pub mod inbound;
 pub mod labels;
@@ -84,6 +87,13 @@ pub struct SessionSetup {
     pub limits: Arc<Limits>,
     /// The connection under the session, to cut it off when the station misbehaves.
     pub connection: Option<ConnectionHandle>,
+    /// The tenant's slug (a CSR's subject O must name it).
+    pub tenant_slug: Arc<str>,
+    /// When the certificate the station installed from the station CA expires, as its record said
+    /// when it connected.
+    pub certificate_expiry: Option<chrono::DateTime<chrono::Utc>>,
+    /// Its record said the certificate is due for renewal: asked for once the station is accepted.
+    pub renewal_due: bool,
 }
 
 pub struct StationSession {
@@ -119,6 +129,8 @@ pub struct StationSession {
     delivery: Delivery,
     /// Held until the session is gone, for those who asked to close it and wait.
     close_guards: Vec<SessionGuard>,
+    /// Where the station's certificate stands in the expiry gauge.
+    expiring: certificates::Expiring,
     /// Carries the station and session ids into every log line of this session.
     span: tracing::Span,
 }
@@ -152,6 +164,8 @@ pub fn register_metrics() {
     }
     metrics::counter!(m::DUPLICATE_CALLS).increment(0);
     metrics::gauge!(m::PENDING_COMMANDS).increment(0.0);
+    certificates::register_metrics();
+    crate::ocpp::common::sign_certificate::register_metrics();
     let codes = Version::ALL.into_iter().flat_map(|v| ErrorCode::ALL.map(|c| c.name(v)));
     for code in codes.chain(std::iter::once("other")) {
         metrics::counter!(m::CALL_ERRORS, "code" => code).increment(0);
@@ -202,6 +216,7 @@ impl StationSession {
                 close_reason: None,
                 delivery: Delivery::NotStarted,
                 close_guards: Vec::new(),
+                expiring: certificates::Expiring::default(),
             }
         })
     }
@@ -365,12 +380,14 @@ impl StationSession {
         let key = self.setup.key.clone();
         let registration = self.registration;
         let version = self.setup.version;
+        let tenant_slug = self.setup.tenant_slug.clone();
         let fut = async move {
             let ctx = StationContext {
                 version,
                 store: store.as_ref(),
                 account_id: &key.account_id,
                 station_id: &key.station_id,
+                tenant_slug: &tenant_slug,
                 registration,
                 settings: &settings,
                 event_quota: Some(&limits.event_bytes),
@@ -398,6 +415,9 @@ impl StationSession {
                     // Only what the live view shows and nothing else does goes to the tenant's actor:
                     // that the station is alive it reads from `heard`; a boot or a status is in the
                     // station's record.
+                    if let Some(Notice::SendCertificate { chain, serial }) = &notice {
+                        act.send_certificate(chain.clone(), serial.clone(), ctx);
+                    }
                     if let Some(notice) = notice.filter(Notice::changes_live_view) {
                         let msg =
                             StationNotice { station_id: act.setup.key.station_id.clone(), session_id: act.id, notice };
@@ -405,6 +425,9 @@ impl StationSession {
                     }
                     if act.delivery.handled(act.registration == Registration::Accepted) {
                         act.start_delivery(ctx);
+                        if act.setup.renewal_due {
+                            act.check_certificate(ctx);
+                        }
                     }
                 }
                 Reply::Error(error) => {
@@ -442,6 +465,7 @@ impl StationSession {
             self.setup.key.clone(),
             self.setup.version,
             self.setup.command_timeout,
+            self.setup.handler_settings.password_grace_secs,
         );
         let (session, key) = (ctx.address(), self.setup.key.clone());
         actix_rt::spawn(async move {
@@ -463,6 +487,53 @@ impl StationSession {
                 session.do_send(ToSession::Deliver(DeliverQueued));
             }
         });
+    }
+
+    /// Sends the station the certificate the station CA just issued it, after the answer to its
+    /// SignCertificate (on a task: the answer is recorded even if the session ends meanwhile).
+    fn send_certificate(&mut self, chain: String, serial: String, ctx: &mut Context<Self>) {
+        let run = certificates::deliver(
+            self.setup.store.clone(),
+            ctx.address().recipient(),
+            self.setup.key.clone(),
+            self.setup.version,
+            chain,
+            serial,
+            self.setup.command_timeout,
+        );
+        let key = self.setup.key.clone();
+        actix_rt::spawn(async move {
+            if let Err(e) = run.await {
+                tracing::warn!(station = %key, error = %e, "could not record the station's answer to CertificateSigned");
+            }
+        });
+    }
+
+    /// Looks whether the station's certificate is due for renewal (asking for a new CSR if it is)
+    /// and moves the expiry gauge.
+    fn check_certificate(&mut self, ctx: &mut Context<Self>) {
+        let Some(before) = self.setup.handler_settings.renew_before else { return };
+        let run = certificates::check(
+            self.setup.store.clone(),
+            ctx.address().recipient(),
+            self.setup.key.clone(),
+            self.setup.version,
+            before,
+            self.setup.command_timeout,
+        );
+        let key = self.setup.key.clone();
+        let checked = async move {
+            run.await
+                .map_err(|e| tracing::warn!(station = %key, error = %e, "could not check the station's certificate"))
+        };
+        ctx.spawn(checked.into_actor(self).map(|checked, act, _| {
+            if let Ok(expiring) = checked {
+                if act.close_reason.is_none() {
+                    act.expiring.update_gauge(expiring);
+                    act.expiring = expiring;
+                }
+            }
+        }));
     }
 
     /// Tells the tenant's actor, looking it up (on this context) when its address is not known.
@@ -569,6 +640,16 @@ impl Actor for StationSession {
                 }
             });
         }
+        if let Some(before) = self.setup.handler_settings.renew_before {
+            let expiring = certificates::Expiring::of(self.setup.certificate_expiry, before, chrono::Utc::now());
+            self.expiring.update_gauge(expiring);
+            self.expiring = expiring;
+            ctx.run_interval(self.setup.handler_settings.renewal_check, |act, ctx| {
+                if act.registration == Registration::Accepted {
+                    act.check_certificate(ctx);
+                }
+            });
+        }
         ctx.run_interval(self.setup.ping_interval, |act, ctx| {
             let _enter = act.span.clone().entered();
             act.warnings.flush();
@@ -585,6 +666,7 @@ impl Actor for StationSession {
     fn stopped(&mut self, _: &mut Context<Self>) {
         let _enter = self.span.clone().entered();
         self.warnings.flush();
+        self.expiring.update_gauge(certificates::Expiring::default());
         let reason = self.close_reason.unwrap_or(DisconnectReason::ClosedByStation);
         metrics::gauge!(m::CONNECTIONS, "protocol" => self.setup.version.subprotocol()).decrement(1.0);
         metrics::counter!(m::DISCONNECTS, "reason" => reason.as_str()).increment(1);

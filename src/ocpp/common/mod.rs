@@ -10,5 +10,6 @@ pub mod firmware_status;
 pub mod heartbeat;
 pub mod id_tag;
 pub mod notice;
+pub mod sign_certificate;
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -1,4 +1,5 @@
-//! The change to the tenant's live view a handled CALL may cause, whatever the version.
+//! What a handled CALL asks of its session beyond the answer, whatever the version: a change to
+//! the tenant's live view, or a command to send the station once the answer is out.
 
 use crate::model::Registration;
 
@@ -19,6 +20,12 @@ pub enum Notice {
     },
     TransactionStopped {
         transaction_id: i32,
+    },
+    /// The station CA signed the station's CSR: the session sends it the certificate chain
+    /// (CertificateSigned) after the answer.
+    SendCertificate {
+        chain: String,
+        serial: String,
     },
 }
 

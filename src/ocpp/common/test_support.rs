@@ -38,10 +38,7 @@ impl Fixture {
         let station =
             Station::new(&ACCOUNT.into(), &STATION.into(), String::new(), Registration::Accepted, Default::default());
         store.create_station(&station).await.unwrap();
-        let settings = HandlerSettings {
-            heartbeat_interval: Duration::from_secs(300),
-            boot_retry_interval: Duration::from_secs(60),
-        };
+        let settings = HandlerSettings::plain(Duration::from_secs(300), Duration::from_secs(60));
         Self {
             store,
             settings,
@@ -70,6 +67,7 @@ impl Fixture {
             store: &self.store,
             account_id: &self.account_id,
             station_id: &self.station_id,
+            tenant_slug: "tenant",
             registration,
             settings: &self.settings,
             event_quota: self.event_quota.as_ref(),

@@ -1,6 +1,7 @@
-//! SignCertificate (security extension): the station asks for its CSR to be signed. No certificate
-//! authority is configured for stations, so the request is kept for the record and Rejected.
+//! SignCertificate (security extension): the station asks for its CSR to be signed by the station
+//! CA ([`crate::ocpp::common::sign_certificate`]).
 
+use crate::ocpp::common::sign_certificate::sign;
 use crate::ocpp::context::{Handled, HandlerError, StationContext};
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +16,7 @@ pub struct Response {
 }
 
 pub async fn handle(ctx: &StationContext<'_>, req: Request) -> Result<Handled<Response>, HandlerError> {
-    crate::ocpp::common::events::record_event(ctx, "SignCertificate", &serde_json::json!({"csr": req.csr})).await?;
-    Ok(Handled::reply(Response { status: "Rejected" }))
+    let (accepted, notice) = sign(ctx, &req.csr, None).await?;
+    let response = Response { status: if accepted { "Accepted" } else { "Rejected" } };
+    Ok(Handled { response, notice })
 }

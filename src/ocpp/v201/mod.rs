@@ -12,6 +12,7 @@ pub mod meter_values;
 pub mod notify_event;
 pub mod notify_report;
 pub mod recorded;
+pub mod sign_certificate;
 pub mod status_notification;
 pub mod transaction_event;
 mod types;
@@ -81,7 +82,7 @@ declare_actions! {
     SetNetworkProfile:                 CentralSystem;
     SetVariableMonitoring:             CentralSystem;
     SetVariables:                      CentralSystem;
-    SignCertificate:                   Station, durable, handler(recorded {"status": "Rejected"});
+    SignCertificate:                   Station, durable, handler(sign_certificate);
     StatusNotification:                Station, durable, handler(status_notification);
     TransactionEvent:                  Station, durable, handler(transaction_event);
     TriggerMessage:                    CentralSystem;

@@ -125,13 +125,13 @@ async fn call_as(
     payload: Value,
 ) -> Reply {
     let version = if station_id == CP201 { Version::V201 } else { Version::V16 };
-    let settings =
-        HandlerSettings { heartbeat_interval: Duration::from_secs(300), boot_retry_interval: Duration::from_secs(60) };
+    let settings = HandlerSettings::plain(Duration::from_secs(300), Duration::from_secs(60));
     let ctx = StationContext {
         version,
         store,
         account_id,
         station_id,
+        tenant_slug: "tenant",
         registration: Registration::Accepted,
         settings: &settings,
         event_quota: None,
