@@ -132,14 +132,35 @@ pub struct TlsSettings {
     pub port: u16,
     pub cert_path: PathBuf,
     pub key_path: PathBuf,
+    /// A second certificate chain and key (empty: none), of the other key type than `cert_path`'s
+    /// (one RSA, one ECDSA); each handshake gets the one its client can use.
+    pub alt_cert_path: PathBuf,
+    pub alt_key_path: PathBuf,
     pub client_ca_path: PathBuf,
     pub public_url: String,
+    /// Offer the static-RSA suites (no forward secrecy) OCPP lists for RSA certificates; served by
+    /// OpenSSL, which needs the `openssl-tls` cargo feature.
+    pub rsa_key_exchange: bool,
 }
 
 impl TlsSettings {
     /// Whether station client certificates can be checked (security profile 3).
     pub fn client_certificates(&self) -> bool {
         self.enabled && !self.client_ca_path.as_os_str().is_empty()
+    }
+
+    /// The configured certificate chains and their keys: `cert_path`/`key_path`, then the
+    /// `alt_cert_path`/`alt_key_path` pair when it is set. An error says which half of the second
+    /// pair is missing.
+    pub fn certificate_pairs(&self) -> Result<Vec<(&Path, &Path)>, String> {
+        let mut pairs = vec![(self.cert_path.as_path(), self.key_path.as_path())];
+        match (self.alt_cert_path.as_os_str().is_empty(), self.alt_key_path.as_os_str().is_empty()) {
+            (true, true) => {}
+            (false, false) => pairs.push((self.alt_cert_path.as_path(), self.alt_key_path.as_path())),
+            (false, true) => return Err("tls.alt_cert_path is set but tls.alt_key_path is empty".into()),
+            (true, false) => return Err("tls.alt_key_path is set but tls.alt_cert_path is empty".into()),
+        }
+        Ok(pairs)
     }
 }
 
