@@ -293,7 +293,7 @@ impl Application {
                         secure,
                         actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>
                     )
-                    .rustls_0_23_with_config(config.clone(), actix_http::TlsAcceptorConfig::default())
+                    .rustls_0_23_with_config((*config).clone(), actix_http::TlsAcceptorConfig::default())
                 })?,
                 #[cfg(feature = "openssl-tls")]
                 tls::Listener::OpenSsl(acceptor) => {

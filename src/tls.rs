@@ -126,7 +126,7 @@ pub fn server_config(settings: &TlsSettings) -> anyhow::Result<ServerConfig> {
 
 /// How the TLS listener is served: by rustls, or, for `rsa_key_exchange`, by OpenSSL.
 pub enum Listener {
-    Rustls(ServerConfig),
+    Rustls(Box<ServerConfig>),
     #[cfg(feature = "openssl-tls")]
     OpenSsl(openssl::ssl::SslAcceptor),
 }
@@ -144,7 +144,7 @@ pub fn listener(settings: &TlsSettings) -> anyhow::Result<Listener> {
              or set tls.rsa_key_exchange = false"
         );
     }
-    server_config(settings).map(Listener::Rustls)
+    server_config(settings).map(|c| Listener::Rustls(Box::new(c)))
 }
 
 /// TLS 1.2 suites of the OpenSSL listener, in OpenSSL's names: the two ECDHE-ECDSA and two static-RSA
