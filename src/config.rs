@@ -672,6 +672,19 @@ mod tests {
     }
 
     #[test]
+    fn the_second_tls_certificate_needs_both_its_paths() {
+        let mut tls = Settings::load(None).unwrap().tls;
+        (tls.cert_path, tls.key_path) = ("a.pem".into(), "a.key".into());
+        assert_eq!(tls.certificate_pairs(), Ok(vec![(Path::new("a.pem"), Path::new("a.key"))]));
+        tls.alt_cert_path = "b.pem".into();
+        assert_eq!(tls.certificate_pairs(), Err("tls.alt_cert_path is set but tls.alt_key_path is empty".into()));
+        tls.alt_key_path = "b.key".into();
+        let pairs = tls.certificate_pairs().unwrap();
+        assert_eq!(pairs[1], (Path::new("b.pem"), Path::new("b.key")));
+        assert!(!tls.rsa_key_exchange, "static RSA is off by default");
+    }
+
+    #[test]
     fn a_missing_config_file_is_an_error() {
         assert!(Settings::load(Some(Path::new("/nonexistent/ocpp-css.toml"))).is_err());
     }

@@ -26,6 +26,17 @@ impl Ca {
         Ca { cert: params.self_signed(&key).unwrap(), key }
     }
 
+    /// An intermediate CA under this one.
+    fn intermediate(&self, name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        Ca { cert: params.signed_by(&key, &self.cert, &self.key).unwrap(), key }
+    }
+
     /// A leaf certificate signed by this CA, with a new P-256 (ECDSA) key.
     fn issue(
         &self,
@@ -75,9 +86,12 @@ impl Pki {
         let dir = tempfile::tempdir().unwrap();
         let server_ca = Ca::new("ocpp-css test server CA");
         let station_ca = Ca::new("ocpp-css test station CA");
+        // Each server certificate comes from its own intermediate, sent in its chain (clients trust the
+        // root only), so a listener that mixed up the two chains would fail verification.
+        let intermediate = server_ca.intermediate("ocpp-css test ECDSA intermediate");
         let (server, server_key) =
-            server_ca.issue(&["127.0.0.1", "localhost"], "ocpp-css", None, ExtendedKeyUsagePurpose::ServerAuth);
-        std::fs::write(dir.path().join("server.pem"), server.pem() + &server_ca.cert.pem()).unwrap();
+            intermediate.issue(&["127.0.0.1", "localhost"], "ocpp-css", None, ExtendedKeyUsagePurpose::ServerAuth);
+        std::fs::write(dir.path().join("server.pem"), server.pem() + &intermediate.cert.pem()).unwrap();
         std::fs::write(dir.path().join("server.key"), server_key.serialize_pem()).unwrap();
         std::fs::write(dir.path().join("stations-ca.pem"), station_ca.cert.pem()).unwrap();
         Pki { dir, server_ca, station_ca }
@@ -99,14 +113,15 @@ impl Pki {
             .expect("the openssl binary runs (scripts/test installs it)");
         assert!(status.success(), "openssl genpkey failed");
         let key = KeyPair::from_pem(&std::fs::read_to_string(&key_path).unwrap()).unwrap();
-        let (server, _) = self.server_ca.issue_for(
+        let intermediate = self.server_ca.intermediate("ocpp-css test RSA intermediate");
+        let (server, _) = intermediate.issue_for(
             key,
             &["127.0.0.1", "localhost"],
             "ocpp-css-rsa",
             None,
             ExtendedKeyUsagePurpose::ServerAuth,
         );
-        std::fs::write(self.path("server-rsa.pem"), server.pem() + &self.server_ca.cert.pem()).unwrap();
+        std::fs::write(self.path("server-rsa.pem"), server.pem() + &intermediate.cert.pem()).unwrap();
         self
     }
 
