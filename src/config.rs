@@ -155,14 +155,35 @@ pub struct TlsSettings {
     pub port: u16,
     pub cert_path: PathBuf,
     pub key_path: PathBuf,
+    /// A second certificate chain and key (empty: none), of the other key type than `cert_path`'s
+    /// (one RSA, one ECDSA); each handshake gets the one its client can use.
+    pub alt_cert_path: PathBuf,
+    pub alt_key_path: PathBuf,
     pub client_ca_path: PathBuf,
     pub public_url: String,
+    /// Offer the static-RSA suites (no forward secrecy) OCPP lists for RSA certificates; served by
+    /// OpenSSL, which needs the `openssl-tls` cargo feature.
+    pub rsa_key_exchange: bool,
 }
 
 impl TlsSettings {
     /// Whether station client certificates can be checked (security profile 3).
     pub fn client_certificates(&self) -> bool {
         self.enabled && !self.client_ca_path.as_os_str().is_empty()
+    }
+
+    /// The configured certificate chains and their keys: `cert_path`/`key_path`, then the
+    /// `alt_cert_path`/`alt_key_path` pair when it is set. An error says which half of the second
+    /// pair is missing.
+    pub fn certificate_pairs(&self) -> Result<Vec<(&Path, &Path)>, String> {
+        let mut pairs = vec![(self.cert_path.as_path(), self.key_path.as_path())];
+        match (self.alt_cert_path.as_os_str().is_empty(), self.alt_key_path.as_os_str().is_empty()) {
+            (true, true) => {}
+            (false, false) => pairs.push((self.alt_cert_path.as_path(), self.alt_key_path.as_path())),
+            (false, true) => return Err("tls.alt_cert_path is set but tls.alt_key_path is empty".into()),
+            (true, false) => return Err("tls.alt_key_path is set but tls.alt_cert_path is empty".into()),
+        }
+        Ok(pairs)
     }
 }
 
@@ -671,6 +692,19 @@ mod tests {
         let unit = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ocpp-css.service"))
             .expect("config/ocpp-css.service");
         assert!(unit.contains("ExecStart=/usr/local/bin/ocpp-css serve --config /etc/ocpp-css/ocpp-css.toml"));
+    }
+
+    #[test]
+    fn the_second_tls_certificate_needs_both_its_paths() {
+        let mut tls = Settings::load(None).unwrap().tls;
+        (tls.cert_path, tls.key_path) = ("a.pem".into(), "a.key".into());
+        assert_eq!(tls.certificate_pairs(), Ok(vec![(Path::new("a.pem"), Path::new("a.key"))]));
+        tls.alt_cert_path = "b.pem".into();
+        assert_eq!(tls.certificate_pairs(), Err("tls.alt_cert_path is set but tls.alt_key_path is empty".into()));
+        tls.alt_key_path = "b.key".into();
+        let pairs = tls.certificate_pairs().unwrap();
+        assert_eq!(pairs[1], (Path::new("b.pem"), Path::new("b.key")));
+        assert!(!tls.rsa_key_exchange, "static RSA is off by default");
     }
 
     #[test]

@@ -170,7 +170,7 @@ impl Application {
         let listener = bind(&address, backlog).with_context(|| format!("binding {address}"))?;
         let port = listener.local_addr()?.port();
         let tls = if settings.tls.enabled {
-            let config = tls::server_config(&settings.tls).context("configuring TLS")?;
+            let config = tls::listener(&settings.tls).context("configuring TLS")?;
             let address = format!("{}:{}", settings.server.host, settings.tls.port);
             let listener = bind(&address, backlog).with_context(|| format!("binding {address} (TLS)"))?;
             Some((listener, config))
@@ -298,16 +298,26 @@ impl Application {
         if let Some((listener, config)) = tls {
             let secure = listener.local_addr()?;
             let setup = http.clone();
-            builder = builder.listen("ocpp-css-tls", listener, move || {
-                http_service!(
-                    app,
-                    setup,
-                    true,
-                    secure,
-                    actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>
-                )
-                .rustls_0_23_with_config(config.clone(), actix_http::TlsAcceptorConfig::default())
-            })?;
+            builder = match config {
+                tls::Listener::Rustls(config) => builder.listen("ocpp-css-tls", listener, move || {
+                    http_service!(
+                        app,
+                        setup,
+                        true,
+                        secure,
+                        actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>
+                    )
+                    .rustls_0_23_with_config((*config).clone(), actix_http::TlsAcceptorConfig::default())
+                })?,
+                #[cfg(feature = "openssl-tls")]
+                tls::Listener::OpenSsl(acceptor) => {
+                    tracing::info!("TLS listener served by OpenSSL (tls.rsa_key_exchange)");
+                    builder.listen("ocpp-css-tls", listener, move || {
+                        http_service!(app, setup, true, secure, tls::OpenSslTls)
+                            .openssl_with_config(acceptor.clone(), actix_http::TlsAcceptorConfig::default())
+                    })?
+                }
+            };
         }
         tracing::info!(address = %address, port, tls_port, "listening");
         let shutdown_timeout = Duration::from_secs(settings.ocpp.shutdown_timeout_secs);

@@ -185,6 +185,12 @@ impl ConnectionTable {
             Some(tcp) => tcp,
             None => match conn.downcast_ref::<Tls>() {
                 Some(tls) => tls.get_ref().0,
+                #[cfg(feature = "openssl-tls")]
+                None => match conn.downcast_ref::<crate::tls::OpenSslTls>() {
+                    Some(tls) => tls.get_ref(),
+                    None => return,
+                },
+                #[cfg(not(feature = "openssl-tls"))]
                 None => return,
             },
         };

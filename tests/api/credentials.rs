@@ -338,7 +338,9 @@ async fn a_2_0_1_station_is_moved_to_tls_and_gets_its_certificate() {
     assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("accepted")), "{body}");
     assert_eq!(calls[0][2], "InstallCertificate");
     assert_eq!(calls[0][3]["certificateType"], "CSMSRootCertificate");
-    assert_eq!(calls[0][3]["certificate"], pki.server_ca.cert.pem());
+    let served = std::fs::read_to_string(pki.path("server.pem")).unwrap();
+    let last = served.rfind("-----BEGIN CERTIFICATE-----").unwrap();
+    assert_eq!(calls[0][3]["certificate"].as_str(), Some(&served[last..]), "the last certificate of tls.cert_path");
 
     let accepted = json!({"status": "Accepted"});
     let set = json!({"setVariableResult": [{"attributeStatus": "Accepted", "component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "NetworkConfigurationPriority"}}]});

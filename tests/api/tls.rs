@@ -26,7 +26,18 @@ impl Ca {
         Ca { cert: params.self_signed(&key).unwrap(), key }
     }
 
-    /// A leaf certificate signed by this CA.
+    /// An intermediate CA under this one.
+    fn intermediate(&self, name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        Ca { cert: params.signed_by(&key, &self.cert, &self.key).unwrap(), key }
+    }
+
+    /// A leaf certificate signed by this CA, with a new P-256 (ECDSA) key.
     fn issue(
         &self,
         sans: &[&str],
@@ -34,7 +45,18 @@ impl Ca {
         org: Option<&str>,
         usage: ExtendedKeyUsagePurpose,
     ) -> (Certificate, KeyPair) {
-        let key = KeyPair::generate().unwrap();
+        self.issue_for(KeyPair::generate().unwrap(), sans, cn, org, usage)
+    }
+
+    /// A leaf certificate signed by this CA, for `key`.
+    fn issue_for(
+        &self,
+        key: KeyPair,
+        sans: &[&str],
+        cn: &str,
+        org: Option<&str>,
+        usage: ExtendedKeyUsagePurpose,
+    ) -> (Certificate, KeyPair) {
         let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         params.distinguished_name.push(DnType::CommonName, cn);
         if let Some(o) = org {
@@ -64,44 +86,89 @@ impl Pki {
         let dir = tempfile::tempdir().unwrap();
         let server_ca = Ca::new("ocpp-css test server CA");
         let station_ca = Ca::new("ocpp-css test station CA");
+        // Each server certificate comes from its own intermediate, sent in its chain (clients trust the
+        // root only), so a listener that mixed up the two chains would fail verification.
+        let intermediate = server_ca.intermediate("ocpp-css test ECDSA intermediate");
         let (server, server_key) =
-            server_ca.issue(&["127.0.0.1", "localhost"], "ocpp-css", None, ExtendedKeyUsagePurpose::ServerAuth);
-        std::fs::write(dir.path().join("server.pem"), server.pem() + &server_ca.cert.pem()).unwrap();
+            intermediate.issue(&["127.0.0.1", "localhost"], "ocpp-css", None, ExtendedKeyUsagePurpose::ServerAuth);
+        std::fs::write(dir.path().join("server.pem"), server.pem() + &intermediate.cert.pem()).unwrap();
         std::fs::write(dir.path().join("server.key"), server_key.serialize_pem()).unwrap();
         std::fs::write(dir.path().join("stations-ca.pem"), station_ca.cert.pem()).unwrap();
         std::fs::write(dir.path().join("stations-ca.key"), station_ca.key.serialize_pem()).unwrap();
         Pki { dir, server_ca, station_ca }
     }
 
+    pub fn path(&self, file: &str) -> std::path::PathBuf {
+        self.dir.path().join(file)
+    }
+
+    /// Adds an RSA server certificate (server-rsa.pem, server-rsa.key; subject CN ocpp-css-rsa) beside
+    /// the ECDSA one (CN ocpp-css). rcgen cannot make RSA keys: the openssl binary does.
+    fn with_rsa(self) -> Pki {
+        let key_path = self.path("server-rsa.key");
+        let status = std::process::Command::new("openssl")
+            .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+            .arg(&key_path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("the openssl binary runs (scripts/test installs it)");
+        assert!(status.success(), "openssl genpkey failed");
+        let key = KeyPair::from_pem(&std::fs::read_to_string(&key_path).unwrap()).unwrap();
+        let intermediate = self.server_ca.intermediate("ocpp-css test RSA intermediate");
+        let (server, _) = intermediate.issue_for(
+            key,
+            &["127.0.0.1", "localhost"],
+            "ocpp-css-rsa",
+            None,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        std::fs::write(self.path("server-rsa.pem"), server.pem() + &intermediate.cert.pem()).unwrap();
+        self
+    }
+
+    /// The `[tls]` settings of this PKI: the ECDSA certificate, the station CA, any port.
+    fn settings(&self, s: &mut ocpp_css::config::Settings) {
+        s.tls.enabled = true;
+        s.tls.port = 0;
+        s.tls.cert_path = self.path("server.pem");
+        s.tls.key_path = self.path("server.key");
+        s.tls.client_ca_path = self.path("stations-ca.pem");
+    }
+
     async fn spawn(&self) -> TestApp {
-        let path = |f: &str| self.dir.path().join(f);
-        let (cert, key, ca) = (path("server.pem"), path("server.key"), path("stations-ca.pem"));
+        self.spawn_with(|_| {}).await
+    }
+
+    /// The app with this PKI's `[tls]` settings, then `tweak`.
+    async fn spawn_with(&self, tweak: impl FnOnce(&mut ocpp_css::config::Settings) + Send + 'static) -> TestApp {
+        let mut tls = ocpp_css::config::Settings::load(None).expect("default config loads");
+        self.settings(&mut tls);
+        let tls = tls.tls;
         spawn_app_with(move |s| {
-            s.tls.enabled = true;
-            s.tls.port = 0;
-            s.tls.cert_path = cert;
-            s.tls.key_path = key;
-            s.tls.client_ca_path = ca;
+            s.tls = tls;
+            tweak(s);
         })
         .await
     }
 
-    /// Like [`Pki::spawn`], with the station CA signing station certificates (`[station_ca]`).
+    /// Like [`Pki::spawn_with`], with the station CA signing station certificates (`[station_ca]`).
     pub async fn spawn_with_ca(&self, tweak: impl FnOnce(&mut ocpp_css::config::Settings) + Send + 'static) -> TestApp {
-        let path = |f: &str| self.dir.path().join(f);
-        let (cert, key, ca, ca_key) =
-            (path("server.pem"), path("server.key"), path("stations-ca.pem"), path("stations-ca.key"));
-        spawn_app_with(move |s| {
-            s.tls.enabled = true;
-            s.tls.port = 0;
-            s.tls.cert_path = cert;
-            s.tls.key_path = key;
-            s.tls.client_ca_path = ca.clone();
+        let (ca, ca_key) = (self.path("stations-ca.pem"), self.path("stations-ca.key"));
+        self.spawn_with(move |s| {
             s.station_ca.cert_path = ca;
             s.station_ca.key_path = ca_key;
             tweak(s);
         })
         .await
+    }
+
+    /// Both server certificates, ECDSA first.
+    fn both(&self) -> impl FnOnce(&mut ocpp_css::config::Settings) + Send + 'static {
+        let (cert, key) = (self.path("server-rsa.pem"), self.path("server-rsa.key"));
+        move |s| {
+            s.tls.alt_cert_path = cert;
+            s.tls.alt_key_path = key;
+        }
     }
 
     /// A client trusting the server CA, presenting `client` when given.
@@ -285,4 +352,164 @@ async fn profiles_2_and_3_are_refused_where_tls_is_not_configured() {
     }
     let (status, created) = app.post("/stations", &t.token, json!({"id": "CP1"})).await;
     assert_eq!((status, created["security_profile"].as_u64()), (StatusCode::CREATED, Some(1)));
+}
+
+/// What `openssl s_client` negotiated with the TLS listener, offering TLS 1.2 and only `cipher`,
+/// trusting the server CA only: the suite and the server certificate's subject, or None when the
+/// handshake failed.
+async fn s_client(pki: &Pki, port: u16, cipher: &str) -> Option<(String, String)> {
+    let ca = pki.path("server-ca.pem");
+    std::fs::write(&ca, pki.server_ca.cert.pem()).unwrap();
+    let cipher = cipher.to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("openssl")
+            .args(["s_client", "-brief", "-verify_return_error", "-tls1_2", "-connect"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-cipher", &cipher, "-CAfile"])
+            .arg(&ca)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("the openssl binary runs (scripts/test installs it)")
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
+    let field = |name: &str| {
+        text.lines().find_map(|l| l.trim().strip_prefix(name)).map(|v| v.trim_start_matches(':').trim().to_string())
+    };
+    match (output.status.success(), field("Ciphersuite"), field("Peer certificate")) {
+        (true, Some(suite), Some(subject)) => Some((suite, subject)),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn the_rustls_listener_offers_the_ocpp_ecdsa_suites_and_gives_each_client_the_certificate_it_can_use() {
+    let pki = Pki::new().with_rsa();
+    let app = pki.spawn_with(pki.both()).await;
+    let port = app.tls_port.expect("TLS enabled");
+    for suite in ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384"] {
+        assert_eq!(s_client(&pki, port, suite).await, Some((suite.to_string(), "CN = ocpp-css".to_string())));
+    }
+    for suite in ["AES128-GCM-SHA256", "AES256-GCM-SHA384"] {
+        assert_eq!(s_client(&pki, port, suite).await, None, "{suite}: rustls has no static RSA key exchange");
+    }
+    for suite in ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384"] {
+        assert_eq!(
+            s_client(&pki, port, suite).await,
+            Some((suite.to_string(), "CN = ocpp-css-rsa".to_string())),
+            "a client offering only RSA suites gets the RSA certificate"
+        );
+    }
+    // A rustls station (TLS 1.3, both key types offered) still connects.
+    let t = app.tenant("acme").await;
+    provision(&app, &t.token, "CP3", 3).await;
+    let config = pki.client_config(Some(pki.station_ca.client("CP3", "acme")));
+    let mut cp = try_connect_url(&wss(&app, "acme", "CP3"), None, Some("ocpp1.6"), Some(config)).await.unwrap();
+    assert_eq!(cp.boot().await["status"], "Accepted");
+}
+
+#[tokio::test]
+async fn a_second_certificate_must_have_the_other_key_type_and_each_key_its_certificate() {
+    let pki = Pki::new().with_rsa();
+    let (ca, _) = pki.server_ca.issue(&["localhost"], "another", None, ExtendedKeyUsagePurpose::ServerAuth);
+    std::fs::write(pki.path("other.pem"), ca.pem()).unwrap();
+    let error = |tweak: &dyn Fn(&mut ocpp_css::config::TlsSettings)| {
+        let mut s = ocpp_css::config::Settings::load(None).unwrap();
+        pki.settings(&mut s);
+        tweak(&mut s.tls);
+        match ocpp_css::tls::listener(&s.tls) {
+            Ok(_) => String::new(),
+            Err(e) => format!("{e:#}"),
+        }
+    };
+    let rsa = |t: &mut ocpp_css::config::TlsSettings| {
+        t.alt_cert_path = pki.path("server-rsa.pem");
+        t.alt_key_path = pki.path("server-rsa.key");
+    };
+    assert_eq!(error(&rsa), "", "one ECDSA and one RSA certificate");
+    let two_ecdsa = error(&|t| {
+        t.alt_cert_path = pki.path("server.pem");
+        t.alt_key_path = pki.path("server.key");
+    });
+    assert!(two_ecdsa.contains("both hold ECDSA keys"), "{two_ecdsa}");
+    let mismatch = error(&|t| {
+        t.alt_cert_path = pki.path("server-rsa.pem");
+        t.alt_key_path = pki.path("server.key");
+    });
+    assert!(mismatch.contains("does not match the key"), "{mismatch}");
+    let mismatch = error(&|t| t.cert_path = pki.path("other.pem"));
+    assert!(mismatch.contains("does not match the key"), "{mismatch}");
+    let half = error(&|t| t.alt_cert_path = pki.path("server-rsa.pem"));
+    assert!(half.contains("tls.alt_key_path is empty"), "{half}");
+    #[cfg(not(feature = "openssl-tls"))]
+    {
+        let refused = error(&|t| t.rsa_key_exchange = true);
+        assert!(refused.contains("--features openssl-tls"), "{refused}");
+    }
+    #[cfg(feature = "openssl-tls")]
+    {
+        assert_eq!(
+            error(&|t| {
+                rsa(t);
+                t.rsa_key_exchange = true
+            }),
+            ""
+        );
+        let two_ecdsa = error(&|t| {
+            t.alt_cert_path = pki.path("server.pem");
+            t.alt_key_path = pki.path("server.key");
+            t.rsa_key_exchange = true;
+        });
+        assert!(two_ecdsa.contains("both hold ECDSA keys"), "{two_ecdsa}");
+    }
+}
+
+#[cfg(feature = "openssl-tls")]
+#[tokio::test]
+async fn with_rsa_key_exchange_the_openssl_listener_offers_all_four_ocpp_suites_and_serves_every_profile() {
+    let pki = Pki::new().with_rsa();
+    let both = pki.both();
+    let app = pki
+        .spawn_with(move |s| {
+            both(s);
+            s.tls.rsa_key_exchange = true;
+        })
+        .await;
+    let port = app.tls_port.expect("TLS enabled");
+    for (suite, subject) in [
+        ("ECDHE-ECDSA-AES128-GCM-SHA256", "CN = ocpp-css"),
+        ("ECDHE-ECDSA-AES256-GCM-SHA384", "CN = ocpp-css"),
+        ("AES128-GCM-SHA256", "CN = ocpp-css-rsa"),
+        ("AES256-GCM-SHA384", "CN = ocpp-css-rsa"),
+        ("ECDHE-RSA-AES128-GCM-SHA256", "CN = ocpp-css-rsa"),
+    ] {
+        assert_eq!(s_client(&pki, port, suite).await, Some((suite.to_string(), subject.to_string())), "{suite}");
+    }
+    assert_eq!(s_client(&pki, port, "ECDHE-ECDSA-CHACHA20-POLY1305").await, None, "not in the cipher list");
+
+    let t = app.tenant("acme").await;
+    provision(&app, &t.token, "CP3", 3).await;
+    let url = wss(&app, "acme", "CP3");
+    let certificate = pki.client_config(Some(pki.station_ca.client("CP3", "acme")));
+    let mut cp = try_connect_url(&url, None, Some("ocpp1.6"), Some(certificate)).await.expect("its own certificate");
+    assert_eq!(cp.boot().await["status"], "Accepted");
+    assert_eq!(cp.call("Heartbeat", json!({})).await[0], 3);
+    let another = pki.client_config(Some(pki.station_ca.client("CP4", "acme")));
+    let refused = try_connect_url(&url, None, Some("ocpp1.6"), Some(another)).await;
+    assert_eq!(refused.err().as_deref(), Some("HTTP 401"), "another station's certificate");
+    let stranger = pki.client_config(Some(Ca::new("someone else's CA").client("CP3", "acme")));
+    let refused = try_connect_url(&url, None, Some("ocpp1.6"), Some(stranger)).await;
+    assert!(refused.is_err(), "a certificate from an unknown CA fails the handshake");
+
+    let created = provision(&app, &t.token, "CP2", 2).await;
+    let password = created["password"].as_str().unwrap();
+    let url = created["ocpp_url"].as_str().unwrap();
+    let wrong =
+        try_connect_url(url, Some(("CP2", "wrong-password-1234")), Some("ocpp1.6"), Some(pki.client_config(None)));
+    assert_eq!(wrong.await.err().as_deref(), Some("HTTP 401"));
+    let mut cp2 = try_connect_url(url, Some(("CP2", password)), Some("ocpp1.6"), Some(pki.client_config(None)))
+        .await
+        .expect("a profile 2 station with its password");
+    assert_eq!(cp2.boot().await["status"], "Accepted");
 }
