@@ -7,6 +7,10 @@
 //! | 2 | TLS only | HTTP Basic |
 //! | 3 | TLS only | a client certificate (verified in the handshake) whose subject CN is the station id and O the tenant's slug |
 //!
+//! The password may be the current one, the one a rotation replaced while its grace window lasts,
+//! or one the station was told and has not been recorded as accepting; connecting with that one
+//! makes it current ([`crate::model::Station::password_hashes`]).
+//!
 //! What an attempt may cost is bounded ([`crate::limits`]): a password check that needs argon2
 //! (one not verified before) is refused with 429 while its station or client address is backing
 //! off after failures, and waits behind clean attempts; an accepted station reconnecting more often
