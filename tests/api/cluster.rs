@@ -585,3 +585,30 @@ async fn an_event_of_a_station_on_node_a_reaches_an_sse_client_on_node_b_in_orde
     let mut resumed = SseClient::open(&b.url(""), &tenant.token, "", Some(seen_a[2].id)).await;
     assert_eq!(resumed.next().await.id, seen_a[3].id);
 }
+
+#[tokio::test]
+async fn a_password_rotated_through_one_node_lets_the_station_into_another() {
+    let Cluster { redis: _redis, a: _a, b, tenant, password, station: mut cp } = two_nodes_and_a_station().await;
+    wait_for_station(&b, &tenant.token, "CP1", Duration::from_secs(5), |v| v["node"] == "node-a").await;
+    let url = format!("{}/api/v1/stations/CP1/password", b.url(""));
+    let rotate = tokio::spawn({
+        let token = tenant.token.clone();
+        async move {
+            let res = reqwest::Client::new().post(url).bearer_auth(token).json(&json!({})).send().await.unwrap();
+            (res.status(), res.json::<Value>().await.unwrap())
+        }
+    });
+    let call = answer_next_call(&mut cp, json!({"status": "Accepted"})).await;
+    assert_eq!(call[2], "ChangeConfiguration");
+    let (status, body) = rotate.await.unwrap();
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("accepted")), "{body}");
+    let new = body["password"].as_str().unwrap();
+    assert_eq!(call[3]["value"], new);
+    drop(cp);
+    let mut on_b =
+        StationClient::connect(b.port, "acme", "CP1", new).await.expect("the new password on the other node");
+    on_b.boot().await;
+    let mut old =
+        StationClient::connect(b.port, "acme", "CP1", &password).await.expect("the old one within the window");
+    old.boot().await;
+}
