@@ -149,6 +149,17 @@ pub(crate) async fn dispatch(
         });
     }
     let account_id = &target.key.account_id;
+    match (&target.live, queue) {
+        (None, None) => {
+            return Err(ApiError::StationNotConnected(format!(
+                "station {station_id} is not connected; add ?queue=true to deliver the command when it connects"
+            )))
+        }
+        (None, Some(expires_in)) => {
+            queue_ttl(state, expires_in)?;
+        }
+        (Some(_), _) => {}
+    }
     // A command that tells the station a new password: recorded as pending before it goes out.
     let change_id = uuid::Uuid::new_v4().to_string();
     let rotation = match password_in_command(version, action, &payload) {
@@ -162,24 +173,29 @@ pub(crate) async fn dispatch(
         }
         None => false,
     };
-    let at = match &target.live {
-        Some(at) => at,
-        None => match queue {
-            Some(expires_in) => {
-                let command =
-                    enqueue(state, &target.key, version, action.to_string(), payload, expires_in, change_id).await?;
-                return Ok(Sent::Queued(Box::new(command)));
+    let Some(at) = &target.live else {
+        let queued =
+            enqueue(state, &target.key, version, action.to_string(), payload, queue.flatten(), change_id.clone()).await;
+        return match queued {
+            Ok(command) => Ok(Sent::Queued(Box::new(command))),
+            Err(e) => {
+                if rotation {
+                    // Never queued: the password was never to be told.
+                    super::credentials::settle(state, account_id, station_id, &change_id, PasswordAnswer::Rejected)
+                        .await?;
+                }
+                Err(e)
             }
-            None => {
-                return Err(ApiError::StationNotConnected(format!(
-                    "station {station_id} is not connected; add ?queue=true to deliver the command when it connects"
-                )))
-            }
-        },
+        };
     };
     let timeout = state.settings.ocpp.command_timeout();
     let command = Command { action: action.to_string(), payload, timeout };
-    let result = match state.fleet.send_command(at, command).await {
+    let sent = state.fleet.send_command(at, command).await;
+    if rotation && sent.is_err() {
+        // Not sent at all: the password was never told.
+        super::credentials::settle(state, account_id, station_id, &change_id, PasswordAnswer::Rejected).await?;
+    }
+    let result = match sent {
         Ok(result) => result,
         Err(FleetError::NotConnected) => {
             return Err(ApiError::StationNotConnected(format!("station {station_id} is not connected")))
@@ -187,12 +203,17 @@ pub(crate) async fn dispatch(
         Err(e) => return Err(e.into()),
     };
     if rotation {
-        // An error answer refuses the change; no answer (timeout, lost connection) leaves it
-        // pending: the station may have taken it, and then connects with it.
+        // An error answer refuses the change, as does a command never sent; no answer (timeout,
+        // lost connection) leaves it pending: the station may have taken it, and then connects
+        // with it.
         let answer = match &result {
             Ok(response) => Some(password_answer(version, action, response)),
-            Err(CommandError::CallError { .. }) => Some(PasswordAnswer::Rejected),
-            Err(_) => None,
+            // An error answer, or never on the wire.
+            Err(CommandError::CallError { .. })
+            | Err(CommandError::NotSent)
+            | Err(CommandError::QueueFull)
+            | Err(CommandError::Expired) => Some(PasswordAnswer::Rejected),
+            Err(CommandError::Timeout) | Err(CommandError::Disconnected) => None,
         };
         if let Some(answer) = answer {
             super::credentials::settle(state, account_id, station_id, &change_id, answer).await?;
@@ -224,6 +245,15 @@ pub(crate) async fn dispatch(
     }
 }
 
+/// How long a queued command waits: `expires_in`, or `commands.queue_ttl_secs`; at most a year.
+fn queue_ttl(state: &AppState, expires_in: Option<u64>) -> Result<u64, ApiError> {
+    let ttl = expires_in.unwrap_or(state.settings.commands.queue_ttl_secs);
+    if ttl == 0 || ttl > 365 * 86400 {
+        return Err(ApiError::invalid("invalid_query", "expires_in must be 1 to 31536000 seconds"));
+    }
+    Ok(ttl)
+}
+
 /// Queues a command for an offline station, under the id `id`.
 async fn enqueue(
     state: &AppState,
@@ -234,10 +264,7 @@ async fn enqueue(
     expires_in: Option<u64>,
     id: String,
 ) -> Result<CommandRecord, ApiError> {
-    let ttl = expires_in.unwrap_or(state.settings.commands.queue_ttl_secs);
-    if ttl == 0 || ttl > 365 * 86400 {
-        return Err(ApiError::invalid("invalid_query", "expires_in must be 1 to 31536000 seconds"));
-    }
+    let ttl = queue_ttl(state, expires_in)?;
     let now = chrono::Utc::now();
     let command = CommandRecord {
         id,

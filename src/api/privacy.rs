@@ -6,9 +6,10 @@ use super::transactions;
 use super::{ApiError, SignedIn, Tenant};
 use crate::ids::{AccountId, StationId};
 use crate::model::{
-    Consent, Consents, DataKind, MeterRecord, Page, PageRequest, RetentionPeriods, SampledValue, Station,
-    StationFilter, TransactionFilter, MAX_LIMIT, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS,
+    CommandRecord, Consent, Consents, DataKind, MeterRecord, Page, PageRequest, RetentionPeriods, SampledValue,
+    Station, StationFilter, TransactionFilter, MAX_LIMIT, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS,
 };
+use crate::ocpp::Version;
 use crate::state::AppState;
 use crate::store::{AccountStore, StoreError, StoreResult};
 use actix_web::http::header::{self, ContentType};
@@ -55,6 +56,16 @@ fn write_record<T: Serialize>(out: &mut Vec<u8>, record: &T) -> serde_json::Resu
     serde_json::to_writer(out, record)
 }
 
+/// A command record, a password it carries masked as the API shows it.
+fn write_command(out: &mut Vec<u8>, command: &CommandRecord) -> serde_json::Result<()> {
+    let masked = Version::from_subprotocol(&command.protocol)
+        .and_then(|v| crate::model::mask_password(v, &command.action, &command.payload));
+    match masked {
+        Some(payload) => serde_json::to_writer(out, &CommandRecord { payload, ..command.clone() }),
+        None => serde_json::to_writer(out, command),
+    }
+}
+
 fn station_view(s: &Station) -> Value {
     json!({
         "id": s.id,
@@ -67,6 +78,7 @@ fn station_view(s: &Station) -> Value {
         "protocol": s.protocol,
         "firmware_status": s.firmware_status,
         "diagnostics_status": s.diagnostics_status,
+        "credentials": super::credentials::view(s),
     })
 }
 
@@ -369,7 +381,7 @@ impl Writer {
             out,
             &mut Items::default(),
             |after| async move { store.commands_page(id, &request(after, budget)).await },
-            write_record,
+            write_command,
         )
         .await?;
         out.raw(b"]}");

@@ -152,6 +152,12 @@ async fn an_offline_station_is_told_its_new_password_when_it_returns() {
     let app = app_with_grace(60).await;
     let t = app.tenant("acme").await;
     let old = app.station(&t, "CP3").await;
+    let (status, err) = app.post("/stations/CP3/password", &t.token, json!({"queue": false})).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::CONFLICT, Some("station_not_connected")));
+    let (status, err) = app.post("/stations/CP3/password", &t.token, json!({"expires_in": 0})).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_query")));
+    let (_, station) = app.get("/stations/CP3", &t.token).await;
+    assert!(station["credentials"]["password_change_pending"].is_null(), "nothing pending: {station}");
     let (status, body) = app.post("/stations/CP3/password", &t.token, json!({})).await;
     assert_eq!((status, body["status"].as_str()), (StatusCode::ACCEPTED, Some("queued")), "{body}");
     let new = body["password"].as_str().unwrap().to_string();
