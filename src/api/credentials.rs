@@ -10,7 +10,7 @@ use crate::auth;
 use crate::ids::{AccountId, StationId};
 use crate::model::{
     events, password_command, profile_commands, profile_step_accepted, renewal_trigger, PasswordAnswer,
-    ProfileChangeStatus, SecurityProfile, Station, PASSWORD_MAX, PASSWORD_MIN,
+    SecurityProfile, Station, PASSWORD_MAX, PASSWORD_MIN,
 };
 use crate::ocpp::Version;
 use crate::state::AppState;
@@ -227,9 +227,7 @@ async fn settle_profile(
     accepted: bool,
 ) -> Result<Station, ApiError> {
     let now = chrono::Utc::now();
-    let station = update(state, account_id, station_id, move |s| s.profile_answered(accepted, now)).await?;
-    debug_assert!(station.profile_change.as_ref().is_none_or(|c| c.status != ProfileChangeStatus::Requested));
-    Ok(station)
+    update(state, account_id, station_id, move |s| s.profile_answered(accepted, now)).await
 }
 
 #[derive(Deserialize)]
@@ -372,12 +370,15 @@ pub async fn installed(
     let kinds: Vec<&str> = q.kind.as_deref().map(|k| k.split(',').map(str::trim).collect()).unwrap_or_default();
     let payload = match version {
         Version::V16 => {
-            let [kind] = kinds.as_slice() else {
-                if kinds.is_empty() {
-                    return installed_of(&state, &target, json!({"certificateType": "CentralSystemRootCertificate"}))
-                        .await;
+            let kind = match kinds.as_slice() {
+                [] => "csms_root",
+                [kind] => kind,
+                _ => {
+                    return Err(ApiError::invalid(
+                        "invalid_query",
+                        "a 1.6 station lists one certificate type at a time",
+                    ))
                 }
-                return Err(ApiError::invalid("invalid_query", "a 1.6 station lists one certificate type at a time"));
             };
             json!({"certificateType": certificate_type(version, kind)?})
         }
