@@ -69,7 +69,9 @@ impl RawSecs {
             RawSecs::Number(n) => (*n, *n),
             RawSecs::Text(t) => {
                 let num = |s: &str| {
-                    s.trim().parse::<f64>().map_err(|_| format!("{t:?} is not a number of seconds or a range \"min-max\""))
+                    s.trim()
+                        .parse::<f64>()
+                        .map_err(|_| format!("{t:?} is not a number of seconds or a range \"min-max\""))
                 };
                 match t.trim().split_once('-') {
                     Some((a, b)) => (num(a)?, num(b)?),
@@ -192,7 +194,26 @@ pub struct Offline {
 
 /// Parses and checks a scenario's text; errors name `file`, the class and the key.
 pub fn parse(file: &str, text: &str) -> Result<Scenario, String> {
-    let raw: RawFile = toml::from_str(text).map_err(|e| format!("{file}: {}", e.to_string().trim_end()))?;
+    let raw: RawFile = toml::from_str(text).map_err(|e| {
+        // Which class the mistake is in: the last `[[class]]` before it, and its name if given.
+        let at = e.span().map_or(0, |s| s.start).min(text.len());
+        let before = text.get(..at).unwrap_or("");
+        let class = match before.matches("[[class]]").count() {
+            0 => String::new(),
+            k => {
+                let block = before.rsplit("[[class]]").next().unwrap_or("");
+                let name = block.lines().find_map(|l| {
+                    let (key, value) = l.split_once('=')?;
+                    (key.trim() == "name").then(|| value.trim().trim_matches('"').to_string())
+                });
+                match name {
+                    Some(n) => format!("class {n:?}: "),
+                    None => format!("class #{k}: "),
+                }
+            }
+        };
+        format!("{file}: {class}{}", e.to_string().trim_end())
+    })?;
     let run = raw.run;
     let at = |key: &str, e: String| format!("{file}: [run] {key}: {e}");
     if run.stations == 0 {
@@ -268,7 +289,16 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, String> {
                 duration: o.for_secs.check(false).map_err(|e| at("offline.for_secs", e))?,
             }),
         };
-        classes.push(Class { name, share: c.share, protocol, connectors: c.connectors, heartbeat, sessions, flaky, offline });
+        classes.push(Class {
+            name,
+            share: c.share,
+            protocol,
+            connectors: c.connectors,
+            heartbeat,
+            sessions,
+            flaky,
+            offline,
+        });
     }
     let total: f64 = classes.iter().map(|c| c.share).sum();
     if (total - 100.0).abs() > 1e-6 {
@@ -368,11 +398,11 @@ for_secs = 30
     #[test]
     fn unknown_keys_are_refused_with_the_file_and_key() {
         let e = err(&GOOD.replace("connectors = 2", "connectors = 2\nconectors = 3"));
-        assert!(e.starts_with("s.toml: ") && e.contains("unknown field `conectors`"), "{e}");
+        assert!(e.starts_with("s.toml: class \"idle\": ") && e.contains("unknown field `conectors`"), "{e}");
         let e = err(&GOOD.replace("for_secs = 30", "for_secs = 30\nbogus = 1"));
-        assert!(e.contains("unknown field `bogus`") && e.contains("every_secs"), "{e}");
+        assert!(e.starts_with("s.toml: class \"busy\": ") && e.contains("unknown field `bogus`"), "{e}");
         let e = err(&GOOD.replace("connect_rate = 5", "connect_rate = 5\nstaions = 1"));
-        assert!(e.contains("unknown field `staions`"), "{e}");
+        assert!(e.starts_with("s.toml: TOML parse error") && e.contains("unknown field `staions`"), "{e}");
     }
 
     #[test]

@@ -247,7 +247,14 @@ impl Station {
     }
 
     /// Sends a transaction message now, or queues it while the station has no connection.
-    async fn send_or_queue(&mut self, label: &'static str, name: &'static str, mut payload: Value, from: Instant, session: u32) {
+    async fn send_or_queue(
+        &mut self,
+        label: &'static str,
+        name: &'static str,
+        mut payload: Value,
+        from: Instant,
+        session: u32,
+    ) {
         if self.offline.is_some() || self.conn.is_none() {
             if self.proto == Protocol::V201 {
                 payload["offline"] = json!(true);
@@ -336,7 +343,11 @@ impl Station {
                     (_, true) => "TransactionEvent(Ended)",
                     _ => "TransactionEvent(Updated)",
                 };
-                (label, "TransactionEvent", v201::transaction_event(&id, seq, updates, connector, &tag, self.energy, &ts))
+                (
+                    label,
+                    "TransactionEvent",
+                    v201::transaction_event(&id, seq, updates, connector, &tag, self.energy, &ts),
+                )
             }
         }
     }
@@ -423,7 +434,11 @@ async fn run_station(mut st: Station, permit: tokio::sync::OwnedSemaphorePermit)
     let now = Instant::now();
     let mut hb = Some(now + st.draw(S_HEARTBEAT, class.heartbeat));
     st.sessions = (1..=class.connectors)
-        .map(|c| Session::Idle(class.sessions.map(|s| now + st.draw(S_SESSION + 8 * c + 3, Secs { min: 0.0, max: s.gap.max }))))
+        .map(|c| {
+            Session::Idle(
+                class.sessions.map(|s| now + st.draw(S_SESSION + 8 * c + 3, Secs { min: 0.0, max: s.gap.max })),
+            )
+        })
         .collect();
     let mut flaky = class.flaky.map(|f| now + st.draw(S_FLAKY, f.every));
     let mut offline_at = class.offline.map(|o| now + st.draw(S_OFFLINE, o.every));
@@ -512,19 +527,26 @@ async fn run_station(mut st: Station, permit: tokio::sync::OwnedSemaphorePermit)
                 }
                 st.live().count("back_online", 1);
                 st.replay().await;
+                // No Heartbeat is owed for the time offline.
+                hb = Some(Instant::now() + st.draw(S_HEARTBEAT, class.heartbeat));
                 offline_at = Some(Instant::now() + st.draw(S_OFFLINE, spec.every));
             }
         }
     }
 
     // The end: back online if need be, replay, stop open sessions, close.
-    if st.offline.take().is_some() {
+    let was_offline = st.offline.take().is_some();
+    if was_offline {
         ctx.offline_now.fetch_sub(1, Relaxed);
     }
     if st.conn.is_none() && (!st.queue.is_empty() || st.sessions.iter().any(|s| matches!(s, Session::Open { .. }))) {
         // A last chance past the end: one attempt.
         if st.connect_boot(false).await.is_ok() {
-            st.live().count("reconnects", 1);
+            let mut l = st.live();
+            l.count("reconnects", 1);
+            if was_offline {
+                l.count("back_online", 1);
+            }
         }
     }
     if st.conn.is_some() {
@@ -1002,7 +1024,12 @@ pub async fn run(args: ScenarioArgs) -> Result<ScenarioSummary> {
         ramp_secs: (ramp_secs * 1000.0).round() / 1000.0,
         classes,
         overall,
-        shard: args.shard.map(|sh| ShardReport { index: sh.index, count: sh.count, first_station: range.start + 1, stations: n }),
+        shard: args.shard.map(|sh| ShardReport {
+            index: sh.index,
+            count: sh.count,
+            first_station: range.start + 1,
+            stations: n,
+        }),
         merged: None,
         start_ms: unix_ms(clock_base, started),
         end_ms: unix_ms(clock_base, end),
@@ -1113,7 +1140,10 @@ fn class_rows(rows: &mut Vec<(String, String)>, title: String, r: &ClassReport) 
             r.disconnects, r.reconnects, r.closed_clean, r.closed_unclean
         ),
     ));
-    rows.push(("  failures".into(), format!("{}{}", r.failures_by_kind.values().sum::<u64>(), kinds(&r.failures_by_kind))));
+    rows.push((
+        "  failures".into(),
+        format!("{}{}", r.failures_by_kind.values().sum::<u64>(), kinds(&r.failures_by_kind)),
+    ));
 }
 
 pub fn render_table(s: &ScenarioSummary) -> String {
@@ -1140,7 +1170,8 @@ pub fn render_table(s: &ScenarioSummary) -> String {
     }
     for cc in &c.classes {
         if let Some(r) = s.classes.get(&cc.name) {
-            let title = format!("CLASS {} ({}%, OCPP {}, {} connector(s))", cc.name, cc.share, cc.protocol, cc.connectors);
+            let title =
+                format!("CLASS {} ({}%, OCPP {}, {} connector(s))", cc.name, cc.share, cc.protocol, cc.connectors);
             class_rows(&mut rows, title, r);
         }
     }

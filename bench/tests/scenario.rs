@@ -139,7 +139,8 @@ async fn a_scenario_of_four_classes_runs_against_the_server() {
     };
     let txs = get(format!("{api}/transactions?limit=1000")).await;
     let txs = txs["items"].as_array().expect("a page of transactions").clone();
-    let sessions: u64 = ["busy", "flaky", "offline"].iter().map(|n| class(n)["sessions"]["started"].as_u64().unwrap_or(0)).sum();
+    let sessions: u64 =
+        ["busy", "flaky", "offline"].iter().map(|n| class(n)["sessions"]["started"].as_u64().unwrap_or(0)).sum();
     assert_eq!(txs.len() as u64, sessions, "{txs:?}");
     assert!(txs.iter().all(|t| t["status"] == "completed"), "{txs:?}");
     let mut offline_events = 0u64;
