@@ -43,6 +43,55 @@ pub enum Command {
     /// deliveries per second and in total, the lag from each event's time to its receipt, and each
     /// receiver's duplicates and order.
     Listen(ListenArgs),
+    /// Scenario: a fleet of station classes described in a TOML file (shares of the fleet, each with
+    /// its protocol, connectors, heartbeat, sessions, flaky connections and offline periods whose
+    /// messages are queued and replayed on reconnect). Reports per class and overall.
+    Scenario(ScenarioArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ScenarioArgs {
+    /// The scenario file (TOML: [run] and [[class]] tables; see bench/README.md)
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// Run length in seconds from the first connect, instead of the file's duration_secs
+    #[arg(long, value_parser = parse_positive, value_name = "SECS")]
+    pub duration: Option<f64>,
+
+    /// Divide every class time (heartbeat, sessions, meter values, flaky, offline) by this, instead of
+    /// the file's time_scale (default 1: real time), e.g. 60 to play an hour in a minute
+    #[arg(long, value_parser = parse_positive, value_name = "FACTOR")]
+    pub time_scale: Option<f64>,
+
+    /// Seed of the stations' random draws, instead of the file's seed (default 1)
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// Limit, seconds, on every wait: connect, each call's answer, close
+    #[arg(long, default_value_t = 10.0, value_name = "SECS", value_parser = parse_positive)]
+    pub timeout: f64,
+
+    /// Bind client sockets to these source addresses, round-robin (as for fleet)
+    #[arg(long, value_parser = parse_source_ips, value_name = "IPS")]
+    pub source_ips: Option<SourceIps>,
+
+    /// Also write the summary as JSON to this file
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Runtime worker threads [default: one per core]
+    #[arg(long)]
+    pub threads: Option<usize>,
+
+    /// Distributed run: this process is shard I of N (1-based). The file's stations and connect_rate
+    /// are the whole run's; this shard runs stations (I-1)·N/n+1 … I·N/n with the classes the whole
+    /// run gives them, and writes its histograms into --json for `ocpp-bench merge`
+    #[arg(long, value_parser = crate::shard::parse_shard, value_name = "I/N")]
+    pub shard: Option<crate::shard::Shard>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -59,6 +59,19 @@ pub enum Outcome {
     Closed(String),
 }
 
+/// The kind of a BootNotification's failure (`boot_pending`, `boot_rejected`, `boot_callerror`,
+/// `boot_timeout`, `boot_closed`); `None` when it was Accepted.
+pub fn boot_failure(out: &Outcome) -> Option<&'static str> {
+    match out {
+        Outcome::Result(v) if v["status"] == "Accepted" => None,
+        Outcome::Result(v) if v["status"] == "Pending" => Some("boot_pending"),
+        Outcome::Result(_) => Some("boot_rejected"),
+        Outcome::CallError { .. } => Some("boot_callerror"),
+        Outcome::Timeout => Some("boot_timeout"),
+        Outcome::Closed(_) => Some("boot_closed"),
+    }
+}
+
 /// An open OCPP-J connection.
 pub struct Conn {
     ws: Ws,

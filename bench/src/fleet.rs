@@ -69,7 +69,7 @@ const TX_ENDED: usize = 7;
 /// The calls of the hold (all but the ramp's StatusNotifications).
 const HOLD_ACTIONS: [usize; 7] = [HEARTBEAT, START, METER, STOP, TX_STARTED, TX_UPDATED, TX_ENDED];
 
-type Hist = Mutex<Histogram<u64>>;
+pub(crate) type Hist = Mutex<Histogram<u64>>;
 
 /// Connect latency by step.
 struct Steps {
@@ -108,15 +108,15 @@ impl Steps {
     }
 }
 
-fn hist() -> Hist {
+pub(crate) fn hist() -> Hist {
     Mutex::new(new_histogram())
 }
 
-fn record(h: &Hist, d: Duration) {
+pub(crate) fn record(h: &Hist, d: Duration) {
     h.lock().expect("histogram lock").saturating_record((d.as_micros() as u64).max(1));
 }
 
-fn bump(m: &Mutex<BTreeMap<String, u64>>, key: &str) {
+pub(crate) fn bump(m: &Mutex<BTreeMap<String, u64>>, key: &str) {
     *m.lock().expect("map lock").entry(key.to_string()).or_default() += 1;
 }
 
@@ -338,34 +338,20 @@ async fn connect_boot(ctx: &Ctx, ep: &Endpoint, proto: Protocol, stage: Stage) -
         Protocol::V201 => v201::boot_notification(),
     };
     let out = Box::pin(c.call("BootNotification", &boot, t1 + ctx.timeout)).await;
-    let kind = match out {
-        Outcome::Result(v) if v["status"] == "Accepted" => {
-            if let Some(h) = boot_h {
-                record(h, t1.elapsed());
-            }
-            return Ok(c);
+    let Some(kind) = conn::boot_failure(&out) else {
+        if let Some(h) = boot_h {
+            record(h, t1.elapsed());
         }
-        Outcome::Result(v) => {
-            ctx.c.log(|| format!("{}: BootNotification not accepted: {v}", ep.id));
-            if v["status"] == "Pending" {
-                "boot_pending"
-            } else {
-                "boot_rejected"
-            }
-        }
-        Outcome::CallError { code, description } => {
-            ctx.c.log(|| format!("{}: BootNotification CALLERROR {code}: {description}", ep.id));
-            "boot_callerror"
-        }
-        Outcome::Timeout => {
-            ctx.c.log(|| format!("{}: BootNotification timed out", ep.id));
-            "boot_timeout"
-        }
-        Outcome::Closed(e) => {
-            ctx.c.log(|| format!("{}: connection lost during BootNotification: {e}", ep.id));
-            "boot_closed"
-        }
+        return Ok(c);
     };
+    ctx.c.log(|| match &out {
+        Outcome::Result(v) => format!("{}: BootNotification not accepted: {v}", ep.id),
+        Outcome::CallError { code, description } => {
+            format!("{}: BootNotification CALLERROR {code}: {description}", ep.id)
+        }
+        Outcome::Timeout => format!("{}: BootNotification timed out", ep.id),
+        Outcome::Closed(e) => format!("{}: connection lost during BootNotification: {e}", ep.id),
+    });
     Err(kind.to_string())
 }
 
@@ -907,7 +893,7 @@ pub fn shard_args(mut args: FleetArgs) -> Result<(FleetArgs, std::ops::Range<u64
 }
 
 /// `at` as milliseconds since the Unix epoch, given one instant whose wall-clock time is known.
-fn unix_ms(base: (Instant, std::time::SystemTime), at: Instant) -> u64 {
+pub(crate) fn unix_ms(base: (Instant, std::time::SystemTime), at: Instant) -> u64 {
     let t = if at >= base.0 { base.1 + (at - base.0) } else { base.1 - (base.0 - at) };
     t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -36,6 +36,8 @@ mod outcomes;
 mod provision;
 mod rawws;
 mod report;
+mod scenario;
+mod scenario_run;
 mod schedule;
 mod shard;
 mod stations;
@@ -138,10 +140,22 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+        Command::Scenario(args) => {
+            let (threads, json) = (args.threads, args.json.clone());
+            let Some(summary) = scenario(threads, json, true, scenario_run::run(args), scenario_run::render_table)
+            else {
+                return ExitCode::FAILURE;
+            };
+            if summary.overall.booted == 0 {
+                eprintln!("ocpp-bench: no station booted");
+                return ExitCode::FAILURE;
+            }
+        }
         Command::Merge(args) => {
             let written = match merge::merge_any(&args.files, args.allow_missing) {
                 Ok(merge::Merged::Fleet(s)) => report(report::render_table(&s), &*s, args.json),
                 Ok(merge::Merged::Events(s)) => report(stats::render_table(&s), &*s, args.json),
+                Ok(merge::Merged::Scenario(s)) => report(scenario_run::render_table(&s), &*s, args.json),
                 Err(e) => {
                     eprintln!("ocpp-bench merge: {e:#}");
                     return ExitCode::FAILURE;

@@ -49,8 +49,10 @@ fn read_value(path: &Path) -> Result<(String, serde_json::Value)> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
     match v.get("scenario").and_then(|s| s.as_str()) {
-        Some(s @ ("fleet" | "events")) => Ok((s.to_string(), v)),
-        Some(other) => bail!("{}: a {other:?} output; merge takes `fleet` or `events` --shard outputs", path.display()),
+        Some(s @ ("fleet" | "events" | "scenario")) => Ok((s.to_string(), v)),
+        Some(other) => {
+            bail!("{}: a {other:?} output; merge takes `fleet`, `events` or `scenario` --shard outputs", path.display())
+        }
         None => bail!("{}: not an ocpp-bench output (no \"scenario\")", path.display()),
     }
 }
@@ -69,6 +71,7 @@ pub fn read(path: &Path) -> Result<FleetSummary> {
 pub enum Merged {
     Fleet(Box<FleetSummary>),
     Events(Box<Summary>),
+    Scenario(Box<crate::scenario_run::ScenarioSummary>),
 }
 
 /// Reads the files and merges them as the scenario they are of (all must be of one).
@@ -77,6 +80,23 @@ pub fn merge_any(files: &[PathBuf], allow_missing: bool) -> Result<Merged> {
     let (scenario, _) = read_value(first)?;
     if scenario == "fleet" {
         return Ok(Merged::Fleet(Box::new(merge_files(files, allow_missing)?)));
+    }
+    if scenario == "scenario" {
+        let mut inputs = Vec::with_capacity(files.len());
+        for f in files {
+            let (sc, v) = read_value(f)?;
+            if sc != scenario {
+                bail!("{} is a {sc:?} output, {} a {scenario:?} one: not one run", f.display(), first.display());
+            }
+            let s: crate::scenario_run::ScenarioSummary = serde_json::from_value(v)
+                .with_context(|| format!("{}: not a scenario output of this ocpp-bench version", f.display()))?;
+            inputs.push((f.display().to_string(), s));
+        }
+        let shards = check_shards(
+            &inputs.iter().map(|(n, s)| (n.as_str(), s.shard.as_ref(), s.merged.is_some())).collect::<Vec<_>>(),
+            allow_missing,
+        )?;
+        return Ok(Merged::Scenario(Box::new(crate::scenario_run::merge(inputs, shards)?)));
     }
     let mut inputs = Vec::with_capacity(files.len());
     for f in files {

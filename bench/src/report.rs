@@ -277,7 +277,7 @@ pub fn per(a: f64, b: f64) -> f64 {
     }
 }
 
-fn kinds(m: &BTreeMap<String, u64>) -> String {
+pub(crate) fn kinds(m: &BTreeMap<String, u64>) -> String {
     if m.is_empty() {
         return String::new();
     }
@@ -300,7 +300,7 @@ fn insert_steps(rows: &mut Vec<(String, String)>, section: &str, steps: &Option<
     rows.splice(at..at, add);
 }
 
-fn lat(l: &LatencyMs) -> String {
+pub(crate) fn lat(l: &LatencyMs) -> String {
     if l.samples == 0 {
         return "-".into();
     }
@@ -483,6 +483,11 @@ pub fn render_table(s: &FleetSummary) -> String {
     if let Some(c) = &s.commands {
         rows.extend(crate::commands::rows(c));
     }
+    layout(rows)
+}
+
+/// Rows as a two-column table, the keys padded to the longest.
+pub fn layout(rows: Vec<(String, String)>) -> String {
     let width = rows.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
     let mut out = String::new();
     for (k, v) in rows {
