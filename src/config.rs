@@ -164,6 +164,10 @@ pub struct TlsSettings {
     /// Offer the static-RSA suites (no forward secrecy) OCPP lists for RSA certificates; served by
     /// OpenSSL, which needs the `openssl-tls` cargo feature.
     pub rsa_key_exchange: bool,
+    /// Sessions the listener remembers for resumption by id (0: none).
+    pub session_cache_entries: usize,
+    /// Resumption by session tickets (state kept by the client, sealed under keys of this node).
+    pub session_tickets: bool,
 }
 
 impl TlsSettings {

@@ -121,7 +121,17 @@ pub fn server_config(settings: &TlsSettings) -> anyhow::Result<ServerConfig> {
     } else {
         builder.with_no_client_auth()
     };
-    Ok(builder.with_cert_resolver(Arc::new(ByKeyType { keys, suites: provider.cipher_suites.clone() })))
+    let mut config = builder.with_cert_resolver(Arc::new(ByKeyType { keys, suites: provider.cipher_suites.clone() }));
+    // rustls remembers 256 sessions by default: a fleet reconnecting at once would resume almost none.
+    config.session_storage = if settings.session_cache_entries > 0 {
+        rustls::server::ServerSessionMemoryCache::new(settings.session_cache_entries)
+    } else {
+        Arc::new(rustls::server::NoServerSessionStorage {})
+    };
+    if settings.session_tickets {
+        config.ticketer = rustls::crypto::ring::Ticketer::new().context("TLS session ticket keys")?;
+    }
+    Ok(config)
 }
 
 /// How the TLS listener is served: by rustls, or, for `rsa_key_exchange`, by OpenSSL.
@@ -203,6 +213,15 @@ pub fn openssl_acceptor(settings: &TlsSettings) -> anyhow::Result<openssl::ssl::
         builder.set_session_id_context(b"ocpp-css").context("OpenSSL session id context")?;
     } else {
         builder.set_verify(SslVerifyMode::NONE);
+    }
+    builder.set_session_cache_mode(if settings.session_cache_entries > 0 {
+        openssl::ssl::SslSessionCacheMode::SERVER
+    } else {
+        openssl::ssl::SslSessionCacheMode::OFF
+    });
+    builder.set_session_cache_size(i32::try_from(settings.session_cache_entries).unwrap_or(i32::MAX));
+    if !settings.session_tickets {
+        builder.set_options(openssl::ssl::SslOptions::NO_TICKET);
     }
     Ok(builder.build())
 }

@@ -29,3 +29,19 @@ timed() {
   done | sort -n | awk '{t[NR]=$1*1000; b+=$2} END {p50=t[int((NR+1)/2)]; i=int(NR*0.99+0.999); if (i>NR) i=NR;
     printf "p50 %.1f ms, p99 %.1f ms, %d bytes", p50, t[i], b/NR}'
 }
+
+# A CA (ca.pem, ca.key) and two server certificates for 127.0.0.1 signed by it, ECDSA P-256
+# (ec.pem, ec.key) and RSA-2048 (rsa.pem, rsa.key), made with the openssl binary in the current
+# directory.
+make_server_certs() {
+  local ext="subjectAltName=IP:127.0.0.1
+extendedKeyUsage=serverAuth"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj "/CN=bench CA" \
+    -keyout ca.key -out ca.pem -addext basicConstraints=critical,CA:TRUE \
+    -addext keyUsage=critical,keyCertSign,cRLSign 2> /dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=ocpp-css" -keyout ec.key -out ec.csr 2> /dev/null
+  openssl x509 -req -in ec.csr -CA ca.pem -CAkey ca.key -days 30 -out ec.pem -extfile <(echo "$ext") 2> /dev/null
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out rsa.key 2> /dev/null
+  openssl req -new -key rsa.key -subj "/CN=ocpp-css-rsa" -out rsa.csr 2> /dev/null
+  openssl x509 -req -in rsa.csr -CA ca.pem -CAkey ca.key -days 30 -out rsa.pem -extfile <(echo "$ext") 2> /dev/null
+}

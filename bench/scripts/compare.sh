@@ -6,6 +6,8 @@
 #   fleet   — FLEET stations (default 5,000) booted, then open-loop Heartbeats at HB_RATE/s
 #   storm   — STORM stations (default 19,000) booted idle from four source addresses, all dropped
 #             and reconnecting at once (needs `ulimit -n 20000`)
+# PROTOCOL (1.6, 2.0.1, mix or shares, as `fleet --protocol` takes it; default 1.6) is the fleet's
+# and the storm's OCPP version.
 # EVENTS_RATE (messages/s) makes `events` open loop at that rate instead of closed loop. A binary
 # named `ocpp-floor` (the bare responder, bench/src/bin/ocpp-floor.rs) is run as the floor: no
 # provisioning, any password; it has no cluster mode, so `cluster` skips it.
@@ -30,6 +32,7 @@ hb_rate=${HB_RATE:-10000}
 port=${PORT:-8192}
 redis_port=${REDIS_PORT:-6391}
 duration=${DURATION:-20}
+protocol=${PROTOCOL:-1.6}
 mkdir -p "$out"
 pid=
 redis_pid=
@@ -95,7 +98,7 @@ for round in $(seq "$rounds"); do
             '"\($w) \($n): \(.msgs_per_sec|floor) msgs/s, p50 \(.latency_ms.p50) ms, p99 \(.latency_ms.p99) ms, CALLERRORs \(.call_errors), timeouts \(.timeouts)"' "$json" || true
           ;;
         fleet)
-          "$bench" fleet "${target[@]}" --stations "$fleet" --connect-rate 2000 \
+          "$bench" fleet "${target[@]}" --protocol "$protocol" --stations "$fleet" --connect-rate 2000 \
             --hold "$duration" --heartbeat-rate "$hb_rate" --server-pid "$pid" \
             --json "$json" > "$json.txt" 2>&1 || echo "  ocpp-bench exited with $?"
           jq -r --arg n "$name" '"fleet \($n): \(.ramp.booted) booted at \(.ramp.achieved_rate) conn/s,"
@@ -104,7 +107,7 @@ for round in $(seq "$rounds"); do
             "$json" || true
           ;;
         storm)
-          "$bench" fleet "${target[@]}" --stations "$storm" --connect-rate 2000 --hold 5 --storm \
+          "$bench" fleet "${target[@]}" --protocol "$protocol" --stations "$storm" --connect-rate 2000 --hold 5 --storm \
             --source-ips 127.0.0.1-127.0.0.4 --server-pid "$pid" --json "$json" > "$json.txt" 2>&1 \
             || echo "  ocpp-bench exited with $?"
           jq -r --arg n "$name" '"storm \($n): \(.ramp.booted) booted, \(.server.rss_per_session_kib) KiB/session idle,"

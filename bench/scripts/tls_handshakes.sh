@@ -10,15 +10,12 @@ WORK=${1:?usage: tls_handshakes.sh WORK_DIR [SECONDS_PER_SUITE]}
 T=${2:-6}
 BIN=${OCPP_CSS:-$(cd "$(dirname "$0")/../.." && pwd)/target/release/ocpp-css}
 PORT=${PORT:-8443}
-mkdir -p "$WORK" && cd "$WORK"
-ext() { printf "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"; }
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj "/CN=bench CA" \
-  -keyout ca.key -out ca.pem -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=ocpp-css" -keyout ec.key -out ec.csr 2>/dev/null
-openssl x509 -req -in ec.csr -CA ca.pem -CAkey ca.key -days 30 -out ec.pem -extfile <(ext) 2>/dev/null
-openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out rsa.key 2>/dev/null
-openssl req -new -key rsa.key -subj "/CN=ocpp-css-rsa" -out rsa.csr 2>/dev/null
-openssl x509 -req -in rsa.csr -CA ca.pem -CAkey ca.key -days 30 -out rsa.pem -extfile <(ext) 2>/dev/null
+mkdir -p "$WORK"
+SCRIPTS=$(cd "$(dirname "$0")" && pwd)
+cd "$WORK"
+# shellcheck source=bench/scripts/common.sh
+. "$SCRIPTS/common.sh"
+make_server_certs
 for kx in false true; do
   cat > "cfg-$kx.toml" <<EOT
 [server]

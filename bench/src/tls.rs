@@ -255,23 +255,25 @@ impl TlsClient {
 
     /// The configuration station `id` connects with (made at its first connect, then reused, so that
     /// a reconnect can resume its session).
+    /// Without client certificates and without resumption, every station shares one configuration;
+    /// with resumption each has its own all the same: a shared cache holds a few tickets for the
+    /// one server name, which the whole fleet would compete for.
     pub fn for_station(&self, id: &str) -> Result<Arc<ClientConfig>, String> {
-        if matches!(self.auth, ClientAuth::None) {
+        if matches!(self.auth, ClientAuth::None) && !self.resumption {
             return Ok(self.shared.clone());
         }
         if let Some(c) = self.per_station.lock().map_err(|_| "TLS cache lock".to_string())?.get(id) {
             return Ok(c.clone());
         }
         let pair = match &self.auth {
-            ClientAuth::None => return Ok(self.shared.clone()),
+            ClientAuth::None => None,
             ClientAuth::Dir(dir) => {
                 let (pem, key) = (dir.join(format!("{id}.pem")), dir.join(format!("{id}.key")));
-                read_certs(&pem).and_then(|c| Ok((c, read_key(&key)?)))
+                Some(read_certs(&pem).and_then(|c| Ok((c, read_key(&key)?))).map_err(|e| format!("{e:#}"))?)
             }
-            ClientAuth::Mint { issuer, tenant } => mint(issuer, id, tenant),
-        }
-        .map_err(|e| format!("{e:#}"))?;
-        let config = Arc::new(Self::config(&self.roots, Some(pair), self.resumption).map_err(|e| format!("{e:#}"))?);
+            ClientAuth::Mint { issuer, tenant } => Some(mint(issuer, id, tenant).map_err(|e| format!("{e:#}"))?),
+        };
+        let config = Arc::new(Self::config(&self.roots, pair, self.resumption).map_err(|e| format!("{e:#}"))?);
         self.per_station.lock().map_err(|_| "TLS cache lock".to_string())?.insert(id.to_string(), config.clone());
         Ok(config)
     }
