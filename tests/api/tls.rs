@@ -513,3 +513,39 @@ async fn with_rsa_key_exchange_the_openssl_listener_offers_all_four_ocpp_suites_
         .expect("a profile 2 station with its password");
     assert_eq!(cp2.boot().await["status"], "Accepted");
 }
+
+/// One HTTPS request to `/healthz` on the TLS listener with `config`; how its handshake went.
+fn healthz_handshake(config: Arc<rustls::ClientConfig>, port: u16) -> rustls::HandshakeKind {
+    use std::io::{Read, Write};
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut conn = rustls::ClientConnection::new(config, name).unwrap();
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+    // Read to the end (the server closes): session tickets come after the handshake.
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer);
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    conn.handshake_kind().expect("handshake done")
+}
+
+#[tokio::test]
+async fn a_reconnecting_client_resumes_its_tls_session_unless_resumption_is_off() {
+    use rustls::HandshakeKind::{Full, Resumed};
+    let pki = Pki::new();
+    for (tickets, cache, expected) in [(true, 20000, Resumed), (false, 20000, Resumed), (false, 0, Full)] {
+        let app = pki
+            .spawn_with(move |s| {
+                s.tls.session_tickets = tickets;
+                s.tls.session_cache_entries = cache;
+            })
+            .await;
+        let (config, port) = (pki.client_config(None), app.tls_port.unwrap());
+        let kinds = tokio::task::spawn_blocking(move || {
+            [healthz_handshake(config.clone(), port), healthz_handshake(config, port)]
+        })
+        .await
+        .unwrap();
+        assert_eq!(kinds, [Full, expected], "tickets {tickets}, {cache} sessions remembered");
+    }
+}
