@@ -67,6 +67,26 @@ impl Live {
             .or_insert_with(new_histogram)
             .saturating_record((d.as_micros() as u64).max(1));
     }
+
+    /// A call's outcome under `label`; `latency` is recorded if it was answered with a CALLRESULT.
+    fn outcome(&mut self, label: &str, out: &Outcome, latency: Duration) {
+        let slot = match out {
+            Outcome::Result(_) => 0,
+            Outcome::CallError { .. } => 1,
+            Outcome::Timeout => 2,
+            Outcome::Closed(_) => 3,
+        };
+        self.actions.entry(label.to_string()).or_default()[slot] += 1;
+        match out {
+            Outcome::Result(_) => self.record(&format!("actions.{label}"), latency),
+            Outcome::CallError { code, .. } => {
+                *self.call_errors.entry(code.clone()).or_default() += 1;
+                self.fail(&format!("callerror_{code}"));
+            }
+            Outcome::Timeout => self.fail("timeout"),
+            Outcome::Closed(_) => {}
+        }
+    }
 }
 
 struct Ctx {
@@ -213,25 +233,7 @@ impl Station {
         let c = self.conn.as_mut()?;
         let out = c.call(name, payload, Instant::now() + self.ctx.timeout).await;
         let end_kind = c.end_kind().unwrap_or("closed").to_string();
-        let slot = match &out {
-            Outcome::Result(_) => 0,
-            Outcome::CallError { .. } => 1,
-            Outcome::Timeout => 2,
-            Outcome::Closed(_) => 3,
-        };
-        {
-            let mut l = self.live();
-            l.actions.entry(label.to_string()).or_default()[slot] += 1;
-            match &out {
-                Outcome::Result(_) => l.record(&format!("actions.{label}"), from.elapsed()),
-                Outcome::CallError { code, .. } => {
-                    *l.call_errors.entry(code.clone()).or_default() += 1;
-                    l.fail(&format!("callerror_{code}"));
-                }
-                Outcome::Timeout => l.fail("timeout"),
-                Outcome::Closed(_) => {}
-            }
-        }
+        self.live().outcome(label, &out, from.elapsed());
         match out {
             Outcome::Result(v) => {
                 self.ctx.ok_total.fetch_add(1, Relaxed);
@@ -964,7 +966,7 @@ pub async fn run(args: ScenarioArgs) -> Result<ScenarioSummary> {
             energy: 1_000 + (index as i64 % 1000) * 100,
             draws: 0,
         };
-        tasks.push(tokio::spawn(run_station(st, permit)));
+        tasks.push((class, tokio::spawn(run_station(st, permit))));
     }
     let spawned = tasks.len() as u64;
     if spawned < n {
@@ -978,61 +980,86 @@ pub async fn run(args: ScenarioArgs) -> Result<ScenarioSummary> {
 
     // The end: every station stops its sessions, replays and closes; bounded.
     let hard_end = ctx.end + timeout * 4 + Duration::from_secs(5);
-    let mut aborted = 0u64;
-    for t in tasks {
+    let mut aborted = vec![0u64; sc.classes.len()];
+    for (class, t) in tasks {
         let abort = t.abort_handle();
         if timeout_at(hard_end, t).await.is_err() {
             abort.abort();
-            aborted += 1;
+            aborted[class] += 1;
         }
     }
-    if aborted > 0 {
-        eprintln!("warning: {aborted} station tasks did not finish in time and were aborted");
+    let aborted_n: u64 = aborted.iter().sum();
+    if aborted_n > 0 {
+        eprintln!("warning: {aborted_n} station tasks did not finish in time and were aborted");
     }
     let _ = stop_tx.send(true);
     let _ = monitor.await;
     let end = Instant::now();
 
-    let mut classes = BTreeMap::new();
+    let config = ScenarioConfig {
+        file: args.file.display().to_string(),
+        url_template: template.replace("{tenant}", &tenant),
+        stations: whole_n,
+        duration_secs: duration,
+        connect_rate: sc.connect_rate,
+        time_scale: scale,
+        seed,
+        timeout_secs: args.timeout,
+        source_ips: source_ips.len(),
+        classes: class_configs(&sc.classes, &assignment),
+    };
+    let mut s = summarize(config, &sc.classes, &ctx.live, &per_class, &aborted)?;
+    s.ramp_secs = (ramp_secs * 1000.0).round() / 1000.0;
+    s.shard = args.shard.map(|sh| ShardReport {
+        index: sh.index,
+        count: sh.count,
+        first_station: range.start + 1,
+        stations: n,
+    });
+    s.start_ms = unix_ms(clock_base, started);
+    s.end_ms = unix_ms(clock_base, end);
+    Ok(s)
+}
+
+/// The file's classes with their stations in the whole run (`assignment`: each station's class).
+fn class_configs(classes: &[Class], assignment: &[usize]) -> Vec<ClassConfig> {
+    (0..classes.len())
+        .map(|k| class_config(&classes[k], assignment.iter().filter(|&&c| c == k).count() as u64))
+        .collect()
+}
+
+/// The report of a run (or of a shard) from what its stations recorded per class (`live`, in the
+/// order of `classes`; `per_class`: the stations started of each, `aborted`: their tasks aborted at
+/// the end), its histograms encoded; `ramp_secs`, `shard` and the window are left for the caller.
+fn summarize(
+    config: ScenarioConfig,
+    classes: &[Class],
+    live: &[Mutex<Live>],
+    per_class: &[u64],
+    aborted: &[u64],
+) -> Result<ScenarioSummary> {
+    let mut reports = BTreeMap::new();
     let mut hists = BTreeMap::new();
-    for (k, c) in sc.classes.iter().enumerate() {
-        let l = ctx.live[k].lock().expect("class stats lock");
+    for (k, c) in classes.iter().enumerate() {
+        let l = live[k].lock().expect("class stats lock");
         let mut r = ClassReport::from_live(per_class[k], &l);
-        if aborted > 0 {
-            r.failures_by_kind.entry("aborted".into()).or_default();
+        if aborted[k] > 0 {
+            *r.failures_by_kind.entry("aborted".into()).or_default() += aborted[k];
         }
-        classes.insert(c.name.clone(), r);
+        reports.insert(c.name.clone(), r);
         hists.insert(c.name.clone(), l.hists.clone());
     }
-    let overall = finish_reports(&mut classes, &hists)?;
-    let whole_counts: Vec<u64> =
-        (0..sc.classes.len()).map(|k| assignment.iter().filter(|&&c| c == k).count() as u64).collect();
+    let overall = finish_reports(&mut reports, &hists)?;
     Ok(ScenarioSummary {
         scenario: "scenario".into(),
-        config: ScenarioConfig {
-            file: args.file.display().to_string(),
-            url_template: template.replace("{tenant}", &tenant),
-            stations: whole_n,
-            duration_secs: duration,
-            connect_rate: sc.connect_rate,
-            time_scale: scale,
-            seed,
-            timeout_secs: args.timeout,
-            source_ips: source_ips.len(),
-            classes: sc.classes.iter().zip(&whole_counts).map(|(c, &n)| class_config(c, n)).collect(),
-        },
-        ramp_secs: (ramp_secs * 1000.0).round() / 1000.0,
-        classes,
+        config,
+        ramp_secs: 0.0,
+        classes: reports,
         overall,
-        shard: args.shard.map(|sh| ShardReport {
-            index: sh.index,
-            count: sh.count,
-            first_station: range.start + 1,
-            stations: n,
-        }),
+        shard: None,
         merged: None,
-        start_ms: unix_ms(clock_base, started),
-        end_ms: unix_ms(clock_base, end),
+        start_ms: 0,
+        end_ms: 0,
         histograms: hists
             .iter()
             .map(|(c, h)| (c.clone(), crate::merge::encode_all(h.iter().map(|(k, h)| (k.clone(), h)))))
@@ -1041,15 +1068,15 @@ pub async fn run(args: ScenarioArgs) -> Result<ScenarioSummary> {
 }
 
 /// Merges `scenario --shard` outputs: counts summed, histograms added, latencies from the sums.
-pub fn merge(inputs: Vec<(String, ScenarioSummary)>, shards: Vec<u32>) -> Result<ScenarioSummary> {
+pub fn merge(mut inputs: Vec<(String, ScenarioSummary)>, shards: Vec<u32>) -> Result<ScenarioSummary> {
+    inputs.sort_by_key(|(_, s)| s.shard.as_ref().map_or(0, |sh| sh.index));
     let (first_name, first) = &inputs[0];
     let mut classes: BTreeMap<String, ClassReport> = BTreeMap::new();
     let mut hists: BTreeMap<String, BTreeMap<String, Histogram<u64>>> = BTreeMap::new();
     for (name, s) in &inputs {
-        let mut a = s.config.clone();
-        a.source_ips = first.config.source_ips;
-        if a != first.config {
-            bail!("{name} and {first_name} are not shards of one run: their config differs");
+        let differ = config_differences(&first.config, &s.config, first_name, name);
+        if !differ.is_empty() {
+            bail!("{name} and {first_name} are not shards of one run; their configs differ: {}", differ.join("; "));
         }
         for (class, r) in &s.classes {
             match classes.get_mut(class) {
@@ -1070,10 +1097,12 @@ pub fn merge(inputs: Vec<(String, ScenarioSummary)>, shards: Vec<u32>) -> Result
     config.source_ips = inputs.iter().map(|(_, s)| s.config.source_ips).sum();
     let start_ms = inputs.iter().map(|(_, s)| s.start_ms).min().unwrap_or(0);
     let latest_start = inputs.iter().map(|(_, s)| s.start_ms).max().unwrap_or(0);
+    // The whole ramp: from the first shard's first connect to the last shard's ramp end.
+    let ramp_end = inputs.iter().map(|(_, s)| s.start_ms + (s.ramp_secs * 1000.0).round() as u64).max().unwrap_or(0);
     Ok(ScenarioSummary {
         scenario: "scenario".into(),
         config,
-        ramp_secs: inputs.iter().map(|(_, s)| s.ramp_secs).fold(0.0, f64::max),
+        ramp_secs: ramp_end.saturating_sub(start_ms) as f64 / 1000.0,
         classes,
         overall,
         shard: None,
@@ -1091,6 +1120,35 @@ pub fn merge(inputs: Vec<(String, ScenarioSummary)>, shards: Vec<u32>) -> Result
             .map(|(c, h)| (c.clone(), crate::merge::encode_all(h.iter().map(|(k, h)| (k.clone(), h)))))
             .collect(),
     })
+}
+
+fn to_value<T: Serialize>(t: &T) -> Value {
+    serde_json::to_value(t).unwrap_or_default()
+}
+
+/// What differs between two shards' configs, one entry per field (`source_ips` is the process's
+/// own; a class's fields as `class "name" field`); `a_name` and `b_name` say whose.
+fn config_differences(a: &ScenarioConfig, b: &ScenarioConfig, a_name: &str, b_name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut diff = |what: &str, a: Value, b: Value, skip: &[&str]| {
+        let (Value::Object(a), Value::Object(b)) = (a, b) else { return };
+        for (k, v) in a.iter().filter(|(k, _)| !skip.contains(&k.as_str())) {
+            if b.get(k) != Some(v) {
+                let w = b.get(k).cloned().unwrap_or_default();
+                out.push(format!("{what}{k}: {v} in {a_name}, {w} in {b_name}"));
+            }
+        }
+    };
+    diff("", to_value(a), to_value(b), &["source_ips", "classes"]);
+    let names = |c: &ScenarioConfig| c.classes.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+    if names(a) != names(b) {
+        out.push(format!("classes: {:?} in {a_name}, {:?} in {b_name}", names(a), names(b)));
+    } else {
+        for (ca, cb) in a.classes.iter().zip(&b.classes) {
+            diff(&format!("class {:?} ", ca.name), to_value(ca), to_value(cb), &[]);
+        }
+    }
+    out
 }
 
 fn class_rows(rows: &mut Vec<(String, String)>, title: String, r: &ClassReport) {
@@ -1178,3 +1236,7 @@ pub fn render_table(s: &ScenarioSummary) -> String {
     class_rows(&mut rows, "OVERALL".into(), &s.overall);
     report::layout(rows)
 }
+
+#[cfg(test)]
+#[path = "scenario_shard_tests.rs"]
+mod shard_tests;
