@@ -1,8 +1,9 @@
 //! The 2.0.1 messages that are kept for the record and otherwise only acknowledged; each one's answer
 //! is in its row of [`super::ACTIONS`]. Where an answer is a refusal it is because the capability
-//! behind it is not offered: no certificate authority or OCSP responder for stations
-//! (SignCertificate, Get15118EVCertificate, GetCertificateStatus), no smart-charging engine to act on
-//! an EV's needs (NotifyEVChargingNeeds), no vendor extensions (DataTransfer).
+//! behind it is not offered: no V2G certificate authority or OCSP responder (Get15118EVCertificate,
+//! GetCertificateStatus; a station's own certificate is signed by the station CA, see
+//! [`crate::ocpp::common::sign_certificate`]), no smart-charging engine to act on an EV's needs
+//! (NotifyEVChargingNeeds), no vendor extensions (DataTransfer).
 
 use crate::ocpp::common::data_transfer;
 use crate::ocpp::common::events::record_event;
