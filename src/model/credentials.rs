@@ -174,7 +174,8 @@ pub fn password_answer(version: Version, action: &str, response: &Value) -> Pass
     }
 }
 
-/// Whether `command` (as stored or shown) carries a password, and so must be shown masked.
+/// The payload of a command with the password it carries shown as `***`; None when it carries none
+/// (nothing to mask).
 pub fn mask_password(version: Version, action: &str, payload: &Value) -> Option<Value> {
     password_in_command(version, action, payload)?;
     let mut masked = payload.clone();
