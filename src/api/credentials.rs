@@ -5,6 +5,7 @@
 //! (through [`super::commands::dispatch`], like any command) and records what the station said.
 
 use super::commands::{dispatch, Sent, Target};
+use super::stations::change;
 use super::{check_printable, ApiError, Tenant};
 use crate::auth;
 use crate::ids::{AccountId, StationId};
@@ -34,11 +35,7 @@ pub(crate) async fn propose(
     change_id: &str,
 ) -> Result<(), ApiError> {
     let now = chrono::Utc::now();
-    state
-        .account_store
-        .update_station(account_id, station_id, &|s| s.propose_password(hash.clone(), change_id.to_string(), now))
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no station {station_id}")))?;
+    change(state, account_id, station_id, |s| s.propose_password(hash.clone(), change_id.to_string(), now)).await?;
     super::events::emit(state, account_id, events::password_changed(station_id, "requested", change_id)).await;
     Ok(())
 }
@@ -172,7 +169,7 @@ pub async fn upgrade_profile(
     let url = super::stations::ocpp_url(&state, &req, &account, &upgraded);
     let csms_url = url.strip_suffix(&format!("/{}", upgraded.id)).unwrap_or(&url).to_string();
     let now = chrono::Utc::now();
-    update(&state, &account.id, &path, move |s| s.profile_requested(to, now)).await?;
+    change(&state, &account.id, &path, move |s| s.profile_requested(to, now)).await?;
     let change = |outcome: &str| events::profile_changed(&path, from, to, outcome);
     super::events::emit(&state, &account.id, change("requested")).await;
     let mut answers = Vec::new();
@@ -207,19 +204,6 @@ pub async fn upgrade_profile(
     })))
 }
 
-async fn update(
-    state: &AppState,
-    account_id: &AccountId,
-    station_id: &StationId,
-    change: impl Fn(&mut Station) + Send + Sync,
-) -> Result<Station, ApiError> {
-    state
-        .account_store
-        .update_station(account_id, station_id, &change)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no station {station_id}")))
-}
-
 async fn settle_profile(
     state: &AppState,
     account_id: &AccountId,
@@ -227,7 +211,7 @@ async fn settle_profile(
     accepted: bool,
 ) -> Result<Station, ApiError> {
     let now = chrono::Utc::now();
-    update(state, account_id, station_id, move |s| s.profile_answered(accepted, now)).await
+    change(state, account_id, station_id, move |s| s.profile_answered(accepted, now)).await
 }
 
 #[derive(Deserialize)]

@@ -139,6 +139,17 @@ async fn find(state: &AppState, account: &Account, id: &StationId) -> Result<Sta
     state.account_store.station(&account.id, id).await?.ok_or_else(|| ApiError::NotFound(format!("no station {id}")))
 }
 
+/// Applies `change` to the tenant's station `id` (404 when it has none): the record as changed.
+pub(crate) async fn change(
+    state: &AppState,
+    account_id: &AccountId,
+    id: &StationId,
+    change: impl Fn(&mut Station) + Send + Sync,
+) -> Result<Station, ApiError> {
+    let changed = state.account_store.update_station(account_id, id, &change).await?;
+    changed.ok_or_else(|| ApiError::NotFound(format!("no station {id}")))
+}
+
 pub async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -270,18 +281,15 @@ pub async fn update(
         check_profile(&state, profile)?;
     }
     let before = find(&state, &account, &path).await?;
-    let station = state
-        .account_store
-        .update_station(&account.id, &path, &|s| {
-            if let Some(r) = registration {
-                s.registration = r;
-            }
-            if let Some(p) = security_profile {
-                s.security_profile = p;
-            }
-        })
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no station {}", path.as_str())))?;
+    let station = change(&state, &account.id, &path, |s| {
+        if let Some(r) = registration {
+            s.registration = r;
+        }
+        if let Some(p) = security_profile {
+            s.security_profile = p;
+        }
+    })
+    .await?;
     if station.registration != before.registration {
         let event = crate::model::events::registration_changed(&station.id, before.registration, station.registration);
         super::events::emit(&state, &account.id, event).await;
