@@ -15,26 +15,25 @@ pub struct Ca {
     pub key: KeyPair,
 }
 
+/// What a CA certificate named `name` says of itself, root or intermediate.
+fn ca_params(name: &str) -> CertificateParams {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params
+}
+
 impl Ca {
     fn new(name: &str) -> Ca {
         let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages =
-            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        Ca { cert: params.self_signed(&key).unwrap(), key }
+        Ca { cert: ca_params(name).self_signed(&key).unwrap(), key }
     }
 
     /// An intermediate CA under this one.
     fn intermediate(&self, name: &str) -> Ca {
         let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages =
-            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        Ca { cert: params.signed_by(&key, &self.cert, &self.key).unwrap(), key }
+        Ca { cert: ca_params(name).signed_by(&key, &self.cert, &self.key).unwrap(), key }
     }
 
     /// A leaf certificate signed by this CA, with a new P-256 (ECDSA) key.
