@@ -108,7 +108,16 @@ pub async fn rotate_password(
     };
     let (action, payload) = password_command(target.version(), &password);
     let queue = queue.unwrap_or(true).then_some(expires_in);
-    let sent = dispatch(&state, &target, action, payload, queue, Some(hash)).await?;
+    let sent = match dispatch(&state, &target, action, payload, queue, Some(hash)).await {
+        // The generic answer names the command route's `?queue=true`; this route takes `queue` in its body.
+        Err(ApiError::StationNotConnected(_)) if queue.is_none() => {
+            return Err(ApiError::StationNotConnected(format!(
+                "station {} is not connected; leave out \"queue\": false to tell it the new password when it connects",
+                target.key.station_id
+            )))
+        }
+        sent => sent?,
+    };
     let shown = generated.then_some(password);
     Ok(match sent {
         Sent::Answered(response) => {

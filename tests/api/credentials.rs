@@ -157,6 +157,7 @@ async fn an_offline_station_is_told_its_new_password_when_it_returns() {
     let old = app.station(&t, "CP3").await;
     let (status, err) = app.post("/stations/CP3/password", &t.token, json!({"queue": false})).await;
     assert_eq!((status, err["code"].as_str()), (StatusCode::CONFLICT, Some("station_not_connected")));
+    assert!(err["message"].as_str().unwrap().contains("\"queue\": false"), "names this route's option: {err}");
     let (status, err) = app.post("/stations/CP3/password", &t.token, json!({"expires_in": 0})).await;
     assert_eq!((status, err["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_query")));
     let (_, station) = app.get("/stations/CP3", &t.token).await;
